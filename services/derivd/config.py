@@ -1,0 +1,52 @@
+"""All settings in one place, read from the environment as ``DERIVD_*``."""
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DERIVD_")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 0
+
+    # Compile limits (CONTRACT §1): refused with a 4xx naming the limit, before anything runs.
+    max_source_bytes: int = 256 * 1024
+    max_nesting_depth: int = 100
+    max_loop_iterations: int = 50_000
+    max_graph_nodes: int = 1_000_000
+    max_intermediate_bytes: int = 10**8
+    max_taylor_order: int = 64
+    max_literal_magnitude: float = 1e300
+    max_request_bytes: int = 64 * 1024 * 1024
+
+    # Work limits for one request.
+    max_jacobian_entries: int = 10**8
+    forward_chunk_bytes: int = 64 * 1024 * 1024
+    request_timeout_s: float = 60.0
+
+    tape_cache_size: int = 256
+
+    # Finite differences: evaluations one request may spend (points of f).
+    fd_max_evaluations: int = 200_000
+
+    # Black boxes. The allow-list is CIDR ranges a black box's resolved address
+    # must fall in; the deny-list wins over it. Defaults: public addresses only.
+    redis_url: str | None = None
+    blackbox_allow: list[str] = ["0.0.0.0/0", "::/0"]
+    blackbox_deny: list[str] = [
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+        "169.254.0.0/16", "fe80::/10", "fc00::/7", "100.64.0.0/10", "0.0.0.0/8",
+        "224.0.0.0/4", "ff00::/8", "::ffff:0:0/96",
+    ]
+    blackbox_max_response_bytes: int = 16 * 1024 * 1024
+    blackbox_retries: int = 3
+    blackbox_backoff_s: float = 0.05
+    blackbox_default_max_concurrency: int = 16
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
