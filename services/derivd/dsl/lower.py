@@ -1,0 +1,504 @@
+"""Validated AST -> IR graph, by partial evaluation.
+
+Shapes are static, so the lowering evaluates everything that does not depend
+on input values: loop bounds, indices, shapes, axes and integer arithmetic
+on them are Python values; everything else becomes graph nodes.
+
+Loops are unrolled: ``for i in range(N)`` lowers its body N times with ``i``
+bound to a static int, so loop-carried names are ordinary rebinding and the
+derivative transforms see straight-line code (reverse mode stores each step's
+intermediates: memory proportional to N). The limits bound the cost: total
+iterations (``max_loop_iterations``), graph nodes (``max_graph_nodes``) and
+the size of every intermediate (``max_intermediate_bytes``), all checked
+while lowering, before anything runs. Helpers are inlined at each call.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from dataclasses import dataclass
+
+from derivd.dsl.library import Library
+from derivd.dsl.parse import at, parse, refuse
+from derivd.errors import DerivdError, LimitExceeded, ShapeError, UnknownName, ValidationFailed
+from derivd.ir.graph import Graph, Node
+from derivd.ops import apply
+from derivd.ops.registry import BOOL, FLOAT, INT
+from derivd.ops.shape import normalize_items
+
+INT_MAX = 2**63 - 1
+CONSTANTS = {"pi": math.pi, "e": math.e, "True": True, "False": False}
+
+BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow",
+          ast.Mod: "mod", ast.FloorDiv: "floordiv", ast.BitAnd: "and", ast.BitOr: "or"}
+STATIC_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+                 ast.Div: operator.truediv, ast.Mod: operator.mod, ast.FloorDiv: operator.floordiv,
+                 ast.BitAnd: operator.and_, ast.BitOr: operator.or_}
+COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
+STATIC_COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+                  ast.Eq: operator.eq, ast.NotEq: operator.ne}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    shape: tuple[int, ...]
+    dtype: str  # "f8" | "i8" | "b1"
+    role: str  # "at" | "const"
+
+
+@dataclass
+class Program:
+    """A lowered program: its graph, its one output node, and the inputs it uses."""
+
+    graph: Graph
+    output: Node
+    inputs: list[str]
+
+
+@dataclass
+class Helper:
+    node: ast.FunctionDef
+    visible: dict  # helpers defined before this one (so no recursion)
+
+
+def free_inputs(text: str, settings) -> list[str]:
+    """Names a program reads that it neither assigns nor defines: its inputs, in order of use."""
+    tree = parse(text, settings)
+    assigned, defined, seen = set(), set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            defined.add(node.name)
+            assigned.update(a.arg for a in node.args.args)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            assigned.add(node.id)
+    lib = Library(None)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            n = node.id
+            if (n not in assigned and n not in defined and n not in CONSTANTS and n != "range"
+                    and not lib.known(n) and n not in seen):
+                seen.append(n)
+    return seen
+
+
+def lower(text: str, inputs: dict[str, InputSpec], settings) -> Program:
+    tree = parse(text, settings)
+    lo = Lowerer(inputs, settings)
+    output = lo.program(tree)
+    return Program(lo.graph, output, [n for n in lo.graph.inputs])
+
+
+class Lowerer:
+    def __init__(self, inputs: dict[str, InputSpec], settings):
+        self.specs = inputs
+        self.settings = settings
+        self.graph = Graph(settings)
+        self.lib = Library(self)
+        self.iterations = 0
+        self.helpers: dict[str, Helper] = {}
+
+    # ------------------------------------------------------------ values
+
+    def node(self, v) -> Node:
+        if isinstance(v, Node):
+            return v
+        if isinstance(v, (bool, int, float)):
+            return self.graph.const(v)
+        if isinstance(v, list):
+            parts = [self.node(x) for x in v]
+            if not parts:
+                raise ShapeError("an empty list is not an array")
+            return self.lib.f_stack(parts)
+        raise ValidationFailed(f"expected an array, got a {type(v).__name__}", code="type_error")
+
+    def static_int(self, v, what: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            got = f"an array of shape {list(v.shape)}" if isinstance(v, Node) else repr(v)
+            raise ValidationFailed(f"{what} must be a static integer, got {got}", code="type_error")
+        return v
+
+    def check_int(self, v):
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > INT_MAX:
+            raise LimitExceeded(f"integer {v if abs(v) < 10**30 else 'of ' + str(v.bit_length()) + ' bits'} "
+                                f"does not fit in int64", limit="int64", max=INT_MAX)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise LimitExceeded("constant expression overflows float64", limit="float64")
+        return v
+
+    # ------------------------------------------------------------ statements
+
+    def program(self, tree: ast.Module) -> Node:
+        body = tree.body
+        if not body:
+            raise refuse("the program is empty: it needs an output expression")
+        *stmts, last = body
+        env: dict = {}
+        for s in stmts:
+            self.statement(s, env)
+        if isinstance(last, ast.Return):
+            out_expr = last.value
+        elif isinstance(last, ast.Expr):
+            out_expr = last.value
+        else:
+            raise refuse("the program must end with an output expression (or `return expr`)", last)
+        if out_expr is None:
+            raise refuse("return needs an expression", last)
+        out = self.output(out_expr, env)
+        self.graph.outputs = [out]
+        return out
+
+    def output(self, expr: ast.expr, env) -> Node:
+        """A list or tuple output is flattened and concatenated; anything else is kept shaped."""
+        value = self.expr(expr, env)
+        if isinstance(value, (tuple, list)):
+            if not value:
+                raise refuse("the output list is empty", expr)
+            parts = [self.lib.flat(self.lib.as_float(self.node(v))) for v in value]
+            return parts[0] if len(parts) == 1 else apply("concat", *parts, axis=-1)
+        return self.lib.as_float(self.node(value))
+
+    def statement(self, s: ast.stmt, env: dict) -> None:
+        try:
+            if isinstance(s, ast.Assign):
+                value = self.expr(s.value, env)
+                for target in s.targets:
+                    self.bind(target, value, env)
+            elif isinstance(s, ast.AugAssign):
+                current = self.lookup(s.target.id, s.target, env)
+                env[s.target.id] = self.binop(s.op, current, self.expr(s.value, env))
+            elif isinstance(s, ast.FunctionDef):
+                if s.name in CONSTANTS or self.lib.known(s.name):
+                    raise refuse(f"helper name {s.name!r} shadows a builtin", s)
+                self.helpers[s.name] = Helper(s, dict(self.helpers))
+            elif isinstance(s, ast.For):
+                self.loop(s, env)
+            elif isinstance(s, ast.Expr):
+                raise refuse("an expression statement before the end has no effect; assign it or make it "
+                             "the last line", s)
+            elif isinstance(s, ast.Return):
+                raise refuse("return must be the last line", s)
+            else:
+                raise refuse(f"{type(s).__name__} is not part of the language", s)
+        except DerivdError as e:
+            raise locate(e, s)
+
+    def bind(self, target, value, env):
+        if isinstance(target, ast.Name):
+            if target.id in CONSTANTS:
+                raise refuse(f"cannot assign to {target.id}", target)
+            env[target.id] = value
+            return
+        names = target.elts
+        if not isinstance(value, (tuple, list)) or len(value) != len(names):
+            n = len(value) if isinstance(value, (tuple, list)) else 1
+            raise refuse(f"cannot unpack {n} value(s) into {len(names)} names", target)
+        for t, v in zip(names, value):
+            self.bind(t, v, env)
+
+    def loop(self, s: ast.For, env: dict) -> None:
+        bounds = [self.static_int(self.expr(a, env), "a range bound") for a in s.iter.args]
+        if len(bounds) == 3 and bounds[2] == 0:
+            raise refuse("range() step must not be zero", s.iter)
+        steps = range(*bounds)
+        limit = self.settings.max_loop_iterations
+        if self.iterations + len(steps) > limit:
+            raise LimitExceeded(
+                f"loops would run {self.iterations + len(steps)} iterations in total, over the limit "
+                f"max_loop_iterations={limit}", limit="max_loop_iterations",
+                value=self.iterations + len(steps), max=limit, **at(s))
+        self.iterations += len(steps)
+        for i in steps:
+            env[s.target.id] = i
+            for stmt in s.body:
+                self.statement(stmt, env)
+
+    # ------------------------------------------------------------ expressions
+
+    def expr(self, e: ast.expr, env: dict):
+        try:
+            return self._expr(e, env)
+        except DerivdError as err:
+            raise locate(err, e)
+
+    def _expr(self, e, env):
+        if isinstance(e, ast.Constant):
+            return self.check_int(e.value)
+        if isinstance(e, ast.Name):
+            return self.lookup(e.id, e, env)
+        if isinstance(e, ast.BinOp):
+            return self.binop_chain(e, env)
+        if isinstance(e, ast.UnaryOp):
+            v = self.expr(e.operand, env)
+            return self.unary(e.op, v)
+        if isinstance(e, ast.BoolOp):
+            values = [self.expr(v, env) for v in e.values]
+            op = ast.BitAnd() if isinstance(e.op, ast.And) else ast.BitOr()
+            out = values[0]
+            for v in values[1:]:
+                out = self.binop(op, out, v)
+            return out
+        if isinstance(e, ast.Compare):
+            return self.compare(e, env)
+        if isinstance(e, ast.IfExp):
+            c, a, b = self.expr(e.test, env), self.expr(e.body, env), self.expr(e.orelse, env)
+            if isinstance(c, bool):
+                return a if c else b
+            return apply("where", self.node(c), self.node(a), self.node(b))
+        if isinstance(e, ast.Call):
+            return self.call(e, env)
+        if isinstance(e, ast.Subscript):
+            return self.subscript(e, env)
+        if isinstance(e, ast.Attribute):
+            return self.attribute(e, env)
+        if isinstance(e, ast.Tuple):
+            return tuple(self.expr(x, env) for x in e.elts)
+        if isinstance(e, ast.List):
+            return [self.expr(x, env) for x in e.elts]
+        raise refuse(f"{type(e).__name__} is not part of the language", e)
+
+    def lookup(self, name, e, env):
+        if name in env:
+            return env[name]
+        if name in CONSTANTS:
+            return CONSTANTS[name]
+        spec = self.specs.get(name)
+        if spec is None:
+            if name in self.helpers or self.lib.known(name):
+                raise refuse(f"{name!r} is a function; call it", e, code="type_error")
+            raise UnknownName(f"name {name!r} is not bound: pass it in `at` or `constants`, or assign it",
+                              name=name, **at(e))
+        return self.graph.input(name, spec.shape, spec.dtype, spec.role)
+
+    def binop_chain(self, e: ast.BinOp, env):
+        """Evaluate a left-leaning chain a + b - c ... iteratively (no recursion per term)."""
+        spine = []
+        while isinstance(e, ast.BinOp):
+            spine.append(e)
+            e = e.left
+        value = self.expr(e, env)
+        for node in reversed(spine):
+            try:
+                value = self.binop(node.op, value, self.expr(node.right, env))
+            except DerivdError as err:
+                raise locate(err, node)
+        return value
+
+    def binop(self, op, a, b):
+        if isinstance(op, ast.MatMult):
+            return self.lib.f_matmul(a, b)
+        if _static(a) and _static(b):
+            return self.static_binop(op, a, b)
+        if isinstance(op, ast.Pow) and _static(b) and not isinstance(b, bool):
+            return self.power(self.node(a), b)
+        name = BINOPS[type(op)]
+        a, b = self.node(a), self.node(b)
+        if name in ("and", "or"):
+            if a.dtype != BOOL or b.dtype != BOOL:
+                raise ValidationFailed(f"& and | combine masks (comparisons), got {_dt(a)} and {_dt(b)}",
+                                       code="type_error")
+        elif a.dtype == BOOL or b.dtype == BOOL:
+            a, b = self.lib.as_float(a), self.lib.as_float(b)
+        if name in ("div", "pow"):
+            a, b = self.lib.as_float(a), self.lib.as_float(b)
+        return apply(name, a, b)
+
+    def power(self, x: Node, p):
+        """x ** p for a static p: small integer powers become multiplications (exact, fast)."""
+        if p == 2:
+            return apply("square", self.lib.as_float(x))
+        if p == 1:
+            return self.lib.as_float(x)
+        if p == 0.5:
+            return apply("sqrt", self.lib.as_float(x))
+        if p == -1:
+            return apply("reciprocal", self.lib.as_float(x))
+        if p == 3:
+            x = self.lib.as_float(x)
+            return apply("square", x) * x
+        return apply("pow", self.lib.as_float(x), float(p))
+
+    def static_binop(self, op, a, b):
+        if isinstance(op, ast.Pow):
+            return self.static_pow(a, b)
+        if isinstance(op, (ast.BitAnd, ast.BitOr)) and not (isinstance(a, bool) and isinstance(b, bool)):
+            raise ValidationFailed("& and | combine masks or booleans", code="type_error")
+        try:
+            return self.check_int(STATIC_BINOPS[type(op)](a, b))
+        except ZeroDivisionError:
+            if isinstance(op, ast.Div):
+                return self.node(float(a)) / self.node(float(b))  # numpy semantics: inf or nan
+            raise ValidationFailed("integer division or modulo by zero", code="zero_division")
+        except OverflowError:
+            raise LimitExceeded("constant expression overflows float64", limit="float64") from None
+
+    def static_pow(self, a, b):
+        if isinstance(a, int) and isinstance(b, int) and b >= 0:
+            bits = abs(a).bit_length() * b if abs(a) > 1 else 0
+            if bits > 64:
+                raise LimitExceeded(f"constant {a} ** {b} is too large to represent (limit int64)",
+                                    limit="int64", max=INT_MAX)
+            return self.check_int(a ** b)
+        try:
+            fa, fb = float(a), float(b)
+            if abs(fa) > 1 and fb * math.log10(abs(fa)) > 308:
+                raise LimitExceeded(f"constant {a} ** {b} is too large to represent (limit float64)",
+                                    limit="float64")
+            result = math.pow(fa, fb)
+        except (OverflowError, ValueError, ZeroDivisionError):
+            return apply("pow", self.node(float(a)), self.node(float(b)))  # numpy semantics
+        return self.check_int(result)
+
+    def unary(self, op, v):
+        if isinstance(op, ast.UAdd):
+            return v
+        if isinstance(op, ast.USub):
+            return self.check_int(-v) if _static(v) else apply("neg", self.lib.as_float(v) if v.dtype == BOOL else v)
+        if _static(v):
+            if isinstance(v, bool):
+                return not v
+            raise ValidationFailed("~ and not apply to masks or booleans", code="type_error")
+        if v.dtype != BOOL:
+            raise ValidationFailed(f"~ and not apply to masks, got {_dt(v)}", code="type_error")
+        return apply("not", v)
+
+    def compare(self, e: ast.Compare, env):
+        left = self.expr(e.left, env)
+        result = None
+        for op, right_e in zip(e.ops, e.comparators):
+            right = self.expr(right_e, env)
+            if _static(left) and _static(right):
+                r = STATIC_COMPARE[type(op)](left, right)
+            else:
+                r = apply(COMPARE[type(op)], self.node(left), self.node(right))
+            result = r if result is None else self.binop(ast.BitAnd(), result, r)
+            left = right
+        return result
+
+    # ------------------------------------------------------------ calls
+
+    def call(self, e: ast.Call, env):
+        name = e.func.id
+        if name in env:
+            raise refuse(f"{name!r} is a value, not a function", e, code="type_error")
+        args = [self.expr(a, env) for a in e.args]
+        kwargs = {k.arg: self.expr(k.value, env) for k in e.keywords}
+        if None in kwargs:
+            raise refuse("**kwargs are not part of the language", e, code="unsupported_syntax")
+        helper = self.helpers.get(name)
+        if helper is not None:
+            return self.inline(helper, args, kwargs, e)
+        if name == "range":
+            raise refuse("range() is only for `for` loops", e)
+        try:
+            result = self.lib.call(name, args, kwargs)
+        except TypeError as err:
+            raise refuse(f"bad arguments to {name}(): {_type_error(err)}", e, code="bad_arguments") from None
+        if result is None:
+            if name in self.specs:
+                raise refuse(f"{name!r} is an input, not a function", e, code="type_error")
+            raise UnknownName(f"unknown function {name!r}", name=name, **at(e))
+        return result
+
+    def inline(self, helper: Helper, args, kwargs, e):
+        params = [a.arg for a in helper.node.args.args]
+        if kwargs or len(args) != len(params):
+            raise refuse(f"{helper.node.name}() takes {len(params)} positional argument(s), got {len(args)}", e,
+                         code="bad_arguments")
+        saved = self.helpers
+        self.helpers = helper.visible
+        try:
+            return self.expr(helper.node.body[0].value, dict(zip(params, args)))
+        finally:
+            self.helpers = saved
+
+    # ------------------------------------------------------------ indexing
+
+    def attribute(self, e: ast.Attribute, env):
+        v = self.expr(e.value, env)
+        if _static(v) or isinstance(v, (tuple, list)):
+            raise refuse(f".{e.attr} applies to arrays", e, code="type_error")
+        if e.attr == "T":
+            return self.lib.f_transpose(v)
+        if e.attr == "shape":
+            return tuple(v.shape)
+        if e.attr == "ndim":
+            return v.ndim
+        return v.size
+
+    def subscript(self, e: ast.Subscript, env):
+        value = self.expr(e.value, env)
+        if isinstance(value, (tuple, list)):
+            i = self.static_int(self.expr(e.slice, env), "a tuple index")
+            if not -len(value) <= i < len(value):
+                raise refuse(f"index {i} out of range for a tuple of {len(value)}", e, code="index_out_of_range")
+            return value[i]
+        if _static(value):
+            raise refuse("cannot index a scalar constant", e, code="type_error")
+        x = value
+        raw = e.slice.elts if isinstance(e.slice, ast.Tuple) else [e.slice]
+        items = []
+        for r in raw:
+            if isinstance(r, ast.Slice):
+                parts = [None if p is None else self.static_int(self.expr(p, env), "a slice bound")
+                         for p in (r.lower, r.upper, r.step)]
+                if parts[2] == 0:
+                    raise refuse("slice step must not be zero", r)
+                items.append(slice(*parts))
+            else:
+                v = self.expr(r, env)
+                if isinstance(v, Node):
+                    if v.dtype != INT:
+                        raise refuse(f"an index array must hold integers, got {_dt(v)}", r, code="type_error")
+                    items.append(v)
+                else:
+                    items.append(self.static_int(v, "an index"))
+        if len(items) > x.ndim:
+            raise refuse(f"too many indices ({len(items)}) for an array of shape {list(x.shape)}", e,
+                         code="index_out_of_range")
+        arrays = [i for i, it in enumerate(items) if isinstance(it, Node)]
+        if len(arrays) > 1:
+            raise refuse("one index array per subscript (index again for another axis)", e,
+                         code="unsupported_syntax")
+        if arrays:
+            p = arrays[0]
+            ints = [i for i, it in enumerate(items) if isinstance(it, int)]
+            if ints and any(isinstance(items[k], slice) for k in range(min(ints + [p]), max(ints + [p]))):
+                raise refuse("an index array and an integer index separated by a slice are ambiguous; "
+                             "index in two steps", e, code="unsupported_syntax")
+            idx = items[p]
+            items[p] = slice(None)
+            basic = self.basic_index(x, items, e)
+            axis = p - sum(1 for it in items[:p] if isinstance(it, int))
+            return apply("gather", basic, idx, axis=axis - basic.ndim)
+        return self.basic_index(x, items, e)
+
+    def basic_index(self, x, items, e):
+        norm = normalize_items(x.shape, items, where=f" of an array of shape {list(x.shape)}")
+        if all(isinstance(it, tuple) and it == (0, n, 1) for it, n in zip(norm, x.shape)):
+            return x
+        return apply("index", x, items=norm)
+
+
+def _static(v) -> bool:
+    return isinstance(v, (bool, int, float))
+
+
+def _dt(node: Node) -> str:
+    return {FLOAT: "float64", INT: "int64", BOOL: "a mask"}[node.dtype]
+
+
+def _type_error(err: TypeError) -> str:
+    msg = str(err)
+    return msg.split(") ", 1)[-1] if ") " in msg else msg
+
+
+def locate(err: DerivdError, node: ast.AST) -> DerivdError:
+    """Attach the innermost line and column to an error raised while lowering ``node``."""
+    if "line" not in err.detail and getattr(node, "lineno", None) is not None:
+        where = at(node)
+        err.detail.update(where)
+        err.message = f"{err.message} (line {where['line']}, column {where['column']})"
+        err.args = (err.message,)
+    return err

@@ -1,0 +1,41 @@
+"""What every engine shares: wrt bookkeeping and chunking."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Wrt:
+    """The differentiated inputs, in ``wrt`` order, with their slots in a flat vector."""
+
+    def __init__(self, fn, names: list[str]):
+        self.names = names
+        self.nodes = [fn.input_node(n) for n in names]
+        self.shapes = [n.shape for n in self.nodes]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.offsets = np.cumsum([0] + self.sizes)
+        self.n = int(self.offsets[-1])
+
+    def split(self, flat: np.ndarray, batch: tuple[int, ...] = ()) -> list[np.ndarray]:
+        """Cut a ``batch + (n,)`` array into per-input arrays shaped ``batch + shape``."""
+        return [np.ascontiguousarray(flat[..., a:b]).reshape(batch + s)
+                for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
+
+    def join(self, parts: list, batch: tuple[int, ...]) -> np.ndarray:
+        """Per-input arrays (``None`` = zero) -> one ``batch + (n,)`` array."""
+        out = np.zeros(batch + (self.n,))
+        for p, a, b in zip(parts, self.offsets[:-1], self.offsets[1:]):
+            if p is not None:
+                out[..., a:b] = np.reshape(p, batch + (b - a,))
+        return out
+
+
+def chunk_size(total: int, per_item_bytes: int, budget_bytes: int) -> int:
+    """How many seeds fit one pass within ``budget_bytes`` (at least 1, at most ``total``)."""
+    return max(1, min(total, budget_bytes // max(per_item_bytes, 1)))
+
+
+def widest_node_bytes(fn) -> int:
+    return max((8 * max(1, n.size) for n in fn.graph.live_nodes([fn.output])), default=8)

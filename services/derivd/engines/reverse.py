@@ -1,0 +1,75 @@
+"""Reverse mode: gradients, VJPs, and Jacobians row-block by row-block.
+
+The gradient uses an unbatched cotangent of ones, so a scalar program's
+derivative tape stays on the rank-0 fast path. Jacobian rows come from a batch
+of unit cotangents per pass, chunked like forward mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from derivd.engines.common import Wrt, chunk_size, widest_node_bytes
+from derivd.errors import ShapeError
+from derivd.transforms import vjp as vjp_transform
+
+
+def _vjp_tape(fn, wrt: Wrt, batch: tuple[int, ...] | None):
+    """batch None: the cotangent is the constant 1 (gradient); else an input ``batch + out_shape``."""
+
+    def build():
+        if batch is None:
+            shape = fn.out_shape
+            ct = fn.graph.const(1.0) if shape == () else fn.graph.apply("ones", (), {"shape": shape})
+            extra = []
+            zshape = ()
+        else:
+            ct = fn.extra_input("__ct", batch + fn.out_shape)
+            extra = [ct]
+            zshape = batch
+        grads = vjp_transform(fn.graph, wrt.nodes, [fn.output], [ct])
+        outs = [g if g is not None else fn.graph.apply("zeros", (), {"shape": zshape + s})
+                for g, s in zip(grads, wrt.shapes)]
+        return extra, [fn.output] + outs
+
+    return fn.tape(("vjp", tuple(wrt.names), batch), build)
+
+
+def require_scalar(fn, endpoint: str):
+    if int(np.prod(fn.out_shape)) != 1:
+        raise ShapeError(f"{endpoint} needs a scalar output (one element); this program's output has shape "
+                         f"{list(fn.out_shape)}", shape=list(fn.out_shape), code="not_scalar")
+
+
+def gradient(fn, values, wrt_names):
+    require_scalar(fn, "gradient")
+    wrt = Wrt(fn, wrt_names)
+    tape, seconds = _vjp_tape(fn, wrt, None)
+    y, *grads = fn.run(tape, values)
+    return np.asarray(y), [np.asarray(g, dtype=np.float64) for g in grads], seconds
+
+
+def vjp(fn, values, wrt_names, u: np.ndarray):
+    wrt = Wrt(fn, wrt_names)
+    m = int(np.prod(fn.out_shape))
+    if u.size != m:
+        raise ShapeError(f"u has {u.size} elements; the output has {m}", shapes=[[u.size], [m]])
+    tape, seconds = _vjp_tape(fn, wrt, (1,))
+    y, *cts = fn.run(tape, values, u.reshape((1,) + fn.out_shape))
+    return np.asarray(y), [np.asarray(c).reshape(s) for c, s in zip(cts, wrt.shapes)], seconds
+
+
+def jacobian(fn, values, wrt_names, settings):
+    wrt = Wrt(fn, wrt_names)
+    m = int(np.prod(fn.out_shape))
+    b = chunk_size(m, widest_node_bytes(fn) * 3, settings.forward_chunk_bytes)
+    tape, seconds = _vjp_tape(fn, wrt, (b,))
+    rows = []
+    y = None
+    for start in range(0, max(m, 1), b):
+        stop = min(start + b, m)
+        seeds = np.zeros((b, m))
+        seeds[np.arange(stop - start), np.arange(start, stop)] = 1.0
+        y, *cts = fn.run(tape, values, seeds.reshape((b,) + fn.out_shape))
+        rows.append(wrt.join(cts, (b,))[: stop - start])
+    return np.asarray(y), np.concatenate(rows, axis=0), seconds

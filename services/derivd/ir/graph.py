@@ -1,0 +1,240 @@
+"""The IR: a graph of typed, shaped SSA nodes.
+
+Nodes are appended in dependency order, so creation order is a topological
+order. ``Graph.apply`` is the one way to add a node: it infers the shape and
+dtype with the primitive's shape rule (errors name both shapes), folds rank-0
+constants, simplifies multiplications by one and additions of zero, shares
+identical nodes (hash-consing, i.e. common-subexpression elimination as the
+graph is built) and enforces the node-count and intermediate-size limits
+before anything runs.
+
+Inputs are ``input`` nodes with a ``name`` and a ``role``: ``"at"`` for
+differentiable inputs, ``"const"`` for inputs never differentiated (the
+request's ``constants``; integer index arrays among them). Their values are
+bound at run time, so one compiled tape serves every point of the same shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Iterable
+
+import numpy as np
+import orjson
+
+from derivd import ops
+from derivd.errors import LimitExceeded, ShapeError
+from derivd.ops.evaluate import eval_primitive
+from derivd.ops.registry import BOOL, FLOAT, INT
+
+DTYPE_BYTES = {FLOAT: 8, INT: 8, BOOL: 1}
+
+
+def freeze(value: Any) -> Any:
+    """A hashable, canonical form of a param value (lists become tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+class Node:
+    __slots__ = ("graph", "id", "prim", "inputs", "params", "shape", "dtype", "masked", "__weakref__")
+
+    def __init__(self, graph, id, prim, inputs, params, shape, dtype):
+        self.graph = graph
+        self.id = id
+        self.prim = prim
+        self.inputs = inputs
+        self.params = params
+        self.shape = shape
+        self.dtype = dtype
+        self.masked = False
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __repr__(self) -> str:
+        return f"%{self.id}={self.prim}{list(self.shape)}"
+
+    # Arithmetic builds nodes, so rules read like maths.
+    def _ap(self, name, *args):
+        return self.graph.apply(name, args, {})
+
+    def __add__(self, o): return self._ap("add", self, o)
+    def __radd__(self, o): return self._ap("add", o, self)
+    def __sub__(self, o): return self._ap("sub", self, o)
+    def __rsub__(self, o): return self._ap("sub", o, self)
+    def __mul__(self, o): return self._ap("mul", self, o)
+    def __rmul__(self, o): return self._ap("mul", o, self)
+    def __truediv__(self, o): return self._ap("div", self, o)
+    def __rtruediv__(self, o): return self._ap("div", o, self)
+    def __neg__(self): return self._ap("neg", self)
+    def __pow__(self, o): return self._ap("pow", self, o)
+    def __matmul__(self, o): return self._ap("matmul", self, o)
+
+
+class Graph:
+    def __init__(self, limits=None):
+        self.nodes: list[Node] = []
+        self.inputs: dict[str, Node] = {}
+        self.outputs: list[Node] = []
+        self._memo: dict[tuple, Node] = {}
+        self.max_nodes = getattr(limits, "max_graph_nodes", 10**7)
+        self.max_bytes = getattr(limits, "max_intermediate_bytes", 10**12)
+
+    # ------------------------------------------------------------ building
+
+    def input(self, name: str, shape: tuple[int, ...], dtype: str = FLOAT, role: str = "at") -> Node:
+        if name in self.inputs:
+            return self.inputs[name]
+        node = self._new("input", (), (("name", name), ("role", role)), tuple(shape), dtype)
+        self.inputs[name] = node
+        return node
+
+    def const(self, value) -> Node:
+        """A rank-0 literal; arrays of constants are built from primitives (zeros, eye, ...)."""
+        if isinstance(value, Node):
+            return value
+        if isinstance(value, (bool, np.bool_)):
+            v, dtype = bool(value), BOOL
+        elif isinstance(value, (int, np.integer)):
+            v, dtype = int(value), INT
+        else:
+            v, dtype = float(value), FLOAT
+        key = ("const", type(v), v if v == v else "nan")
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        node = self._new("const", (), (("value", v),), (), dtype)
+        self._memo[key] = node
+        return node
+
+    def apply(self, name: str, args: Iterable, params: dict) -> Node:
+        args = tuple(a if isinstance(a, Node) else self.const(a) for a in args)
+        prim = ops.get(name)
+        frozen = tuple(sorted((k, freeze(v)) for k, v in params.items()))
+        key = (name, tuple(a.id for a in args), frozen)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        shape, dtype = prim.shape_rule(*[(a.shape, a.dtype) for a in args], **dict(frozen))
+        shape = tuple(int(n) for n in shape)
+        simplified = self._simplify(name, args, shape, dtype)
+        if simplified is not None:
+            return simplified
+        if shape == () and args and all(a.prim == "const" for a in args) and name != "zeros":
+            node = self._fold(prim, args, dict(frozen))
+            if node is not None:
+                self._memo[key] = node
+                return node
+        node = self._new(name, args, frozen, shape, dtype)
+        self._memo[key] = node
+        return node
+
+    def _simplify(self, name, args, shape, dtype):
+        """x*1, 1*x, x+0, 0+x, x-0, x/1 with no change of shape or dtype are x."""
+        if name not in ("mul", "add", "sub", "div") or len(args) != 2:
+            return None
+        a, b = args
+        unit = 1 if name in ("mul", "div") else 0
+        if _is_const(b, unit) and a.shape == shape and a.dtype == dtype:
+            return a
+        if name in ("mul", "add") and _is_const(a, unit) and b.shape == shape and b.dtype == dtype:
+            return b
+        return None
+
+    def _fold(self, prim, args, params):
+        """Evaluate a rank-0 primitive of literals at build time (bounded by its inputs)."""
+        try:
+            with np.errstate(all="ignore"):
+                value = eval_primitive(prim, [a.params[0][1] for a in args], params)
+        except (ArithmeticError, ValueError, TypeError):
+            return None
+        value = np.asarray(value)
+        if value.shape != ():
+            return None
+        if value.dtype == np.bool_:
+            return self.const(bool(value))
+        if np.issubdtype(value.dtype, np.integer):
+            return self.const(int(value))
+        return self.const(float(value))
+
+    def _new(self, prim, inputs, params, shape, dtype) -> Node:
+        if len(self.nodes) >= self.max_nodes:
+            raise LimitExceeded(
+                f"the program expands to more than {self.max_nodes} graph nodes (limit max_graph_nodes)",
+                limit="max_graph_nodes", value=len(self.nodes) + 1, max=self.max_nodes,
+            )
+        nbytes = math.prod(shape) * DTYPE_BYTES[dtype]
+        if nbytes > self.max_bytes:
+            raise LimitExceeded(
+                f"an intermediate of shape {list(shape)} needs {nbytes} bytes, over the limit "
+                f"max_intermediate_bytes={self.max_bytes}",
+                limit="max_intermediate_bytes", value=nbytes, max=self.max_bytes, shape=list(shape),
+            )
+        node = Node(self, len(self.nodes), prim, inputs, params, shape, dtype)
+        self.nodes.append(node)
+        return node
+
+    # ------------------------------------------------------------ views
+
+    def live_nodes(self, outputs: list[Node] | None = None) -> list[Node]:
+        """Nodes the outputs depend on, in topological order (dead-code elimination)."""
+        outputs = self.outputs if outputs is None else outputs
+        live = set()
+        stack = [n for n in outputs]
+        while stack:
+            n = stack.pop()
+            if n.id in live:
+                continue
+            live.add(n.id)
+            stack.extend(n.inputs)
+        return [n for n in self.nodes if n.id in live]
+
+    def to_json(self) -> dict:
+        """Canonical JSON form: live nodes renumbered densely in topological order."""
+        nodes = self.live_nodes()
+        index = {n.id: i for i, n in enumerate(nodes)}
+        return {
+            "nodes": [
+                [n.prim, [index[a.id] for a in n.inputs], [[k, _jsonable(v)] for k, v in n.params],
+                 list(n.shape), n.dtype]
+                for n in nodes
+            ],
+            "outputs": [index[o.id] for o in self.outputs],
+        }
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(orjson.dumps(self.to_json())).hexdigest()
+
+
+def _is_const(node: Node, value) -> bool:
+    """A literal ``value``, or an array filled with it (``ones``/``zeros``, reshaped or broadcast)."""
+    while node.prim in ("reshape", "broadcast_to"):
+        node = node.inputs[0]
+    if node.prim in ("ones", "zeros"):
+        return value == (1 if node.prim == "ones" else 0)
+    return node.prim == "const" and node.params[0][1] == value and node.dtype != BOOL
+
+
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)
+    return v
+
+
+def check_same_shape(what: str, a: tuple, b: tuple) -> None:
+    if tuple(a) != tuple(b):
+        raise ShapeError(f"{what}: shapes {list(a)} and {list(b)} differ", shapes=[list(a), list(b)])

@@ -1,0 +1,248 @@
+"""Elementwise primitives: each one line, its derivative written in terms of
+its input ``x`` and output ``y``.
+
+Conventions at points of non-differentiability (README, "Kinks"): the
+derivative of ``abs``, ``sign``, ``relu`` at 0 is 0; ``sqrt`` and ``cbrt`` at 0
+have the one-sided derivative +inf; ``floor ceil round`` and ``//`` have
+derivative 0 everywhere; ``maximum``/``minimum`` split a tie equally (½, ½);
+``hypot`` at (0, 0) has derivative 0; ``x ** y`` has derivative 0 in ``y``
+where ``x == 0``.
+"""
+
+from __future__ import annotations
+
+from derivd.ops.registry import (
+    BOOL, FLOAT, Primitive, apply, broadcast_shapes, register, result_dtype, scale,
+)
+
+
+def op(name):
+    return lambda *args, **params: apply(name, *args, **params)
+
+
+cos, sin, exp, log, sqrt, square = op("cos"), op("sin"), op("exp"), op("log"), op("sqrt"), op("square")
+where, sigmoid, cbrt, reciprocal = op("where"), op("sigmoid"), op("cbrt"), op("reciprocal")
+cosh, sinh, floor, mul0 = op("cosh"), op("sinh"), op("floor"), op("mul0")
+
+
+def _float_shape(x, **_):
+    return x[0], FLOAT
+
+
+def unary(name, template, deriv, scalar=None, doc=""):
+    """An elementwise function with derivative ``deriv(x, y)`` (``None``: zero derivative)."""
+
+    def jvp(primals, tangents, out):
+        (t,) = tangents
+        if deriv is None or t is None:
+            return None
+        return t * deriv(primals[0], out)
+
+    def vjp(primals, out, ct):
+        if deriv is None:
+            return [None]
+        return [scale(ct, deriv(primals[0], out))]
+
+    register(Primitive(name, _float_shape, template=template, scalar_template=scalar,
+                       jvp=jvp, vjp=vjp, broadcasting=True, doc=doc))
+
+
+PI_2 = 1.1283791670955126  # 2 / sqrt(pi)
+LN2, LN10 = 0.6931471805599453, 2.302585092994046
+
+unary("neg", "(-{0})", lambda x, y: -1.0, "(-{0})")
+unary("exp", "np.exp({0})", lambda x, y: y, "math.exp({0})")
+unary("exp2", "np.exp2({0})", lambda x, y: y * LN2, "math.pow(2.0, {0})")
+unary("expm1", "np.expm1({0})", lambda x, y: y + 1.0, "math.expm1({0})")
+unary("log", "np.log({0})", lambda x, y: reciprocal(x), "math.log({0})")
+unary("log2", "np.log2({0})", lambda x, y: reciprocal(x * LN2), "math.log2({0})")
+unary("log10", "np.log10({0})", lambda x, y: reciprocal(x * LN10), "math.log10({0})")
+unary("log1p", "np.log1p({0})", lambda x, y: reciprocal(x + 1.0), "math.log1p({0})")
+unary("sin", "np.sin({0})", lambda x, y: cos(x), "math.sin({0})")
+unary("cos", "np.cos({0})", lambda x, y: -sin(x), "math.cos({0})")
+unary("tan", "np.tan({0})", lambda x, y: square(y) + 1.0, "math.tan({0})")
+unary("asin", "np.arcsin({0})", lambda x, y: reciprocal(sqrt(1.0 - square(x))), "math.asin({0})")
+unary("acos", "np.arccos({0})", lambda x, y: -reciprocal(sqrt(1.0 - square(x))), "math.acos({0})")
+unary("atan", "np.arctan({0})", lambda x, y: reciprocal(square(x) + 1.0), "math.atan({0})")
+unary("sinh", "np.sinh({0})", lambda x, y: cosh(x), "math.sinh({0})")
+unary("cosh", "np.cosh({0})", lambda x, y: sinh(x), "math.cosh({0})")
+unary("tanh", "np.tanh({0})", lambda x, y: 1.0 - square(y), "math.tanh({0})")
+unary("asinh", "np.arcsinh({0})", lambda x, y: reciprocal(sqrt(square(x) + 1.0)), "math.asinh({0})")
+unary("acosh", "np.arccosh({0})", lambda x, y: reciprocal(sqrt(square(x) - 1.0)), "math.acosh({0})")
+unary("atanh", "np.arctanh({0})", lambda x, y: reciprocal(1.0 - square(x)), "math.atanh({0})")
+unary("sqrt", "np.sqrt({0})", lambda x, y: 0.5 * reciprocal(y), "math.sqrt({0})")
+unary("cbrt", "np.cbrt({0})", lambda x, y: reciprocal(3.0 * square(y)), None)
+unary("square", "np.square({0})", lambda x, y: 2.0 * x, "({0} * {0})")
+unary("reciprocal", "np.reciprocal({0})", lambda x, y: -square(y), "(1.0 / {0})")
+unary("abs", "np.abs({0})", lambda x, y: apply("sign", x), "abs({0})")
+unary("sign", "np.sign({0})", None, "float(({0} > 0) - ({0} < 0))")
+unary("floor", "np.floor({0})", None, "float(math.floor({0}))")
+unary("ceil", "np.ceil({0})", None, "float(math.ceil({0}))")
+unary("round", "np.round({0})", None, "float(round({0}))")
+unary("erf", "sp.erf({0})", lambda x, y: PI_2 * exp(-square(x)), "math.erf({0})")
+unary("erfc", "sp.erfc({0})", lambda x, y: -PI_2 * exp(-square(x)), "math.erfc({0})")
+unary("sigmoid", "sp.expit({0})", lambda x, y: y * (1.0 - y), None,
+      doc="dedicated (not exp-based) so large |x| neither overflows nor loses digits")
+unary("softplus", "np.logaddexp(0.0, {0})", lambda x, y: sigmoid(x), None,
+      doc="log(1 + e^x) computed as logaddexp(0, x): no overflow for large x")
+unary("relu", "np.maximum({0}, 0.0)", lambda x, y: apply("step", x), "max({0}, 0.0)")
+unary("step", "np.greater({0}, 0.0).astype(np.float64)", None, "float({0} > 0.0)",
+      doc="Heaviside step (1 for x > 0): relu's derivative; its own is 0")
+
+
+# ---------------------------------------------------------------- binary
+
+
+def _binary_shape(a, b, **_):
+    return broadcast_shapes(a[0], b[0]), result_dtype(a[1], b[1])
+
+
+def _float_binary_shape(a, b, **_):
+    return broadcast_shapes(a[0], b[0]), FLOAT
+
+
+def binary(name, template, scalar, da, db, shape=_float_binary_shape, linear=False):
+    """A binary elementwise function with partials ``da(a, b, y)``, ``db(a, b, y)``.
+
+    ``None`` for a partial means zero. ``linear`` marks bilinear/linear maps whose
+    partials are the other operand (their jvp is the product rule).
+    """
+
+    def jvp(primals, tangents, out):
+        a, b = primals
+        ta, tb = tangents
+        terms = []
+        if ta is not None and da is not None:
+            terms.append(ta * da(a, b, out))
+        if tb is not None and db is not None:
+            terms.append(tb * db(a, b, out))
+        if not terms:
+            return None
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    def vjp(primals, out, ct):
+        a, b = primals
+        return [None if da is None else scale(ct, da(a, b, out)),
+                None if db is None else scale(ct, db(a, b, out))]
+
+    register(Primitive(name, shape, template=template, scalar_template=scalar,
+                       jvp=jvp, vjp=vjp, broadcasting=True))
+
+
+def _add_jvp(sign):
+    def jvp(primals, tangents, out):
+        ta, tb = tangents
+        if tb is None:
+            return ta
+        if sign < 0:
+            tb = -tb
+        return tb if ta is None else ta + tb
+    return jvp
+
+
+register(Primitive("add", _binary_shape, "({0} + {1})", scalar_template="({0} + {1})",
+                   jvp=_add_jvp(1), vjp=lambda p, out, ct: [ct, ct], broadcasting=True))
+register(Primitive("sub", _binary_shape, "({0} - {1})", scalar_template="({0} - {1})",
+                   jvp=_add_jvp(-1), vjp=lambda p, out, ct: [ct, -ct], broadcasting=True))
+binary("mul", "({0} * {1})", "({0} * {1})", lambda a, b, y: b, lambda a, b, y: a, shape=_binary_shape)
+binary("div", "({0} / {1})", "({0} / {1})",
+       lambda a, b, y: reciprocal(b), lambda a, b, y: -(y / b))
+binary("pow", "np.power({0}, {1})", "math.pow({0}, {1})",
+       lambda a, b, y: b * apply("pow", a, b - 1.0),
+       lambda a, b, y: y * where(apply("eq", a, 0.0), 0.0, log(where(apply("eq", a, 0.0), 1.0, a))))
+binary("atan2", "np.arctan2({0}, {1})", "math.atan2({0}, {1})",
+       lambda a, b, y: b / (square(a) + square(b)), lambda a, b, y: -a / (square(a) + square(b)))
+
+
+def _safe(y):
+    return where(apply("eq", y, 0.0), 1.0, y)
+
+
+binary("hypot", "np.hypot({0}, {1})", "math.hypot({0}, {1})",
+       lambda a, b, y: a / _safe(y), lambda a, b, y: b / _safe(y))
+
+
+def _tie_weight(greater):
+    # 1 where a wins, 0 where b wins, 1/2 on a tie.
+    return lambda a, b, y: where(apply(greater, a, b), 1.0, where(apply("eq", a, b), 0.5, 0.0))
+
+
+binary("maximum", "np.maximum({0}, {1})", "max({0}, {1})",
+       _tie_weight("gt"), lambda a, b, y: 1.0 - _tie_weight("gt")(a, b, y))
+binary("minimum", "np.minimum({0}, {1})", "min({0}, {1})",
+       _tie_weight("lt"), lambda a, b, y: 1.0 - _tie_weight("lt")(a, b, y))
+binary("mod", "np.mod({0}, {1})", "({0} % {1})",
+       lambda a, b, y: 1.0, lambda a, b, y: -floor(a / b), shape=_binary_shape)
+binary("floordiv", "np.floor_divide({0}, {1})", "({0} // {1})", None, None, shape=_binary_shape)
+
+
+def _sum_terms(terms):
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        return None
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+register(Primitive(
+    "mul0", _float_binary_shape, "_mul0({0}, {1})", scalar_template="(0.0 if {0} == 0 else {0} * {1})",
+    jvp=lambda p, t, out: _sum_terms([None if t[0] is None else mul0(t[0], p[1]),
+                                      None if t[1] is None else mul0(p[0], t[1])]),
+    vjp=lambda p, out, ct: [mul0(ct, p[1]), mul0(ct, p[0])],
+    broadcasting=True,
+    doc="a * b, but 0 wherever a == 0 even if b is inf or nan: scales masked cotangents; "
+        "its own rules use mul0 again so the convention survives forward-over-reverse",
+))
+
+
+# ---------------------------------------------------------------- masks
+
+
+def _mask_shape(*avals, **_):
+    return broadcast_shapes(*[a[0] for a in avals]), BOOL
+
+
+def mask(name, template, scalar):
+    register(Primitive(name, _mask_shape, template=template, scalar_template=scalar,
+                       broadcasting=True, differentiable=False))
+
+
+mask("lt", "({0} < {1})", "({0} < {1})")
+mask("le", "({0} <= {1})", "({0} <= {1})")
+mask("gt", "({0} > {1})", "({0} > {1})")
+mask("ge", "({0} >= {1})", "({0} >= {1})")
+mask("eq", "({0} == {1})", "({0} == {1})")
+mask("ne", "({0} != {1})", "({0} != {1})")
+mask("and", "np.logical_and({0}, {1})", "({0} and {1})")
+mask("or", "np.logical_or({0}, {1})", "({0} or {1})")
+mask("not", "np.logical_not({0})", "(not {0})")
+mask("isfinite", "np.isfinite({0})", "math.isfinite({0})")
+
+
+def _where_shape(c, a, b, **_):
+    return broadcast_shapes(c[0], a[0], b[0]), result_dtype(a[1], b[1])
+
+
+def _where_jvp(primals, tangents, out):
+    c = primals[0]
+    _, ta, tb = tangents
+    if ta is None and tb is None:
+        return None
+    return where(c, 0.0 if ta is None else ta, 0.0 if tb is None else tb)
+
+
+def _where_vjp(primals, out, ct):
+    c = primals[0]
+    ca, cb = where(c, ct, 0.0), where(c, 0.0, ct)
+    ca.masked = cb.masked = True
+    return [None, ca, cb]
+
+
+register(Primitive(
+    "where", _where_shape, "np.where({0}, {1}, {2})", scalar_template="({1} if {0} else {2})",
+    jvp=_where_jvp, vjp=_where_vjp, broadcasting=True,
+    doc="select elementwise; both sides are evaluated, and the cotangent of the untaken side "
+        "is marked so that no NaN or inf of that side reaches the gradient",
+))

@@ -1,0 +1,60 @@
+"""Numpy evaluation of primitives: the expression a primitive's templates make,
+shared by the compiler (whole tapes) and by constant folding (one node)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import scipy.special as sp
+
+from derivd.ops.registry import FLOAT, Primitive
+
+
+def _mul0(a, b):
+    with np.errstate(invalid="ignore"):
+        return np.where(a == 0, 0.0, a * b)
+
+
+BASE_NAMESPACE = {"np": np, "math": math, "sp": sp, "_mul0": _mul0, "_inf": math.inf, "_nan": math.nan}
+
+
+def literal(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "_nan"
+        if math.isinf(v):
+            return "_inf" if v > 0 else "(-_inf)"
+    return repr(v)
+
+
+def expression(prim: Primitive, args: list[str], params: dict, avals, scalar: bool) -> str:
+    """The Python expression computing ``prim`` from argument expressions."""
+    if scalar and prim.scalar_template is not None:
+        return prim.scalar_template.format(*args)
+    if prim.template is None:
+        kw = "".join(f", {k}={literal(v)}" for k, v in params.items())
+        return f"_impl_{prim.name}({', '.join(args)}{kw})"
+    if callable(prim.template):
+        return prim.template(args, params, avals)
+    return prim.template.format(*args, **{k: literal(v) for k, v in params.items()})
+
+
+_FOLDERS: dict[tuple, Callable] = {}
+
+
+def eval_primitive(prim: Primitive, values: list, params: dict):
+    """Evaluate one primitive on concrete values (constant folding, tests)."""
+    key = (prim.name, tuple(sorted(params.items())), len(values))
+    fn = _FOLDERS.get(key)
+    if fn is None:
+        names = [f"a{i}" for i in range(len(values))]
+        avals = [(np.shape(v), FLOAT) for v in values]
+        src = f"lambda {', '.join(names)}: {expression(prim, names, params, avals, scalar=False)}"
+        ns = dict(BASE_NAMESPACE)
+        if prim.impl is not None:
+            ns[f"_impl_{prim.name}"] = prim.impl
+        fn = eval(compile(src, f"<fold {prim.name}>", "eval"), ns)  # our template, not user text
+        _FOLDERS[key] = fn
+    return fn(*values)

@@ -1,0 +1,158 @@
+"""The primitive registry: one record per primitive, holding all that it means.
+
+A ``Primitive`` carries its shape rule, its numpy implementation (as a code
+template for the compiler, with an optional ``math`` template for rank-0
+floats), and its derivative rules: ``jvp``, ``vjp`` and ``taylor``. A missing
+rule is ``None`` and the transform that needs it raises ``NoDerivativeRule``
+naming the primitive: never a silent zero.
+
+Rules build graph nodes; this layer does not import the IR. Nodes handed to a
+rule support arithmetic operators, and ``apply(name, *args, **params)`` adds
+any primitive to the graph the arguments live in.
+
+Batch axes. Transforms carry a *batch* of tangents or cotangents as extra
+leading axes: the tangent of a node of shape ``s`` has shape ``(B, *s)``
+(or ``s`` unbatched). Every primitive is defined on its *core* (trailing) axes
+and accepts any number of leading axes, so one rule serves both. Axes in
+params are negative (counted from the end) for the same reason. For
+primitives marked ``broadcasting`` the jvp transform aligns tangents to the
+output's rank and the vjp transform sums cotangents back to each input's shape,
+so their rules can be written as if no broadcasting happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from derivd.errors import ShapeError
+
+Aval = tuple[tuple[int, ...], str]  # (shape, dtype) with dtype one of "f8", "i8", "b1"
+
+FLOAT, INT, BOOL = "f8", "i8", "b1"
+
+
+@dataclass
+class Primitive:
+    name: str
+    shape_rule: Callable[..., Aval]
+    template: str | None = None  # e.g. "np.sin({0})"; params by name: "{axis}"
+    impl: Callable | None = None  # called as impl(*args, **params) when no template
+    scalar_template: str | None = None  # rank-0 float fast path on Python floats
+    jvp: Callable | None = None
+    vjp: Callable | None = None
+    taylor: Callable | None = None
+    broadcasting: bool = False
+    differentiable: bool = True  # False: output is not float (masks, int ops): no tangent flows
+    doc: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+REGISTRY: dict[str, Primitive] = {}
+
+
+def register(prim: Primitive) -> Primitive:
+    if prim.name in REGISTRY:
+        raise ValueError(f"primitive {prim.name!r} registered twice")
+    REGISTRY[prim.name] = prim
+    return prim
+
+
+def get(name: str) -> Primitive:
+    return REGISTRY[name]
+
+
+# ---------------------------------------------------------------- graph access
+
+
+def graph_of(args) -> Any:
+    for a in args:
+        g = getattr(a, "graph", None)
+        if g is not None:
+            return g
+    raise TypeError("apply() needs at least one graph node among its arguments")
+
+
+def apply(name: str, *args, **params):
+    """Add primitive ``name`` to the graph its node arguments belong to."""
+    return graph_of(args).apply(name, args, params)
+
+
+def zeros_like_batch(like, shape: tuple[int, ...]):
+    """A zero node of ``shape`` in ``like``'s graph (materialised only when needed)."""
+    return like.graph.apply("zeros", (), {"shape": tuple(shape)})
+
+
+# ---------------------------------------------------------------- shape helpers
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ShapeError(
+            "shapes " + " and ".join(str(list(s)) for s in shapes) + " do not broadcast",
+            shapes=[list(s) for s in shapes],
+        ) from None
+
+
+def result_dtype(*dtypes: str) -> str:
+    return FLOAT if FLOAT in dtypes else INT
+
+
+def lead(node_shape: tuple[int, ...], core_ndim: int) -> tuple[int, ...]:
+    """Leading (batch) axes of a shape whose last ``core_ndim`` axes are the core."""
+    return node_shape[: len(node_shape) - core_ndim]
+
+
+def unbroadcast(ct, nbatch: int, shape: tuple[int, ...]):
+    """Sum a cotangent of a broadcast result back to an input's ``shape``.
+
+    ``ct`` has shape ``batch + out`` (``nbatch`` batch axes) where ``shape``
+    broadcasts to ``out``: sum the axes ``out`` has in front of ``shape`` and the
+    axes where ``shape`` has size 1, keep the batch axes, then reshape.
+    """
+    target = ct.shape[:nbatch] + tuple(shape)
+    if ct.shape == target:
+        return ct
+    extra = len(ct.shape) - nbatch - len(shape)
+    axes = []
+    for i in range(nbatch, len(ct.shape)):
+        j = i - nbatch - extra
+        if j < 0 or (shape[j] == 1 and ct.shape[i] != 1):
+            axes.append(i - len(ct.shape))
+    out = apply("sum", ct, axes=tuple(axes)) if axes else ct
+    if out.shape != target:
+        out = apply("reshape", out, shape=target, in_ndim=len(out.shape))
+    return out
+
+
+def align(t, primal_ndim: int, target_ndim: int):
+    """Insert size-1 axes after a tangent's batch axes so its core has ``target_ndim`` axes."""
+    if primal_ndim == target_ndim:
+        return t
+    b = len(t.shape) - primal_ndim
+    new = t.shape[:b] + (1,) * (target_ndim - primal_ndim) + t.shape[b:]
+    return apply("reshape", t, shape=new, in_ndim=len(t.shape))
+
+
+def batch_of(t, primal) -> tuple[int, ...]:
+    return t.shape[: len(t.shape) - len(primal.shape)]
+
+
+# ---------------------------------------------------------------- cotangent scaling
+
+
+def scale(ct, d):
+    """``ct * d`` for a cotangent, safe where the cotangent is structurally zero.
+
+    A cotangent that passed through ``where`` is zero on the untaken side; the
+    local derivative there may be infinite (``sqrt`` at 0, ``1/x`` at 0), and
+    ``0 * inf`` would leak a NaN into a gradient that is finite. Such cotangents
+    carry ``masked``; for them we use ``mul0`` (0 times anything is 0).
+    """
+    if getattr(ct, "masked", False):
+        return apply("mul0", ct, d)
+    return ct * d

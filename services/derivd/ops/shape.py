@@ -1,0 +1,293 @@
+"""Shape primitives: all linear, so their rules move tangents and cotangents
+without arithmetic. Each acts on *core* (trailing) axes and keeps any leading
+batch axes, which is what lets one rule serve batched transforms.
+
+Index items (``index``) are, per core axis, an int or a ``(start, stop, step)``
+triple, normalised and bounds-checked when the graph is built. ``gather``
+takes an integer array node and checks its values when it runs (they are
+request constants): an index out of range is an error naming the bound,
+never clamped or wrapped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from derivd.errors import IndexOutOfRange, ShapeError
+from derivd.ops.registry import FLOAT, INT, Primitive, apply, lead, register, result_dtype
+
+
+def _zero_shape(shape=(), **_):
+    return tuple(shape), FLOAT
+
+
+register(Primitive("zeros", _zero_shape, template="np.zeros({shape})", scalar_template="0.0"))
+register(Primitive("ones", _zero_shape, template="np.ones({shape})", scalar_template="1.0"))
+register(Primitive("eye", lambda n: ((n, n), FLOAT), template="np.eye({n})"))
+register(Primitive("tril_ones", lambda n: ((n, n), FLOAT), template="np.tri({n})"))
+register(Primitive("arange", lambda n: ((n,), FLOAT), template="np.arange({n}, dtype=np.float64)"))
+register(Primitive("to_float", lambda x: (x[0], FLOAT), template="np.asarray({0}, dtype=np.float64)",
+                   scalar_template="float({0})", differentiable=False,
+                   doc="masks and integers as floats; they carry no derivative"))
+
+
+register(Primitive("stop_gradient", lambda x: x, template="{0}", scalar_template="{0}",
+                   jvp=lambda p, t, out: None, vjp=lambda p, out, ct: [None],
+                   doc="identity with zero derivative, used only inside stable rules (never by users)"))
+
+
+# ---------------------------------------------------------------- reshape / broadcast / transpose
+
+
+def _reshape_shape(x, shape, in_ndim):
+    core = x[0][len(x[0]) - in_ndim:]
+    if math.prod(core) != math.prod(shape):
+        raise ShapeError(f"cannot reshape an array of shape {list(core)} into shape {list(shape)}",
+                         shapes=[list(core), list(shape)])
+    return lead(x[0], in_ndim) + tuple(shape), x[1]
+
+
+def _reshape_template(args, params, avals):
+    shape = avals[0][0]
+    target = lead(shape, params["in_ndim"]) + tuple(params["shape"])
+    return f"np.reshape({args[0]}, {target})"
+
+
+register(Primitive(
+    "reshape", _reshape_shape, template=_reshape_template,
+    jvp=lambda p, t, out, shape, in_ndim: None if t[0] is None else apply(
+        "reshape", t[0], shape=shape, in_ndim=in_ndim),
+    vjp=lambda p, out, ct, shape, in_ndim: [apply(
+        "reshape", ct, shape=p[0].shape[len(p[0].shape) - in_ndim:], in_ndim=len(shape))],
+))
+
+
+def _broadcast_shape(x, shape, in_ndim):
+    core = x[0][len(x[0]) - in_ndim:]
+    padded = (1,) * (len(shape) - len(core)) + core
+    if len(core) > len(shape) or any(a != 1 and a != b for a, b in zip(padded, shape)):
+        raise ShapeError(f"cannot broadcast shape {list(core)} to {list(shape)}", shapes=[list(core), list(shape)])
+    return lead(x[0], in_ndim) + tuple(shape), x[1]
+
+
+def _broadcast_template(args, params, avals):
+    shape = avals[0][0]
+    core_n = params["in_ndim"]
+    lead_shape = lead(shape, core_n)
+    core = shape[len(shape) - core_n:]
+    padded = lead_shape + (1,) * (len(params["shape"]) - core_n) + core
+    x = args[0] if padded == shape else f"np.reshape({args[0]}, {padded})"
+    return f"np.broadcast_to({x}, {lead_shape + tuple(params['shape'])})"
+
+
+def _broadcast_vjp(p, out, ct, shape, in_ndim):
+    from derivd.ops.registry import unbroadcast
+    x = p[0]
+    nb = len(ct.shape) - len(out.shape) + len(lead(x.shape, in_ndim))
+    return [unbroadcast(ct, nb, x.shape[len(x.shape) - in_ndim:])]
+
+
+register(Primitive(
+    "broadcast_to", _broadcast_shape, template=_broadcast_template,
+    jvp=lambda p, t, out, shape, in_ndim: None if t[0] is None else apply(
+        "broadcast_to", t[0], shape=shape, in_ndim=in_ndim),
+    vjp=_broadcast_vjp,
+))
+
+
+def _transpose_shape(x, perm):
+    core_n = len(perm)
+    if core_n > len(x[0]) or sorted(perm) != list(range(core_n)):
+        raise ShapeError(f"axes {list(perm)} do not permute an array of shape {list(x[0])}", shape=list(x[0]))
+    core = x[0][len(x[0]) - core_n:]
+    return lead(x[0], core_n) + tuple(core[p] for p in perm), x[1]
+
+
+def _transpose_template(args, params, avals):
+    perm = params["perm"]
+    nl = len(avals[0][0]) - len(perm)
+    full = tuple(range(nl)) + tuple(nl + p for p in perm)
+    return f"np.transpose({args[0]}, {full})"
+
+
+register(Primitive(
+    "transpose", _transpose_shape, template=_transpose_template,
+    jvp=lambda p, t, out, perm: None if t[0] is None else apply("transpose", t[0], perm=perm),
+    vjp=lambda p, out, ct, perm: [apply("transpose", ct, perm=tuple(int(i) for i in np.argsort(perm)))],
+))
+
+
+# ---------------------------------------------------------------- basic indexing
+
+
+def _index_shape(x, items):
+    core = x[0][len(x[0]) - len(items):]
+    out = []
+    for item, n in zip(items, core):
+        if isinstance(item, tuple):
+            out.append(len(range(*item)))
+    return lead(x[0], len(items)) + tuple(out), x[1]
+
+
+def _index_expr(items) -> str:
+    parts = ["..."]
+    for item in items:
+        if isinstance(item, tuple):
+            start, stop, step = item
+            parts.append(f"{start}:{'' if stop is None else stop}:{step}")
+        else:
+            parts.append(str(item))
+    return ", ".join(parts)
+
+
+register(Primitive(
+    "index", _index_shape, template=lambda args, params, avals: f"{args[0]}[{_index_expr(params['items'])}]",
+    jvp=lambda p, t, out, items: None if t[0] is None else apply("index", t[0], items=items),
+    vjp=lambda p, out, ct, items: [apply("index_scatter", ct, items=items, in_shape=p[0].shape[len(p[0].shape) - len(items):])],
+    doc="x[...] with ints and slices on the core axes",
+))
+
+
+def _index_scatter(ct, items, in_shape):
+    core_out_ndim = sum(isinstance(i, tuple) for i in items)
+    out = np.zeros(ct.shape[: ct.ndim - core_out_ndim] + tuple(in_shape))
+    out[(Ellipsis,) + tuple(slice(*i) if isinstance(i, tuple) else i for i in items)] = ct
+    return out
+
+
+def _index_scatter_shape(ct, items, in_shape):
+    core_out = _index_shape((tuple(in_shape), "f8"), items)[0]
+    return ct[0][: len(ct[0]) - len(core_out)] + tuple(in_shape), FLOAT
+
+
+register(Primitive(
+    "index_scatter", _index_scatter_shape, impl=_index_scatter,
+    jvp=lambda p, t, out, items, in_shape: None if t[0] is None else apply(
+        "index_scatter", t[0], items=items, in_shape=in_shape),
+    vjp=lambda p, out, ct, items, in_shape: [apply("index", ct, items=items)],
+    doc="zeros of in_shape with ct written at items: the transpose of index",
+))
+
+
+def normalize_items(shape, items, where=""):
+    """Check and normalise ints/slices against ``shape`` (raises IndexOutOfRange)."""
+    out = []
+    for axis, (item, n) in enumerate(zip(items, shape)):
+        if isinstance(item, slice):
+            out.append(item.indices(n))
+        else:
+            i = int(item)
+            if not -n <= i < n:
+                raise IndexOutOfRange(
+                    f"index {i} is out of range for axis {axis} with size {n}{where}",
+                    index=i, axis=axis, size=n)
+            out.append(i % n)
+    out.extend((0, n, 1) for n in shape[len(items):])
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- gather / scatter
+
+
+def _gather_shape(x, idx, axis):
+    if idx[1] != INT:
+        raise ShapeError("an index array must hold integers", dtype=idx[1])
+    n = len(x[0])
+    if not -n <= axis < 0:
+        raise ShapeError(f"axis {axis + n} out of range for shape {list(x[0])}", shape=list(x[0]))
+    a = axis + n
+    return x[0][:a] + idx[0] + x[0][a + 1:], x[1]
+
+
+def _gather(x, idx, axis):
+    n = x.shape[axis]
+    if idx.size and (idx.max() >= n or idx.min() < -n):
+        bad = int(idx.max()) if idx.max() >= n else int(idx.min())
+        raise IndexOutOfRange(f"index {bad} in an index array is out of range for an axis of size {n}",
+                              index=bad, size=n)
+    return np.take(x, idx, axis=axis)
+
+
+register(Primitive(
+    "gather", _gather_shape, impl=_gather,
+    jvp=lambda p, t, out, axis: None if t[0] is None else apply("gather", t[0], p[1], axis=axis),
+    vjp=lambda p, out, ct, axis: [apply("scatter_add", ct, p[1], axis=axis, size=p[0].shape[axis]), None],
+    doc="take along one axis by an integer array (a request constant, checked when it runs)",
+))
+
+
+def _scatter_add_shape(ct, idx, axis, size):
+    trail = -axis - 1
+    k = len(idx[0])
+    shape = ct[0]
+    lead_shape = shape[: len(shape) - trail - k]
+    return lead_shape + (size,) + shape[len(shape) - trail:], FLOAT
+
+
+def _scatter_add(ct, idx, axis, size):
+    trail = -axis - 1
+    k = idx.ndim
+    lead_shape = ct.shape[: ct.ndim - trail - k]
+    tail = ct.shape[ct.ndim - trail:]
+    out = np.zeros(lead_shape + (size,) + tail)
+    flat = ct.reshape(lead_shape + (idx.size,) + tail)
+    pos = len(lead_shape)
+    np.add.at(np.moveaxis(out, pos, 0), idx.ravel(), np.moveaxis(flat, pos, 0))
+    return out
+
+
+register(Primitive(
+    "scatter_add", _scatter_add_shape, impl=_scatter_add,
+    jvp=lambda p, t, out, axis, size: None if t[0] is None else apply("scatter_add", t[0], p[1], axis=axis, size=size),
+    vjp=lambda p, out, ct, axis, size: [apply("gather", ct, p[1], axis=axis), None],
+    doc="the transpose of gather: adds, so repeated indices accumulate",
+))
+
+
+# ---------------------------------------------------------------- concat
+
+
+def _concat_shape(*xs, axis):
+    first = xs[0][0]
+    n = len(first)
+    if not -n <= axis < 0:
+        raise ShapeError(f"axis {axis + n} out of range for shape {list(first)}", shape=list(first))
+    total = 0
+    for x in xs:
+        s = x[0]
+        if len(s) != n or any(a != b for i, (a, b) in enumerate(zip(s, first)) if i != axis + n):
+            raise ShapeError(f"cannot concatenate shapes {list(first)} and {list(s)} along axis {axis + n}",
+                             shapes=[list(first), list(s)])
+        total += s[axis]
+    return first[: axis + n] + (total,) + first[axis + n + 1:], result_dtype(*[x[1] for x in xs])
+
+
+def _concat_jvp(p, t, out, axis):
+    given = [(ti, xi) for ti, xi in zip(t, p) if ti is not None]
+    if not given:
+        return None
+    ti, xi = given[0]
+    batch = ti.shape[: len(ti.shape) - len(xi.shape)]
+    parts = [ti if ti is not None else apply("zeros", shape=batch + xi.shape) for ti, xi in zip(t, p)]
+    return apply("concat", *parts, axis=axis)
+
+
+def _concat_vjp(p, out, ct, axis):
+    res, start = [], 0
+    core_n = len(out.shape)
+    for x in p:
+        n = x.shape[axis]
+        items = [(0, d, 1) for d in out.shape]
+        items[axis + core_n] = (start, start + n, 1)
+        res.append(apply("index", ct, items=tuple(items)))
+        start += n
+    return res
+
+
+register(Primitive(
+    "concat", _concat_shape,
+    template=lambda args, params, avals: f"np.concatenate(({', '.join(args)},), axis={params['axis']})",
+    jvp=_concat_jvp, vjp=_concat_vjp,
+))
