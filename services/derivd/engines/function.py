@@ -64,8 +64,12 @@ class CompiledFunction:
             return tape, time.perf_counter() - t0
 
     def extra_input(self, name: str, shape: tuple[int, ...]):
-        """A tangent/cotangent input of a derivative tape (never a user name: those can't start with __)."""
-        return self.graph.input(name, shape, "f8", role="extra")
+        """A tangent/cotangent input of a derivative tape.
+
+        Never a user's name (those can't start with ``__``); the shape is part of the
+        name, since tapes of different batch sizes live in the same graph.
+        """
+        return self.graph.input(f"{name}{list(shape)}", shape, "f8", role="extra")
 
     def run(self, tape: Tape, values: dict[str, np.ndarray], *extra):
         args = [values[n] for n in tape.arg_names]

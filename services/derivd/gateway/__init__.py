@@ -1,0 +1,1 @@
+"""The REST skin (FastAPI) over the core service."""

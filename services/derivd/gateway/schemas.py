@@ -1,0 +1,78 @@
+"""Request schemas: structure is validated by pydantic; arrays are ``Any`` and
+decoded by numpy in ``codecs`` (element-by-element validation of a large
+array would cost more than the derivative)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Array = Any  # number | nested list | {"dtype", "shape", "data"}
+
+
+class FDOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["central", "forward", "backward"] = "central"
+    order: int = Field(2, ge=1, le=16)
+    step: float | None = Field(None, gt=0)
+    extrapolation: bool = False
+
+
+class DerivRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    function: dict[str, Any] = Field(description='{"dsl": program} | {"id": stored id} | {"blackbox": name}')
+    at: dict[str, Array] = Field(default_factory=dict, description="the point: differentiable inputs")
+    constants: dict[str, Array] = Field(default_factory=dict, description="inputs not differentiated")
+    wrt: list[str] | None = None
+    mode: Literal["auto", "forward", "reverse", "taylor", "finite"] = "auto"
+    fd: FDOptions | None = None
+    verify: bool = False
+    encoding: Literal["list", "base64"] = "list"
+
+
+class EvaluateRequest(DerivRequest):
+    pass
+
+
+class GradientRequest(DerivRequest):
+    pass
+
+
+class JacobianRequest(DerivRequest):
+    sparse: bool = False
+
+
+class JvpRequest(DerivRequest):
+    v: dict[str, Array]
+
+
+class VjpRequest(DerivRequest):
+    u: Array
+
+
+class HvpRequest(DerivRequest):
+    v: dict[str, Array] | None = None
+    vs: list[dict[str, Array]] | None = Field(None, description="extension: many directions in one pass")
+
+
+class HessianRequest(DerivRequest):
+    pass
+
+
+class TaylorRequest(DerivRequest):
+    v: dict[str, Array]
+    order: int = Field(ge=0)
+
+
+class FunctionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dsl: str
+    constants: dict[str, Array] = Field(default_factory=dict)
+
+
+REQUESTS = {
+    "evaluate": EvaluateRequest, "gradient": GradientRequest, "jacobian": JacobianRequest,
+    "jvp": JvpRequest, "vjp": VjpRequest, "hvp": HvpRequest, "hessian": HessianRequest,
+    "taylor": TaylorRequest,
+}
