@@ -42,28 +42,34 @@ def compile_graph(graph, inputs: list, outputs: list, name: str = "tape") -> Tap
         and all(a.shape == () for a in n.inputs)
         for n in nodes if n.prim not in ("input", "const")
     )
-    fast = _source(nodes, inputs, outputs, scalar=True, name=name) if uses_scalar else None
-    plain = _source(nodes, inputs, outputs, scalar=False, name=name)
     ns = dict(BASE_NAMESPACE)
     for n in nodes:
         if n.prim not in ("input", "const"):
             prim = ops.get(n.prim)
             if prim.impl is not None:
                 ns[f"_impl_{prim.name}"] = prim.impl
-    exec(compile(plain, f"<derivd {name}>", "exec"), ns)  # generated from the IR only
-    plain_fn = ns[name]
-    if fast is None:
-        return Tape(plain_fn, plain, len(nodes))
-    exec(compile(fast, f"<derivd {name} scalar>", "exec"), ns)
-    fast_fn = ns[name]
+
+    def build(scalar: bool):
+        source = _source(nodes, inputs, outputs, scalar=scalar, name=name)
+        scope = dict(ns)
+        exec(compile(source, f"<derivd {name}{' scalar' if scalar else ''}>", "exec"), scope)  # from the IR only
+        return scope[name], source
+
+    if not uses_scalar:
+        plain_fn, source = build(False)
+        return Tape(plain_fn, source, len(nodes))
+    fast_fn, source = build(True)
+    fallback = []  # the all-numpy twin, compiled the first time the fast path raises
 
     def run(*args):
         try:
             return fast_fn(*args)
         except (ArithmeticError, ValueError):
-            return plain_fn(*args)
+            if not fallback:
+                fallback.append(build(False)[0])
+            return fallback[0](*args)
 
-    return Tape(run, fast, len(nodes))
+    return Tape(run, source, len(nodes))
 
 
 def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
@@ -94,6 +100,8 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         use_scalar = scalar and n.shape == () and n.dtype == FLOAT and all(a.shape == () for a in n.inputs)
         args = [var[a.id] for a in n.inputs]
         expr = expression(prim, args, dict(n.params), [(a.shape, a.dtype) for a in n.inputs], use_scalar)
+        if scalar and n.shape == () and n.dtype == FLOAT and not (use_scalar and prim.scalar_template):
+            expr = f"float({expr})"  # numpy scalars out of arrays: Python floats from here on
         v = f"t{n.id}"
         var[n.id] = v
         lines.append(f"    {v} = {expr}")

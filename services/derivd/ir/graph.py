@@ -142,15 +142,34 @@ class Graph:
         return node
 
     def _simplify(self, name, args, shape, dtype):
-        """x*1, 1*x, x+0, 0+x, x-0, x/1 with no change of shape or dtype are x."""
+        """Peephole rewrites that derivative graphs need to stay lean.
+
+        x*1, x+0, x-0, x/1 -> x; c*(array filled with v) -> a scalar multiply;
+        -(c*x) -> (-c)*x; y + index_scatter(ct) -> index_add(y, ct) (no zero
+        array per slice cotangent). Only where shape and dtype are unchanged.
+        """
+        if name == "neg" and args[0].prim == "mul":
+            a, b = args[0].inputs
+            if a.prim == "const" and a.dtype != BOOL and b.shape == shape:
+                return self.apply("mul", (-a.params[0][1], b), {})
         if name not in ("mul", "add", "sub", "div") or len(args) != 2:
             return None
         a, b = args
+        va, vb = _filled(a), _filled(b)
         unit = 1 if name in ("mul", "div") else 0
-        if _is_const(b, unit) and a.shape == shape and a.dtype == dtype:
+        if vb == unit and a.shape == shape and a.dtype == dtype:
             return a
-        if name in ("mul", "add") and _is_const(a, unit) and b.shape == shape and b.dtype == dtype:
+        if name in ("mul", "add") and va == unit and b.shape == shape and b.dtype == dtype:
             return b
+        if name == "mul" and dtype == FLOAT:
+            if va is not None and a.prim != "const" and b.shape == shape:
+                return self.apply("mul", (float(va), b), {})
+            if vb is not None and b.prim != "const" and a.shape == shape:
+                return self.apply("mul", (a, float(vb)), {})
+        if name == "add" and dtype == FLOAT:
+            for base, scat in ((a, b), (b, a)):
+                if scat.prim == "index_scatter" and base.shape == shape and scat.shape == shape:
+                    return self.apply("index_add", (base, scat.inputs[0]), {"items": dict(scat.params)["items"]})
         return None
 
     def _fold(self, prim, args, params):
@@ -218,13 +237,15 @@ class Graph:
         return hashlib.sha256(orjson.dumps(self.to_json())).hexdigest()
 
 
-def _is_const(node: Node, value) -> bool:
-    """A literal ``value``, or an array filled with it (``ones``/``zeros``, reshaped or broadcast)."""
+def _filled(node: Node):
+    """The value a literal, or an array filled with one value (ones/zeros, reshaped or broadcast), holds."""
     while node.prim in ("reshape", "broadcast_to"):
         node = node.inputs[0]
     if node.prim in ("ones", "zeros"):
-        return value == (1 if node.prim == "ones" else 0)
-    return node.prim == "const" and node.params[0][1] == value and node.dtype != BOOL
+        return 1 if node.prim == "ones" else 0
+    if node.prim == "const" and node.dtype != BOOL:
+        return node.params[0][1]
+    return None
 
 
 def _jsonable(v):

@@ -152,8 +152,19 @@ register(Primitive(
 
 def _index_scatter(ct, items, in_shape):
     core_out_ndim = sum(isinstance(i, tuple) for i in items)
-    out = np.zeros(ct.shape[: ct.ndim - core_out_ndim] + tuple(in_shape))
-    out[(Ellipsis,) + tuple(slice(*i) if isinstance(i, tuple) else i for i in items)] = ct
+    shape = np.shape(ct)
+    out = np.zeros(shape[: len(shape) - core_out_ndim] + tuple(in_shape))
+    out[_item_tuple(items)] = ct
+    return out
+
+
+def _item_tuple(items):
+    return (Ellipsis,) + tuple(slice(*i) if isinstance(i, tuple) else i for i in items)
+
+
+def _index_add(base, ct, items):
+    out = np.array(base, dtype=np.float64, copy=True)
+    out[_item_tuple(items)] += ct
     return out
 
 
@@ -169,6 +180,22 @@ register(Primitive(
     vjp=lambda p, out, ct, items, in_shape: [apply("index", ct, items=items)],
     doc="zeros of in_shape with ct written at items: the transpose of index",
 ))
+
+
+register(Primitive(
+    "index_add", lambda base, ct, items: (base[0], FLOAT), impl=_index_add,
+    jvp=lambda p, t, out, items: _index_add_jvp(p, t, items),
+    vjp=lambda p, out, ct, items: [ct, apply("index", ct, items=items)],
+    doc="base + index_scatter(ct): the accumulation of slice cotangents without a zero array per slice",
+))
+
+
+def _index_add_jvp(p, t, items):
+    tb, tc = t
+    if tc is None:
+        return tb
+    base = tb if tb is not None else apply("zeros", shape=tc.shape[: len(tc.shape) - len(p[1].shape)] + p[0].shape)
+    return apply("index_add", base, tc, items=items)
 
 
 def normalize_items(shape, items, where=""):
