@@ -24,6 +24,11 @@ from derivd.ops.evaluate import BASE_NAMESPACE, expression, literal
 from derivd.ops.registry import FLOAT
 
 
+# Primitives whose result is always a new array of their own (never a view of an input),
+# so a consumer with an ``inplace_impl`` may overwrite it once it is dead.
+FRESH = {"index_scatter", "index_add"}
+
+
 @dataclass
 class Tape:
     """A compiled graph: ``run(*inputs)`` returns the tuple of outputs."""
@@ -48,6 +53,8 @@ def compile_graph(graph, inputs: list, outputs: list, name: str = "tape") -> Tap
             prim = ops.get(n.prim)
             if prim.impl is not None:
                 ns[f"_impl_{prim.name}"] = prim.impl
+            if prim.inplace_impl is not None:
+                ns[f"_inplace_{prim.name}"] = prim.inplace_impl
 
     def build(scalar: bool):
         source = _source(nodes, inputs, outputs, scalar=scalar, name=name)
@@ -100,6 +107,11 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         use_scalar = scalar and n.shape == () and n.dtype == FLOAT and all(a.shape == () for a in n.inputs)
         args = [var[a.id] for a in n.inputs]
         expr = expression(prim, args, dict(n.params), [(a.shape, a.dtype) for a in n.inputs], use_scalar)
+        first = n.inputs[0] if n.inputs else None
+        if (prim.inplace_impl is not None and first is not None and first.prim in FRESH
+                and last_use.get(first.id) == pos and first.id not in keep):
+            kw = "".join(f", {k}={literal(v)}" for k, v in n.params)
+            expr = f"_inplace_{prim.name}({', '.join(args)}{kw})"
         if scalar and n.shape == () and n.dtype == FLOAT and not (use_scalar and prim.scalar_template):
             expr = f"float({expr})"  # numpy scalars out of arrays: Python floats from here on
         v = f"t{n.id}"

@@ -162,6 +162,11 @@ class Graph:
         if name in ("mul", "add") and va == unit and b.shape == shape and b.dtype == dtype:
             return b
         if name == "mul" and dtype == FLOAT:
+            if va is not None and vb is not None and shape != ():
+                return self.apply("broadcast_to", (float(va * vb),), {"shape": shape, "in_ndim": 0})
+            for c, x in ((a, b), (b, a)):  # c * (d * x) -> (c*d) * x
+                if c.prim == "const" and x.prim == "mul" and x.inputs[0].prim == "const" and x.shape == shape:
+                    return self.apply("mul", (float(c.params[0][1] * x.inputs[0].params[0][1]), x.inputs[1]), {})
             if va is not None and a.prim != "const" and b.shape == shape:
                 return self.apply("mul", (float(va), b), {})
             if vb is not None and b.prim != "const" and a.shape == shape:

@@ -46,6 +46,7 @@ class Primitive:
     taylor: Callable | None = None
     broadcasting: bool = False
     differentiable: bool = True  # False: output is not float (masks, int ops): no tangent flows
+    inplace_impl: Callable | None = None  # impl that may overwrite its first argument (a fresh array that dies here)
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -80,9 +81,12 @@ def apply(name: str, *args, **params):
     return graph_of(args).apply(name, args, params)
 
 
-def zeros_like_batch(like, shape: tuple[int, ...]):
-    """A zero node of ``shape`` in ``like``'s graph (materialised only when needed)."""
-    return like.graph.apply("zeros", (), {"shape": tuple(shape)})
+def nullary(like, name: str, **params):
+    """A primitive with no node arguments (``zeros``, ``eye``...) in ``like``'s graph.
+
+    ``apply`` finds the graph through its node arguments; these have none.
+    """
+    return like.graph.apply(name, (), params)
 
 
 # ---------------------------------------------------------------- shape helpers

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from derivd.errors import IndexOutOfRange, ShapeError
-from derivd.ops.registry import FLOAT, INT, Primitive, apply, lead, register, result_dtype
+from derivd.ops.registry import FLOAT, INT, Primitive, apply, lead, nullary, register, result_dtype
 
 
 def _zero_shape(shape=(), **_):
@@ -131,12 +131,19 @@ def _index_shape(x, items):
     return lead(x[0], len(items)) + tuple(out), x[1]
 
 
+def _as_slice(item) -> slice:
+    """A normalised ``(start, stop, step)`` as a slice; a stop of -1 (a downward slice
+    through index 0, as ``slice.indices`` gives it) is ``None``, not "the last element"."""
+    start, stop, step = item
+    return slice(start, None if stop < 0 else stop, step)
+
+
 def _index_expr(items) -> str:
     parts = ["..."]
     for item in items:
         if isinstance(item, tuple):
-            start, stop, step = item
-            parts.append(f"{start}:{'' if stop is None else stop}:{step}")
+            s = _as_slice(item)
+            parts.append(f"{s.start}:{'' if s.stop is None else s.stop}:{s.step}")
         else:
             parts.append(str(item))
     return ", ".join(parts)
@@ -159,13 +166,16 @@ def _index_scatter(ct, items, in_shape):
 
 
 def _item_tuple(items):
-    return (Ellipsis,) + tuple(slice(*i) if isinstance(i, tuple) else i for i in items)
+    return (Ellipsis,) + tuple(_as_slice(i) if isinstance(i, tuple) else i for i in items)
 
 
 def _index_add(base, ct, items):
-    out = np.array(base, dtype=np.float64, copy=True)
-    out[_item_tuple(items)] += ct
-    return out
+    return _index_add_inplace(np.array(base, dtype=np.float64, copy=True), ct, items)
+
+
+def _index_add_inplace(base, ct, items):
+    base[_item_tuple(items)] += ct
+    return base
 
 
 def _index_scatter_shape(ct, items, in_shape):
@@ -184,6 +194,7 @@ register(Primitive(
 
 register(Primitive(
     "index_add", lambda base, ct, items: (base[0], FLOAT), impl=_index_add,
+    inplace_impl=_index_add_inplace,
     jvp=lambda p, t, out, items: _index_add_jvp(p, t, items),
     vjp=lambda p, out, ct, items: [ct, apply("index", ct, items=items)],
     doc="base + index_scatter(ct): the accumulation of slice cotangents without a zero array per slice",
@@ -194,7 +205,7 @@ def _index_add_jvp(p, t, items):
     tb, tc = t
     if tc is None:
         return tb
-    base = tb if tb is not None else apply("zeros", shape=tc.shape[: len(tc.shape) - len(p[1].shape)] + p[0].shape)
+    base = tb if tb is not None else nullary(tc, "zeros", shape=tc.shape[: len(tc.shape) - len(p[1].shape)] + p[0].shape)
     return apply("index_add", base, tc, items=items)
 
 
@@ -295,9 +306,9 @@ def _concat_jvp(p, t, out, axis):
     given = [(ti, xi) for ti, xi in zip(t, p) if ti is not None]
     if not given:
         return None
-    ti, xi = given[0]
-    batch = ti.shape[: len(ti.shape) - len(xi.shape)]
-    parts = [ti if ti is not None else apply("zeros", shape=batch + xi.shape) for ti, xi in zip(t, p)]
+    first, xi = given[0]
+    batch = first.shape[: len(first.shape) - len(xi.shape)]
+    parts = [ti if ti is not None else nullary(first, "zeros", shape=batch + xi.shape) for ti, xi in zip(t, p)]
     return apply("concat", *parts, axis=axis)
 
 
