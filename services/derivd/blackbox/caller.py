@@ -6,8 +6,9 @@ HTTP calls should all be in flight together. :class:`BlackBoxCaller` bridges
 the two: ``evaluate`` submits the whole batch as one coroutine to the
 process's single black-box event loop (a daemon thread) and blocks for it.
 That loop is long-lived so that each black box keeps a pool of keep-alive
-httpx connections that serve request after request, and so that ``max_concurrency`` bounds a black box across every
-request of the process, not just within one.
+httpx connections that serve request after request, and so that
+``max_concurrency`` bounds a black box across every request of the process,
+not just within one.
 """
 
 import asyncio
@@ -20,16 +21,20 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import httpx
 import numpy as np
 
 from ..config import Settings, get_settings
-from ..errors import DeadlineExceeded, DerivdError, ShapeError, UpstreamError, UpstreamTimeout, ValidationFailed
+from ..errors import (
+    DeadlineExceeded, DerivdError, ShapeError, UpstreamError, UpstreamTimeout, ValidationFailed,
+)
 from .spec import BlackBoxSpec
 from .ssrf import Reply, ResponseTooLarge, Target, check_url, post_json
 
-# Clients kept open at once; registrations that come and go must not pile up sockets.
+# Black boxes whose connections are kept at once, so that registrations that
+# come and go cannot pile up sockets.
 _MAX_UPSTREAMS = 256
 # How long past the deadline the waiting thread gives the loop to report the
 # DeadlineExceeded it raises itself, before giving up on it.
@@ -44,10 +49,11 @@ class _Upstream:
 
     Each connection is its own single-connection transport, handed out LIFO
     so the warmest is reused first; holding one is holding a concurrency
-    slot. (One shared pool of N connections would be the obvious design, but
-    httpcore rescans every pooled connection on every request event: at N=20
-    that measured ~2.7 ms of CPU per call against ~1.2 ms here, enough to
-    blow the latency budget of a 40-point stencil.)
+    slot. (One ``AsyncClient`` pooling N connections would be the obvious
+    design, but httpcore rescans every pooled connection on every request
+    event: at N=20 on a 2-vCPU machine that measured ~2.7 ms of CPU per call
+    against ~1.2 ms here, and that CPU sits on the critical path of every
+    wave of a stencil.)
     """
 
     def __init__(self, max_concurrency: int, ssl_context: ssl.SSLContext):
@@ -98,6 +104,15 @@ class _Runtime:
                 self.loop.create_task(evicted.aclose())
         self._upstreams.move_to_end(key)
         return upstream
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every HTTP call of one ``evaluate`` shares."""
+
+    upstream: _Upstream
+    target: Target
+    deadline: float | None
 
 
 _runtime: _Runtime | None = None
@@ -161,7 +176,9 @@ class BlackBoxCaller:
         with self._lock:
             self.evaluations += len(unique)
         runtime = _get_runtime()
-        future = asyncio.run_coroutine_threadsafe(self._evaluate(runtime, target, unique, deadline), runtime.loop)
+        future = asyncio.run_coroutine_threadsafe(
+            self._evaluate(runtime, target, unique, deadline), runtime.loop
+        )
         wait = None if deadline is None else max(0.0, deadline - time.monotonic()) + _DEADLINE_GRACE_S
         try:
             Y = future.result(timeout=wait)
@@ -170,13 +187,15 @@ class BlackBoxCaller:
             raise self._deadline_exceeded(None) from None
         return Y[inverse.reshape(-1)]
 
-    async def _evaluate(self, runtime: _Runtime, target: Target, U: np.ndarray, deadline: float | None) -> np.ndarray:
-        upstream = runtime.upstream(self.spec)
+    async def _evaluate(
+        self, runtime: _Runtime, target: Target, U: np.ndarray, deadline: float | None
+    ) -> np.ndarray:
+        run = _Run(runtime.upstream(self.spec), target, deadline)
         if not self.spec.batch:
-            return np.stack(await _all(self._point(upstream, target, u, deadline) for u in U))
+            return np.stack(await _all(self._point(run, u) for u in U))
         size = self._batch_size()
         chunks = (U[i:i + size] for i in range(0, len(U), size))
-        return np.concatenate(await _all(self._chunk(upstream, target, c, deadline) for c in chunks))
+        return np.concatenate(await _all(self._chunk(run, c) for c in chunks))
 
     def _batch_size(self) -> int:
         """Points per batch: at most ``max_batch_points``, and few enough that
@@ -184,12 +203,12 @@ class BlackBoxCaller:
         per_point = _JSON_BYTES_PER_NUMBER * self.spec.output_size + 4
         return max(1, min(self._max_batch_points, self._settings.blackbox_max_response_bytes // per_point))
 
-    async def _point(self, upstream: _Upstream, target: Target, x: np.ndarray, deadline: float | None) -> np.ndarray:
-        body = await self._post(upstream, target, json.dumps({"x": x.tolist()}).encode(), deadline)
+    async def _point(self, run: _Run, x: np.ndarray) -> np.ndarray:
+        body = await self._post(run, json.dumps({"x": x.tolist()}).encode())
         return self._vector(self._field(body, "y"), "y")
 
-    async def _chunk(self, upstream: _Upstream, target: Target, xs: np.ndarray, deadline: float | None) -> np.ndarray:
-        body = await self._post(upstream, target, json.dumps({"xs": xs.tolist()}).encode(), deadline)
+    async def _chunk(self, run: _Run, xs: np.ndarray) -> np.ndarray:
+        body = await self._post(run, json.dumps({"xs": xs.tolist()}).encode())
         ys = self._field(body, "ys")
         if not isinstance(ys, list):
             raise self._bad("returned ys that is not a list")
@@ -197,7 +216,7 @@ class BlackBoxCaller:
             raise self._bad(f"returned ys of length {len(ys)} for {len(xs)} points")
         return np.stack([self._vector(y, f"ys[{k}]") for k, y in enumerate(ys)])
 
-    async def _post(self, upstream: _Upstream, target: Target, payload: bytes, deadline: float | None) -> bytes:
+    async def _post(self, run: _Run, payload: bytes) -> bytes:
         """One logical call with its retries; returns the body of a 2xx answer.
 
         4xx, redirects and oversized bodies are not retried: the same request
@@ -206,14 +225,14 @@ class BlackBoxCaller:
         attempts = self._settings.blackbox_retries + 1
         failure, timed_out = "", False
         for attempt in range(attempts):
-            if attempt:
-                pause = self._settings.blackbox_backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-                left = _left(deadline)
-                if left is not None and pause >= left:
-                    raise self._deadline_exceeded(failure)
+            pause = self._backoff(attempt)
+            left = _left(run.deadline)
+            if left is not None and (left == 0 or pause >= left):
+                raise self._deadline_exceeded(failure)
+            if pause:
                 await asyncio.sleep(pause)
             try:
-                reply = await self._attempt(upstream, target, payload, deadline)
+                reply = await self._attempt(run, payload)
             except TimeoutError:
                 failure, timed_out = f"did not answer within timeout_s={self.spec.timeout_s:g}", True
                 continue
@@ -222,7 +241,8 @@ class BlackBoxCaller:
                 continue
             except ResponseTooLarge as exc:
                 raise self._bad(
-                    f"sent a response larger than the {exc.limit}-byte cap", limit=exc.limit, size=exc.declared
+                    f"sent a response larger than the {exc.limit}-byte cap",
+                    limit=exc.limit, size=exc.declared,
                 ) from None
             if 200 <= reply.status < 300:
                 return reply.body
@@ -237,30 +257,42 @@ class BlackBoxCaller:
             raise self._bad(f"answered HTTP {reply.status}", upstream_status=reply.status)
         message = f"black box {self.spec.name!r} {failure} after {attempts} attempts"
         if timed_out:
-            raise UpstreamTimeout(message, blackbox=self.spec.name, attempts=attempts, timeout_s=self.spec.timeout_s)
+            raise UpstreamTimeout(
+                message, blackbox=self.spec.name, attempts=attempts, timeout_s=self.spec.timeout_s
+            )
         raise UpstreamError(message, blackbox=self.spec.name, attempts=attempts)
 
-    async def _attempt(self, upstream: _Upstream, target: Target, payload: bytes, deadline: float | None) -> Reply:
+    def _backoff(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` (0 for the first): exponential,
+        with +-50% jitter so points that failed together (an overloaded black
+        box) do not all come back at the same instant."""
+        if attempt == 0:
+            return 0.0
+        return self._settings.blackbox_backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+
+    async def _attempt(self, run: _Run, payload: bytes) -> Reply:
         """One HTTP call. Waiting for a slot is bounded by the deadline only
         (it is our queue, not the black box's slowness); the call itself by
         ``timeout_s`` or what is left of the deadline, whichever is less."""
+        upstream = run.upstream
         try:
-            async with asyncio.timeout(_left(deadline)):
+            async with asyncio.timeout(_left(run.deadline)):
                 await upstream.slots.acquire()
         except TimeoutError:
-            raise self._deadline_exceeded("waited for a free connection") from None
+            raise self._deadline_exceeded(None) from None
         transport = upstream.take()
         try:
-            left = _left(deadline)
+            left = _left(run.deadline)
             deadline_binds = left is not None and left <= self.spec.timeout_s
             try:
                 async with asyncio.timeout(left if deadline_binds else self.spec.timeout_s):
                     return await post_json(
-                        transport, target, payload, self.spec.headers, self._settings.blackbox_max_response_bytes
+                        transport, run.target, payload, self.spec.headers,
+                        self._settings.blackbox_max_response_bytes,
                     )
             except TimeoutError:
                 if deadline_binds:
-                    raise self._deadline_exceeded("call in flight") from None
+                    raise self._deadline_exceeded(None) from None
                 raise
         finally:
             upstream.give_back(transport)
@@ -298,10 +330,11 @@ class BlackBoxCaller:
     def _bad(self, what: str, **detail) -> UpstreamError:
         return UpstreamError(f"black box {self.spec.name!r} {what}", blackbox=self.spec.name, **detail)
 
-    def _deadline_exceeded(self, during: str | None) -> DeadlineExceeded:
+    def _deadline_exceeded(self, last_failure: str | None) -> DeadlineExceeded:
+        """The deadline passed; ``last_failure`` says what a pending retry was for."""
         return DeadlineExceeded(
             f"request deadline passed while calling black box {self.spec.name!r}",
-            blackbox=self.spec.name, last_failure=during or None,
+            blackbox=self.spec.name, last_failure=last_failure or None,
         )
 
 

@@ -12,11 +12,14 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 # The caller owns these: Host and the body framing must match the checked
-# connection and the JSON it sends; letting a registration override them would
-# reopen request smuggling and virtual-host games the SSRF check closes.
-_RESERVED_HEADERS = frozenset(
-    {"host", "content-length", "content-type", "transfer-encoding", "connection", "te", "upgrade"}
-)
+# connection and the JSON it sends (letting a registration override them would
+# reopen request smuggling and virtual-host games the SSRF check closes), and
+# answers are read uncompressed, so they are counted against the size cap as
+# they arrive.
+_RESERVED_HEADERS = frozenset({
+    "host", "content-length", "content-type", "transfer-encoding", "connection", "te", "upgrade",
+    "accept", "accept-encoding", "user-agent",
+})
 
 
 class BlackBoxSpec(BaseModel):

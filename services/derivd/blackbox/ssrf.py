@@ -14,7 +14,7 @@ redirects and with a cap on the response body.
 import ipaddress
 import socket
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Mapping
 
 import httpx
@@ -41,7 +41,7 @@ class Target:
     url: httpx.URL
     address: IPAddress
 
-    @property
+    @cached_property
     def connect_url(self) -> httpx.URL:
         """The URL with its host replaced by the checked address, so the HTTP
         client connects there without a lookup of its own."""
@@ -63,6 +63,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Reply:
+    """A black box's answer, its body read in full (under the cap)."""
+
     status: int
     body: bytes
     location: str | None
@@ -102,7 +104,10 @@ def check_url(url: str, settings: Settings | None = None) -> Target:
             "black-box URL carries credentials, which would be echoed back; register them as headers",
             host=host, reason="credentials_in_url",
         )
-    addresses = _resolve(host, parsed.port or _DEFAULT_PORTS[parsed.scheme])
+    port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
+    if not 0 < port < 65536:
+        raise BlackBoxRefused(f"black-box URL port {port} is out of range", host=host, reason="port")
+    addresses = _resolve(host, port)
     allow, deny = _networks(tuple(settings.blackbox_allow), tuple(settings.blackbox_deny))
     for address in addresses:
         # An IPv4-mapped IPv6 address reaches the IPv4 host, so it must pass
@@ -199,6 +204,13 @@ def _networks(allow: tuple[str, ...], deny: tuple[str, ...]) -> tuple[list, list
 
 
 def _check_address(host: str, address: IPAddress, allow: list, deny: list) -> None:
+    # 0.0.0.0 and :: mean "this host" to connect(); no allow-list can make
+    # them a black box, and the default deny-list does not name ::.
+    if address.is_unspecified:
+        raise BlackBoxRefused(
+            f"black-box host {host!r} resolves to {address}, the unspecified address (this host)",
+            host=host, address=str(address), reason="unspecified",
+        )
     for network in deny:
         if address in network:
             raise BlackBoxRefused(
