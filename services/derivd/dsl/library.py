@@ -12,7 +12,7 @@ import math
 
 from derivd.errors import ShapeError, ValidationFailed
 from derivd.ops import apply
-from derivd.ops.registry import BOOL, FLOAT, INT
+from derivd.ops.registry import BOOL, FLOAT, INT, nullary
 
 UNARY = (
     "abs sign sqrt cbrt exp exp2 expm1 log log2 log10 log1p sin cos tan asin acos atan sinh cosh tanh "
@@ -207,11 +207,11 @@ class Library:
         x = self.arr(x)
         if x.ndim == 1:
             n = x.shape[0]
-            return self.reshape_to(x, (1, n)) * apply("eye", n=n)
+            return self.reshape_to(x, (1, n)) * nullary(x, "eye", n=n)
         if x.ndim == 2:
             k = min(x.shape)
             sq = x if x.shape == (k, k) else apply("index", x, items=((0, k, 1), (0, k, 1)))
-            return apply("sum", sq * apply("eye", n=k), axes=(-1,))
+            return apply("sum", sq * nullary(x, "eye", n=k), axes=(-1,))
         raise ShapeError(f"diag() takes a vector or a matrix, got shape {list(x.shape)}", shape=list(x.shape))
 
     def f_trace(self, x):

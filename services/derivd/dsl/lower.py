@@ -98,6 +98,7 @@ class Lowerer:
         self.lib = Library(self)
         self.iterations = 0
         self.helpers: dict[str, Helper] = {}
+        self.defined: set[str] = set()  # every helper of the program, visible or not
 
     # ------------------------------------------------------------ values
 
@@ -172,6 +173,7 @@ class Lowerer:
                 if s.name in CONSTANTS or self.lib.known(s.name):
                     raise refuse(f"helper name {s.name!r} shadows a builtin", s)
                 self.helpers[s.name] = Helper(s, dict(self.helpers))
+                self.defined.add(s.name)
             elif isinstance(s, ast.For):
                 self.loop(s, env)
             elif isinstance(s, ast.Expr):
@@ -391,6 +393,9 @@ class Lowerer:
             return self.inline(helper, args, kwargs, e)
         if name == "range":
             raise refuse("range() is only for `for` loops", e)
+        if name in self.defined:
+            raise refuse(f"helper {name}() is not visible here: a helper calls only helpers defined before it, "
+                         "so there is no recursion", e, code="recursion")
         try:
             result = self.lib.call(name, args, kwargs)
         except TypeError as err:

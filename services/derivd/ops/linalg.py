@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from derivd.errors import ShapeError
-from derivd.ops.registry import FLOAT, Primitive, apply, broadcast_shapes, register, scale
+from derivd.ops.registry import FLOAT, Primitive, apply, broadcast_shapes, nullary, register, scale
 
 
 def swap(x):
@@ -114,7 +114,7 @@ register(Primitive("solve", _solve_shape, template="np.linalg.solve({0}, {1})",
 
 def _phi(x):
     n = x.shape[-1]
-    return x * (apply("tril_ones", n=n) - 0.5 * apply("eye", n=n))
+    return x * (nullary(x, "tril_ones", n=n) - 0.5 * nullary(x, "eye", n=n))
 
 
 def _cholesky_jvp(p, t, out):
