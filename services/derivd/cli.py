@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=settings.port)
     serve.add_argument("--workers", type=int, default=settings.workers,
                        help="local worker processes; 0 runs every engine in the gateway process")
+    serve.add_argument("--grpc-port", type=int, default=settings.grpc_port,
+                       help="public gRPC (derivd.v1) on this port beside REST; 0 = off")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args, settings)
@@ -33,9 +35,25 @@ def serve_command(args, settings) -> int:
         print("derivd: --workers N > 0 needs the worker pool, which this build does not have yet; use 0",
               file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = settings.model_copy(update={"host": args.host, "port": args.port, "workers": args.workers})
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    from derivd.core import Service
+    from derivd.observability import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    settings = settings.model_copy(update={"host": args.host, "port": args.port, "workers": args.workers,
+                                           "grpc_port": args.grpc_port})
+    service = Service(settings)
+    grpc_server = None
+    if args.grpc_port:
+        from derivd.grpc_api.server import GrpcServer
+
+        grpc_server = GrpcServer(service, settings, args.grpc_port).start()
+        logging.getLogger("derivd").info("gRPC derivd.v1 on %s:%d", args.host, grpc_server.port)
+    try:  # uvicorn logs through the root handler (JSON); its access log is replaced by derivd.access
+        uvicorn.run(create_app(settings, service), host=args.host, port=args.port, log_config=None,
+                    access_log=False)
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()
     return 0
 
 

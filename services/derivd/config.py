@@ -29,6 +29,20 @@ class Settings(BaseSettings):
 
     tape_cache_size: int = 256
 
+    # Public gRPC beside REST (0 = off); message limits raised on both ends past
+    # gRPC's 4 MiB default to what a REST body may carry.
+    grpc_port: int = 50051
+    grpc_threads: int = 16
+    grpc_max_message_bytes: int = 64 * 1024 * 1024 + 64 * 1024
+
+    # Operations. api_keys empty = open; e.g. DERIVD_API_KEYS='["k1","k2"]'.
+    # rate_limit_requests per rate_limit_window_s per key (0 = no limit), in Redis when redis_url is set.
+    api_keys: list[str] = []
+    rate_limit_requests: int = 0
+    rate_limit_window_s: float = 60.0
+    log_format: str = "json"
+    log_level: str = "INFO"
+
     # Finite differences: evaluations one request may spend (points of f).
     fd_max_evaluations: int = 200_000
 

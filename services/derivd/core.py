@@ -18,9 +18,10 @@ import numpy as np
 
 from derivd import __version__
 from derivd.dsl import InputSpec, free_inputs
-from derivd.engines import forward, reverse
+from derivd.engines import forward, reverse, second
 from derivd.engines.function import CompiledFunction, FunctionCache
 from derivd.errors import DerivdError, NotFound, ShapeError, UnknownName, ValidationFailed
+from derivd.observability import Metrics
 from derivd.ops.registry import BOOL, FLOAT, INT
 
 ENDPOINTS = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor")
@@ -64,6 +65,8 @@ class Service:
         self.settings = settings
         self.cache = FunctionCache(settings.tape_cache_size)
         self.functions: dict[str, StoredFunction] = {}
+        self.metrics = Metrics()
+        self.metrics.add_cache_level("local", lambda: (self.cache.hits, self.cache.misses))
 
     # ------------------------------------------------------------ functions
 
@@ -108,6 +111,21 @@ class Service:
         timings.compile += compile_seconds
         timings.compute = time.perf_counter() - t1 - compile_seconds
         return response, timings
+
+    def ready(self) -> tuple[bool, dict]:
+        """Whether every pool this service routes to is reachable (``/readyz``, gRPC health)."""
+        return True, {"pools": {"in-process": "ready"}}
+
+    def hvp_session(self, req: Request) -> HvpStream:
+        """Many Hessian-vector products at one point: resolved and compiled once (the gRPC stream)."""
+        stream, timings = self.handle("hvp_session", req)
+        stream.compile_seconds, stream.compute_seconds = timings.compile, timings.compute
+        return stream
+
+    def _hvp_session(self, fn, values, wrt, req):
+        self._pick(req.mode, 2, 1)  # refuses modes that cannot give an HVP
+        session = second.HvpSession(fn, values, wrt)
+        return HvpStream(session, wrt, values), session.compile_seconds
 
     def _resolve(self, function: dict, constants: dict) -> tuple[str, dict]:
         if not isinstance(function, dict) or len(function) != 1:
@@ -246,6 +264,29 @@ class Service:
             raise ValidationFailed(f"`{field_name}` names {sorted(extra)[0]!r}, which is not differentiated",
                                    field=field_name)
         return out
+
+
+@dataclass
+class HvpStream:
+    """An HVP session with the core's checks on each direction (shapes, names)."""
+
+    session: second.HvpSession
+    wrt: list[str]
+    values: dict[str, np.ndarray]
+    engine: str = "forward-over-reverse"
+    compile_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+    @property
+    def value(self) -> float:
+        return self.session.value
+
+    @property
+    def gradient(self) -> dict[str, np.ndarray]:
+        return self.session.gradient
+
+    def hvp(self, v: dict[str, np.ndarray], field_name: str = "v") -> dict[str, np.ndarray]:
+        return self.session.hvp(Service._directions(v, self.wrt, self.values, field_name))
 
 
 def _split_row(jac, fn, wrt):

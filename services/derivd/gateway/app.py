@@ -12,18 +12,20 @@ import logging
 import time
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from derivd import __version__
+from derivd.auth import OPEN_PATHS, AccessControl
 from derivd.config import Settings, get_settings
 from derivd.core import Request as CoreRequest
 from derivd.core import Service, describe
 from derivd.errors import DeadlineExceeded, DerivdError, LimitExceeded, ValidationFailed
 from derivd.gateway import codecs, schemas
+from derivd.observability import RequestTelemetry
 
 log = logging.getLogger("derivd.gateway")
 
@@ -105,10 +107,31 @@ class GatewayMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+def access_dependency(access: AccessControl, service: Service):
+    """The ``X-API-Key`` check and rate limit on every route but health, readiness and metrics."""
+
+    async def check_access(request: Request):
+        if not access.enabled or request.url.path in OPEN_PATHS:
+            return
+        try:
+            client = request.client.host if request.client else ""
+            key = request.headers.get("x-api-key")
+            if access.uses_redis:
+                await run_in_threadpool(access.check, key, client)
+            else:
+                access.check(key, client)
+        except DerivdError as e:
+            service.metrics.access_denied.labels(e.code).inc()
+            raise
+
+    return check_access
+
+
 def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:
     settings = settings or get_settings()
     service = service or Service(settings)
-    app = FastAPI(title="derivd", version=__version__,
+    access = AccessControl(settings)
+    app = FastAPI(title="derivd", version=__version__, dependencies=[Depends(access_dependency(access, service))],
                   description="Exact derivatives of array programs and black boxes, as a service.")
     app.state.service = service
 
@@ -159,6 +182,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             except asyncio.TimeoutError:
                 raise DeadlineExceeded(f"the request ran past its deadline of {settings.request_timeout_s} s",
                                        deadline_s=settings.request_timeout_s) from None
+            request.state.engine = resp.get("engine", "")
+            request.state.timings = (timings.compile, started - queued, timings.compute)
             body = codecs.encode(resp, m.encoding == "base64")
             return json_response(body, timing=server_timing(timings.compile, started - queued, timings.compute))
 
@@ -195,11 +220,17 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     @app.get("/readyz", tags=["operations"])
     async def readyz():
-        return json_response({"status": "ready"})
+        ready, detail = await run_in_threadpool(service.ready)
+        return json_response({"status": "ready" if ready else "not ready", **detail}, 200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics():
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     _install_error_handlers(app)
     _add_schemas(app)
     app.add_middleware(GatewayMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestTelemetry, metrics=service.metrics)  # outermost: sees every response
     return app
 
 

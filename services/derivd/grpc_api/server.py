@@ -1,0 +1,124 @@
+"""The public gRPC server: ``derivd.v1.Differentiator``, health, reflection, API keys.
+
+``GrpcServer(service, settings, port)`` serves beside the REST gateway on the
+same ``core.Service``. Message sizes are raised from gRPC's 4 MiB default to
+``grpc_max_message_bytes`` on both ends (``channel_options`` gives clients the
+same numbers), because a Jacobian or a point of a few million float64 is an
+ordinary request. Handlers run on gRPC's thread pool; the work runs on a
+separate compute pool so that a handler can give up at its deadline.
+
+Health (``grpc.health.v1``) reports SERVING for ``""`` and the service while
+``Service.ready()`` holds, refreshed every few seconds, and NOT_SERVING once
+shutting down. Reflection lists the services.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from derivd.auth import AccessControl
+from derivd.errors import DerivdError
+from derivd.grpc_api import derivd_pb2 as pb
+from derivd.grpc_api import derivd_pb2_grpc as pb_grpc
+from derivd.grpc_api.servicer import DifferentiatorServicer, abort
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Differentiator"].full_name
+OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+HEALTH_REFRESH_S = 5.0
+
+
+def channel_options(max_bytes: int) -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)]
+
+
+class AccessInterceptor(grpc.ServerInterceptor):
+    """API key and rate limit on every derivd method (health and reflection stay open), as REST does."""
+
+    def __init__(self, access: AccessControl, metrics):
+        self.access = access
+        self.metrics = metrics
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None or not self.access.enabled or details.method.startswith(OPEN_METHODS):
+            return handler
+        key = next((v for k, v in details.invocation_metadata if k == "x-api-key"), None)
+
+        def guarded(behaviour):
+            def run(request, context):
+                try:
+                    self.access.check(key, _peer_host(context.peer()))
+                except DerivdError as e:
+                    self.metrics.access_denied.labels(e.code).inc()
+                    abort(context, e)
+                return behaviour(request, context)
+
+            return run
+
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=guarded(handler.unary_unary))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=guarded(handler.stream_stream))
+        return handler
+
+
+def _peer_host(peer: str) -> str:
+    """``ipv4:127.0.0.1:5555`` / ``ipv6:[::1]:5555`` -> the address without the port."""
+    _, _, rest = peer.partition(":")
+    return rest.rsplit(":", 1)[0].strip("[]") if rest else peer
+
+
+class GrpcServer:
+    def __init__(self, service, settings, port: int, host: str | None = None,
+                 access: AccessControl | None = None):
+        self.service = service
+        self.settings = settings
+        self.compute = concurrent.futures.ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="grpc-compute")
+        access = access or AccessControl(settings)
+        self.server = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="grpc"),
+            interceptors=[AccessInterceptor(access, service.metrics)],
+            options=channel_options(settings.grpc_max_message_bytes))
+        pb_grpc.add_DifferentiatorServicer_to_server(
+            DifferentiatorServicer(service, settings, self.compute), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server)
+        self.port = self.server.add_insecure_port(f"{host or settings.host}:{port}")
+        self._stopping = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh_health, name="grpc-health", daemon=True)
+
+    def start(self) -> GrpcServer:
+        self._set_health()
+        self.server.start()
+        self._refresher.start()
+        return self
+
+    def _set_health(self):
+        ready, _ = self.service.ready()
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    def _refresh_health(self):
+        while not self._stopping.wait(HEALTH_REFRESH_S):
+            self._set_health()
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.compute.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop(grace=1.0)

@@ -1,0 +1,197 @@
+"""Metrics and structured logs, shared by the REST and gRPC skins.
+
+Metrics live in one ``Metrics`` object per service (its own registry, so two
+services in one process, as in tests, never collide) and are served as
+Prometheus text on ``GET /metrics``:
+
+* ``derivd_requests_total{transport, route, engine, status}``: ``status`` is the
+  HTTP status for both transports (a gRPC error carries the same one as REST);
+* ``derivd_request_{queue,compile,compute}_seconds`` histograms: where a
+  request's time went (the split of ``Server-Timing``), and
+  ``derivd_request_seconds`` for the whole request as the skin saw it;
+* ``derivd_requests_in_flight{transport}``;
+* ``derivd_tape_cache_{hits,misses}_total{level}``: read at scrape time from
+  the cache levels registered with ``add_cache_level`` (``local`` is the
+  in-process LRU; a shared level such as Redis registers itself the same way);
+* ``derivd_worker_restarts_total{pool}``: incremented by the pool supervisor;
+* ``derivd_access_denied_total{reason}``: 401s and 429s;
+* ``derivd_hvp_stream_directions_total``: directions answered on HVP streams.
+
+Logs are one JSON object per line (``JsonFormatter``) with a request id that
+is taken from an incoming ``X-Request-Id`` when it is a sane token and made up
+otherwise, and echoed in the response.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# From 100 us (a warm scalar gradient) to a minute (the default request deadline).
+LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0, 60.0)
+
+access_log = logging.getLogger("derivd.access")
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("derivd_requests", "Requests by transport, route, engine and status",
+                                ["transport", "route", "engine", "status"], registry=r)
+        self.latency = Histogram("derivd_request_seconds", "Whole request as the skin saw it",
+                                 ["transport", "route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue = Histogram("derivd_request_queue_seconds", "Waiting for a compute thread or worker",
+                               ["transport", "route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.compile = Histogram("derivd_request_compile_seconds", "Lowering and compiling tapes (0 on a hit)",
+                                 ["transport", "route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.compute = Histogram("derivd_request_compute_seconds", "Running the engine",
+                                 ["transport", "route", "engine"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("derivd_requests_in_flight", "Requests being served", ["transport"], registry=r)
+        self.worker_restarts = Counter("derivd_worker_restarts", "Worker processes replaced by the supervisor",
+                                       ["pool"], registry=r)
+        self.access_denied = Counter("derivd_access_denied", "Requests refused: missing/wrong key or rate limit",
+                                     ["reason"], registry=r)
+        self.stream_directions = Counter("derivd_hvp_stream_directions", "Directions answered on HVP streams",
+                                         registry=r)
+        self._cache_levels: dict[str, Callable[[], tuple[int, int]]] = {}
+        r.register(_CacheCollector(self._cache_levels))
+        ProcessCollector(registry=r)
+
+    def add_cache_level(self, level: str, stats: Callable[[], tuple[int, int]]) -> None:
+        """Expose a tape-cache level: ``stats()`` returns its (hits, misses) so far."""
+        self._cache_levels[level] = stats
+
+    def record(self, transport: str, route: str, engine: str, status: int, seconds: float,
+               queue: float | None = None, compile: float | None = None, compute: float | None = None) -> None:
+        self.requests.labels(transport, route, engine or "none", str(status)).inc()
+        self.latency.labels(transport, route).observe(seconds)
+        if queue is not None:
+            self.queue.labels(transport, route).observe(queue)
+        if compile is not None:
+            self.compile.labels(transport, route).observe(compile)
+        if compute is not None:
+            self.compute.labels(transport, route, engine or "none").observe(compute)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _CacheCollector:
+    """Cache counters read from the caches themselves at scrape time (they count; we only report)."""
+
+    def __init__(self, levels: dict):
+        self.levels = levels
+
+    def collect(self):
+        hits = CounterMetricFamily("derivd_tape_cache_hits", "Tape-cache hits by level", labels=["level"])
+        misses = CounterMetricFamily("derivd_tape_cache_misses", "Tape-cache misses by level", labels=["level"])
+        for level, stats in list(self.levels.items()):
+            h, m = stats()
+            hits.add_metric([level], h)
+            misses.add_metric([level], m)
+        yield hits
+        yield misses
+
+
+# ---------------------------------------------------------------- request ids and logs
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def request_id(incoming: str | bytes | None) -> str:
+    """The caller's id when it is a plain token (no log injection), else a new one."""
+    if isinstance(incoming, bytes):
+        incoming = incoming.decode("latin-1")
+    if incoming and _REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+               "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def log_request(**fields) -> None:
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info("request", extra={"fields": fields})
+
+
+# ---------------------------------------------------------------- REST
+
+class RequestTelemetry:
+    """ASGI middleware: request id in and out, in-flight gauge, request counter and latency, one log line.
+
+    The route stores what only it knows in the request state: ``engine`` and
+    ``timings`` (compile, queue, compute seconds).
+    """
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        rid = request_id(incoming)
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        status = 500
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        gauge = self.metrics.in_flight.labels("rest")
+        gauge.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            gauge.dec()
+            seconds = time.perf_counter() - t0
+            route = scope["route"].path if "route" in scope else "unmatched"
+            engine = state.get("engine", "")
+            compile_s, queue_s, compute_s = state.get("timings", (None, None, None))
+            if route != "/metrics":
+                self.metrics.record("rest", route, engine, status, seconds, queue_s, compile_s, compute_s)
+            log_request(request_id=rid, transport="rest", method=scope["method"], path=scope["path"], route=route,
+                        status=status, engine=engine or None, ms=round(seconds * 1e3, 3),
+                        compile_ms=_ms(compile_s), queue_ms=_ms(queue_s), compute_ms=_ms(compute_s),
+                        client=(scope.get("client") or ("",))[0])
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 3)
