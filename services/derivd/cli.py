@@ -20,10 +20,28 @@ def main(argv: list[str] | None = None) -> int:
                        help="local worker processes; 0 runs every engine in the gateway process")
     serve.add_argument("--grpc-port", type=int, default=settings.grpc_port,
                        help="public gRPC (derivd.v1) on this port beside REST; 0 = off")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in sub.choices:  # gradient, jacobian, spy, ..., --help: the SDK's verbs
+        client_main = _client_cli()
+        if client_main is not None:
+            return client_main(argv)
+        if argv and not argv[0].startswith("-"):
+            print(f"derivd: `{argv[0]}` is a client verb; install the SDK: pip install ./clients/python",
+                  file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args, settings)
     return 2
+
+
+def _client_cli():
+    """The SDK's command line (``derivd_client.cli``) when installed; it hands serve/worker back here."""
+    try:
+        from derivd_client.cli import main
+    except ImportError:
+        return None
+    return main
 
 
 def serve_command(args, settings) -> int:

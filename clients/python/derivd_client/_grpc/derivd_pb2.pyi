@@ -1,0 +1,619 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_AUTO: _ClassVar[Mode]
+    MODE_FORWARD: _ClassVar[Mode]
+    MODE_REVERSE: _ClassVar[Mode]
+    MODE_TAYLOR: _ClassVar[Mode]
+    MODE_FINITE: _ClassVar[Mode]
+MODE_AUTO: Mode
+MODE_FORWARD: Mode
+MODE_REVERSE: Mode
+MODE_TAYLOR: Mode
+MODE_FINITE: Mode
+
+class Array(_message.Message):
+    __slots__ = ("shape", "data", "dtype")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    dtype: str
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., dtype: _Optional[str] = ...) -> None: ...
+
+class Function(_message.Message):
+    __slots__ = ("dsl", "id", "blackbox")
+    DSL_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BLACKBOX_FIELD_NUMBER: _ClassVar[int]
+    dsl: str
+    id: str
+    blackbox: str
+    def __init__(self, dsl: _Optional[str] = ..., id: _Optional[str] = ..., blackbox: _Optional[str] = ...) -> None: ...
+
+class FiniteDifferences(_message.Message):
+    __slots__ = ("method", "order", "step", "extrapolation")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    EXTRAPOLATION_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    order: int
+    step: float
+    extrapolation: bool
+    def __init__(self, method: _Optional[str] = ..., order: _Optional[int] = ..., step: _Optional[float] = ..., extrapolation: _Optional[bool] = ...) -> None: ...
+
+class Verification(_message.Message):
+    __slots__ = ("max_abs_err", "max_rel_err", "passed")
+    MAX_ABS_ERR_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_ERR_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    max_abs_err: float
+    max_rel_err: float
+    passed: bool
+    def __init__(self, max_abs_err: _Optional[float] = ..., max_rel_err: _Optional[float] = ..., passed: _Optional[bool] = ...) -> None: ...
+
+class Timing(_message.Message):
+    __slots__ = ("compile_ms", "queue_ms", "compute_ms")
+    COMPILE_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    compile_ms: float
+    queue_ms: float
+    compute_ms: float
+    def __init__(self, compile_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ...) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "fd", "verify")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    fd: FiniteDifferences
+    verify: bool
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., fd: _Optional[_Union[FiniteDifferences, _Mapping]] = ..., verify: _Optional[bool] = ...) -> None: ...
+
+class EvaluateResponse(_message.Message):
+    __slots__ = ("value", "engine", "verification", "timing")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: Array
+    engine: str
+    verification: Verification
+    timing: Timing
+    def __init__(self, value: _Optional[_Union[Array, _Mapping]] = ..., engine: _Optional[str] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class GradientRequest(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "fd", "verify")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    fd: FiniteDifferences
+    verify: bool
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., fd: _Optional[_Union[FiniteDifferences, _Mapping]] = ..., verify: _Optional[bool] = ...) -> None: ...
+
+class GradientResponse(_message.Message):
+    __slots__ = ("value", "gradient", "engine", "verification", "timing")
+    class GradientEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    gradient: _containers.MessageMap[str, Array]
+    engine: str
+    verification: Verification
+    timing: Timing
+    def __init__(self, value: _Optional[float] = ..., gradient: _Optional[_Mapping[str, Array]] = ..., engine: _Optional[str] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class JacobianRequest(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "fd", "verify", "sparse")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    fd: FiniteDifferences
+    verify: bool
+    sparse: bool
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., fd: _Optional[_Union[FiniteDifferences, _Mapping]] = ..., verify: _Optional[bool] = ..., sparse: _Optional[bool] = ...) -> None: ...
+
+class CooMatrix(_message.Message):
+    __slots__ = ("rows", "cols", "values", "shape")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    cols: _containers.RepeatedScalarFieldContainer[int]
+    values: Array
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, rows: _Optional[_Iterable[int]] = ..., cols: _Optional[_Iterable[int]] = ..., values: _Optional[_Union[Array, _Mapping]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class JacobianResponse(_message.Message):
+    __slots__ = ("value", "jacobian", "jacobian_coo", "shape", "engine", "verification", "timing")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    JACOBIAN_FIELD_NUMBER: _ClassVar[int]
+    JACOBIAN_COO_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: Array
+    jacobian: Array
+    jacobian_coo: CooMatrix
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    engine: str
+    verification: Verification
+    timing: Timing
+    def __init__(self, value: _Optional[_Union[Array, _Mapping]] = ..., jacobian: _Optional[_Union[Array, _Mapping]] = ..., jacobian_coo: _Optional[_Union[CooMatrix, _Mapping]] = ..., shape: _Optional[_Iterable[int]] = ..., engine: _Optional[str] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class JvpRequest(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "fd", "verify", "v")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class VEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    V_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    fd: FiniteDifferences
+    verify: bool
+    v: _containers.MessageMap[str, Array]
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., fd: _Optional[_Union[FiniteDifferences, _Mapping]] = ..., verify: _Optional[bool] = ..., v: _Optional[_Mapping[str, Array]] = ...) -> None: ...
+
+class JvpResponse(_message.Message):
+    __slots__ = ("value", "jvp", "engine", "verification", "timing")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    JVP_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: Array
+    jvp: Array
+    engine: str
+    verification: Verification
+    timing: Timing
+    def __init__(self, value: _Optional[_Union[Array, _Mapping]] = ..., jvp: _Optional[_Union[Array, _Mapping]] = ..., engine: _Optional[str] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class VjpRequest(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "fd", "verify", "u")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    U_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    fd: FiniteDifferences
+    verify: bool
+    u: Array
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., fd: _Optional[_Union[FiniteDifferences, _Mapping]] = ..., verify: _Optional[bool] = ..., u: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+
+class VjpResponse(_message.Message):
+    __slots__ = ("value", "vjp", "engine", "verification", "timing")
+    class VjpEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    VJP_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: Array
+    vjp: _containers.MessageMap[str, Array]
+    engine: str
+    verification: Verification
+    timing: Timing
+    def __init__(self, value: _Optional[_Union[Array, _Mapping]] = ..., vjp: _Optional[_Mapping[str, Array]] = ..., engine: _Optional[str] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class HvpRequest(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "fd", "verify", "v")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class VEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    V_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    fd: FiniteDifferences
+    verify: bool
+    v: _containers.MessageMap[str, Array]
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., fd: _Optional[_Union[FiniteDifferences, _Mapping]] = ..., verify: _Optional[bool] = ..., v: _Optional[_Mapping[str, Array]] = ...) -> None: ...
+
+class HvpResponse(_message.Message):
+    __slots__ = ("value", "hvp", "engine", "verification", "timing")
+    class HvpEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    HVP_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    hvp: _containers.MessageMap[str, Array]
+    engine: str
+    verification: Verification
+    timing: Timing
+    def __init__(self, value: _Optional[float] = ..., hvp: _Optional[_Mapping[str, Array]] = ..., engine: _Optional[str] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class HessianRequest(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "fd", "verify")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    fd: FiniteDifferences
+    verify: bool
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., fd: _Optional[_Union[FiniteDifferences, _Mapping]] = ..., verify: _Optional[bool] = ...) -> None: ...
+
+class HessianResponse(_message.Message):
+    __slots__ = ("value", "gradient", "hessian", "engine", "verification", "timing")
+    class GradientEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    HESSIAN_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    gradient: _containers.MessageMap[str, Array]
+    hessian: Array
+    engine: str
+    verification: Verification
+    timing: Timing
+    def __init__(self, value: _Optional[float] = ..., gradient: _Optional[_Mapping[str, Array]] = ..., hessian: _Optional[_Union[Array, _Mapping]] = ..., engine: _Optional[str] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class TaylorRequest(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "fd", "verify", "v", "order")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class VEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    V_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    fd: FiniteDifferences
+    verify: bool
+    v: _containers.MessageMap[str, Array]
+    order: int
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., fd: _Optional[_Union[FiniteDifferences, _Mapping]] = ..., verify: _Optional[bool] = ..., v: _Optional[_Mapping[str, Array]] = ..., order: _Optional[int] = ...) -> None: ...
+
+class TaylorResponse(_message.Message):
+    __slots__ = ("coefficients", "value", "engine", "verification", "timing")
+    COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    coefficients: Array
+    value: Array
+    engine: str
+    verification: Verification
+    timing: Timing
+    def __init__(self, coefficients: _Optional[_Union[Array, _Mapping]] = ..., value: _Optional[_Union[Array, _Mapping]] = ..., engine: _Optional[str] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class HvpStreamStart(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ...) -> None: ...
+
+class Direction(_message.Message):
+    __slots__ = ("v",)
+    class VEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    V_FIELD_NUMBER: _ClassVar[int]
+    v: _containers.MessageMap[str, Array]
+    def __init__(self, v: _Optional[_Mapping[str, Array]] = ...) -> None: ...
+
+class HvpStreamRequest(_message.Message):
+    __slots__ = ("start", "direction")
+    START_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    start: HvpStreamStart
+    direction: Direction
+    def __init__(self, start: _Optional[_Union[HvpStreamStart, _Mapping]] = ..., direction: _Optional[_Union[Direction, _Mapping]] = ...) -> None: ...
+
+class HvpStarted(_message.Message):
+    __slots__ = ("value", "gradient", "engine", "timing")
+    class GradientEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    gradient: _containers.MessageMap[str, Array]
+    engine: str
+    timing: Timing
+    def __init__(self, value: _Optional[float] = ..., gradient: _Optional[_Mapping[str, Array]] = ..., engine: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class HvpAnswer(_message.Message):
+    __slots__ = ("index", "hvp")
+    class HvpEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    HVP_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    hvp: _containers.MessageMap[str, Array]
+    def __init__(self, index: _Optional[int] = ..., hvp: _Optional[_Mapping[str, Array]] = ...) -> None: ...
+
+class HvpStreamResponse(_message.Message):
+    __slots__ = ("started", "hvp")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    HVP_FIELD_NUMBER: _ClassVar[int]
+    started: HvpStarted
+    hvp: HvpAnswer
+    def __init__(self, started: _Optional[_Union[HvpStarted, _Mapping]] = ..., hvp: _Optional[_Union[HvpAnswer, _Mapping]] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message", "detail_json")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    detail_json: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., detail_json: _Optional[str] = ...) -> None: ...

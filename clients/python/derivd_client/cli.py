@@ -1,0 +1,516 @@
+"""``derivd``: the SDK's verbs from a shell.
+
+    derivd gradient 'sum(x**2)' --at x=1,2,3
+    derivd jacobian @model.dsl --at @point.json --json
+    derivd hvp 'sum(x**4)' --at x=1,2 --v @directions.json --out hv.npy
+    derivd spy '[x[0]*x[1], x[2]]' --at x=1,2,3 --png pattern.png
+
+A PROGRAM is DSL text, ``@file`` (its text), ``id:<id>`` (a stored function)
+or ``blackbox:<name>``. Inputs (``--at``, ``--const``, ``--v``): ``name=1,2,3``
+(a vector), ``name=2.5`` (a scalar), ``name=[[1,2],[3,4]]`` (JSON),
+``name=@a.npy`` / ``name=@a.json``, or ``@point.json`` / ``@point.npz`` for
+several names at once. ``--v @dirs.json`` holding a list of directions runs one
+product per direction, with a progress bar. Output: a table, ``--json``, or
+``--out file.npy`` (``.npz`` keeps each input's array by name).
+
+``serve`` and ``worker`` belong to the server package; when it is installed
+they are handed to it, so whichever package's ``derivd`` script won the
+install, every verb works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import arrays, errors, spy
+from .client import DEFAULT_URL, Blackbox, Client, FunctionRef, SparseJacobian
+from .trace import trace
+
+DERIVATIVES = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor")
+SERVER_VERBS = ("serve", "worker")
+# The array each verb is about: what --out saves.
+MAIN_FIELD = {"evaluate": "value", "gradient": "gradient", "jacobian": "jacobian", "jvp": "jvp", "vjp": "vjp",
+              "hvp": "hvp", "hessian": "hessian", "taylor": "coefficients"}
+
+
+VERB_HELP = {"evaluate": "the function's value", "gradient": "value and gradient (one-element output)",
+             "jacobian": "value and Jacobian (dense or --sparse)", "jvp": "Jacobian-vector product J v",
+             "vjp": "vector-Jacobian product u^T J", "hvp": "Hessian-vector product H v (one per --v direction)",
+             "hessian": "value, gradient and Hessian", "taylor": "Taylor coefficients along --v up to --order"}
+
+
+class UsageError(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SERVER_VERBS:
+        return _server(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as e:
+        print(f"derivd: {e}", file=sys.stderr)
+        return 2
+    except errors.DerivdError as e:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": {"code": e.code, "message": e.message, "detail": e.detail}}))
+        else:
+            print(f"derivd: {e}", file=sys.stderr)
+        return 1
+
+
+_handing_over = False
+
+
+def _server(argv: list[str]) -> int:
+    """serve/worker: the server package's own CLI, which hands every other verb back to this one."""
+    global _handing_over
+    try:
+        from derivd.cli import main as server_main
+    except ImportError:
+        server_main = None
+    if server_main is None or _handing_over:  # not installed, or it handed the verb back: it has no such command
+        print(f"derivd: `{argv[0]}` needs the derivd server package"
+              + (", whose build here has no such command" if server_main else ", which is not installed"),
+              file=sys.stderr)
+        return 2
+    _handing_over = True
+    try:
+        return server_main(argv)
+    finally:
+        _handing_over = False
+
+
+# ---------------------------------------------------------------- arguments
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="derivd", description="derivd: exact derivatives as a service")
+    parser.add_argument("--url", default=os.environ.get("DERIVD_URL", DEFAULT_URL),
+                        help="server URL (default: $DERIVD_URL, else %(default)s)")
+    parser.add_argument("--api-key", default=os.environ.get("DERIVD_API_KEY"), help="default: $DERIVD_API_KEY")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    # The same options after the verb; SUPPRESS so a verb's parser never overwrites what came before it.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--url")
+    common.add_argument("--api-key")
+    common.add_argument("--timeout", type=float)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    point = argparse.ArgumentParser(add_help=False)
+    point.add_argument("program", help="DSL text, @file, id:<id> or blackbox:<name>")
+    point.add_argument("--at", action="append", default=[], metavar="NAME=VALUES|@FILE",
+                       help="an input (repeatable)")
+    point.add_argument("--const", action="append", default=[], metavar="NAME=VALUES|@FILE",
+                       help="a constant input, not differentiated (repeatable)")
+    point.add_argument("--wrt", help="comma-separated names to differentiate (default: all of --at)")
+    point.add_argument("--mode", choices=("auto", "forward", "reverse", "taylor", "finite"), default=None)
+    point.add_argument("--verify", action="store_true", help="also check against finite differences")
+    point.add_argument("--fd-method", choices=("central", "forward", "backward"))
+    point.add_argument("--fd-order", type=int)
+    point.add_argument("--fd-step", type=float)
+    point.add_argument("--fd-extrapolation", action="store_true")
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--json", action="store_true", help="print the answer as JSON")
+    out.add_argument("--out", metavar="FILE", help="save the main array: .npy, or .npz by input name")
+
+    for verb in DERIVATIVES:
+        p = sub.add_parser(verb, parents=[common, point, out], help=VERB_HELP[verb])
+        if verb in ("jvp", "hvp", "taylor"):
+            p.add_argument("--v", action="append", default=[], required=True, metavar="NAME=VALUES|@FILE",
+                           help="direction (repeatable per input); @file with a JSON list runs one per direction")
+        if verb == "vjp":
+            p.add_argument("--u", required=True, metavar="VALUES|@FILE", help="cotangent, flat, as long as the output")
+        if verb == "taylor":
+            p.add_argument("--order", type=int, required=True)
+        if verb == "jacobian":
+            p.add_argument("--sparse", action="store_true", help="ask for COO (rows, cols, values)")
+        p.set_defaults(run=run_derivative)
+
+    p = sub.add_parser("spy", parents=[common, point], help="draw a Jacobian's sparsity pattern")
+    p.add_argument("--png", metavar="FILE", help="also write a PNG (matplotlib if installed, else a bitmap)")
+    p.add_argument("--width", type=int, default=None, help="terminal columns for the picture")
+    p.add_argument("--json", action="store_true", help="print rows, cols and shape as JSON instead")
+    p.set_defaults(run=run_spy)
+
+    p = sub.add_parser("register", parents=[common], help="store a program; prints its id")
+    p.add_argument("program", help="DSL text or @file")
+    p.add_argument("--const", action="append", default=[], metavar="NAME=VALUES|@FILE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_register)
+
+    p = sub.add_parser("show", parents=[common], help="a stored program and its inputs")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_show)
+
+    bb = sub.add_parser("blackbox", parents=[common], help="register, list or delete black boxes")
+    bsub = bb.add_subparsers(dest="action", required=True)
+    p = bsub.add_parser("register", parents=[common])
+    p.add_argument("name")
+    p.add_argument("url")
+    p.add_argument("--input-size", type=int, required=True)
+    p.add_argument("--output-size", type=int, required=True)
+    p.add_argument("--batch", action="store_true")
+    p.add_argument("--timeout-s", type=float, default=10.0)
+    p.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_blackbox)
+    for action in ("list", "delete"):
+        p = bsub.add_parser(action, parents=[common])
+        if action == "delete":
+            p.add_argument("name")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(run=run_blackbox)
+
+    p = sub.add_parser("trace", help="print the DSL of a Python function written with derivd_client ops")
+    p.add_argument("function", help="module:function or path/to/file.py:function")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=N|N,M,...",
+                   help="an input's shape (repeatable); NAME= for a scalar")
+    p.add_argument("--json", action="store_true", help="print {dsl, constants} as JSON")
+    p.set_defaults(run=run_trace)
+
+    for verb in SERVER_VERBS:  # listed for --help; main() hands them over before parsing
+        sub.add_parser(verb, help=f"{verb} (the derivd server package)", add_help=False)
+    return parser
+
+
+def parse_values(text: str, where: str) -> np.ndarray:
+    """``1,2,3`` -> vector; ``2.5`` -> scalar; ``[[1,2],[3,4]]`` -> JSON; ``@a.npy`` / ``@a.json`` -> file."""
+    text = text.strip()
+    if text.startswith("@"):
+        return arrays.as_array(_load_file(text[1:], where))
+    try:
+        if text.startswith("["):
+            return arrays.decode(json.loads(text)) if "\"" in text else arrays.as_array(json.loads(text))
+        if "," in text:
+            return np.array([float(v) for v in text.split(",") if v.strip()], dtype=np.float64)
+        return np.array(float(text))
+    except ValueError as e:
+        raise UsageError(f"{where}: cannot read {text!r} as numbers ({e})") from None
+
+
+def _load_file(path: str, where: str):
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{where}: no file {path!r}")
+    if p.suffix == ".npy":
+        return np.load(p)
+    if p.suffix == ".npz":
+        with np.load(p) as z:
+            return {k: z[k] for k in z.files}
+    try:
+        return json.loads(p.read_text())
+    except ValueError as e:
+        raise UsageError(f"{where}: {path} is not JSON ({e})") from None
+
+
+def parse_inputs(items: list[str], flag: str) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for item in items:
+        if item.startswith("@"):
+            loaded = _load_file(item[1:], flag)
+            if not isinstance(loaded, dict):
+                raise UsageError(f"{flag} {item}: the file must hold {{name: values}}; use name=@file for one input")
+            for name, value in loaded.items():
+                out[name] = arrays.decode(value) if isinstance(value, (dict, str)) else arrays.as_array(value)
+            continue
+        name, eq, text = item.partition("=")
+        if not eq or not name.strip().isidentifier():
+            raise UsageError(f"{flag} {item!r}: expected NAME=VALUES or @FILE")
+        out[name.strip()] = parse_values(text, f"{flag} {name.strip()}")
+    return out
+
+
+def parse_directions(items: list[str]) -> list[dict[str, np.ndarray]]:
+    """One direction from NAME=VALUES items, or many from @file holding a JSON list of {name: values}."""
+    if len(items) == 1 and items[0].startswith("@"):
+        loaded = _load_file(items[0][1:], "--v")
+        if isinstance(loaded, list):
+            return [{k: arrays.as_array(v) for k, v in d.items()} for d in loaded]
+    return [parse_inputs(items, "--v")]
+
+
+def program_of(text: str):
+    if text.startswith("id:"):
+        return FunctionRef(text[3:])
+    if text.startswith("blackbox:"):
+        return Blackbox(text[len("blackbox:"):])
+    if text.startswith("@"):
+        p = Path(text[1:])
+        if not p.exists():
+            raise UsageError(f"no program file {text[1:]!r}")
+        return p.read_text()
+    return text
+
+
+def client_of(args) -> Client:
+    return Client(args.url, api_key=args.api_key, timeout=args.timeout, retries=2)
+
+
+def options_of(args) -> dict:
+    opts: dict = {"constants": parse_inputs(args.const, "--const")}
+    if args.wrt:
+        opts["wrt"] = [w.strip() for w in args.wrt.split(",") if w.strip()]
+    if args.mode:
+        opts["mode"] = args.mode
+    if args.verify:
+        opts["verify"] = True
+    fd = {k: v for k, v in (("method", args.fd_method), ("order", args.fd_order), ("step", args.fd_step),
+                            ("extrapolation", args.fd_extrapolation or None)) if v is not None}
+    if fd:
+        opts["fd"] = fd
+    return opts
+
+
+# ---------------------------------------------------------------- verbs
+
+def run_derivative(args) -> int:
+    verb = args.verb
+    function, at, opts = program_of(args.program), parse_inputs(args.at, "--at"), options_of(args)
+    if verb == "vjp":
+        opts["u"] = parse_values(args.u, "--u").reshape(-1)
+    if verb == "taylor":
+        opts["order"] = args.order
+    if verb == "jacobian" and args.sparse:
+        opts["sparse"] = True
+    directions = parse_directions(args.v) if verb in ("jvp", "hvp", "taylor") else [None]
+    results = []
+    with client_of(args) as client, progress(len(directions), verb, quiet=args.json) as step:
+        for v in directions:
+            call = getattr(client, verb)
+            results.append(call(function, at, **opts) if v is None else call(function, at, v=v, **opts))
+            step()
+    many = len(results) > 1
+    if args.out:
+        save(args.out, [r[MAIN_FIELD[verb]] for r in results] if many else results[0][MAIN_FIELD[verb]],
+             opts.get("wrt") or list(at))
+        print(f"saved {MAIN_FIELD[verb]} to {args.out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([jsonable(r) for r in results] if many else jsonable(results[0])))
+    elif not args.out:
+        for r in results:
+            show_result(r)
+    return 0
+
+
+def run_spy(args) -> int:
+    with client_of(args) as client, progress(1, "jacobian", quiet=args.json) as step:
+        r = client.jacobian(program_of(args.program), parse_inputs(args.at, "--at"), sparse=True, **options_of(args))
+        step()
+    jac = r["jacobian"]
+    if args.json:
+        print(json.dumps({"rows": jac.rows.tolist(), "cols": jac.cols.tolist(), "shape": list(jac.shape)}))
+    else:
+        width = args.width or max(20, shutil.get_terminal_size((80, 24)).columns - 2)
+        print(spy.text(jac.rows, jac.cols, jac.shape, width=width))
+    if args.png:
+        how = spy.png(jac.rows, jac.cols, jac.shape, args.png)
+        print(f"wrote {args.png} ({how})", file=sys.stderr)
+    return 0
+
+
+def run_register(args) -> int:
+    with client_of(args) as client:
+        ref = client.register_function(program_of(args.program), parse_inputs(args.const, "--const"))
+    print(json.dumps({"id": ref.id, "inputs": ref.inputs}) if args.json else ref.id)
+    return 0
+
+
+def run_show(args) -> int:
+    with client_of(args) as client:
+        stored = client.get_function(args.id)
+    if args.json:
+        print(json.dumps(stored))
+    else:
+        print(f"# inputs: {', '.join(stored.get('inputs', []))}\n{stored.get('dsl', '')}")
+    return 0
+
+
+def run_blackbox(args) -> int:
+    with client_of(args) as client:
+        if args.action == "register":
+            headers = dict(h.split(":", 1) for h in args.header)
+            extra = {"headers": {k.strip(): v.strip() for k, v in headers.items()}} if headers else {}
+            bb = client.register_blackbox(args.name, args.url, args.input_size, args.output_size, batch=args.batch,
+                                          timeout_s=args.timeout_s, **extra)
+            shown = [bb]
+        elif args.action == "list":
+            shown = client.list_blackboxes()
+        else:
+            client.delete_blackbox(args.name)
+            shown = []
+    rows = [{"name": b.name, "url": b.url, "input_size": b.input_size, "output_size": b.output_size,
+             "batch": b.batch, "timeout_s": b.timeout_s, **b.extra} for b in shown]
+    if args.json:
+        print(json.dumps({"blackboxes": rows} if args.action == "list" else rows[0] if rows else {}))
+    elif rows:
+        from rich.console import Console
+        from rich.table import Table
+        table = Table(*rows[0].keys())
+        for row in rows:
+            table.add_row(*(str(v) for v in row.values()))
+        Console().print(table)
+    return 0
+
+
+def run_trace(args) -> int:
+    fn = load_function(args.function)
+    shapes = {}
+    for item in args.shape:
+        name, eq, dims = item.partition("=")
+        if not eq:
+            raise UsageError(f"--shape {item!r}: expected NAME=N,M,...")
+        try:
+            shapes[name.strip()] = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            raise UsageError(f"--shape {item!r}: dimensions must be integers") from None
+    try:
+        program = trace(fn, **shapes)
+    except (TypeError, ValueError, IndexError) as e:
+        raise UsageError(f"cannot trace {args.function}: {e}") from None
+    if args.json:
+        print(json.dumps({"dsl": program.dsl, "constants": arrays.to_jsonable(program.constants),
+                          "inputs": list(program.inputs)}))
+    else:
+        sys.stdout.write(program.dsl)
+        if program.constants:
+            print(f"# constants: {', '.join(program.constants)} (sent with each request)", file=sys.stderr)
+    return 0
+
+
+def load_function(spec: str):
+    target, colon, name = spec.rpartition(":")
+    if not colon or not target:
+        raise UsageError(f"{spec!r}: expected module:function or file.py:function")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.exists():
+            raise UsageError(f"no file {target!r}")
+        loaded = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(loaded)
+        loaded.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise UsageError(f"{target} has no function {name!r}") from None
+
+
+# ---------------------------------------------------------------- output
+
+def jsonable(result) -> dict:
+    out = {}
+    for key, value in result.items():
+        if isinstance(value, SparseJacobian):
+            value = {"rows": value.rows, "cols": value.cols, "values": value.values, "shape": list(value.shape)}
+        out[key] = arrays.to_jsonable(value)
+    return out
+
+
+def save(path: str, value, names: list[str]) -> None:
+    """--out: .npz keeps a {name: array} answer by name; .npy gets one array (dict values concatenated
+    flat in wrt order, the Jacobian's column order; several directions stacked)."""
+    def flat(v):
+        if isinstance(v, SparseJacobian):
+            return v.toarray()
+        if isinstance(v, dict):
+            return np.concatenate([np.asarray(v[n]).reshape(-1) for n in names if n in v])
+        return np.asarray(v)
+
+    if path.endswith(".npz"):
+        if isinstance(value, dict):
+            np.savez(path, **{k: np.asarray(v) for k, v in value.items()})
+        else:
+            np.savez(path, result=np.stack([flat(v) for v in value]) if isinstance(value, list) else flat(value))
+    else:
+        np.save(path, np.stack([flat(v) for v in value]) if isinstance(value, list) else flat(value))
+
+
+def show_result(result) -> None:
+    from rich.console import Console
+
+    console = Console()
+    for key, value in result.items():
+        if key in ("engine", "shape"):
+            continue
+        if isinstance(value, SparseJacobian):
+            value = value.toarray()
+        if isinstance(value, dict) and key != "verification":
+            for name, arr in value.items():
+                console.print(array_table(f"{key}[{name}]", np.asarray(arr)))
+        elif key == "verification":
+            console.print("verification: " + ", ".join(f"{k}={v}" for k, v in value.items()))
+        elif np.ndim(value) == 0 and not isinstance(value, (list, dict)):
+            console.print(f"[bold]{key}[/bold] = {_fmt(value)}")
+        else:
+            console.print(array_table(key, np.asarray(value)))
+    timing = getattr(result, "timing", {})
+    caption = f"engine: {result.get('engine', '?')}"
+    if timing:
+        caption += "   " + ", ".join(f"{k} {v:.1f} ms" for k, v in timing.items())
+    console.print(f"[dim]{caption}[/dim]")
+
+
+def array_table(title: str, arr: np.ndarray, max_rows: int = 30, max_cols: int = 12):
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    shape = arr.shape
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    elif arr.ndim > 2:
+        arr = arr.reshape(shape[0], -1)
+    table = Table(show_header=len(shape) > 1)
+    table.add_column("", style="dim", justify="right")
+    cols = list(range(min(arr.shape[1], max_cols)))
+    for j in cols:
+        table.add_column(str(j), justify="right")
+    if arr.shape[1] > max_cols:
+        table.add_column("\u2026")
+    for i in range(min(arr.shape[0], max_rows)):
+        row = [_fmt(arr[i, j]) for j in cols] + (["\u2026"] if arr.shape[1] > max_cols else [])
+        table.add_row(str(i), *row)
+    if arr.shape[0] > max_rows:
+        table.add_row("\u2026", *["\u2026"] * (len(cols) + (arr.shape[1] > max_cols)))
+    return Group(Text(f"{title} {list(shape)}", style="bold"), table)
+
+
+def _fmt(v) -> str:
+    return f"{float(v):.10g}"
+
+
+@contextlib.contextmanager
+def progress(total: int, label: str, quiet: bool = False):
+    """A progress bar on stderr for work of several steps (a spinner for one), only on a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = [SpinnerColumn(), TextColumn(label)]
+    if total > 1:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""``GrpcClient``: the same calls over gRPC (``derivd.v1.Differentiator``), and streamed HVPs.
+
+Needs the ``grpc`` extra (``pip install 'derivd-client[grpc]'``); the message
+classes are the SDK's own copy generated from ``proto/derivd/v1/derivd.proto``
+(``scripts/gen_grpc.sh``), so the server package is never imported.
+
+Answers come back as the REST client's :class:`~derivd_client.client.Result`
+with the same keys (a sparse Jacobian under ``jacobian``, timings from the
+``Timing`` message in ``.timing``), so code can switch transports freely.
+Errors carry the contract's ``code``/``message``/``detail`` from the trailing
+metadata ``derivd-error-bin`` and raise the same typed exceptions.
+``hvp_stream`` keeps one stream open at one point: the server compiles once
+and computes the gradient once, then answers each direction as it comes.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from collections.abc import Iterable, Sized
+
+import grpc
+import numpy as np
+
+from . import arrays, errors
+from ._grpc import derivd_pb2 as pb
+from ._grpc import derivd_pb2_grpc as pb_grpc
+from .client import OPTIONS, Result, SparseJacobian, direction_dict, resolve_function
+
+MODES = {"auto": pb.MODE_AUTO, "forward": pb.MODE_FORWARD, "reverse": pb.MODE_REVERSE,
+         "taylor": pb.MODE_TAYLOR, "finite": pb.MODE_FINITE}
+# gRPC status -> the HTTP status family the REST client would have seen (for the exception class).
+HTTP_OF = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 502, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+WIRE = {"float64": "<f8", "float32": "<f4", "int64": "<i8", "int32": "<i4", "bool": "|b1"}
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 64 * 1024
+
+
+def to_message(value) -> pb.Array:
+    arr = arrays.as_array(value)
+    name, little = arrays.WIRE[arr.dtype.kind]
+    return pb.Array(shape=list(arr.shape), dtype=name, data=np.ascontiguousarray(arr, dtype=little).tobytes())
+
+
+def from_message(a: pb.Array) -> np.ndarray:
+    arr = np.frombuffer(a.data, dtype=WIRE[a.dtype or "float64"]).reshape(tuple(a.shape))
+    return arr.astype(arr.dtype.newbyteorder("="))
+
+
+class GrpcClient:
+    """``GrpcClient("127.0.0.1:50051", api_key=..., timeout=...)``; the REST client's methods, plus
+    :meth:`hvp_stream`. ``credentials`` (``grpc.ssl_channel_credentials()``) makes the channel secure."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, timeout: float = 60.0,
+                 retries: int = 3, backoff: float = 0.2, credentials: grpc.ChannelCredentials | None = None):
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        self.target = target
+        self.channel = (grpc.secure_channel(target, credentials, options) if credentials
+                        else grpc.insecure_channel(target, options))
+        self.stub = pb_grpc.DifferentiatorStub(self.channel)
+        self.metadata = (("x-api-key", api_key),) if api_key else ()
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ unary calls
+
+    def evaluate(self, function, at=None, **options):
+        return self._unary("Evaluate", pb.EvaluateRequest, function, at, options)
+
+    def gradient(self, function, at=None, **options):
+        return self._unary("Gradient", pb.GradientRequest, function, at, options)
+
+    def jacobian(self, function, at=None, *, sparse: bool = False, **options):
+        return self._unary("Jacobian", pb.JacobianRequest, function, at, options, sparse=sparse)
+
+    def jvp(self, function, at=None, *, v, **options):
+        return self._unary("Jvp", pb.JvpRequest, function, at, options, v=v)
+
+    def vjp(self, function, at=None, *, u, **options):
+        return self._unary("Vjp", pb.VjpRequest, function, at, options,
+                           u=to_message(np.asarray(u, dtype=np.float64).reshape(-1)))
+
+    def hvp(self, function, at=None, *, v, **options):
+        return self._unary("Hvp", pb.HvpRequest, function, at, options, v=v)
+
+    def hessian(self, function, at=None, **options):
+        return self._unary("Hessian", pb.HessianRequest, function, at, options)
+
+    def taylor(self, function, at=None, *, v, order: int, **options):
+        return self._unary("Taylor", pb.TaylorRequest, function, at, options, v=v, order=order)
+
+    def _unary(self, method: str, message, function, at, options: dict, **extra):
+        fields, names = self._fields(function, at, options)
+        if "v" in extra:
+            extra["v"] = _directions(extra["v"], names)
+        fields.update({k: v for k, v in extra.items() if v is not None and v is not False})
+        if "fd" in options and options["fd"]:
+            fields["fd"] = pb.FiniteDifferences(**options["fd"])
+        if options.get("verify"):
+            fields["verify"] = True
+        request = message(**fields)
+        call = getattr(self.stub, method)
+        for attempt in range(self.retries + 1):
+            try:
+                return decode(call(request, timeout=self.timeout, metadata=self.metadata))
+            except grpc.RpcError as e:
+                err = to_error(e)
+                if not isinstance(err, errors.ConnectionFailed) or attempt == self.retries:
+                    raise err from None
+                time.sleep(self.backoff * 2 ** attempt)
+
+    def _fields(self, function, at, options: dict) -> tuple[dict, list[str]]:
+        at = dict(at or {})
+        for key in list(options):
+            if key not in OPTIONS:
+                at[key] = options.pop(key)
+        constants = dict(options.get("constants") or {})
+        spec, constants = resolve_function(function, at, constants)
+        fields = {"function": pb.Function(**spec), "at": {k: to_message(v) for k, v in at.items()},
+                  "constants": {k: to_message(v) for k, v in constants.items()}}
+        if options.get("wrt"):
+            fields["wrt"] = list(options["wrt"])
+        if options.get("mode"):
+            fields["mode"] = MODES[options["mode"]]
+        return fields, list(options.get("wrt") or at)
+
+    # ------------------------------------------------------------ streamed Hessian-vector products
+
+    def hvp_stream(self, function, at=None, directions: Iterable = (), **options) -> HvpStream:
+        """Open one stream at ``at`` and yield H v for each direction, in order, as each arrives.
+
+        ``directions`` may be any iterable, consumed lazily: a generator can compute the next
+        direction from the last product (as conjugate gradients does). The returned
+        :class:`HvpStream` also has ``.value`` and ``.gradient`` at the point once started."""
+        fields, names = self._fields(function, at, options)
+        start = pb.HvpStreamStart(**fields)
+        requests = _Requests(pb.HvpStreamRequest(start=start),
+                             (pb.HvpStreamRequest(direction=pb.Direction(v=_directions(v, names)))
+                              for v in directions), throttle=not isinstance(directions, Sized))
+        responses = self.stub.HessianVectorProducts(requests, timeout=self.timeout, metadata=self.metadata)
+        return HvpStream(responses, requests)
+
+
+class HvpStream:
+    """An iterator of {name: H v}, one per direction, in order; ``value``/``gradient`` after the start."""
+
+    def __init__(self, responses, requests: _Requests):
+        self._responses, self._requests = responses, requests
+        self.value = self.gradient = self.engine = None
+        self.timing: dict[str, float] = {}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        try:
+            while True:
+                msg = next(self._responses)
+                if msg.HasField("started"):
+                    s = msg.started
+                    self.value = np.float64(s.value)
+                    self.gradient = {k: from_message(v) for k, v in s.gradient.items()}
+                    self.engine, self.timing = s.engine, _timing(s.timing)
+                    continue
+                self._requests.answered()
+                return {k: from_message(v) for k, v in msg.hvp.hvp.items()}
+        except grpc.RpcError as e:
+            raise to_error(e) from None
+
+    def cancel(self) -> None:
+        self._responses.cancel()
+
+
+class _Requests:
+    """The stream's request iterator: the start, then the directions.
+
+    A collection of directions is sent as fast as gRPC pulls it (the answers
+    pipeline). A lazy iterable is throttled to one direction per answer taken:
+    gRPC pulls requests on its own thread, and waiting for the previous answer
+    lets a generator compute each direction from the products before it."""
+
+    def __init__(self, first, rest, throttle: bool):
+        self._first, self._rest = first, iter(rest)
+        self._turns: queue.Queue | None = queue.Queue() if throttle else None
+        self._started = False
+        if self._turns is not None:
+            self._turns.put(True)
+
+    def answered(self) -> None:
+        if self._turns is not None:
+            self._turns.put(True)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self._started:
+            self._started = True
+            return self._first
+        if self._turns is not None:
+            self._turns.get()
+        return next(self._rest)
+
+
+# ---------------------------------------------------------------- answers and errors
+
+def decode(msg) -> Result:
+    out = Result()
+    out.timing = {}
+    for fd, value in msg.ListFields():
+        name = fd.name
+        if name == "timing":
+            out.timing = _timing(value)
+        elif name == "verification":
+            out[name] = {"max_abs_err": value.max_abs_err, "max_rel_err": value.max_rel_err, "passed": value.passed}
+        elif name == "jacobian_coo":
+            out["jacobian"] = SparseJacobian(np.asarray(value.rows, dtype=np.int64),
+                                             np.asarray(value.cols, dtype=np.int64),
+                                             from_message(value.values).reshape(-1), tuple(value.shape))
+        elif name == "shape":
+            out[name] = tuple(value)
+        elif isinstance(value, pb.Array):
+            arr = from_message(value)
+            out[name] = np.float64(arr) if arr.ndim == 0 else arr
+        elif fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            out[name] = {k: from_message(v) for k, v in value.items()}
+        elif isinstance(value, float):
+            out[name] = np.float64(value)
+        else:
+            out[name] = value
+    return out
+
+
+def to_error(e: grpc.RpcError) -> errors.DerivdError:
+    code = e.code()
+    for key, value in e.trailing_metadata() or ():
+        if key == "derivd-error-bin":
+            body = pb.Error.FromString(value)
+            detail = json.loads(body.detail_json) if body.detail_json else {}
+            status = HTTP_OF.get(code, 500)
+            return errors.from_response(status, {"error": {"code": body.code, "message": body.message,
+                                                           "detail": detail}})
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return errors.ConnectionFailed(f"gRPC server unavailable: {e.details()}", "connection_failed")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.RequestTimeout(f"no gRPC answer within the deadline: {e.details()}", "timeout")
+    return errors.from_response(HTTP_OF.get(code, 500), {"error": {"code": code.name.lower(),
+                                                                    "message": e.details() or "", "detail": {}}})
+
+
+def _timing(t) -> dict[str, float]:
+    return {"compile": t.compile_ms, "queue": t.queue_ms, "compute": t.compute_ms}
+
+
+def _directions(v, names: list[str]) -> dict:
+    return {k: to_message(np.asarray(x, dtype=np.float64)) for k, x in direction_dict(v, names).items()}

@@ -1,0 +1,451 @@
+"""The language's functions for Python: ``dd.sin``, ``dd.sum``, ``dd.where``...
+
+Each works on traced values (it records a call of the DSL function of the
+same name, with numpy's shape rules checked in Python) and on plain numbers
+and arrays (it computes with numpy). So one Python function both traces into
+DSL text and runs as its own numpy reference. The numpy side follows the
+server's definitions: ``sigmoid(x) = 1/(1+e^-x)``, ``softplus(x) = log(1+e^x)``,
+``relu(x) = max(x, 0)``, ``norm`` the 2-norm over ``axis`` (all axes when
+None), ``logsumexp``/``softmax`` shifted by the maximum for stability, and
+``round`` half to even (numpy's).
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+
+import numpy as np
+
+from .trace import BINARY_PREC, Traced, active_tracer, broadcast
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _traced(*values):
+    for v in values:
+        if isinstance(v, Traced):
+            return v
+        if isinstance(v, (list, tuple)):
+            found = _traced(*v)
+            if found is not None:
+                return found
+    return None
+
+
+def _sigmoid(x):
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+
+
+def _logsumexp(x, axis=None):
+    x = np.asarray(x, dtype=np.float64)
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return np.log(np.sum(np.exp(x - m), axis=axis)) + np.squeeze(m, axis=axis)
+
+
+UNARY_NUMPY = {
+    "abs": np.abs, "sign": np.sign, "sqrt": np.sqrt, "cbrt": np.cbrt, "exp": np.exp, "exp2": np.exp2,
+    "expm1": np.expm1, "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "sin": np.sin,
+    "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "sinh": np.sinh,
+    "cosh": np.cosh, "tanh": np.tanh, "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh,
+    "erf": _erf, "erfc": _erfc, "sigmoid": _sigmoid, "softplus": lambda x: np.logaddexp(0.0, x),
+    "relu": lambda x: np.maximum(x, 0.0), "square": np.square, "reciprocal": lambda x: 1.0 / np.asarray(x, float),
+    "floor": np.floor, "ceil": np.ceil, "round": np.round,
+}
+BINARY_NUMPY = {"atan2": np.arctan2, "hypot": np.hypot, "maximum": np.maximum, "minimum": np.minimum,
+                "pow": np.power}
+
+
+def _unary(name):
+    numpy_fn = UNARY_NUMPY[name]
+
+    def fn(x):
+        t = _traced(x)
+        if t is None:
+            return numpy_fn(x)
+        x = t.tracer.lift(x)
+        return t.tracer.call(name, (x,), x.shape)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``{name}`` elementwise (the DSL's ``{name}``; numpy's on arrays)."
+    return fn
+
+
+def _binary(name):
+    numpy_fn = BINARY_NUMPY[name]
+
+    def fn(a, b):
+        t = _traced(a, b)
+        if t is None:
+            return numpy_fn(a, b)
+        a, b = t.tracer.lift(a), t.tracer.lift(b)
+        return t.tracer.call(name, (a, b), broadcast(a, b))
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``{name}(a, b)`` elementwise with broadcasting."
+    return fn
+
+
+for _name in UNARY_NUMPY:
+    globals()[_name] = _unary(_name)
+for _name in BINARY_NUMPY:
+    globals()[_name] = _binary(_name)
+
+
+# ---------------------------------------------------------------- selection
+
+def where(cond, a, b):
+    """``a`` where ``cond`` holds, else ``b`` (both sides are evaluated; the untaken one gets no derivative)."""
+    t = _traced(cond, a, b)
+    if t is None:
+        return np.where(cond, a, b)
+    c, a, b = (t.tracer.lift(v) for v in (cond, a, b))
+    if c.dtype != "b":
+        raise TypeError("where() needs a mask (a comparison) as its condition")
+    return t.tracer.call("where", (c, a, b), broadcast(c, a, b))
+
+
+def clip(x, lo, hi):
+    t = _traced(x, lo, hi)
+    if t is None:
+        return np.clip(x, lo, hi)
+    x, lo, hi = (t.tracer.lift(v) for v in (x, lo, hi))
+    return t.tracer.call("clip", (x, lo, hi), broadcast(x, lo, hi))
+
+
+# ---------------------------------------------------------------- reductions
+
+def _axes(shape, axis) -> tuple[int, ...]:
+    n = len(shape)
+    items = range(n) if axis is None else axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in items:
+        if not -n <= a < n:
+            raise ValueError(f"axis {a} is out of range for shape {list(shape)}")
+        out.append(a % n)
+    return tuple(out)
+
+
+def _reduction(name, numpy_fn):
+    def fn(x, axis=None):
+        t = _traced(x)
+        if t is None:
+            return numpy_fn(x, axis=tuple(axis) if isinstance(axis, list) else axis)
+        x = t.tracer.lift(x)
+        drop = _axes(x.shape, axis)
+        shape = tuple(s for i, s in enumerate(x.shape) if i not in drop)
+        kwargs = {} if axis is None else {"axis": axis}
+        return t.tracer.call(name, (x,), shape, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``{name}`` over ``axis`` (an int, a tuple, or None for all axes)."
+    return fn
+
+
+sum = _reduction("sum", np.sum)
+prod = _reduction("prod", np.prod)
+mean = _reduction("mean", np.mean)
+logsumexp = _reduction("logsumexp", _logsumexp)
+norm = _reduction("norm", lambda x, axis=None: np.sqrt(np.sum(np.square(x), axis=axis)))
+_max = _reduction("max", np.max)
+_min = _reduction("min", np.min)
+
+
+def max(x, *more, axis=None):
+    """``max(x, axis=...)`` reduces; ``max(a, b, ...)`` is elementwise, as in the language."""
+    return _max(x, axis=axis) if not more else _fold("max", maximum, x, more)  # noqa: F821
+
+
+def min(x, *more, axis=None):
+    return _min(x, axis=axis) if not more else _fold("min", minimum, x, more)  # noqa: F821
+
+
+def _fold(name, pairwise, x, more):
+    t = _traced(x, *more)
+    if t is None:
+        out = x
+        for y in more:
+            out = pairwise(out, y)
+        return out
+    args = tuple(t.tracer.lift(v) for v in (x, *more))
+    return t.tracer.call(name, args, broadcast(*args))
+
+
+def softmax(x, axis=-1):
+    """``exp(x - logsumexp(x, axis))``: sums to one along ``axis``."""
+    t = _traced(x)
+    if t is None:
+        x = np.asarray(x, dtype=np.float64)
+        return np.exp(x - np.expand_dims(_logsumexp(x, axis=axis), axis))
+    _axes(x.shape, axis)
+    return t.tracer.call("softmax", (x,), x.shape, **({} if axis == -1 else {"axis": axis}))
+
+
+# ---------------------------------------------------------------- linear algebra
+
+def matmul(a, b):
+    t = _traced(a, b)
+    if t is None:
+        return np.matmul(a, b)
+    a, b = t.tracer.lift(a), t.tracer.lift(b)
+    shape = _matmul_shape(a.shape, b.shape)
+    return t.tracer.node("bin", ("@", a, b), shape, "f", BINARY_PREC["@"])
+
+
+def _matmul_shape(a, b):
+    if not a or not b:
+        raise ValueError(f"matmul: operands must not be scalars (shapes {list(a)} and {list(b)})")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"matmul: shapes {list(a)} and {list(b)} are not aligned")
+    out = tuple(np.broadcast_shapes(a2[:-2], b2[:-2])) + (a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return out
+
+
+def dot(a, b):
+    t = _traced(a, b)
+    if t is None:
+        return np.dot(a, b)
+    a, b = t.tracer.lift(a), t.tracer.lift(b)
+    if a.ndim == 0 or b.ndim == 0:
+        return t.tracer.call("dot", (a, b), broadcast(a, b))
+    if a.ndim > 2 or b.ndim > 2:
+        raise ValueError("dot() takes arrays of rank <= 2; use matmul or @ for stacks")
+    return t.tracer.call("dot", (a, b), _matmul_shape(a.shape, b.shape))
+
+
+def outer(a, b):
+    t = _traced(a, b)
+    if t is None:
+        return np.outer(a, b)
+    a, b = t.tracer.lift(a), t.tracer.lift(b)
+    return t.tracer.call("outer", (a, b), (a.size, b.size))
+
+
+def transpose(x, axes=None):
+    t = _traced(x)
+    if t is None:
+        return np.transpose(x, axes)
+    if axes is None:
+        return t.tracer.call("transpose", (x,), x.shape[::-1], x.dtype)
+    perm = tuple(a % x.ndim for a in axes)
+    if sorted(perm) != list(range(x.ndim)):
+        raise ValueError(f"transpose: {list(axes)} is not a permutation of the axes of shape {list(x.shape)}")
+    return t.tracer.call("transpose", (x, tuple(axes)), tuple(x.shape[p] for p in perm), x.dtype)
+
+
+def trace(x):
+    """The sum of a matrix's diagonal (``dd.trace``; the tracer itself is ``derivd_client.trace``)."""
+    t = _traced(x)
+    if t is None:
+        return np.trace(x)
+    if x.ndim != 2:
+        raise ValueError(f"trace() takes a matrix, got shape {list(x.shape)}")
+    return t.tracer.call("trace", (x,), ())
+
+
+def diag(x):
+    t = _traced(x)
+    if t is None:
+        return np.diag(x)
+    if x.ndim == 1:
+        return t.tracer.call("diag", (x,), (x.shape[0], x.shape[0]))
+    if x.ndim == 2:
+        return t.tracer.call("diag", (x,), (builtins.min(x.shape),))
+    raise ValueError(f"diag() takes a vector or a matrix, got shape {list(x.shape)}")
+
+
+def _square(name, a):
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"{name}() takes a square matrix, got shape {list(a.shape)}")
+
+
+def inv(a):
+    t = _traced(a)
+    if t is None:
+        return np.linalg.inv(a)
+    _square("inv", a)
+    return t.tracer.call("inv", (a,), a.shape)
+
+
+def det(a):
+    t = _traced(a)
+    if t is None:
+        return np.linalg.det(a)
+    _square("det", a)
+    return t.tracer.call("det", (a,), a.shape[:-2])
+
+
+def slogdet(a):
+    """``(sign, log|det|)`` of a square matrix."""
+    t = _traced(a)
+    if t is None:
+        return tuple(np.linalg.slogdet(a))
+    _square("slogdet", a)
+    both = t.tracer.call("slogdet", (a,), None, "tuple")
+    return tuple(t.tracer.node("item", (both, i), a.shape[:-2], "f", 15) for i in (0, 1))
+
+
+def cholesky(a):
+    t = _traced(a)
+    if t is None:
+        return np.linalg.cholesky(a)
+    _square("cholesky", a)
+    return t.tracer.call("cholesky", (a,), a.shape)
+
+
+def solve(a, b):
+    """``x`` with ``a @ x = b``; ``b`` a vector or a matrix."""
+    t = _traced(a, b)
+    if t is None:
+        return np.linalg.solve(a, b)
+    a, b = t.tracer.lift(a), t.tracer.lift(b)
+    _square("solve", a)
+    if b.shape[0] != a.shape[-1]:
+        raise ValueError(f"solve: shapes {list(a.shape)} and {list(b.shape)} are not aligned")
+    return t.tracer.call("solve", (a, b), b.shape)
+
+
+# ---------------------------------------------------------------- shapes
+
+def reshape(x, shape):
+    t = _traced(x)
+    if t is None:
+        return np.reshape(x, shape)
+    dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    if dims.count(-1) > 1:
+        raise ValueError("reshape: at most one -1 in a shape")
+    known = math.prod(d for d in dims if d != -1)
+    if -1 in dims:
+        if known == 0 or x.size % known:
+            raise ValueError(f"cannot reshape shape {list(x.shape)} into {list(dims)}")
+        dims = tuple(x.size // known if d == -1 else d for d in dims)
+    elif known != x.size:
+        raise ValueError(f"cannot reshape shape {list(x.shape)} into {list(dims)}")
+    return t.tracer.call("reshape", (x, dims if len(dims) != 1 else dims[0]), dims, x.dtype)
+
+
+def concat(xs, axis=0):
+    """Join arrays along an existing axis."""
+    t = _traced(*xs)
+    if t is None:
+        return np.concatenate(xs, axis=axis)
+    xs = [t.tracer.lift(x) for x in xs]
+    first = xs[0].shape
+    if not first:
+        raise ValueError("concat() of scalars: use stack()")
+    a = _axes(first, axis)[0]
+    for x in xs[1:]:
+        if len(x.shape) != len(first) or any(s != f for i, (s, f) in enumerate(zip(x.shape, first)) if i != a):
+            raise ValueError(f"concat: shapes {list(first)} and {list(x.shape)} differ off axis {axis}")
+    shape = first[:a] + (builtins.sum(x.shape[a] for x in xs),) + first[a + 1:]
+    return t.tracer.call("concat", (xs,), shape, **({} if axis == 0 else {"axis": axis}))
+
+
+concatenate = concat
+
+
+def stack(xs, axis=0):
+    """Join arrays of one shape along a new axis."""
+    t = _traced(*xs)
+    if t is None:
+        return np.stack(xs, axis=axis)
+    xs = [t.tracer.lift(x) for x in xs]
+    first = xs[0].shape
+    if any(x.shape != first for x in xs):
+        raise ValueError("stack: arrays must share one shape, got " + ", ".join(str(list(x.shape)) for x in xs))
+    a = _axes(first + (1,), axis)[0]
+    shape = first[:a] + (len(xs),) + first[a:]
+    return t.tracer.call("stack", (xs,), shape, **({} if axis == 0 else {"axis": axis}))
+
+
+def _creation(name, numpy_fn, shape_of):
+    def fn(n):
+        tracer = active_tracer()
+        if tracer is None:
+            return numpy_fn(n)
+        return tracer.call(name, (tuple(n) if isinstance(n, list) else n,), shape_of(n))
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``{name}``: written into the DSL while tracing, numpy's otherwise."
+    return fn
+
+
+def _dims(n):
+    return tuple(n) if isinstance(n, (tuple, list)) else (n,)
+
+
+zeros = _creation("zeros", np.zeros, _dims)
+ones = _creation("ones", np.ones, _dims)
+eye = _creation("eye", lambda n: np.eye(n), lambda n: (n, n))
+arange = _creation("arange", lambda n: np.arange(n, dtype=np.float64), lambda n: (n,))
+
+
+# ---------------------------------------------------------------- numpy's names for the same operations
+
+def _ufuncs():
+    table = {
+        np.add: lambda a, b: _op(a, b, "__add__", "__radd__"),
+        np.subtract: lambda a, b: _op(a, b, "__sub__", "__rsub__"),
+        np.multiply: lambda a, b: _op(a, b, "__mul__", "__rmul__"),
+        np.true_divide: lambda a, b: _op(a, b, "__truediv__", "__rtruediv__"),
+        np.floor_divide: lambda a, b: _op(a, b, "__floordiv__", "__rfloordiv__"),
+        np.remainder: lambda a, b: _op(a, b, "__mod__", "__rmod__"),
+        np.power: lambda a, b: _op(a, b, "__pow__", "__rpow__"),
+        np.matmul: matmul,
+        np.negative: lambda a: -a,
+        np.less: lambda a, b: _op(a, b, "__lt__", "__gt__"),
+        np.less_equal: lambda a, b: _op(a, b, "__le__", "__ge__"),
+        np.greater: lambda a, b: _op(a, b, "__gt__", "__lt__"),
+        np.greater_equal: lambda a, b: _op(a, b, "__ge__", "__le__"),
+        np.equal: lambda a, b: _op(a, b, "__eq__", "__eq__"),
+        np.not_equal: lambda a, b: _op(a, b, "__ne__", "__ne__"),
+        np.logical_and: lambda a, b: _op(a, b, "__and__", "__rand__"),
+        np.bitwise_and: lambda a, b: _op(a, b, "__and__", "__rand__"),
+        np.logical_or: lambda a, b: _op(a, b, "__or__", "__ror__"),
+        np.bitwise_or: lambda a, b: _op(a, b, "__or__", "__ror__"),
+        np.logical_not: lambda a: ~a,
+        np.invert: lambda a: ~a,
+        np.arctan2: globals()["atan2"], np.hypot: globals()["hypot"],
+        np.maximum: globals()["maximum"], np.minimum: globals()["minimum"],
+        np.absolute: globals()["abs"], np.fabs: globals()["abs"], np.rint: globals()["round"],
+    }
+    for name, fn in UNARY_NUMPY.items():
+        if isinstance(fn, np.ufunc):
+            table.setdefault(fn, globals()[name])
+    return table
+
+
+def _op(a, b, method, reflected):
+    if isinstance(a, Traced):
+        return getattr(a, method)(b)
+    return getattr(b, reflected)(a)
+
+
+UFUNCS = _ufuncs()
+FUNCTIONS = {
+    np.sum: lambda x, axis=None: sum(x, axis), np.prod: lambda x, axis=None: prod(x, axis),
+    np.mean: lambda x, axis=None: mean(x, axis), np.max: lambda x, axis=None: max(x, axis=axis),
+    np.min: lambda x, axis=None: min(x, axis=axis), np.where: where, np.clip: clip, np.dot: dot,
+    np.outer: outer, np.transpose: transpose, np.trace: trace, np.diag: diag, np.reshape: reshape,
+    np.concatenate: lambda xs, axis=0: concat(xs, axis), np.stack: stack, np.linalg.inv: inv,
+    np.linalg.det: det, np.linalg.slogdet: slogdet, np.linalg.cholesky: cholesky, np.linalg.solve: solve,
+    np.linalg.norm: lambda x, ord=None, axis=None: _two_norm(x, ord, axis),
+}
+if hasattr(np, "amax"):
+    FUNCTIONS.update({np.amax: FUNCTIONS[np.max], np.amin: FUNCTIONS[np.min]})
+
+
+def _two_norm(x, ord, axis):
+    if ord not in (None, 2) or (ord == 2 and axis is None and x.ndim > 1):
+        raise TypeError("only the 2-norm (np.linalg.norm(x) or norm over an axis) is in the language")
+    return norm(x, axis)
