@@ -12,7 +12,8 @@ where ``x == 0``.
 from __future__ import annotations
 
 from derivd.ops.registry import (
-    BOOL, FLOAT, Primitive, apply, broadcast_shapes, register, result_dtype, scale,
+    AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, elementwise_cases, hint, register,
+    result_dtype, scale,
 )
 
 
@@ -246,3 +247,41 @@ register(Primitive(
     doc="select elementwise; both sides are evaluated, and the cotangent of the untaken side "
         "is marked so that no NaN or inf of that side reaches the gradient",
 ))
+
+
+# ---------------------------------------------------------------- sweep hints (registry.hint)
+
+_POS = ((0.2, 3.0),)
+_UNIT = ((-0.8, 0.8),)
+_NOT_INT = ((-1.9, -1.1), (-0.9, -0.1), (0.1, 0.9), (1.1, 1.9))
+_NOT_HALF = ((-1.4, -0.6), (-0.4, 0.4), (0.6, 1.4))
+_QUOTIENT = ((-2.6, -2.3), (0.1, 0.9), (2.3, 2.6)), ((1.4, 1.5),)  # a / b stays 0.1 from an integer
+hint({name: elementwise_cases(REAL) for name in (
+    "neg exp exp2 expm1 sin cos atan sinh cosh tanh asinh erf erfc sigmoid softplus square").split()})
+hint({name: elementwise_cases(_POS) for name in ("log", "log2", "log10", "sqrt")})
+hint({name: elementwise_cases(_UNIT) for name in ("asin", "acos", "atanh")})
+hint({name: elementwise_cases(AWAY_FROM_0) for name in ("cbrt", "reciprocal", "abs", "sign", "relu", "step")})
+hint({
+    "log1p": elementwise_cases(((-0.8, 2.0),)),
+    "tan": elementwise_cases(((-1.2, 1.2),)),
+    "acosh": elementwise_cases(((1.2, 3.0),)),
+    "floor": elementwise_cases(_NOT_INT),
+    "ceil": elementwise_cases(_NOT_INT),
+    "round": elementwise_cases(_NOT_HALF),
+    "add": elementwise_cases(REAL, REAL),
+    "sub": elementwise_cases(REAL, REAL),
+    "mul": elementwise_cases(REAL, REAL),
+    "mul0": elementwise_cases(REAL, REAL),
+    "div": elementwise_cases(REAL, AWAY_FROM_0),
+    "pow": elementwise_cases(_POS, REAL),
+    "atan2": elementwise_cases(AWAY_FROM_0, AWAY_FROM_0),
+    "hypot": elementwise_cases(AWAY_FROM_0, AWAY_FROM_0),
+    "maximum": elementwise_cases(((-2.0, -1.0), (1.0, 2.0)), ((-0.5, 0.5),)),
+    "minimum": elementwise_cases(((-2.0, -1.0), (1.0, 2.0)), ((-0.5, 0.5),)),
+    "mod": elementwise_cases(*_QUOTIENT),
+    "floordiv": elementwise_cases(*_QUOTIENT),
+    "where": elementwise_cases("mask", REAL, REAL),
+})
+hint({name: elementwise_cases(REAL, REAL) for name in ("lt", "le", "gt", "ge", "eq", "ne")})
+hint({"and": elementwise_cases("mask", "mask"), "or": elementwise_cases("mask", "mask"),
+      "not": elementwise_cases("mask"), "isfinite": elementwise_cases(REAL)})

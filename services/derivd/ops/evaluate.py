@@ -46,7 +46,7 @@ _FOLDERS: dict[tuple, Callable] = {}
 
 def eval_primitive(prim: Primitive, values: list, params: dict):
     """Evaluate one primitive on concrete values (constant folding, tests)."""
-    key = (prim.name, tuple(sorted(params.items())), len(values))
+    key = (prim.name, tuple(sorted(params.items())), tuple(np.shape(v) for v in values))  # templates may read shapes
     fn = _FOLDERS.get(key)
     if fn is None:
         names = [f"a{i}" for i in range(len(values))]

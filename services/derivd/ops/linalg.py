@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from derivd.errors import ShapeError
-from derivd.ops.registry import FLOAT, Primitive, apply, broadcast_shapes, nullary, register, scale
+from derivd.ops.registry import FLOAT, REAL, Primitive, apply, broadcast_shapes, hint, nullary, register, scale
 
 
 def swap(x):
@@ -136,3 +136,16 @@ register(Primitive(
     "cholesky", _square_shape, template="np.linalg.cholesky(0.5 * ({0} + np.swapaxes({0}, -1, -2)))",
     jvp=_cholesky_jvp, vjp=_cholesky_vjp,
 ))
+
+
+# ---------------------------------------------------------------- sweep hints (registry.hint)
+
+_SQUARE = [[("invertible", (3, 3))], [("invertible", (2, 2, 2))]]
+hint({
+    "matmul": [{"args": [("real", a, REAL), ("real", b, REAL)], "params": {}}
+               for a, b in [((2, 3), (3, 4)), ((3, 3), (3, 1)), ((2, 2, 3), (3, 2)), ((2, 3), (2, 3, 2))]],
+    **{name: [{"args": args, "params": {}} for args in _SQUARE] for name in ("inv", "det", "logabsdet", "slogdet_sign")},
+    "solve": [{"args": [("invertible", a), ("real", b, REAL)], "params": {}}
+              for a, b in [((3, 3), (3, 2)), ((2, 3, 3), (3, 1)), ((2, 2), (2, 2, 2))]],
+    "cholesky": [{"args": [("spd", s)], "params": {}} for s in [(3, 3), (2, 2, 2)]],
+})

@@ -1,6 +1,8 @@
 """Reductions over ``axes`` (a tuple of negative axes; the empty tuple is the identity).
 
-``max``/``min`` split the derivative equally among tied maxima. ``logsumexp``
+``max``/``min`` split the derivative equally among tied maxima. ``prod`` is
+differentiated as a balanced tree of pairwise products (exact at zeros, and
+made of primitives with rules, so derivatives of every order exist). ``logsumexp``
 and ``norm2`` have dedicated rules: logsumexp is computed around its maximum
 (no overflow) and its derivative is the softmax; the gradient of ``norm2`` at
 0 is 0 (the minimum-norm subgradient) instead of 0/0.
@@ -8,10 +10,12 @@ and ``norm2`` have dedicated rules: logsumexp is computed around its maximum
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from derivd.errors import ShapeError
-from derivd.ops.registry import FLOAT, Primitive, apply, register, result_dtype, scale
+from derivd.ops.registry import AWAY_FROM_0, FLOAT, REAL, Primitive, apply, hint, register, result_dtype, scale
 
 
 def reduced_shape(shape, axes):
@@ -64,26 +68,68 @@ for _name in ("max", "min"):
     )
 
 
-def _prod_others(x, axes):
-    """For each element, the product of the others in its reduction group (no division, so exact at 0)."""
-    axes = tuple(a + x.ndim for a in axes)
-    rest = [i for i in range(x.ndim) if i not in axes]
-    moved = np.transpose(x, rest + list(axes))
-    flat = moved.reshape(moved.shape[: len(rest)] + (-1,))
-    ones = np.ones(flat.shape[:-1] + (1,))
-    left = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
-    right = np.cumprod(np.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
-    return np.transpose((left * right).reshape(moved.shape), np.argsort(rest + list(axes)))
+def _cut(v, start, stop):
+    return apply("index", v, items=((start, stop, 1),))
 
 
-register(Primitive("prod_others", lambda x, axes: (x[0], FLOAT), impl=_prod_others,
-                   doc="d prod / d x_i; no rules of its own, so prod has first derivatives only"))
-reduction(
-    "prod", "np.prod({0}, axis={axes})",
-    jvp=lambda p, t, out, axes: None if t[0] is None else apply(
-        "sum", t[0] * apply("prod_others", p[0], axes=axes), axes=axes),
-    vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), apply("prod_others", p[0], axes=axes))],
-)
+def _merged(v, axes, core_ndim):
+    """``v`` (batch + core) with the reduced axes moved last and merged: batch + rest + (N,)."""
+    rest = [i for i in range(core_ndim) if i - core_ndim not in axes]
+    perm = tuple(rest + [a + core_ndim for a in axes])
+    if perm != tuple(range(core_ndim)):
+        v = apply("transpose", v, perm=perm)
+    core = v.shape[len(v.shape) - core_ndim:]
+    rest_shape = core[: len(rest)]
+    return apply("reshape", v, shape=rest_shape + (math.prod(core[len(rest):]),), in_ndim=core_ndim), perm
+
+
+def _prod_jvp(p, t, out, axes):
+    """The product as a balanced tree of pairwise products, differentiated level by level:
+    (a b)' = a' b + a b'. No division, so exact where factors are 0, and made of index,
+    mul and concat only, so every higher derivative has rules too."""
+    if t[0] is None or p[0].size == 0:
+        return None
+    x, _ = _merged(p[0], axes, p[0].ndim)
+    dx, _ = _merged(t[0], axes, p[0].ndim)
+    while x.shape[-1] > 1:
+        m = x.shape[-1]
+        h = m // 2
+        a, b, da, db = _cut(x, 0, h), _cut(x, h, 2 * h), _cut(dx, 0, h), _cut(dx, h, 2 * h)
+        nx, ndx = a * b, da * b + a * db
+        if m % 2:
+            nx, ndx = apply("concat", nx, _cut(x, 2 * h, m), axis=-1), apply("concat", ndx, _cut(dx, 2 * h, m), axis=-1)
+        x, dx = nx, ndx
+    return apply("reshape", dx, shape=x.shape[:-1], in_ndim=x.ndim)
+
+
+def _prod_vjp(p, out, ct, axes):
+    """The transpose of ``_prod_jvp``: the tree's levels walked back down, x̄ = ct · prod of the others."""
+    if p[0].size == 0:
+        return [None]
+    core = p[0].ndim
+    x, perm = _merged(p[0], axes, core)
+    moved = x.shape[:-1] + tuple(p[0].shape[i] for i in perm[x.ndim - 1:])
+    levels = []
+    while x.shape[-1] > 1:
+        m = x.shape[-1]
+        h = m // 2
+        a, b = _cut(x, 0, h), _cut(x, h, 2 * h)
+        levels.append((a, b, m))
+        x = a * b if m % 2 == 0 else apply("concat", a * b, _cut(x, 2 * h, m), axis=-1)
+    mul = (lambda c, d: apply("mul0", c, d)) if ct.masked else (lambda c, d: c * d)
+    g = apply("reshape", ct, shape=x.shape, in_ndim=x.ndim - 1)
+    for a, b, m in reversed(levels):
+        h = m // 2
+        top = _cut(g, 0, h)
+        parts = [mul(top, b), mul(top, a)] + ([_cut(g, h, h + 1)] if m % 2 else [])
+        g = apply("concat", *parts, axis=-1)
+    g = apply("reshape", g, shape=moved, in_ndim=x.ndim)
+    if perm != tuple(range(core)):
+        g = apply("transpose", g, perm=tuple(int(i) for i in np.argsort(perm)))
+    return [g]
+
+
+reduction("prod", "np.prod({0}, axis={axes})", jvp=_prod_jvp, vjp=_prod_vjp)
 
 
 def _logsumexp(x, axes):
@@ -115,3 +161,19 @@ reduction(
     vjp=lambda p, out, ct, axes: [expand(scale(ct, apply("reciprocal", _safe_norm(out))), p[0].shape, axes) * p[0]],
     doc="Euclidean norm; gradient 0 at the origin (minimum-norm subgradient), not 0/0",
 )
+
+
+# ---------------------------------------------------------------- sweep hints (registry.hint)
+
+_AXES = [((3,), (-1,)), ((2, 3), (-2, -1)), ((2, 3), (-2,)), ((2, 3), (-1,)), ((2, 3, 2), (-3, -1)), ((3,), ())]
+
+
+def _cases(kind, domain):
+    return [{"args": [(kind, shape, domain)], "params": {"axes": axes}} for shape, axes in _AXES]
+
+
+hint({
+    "sum": _cases("real", REAL), "prod": _cases("real", REAL),
+    "logsumexp": _cases("real", REAL), "norm2": _cases("real", AWAY_FROM_0),
+    "max": _cases("distinct", (-2.0, 2.0)), "min": _cases("distinct", (-2.0, 2.0)),
+})

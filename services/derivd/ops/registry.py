@@ -146,6 +146,42 @@ def batch_of(t, primal) -> tuple[int, ...]:
     return t.shape[: len(t.shape) - len(primal.shape)]
 
 
+# ---------------------------------------------------------------- sweep hints
+#
+# Every primitive with inputs carries ``extra["sample"]``: cases the registry
+# sweep (tests/ops) draws arguments from, away from kinks and domain edges by at
+# least 0.1, so that high-order finite differences are exact there. A case is
+# ``{"args": [spec, ...], "params": {...}}``; an argument spec is one of
+#   ("real", shape, intervals)    float, differentiated; uniform on a union of (lo, hi)
+#   ("distinct", shape, (lo, hi)) float, differentiated; elements at least (hi-lo)/(2n) apart (no ties)
+#   ("invertible", shape)         float, differentiated; well-conditioned square matrices
+#   ("spd", shape)                float, differentiated; symmetric positive definite matrices
+#   ("mask", shape)               boolean constant
+#   ("index", shape, size)        int64 constant in [-size, size), repeats included
+
+REAL = ((-2.0, 2.0),)
+AWAY_FROM_0 = ((-2.0, -0.2), (0.2, 2.0))
+
+
+def elementwise_cases(*domains) -> list[dict]:
+    """Sweep cases for an elementwise primitive, one domain (intervals or "mask") per
+    argument: scalars, vectors, matrices and every broadcasting pattern."""
+    n = len(domains)
+    shapes = ([[()], [(3,)], [(2, 3)]] if n == 1 else
+              [[()] * n, [(3,)] * n, [(2, 3)] * n, [(2, 3), (3,)] + [()] * (n - 2),
+               [(2, 1), (1, 3)] + [(3,)] * (n - 2), [()] + [(2, 3)] * (n - 1)])
+
+    def spec(d, s):
+        return ("mask", s) if d == "mask" else ("real", s, d)
+
+    return [{"args": [spec(d, s) for d, s in zip(domains, combo)], "params": {}} for combo in shapes]
+
+
+def hint(samples: dict[str, list[dict]]) -> None:
+    for name, cases in samples.items():
+        REGISTRY[name].extra["sample"] = cases
+
+
 # ---------------------------------------------------------------- cotangent scaling
 
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from derivd.errors import IndexOutOfRange, ShapeError
-from derivd.ops.registry import FLOAT, INT, Primitive, apply, lead, nullary, register, result_dtype
+from derivd.ops.registry import FLOAT, INT, REAL, Primitive, apply, hint, lead, nullary, register, result_dtype
 
 
 def _zero_shape(shape=(), **_):
@@ -28,14 +28,17 @@ register(Primitive("ones", _zero_shape, template="np.ones({shape})", scalar_temp
 register(Primitive("eye", lambda n: ((n, n), FLOAT), template="np.eye({n})"))
 register(Primitive("tril_ones", lambda n: ((n, n), FLOAT), template="np.tri({n})"))
 register(Primitive("arange", lambda n: ((n,), FLOAT), template="np.arange({n}, dtype=np.float64)"))
-register(Primitive("to_float", lambda x: (x[0], FLOAT), template="np.asarray({0}, dtype=np.float64)",
+
+
+def _to_float_shape(x):
+    if x[1] == FLOAT:  # a float through here would lose its derivative silently
+        raise ShapeError("to_float takes masks or integers, not floats", dtype=x[1])
+    return x[0], FLOAT
+
+
+register(Primitive("to_float", _to_float_shape, template="np.asarray({0}, dtype=np.float64)",
                    scalar_template="float({0})", differentiable=False,
                    doc="masks and integers as floats; they carry no derivative"))
-
-
-register(Primitive("stop_gradient", lambda x: x, template="{0}", scalar_template="{0}",
-                   jvp=lambda p, t, out: None, vjp=lambda p, out, ct: [None],
-                   doc="identity with zero derivative, used only inside stable rules (never by users)"))
 
 
 # ---------------------------------------------------------------- reshape / broadcast / transpose
@@ -329,3 +332,36 @@ register(Primitive(
     template=lambda args, params, avals: f"np.concatenate(({', '.join(args)},), axis={params['axis']})",
     jvp=_concat_jvp, vjp=_concat_vjp,
 ))
+
+
+# ---------------------------------------------------------------- sweep hints (registry.hint)
+
+
+def _case(*args, **params):
+    """Arguments are shapes of real inputs, or full specs such as ("index", shape, size)."""
+    return {"args": [a if a and isinstance(a[0], str) else ("real", a, REAL) for a in args], "params": params}
+
+
+hint({
+    "zeros": [_case(shape=()), _case(shape=(2, 3))], "ones": [_case(shape=()), _case(shape=(3,))],
+    "eye": [_case(n=3)], "tril_ones": [_case(n=3)], "arange": [_case(n=4)],
+    "to_float": [_case(("mask", (2, 3))), _case(("index", (3,), 5))],
+    "reshape": [_case((2, 3), shape=(3, 2), in_ndim=2), _case((6,), shape=(2, 3), in_ndim=1),
+                _case((2, 3), shape=(6,), in_ndim=2), _case((2, 3), shape=(3, 1), in_ndim=1),
+                _case((), shape=(1, 1), in_ndim=0)],
+    "broadcast_to": [_case((3,), shape=(2, 3), in_ndim=1), _case((2, 1), shape=(2, 3), in_ndim=2),
+                     _case((), shape=(2, 2), in_ndim=0), _case((1, 3), shape=(4, 2, 3), in_ndim=2)],
+    "transpose": [_case((2, 3), perm=(1, 0)), _case((2, 3, 4), perm=(2, 0, 1)), _case((2, 3, 4), perm=(1, 0))],
+    "index": [_case((4,), items=((1, 3, 1),)), _case((5,), items=((4, -1, -2),)),
+              _case((3, 4), items=(1, (0, 4, 2))), _case((3, 4), items=((2, -1, -1), 3))],
+    "index_scatter": [_case((2,), items=((1, 3, 1),), in_shape=(4,)), _case((3,), items=((4, -1, -2),), in_shape=(5,)),
+                      _case((2,), items=(1, (0, 4, 2)), in_shape=(3, 4))],
+    "index_add": [_case((4,), (2,), items=((1, 3, 1),)), _case((5,), (3,), items=((4, -1, -2),)),
+                  _case((3, 4), (2,), items=(1, (0, 4, 2)))],
+    "gather": [_case((4,), ("index", (5,), 4), axis=-1), _case((3, 2), ("index", (4,), 3), axis=-2),
+               _case((3, 2), ("index", (2, 2), 2), axis=-1), _case((2, 3, 2), ("index", (3,), 3), axis=-2)],
+    "scatter_add": [_case((5,), ("index", (5,), 4), axis=-1, size=4),
+                    _case((4, 2), ("index", (4,), 3), axis=-2, size=3),
+                    _case((3, 2, 2), ("index", (2, 2), 2), axis=-1, size=2)],
+    "concat": [_case((2,), (3,), axis=-1), _case((2, 3), (1, 3), axis=-2), _case((2, 3), (2, 1), (2, 2), axis=-1)],
+})
