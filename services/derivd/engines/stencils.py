@@ -114,19 +114,6 @@ class Stencil:
     def accuracy(self) -> int:
         return self.leading_error[0]
 
-    @property
-    def error_constant(self) -> Fraction:
-        return self.leading_error[1]
-
-    def float_offsets(self) -> np.ndarray:
-        return np.array([float(s) for s in self.offsets])
-
-    def float_weights(self) -> np.ndarray:
-        return np.array([float(w) for w in self.weights])
-
-    def sum_abs_weights(self) -> float:
-        return float(sum(abs(w) for w in self.weights))
-
 
 def stencil(offsets, q: int) -> Stencil:
     """The exact stencil of the q-th derivative on rational offsets, zero weights dropped."""
