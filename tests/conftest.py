@@ -20,14 +20,14 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """uvicorn serving ``create_app(settings)`` in a thread, on 127.0.0.1:<free port>."""
+    """uvicorn serving ``create_app(settings, service)`` in a thread, on 127.0.0.1:<free port>."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, service=None):
         from derivd.gateway.app import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(settings)
+        self.app = create_app(settings, service)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -175,6 +175,8 @@ class RequestTelemetry:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
+        if scope["path"] == "/metrics":  # the scrape itself is neither counted nor in flight
+            return await self.app(scope, receive, send_with_id)
         gauge = self.metrics.in_flight.labels("rest")
         gauge.inc()
         try:
@@ -185,8 +187,7 @@ class RequestTelemetry:
             route = scope["route"].path if "route" in scope else "unmatched"
             engine = state.get("engine", "")
             compile_s, queue_s, compute_s = state.get("timings", (None, None, None))
-            if route != "/metrics":
-                self.metrics.record("rest", route, engine, status, seconds, queue_s, compile_s, compute_s)
+            self.metrics.record("rest", route, engine, status, seconds, queue_s, compile_s, compute_s)
             log_request(request_id=rid, transport="rest", method=scope["method"], path=scope["path"], route=route,
                         status=status, engine=engine or None, ms=round(seconds * 1e3, 3),
                         compile_ms=_ms(compile_s), queue_ms=_ms(queue_s), compute_ms=_ms(compute_s),

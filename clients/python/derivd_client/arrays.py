@@ -65,6 +65,8 @@ def decode_tree(value: Any) -> Any:
     """``decode`` applied through dicts of arrays ({name: array}) and left alone elsewhere."""
     if isinstance(value, dict) and not _is_encoded(value):
         return {k: decode_tree(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and value not in NONFINITE):
+        return value  # a label or flag beside the arrays (e.g. finite-difference details)
     return decode(value)
 
 

@@ -113,7 +113,8 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
 def decode_result(body: dict, resp: httpx.Response | None = None) -> Result:
     out = Result()
     for key, value in body.items():
-        if key in ("engine", "verification", "id", "inputs"):
+        if key in ("engine", "verification", "id", "inputs") or value is None or isinstance(value, bool) or (
+                isinstance(value, str) and value not in arrays.NONFINITE):
             out[key] = value
         elif key == "shape":
             out[key] = tuple(value)

@@ -72,6 +72,7 @@ class Tracer:
         self.constants: dict[str, np.ndarray] = {}
         self.const_nodes: dict[int, Traced] = {}  # id(array) -> its node, so a reused array is one constant
         self.local_names: dict[int, str] = {}  # id(object) -> the function's local variable holding it
+        self.global_names: dict[int, str] = {}  # id(array) -> a module-level name of an array it reads
 
     def node(self, kind: str, args: tuple, shape, dtype: str = "f", prec: int = ATOM) -> Traced:
         t = Traced(self, kind, args, shape, dtype, prec)
@@ -371,6 +372,9 @@ def _call_reading_locals(fn, args: dict, tracer: Tracer):
         if previous is not None:
             previous(frame, event, arg)
 
+    for name, value in getattr(fn, "__globals__", {}).items():
+        if isinstance(value, np.ndarray):
+            tracer.global_names.setdefault(id(value), name)
     if code is not None:
         sys.setprofile(profiler)
     try:
@@ -438,9 +442,9 @@ class Writer:
         return "\n".join(lines) + "\n"
 
     def _rename_constants(self, live: set[int]) -> None:
-        """Constants the function held in a local variable keep that variable's name."""
+        """Constants the function held in a variable (its own, else its module's) keep that name."""
         for key, node in list(self.tracer.const_nodes.items()):
-            wanted = self.tracer.local_names.get(key)
+            wanted = self.tracer.local_names.get(key) or self.tracer.global_names.get(key)
             old = node.args[0]
             if id(node) in live and wanted and wanted not in self.taken:
                 self.tracer.constants[wanted] = self.tracer.constants.pop(old)

@@ -1,0 +1,114 @@
+"""/metrics after real requests on both skins, request ids in and out, JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from derivd.config import Settings
+from derivd.grpc_api import derivd_pb2 as pb
+from derivd.observability import JsonFormatter, request_id
+from tests.grpc_api.conftest import Stack
+from tests.grpc_api.wire import arr, fn
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """A service of its own, so counts are exact."""
+    with Stack(Settings(host="127.0.0.1")) as s:
+        yield s
+
+
+def samples(text: str) -> dict[tuple, float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text, name, **labels):
+    return samples(text).get((name, tuple(sorted(labels.items()))))
+
+
+def test_metrics_count_requests_cache_and_timings(fresh):
+    body = {"function": {"dsl": "sum(x**2)"}, "at": {"x": [1.0, 2.0, 3.0]}}
+    for _ in range(3):
+        assert fresh.http.post("/v1/gradient", json=body).status_code == 200
+    assert fresh.http.post("/v1/gradient", json={"function": {"dsl": "sum(x**"}, "at": {"x": [1.0]}}).status_code == 400
+    for _ in range(2):
+        fresh.stub.Gradient(pb.GradientRequest(function=fn("sum(x**2)"), at={"x": arr([1.0, 2.0, 3.0])}))
+
+    r = fresh.http.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    rest = dict(transport="rest", route="/v1/gradient")
+    assert value(text, "derivd_requests_total", **rest, engine="reverse", status="200") == 3
+    assert value(text, "derivd_requests_total", **rest, engine="none", status="400") == 1
+    assert value(text, "derivd_requests_total", transport="grpc", route="gradient", engine="reverse", status="200") == 2
+    # one program at one signature: compiled once, then found 4 times (REST 2 more, gRPC 2)
+    assert value(text, "derivd_tape_cache_misses_total", level="local") == 1
+    assert value(text, "derivd_tape_cache_hits_total", level="local") == 4
+    assert value(text, "derivd_request_compute_seconds_count", **rest, engine="reverse") == 3
+    assert value(text, "derivd_request_queue_seconds_count", **rest) == 3
+    assert value(text, "derivd_request_seconds_count", **rest) == 4
+    assert value(text, "derivd_requests_in_flight", transport="rest") == 0
+    assert value(text, "derivd_requests_in_flight", transport="grpc") == 0
+
+
+def test_cache_levels_and_worker_restarts_hooks(fresh):
+    fresh.service.metrics.add_cache_level("redis", lambda: (5, 7))
+    fresh.service.metrics.worker_restarts.labels("forward").inc()
+    text = fresh.http.get("/metrics").text
+    assert value(text, "derivd_tape_cache_hits_total", level="redis") == 5
+    assert value(text, "derivd_tape_cache_misses_total", level="redis") == 7
+    assert value(text, "derivd_worker_restarts_total", pool="forward") == 1
+
+
+def test_stream_directions_counted(fresh):
+    before = value(fresh.http.get("/metrics").text, "derivd_hvp_stream_directions_total") or 0
+    msgs = [pb.HvpStreamRequest(start=pb.HvpStreamStart(function=fn("sum(x**2)"), at={"x": arr([1.0])}))]
+    msgs += [pb.HvpStreamRequest(direction=pb.Direction(v={"x": arr([1.0])}))] * 4
+    answers = list(fresh.stub.HessianVectorProducts(iter(msgs)))
+    assert [np.frombuffer(a.hvp.hvp["x"].data)[0] for a in answers[1:]] == [2.0] * 4  # d2/dx2 x^2 = 2
+    assert value(fresh.http.get("/metrics").text, "derivd_hvp_stream_directions_total") == before + 4
+
+
+def test_request_id_echoed_and_logged_as_json(fresh, caplog):
+    caplog.set_level(logging.INFO, logger="derivd.access")
+    r = fresh.http.post("/v1/evaluate", json={"function": {"dsl": "x * 2"}, "at": {"x": 1.5}},
+                        headers={"X-Request-Id": "trace-42.a"})
+    assert r.json()["value"] == 3.0
+    assert r.headers["x-request-id"] == "trace-42.a"
+    deadline = time.monotonic() + 5  # the line is written once the response has gone out
+    while not (records := [rec for rec in caplog.records
+                           if getattr(rec, "fields", {}).get("request_id") == "trace-42.a"]):
+        assert time.monotonic() < deadline, "no access log line with the request id"
+        time.sleep(0.01)
+    assert len(records) == 1
+    line = json.loads(JsonFormatter().format(records[0]))
+    assert line["route"] == "/v1/evaluate" and line["status"] == 200 and line["engine"] == "tape"
+    assert line["msg"] == "request" and line["level"] == "INFO" and line["compute_ms"] >= 0
+
+
+def test_unsafe_request_id_is_replaced(fresh):
+    r = fresh.http.get("/healthz", headers={"X-Request-Id": "evil\"id with spaces"})
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
+    assert request_id("ok-id_1:2") == "ok-id_1:2" and request_id("x" * 129) != "x" * 129
+
+
+def test_grpc_request_id_in_trailing_metadata(fresh):
+    _, call = fresh.stub.Evaluate.with_call(pb.EvaluateRequest(function=fn("x"), at={"x": arr(1.0)}),
+                                            metadata=[("x-request-id", "grpc-7")])
+    assert dict(call.trailing_metadata())["x-request-id"] == "grpc-7"
+
+
+def test_readyz_reports_pools(fresh):
+    r = fresh.http.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ready" and "pools" in r.json()
