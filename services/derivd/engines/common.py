@@ -11,9 +11,20 @@ class Wrt:
     """The differentiated inputs, in ``wrt`` order, with their slots in a flat vector."""
 
     def __init__(self, fn, names: list[str]):
-        self.names = names
         self.nodes = [fn.input_node(n) for n in names]
-        self.shapes = [n.shape for n in self.nodes]
+        self._slots(names, [n.shape for n in self.nodes])
+
+    @classmethod
+    def of_shapes(cls, names: list[str], shapes: list[tuple[int, ...]]) -> "Wrt":
+        """Slots for inputs that have no graph (a black box's ``x``)."""
+        wrt = cls.__new__(cls)
+        wrt.nodes = []
+        wrt._slots(names, shapes)
+        return wrt
+
+    def _slots(self, names, shapes):
+        self.names = list(names)
+        self.shapes = [tuple(s) for s in shapes]
         self.sizes = [math.prod(s) for s in self.shapes]
         self.offsets = np.cumsum([0] + self.sizes)
         self.n = int(self.offsets[-1])
