@@ -30,6 +30,10 @@ from derivd.grpc_api.servicer import DifferentiatorServicer, abort
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Differentiator"].full_name
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 HEALTH_REFRESH_S = 5.0
+# Behind a Kubernetes Service, a long-lived client connection would stay on one gateway pod: connections
+# are closed after 5 minutes (calls in flight get the request deadline to finish), so clients reconnect
+# and new pods get traffic.
+MAX_CONNECTION_AGE_MS = 300_000
 
 
 def channel_options(max_bytes: int) -> list[tuple[str, int]]:
@@ -83,7 +87,9 @@ class GrpcServer:
         self.server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="grpc"),
             interceptors=[AccessInterceptor(access, service.metrics)],
-            options=channel_options(settings.grpc_max_message_bytes))
+            options=channel_options(settings.grpc_max_message_bytes) + [
+                ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+                ("grpc.max_connection_age_grace_ms", int(1000 * (settings.request_timeout_s + 5)))])
         pb_grpc.add_DifferentiatorServicer_to_server(
             DifferentiatorServicer(service, settings, self.compute), self.server)
         self.health = health.HealthServicer()
