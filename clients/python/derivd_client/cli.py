@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bb.add_subparsers(dest="action", required=True)
     p = bsub.add_parser("register", parents=[common])
     p.add_argument("name")
-    p.add_argument("url")
+    p.add_argument("box_url", metavar="URL", help="the black box's endpoint: POST {\"x\"} -> {\"y\"}")
     p.add_argument("--input-size", type=int, required=True)
     p.add_argument("--output-size", type=int, required=True)
     p.add_argument("--batch", action="store_true")
@@ -343,7 +343,7 @@ def run_blackbox(args) -> int:
         if args.action == "register":
             headers = dict(h.split(":", 1) for h in args.header)
             extra = {"headers": {k.strip(): v.strip() for k, v in headers.items()}} if headers else {}
-            bb = client.register_blackbox(args.name, args.url, args.input_size, args.output_size, batch=args.batch,
+            bb = client.register_blackbox(args.name, args.box_url, args.input_size, args.output_size, batch=args.batch,
                                           timeout_s=args.timeout_s, **extra)
             shown = [bb]
         elif args.action == "list":

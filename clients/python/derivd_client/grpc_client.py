@@ -160,6 +160,7 @@ class HvpStream:
 
     def __init__(self, responses, requests: _Requests):
         self._responses, self._requests = responses, requests
+        self._answers = 0
         self.value = self.gradient = self.engine = None
         self.timing: dict[str, float] = {}
 
@@ -167,6 +168,8 @@ class HvpStream:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
+        if self._answers:  # the caller is done with the last product: a lazy source may use it now
+            self._requests.answered()
         try:
             while True:
                 msg = next(self._responses)
@@ -176,7 +179,7 @@ class HvpStream:
                     self.gradient = {k: from_message(v) for k, v in s.gradient.items()}
                     self.engine, self.timing = s.engine, _timing(s.timing)
                     continue
-                self._requests.answered()
+                self._answers += 1
                 return {k: from_message(v) for k, v in msg.hvp.hvp.items()}
         except grpc.RpcError as e:
             raise to_error(e) from None
@@ -189,9 +192,10 @@ class _Requests:
     """The stream's request iterator: the start, then the directions.
 
     A collection of directions is sent as fast as gRPC pulls it (the answers
-    pipeline). A lazy iterable is throttled to one direction per answer taken:
-    gRPC pulls requests on its own thread, and waiting for the previous answer
-    lets a generator compute each direction from the products before it."""
+    pipeline). A lazy iterable is throttled: gRPC pulls requests on its own
+    thread, so the next direction is pulled only when the caller asks for the
+    next product, i.e. once it has handled the previous one; a generator can
+    thus compute each direction from the products before it (as CG does)."""
 
     def __init__(self, first, rest, throttle: bool):
         self._first, self._rest = first, iter(rest)

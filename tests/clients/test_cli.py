@@ -1,0 +1,211 @@
+"""The ``derivd`` command line against the live server: every verb runs, its JSON parses, and its
+numbers match analytic references; inputs from flags, JSON and .npy files; .npy/.npz output; ``spy``
+in the terminal and as PNG; the server's own ``derivd`` hands these verbs over.
+
+Process boundaries (``python -m``, exit codes, environment, the two entry points) are tested in
+subprocesses; the many verb checks call ``cli.main(argv)`` in this process, which is the same code
+without paying an interpreter start per call on a shared two-core machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from derivd_client import cli, spy
+
+from tests.clients.conftest import dd
+from tests.clients.test_client import ROSENBROCK, VECTOR, rosen_grad, rosen_hess, vector_jac
+
+
+def derivd(env, *args, module="derivd_client.cli", check=True):
+    proc = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def as_json(env, *args, **kw):
+    return json.loads(derivd(env, *args, "--json", **kw).stdout)
+
+
+@pytest.fixture
+def run(server, capsys):
+    """``derivd ARGS`` in this process against the live server: (exit code, stdout, stderr)."""
+    def call(*args, url=server.url):
+        code = cli.main(["--url", url, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return call
+
+
+@pytest.fixture
+def run_json(run):
+    def call(*args, **kw):
+        code, out, err = run(*args, "--json", **kw)
+        assert code == 0, err + out
+        return json.loads(out)
+    return call
+
+
+def test_gradient_one_liner(cli_env, run):
+    out = as_json(cli_env, "gradient", "sum(x**2)", "--at", "x=1,2,3")  # the URL from $DERIVD_URL
+    assert out["value"] == 14.0 and out["gradient"]["x"] == [2.0, 4.0, 6.0]
+    code, table, _ = run("gradient", "sum(x**2)", "--at", "x=1,2,3")
+    assert code == 0 and "gradient[x]" in table and "value = 14" in table
+
+
+def test_every_derivative_verb(run_json, run, tmp_path):
+    x = np.array([0.7, -1.1, 2.0])
+    at = ["--at", "x=" + ",".join(repr(float(v)) for v in x)]
+    r = run_json("evaluate", VECTOR, *at)
+    np.testing.assert_allclose(r["value"], [x[0] * np.sin(x[1]), np.exp(x[0]) + x[1] ** 2, x[2] * x[0]], rtol=1e-14)
+    r = run_json("jacobian", VECTOR, *at)
+    np.testing.assert_allclose(r["jacobian"], vector_jac(x), rtol=1e-14, atol=1e-15)
+    r = run_json("jacobian", VECTOR, *at, "--sparse")
+    coo = np.zeros((3, 3))
+    coo[r["jacobian"]["rows"], r["jacobian"]["cols"]] = r["jacobian"]["values"]
+    np.testing.assert_allclose(coo, vector_jac(x), rtol=1e-14, atol=1e-15)
+    r = run_json("jvp", VECTOR, *at, "--v", "x=1,0,-1")
+    np.testing.assert_allclose(r["jvp"], vector_jac(x) @ [1, 0, -1], rtol=1e-14)
+    r = run_json("vjp", VECTOR, *at, "--u", "1,2,3")
+    np.testing.assert_allclose(r["vjp"]["x"], np.array([1, 2, 3]) @ vector_jac(x), rtol=1e-14)
+
+    p = np.array([1.2, 0.5, -0.3, 0.8])
+    at = ["--at", "x=" + ",".join(repr(float(v)) for v in p)]
+    r = run_json("gradient", ROSENBROCK, *at, "--mode", "forward")
+    np.testing.assert_allclose(r["gradient"]["x"], rosen_grad(p), rtol=1e-13)
+    r = second_order(run, "hessian", ROSENBROCK, *at)
+    np.testing.assert_allclose(r["hessian"], rosen_hess(p), rtol=1e-12, atol=1e-12)
+    dirs = np.eye(4)[:3] * np.array([1.0, -2.0, 0.5])[:, None]
+    (tmp_path / "dirs.json").write_text(json.dumps([{"x": d.tolist()} for d in dirs]))
+    r = second_order(run, "hvp", ROSENBROCK, *at, "--v", f"@{tmp_path / 'dirs.json'}")
+    np.testing.assert_allclose([h["hvp"]["x"] for h in r], dirs @ rosen_hess(p), rtol=1e-12)
+    r = second_order(run, "taylor", "exp(2*x)", "--at", "x=0.5", "--v", "x=1", "--order", "3")
+    expected = [np.exp(1.0) * 2 ** k / math.factorial(k) for k in range(4)]
+    np.testing.assert_allclose(np.ravel(r["coefficients"]), expected, rtol=1e-12)
+
+
+def second_order(run, *args):
+    code, out, err = run(*args, "--json")
+    if code == 1 and json.loads(out)["error"]["code"] == "not_implemented":
+        pytest.skip(f"{args[0]} is not on this server yet")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_inputs_from_files_and_output_to_npy(run, tmp_path):
+    A = np.array([[1.0, 2.0], [3.0, -1.0]])
+    np.save(tmp_path / "A.npy", A)
+    (tmp_path / "point.json").write_text(json.dumps({"y": [0.5, -0.25], "s": 2.0}))
+    (tmp_path / "f.dsl").write_text("# a comment\nr = A @ y\ns * sum(r**2)\n")
+    args = ["gradient", f"@{tmp_path / 'f.dsl'}", "--at", f"A=@{tmp_path / 'A.npy'}", "--at",
+            f"@{tmp_path / 'point.json'}", "--wrt", "y,A"]
+    assert run(*args, "--out", str(tmp_path / "g.npz"))[0] == 0
+    y, r = np.array([0.5, -0.25]), A @ np.array([0.5, -0.25])
+    with np.load(tmp_path / "g.npz") as z:
+        np.testing.assert_allclose(z["y"], 2 * 2 * A.T @ r, rtol=1e-14)
+        np.testing.assert_allclose(z["A"], 2 * 2 * np.outer(r, y), rtol=1e-14)
+    assert run(*args, "--out", str(tmp_path / "g.npy"))[0] == 0
+    flat = np.load(tmp_path / "g.npy")  # wrt order, flattened: the Jacobian's column convention
+    np.testing.assert_allclose(flat, np.concatenate([2 * 2 * A.T @ r, (2 * 2 * np.outer(r, y)).ravel()]), rtol=1e-14)
+
+
+def test_url_flag_wins_over_environment(cli_env, server, run):
+    env = {**cli_env, "DERIVD_URL": "http://127.0.0.1:9"}  # nothing there
+    assert as_json(env, "evaluate", "x*3", "--at", "x=2", "--url", server.url)["value"] == 6.0
+    code, _, err = run("evaluate", "x", "--at", "x=1", "--timeout", "5", url="http://127.0.0.1:9")
+    assert code == 1 and "connection" in err.lower()
+
+
+def test_errors_exit_nonzero_with_the_contract_body(cli_env, run):
+    proc = derivd(cli_env, "evaluate", "x +* 1", "--at", "x=1", "--json", check=False)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["error"]["code"] == "parse_error"
+    code, _, err = run("evaluate", "x", "--at", "x=one")
+    assert code == 2 and "--at x" in err
+
+
+def test_register_show_and_use_by_id(run_json):
+    out = run_json("register", "sum(w * x)", "--const", "w=1,2,3")
+    shown = run_json("show", out["id"])
+    assert shown["dsl"] == "sum(w * x)"
+    r = run_json("gradient", f"id:{out['id']}", "--at", "x=5,5,5")
+    assert r["gradient"]["x"] == [1.0, 2.0, 3.0]
+
+
+def test_blackbox_verbs(run_json, run, loopback_server):
+    url = loopback_server.url
+    reg = run_json("blackbox", "register", "clibox", "http://127.0.0.1:9/", "--input-size", "2",
+                   "--output-size", "1", url=url)
+    assert reg["name"] == "clibox" and reg["input_size"] == 2 and reg["url"] == "http://127.0.0.1:9/"
+    assert "clibox" in [b["name"] for b in run_json("blackbox", "list", url=url)["blackboxes"]]
+    assert run("blackbox", "delete", "clibox", url=url)[0] == 0
+    assert "clibox" not in [b["name"] for b in run_json("blackbox", "list", url=url)["blackboxes"]]
+
+
+def read_png(path):
+    """Decode the 8-bit greyscale PNGs spy writes without matplotlib (filter 0 rows)."""
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    rows = [raw[i * (width + 1) + 1:(i + 1) * (width + 1)] for i in range(height)]
+    return np.array([list(r) for r in rows], dtype=np.uint8)
+
+
+def test_spy_terminal_and_png(run_json, run, tmp_path):
+    program = "concat([x[1:] * x[:-1], x[::2] ** 2])"
+    x = "x=" + ",".join(str(v) for v in np.linspace(0.5, 1.5, 7))
+    pattern = run_json("spy", program, "--at", x)
+    jac = np.array(run_json("jacobian", program, "--at", x)["jacobian"])
+    dense = np.zeros(pattern["shape"], dtype=bool)
+    dense[pattern["rows"], pattern["cols"]] = True
+    np.testing.assert_array_equal(dense, jac != 0)
+
+    code, out, err = run("spy", program, "--at", x, "--png", str(tmp_path / "p.png"), "--width", "40")
+    picture = out.splitlines()
+    cells = picture[1:-2]  # inside the frame: two matrix rows per text line
+    for i, line in enumerate(cells):
+        for j, ch in enumerate(line[1:-1]):
+            top = dense[2 * i, j] if 2 * i < dense.shape[0] else False
+            bottom = dense[2 * i + 1, j] if 2 * i + 1 < dense.shape[0] else False
+            assert ch == spy.HALF_BLOCKS[top, bottom]
+    assert f"{np.count_nonzero(dense)} nonzero" in picture[-1]
+    if "bitmap" in err:
+        image = read_png(tmp_path / "p.png")
+        scale = image.shape[0] // dense.shape[0]
+        np.testing.assert_array_equal(image[::scale, ::scale] == 0, dense)
+    else:
+        assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trace_verb(run_json, tmp_path):
+    (tmp_path / "model.py").write_text(
+        "import derivd_client as dd\n\ndef f(x, A):\n    y = A @ x\n    return dd.sum(dd.tanh(y) ** 2)\n")
+    out = run_json("trace", f"{tmp_path / 'model.py'}:f", "--shape", "x=3", "--shape", "A=2,3")
+    assert out["dsl"] == "y = A @ x\nsum(tanh(y) ** 2)\n" and out["inputs"] == ["x", "A"]
+
+
+def test_server_entry_point_hands_client_verbs_over(cli_env):
+    out = json.loads(derivd(cli_env, "gradient", "sum(x**3)", "--at", "x=1,2", "--json", module="derivd.cli").stdout)
+    assert out["gradient"]["x"] == [3.0, 12.0]
+    helped = derivd(cli_env, "--help", module="derivd.cli").stdout
+    assert "gradient" in helped and "serve" in helped
+    served = derivd(cli_env, "serve", "--help").stdout  # and the client hands serve back to the server
+    assert "--port" in served

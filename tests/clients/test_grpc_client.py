@@ -1,0 +1,117 @@
+"""The gRPC client against a live derivd.v1 server on the same core as the REST fixture:
+its answers equal the REST client's and the analytic references; the HVP stream answers in order,
+from a list (pipelined) and from a generator that depends on earlier products (conjugate gradients)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.clients.conftest import dd, skip_if_missing
+from tests.clients.test_client import ROSENBROCK, VECTOR, X, X3, rosen_grad, rosen_hess, vector_jac
+
+grpc = pytest.importorskip("grpc")
+server_grpc = pytest.importorskip("derivd.grpc_api.server")
+from derivd_client.grpc_client import GrpcClient  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rpc(server):
+    from derivd.config import Settings
+
+    g = server_grpc.GrpcServer(server.app.state.service, Settings(), port=0, host="127.0.0.1").start()
+    try:
+        with GrpcClient(f"127.0.0.1:{g.port}", timeout=60, retries=1) as c:
+            yield c
+    finally:
+        g.stop(grace=0.5)
+
+
+def test_unary_calls_match_rest_and_references(rpc, sdk):
+    r = rpc.gradient(ROSENBROCK, x=X)
+    np.testing.assert_allclose(r.gradient["x"], rosen_grad(X), rtol=1e-13)
+    np.testing.assert_array_equal(r.gradient["x"], sdk.gradient(ROSENBROCK, x=X).gradient["x"])
+    assert set(r.timing) == {"compile", "queue", "compute"}
+
+    e = rpc.evaluate(VECTOR, x=X3)
+    np.testing.assert_array_equal(e.value, sdk.evaluate(VECTOR, x=X3).value)
+    j = rpc.jacobian(VECTOR, x=X3)
+    np.testing.assert_allclose(j.jacobian, vector_jac(X3), rtol=1e-14, atol=1e-15)
+    assert j.shape == (3, 3)
+    s = rpc.jacobian(VECTOR, x=X3, sparse=True)
+    np.testing.assert_array_equal(s.jacobian.toarray(), j.jacobian)
+
+    v, u = np.array([0.3, -1.0, 2.0]), np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(rpc.jvp(VECTOR, x=X3, v=v).jvp, vector_jac(X3) @ v, rtol=1e-14)
+    np.testing.assert_allclose(rpc.vjp(VECTOR, x=X3, u=u).vjp["x"], u @ vector_jac(X3), rtol=1e-14)
+
+
+def test_second_order_calls(rpc, sdk):
+    v = np.array([1.0, -0.5, 0.25, 2.0])
+    try:
+        h = rpc.hvp(ROSENBROCK, x=X, v=v)
+        full = rpc.hessian(ROSENBROCK, x=X)
+    except dd.DerivdError as e:
+        skip_if_missing(e)
+    np.testing.assert_allclose(h.hvp["x"], rosen_hess(X) @ v, rtol=1e-12)
+    np.testing.assert_allclose(full.hessian, rosen_hess(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(full.hessian, sdk.hessian(ROSENBROCK, x=X).hessian)
+
+
+def test_hvp_stream_answers_each_direction_in_order(rpc):
+    directions = np.random.default_rng(3).normal(size=(6, 4))
+    try:
+        stream = rpc.hvp_stream(ROSENBROCK, x=X, directions=list(directions))
+        products = [p["x"] for p in stream]
+    except dd.DerivdError as e:
+        skip_if_missing(e)
+    np.testing.assert_allclose(np.array(products), directions @ rosen_hess(X).T, rtol=1e-12)
+    assert stream.value == pytest.approx(np.sum(100 * (X[1:] - X[:-1] ** 2) ** 2 + (1 - X[:-1]) ** 2))
+    np.testing.assert_allclose(stream.gradient["x"], rosen_grad(X), rtol=1e-13)
+
+
+def test_hvp_stream_drives_conjugate_gradients(rpc):
+    """Each CG direction depends on the previous product: the stream pulls it lazily."""
+    g = rosen_grad(X)
+    H = rosen_hess(X)
+    state = {}
+
+    def directions():
+        r = -g
+        p = r.copy()
+        state["x"] = np.zeros_like(g)
+        for _ in range(len(g)):
+            yield p
+            hp = state["hp"]
+            alpha = (r @ r) / (p @ hp)
+            state["x"] = state["x"] + alpha * p
+            r_new = r - alpha * hp
+            if np.linalg.norm(r_new) < 1e-12 * np.linalg.norm(g):
+                return
+            p = r_new + (r_new @ r_new) / (r @ r) * p
+            r = r_new
+
+    try:
+        for product in rpc.hvp_stream(ROSENBROCK, x=X, directions=directions()):
+            state["hp"] = product["x"]
+    except dd.DerivdError as e:
+        skip_if_missing(e)
+    np.testing.assert_allclose(state["x"], np.linalg.solve(H, -g), rtol=1e-8)
+
+
+def test_grpc_errors_are_typed(rpc):
+    with pytest.raises(dd.ParseError) as info:
+        rpc.evaluate("x +* 1", x=1.0)
+    assert info.value.code == "parse_error" and info.value.detail["line"] == 1
+    with pytest.raises(dd.UnknownName):
+        rpc.gradient("sum(x) + y", x=[1.0])
+    with pytest.raises(dd.NotFound):
+        rpc.gradient(dd.FunctionRef("0" * 32), x=[1.0])
+
+
+def test_unreachable_grpc_server_is_a_connection_failure():
+    from tests.conftest import free_port
+
+    with GrpcClient(f"127.0.0.1:{free_port()}", timeout=2, retries=1, backoff=0.01) as c, \
+            pytest.raises(dd.ConnectionFailed):
+        c.evaluate("x", x=1.0)
