@@ -74,13 +74,15 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
         self.executor = executor
         self.metrics = service.metrics
 
-    def run(self, context, fn, *args):
-        """``fn(*args)`` on the compute pool, within the call's deadline; returns (result, queue seconds)."""
-        queued = time.perf_counter()
-        budget = self.settings.request_timeout_s
+    def budget(self, context) -> float:
+        """Seconds this call may still take: its deadline, capped by ``request_timeout_s``."""
         remaining = context.time_remaining()
-        if remaining is not None:
-            budget = min(budget, remaining)
+        return self.settings.request_timeout_s if remaining is None else min(self.settings.request_timeout_s,
+                                                                              remaining)
+
+    def run(self, budget: float, fn, *args):
+        """``fn(*args)`` on the compute pool, within ``budget`` seconds; returns (result, queue seconds)."""
+        queued = time.perf_counter()
         started = []
 
         def work():
@@ -103,7 +105,9 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
             error = None
             try:
                 req = convert.to_request(message)
-                (body, timings), queue_s = self.run(context, self.service.handle, endpoint, req)
+                budget = self.budget(context)
+                req.deadline = time.monotonic() + budget  # carried to the worker that runs it
+                (body, timings), queue_s = self.run(budget, self.service.handle, endpoint, req)
                 call.engine = body.get("engine", "")
                 call.timings = (timings.compile, queue_s, timings.compute)
                 out = convert.fill(response_type(), body)
@@ -136,7 +140,7 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
                 raise ValidationFailed("the first message of HessianVectorProducts must be `start`: the function "
                                        "and the point", field="start")
             req = convert.to_request(first.start)
-            session, queue_s = self.run(context, self.service.hvp_session, req)
+            session, queue_s = self.run(self.budget(context), self.service.hvp_session, req)
             call.engine = session.engine
             call.timings = (session.compile_seconds, queue_s, session.compute_seconds)
             started = convert.fill(pb.HvpStarted(), {"value": session.value, "gradient": session.gradient,
@@ -158,7 +162,7 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
                                            field=f"direction[{index}]", index=index)
                 where = f"direction[{index}].v"
                 v = convert.arrays(message.direction.v, where)
-                hv, _ = self.run(context, session.hvp, v, where)
+                hv, _ = self.run(self.budget(context), session.hvp, v, where)
                 answer = convert.fill(pb.HvpAnswer(index=index), {"hvp": hv})
             except DerivdError as e:
                 error = e

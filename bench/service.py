@@ -1,0 +1,293 @@
+"""derivd as a service under load, beside a hand-written FastAPI + JAX service.
+
+    OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json]
+
+Both servers run as separate processes on this machine (one thread of BLAS
+each), driven by the same client: 8 concurrent connections with HTTP/1.1
+keep-alive, requests pre-serialised, written and read on raw asyncio streams so
+the client costs as little CPU as possible (it shares the 2 cores). Measured:
+
+* requests/s and p50/p99 latency, warm, for a small ``/v1/gradient`` (n = 10,
+  Rosenbrock) and a medium ``/v1/jacobian`` (n = m = 50, dense), and the JAX
+  service's ``/gradient`` and ``/jacobian`` of the same functions (jit of
+  grad / jacfwd, compiled at its first request);
+* the gRPC ``HessianVectorProducts`` stream's directions/s against unary
+  ``Hvp`` calls (gRPC and REST) at the same point;
+* a new function's first request (text never seen, so lowered and compiled
+  cold), against JAX's first call of a freshly jitted function.
+
+Targets (issue 6): >= 5x the JAX service's requests/s warm, p50 <= 2 ms, first
+request of a new function <= 20 ms. Numbers are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+
+CLIENTS = 8
+ROSENBROCK = "sum(100 * (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2)"
+DENSE = "sin(x) * x[::-1] + x**2 / (1 + sum(x**2))"
+
+JAX_SERVICE = textwrap.dedent('''
+    import jax, jax.numpy as jnp, numpy as np, orjson
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+    jax.config.update("jax_enable_x64", True)
+
+    def rosenbrock(x):
+        return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+    def dense(x):
+        return jnp.sin(x) * x[::-1] + x ** 2 / (1 + jnp.sum(x ** 2))
+
+    grad = jax.jit(jax.value_and_grad(rosenbrock))
+    jac = jax.jit(jax.jacfwd(dense))
+    app = FastAPI()
+
+    @app.post("/gradient")
+    async def gradient(request: Request):
+        x = jnp.asarray(orjson.loads(await request.body())["x"], dtype=jnp.float64)
+        v, g = grad(x)
+        return Response(orjson.dumps({"value": float(v), "gradient": np.asarray(g).tolist()}),
+                        media_type="application/json")
+
+    @app.post("/jacobian")
+    async def jacobian(request: Request):
+        x = jnp.asarray(orjson.loads(await request.body())["x"], dtype=jnp.float64)
+        return Response(orjson.dumps({"jacobian": np.asarray(jac(x)).tolist()}), media_type="application/json")
+''')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def http_request(port: int, path: str, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+async def exchange(reader, writer, raw: bytes) -> tuple[int, bytes]:
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    return status, await reader.readexactly(length)
+
+
+async def load(port: int, raw: bytes, seconds: float, clients: int = CLIENTS) -> dict:
+    latencies: list[float] = []
+    errors = 0
+
+    async def client(stop_at: float):
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            status, _ = await exchange(reader, writer, raw)
+            latencies.append(time.perf_counter() - t0)
+            errors += status != 200
+        writer.close()
+
+    await asyncio.gather(*[client(time.perf_counter() + 1.0) for _ in range(clients)])  # warm-up
+    latencies.clear()
+    t0 = time.perf_counter()
+    await asyncio.gather(*[client(t0 + seconds) for _ in range(clients)])
+    elapsed = time.perf_counter() - t0
+    ms = np.array(latencies) * 1e3
+    return {"requests_per_s": round(len(latencies) / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "requests": len(latencies), "errors": errors}
+
+
+async def one(port: int, path: str, body: dict) -> tuple[float, int, dict]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t0 = time.perf_counter()
+    status, data = await exchange(reader, writer, http_request(port, path, body))
+    elapsed = time.perf_counter() - t0
+    writer.close()
+    return elapsed, status, json.loads(data)
+
+
+def start(cmd: list[str], port: int, env: dict, cwd: str | None = None):
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    return proc
+
+
+def bench_hvp(grpc_port: int, rest_port: int, n: int = 50, directions: int = 2000, unary: int = 300) -> dict:
+    import grpc
+
+    from derivd.grpc_api import derivd_pb2 as pb
+    from derivd.grpc_api import derivd_pb2_grpc as pb_grpc
+
+    def arr(a):
+        a = np.asarray(a, dtype="<f8")
+        return pb.Array(shape=list(a.shape), data=a.tobytes(), dtype="float64")
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=n)
+    vs = rng.normal(size=(directions, n))
+    function = pb.Function(dsl=ROSENBROCK)
+    out = {"n": n}
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = pb_grpc.DifferentiatorStub(channel)
+        messages = [pb.HvpStreamRequest(start=pb.HvpStreamStart(function=function, at={"x": arr(x)}))]
+        messages += [pb.HvpStreamRequest(direction=pb.Direction(v={"x": arr(v)})) for v in vs]
+        list(stub.HessianVectorProducts(iter(messages[:50])))  # warm: compiled once
+        t0 = time.perf_counter()
+        answers = list(stub.HessianVectorProducts(iter(messages)))
+        out["stream_directions_per_s"] = round(directions / (time.perf_counter() - t0), 1)
+        assert len(answers) == directions + 1
+
+        req = pb.HvpRequest(function=function, at={"x": arr(x)}, v={"x": arr(vs[0])})
+        try:
+            stub.Hvp(req)
+            t0 = time.perf_counter()
+            for v in vs[:unary]:
+                stub.Hvp(pb.HvpRequest(function=function, at={"x": arr(x)}, v={"x": arr(v)}))
+            out["grpc_unary_hvp_per_s"] = round(unary / (time.perf_counter() - t0), 1)
+        except grpc.RpcError as e:
+            out["grpc_unary_hvp_per_s"] = f"unavailable: {e.code().name}"
+
+    body = {"function": {"dsl": ROSENBROCK}, "at": {"x": x.tolist()}, "v": {"x": vs[0].tolist()}}
+    raw = http_request(rest_port, "/v1/hvp", body)
+
+    async def sequential():
+        reader, writer = await asyncio.open_connection("127.0.0.1", rest_port)
+        status, _ = await exchange(reader, writer, raw)
+        if status != 200:
+            return f"unavailable: HTTP {status}"
+        t0 = time.perf_counter()
+        for _ in range(unary):
+            await exchange(reader, writer, raw)
+        writer.close()
+        return round(unary / (time.perf_counter() - t0), 1)
+
+    out["rest_unary_hvp_per_s"] = asyncio.run(sequential())
+    return out
+
+
+def first_request(rest_port: int, trials: int = 15) -> dict:
+    x = np.linspace(-1, 1, 10).tolist()
+    times = []
+    for i in range(trials):
+        dsl = f"sum(100 * (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2) + {i + 1}.{time.time_ns() % 10**6}"
+        elapsed, status, body = asyncio.run(one(rest_port, "/v1/gradient", {"function": {"dsl": dsl}, "at": {"x": x}}))
+        assert status == 200, body
+        times.append(elapsed * 1e3)
+    return {"p50_ms": round(statistics.median(times), 3), "max_ms": round(max(times), 3)}
+
+
+def jax_first_call(trials: int = 5) -> dict | None:
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    x = jnp.linspace(-1, 1, 10)
+    times = []
+    for i in range(trials):
+        c = float(i + 1)
+
+        def f(x, c=c):
+            return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2) + c
+
+        t0 = time.perf_counter()
+        jax.block_until_ready(jax.jit(jax.value_and_grad(f))(x))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"p50_ms": round(statistics.median(times), 3), "max_ms": round(max(times), 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+           "DERIVD_LOG_LEVEL": "WARNING"}
+    env = {k: v for k, v in env.items() if k not in ("DERIVD_API_KEYS", "DERIVD_RATE_LIMIT_REQUESTS")}
+    results: dict = {"clients": CLIENTS, "seconds": args.seconds, "cpus": os.cpu_count(),
+                     "load_average_before": os.getloadavg()}  # other work on the machine skews every number
+
+    rest_port, grpc_port = free_port(), free_port()
+    derivd = start([sys.executable, "-m", "derivd.cli", "serve", "--port", str(rest_port),
+                    "--grpc-port", str(grpc_port), "--workers", "0"], rest_port, env)
+    small_x = np.linspace(-1.2, 1.2, 10).tolist()
+    medium_x = np.linspace(-2.0, 2.0, 50).tolist()
+    try:
+        results["derivd_first_request_new_function"] = first_request(rest_port)
+        results["derivd_gradient_n10"] = asyncio.run(load(rest_port, http_request(
+            rest_port, "/v1/gradient", {"function": {"dsl": ROSENBROCK}, "at": {"x": small_x}}), args.seconds))
+        results["derivd_jacobian_50x50"] = asyncio.run(load(rest_port, http_request(
+            rest_port, "/v1/jacobian", {"function": {"dsl": DENSE}, "at": {"x": medium_x}}), args.seconds))
+        results["hvp"] = bench_hvp(grpc_port, rest_port)
+    finally:
+        derivd.terminate()
+        derivd.wait()
+
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        results["jax"] = "jax does not import here: no comparison"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "jax_service.py"), "w") as f:
+                f.write(JAX_SERVICE)
+            port = free_port()
+            jax_proc = start([sys.executable, "-m", "uvicorn", "jax_service:app", "--port", str(port),
+                              "--log-level", "warning", "--no-access-log"], port, env, cwd=tmp)
+            try:
+                first, _, _ = asyncio.run(one(port, "/jacobian", {"x": medium_x}))
+                results["jax_first_request_ms"] = round(first * 1e3, 3)
+                results["jax_gradient_n10"] = asyncio.run(load(port, http_request(
+                    port, "/gradient", {"x": small_x}), args.seconds))
+                results["jax_jacobian_50x50"] = asyncio.run(load(port, http_request(
+                    port, "/jacobian", {"x": medium_x}), args.seconds))
+            finally:
+                jax_proc.terminate()
+                jax_proc.wait()
+        results["jax_first_call_new_function_in_process"] = jax_first_call()
+        for name in ("gradient_n10", "jacobian_50x50"):
+            results[f"ratio_{name}_requests_per_s"] = round(
+                results[f"derivd_{name}"]["requests_per_s"] / results[f"jax_{name}"]["requests_per_s"], 2)
+
+    results["load_average_after"] = os.getloadavg()
+    print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
