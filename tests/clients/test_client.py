@@ -119,6 +119,11 @@ def test_hvp_and_hessian(sdk):
     except dd.DerivdError as e:
         skip_if_missing(e)
     np.testing.assert_allclose(r.hvp["x"], rosen_hess(X) @ v, rtol=1e-12)
+    directions = np.random.default_rng(5).normal(size=(3, 4))
+    batch = sdk.hvp(ROSENBROCK, x=X, vs=list(directions))  # many directions, one request
+    np.testing.assert_allclose([h["x"] for h in batch.hvps], directions @ rosen_hess(X), rtol=1e-12)
+    with pytest.raises(TypeError):
+        sdk.hvp(ROSENBROCK, x=X)
     try:
         h = sdk.hessian(ROSENBROCK, x=X)
     except dd.DerivdError as e:

@@ -39,6 +39,7 @@ from .trace import trace
 DERIVATIVES = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor")
 SERVER_VERBS = ("serve", "worker")
 # The array each verb is about: what --out saves.
+HVP_BATCH = 32  # directions per request when the CLI is given many
 MAIN_FIELD = {"evaluate": "value", "gradient": "gradient", "jacobian": "jacobian", "jvp": "jvp", "vjp": "vjp",
               "hvp": "hvp", "hessian": "hessian", "taylor": "coefficients"}
 
@@ -288,8 +289,14 @@ def run_derivative(args) -> int:
     directions = parse_directions(args.v) if verb in ("jvp", "hvp", "taylor") else [None]
     results = []
     with client_of(args) as client, progress(len(directions), verb, quiet=args.json) as step:
-        for v in directions:
-            call = getattr(client, verb)
+        call = getattr(client, verb)
+        if verb == "hvp" and len(directions) > 1:  # batched: HVP_BATCH directions per request
+            for i in range(0, len(directions), HVP_BATCH):
+                chunk = directions[i:i + HVP_BATCH]
+                r = call(function, at, vs=chunk, **opts)
+                results += [_one_hvp(r, h) for h in r["hvps"]]
+                step(len(chunk))
+        for v in directions if not results else ():
             results.append(call(function, at, **opts) if v is None else call(function, at, v=v, **opts))
             step()
     many = len(results) > 1
@@ -303,6 +310,13 @@ def run_derivative(args) -> int:
         for r in results:
             show_result(r)
     return 0
+
+
+def _one_hvp(batch, hvp):
+    """One direction's answer out of a batched (``vs``) one, shaped like a single ``hvp`` answer."""
+    one = type(batch)(value=batch["value"], hvp=hvp, engine=batch.get("engine"))
+    one.timing = batch.timing
+    return one
 
 
 def run_spy(args) -> int:
@@ -499,7 +513,7 @@ def _fmt(v) -> str:
 def progress(total: int, label: str, quiet: bool = False):
     """A progress bar on stderr for work of several steps (a spinner for one), only on a terminal."""
     if quiet or not sys.stderr.isatty():
-        yield lambda: None
+        yield lambda steps=1: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -509,7 +523,7 @@ def progress(total: int, label: str, quiet: bool = False):
         columns += [BarColumn(), MofNCompleteColumn()]
     with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
-        yield lambda: bar.advance(task)
+        yield lambda steps=1: bar.advance(task, steps)
 
 
 if __name__ == "__main__":

@@ -170,9 +170,12 @@ class _Api:
         """``value`` and ``vjp`` = u^T J as {name: array}: ``u`` is flat, as long as the output."""
         return self._send(self._derivative("vjp", function, at, options, u=u))
 
-    def hvp(self, function, at=None, *, v, **options):
-        """``value`` and ``hvp`` = H v ({name: array}) of a one-element output."""
-        return self._send(self._derivative("hvp", function, at, options, v=v))
+    def hvp(self, function, at=None, *, v=None, vs=None, **options):
+        """``value`` and ``hvp`` = H v ({name: array}) of a one-element output; with ``vs`` (a list of
+        directions) ``hvps``, one product per direction, computed in one batched pass."""
+        if (v is None) == (vs is None):
+            raise TypeError("hvp takes one of v (a direction) or vs (a list of directions)")
+        return self._send(self._derivative("hvp", function, at, options, v=v, vs=vs))
 
     def hessian(self, function, at=None, **options):
         """``value``, ``gradient`` and the n x n ``hessian`` of a one-element output."""
@@ -231,8 +234,10 @@ class _Api:
             if options.get(key) is not None:
                 body[key] = list(options[key]) if key == "wrt" else options[key]
         names = list(body.get("wrt") or at)
-        if "v" in extra:
+        if extra.get("v") is not None:
             body["v"] = self._directions(extra.pop("v"), names)
+        if extra.get("vs") is not None:
+            body["vs"] = [self._directions(d, names) for d in extra.pop("vs")]
         if "u" in extra:
             body["u"] = arrays.encode(np.asarray(extra.pop("u"), dtype=np.float64).reshape(-1),
                                       self.base64_threshold)
