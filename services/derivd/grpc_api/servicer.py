@@ -28,6 +28,10 @@ from derivd.observability import log_request, request_id
 
 log = logging.getLogger("derivd.grpc")
 
+# A direction costs one run of the HVP tape, about what `start` measured: when that is this short,
+# directions run on the handler thread (no hand-off to the compute pool), the deadline checked before each.
+INLINE_DIRECTION_S = 0.005
+
 INTERNAL = DerivdError("internal error; it has been logged", code="internal_error", status=500)
 
 UNARY = {  # method -> (endpoint, response message)
@@ -162,7 +166,11 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
                                            field=f"direction[{index}]", index=index)
                 where = f"direction[{index}].v"
                 v = convert.arrays(message.direction.v, where)
-                hv, _ = self.run(self.budget(context), session.hvp, v, where)
+                budget = self.budget(context)
+                if session.compute_seconds < INLINE_DIRECTION_S and budget > 0:
+                    hv = session.hvp(v, where)
+                else:
+                    hv, _ = self.run(budget, session.hvp, v, where)
                 answer = convert.fill(pb.HvpAnswer(index=index), {"hvp": hv})
             except DerivdError as e:
                 error = e
