@@ -1,9 +1,11 @@
-"""``derivd serve``: the gateway on its embedded default (everything in one process)."""
+"""``derivd serve``: the gateway (with ``--workers N`` local worker processes, else everything in
+one process); ``derivd worker``: one worker process for a remote gateway's pool."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from derivd.config import get_settings
@@ -20,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="local worker processes; 0 runs every engine in the gateway process")
     serve.add_argument("--grpc-port", type=int, default=settings.grpc_port,
                        help="public gRPC (derivd.v1) on this port beside REST; 0 = off")
+    worker = sub.add_parser("worker", help="run one worker process (internal gRPC) for a remote gateway")
+    worker.add_argument("--engines", default="forward,reverse,taylor,finite",
+                        help="comma-separated engine families this worker serves")
+    worker.add_argument("--listen", default="0.0.0.0:50052", help="HOST:PORT of its gRPC server")
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in sub.choices:  # gradient, jacobian, spy, ..., --help: the SDK's verbs
         client_main = _client_cli()
@@ -32,7 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args, settings)
+    if args.command == "worker":
+        return worker_command(args, settings)
     return 2
+
+
+def worker_command(args, settings) -> int:
+    from derivd.observability import configure_logging
+    from derivd.workers.server import parse_engines, serve
+
+    try:
+        engines = parse_engines(args.engines)
+    except ValueError as e:
+        print(f"derivd: {e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    serve(settings, args.listen, engines)
+    return 0
 
 
 def _client_cli():
@@ -49,8 +71,8 @@ def serve_command(args, settings) -> int:
 
     from derivd.gateway.app import create_app
 
-    if args.workers != 0:
-        print("derivd: --workers N > 0 needs the worker pool, which this build does not have yet; use 0",
+    if args.workers < 0:
+        print("derivd: --workers takes 0 (everything in this process) or a number of worker processes",
               file=sys.stderr)
         return 2
     from derivd.core import Service
@@ -59,19 +81,32 @@ def serve_command(args, settings) -> int:
     configure_logging(settings.log_format, settings.log_level)
     settings = settings.model_copy(update={"host": args.host, "port": args.port, "workers": args.workers,
                                            "grpc_port": args.grpc_port})
+    supervisor = None
+    if args.workers > 0:  # local workers on loopback, reached like remote ones (workers/supervisor.py)
+        from derivd.workers.supervisor import Supervisor
+
+        supervisor = Supervisor(settings, args.workers).start()
+        settings = settings.model_copy(update={"pool_default": supervisor.target})
     service = Service(settings)
+    if supervisor is not None:
+        supervisor.on_restart = lambda slot: service.metrics.worker_restarts.labels("local").inc()
     grpc_server = None
     if args.grpc_port:
         from derivd.grpc_api.server import GrpcServer
 
         grpc_server = GrpcServer(service, settings, args.grpc_port).start()
         logging.getLogger("derivd").info("gRPC derivd.v1 on %s:%d", args.host, grpc_server.port)
+    # uvicorn shuts down on SIGTERM, then re-raises it to the handler it found: make that an exit
+    # that runs the `finally` below (stopping gRPC and the workers), not the default instant death.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:  # uvicorn logs through the root handler (JSON); its access log is replaced by derivd.access
         uvicorn.run(create_app(settings, service), host=args.host, port=args.port, log_config=None,
                     access_log=False)
     finally:
         if grpc_server is not None:
             grpc_server.stop()
+        if supervisor is not None:
+            supervisor.stop()
     return 0
 
 

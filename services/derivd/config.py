@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +29,31 @@ class Settings(BaseSettings):
     request_timeout_s: float = 60.0
 
     tape_cache_size: int = 256
+
+    # Tape cache in Redis (redis_url, below): entries are signed with HMAC-SHA256 under this key
+    # (the same on every gateway and worker); without it nothing is shared. Short timeouts: a slow
+    # or absent Redis is skipped and retried after a backoff that doubles up to its max.
+    tape_cache_hmac_key: SecretStr | None = None
+    redis_key_prefix: str = "derivd"
+    redis_socket_timeout_s: float = 0.05
+    redis_connect_timeout_s: float = 0.05
+    redis_retry_backoff_s: float = 0.5
+    redis_retry_backoff_max_s: float = 5.0
+    tape_ttl_s: int = 7 * 24 * 3600
+    function_ttl_s: int = 30 * 24 * 3600
+    tape_cache_max_entry_bytes: int = 32 * 1024 * 1024
+
+    # Worker pools: gRPC targets per engine family (e.g. dns:///workers-forward:50052), else
+    # pool_default, else in process. `derivd serve --workers N` sets pool_default to its local workers.
+    pool_default: str | None = None
+    pool_forward: str | None = None
+    pool_reverse: str | None = None
+    pool_taylor: str | None = None
+    pool_finite: str | None = None
+    worker_threads: int = 4
+    worker_stop_grace_s: float = 1.0  # past its deadline plus this, a busy worker exits and is replaced
+    worker_max_message_bytes: int = 256 * 1024 * 1024
+    pool_wait_s: float = 5.0  # how long a request waits for a worker of a pool with none connected
 
     # Public gRPC beside REST (0 = off); message limits raised on both ends past
     # gRPC's 4 MiB default to what a REST body may carry.

@@ -11,18 +11,19 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from derivd import __version__
 from derivd.dsl import InputSpec, free_inputs
 from derivd.engines import forward, reverse, second
-from derivd.engines.function import CompiledFunction, FunctionCache
+from derivd.cache import FunctionStore, RedisTier, TapeCache, TapeKey
+from derivd.engines.function import load_or_lower
 from derivd.errors import DerivdError, NotFound, ShapeError, UnknownName, ValidationFailed
 from derivd.observability import Metrics
 from derivd.ops.registry import BOOL, FLOAT, INT
+from derivd.workers.pool import Router
 
 ENDPOINTS = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor")
 MODES = ("auto", "forward", "reverse", "taylor", "finite")
@@ -44,6 +45,7 @@ class Request:
     u: np.ndarray | None = None
     order: int | None = None
     sparse: bool = False
+    deadline: float | None = None  # time.monotonic() instant after which work is abandoned
 
 
 @dataclass
@@ -63,10 +65,14 @@ class StoredFunction:
 class Service:
     def __init__(self, settings):
         self.settings = settings
-        self.cache = FunctionCache(settings.tape_cache_size)
+        redis = RedisTier.from_settings(settings)
+        self.cache = TapeCache(settings, redis)
+        self.shared_functions = FunctionStore(redis, settings.function_ttl_s) if redis else None
+        self.pools = Router(settings, self.compute, self.cache.stats, Timings)
         self.functions: dict[str, StoredFunction] = {}
         self.metrics = Metrics()
         self.metrics.add_cache_level("local", lambda: (self.cache.hits, self.cache.misses))
+        self.metrics.add_cache_level("redis", lambda: self.cache.stats.hits_misses("redis"))
 
     # ------------------------------------------------------------ functions
 
@@ -83,10 +89,16 @@ class Service:
         fid = digest.hexdigest()[:32]
         stored = StoredFunction(fid, dsl, inputs, dict(constants))
         self.functions[fid] = stored
+        if self.shared_functions is not None:
+            self.shared_functions.put(fid, dsl, inputs, stored.constants)
         return stored
 
     def get_function(self, fid: str) -> StoredFunction:
         stored = self.functions.get(fid)
+        if stored is None and self.shared_functions is not None:  # stored through another gateway
+            shared = self.shared_functions.get(fid)
+            if shared is not None:
+                stored = self.functions[fid] = StoredFunction(fid, *shared)
         if stored is None:
             raise NotFound(f"unknown function id {fid!r}", code="unknown_function", id=fid)
         return stored
@@ -94,6 +106,17 @@ class Service:
     # ------------------------------------------------------------ requests
 
     def handle(self, endpoint: str, req: Request) -> tuple[dict, Timings]:
+        """Resolve a stored id here (ids live with the gateway), then run ``req`` on the pool of its
+        engine family: in process, or on a worker process (``workers.pool``) that calls ``compute``."""
+        kind = next(iter(req.function)) if isinstance(req.function, dict) and len(req.function) == 1 else None
+        if endpoint not in ENDPOINTS or kind not in ("dsl", "id"):  # black boxes, streams: in process
+            return self.pools.run(endpoint, req, pooled=False)
+        if kind == "id":
+            source, constants = self._resolve(req.function, req.constants)
+            req = replace(req, function={"dsl": source}, constants=constants)
+        return self.pools.run(endpoint, req)
+
+    def compute(self, endpoint: str, req: Request) -> tuple[dict, Timings]:
         timings = Timings()
         if req.mode not in MODES:
             raise ValidationFailed(f"unknown mode {req.mode!r}; one of {', '.join(MODES)}", field="mode")
@@ -102,9 +125,8 @@ class Service:
         wrt = self._wrt(req.wrt, req.at, constants)
         values = {**{k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}, **constants}
         t0 = time.perf_counter()
-        key = (hashlib.sha256(source.encode()).hexdigest(), tuple(sorted(
-            (n, s.shape, s.dtype, s.role) for n, s in specs.items())), __version__)
-        fn, hit = self.cache.get_or_compile(key, lambda: CompiledFunction(source, specs, self.settings))
+        key = TapeKey.for_program(source, specs)
+        fn, hit = self.cache.get_or_compile(key, lambda: load_or_lower(source, specs, self.settings, self.cache, key))
         timings.compile = 0.0 if hit else time.perf_counter() - t0
         t1 = time.perf_counter()
         response, compile_seconds = getattr(self, "_" + endpoint)(fn, values, wrt, req)
@@ -114,7 +136,7 @@ class Service:
 
     def ready(self) -> tuple[bool, dict]:
         """Whether every pool this service routes to is reachable (``/readyz``, gRPC health)."""
-        return True, {"pools": {"in-process": "ready"}}
+        return self.pools.ready()
 
     def hvp_session(self, req: Request) -> HvpStream:
         """Many Hessian-vector products at one point: resolved and compiled once (the gRPC stream)."""

@@ -4,31 +4,39 @@
 signature (input shapes and dtypes), and a tape per transform asked of it
 (``("jvp", wrt, batch)``, ``("vjp", wrt, batch)``, ...). Transforms append to the
 program's graph, so building is serialised by a lock; running a tape is not.
+
+With a shared tape cache (``derivd.cache.TapeCache`` with Redis), the lowered
+program and each transform's graph are looked up there before being built
+here, and stored after: a function another process compiled costs only code
+generation from its verified graph (``load_or_lower``, ``CompiledFunction.tape``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
 
 from derivd.compile.codegen import Tape, compile_graph
-from derivd.dsl import InputSpec, lower
+from derivd.dsl import InputSpec, Program, lower
 from derivd.errors import DerivdError
 
 
 class CompiledFunction:
-    def __init__(self, source: str, specs: dict[str, InputSpec], settings):
+    def __init__(self, source: str, specs: dict[str, InputSpec], settings, program: Program | None = None,
+                 shared=None, key=None):
+        """``program``: the lowered program if already at hand (rebuilt from a shared graph), else
+        ``source`` is lowered here; ``shared``/``key``: the tape cache and this function's ``TapeKey``."""
         t0 = time.perf_counter()
         self.source = source
         self.specs = specs
         self.settings = settings
-        self.program = lower(source, specs, settings)
+        self.program = program or lower(source, specs, settings)
         self.graph = self.program.graph
         self.output = self.program.output
+        self.shared, self.key = shared, key
         self._tapes: dict[tuple, Tape] = {}
         self._lock = threading.Lock()
         self.compile_seconds = time.perf_counter() - t0
@@ -56,9 +64,17 @@ class CompiledFunction:
             if tape is not None:
                 return tape, 0.0
             t0 = time.perf_counter()
-            extra, outputs = build()
-            params = [n for name, n in self.graph.inputs.items() if n.params[1][1] != "extra"]
-            tape = compile_graph(self.graph, params + extra, outputs, name="tape")
+            loaded = self.shared.load(self.key.with_transform(key)) if self.shared is not None else None
+            if loaded is not None:
+                graph, inputs, outputs = loaded
+                params = [n for n in inputs if n.params[1][1] != "extra"]
+                tape = compile_graph(graph, inputs, outputs, name="tape")
+            else:
+                extra, outputs = build()
+                params = [n for name, n in self.graph.inputs.items() if n.params[1][1] != "extra"]
+                tape = compile_graph(self.graph, params + extra, outputs, name="tape")
+                if self.shared is not None:
+                    self.shared.store(self.key.with_transform(key), self.graph, params + extra, outputs)
             tape.arg_names = [dict(n.params)["name"] for n in params]
             self._tapes[key] = tape
             return tape, time.perf_counter() - t0
@@ -81,27 +97,13 @@ class CompiledFunction:
                                   status=422) from None
 
 
-class FunctionCache:
-    """In-process LRU of compiled functions keyed by source hash and signature."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get_or_compile(self, key: tuple, make: Callable[[], CompiledFunction]) -> tuple[CompiledFunction, bool]:
-        with self._lock:
-            fn = self._items.get(key)
-            if fn is not None:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return fn, True
-        fn = make()
-        with self._lock:
-            self.misses += 1
-            self._items[key] = fn
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return fn, False
+def load_or_lower(source: str, specs: dict[str, InputSpec], settings, cache, key) -> CompiledFunction:
+    """The function ``source`` at ``specs``: its lowered program rebuilt from ``cache``'s shared level
+    when some process lowered it already, else lowered here and shared under ``key``."""
+    loaded = cache.load(key)
+    if loaded is not None:
+        graph, _, (output,) = loaded
+        return CompiledFunction(source, specs, settings, Program(graph, output, list(graph.inputs)), cache, key)
+    fn = CompiledFunction(source, specs, settings, shared=cache, key=key)
+    cache.store(key, fn.graph, list(fn.graph.inputs.values()), [fn.output])
+    return fn

@@ -1,0 +1,190 @@
+"""Pools: where a request's engine runs, behind one interface.
+
+``Router`` sends each request to the pool of its engine family (``family_of``):
+``InProcessPool`` runs it in this process (``--workers 0``, tests, and the
+worker itself); ``GrpcPool(target)`` sends it to worker processes over the
+internal gRPC API, local ones (``ipv4:127.0.0.1:p1,127.0.0.1:p2``, started by
+``derivd serve --workers N``) or remote ones (``dns:///workers-forward:50052``,
+one address per Kubernetes pod behind a headless Service). Both kinds of
+target are balanced by gRPC itself, ``round_robin`` over every address the
+resolver returns; there is no home-made scheduler.
+
+Families are a deployment choice (a pool of workers per family, sized apart):
+an explicit ``mode`` names its family; ``auto`` goes by endpoint (reverse for
+gradient, vjp, hvp and hessian; forward for evaluate, jvp and jacobian, whose
+worker still picks forward or reverse by the Jacobian's shape; taylor for
+taylor). Black boxes and HVP streams stay in process: a black box is I/O on
+the gateway's own async caller, and a stream keeps its compiled session.
+
+Failures. A request carries its remaining deadline as the gRPC timeout; past
+it the answer is 504 (and the worker recycles itself, see ``server``). A
+worker that dies under a request (UNAVAILABLE: connection reset or refused)
+costs one retry, on another worker, within the same deadline. A pool with no
+reachable worker answers 503 ``pool_unavailable`` once it has waited
+``pool_wait_s`` for one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import grpc
+
+from derivd.errors import DeadlineExceeded, DerivdError
+from derivd.workers import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
+
+log = logging.getLogger("derivd.pool")
+
+FAMILIES = ("forward", "reverse", "taylor", "finite")
+POOL_SETTINGS = ("pool_default",) + tuple(f"pool_{f}" for f in FAMILIES)
+AUTO_FAMILY = {"evaluate": "forward", "jvp": "forward", "jacobian": "forward", "gradient": "reverse",
+               "vjp": "reverse", "hvp": "reverse", "hessian": "reverse", "taylor": "taylor",
+               "derivatives": "taylor"}
+
+
+def family_of(endpoint: str, mode: str) -> str:
+    return mode if mode in FAMILIES else AUTO_FAMILY.get(endpoint, "forward")
+
+
+def grpc_options(settings) -> list[tuple[str, object]]:
+    """Channel/server options both ends share: message limits raised deliberately, quick reconnects."""
+    size = settings.worker_max_message_bytes
+    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
+
+
+class InProcessPool:
+    name = "in-process"
+
+    def __init__(self, compute):
+        self.compute = compute
+
+    def run(self, endpoint: str, req, family: str):
+        return self.compute(endpoint, req)
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class GrpcPool:
+    """Worker processes at one gRPC target, balanced round-robin by the channel."""
+
+    def __init__(self, target: str, settings, stats, timings):
+        self.target = target
+        self.name = target
+        self.settings = settings
+        self.stats = stats  # the gateway's CacheStats: workers' cache counts are added to it
+        self.timings = timings  # core.Timings
+        self.retries = 0
+        self.channel = grpc.insecure_channel(target, options=grpc_options(settings) + [
+            ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+            ("grpc.enable_retries", 0),  # one explicit retry below, counted and logged
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+        ])
+        self.stub = pb_grpc.WorkerStub(self.channel)
+        self._state = grpc.ChannelConnectivity.IDLE
+        self._state_lock = threading.Lock()
+        self.channel.subscribe(self._on_state, try_to_connect=True)
+
+    def _on_state(self, state) -> None:
+        with self._state_lock:
+            self._state = state
+
+    def ready(self) -> bool:
+        """At least one worker of the pool is connected."""
+        return self._state == grpc.ChannelConnectivity.READY
+
+    def run(self, endpoint: str, req, family: str):
+        deadline = req.deadline if req.deadline is not None else time.monotonic() + self.settings.request_timeout_s
+        fields = {k: v for k, v in vars(req).items() if k != "deadline"}
+        message = pb.WorkRequest(endpoint=endpoint, family=family, request=codec.encode_struct(fields))
+        for attempt in (1, 2):
+            if attempt == 2:
+                self._await_worker(deadline)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._deadline()
+            try:  # the first attempt fails fast when no worker is connected; the retry waits for one
+                reply = self.stub.Run(message, timeout=remaining, wait_for_ready=attempt == 2)
+                break
+            except grpc.RpcError as e:
+                code = e.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise self._deadline() from None
+                if code == grpc.StatusCode.UNAVAILABLE and attempt == 1:
+                    self.retries += 1
+                    log.warning("worker in pool %s unavailable (%s); retrying %s once on another worker",
+                                self.name, e.details(), endpoint)
+                    continue
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise DerivdError(f"the request or its answer is over the worker message limit "
+                                      f"worker_max_message_bytes={self.settings.worker_max_message_bytes}",
+                                      code="limit_exceeded", status=413, limit="worker_max_message_bytes",
+                                      max=self.settings.worker_max_message_bytes) from None
+                log.error("worker pool %s failed %s: %s %s", self.name, endpoint, code, e.details())
+                raise DerivdError(f"no worker of pool {self.name} could take the request ({code.name.lower()})",
+                                  code="pool_unavailable", status=503, pool=self.name) from None
+        self.stats.add(dict(reply.cache_counts))
+        if reply.HasField("error"):
+            err = reply.error
+            raise DerivdError(err.message, code=err.code, status=err.status, **codec.decode_struct(err.detail))
+        return codec.decode_struct(reply.response), self.timings(compile=reply.compile_seconds,
+                                                                 compute=reply.compute_seconds)
+
+    def _await_worker(self, deadline: float) -> None:
+        """Wait (at most ``pool_wait_s``, never past the deadline) until a worker is connected: a
+        replacement for one that died, say. 503 if none comes."""
+        wait_s = min(deadline - time.monotonic(), self.settings.pool_wait_s)
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=max(wait_s, 0.0))
+        except grpc.FutureTimeoutError:
+            if wait_s < self.settings.pool_wait_s:
+                raise self._deadline() from None
+            raise DerivdError(f"no worker of pool {self.name} is reachable (waited {wait_s:.1f} s)",
+                              code="pool_unavailable", status=503, pool=self.name) from None
+
+    def _deadline(self) -> DeadlineExceeded:
+        budget = self.settings.request_timeout_s
+        return DeadlineExceeded(f"the request ran past its deadline of {budget} s on pool {self.name}",
+                                deadline_s=budget, pool=self.name)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class Router:
+    """One pool per engine family: its own target, else ``pool_default``, else in process."""
+
+    def __init__(self, settings, compute, stats, timings):
+        self.in_process = InProcessPool(compute)
+        by_target: dict[str, GrpcPool] = {}
+        self.pools = {}
+        for family in FAMILIES:
+            target = getattr(settings, f"pool_{family}") or settings.pool_default
+            if target and target not in by_target:
+                by_target[target] = GrpcPool(target, settings, stats, timings)
+            self.pools[family] = by_target[target] if target else self.in_process
+
+    def run(self, endpoint: str, req, pooled: bool = True):
+        family = family_of(endpoint, req.mode)
+        pool = self.pools[family] if pooled else self.in_process
+        return pool.run(endpoint, req, family)
+
+    def ready(self) -> tuple[bool, dict]:
+        states = {f"{family}": ("ready" if pool.ready() else "unreachable") + f" ({pool.name})"
+                  for family, pool in self.pools.items()}
+        return all(p.ready() for p in self.pools.values()), {"pools": states}
+
+    def close(self) -> None:
+        for pool in set(self.pools.values()):
+            pool.close()

@@ -1,0 +1,127 @@
+"""The commands themselves: ``derivd serve --workers N`` supervises its workers, ``derivd worker``
+serves a gateway's remote pool through a ``dns:///`` target."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+from derivd.workers.server import parse_engines
+from tests.cache.conftest import HMAC_KEY, shared_settings
+from tests.conftest import LiveServer, free_port
+from tests.workers.conftest import wait_for
+
+X = [0.3, 0.6, -0.9]
+
+
+def gradient_of_cubes(base: str) -> np.ndarray:
+    r = httpx.post(f"{base}/v1/gradient", json={"function": {"dsl": "sum(x ** 3)"}, "at": {"x": X}}, timeout=30)
+    assert r.status_code == 200, r.text
+    return np.array(r.json()["gradient"]["x"])
+
+
+def children(pid: int) -> list[int]:
+    """Every child of ``pid``, whichever of its threads started it (the supervisor's thread, say)."""
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out += [int(p) for p in f.read().split()]
+    return out
+
+
+def start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "derivd.cli", *args], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_with_workers_replaces_a_killed_worker(shared_redis_url):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    gateway = start(["serve", "--workers", "2", "--port", str(port), "--grpc-port", "0"],
+                    {"DERIVD_REDIS_URL": shared_redis_url, "DERIVD_TAPE_CACHE_HMAC_KEY": HMAC_KEY,
+                     "DERIVD_LOG_LEVEL": "WARNING"})
+    try:
+        wait_for(lambda: _up(base), 60, "derivd serve --workers 2")
+        np.testing.assert_allclose(gradient_of_cubes(base), 3 * np.array(X) ** 2, rtol=1e-15)
+        assert httpx.get(f"{base}/readyz").json()["pools"]["reverse"].startswith("ready (ipv4:127.0.0.1:")
+        workers = [p for p in children(gateway.pid) if _is_worker(p)]
+        assert len(workers) == 2
+
+        os.kill(workers[0], signal.SIGKILL)
+        np.testing.assert_allclose(gradient_of_cubes(base), 3 * np.array(X) ** 2, rtol=1e-15)
+        wait_for(lambda: re.search(r'^derivd_worker_restarts_total\{pool="local"\} 1\.0$',
+                                   httpx.get(f"{base}/metrics").text, re.M), 30, "the restart in /metrics")
+        wait_for(lambda: sum(map(_is_worker, children(gateway.pid))) == 2, 30, "a replacement worker")
+        workers = [p for p in children(gateway.pid) if _is_worker(p)]
+    finally:
+        stop(gateway)
+    assert gateway.returncode == 0  # SIGTERM: a graceful stop, workers included
+    assert not any(map(_alive, workers)), "workers outlived their gateway"
+
+
+def test_a_remote_worker_serves_a_gateway_through_dns(shared_redis_url):
+    port = free_port()
+    worker = start(["worker", "--engines", "forward,reverse", "--listen", f"127.0.0.1:{port}"],
+                   {"DERIVD_LOG_LEVEL": "WARNING"})
+    settings = shared_settings(shared_redis_url, "derivd-test-cli", pool_forward=f"dns:///localhost:{port}",
+                               pool_reverse=f"dns:///localhost:{port}", pool_wait_s=0.5)
+    try:
+        with LiveServer(settings) as gateway:
+            wait_for(lambda: gateway.app.state.service.pools.pools["reverse"].ready(), 60, "the remote worker")
+            np.testing.assert_allclose(gradient_of_cubes(gateway.url), 3 * np.array(X) ** 2, rtol=1e-15)
+            ready = httpx.get(f"{gateway.url}/readyz").json()["pools"]
+            assert ready["reverse"] == f"ready (dns:///localhost:{port})" and ready["taylor"] == "ready (in-process)"
+
+            stop(worker)  # SIGTERM: the worker drains and exits; the pool has nobody left
+            r = httpx.post(f"{gateway.url}/v1/gradient", json={"function": {"dsl": "sum(x ** 3)"}, "at": {"x": X}})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "pool_unavailable", r.text
+            wait_for(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 503, 10, "/readyz to say not ready")
+    finally:
+        stop(worker)
+
+
+def test_worker_engines_are_a_subset_of_the_families():
+    assert parse_engines("reverse, forward") == {"forward", "reverse"}
+    for bad in ("forward,quantum", "", " , "):
+        with pytest.raises(ValueError, match="--engines"):
+            parse_engines(bad)
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _is_worker(pid: int) -> bool:
+    """A spawned worker (not multiprocessing's resource tracker), alive."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"multiprocessing.spawn" in f.read() and _alive(pid)
+    except FileNotFoundError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,170 @@
+"""Requests through real worker processes: the same numbers and errors as in process, tapes shared
+through Redis between workers, a killed worker costs no request, an overrun recycles its worker."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+
+from derivd.cache import CacheStats
+from derivd.core import Request, Timings
+from derivd.errors import DerivdError
+from derivd.workers.pool import GrpcPool
+from derivd.workers.server import EXIT_OVERRUN, build_server
+from tests.conftest import LiveServer
+from tests.workers.conftest import wait_for
+
+X = [0.4, -1.3, 0.9]
+
+
+def post(client, endpoint, body):
+    r = client.post(f"/v1/{endpoint}", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_every_endpoint_answers_through_workers_with_analytic_numbers(pooled):
+    x = np.array(X)
+    f = "[x[0] * sin(x[1]), exp(x[2]) + x[0] ** 2]"
+    jac = np.array([[np.sin(x[1]), x[0] * np.cos(x[1]), 0.0], [2 * x[0], 0.0, np.exp(x[2])]])
+    value = [x[0] * np.sin(x[1]), np.exp(x[2]) + x[0] ** 2]
+    for mode, engine in (("forward", "forward"), ("reverse", "reverse")):
+        r = post(pooled, "jacobian", {"function": {"dsl": f}, "at": {"x": X}, "mode": mode})
+        np.testing.assert_allclose(r["jacobian"], jac, rtol=1e-14)
+        np.testing.assert_allclose(r["value"], value, rtol=1e-14)
+        assert r["shape"] == [2, 3] and r["engine"] == engine
+    r = post(pooled, "jvp", {"function": {"dsl": f}, "at": {"x": X}, "v": {"x": [1.0, 2.0, -1.0]}})
+    np.testing.assert_allclose(r["jvp"], jac @ [1.0, 2.0, -1.0], rtol=1e-14)
+    r = post(pooled, "vjp", {"function": {"dsl": f}, "at": {"x": X}, "u": [0.5, -2.0]})
+    np.testing.assert_allclose(r["vjp"]["x"], np.array([0.5, -2.0]) @ jac, rtol=1e-14)
+    r = post(pooled, "evaluate", {"function": {"dsl": f}, "at": {"x": X}, "encoding": "base64"})
+    assert r["value"]["dtype"] == "float64" and r["value"]["shape"] == [2]
+
+    # constants, an integer gather, and a stored id resolved by the gateway
+    body = {"dsl": "sum(w * x[idx] ** 2)", "constants": {"w": [1.0, 10.0], "idx": [2, 0]}}
+    fid = pooled.post("/v1/functions", json=body).json()["id"]
+    r = post(pooled, "gradient", {"function": {"id": fid}, "at": {"x": X}})
+    np.testing.assert_allclose(r["gradient"]["x"], [20 * x[0], 0.0, 2 * x[2]], rtol=1e-14)
+    np.testing.assert_allclose(r["value"], x[2] ** 2 + 10 * x[0] ** 2, rtol=1e-14)
+
+
+@pytest.mark.parametrize("body", [
+    {"function": {"dsl": "sum(x ** 2"}, "at": {"x": [1.0]}},
+    {"function": {"dsl": "sum(x * y)"}, "at": {"x": [1.0]}},
+    {"function": {"dsl": "x + y"}, "at": {"x": [1.0, 2.0], "y": [1.0, 2.0, 3.0]}},
+    {"function": {"dsl": "sum(zeros((100000, 100000)))"}, "at": {"x": [1.0]}},
+    {"function": {"dsl": "x[5]"}, "at": {"x": [1.0, 2.0]}},
+    {"function": {"dsl": "sum(x)"}, "at": {"x": [1.0]}, "wrt": ["z"]},
+    {"function": {"id": "f" * 32}, "at": {"x": [1.0]}},
+])
+def test_errors_cross_the_pool_unchanged(pooled, client, body):
+    through_workers = pooled.post("/v1/gradient", json=body)
+    in_process = client.post("/v1/gradient", json=body)
+    assert 400 <= through_workers.status_code < 500
+    assert (through_workers.status_code, through_workers.json()) == (in_process.status_code, in_process.json())
+
+
+def test_each_worker_reuses_what_the_other_compiled(supervisor, worker_settings):
+    """A pool per worker, so which worker runs what is known: the second worker's lookups hit Redis."""
+    source = f"sum(sinh(x) * {uuid.uuid4().int % 1000}.0)"  # new to every worker and to Redis
+    c = float(source.split("* ")[1].rstrip(".0)"))
+    pools = [GrpcPool(f"127.0.0.1:{slot.port}", worker_settings, CacheStats(), Timings) for slot in supervisor.slots]
+    try:
+        for pool, expected in zip(pools, [(0, 2), (2, 0)]):
+            response, timings = pool.run("gradient", Request(function={"dsl": source}, at={"x": np.array(X)}),
+                                         "reverse")
+            np.testing.assert_allclose(response["gradient"]["x"], c * np.cosh(X), rtol=1e-14)
+            assert (pool.stats.totals["redis", "hit"], pool.stats.totals["redis", "miss"]) == expected
+            assert timings.compile > 0
+    finally:
+        for pool in pools:
+            pool.close()
+
+
+def test_a_worker_killed_under_load_loses_no_request(pooled, supervisor):
+    before, victim = supervisor.restarts, supervisor.pids[0]
+    results, errors = [], []
+    done = threading.Event()
+
+    def client_loop(k):
+        with httpx.Client(base_url=str(pooled.base_url), timeout=60) as c:
+            for i in range(30):
+                x = [0.1 * k, 0.01 * i, -0.5]
+                r = c.post("/v1/gradient", json={"function": {"dsl": "sum(cos(x) * x[0])"}, "at": {"x": x}})
+                (results if r.status_code == 200 else errors).append((x, r))
+                if len(results) == 40:
+                    done.set()
+
+    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    done.wait(60)
+    os.kill(victim, signal.SIGKILL)
+    for t in threads:
+        t.join(120)
+    assert errors == [], errors[0][1].text
+    assert len(results) == 180
+    for x, r in results:
+        x = np.array(x)
+        want = -np.sin(x) * x[0]
+        want[0] += np.sum(np.cos(x))
+        np.testing.assert_allclose(r.json()["gradient"]["x"], want, rtol=1e-13, atol=1e-15)
+
+    wait_for(lambda: supervisor.restarts == before + 1, what="the killed worker to be replaced")
+    assert supervisor.exit_codes[-1] == -signal.SIGKILL
+    assert victim not in supervisor.pids
+    wait_for(lambda: pooled.get("/readyz").status_code == 200, what="the pool to be ready again")
+    text = pooled.get("/metrics").text
+    assert re.search(r'^derivd_worker_restarts_total\{pool="local"\} [1-9]', text, re.M)
+
+
+def test_a_deadline_overrun_answers_504_and_recycles_the_worker(supervisor, worker_settings, pooled):
+    before = supervisor.restarts
+    # Four products of 2000x2000 matrices, 64 GFLOP: seconds in BLAS on any machine, where no
+    # Python code can stop it; the deadline is 0.5 s and the watchdog's grace 0.3 s.
+    slow = "A = ones((2000, 2000)) * x[0]\nsum(A @ A @ A @ A @ A)"
+    with LiveServer(worker_settings.model_copy(update={"pool_default": supervisor.target,
+                                                        "request_timeout_s": 0.5})) as impatient:
+        r = httpx.post(f"{impatient.url}/v1/evaluate", json={"function": {"dsl": slow}, "at": {"x": X}})
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == "deadline_exceeded"
+    wait_for(lambda: supervisor.restarts == before + 1, what="the overrunning worker to be recycled")
+    assert supervisor.exit_codes[-1] == EXIT_OVERRUN
+    r = post(pooled, "gradient", {"function": {"dsl": "sum(x ** 3)"}, "at": {"x": X}})
+    np.testing.assert_allclose(r["gradient"]["x"], 3 * np.array(X) ** 2, rtol=1e-15)
+
+
+def test_a_worker_refuses_families_it_was_not_started_for(worker_settings):
+    server, port = build_server(worker_settings, "127.0.0.1:0", {"forward"})
+    pool = GrpcPool(f"127.0.0.1:{port}", worker_settings, CacheStats(), Timings)
+    try:
+        req = Request(function={"dsl": "sum(x ** 2)"}, at={"x": np.array(X)})
+        response, _ = pool.run("jacobian", req, "forward")
+        np.testing.assert_allclose(response["jacobian"], [2 * np.array(X)], rtol=1e-15)
+        with pytest.raises(DerivdError) as e:
+            pool.run("gradient", req, "reverse")
+        assert (e.value.status, e.value.code, e.value.detail["family"]) == (503, "misrouted", "reverse")
+    finally:
+        pool.close()
+        server.stop(0)
+
+
+def test_a_pool_with_no_worker_answers_503(worker_settings):
+    from tests.conftest import free_port
+
+    settings = worker_settings.model_copy(update={"pool_wait_s": 0.3})
+    pool = GrpcPool(f"127.0.0.1:{free_port()}", settings, CacheStats(), Timings)
+    try:
+        with pytest.raises(DerivdError) as e:
+            pool.run("gradient", Request(function={"dsl": "sum(x)"}, at={"x": np.array(X)}), "reverse")
+        assert (e.value.status, e.value.code) == (503, "pool_unavailable")
+        assert not pool.ready()
+    finally:
+        pool.close()
