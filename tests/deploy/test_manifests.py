@@ -1,0 +1,165 @@
+"""docker-compose.yml, deploy/Dockerfile and deploy/k8s/*.yaml, parsed and checked for consistency.
+
+No Docker engine or cluster runs here: these checks catch what would only fail
+at deploy time (a setting name with a typo, a target naming no Service, a probe
+on the wrong path, a Deployment without its headless Service or HPA).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from derivd.config import Settings
+from derivd.workers.pool import FAMILIES
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+WORKER_PORT = 50052
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def k8s_docs() -> list[dict]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") != "Kustomization"]
+    return docs
+
+
+def by_kind(kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in k8s_docs() if d["kind"] == kind}
+
+
+def worker_command(cmd: list[str]) -> tuple[list[str], str]:
+    assert cmd[:2] == ["derivd", "worker"], cmd
+    args = dict(zip(cmd[2::2], cmd[3::2]))
+    return args["--engines"].split(","), args["--listen"]
+
+
+def check_settings_names(env: dict):
+    fields = set(Settings.model_fields)
+    for name in env:
+        assert name.startswith("DERIVD_") and name[len("DERIVD_"):].lower() in fields, f"unknown setting {name}"
+
+
+def test_compose_one_worker_service_per_family():
+    services = compose()["services"]
+    families = {}
+    for name, svc in services.items():
+        if svc.get("command", [None])[:2] == ["derivd", "worker"]:
+            engines, listen = worker_command(svc["command"])
+            assert listen == f"0.0.0.0:{WORKER_PORT}"
+            for e in engines:
+                families[e] = name
+    assert set(families) == set(FAMILIES)
+
+    gateway = services["gateway"]
+    assert gateway["command"][:2] == ["derivd", "serve"]
+    env = gateway["environment"]
+    check_settings_names(env)
+    for family in FAMILIES:
+        target = env[f"DERIVD_POOL_{family.upper()}"]
+        assert target == f"dns:///{families[family]}:{WORKER_PORT}"
+    assert env["DERIVD_REDIS_URL"].startswith("redis://redis:")
+    for svc in services.values():
+        check_settings_names(svc.get("environment", {}))
+    redis_cmd = services["redis"]["command"]
+    assert "--maxmemory" in redis_cmd and redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "allkeys-lru"
+
+
+def test_dockerfile_builds_from_repo_paths_and_runs_the_gateway_command():
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    for line in re.findall(r"^COPY (.+)$", text, re.M):
+        *sources, _ = line.split()
+        for src in sources:
+            assert (ROOT / src).exists(), f"COPY {src}: no such path"
+    cmd = yaml.safe_load(re.search(r"^CMD (\[.+\])$", text, re.M).group(1))
+    assert cmd == compose()["services"]["gateway"]["command"]
+    assert "OMP_NUM_THREADS=1" in text
+
+
+def test_k8s_every_worker_deployment_has_headless_service_and_hpa():
+    deployments, services, hpas = by_kind("Deployment"), by_kind("Service"), by_kind("HorizontalPodAutoscaler")
+    families = {}
+    for name, dep in deployments.items():
+        pod = dep["spec"]["template"]
+        assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        (container,) = pod["spec"]["containers"]
+        if container.get("command", [])[:2] != ["derivd", "worker"]:
+            continue
+        engines, listen = worker_command(container["command"])
+        assert listen == f"0.0.0.0:{WORKER_PORT}"
+        svc = services[name]
+        assert svc["spec"]["clusterIP"] == "None"  # headless: DNS gives every pod, gRPC balances
+        assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+        assert svc["spec"]["ports"][0]["port"] == WORKER_PORT
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert container[probe]["grpc"]["port"] == WORKER_PORT
+        for e in engines:
+            families[e] = name
+    assert set(families) == set(FAMILIES)
+    for name in deployments:
+        if name == "redis":
+            continue
+        hpa = hpas[name]
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+    gateway_env = {e["name"]: e["value"] for e in
+                   deployments["derivd-gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for family in FAMILIES:
+        assert gateway_env[f"DERIVD_POOL_{family.upper()}"] == f"dns:///{families[family]}:{WORKER_PORT}"
+
+
+def test_k8s_gateway_probes_and_service():
+    dep = by_kind("Deployment")["derivd-gateway"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    args = dict(zip(c["command"][2::2], c["command"][3::2]))
+    assert ports == {"http": int(args["--port"]), "grpc": int(args["--grpc-port"])}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    svc = by_kind("Service")["derivd"]
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} == {"http", "grpc"}
+    check_settings_names({e["name"]: e["value"] for e in c["env"]})
+
+
+def test_k8s_config_names_real_settings_and_redis_is_bounded():
+    check_settings_names(by_kind("ConfigMap")["derivd-config"]["data"])
+    check_settings_names(by_kind("Secret")["derivd-secrets"]["stringData"])
+    redis = by_kind("Deployment")["redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert redis[redis.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    assert by_kind("Service")["redis"]["spec"]["ports"][0]["port"] == 6379
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in K8S.glob("*.yaml")
+                                                        if p.name != "kustomization.yaml")
+
+
+def all_commands() -> list[list[str]]:
+    cmds = [svc["command"] for svc in compose()["services"].values() if svc.get("command", [""])[0] == "derivd"]
+    for dep in by_kind("Deployment").values():
+        cmds += [c["command"] for c in dep["spec"]["template"]["spec"]["containers"] if "command" in c]
+    return cmds
+
+
+@pytest.mark.parametrize("sub", ["serve", "worker"])
+def test_commands_are_valid_cli_invocations(sub):
+    """Every command the files name uses only options of derivd's own parser (its --help, exit 0)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "derivd.cli", sub, "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    cmds = [c for c in all_commands() if c[1] == sub]
+    assert cmds
+    for cmd in cmds:
+        for flag in cmd[2::2]:
+            assert flag in r.stdout.split(), f"{shlex.join(cmd)}: {flag} is not an option of derivd {sub}"
