@@ -124,3 +124,9 @@ def test_server_deadline_is_deadline_exceeded_with_code():
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert dict(e.value.trailing_metadata())["derivd-code"] == "deadline_exceeded"
         assert time.monotonic() - t0 < 1.0
+
+
+def test_unknown_mode_number(stub):
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Gradient(pb.GradientRequest(function=fn("sum(x)"), at={"x": arr(X)}, mode=17))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "mode" in e.value.details()

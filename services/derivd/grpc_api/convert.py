@@ -98,7 +98,10 @@ def function(msg) -> dict:
 
 
 def mode(value: int) -> str:
-    return pb.Mode.Name(value).removeprefix("MODE_").lower()
+    try:
+        return pb.Mode.Name(value).removeprefix("MODE_").lower()
+    except ValueError:  # a number this proto does not define (a newer client)
+        raise ValidationFailed(f"unknown mode {value}", field="mode") from None
 
 
 def fd_options(msg) -> dict | None:
