@@ -54,7 +54,8 @@ def main() -> int:
                 break
         final = client.jacobian(model, p=p)
         gradient = final.jacobian.T @ final.value
-    print(f"fit a={p[0]:.6f} b={p[1]:.6f} c={p[2]:.6f}  (truth {truth.tolist()})  |J^T r| = {np.linalg.norm(gradient):.2e}")
+    print(f"fit a={p[0]:.6f} b={p[1]:.6f} c={p[2]:.6f}  (truth {truth.tolist()})"
+          f"  |J^T r| = {np.linalg.norm(gradient):.2e}")
     converged = np.linalg.norm(gradient) < 1e-8 and np.allclose(p, truth, atol=0.05)
     print("converged" if converged else "NOT converged")
     return 0 if converged else 1

@@ -59,10 +59,10 @@ def main() -> int:
             if np.linalg.norm(g) < 1e-8:
                 break
 
-            def hvp(v):
+            def hvp(v, at=x):
                 nonlocal products
                 products += 1
-                return client.hvp(ROSENBROCK, x=x, v=v).hvp["x"]
+                return client.hvp(ROSENBROCK, x=at, v=v).hvp["x"]
 
             step = cg(hvp, g, tol=min(0.01, np.sqrt(np.linalg.norm(g))) * np.linalg.norm(g))
             t = 1.0

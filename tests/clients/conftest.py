@@ -42,7 +42,8 @@ def sdk(server):
 def cli_env(server):
     """Environment for `python -m derivd_client.cli ...` subprocesses pointed at the live server."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SDK), str(ROOT / "services"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    paths = [str(SDK), str(ROOT / "services"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env["DERIVD_URL"] = server.url
     env.pop("DERIVD_API_KEY", None)
     return env

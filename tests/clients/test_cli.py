@@ -20,7 +20,6 @@ import pytest
 
 from derivd_client import cli, spy
 
-from tests.clients.conftest import dd
 from tests.clients.test_client import ROSENBROCK, VECTOR, rosen_grad, rosen_hess, vector_jac
 
 

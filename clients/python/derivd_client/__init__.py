@@ -33,6 +33,18 @@ from .ops import trace as _matrix_trace  # noqa: E402
 from .trace import Program, Traced  # noqa: E402
 from .trace import trace as _trace_function  # noqa: E402
 
+__all__ = [
+    "errors", "ClientError", "ConnectionFailed", "DeadlineExceeded", "DerivdError", "InvalidRequest",
+    "LimitExceeded", "NotFound", "ParseError", "RequestTimeout", "ServerError", "ShapeError", "UnknownName",
+    "UpstreamError", "abs", "acos", "acosh", "arange", "asin", "asinh", "atan", "atan2", "atanh", "cbrt",
+    "ceil", "cholesky", "clip", "concat", "concatenate", "cos", "cosh", "det", "diag", "dot", "erf", "erfc",
+    "exp", "exp2", "expm1", "eye", "floor", "hypot", "inv", "log", "log1p", "log2", "log10", "logsumexp",
+    "matmul", "max", "maximum", "mean", "min", "minimum", "norm", "ones", "outer", "pow", "prod", "reciprocal",
+    "relu", "reshape", "round", "sigmoid", "sign", "sin", "sinh", "slogdet", "softmax", "softplus", "solve",
+    "sqrt", "square", "stack", "sum", "tan", "tanh", "transpose", "where", "zeros", "AsyncClient", "Blackbox",
+    "Client", "FunctionRef", "Result", "SparseJacobian", "Program", "Traced", "trace", "__version__",
+]
+
 
 def trace(fn_or_matrix, **example_shapes):
     """``trace(f, x=3, A=(2, 2))`` traces the Python function ``f`` into a :class:`Program` (DSL text);

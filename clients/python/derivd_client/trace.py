@@ -30,7 +30,6 @@ import keyword
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
