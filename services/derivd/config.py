@@ -25,6 +25,9 @@ class Settings(BaseSettings):
 
     # Work limits for one request.
     max_jacobian_entries: int = 10**8
+    # Derivative tensors by Taylor interpolation: binom(n+d-1, d) directions for order d in n variables.
+    max_taylor_directions: int = 20_000
+    max_tensor_entries: int = 10**7
     forward_chunk_bytes: int = 64 * 1024 * 1024
     request_timeout_s: float = 60.0
 

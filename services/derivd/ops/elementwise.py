@@ -11,9 +11,12 @@ where ``x == 0``.
 
 from __future__ import annotations
 
+import numpy as np
+
+from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import (
     AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, elementwise_cases, hint, register,
-    result_dtype, scale,
+    result_dtype, scale, bilinear, composite, constant, get, integral, linear,
 )
 
 
@@ -30,7 +33,7 @@ def _float_shape(x, **_):
     return x[0], FLOAT
 
 
-def unary(name, template, deriv, scalar=None, doc=""):
+def unary(name, template, deriv, scalar=None, doc="", taylor=None):
     """An elementwise function with derivative ``deriv(x, y)`` (``None``: zero derivative)."""
 
     def jvp(primals, tangents, out):
@@ -45,50 +48,82 @@ def unary(name, template, deriv, scalar=None, doc=""):
         return [scale(ct, deriv(primals[0], out))]
 
     register(Primitive(name, _float_shape, template=template, scalar_template=scalar,
-                       jvp=jvp, vjp=vjp, broadcasting=True, doc=doc))
+                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True, doc=doc))
+
+
+# Taylor rule shapes of elementwise functions (the generic ones are in registry.py;
+# the recurrences are the taylor_* helper primitives at the end of this module).
+
+
+def riccati(a, b, c):
+    """y' = x' (a + b y + c y²): exp (0, 1, 0), tan (1, 0, 1), tanh (1, 0, -1),
+    sigmoid (0, 1, -1), 1/x (0, 0, -1), one recurrence (taylor_riccati)."""
+    return lambda p, s, out, jet: apply("taylor_riccati", s[0], out, a=a, b=b, c=c)
+
+
+def logarithm(scale, shift=0.0):
+    """y = scale · log(x + shift), by the log recurrence on u = x + shift."""
+    return lambda p, s, out, jet: scale * apply("taylor_log", s[0], p[0] + shift)
+
+
+def power(r):
+    """y = x^r for a constant r (sqrt, cbrt), by the power recurrence."""
+    return lambda p, s, out, jet: apply("taylor_pow", s[0], p[0], out, r)
+
+
+def paired(mate, sign, second=False):
+    """sin/cos (sign -1) and sinh/cosh (+1) share one recurrence (taylor_sincos), which
+    stacks both series on a new axis 0; ``second`` picks the cos/cosh half."""
+
+    def rule(p, s, out, jet):
+        other = apply(mate, p[0])
+        both = apply("taylor_sincos", s[0], other if second else out, out if second else other, sign=sign)
+        return apply("index", both, items=(int(second),) + tuple((0, d, 1) for d in both.shape[1:]))
+
+    return rule
 
 
 PI_2 = 1.1283791670955126  # 2 / sqrt(pi)
 LN2, LN10 = 0.6931471805599453, 2.302585092994046
 
-unary("neg", "(-{0})", lambda x, y: -1.0, "(-{0})")
-unary("exp", "np.exp({0})", lambda x, y: y, "math.exp({0})")
-unary("exp2", "np.exp2({0})", lambda x, y: y * LN2, "math.pow(2.0, {0})")
-unary("expm1", "np.expm1({0})", lambda x, y: y + 1.0, "math.expm1({0})")
-unary("log", "np.log({0})", lambda x, y: reciprocal(x), "math.log({0})")
-unary("log2", "np.log2({0})", lambda x, y: reciprocal(x * LN2), "math.log2({0})")
-unary("log10", "np.log10({0})", lambda x, y: reciprocal(x * LN10), "math.log10({0})")
-unary("log1p", "np.log1p({0})", lambda x, y: reciprocal(x + 1.0), "math.log1p({0})")
-unary("sin", "np.sin({0})", lambda x, y: cos(x), "math.sin({0})")
-unary("cos", "np.cos({0})", lambda x, y: -sin(x), "math.cos({0})")
-unary("tan", "np.tan({0})", lambda x, y: square(y) + 1.0, "math.tan({0})")
-unary("asin", "np.arcsin({0})", lambda x, y: reciprocal(sqrt(1.0 - square(x))), "math.asin({0})")
-unary("acos", "np.arccos({0})", lambda x, y: -reciprocal(sqrt(1.0 - square(x))), "math.acos({0})")
-unary("atan", "np.arctan({0})", lambda x, y: reciprocal(square(x) + 1.0), "math.atan({0})")
-unary("sinh", "np.sinh({0})", lambda x, y: cosh(x), "math.sinh({0})")
-unary("cosh", "np.cosh({0})", lambda x, y: sinh(x), "math.cosh({0})")
-unary("tanh", "np.tanh({0})", lambda x, y: 1.0 - square(y), "math.tanh({0})")
-unary("asinh", "np.arcsinh({0})", lambda x, y: reciprocal(sqrt(square(x) + 1.0)), "math.asinh({0})")
-unary("acosh", "np.arccosh({0})", lambda x, y: reciprocal(sqrt(square(x) - 1.0)), "math.acosh({0})")
-unary("atanh", "np.arctanh({0})", lambda x, y: reciprocal(1.0 - square(x)), "math.atanh({0})")
-unary("sqrt", "np.sqrt({0})", lambda x, y: 0.5 * reciprocal(y), "math.sqrt({0})")
-unary("cbrt", "np.cbrt({0})", lambda x, y: reciprocal(3.0 * square(y)), None)
-unary("square", "np.square({0})", lambda x, y: 2.0 * x, "({0} * {0})")
-unary("reciprocal", "np.reciprocal({0})", lambda x, y: -square(y), "(1.0 / {0})")
-unary("abs", "np.abs({0})", lambda x, y: apply("sign", x), "abs({0})")
-unary("sign", "np.sign({0})", None, "(1.0 if {0} > 0 else -1.0 if {0} < 0 else {0} * 0.0)")
-unary("floor", "np.floor({0})", None, "float(math.floor({0}))")
-unary("ceil", "np.ceil({0})", None, "float(math.ceil({0}))")
-unary("round", "np.round({0})", None, "float(round({0}))")
-unary("erf", "sp.erf({0})", lambda x, y: PI_2 * exp(-square(x)), "math.erf({0})")
-unary("erfc", "sp.erfc({0})", lambda x, y: -PI_2 * exp(-square(x)), "math.erfc({0})")
+unary("neg", "(-{0})", lambda x, y: -1.0, "(-{0})", taylor=linear)
+unary("exp", "np.exp({0})", lambda x, y: y, "math.exp({0})", taylor=riccati(0.0, 1.0, 0.0))
+unary("exp2", "np.exp2({0})", lambda x, y: y * LN2, "math.pow(2.0, {0})", taylor=riccati(0.0, LN2, 0.0))
+unary("expm1", "np.expm1({0})", lambda x, y: y + 1.0, "math.expm1({0})", taylor=riccati(1.0, 1.0, 0.0))
+unary("log", "np.log({0})", lambda x, y: reciprocal(x), "math.log({0})", taylor=logarithm(1.0))
+unary("log2", "np.log2({0})", lambda x, y: reciprocal(x * LN2), "math.log2({0})", taylor=logarithm(1 / LN2))
+unary("log10", "np.log10({0})", lambda x, y: reciprocal(x * LN10), "math.log10({0})", taylor=logarithm(1 / LN10))
+unary("log1p", "np.log1p({0})", lambda x, y: reciprocal(x + 1.0), "math.log1p({0})", taylor=logarithm(1.0, shift=1.0))
+unary("sin", "np.sin({0})", lambda x, y: cos(x), "math.sin({0})", taylor=paired("cos", -1.0))
+unary("cos", "np.cos({0})", lambda x, y: -sin(x), "math.cos({0})", taylor=paired("sin", -1.0, second=True))
+unary("tan", "np.tan({0})", lambda x, y: square(y) + 1.0, "math.tan({0})", taylor=riccati(1.0, 0.0, 1.0))
+unary("asin", "np.arcsin({0})", lambda x, y: reciprocal(sqrt(1.0 - square(x))), "math.asin({0})", taylor=integral)
+unary("acos", "np.arccos({0})", lambda x, y: -reciprocal(sqrt(1.0 - square(x))), "math.acos({0})", taylor=integral)
+unary("atan", "np.arctan({0})", lambda x, y: reciprocal(square(x) + 1.0), "math.atan({0})", taylor=integral)
+unary("sinh", "np.sinh({0})", lambda x, y: cosh(x), "math.sinh({0})", taylor=paired("cosh", 1.0))
+unary("cosh", "np.cosh({0})", lambda x, y: sinh(x), "math.cosh({0})", taylor=paired("sinh", 1.0, second=True))
+unary("tanh", "np.tanh({0})", lambda x, y: 1.0 - square(y), "math.tanh({0})", taylor=riccati(1.0, 0.0, -1.0))
+unary("asinh", "np.arcsinh({0})", lambda x, y: reciprocal(sqrt(square(x) + 1.0)), "math.asinh({0})", taylor=integral)
+unary("acosh", "np.arccosh({0})", lambda x, y: reciprocal(sqrt(square(x) - 1.0)), "math.acosh({0})", taylor=integral)
+unary("atanh", "np.arctanh({0})", lambda x, y: reciprocal(1.0 - square(x)), "math.atanh({0})", taylor=integral)
+unary("sqrt", "np.sqrt({0})", lambda x, y: 0.5 * reciprocal(y), "math.sqrt({0})", taylor=power(0.5))
+unary("cbrt", "np.cbrt({0})", lambda x, y: reciprocal(3.0 * square(y)), None, taylor=power(1 / 3))
+unary("square", "np.square({0})", lambda x, y: 2.0 * x, "({0} * {0})", taylor=composite(lambda x, y: x * x))
+unary("reciprocal", "np.reciprocal({0})", lambda x, y: -square(y), "(1.0 / {0})", taylor=riccati(0.0, 0.0, -1.0))
+unary("abs", "np.abs({0})", lambda x, y: apply("sign", x), "abs({0})", taylor=linear)
+unary("sign", "np.sign({0})", None, "(1.0 if {0} > 0 else -1.0 if {0} < 0 else {0} * 0.0)", taylor=constant)
+unary("floor", "np.floor({0})", None, "float(math.floor({0}))", taylor=constant)
+unary("ceil", "np.ceil({0})", None, "float(math.ceil({0}))", taylor=constant)
+unary("round", "np.round({0})", None, "float(round({0}))", taylor=constant)
+unary("erf", "sp.erf({0})", lambda x, y: PI_2 * exp(-square(x)), "math.erf({0})", taylor=integral)
+unary("erfc", "sp.erfc({0})", lambda x, y: -PI_2 * exp(-square(x)), "math.erfc({0})", taylor=integral)
 unary("sigmoid", "sp.expit({0})", lambda x, y: y * (1.0 - y), None,
-      doc="dedicated (not exp-based) so large |x| neither overflows nor loses digits")
+      doc="dedicated (not exp-based) so large |x| neither overflows nor loses digits", taylor=riccati(0.0, 1.0, -1.0))
 unary("softplus", "np.logaddexp(0.0, {0})", lambda x, y: sigmoid(x), None,
-      doc="log(1 + e^x) computed as logaddexp(0, x): no overflow for large x")
-unary("relu", "np.maximum({0}, 0.0)", lambda x, y: apply("step", x), "max({0}, 0.0)")
+      doc="log(1 + e^x) computed as logaddexp(0, x): no overflow for large x", taylor=integral)
+unary("relu", "np.maximum({0}, 0.0)", lambda x, y: apply("step", x), "max({0}, 0.0)", taylor=linear)
 unary("step", "np.greater({0}, 0.0).astype(np.float64)", None, "float({0} > 0.0)",
-      doc="Heaviside step (1 for x > 0): relu's derivative; its own is 0")
+      doc="Heaviside step (1 for x > 0): relu's derivative; its own is 0", taylor=constant)
 
 
 # ---------------------------------------------------------------- binary
@@ -102,7 +137,7 @@ def _float_binary_shape(a, b, **_):
     return broadcast_shapes(a[0], b[0]), FLOAT
 
 
-def binary(name, template, scalar, da, db, shape=_float_binary_shape, linear=False):
+def binary(name, template, scalar, da, db, shape=_float_binary_shape, linear=False, taylor=None):
     """A binary elementwise function with partials ``da(a, b, y)``, ``db(a, b, y)``.
 
     ``None`` for a partial means zero. ``linear`` marks bilinear/linear maps whose
@@ -127,7 +162,7 @@ def binary(name, template, scalar, da, db, shape=_float_binary_shape, linear=Fal
                 None if db is None else scale(ct, db(a, b, out))]
 
     register(Primitive(name, shape, template=template, scalar_template=scalar,
-                       jvp=jvp, vjp=vjp, broadcasting=True))
+                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True))
 
 
 def _add_jvp(sign):
@@ -141,18 +176,57 @@ def _add_jvp(sign):
     return jvp
 
 
+def _div_taylor(p, s, out, jet):
+    """y = a / b: linear in a for a constant b, else y_k = (a_k - Σ_{j=1..k} b_j y_{k-j}) / b_0."""
+    (a, b), (sa, sb) = p, s
+    if sb is None:
+        return sa / b
+    return apply("taylor_div", 0.0 if sa is None else sa, sb, out, b)
+
+
+def _integer(node, bound=2**16):
+    """The value of an integer-valued literal within ±bound, else None."""
+    if node.prim == "const" and node.dtype != BOOL:
+        v = node.params[0][1]
+        if float(v).is_integer() and abs(v) <= bound:
+            return int(v)
+    return None
+
+
+def _pow_taylor(p, s, out, jet):
+    """x ** e. An integer literal e: products by repeated squaring (exact, also at x <= 0);
+    another constant e: the power recurrence; a varying e: exp(e log x)."""
+    (x, e), (sx, se) = p, s
+    if se is not None:
+        return apply("taylor_riccati", jet.series(e * log(x)), out, a=0.0, b=1.0, c=0.0)
+    r = _integer(e)
+    if r is None:
+        return apply("taylor_pow", sx, x, out, e)
+    prod, base, n = None, x, abs(r)
+    while n:
+        if n & 1:
+            prod = base if prod is None else prod * base
+        n >>= 1
+        if n:
+            base = base * base
+    return None if prod is None else jet.series(reciprocal(prod) if r < 0 else prod)
+
+
 register(Primitive("add", _binary_shape, "({0} + {1})", scalar_template="({0} + {1})",
-                   jvp=_add_jvp(1), vjp=lambda p, out, ct: [ct, ct], broadcasting=True))
+                   jvp=_add_jvp(1), vjp=lambda p, out, ct: [ct, ct], taylor=linear, broadcasting=True))
 register(Primitive("sub", _binary_shape, "({0} - {1})", scalar_template="({0} - {1})",
-                   jvp=_add_jvp(-1), vjp=lambda p, out, ct: [ct, -ct], broadcasting=True))
-binary("mul", "({0} * {1})", "({0} * {1})", lambda a, b, y: b, lambda a, b, y: a, shape=_binary_shape)
+                   jvp=_add_jvp(-1), vjp=lambda p, out, ct: [ct, -ct], taylor=linear, broadcasting=True))
+binary("mul", "({0} * {1})", "({0} * {1})", lambda a, b, y: b, lambda a, b, y: a, shape=_binary_shape,
+       taylor=bilinear)
 binary("div", "({0} / {1})", "({0} / {1})",
-       lambda a, b, y: reciprocal(b), lambda a, b, y: -(y / b))
+       lambda a, b, y: reciprocal(b), lambda a, b, y: -(y / b), taylor=_div_taylor)
 binary("pow", "np.power({0}, {1})", "math.pow({0}, {1})",
        lambda a, b, y: b * apply("pow", a, b - 1.0),
-       lambda a, b, y: y * where(apply("eq", a, 0.0), 0.0, log(where(apply("eq", a, 0.0), 1.0, a))))
+       lambda a, b, y: y * where(apply("eq", a, 0.0), 0.0, log(where(apply("eq", a, 0.0), 1.0, a))),
+       taylor=_pow_taylor)
 binary("atan2", "np.arctan2({0}, {1})", "math.atan2({0}, {1})",
-       lambda a, b, y: b / (square(a) + square(b)), lambda a, b, y: -a / (square(a) + square(b)))
+       lambda a, b, y: b / (square(a) + square(b)), lambda a, b, y: -a / (square(a) + square(b)),
+       taylor=integral)
 
 
 def _safe(y):
@@ -160,7 +234,8 @@ def _safe(y):
 
 
 binary("hypot", "np.hypot({0}, {1})", "math.hypot({0}, {1})",
-       lambda a, b, y: a / _safe(y), lambda a, b, y: b / _safe(y))
+       lambda a, b, y: a / _safe(y), lambda a, b, y: b / _safe(y),
+       taylor=composite(lambda a, b, y: sqrt(square(a) + square(b)), vanish_at_zero=True))
 
 
 def _tie_weight(greater):
@@ -169,12 +244,13 @@ def _tie_weight(greater):
 
 
 binary("maximum", "np.maximum({0}, {1})", "max({0}, {1})",
-       _tie_weight("gt"), lambda a, b, y: 1.0 - _tie_weight("gt")(a, b, y))
+       _tie_weight("gt"), lambda a, b, y: 1.0 - _tie_weight("gt")(a, b, y), taylor=linear)
 binary("minimum", "np.minimum({0}, {1})", "min({0}, {1})",
-       _tie_weight("lt"), lambda a, b, y: 1.0 - _tie_weight("lt")(a, b, y))
+       _tie_weight("lt"), lambda a, b, y: 1.0 - _tie_weight("lt")(a, b, y), taylor=linear)
 binary("mod", "np.mod({0}, {1})", "({0} % {1})",
-       lambda a, b, y: 1.0, lambda a, b, y: -floor(a / b), shape=_binary_shape)
-binary("floordiv", "np.floor_divide({0}, {1})", "({0} // {1})", None, None, shape=_binary_shape)
+       lambda a, b, y: 1.0, lambda a, b, y: -floor(a / b), shape=_binary_shape, taylor=linear)
+binary("floordiv", "np.floor_divide({0}, {1})", "({0} // {1})", None, None, shape=_binary_shape,
+       taylor=constant)
 
 
 def _sum_terms(terms):
@@ -192,7 +268,7 @@ register(Primitive(
     jvp=lambda p, t, out: _sum_terms([None if t[0] is None else mul0(t[0], p[1]),
                                       None if t[1] is None else mul0(p[0], t[1])]),
     vjp=lambda p, out, ct: [mul0(ct, p[1]), mul0(ct, p[0])],
-    broadcasting=True,
+    taylor=bilinear, broadcasting=True,
     doc="a * b, but 0 wherever a == 0 even if b is inf or nan: scales masked cotangents; "
         "its own rules use mul0 again so the convention survives forward-over-reverse",
 ))
@@ -243,7 +319,7 @@ def _where_vjp(primals, out, ct):
 
 register(Primitive(
     "where", _where_shape, "np.where({0}, {1}, {2})", scalar_template="({1} if {0} else {2})",
-    jvp=_where_jvp, vjp=_where_vjp, broadcasting=True,
+    jvp=_where_jvp, vjp=_where_vjp, taylor=linear, broadcasting=True,
     doc="select elementwise; both sides are evaluated, and the cotangent of the untaken side "
         "is marked so that no NaN or inf of that side reaches the gradient",
 ))
@@ -285,3 +361,147 @@ hint({
 hint({name: elementwise_cases(REAL, REAL) for name in ("lt", "le", "gt", "ge", "eq", "ne")})
 hint({"and": elementwise_cases("mask", "mask"), "or": elementwise_cases("mask", "mask"),
       "not": elementwise_cases("mask"), "isfinite": elementwise_cases(REAL)})
+
+
+# ---------------------------------------------------------------- Taylor coefficient recurrences
+#
+# Helper primitives of the Taylor rules above. A series is an array of coefficients
+# 1..K on axis 0 (then any batch axes, then the value's own); coefficient 0 is the
+# primal. With x the input's series and k = 1..K (Griewank & Walther, "Evaluating
+# Derivatives", 2nd ed., 2008, ch. 13):
+#
+#   y' = x' (a + b y + c y²)   y_k = (1/k) Σ_{j=1..k} j x_j w_{k-j},   w = a + b y + c y²
+#   y' = x' h, h known         y_k = (1/k) Σ_{j=1..k} j x_j h_{k-j}
+#   y = log u                  y_k = (u_k - (1/k) Σ_{j=1..k-1} j y_j u_{k-j}) / u_0
+#   y = u^r                    y_k = (1/(k u_0)) Σ_{j=0..k-1} (r (k-j) - j) u_{k-j} y_j
+#   y = a / b                  y_k = (a_k - Σ_{j=1..k} b_j y_{k-j}) / b_0
+#   s, c = sin u, cos u        s_k = (1/k) Σ_{j=1..k} j u_j c_{k-j},  c_k = ∓(1/k) Σ_{j=1..k} j u_j s_{k-j}
+#   c = B(a, b), B bilinear    c_k = Σ_{j=0..k} B(a_j, b_{k-j})
+#
+# Each is a numpy loop over k whose inner sum is one vectorised contraction. They
+# have no derivative rules: differentiating a Taylor program is an error, not a zero.
+
+
+def _dot(a, b):
+    """Σ over axis 0 of a * b: the inner sum of a recurrence, without a (k, ...) temporary."""
+    return np.einsum("i...,i...->...", a, b)
+
+
+def _core_shape(*primals, series=()):
+    """The broadcast shape of primal arrays and of series (whose axis 0 is dropped)."""
+    return np.broadcast_shapes(*[np.shape(a) for a in primals], *[np.shape(s)[1:] for s in series])
+
+
+def _stack(c0, series, shape):
+    """Coefficients 0..K of one quantity in one (K+1, *shape) array."""
+    out = np.empty((len(series) + 1,) + shape)
+    out[0] = c0
+    out[1:] = series
+    return out
+
+
+def _weighted(series, shape):
+    """j x_j for j = 1..K: the coefficients of t x'(t), shape (K, *shape)."""
+    k = np.arange(1.0, len(series) + 1).reshape((-1,) + (1,) * len(shape))
+    return np.broadcast_to(series, (len(series),) + shape) * k
+
+
+def _taylor_riccati(xs, y0, a, b, c):
+    shape = _core_shape(y0, series=[xs])
+    K, jx = len(xs), _weighted(xs, shape)
+    y, w = np.empty((K + 1,) + shape), np.empty((K,) + shape)
+    y[0] = y0
+    w[0] = a + b * y[0] + c * y[0] * y[0]
+    for k in range(1, K + 1):
+        y[k] = _dot(jx[:k], w[k - 1::-1]) / k
+        if k < K:
+            w[k] = b * y[k] + (c * _dot(y[: k + 1], y[k::-1]) if c else 0.0)
+    return y[1:]
+
+
+def _taylor_integrate(xs, h0, hs):
+    shape = _core_shape(h0, series=[xs, hs])
+    K, jx, h = len(xs), _weighted(xs, shape), _stack(h0, hs, shape)
+    y = np.empty((K,) + shape)
+    for k in range(1, K + 1):
+        y[k - 1] = _dot(jx[:k], h[k - 1::-1]) / k
+    return y
+
+
+def _taylor_log(us, u0):
+    shape = _core_shape(u0, series=[us])
+    u = _stack(u0, us, shape)
+    y, jy = np.empty_like(u), np.empty_like(u)
+    inverse = 1.0 / u[0]
+    for k in range(1, len(u)):
+        y[k] = (u[k] - _dot(jy[1:k], u[k - 1:0:-1]) / k) * inverse
+        jy[k] = k * y[k]
+    return y[1:]
+
+
+def _taylor_pow(us, u0, y0, r):
+    shape = _core_shape(u0, y0, r, series=[us])
+    u = _stack(u0, us, shape)
+    y = np.empty_like(u)
+    y[0] = y0
+    for k in range(1, len(u)):
+        t = u[k:0:-1] * y[:k]  # u_{k-j} y_j for j = 0..k-1
+        y[k] = (r * np.tensordot(np.arange(k, 0, -1.0), t, 1) - np.tensordot(np.arange(float(k)), t, 1)) / (k * u[0])
+    return y[1:]
+
+
+def _taylor_div(as_, bs, y0, b0):
+    shape = _core_shape(y0, b0, series=[as_, bs])
+    K, b = len(bs), _stack(b0, bs, shape)
+    a = np.broadcast_to(as_, (K,) + shape)
+    y = np.empty((K + 1,) + shape)
+    y[0] = y0
+    inverse = 1.0 / b[0]
+    for k in range(1, K + 1):
+        y[k] = (a[k - 1] - _dot(b[1:k + 1], y[k - 1::-1])) * inverse
+    return y[1:]
+
+
+def _taylor_sincos(xs, s0, c0, sign):
+    shape = _core_shape(s0, c0, series=[xs])
+    K, jx = len(xs), _weighted(xs, shape)
+    sc = np.empty((2, K + 1) + shape)  # sin and cos together: one contraction per k for both
+    sc[0, 0], sc[1, 0] = s0, c0
+    factor = np.array([1.0, sign]).reshape((2,) + (1,) * len(shape))
+    for k in range(1, K + 1):
+        sc[:, k] = np.einsum("i...,ti...->t...", jx[:k], sc[::-1, k - 1::-1]) * (factor / k)
+    return sc[:, 1:]
+
+
+def _taylor_conv(a, b, prim):
+    K = len(a)
+    if prim == "mul":
+        a, b = np.broadcast_arrays(a, b)
+        out = np.zeros(a.shape)
+        for k in range(2, K + 1):
+            out[k - 1] = _dot(a[: k - 1], b[k - 2::-1])
+        return out
+    bilinear_map = get(prim)
+    terms = [eval_primitive(bilinear_map, [a[: k - 1], b[k - 2::-1]], {}).sum(axis=0) for k in range(2, K + 1)]
+    first = eval_primitive(bilinear_map, [a[:1], b[:1]], {})
+    return np.concatenate([np.zeros_like(first)] + [t[None] for t in terms])
+
+
+def _series_shape(*avals, **_):
+    return broadcast_shapes(*[a[0] for a in avals]), FLOAT
+
+
+def _series_helper(name, impl, doc, shape=_series_shape):
+    register(Primitive(name, shape, impl=impl, doc=doc))
+
+
+_series_helper("taylor_riccati", _taylor_riccati, "(x series, y0; a, b, c) -> y series for y' = x' (a + b y + c y²)")
+_series_helper("taylor_integrate", _taylor_integrate, "(x series, h0, h series) -> y series for y' = x' h")
+_series_helper("taylor_log", _taylor_log, "(u series, u0) -> series of log u")
+_series_helper("taylor_pow", _taylor_pow, "(u series, u0, y0, r) -> series of u^r")
+_series_helper("taylor_div", _taylor_div, "(a series, b series, y0, b0) -> series of a / b")
+_series_helper("taylor_sincos", _taylor_sincos, "(u series, s0, c0; sign) -> series of sin/cos (sign -1) "
+               "or sinh/cosh (+1) stacked on a new axis 0",
+               shape=lambda x, s, c, sign: ((2,) + _series_shape(x, s, c)[0], FLOAT))
+_series_helper("taylor_conv", _taylor_conv, "(a series, b series; prim) -> Σ_{j=1..k-1} B(a_j, b_{k-j}), "
+               "B the bilinear primitive prim", shape=lambda a, b, prim: get(prim).shape_rule(a, b))

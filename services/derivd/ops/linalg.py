@@ -20,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from derivd.errors import ShapeError
-from derivd.ops.registry import FLOAT, REAL, Primitive, apply, broadcast_shapes, hint, nullary, register, scale
+from derivd.ops.registry import (
+    FLOAT, REAL, Primitive, apply, broadcast_shapes, hint, nullary, register, scale, bilinear, constant,
+)
 
 
 def swap(x):
@@ -46,7 +48,7 @@ def _matmul_jvp(p, t, out):
 
 
 register(Primitive("matmul", _matmul_shape, template="({0} @ {1})", jvp=_matmul_jvp,
-                   vjp=lambda p, out, ct: [ct @ swap(p[1]), swap(p[0]) @ ct], broadcasting=True))
+                   vjp=lambda p, out, ct: [ct @ swap(p[1]), swap(p[0]) @ ct], taylor=bilinear, broadcasting=True))
 
 
 def _square_shape(a, **_):
@@ -69,20 +71,24 @@ register(Primitive(
     "inv", _square_shape, template="np.linalg.inv({0})",
     jvp=lambda p, t, out: None if t[0] is None else -(out @ t[0] @ out),
     vjp=lambda p, out, ct: [-(swap(out) @ ct @ swap(out))],
+    taylor=lambda p, s, out, jet: apply("taylor_inv", s[0], out),
 ))
 register(Primitive(
     "det", _det_shape, template="np.linalg.det({0})",
     jvp=lambda p, t, out: None if t[0] is None else out * _sum2(swap(apply("inv", p[0])) * t[0]),
     vjp=lambda p, out, ct: [_expand2(scale(ct, out)) * swap(apply("inv", p[0]))],
+    taylor=lambda p, s, out, jet: apply(  # d det = det · d log|det|
+        "taylor_riccati", jet.series(apply("logabsdet", p[0])), out, a=0.0, b=1.0, c=0.0),
 ))
 register(Primitive(
     "logabsdet", _det_shape, template="np.linalg.slogdet({0})[1]",
     jvp=lambda p, t, out: None if t[0] is None else _sum2(swap(apply("inv", p[0])) * t[0]),
     vjp=lambda p, out, ct: [_expand2(ct) * swap(apply("inv", p[0]))],
+    taylor=lambda p, s, out, jet: _logabsdet_taylor(p[0], s[0], jet),
 ))
 register(Primitive(
     "slogdet_sign", _det_shape, template="np.linalg.slogdet({0})[0]",
-    jvp=lambda p, t, out: None, vjp=lambda p, out, ct: [None],
+    jvp=lambda p, t, out: None, vjp=lambda p, out, ct: [None], taylor=constant,
     doc="the sign of det: piecewise constant, derivative 0",
 ))
 
@@ -108,8 +114,16 @@ def _solve_vjp(p, out, ct):
     return [-(gb @ swap(out)), gb]
 
 
+def _solve_taylor(p, s, out, jet):
+    """Linear in B for a constant A; else A_0 X_k = B_k - Σ_{j=1..k} A_j X_{k-j} (taylor_solve)."""
+    (a, _), (sa, sb) = p, s
+    if sa is None:
+        return apply("solve", a, sb)
+    return apply("taylor_solve", a, sa, 0.0 if sb is None else sb, out)
+
+
 register(Primitive("solve", _solve_shape, template="np.linalg.solve({0}, {1})",
-                   jvp=_solve_jvp, vjp=_solve_vjp, broadcasting=True))
+                   jvp=_solve_jvp, vjp=_solve_vjp, taylor=_solve_taylor, broadcasting=True))
 
 
 def _phi(x):
@@ -134,8 +148,71 @@ def _cholesky_vjp(p, out, ct):
 
 register(Primitive(
     "cholesky", _square_shape, template="np.linalg.cholesky(0.5 * ({0} + np.swapaxes({0}, -1, -2)))",
-    jvp=_cholesky_jvp, vjp=_cholesky_vjp,
+    jvp=_cholesky_jvp, vjp=_cholesky_vjp, taylor=lambda p, s, out, jet: apply("taylor_cholesky", s[0], out),
 ))
+
+
+# ---------------------------------------------------------------- Taylor coefficients
+#
+# Series are (K, ..., n, n) arrays of coefficients 1..K (coefficient 0 is the primal);
+# each recurrence solves the k-th coefficient of an identity that defines the function.
+
+
+def _logabsdet_taylor(a, sa, jet):
+    """d log|det A| = <S, dA>, S = inv(A)ᵀ: L_k = (1/k) Σ_{j=1..k} j <A_j, S_{k-j}>."""
+    s = swap(apply("inv", a))
+    return _sum2(apply("taylor_integrate", sa, s, jet.series(s)))
+
+
+def _taylor_inv(As, X0):
+    """X = inv(A): Σ_{j=0..k} A_j X_{k-j} = 0, so X_k = -X_0 Σ_{j=1..k} A_j X_{k-j}."""
+    X = np.empty((len(As) + 1,) + np.broadcast_shapes(As.shape[1:], X0.shape))
+    X[0] = X0
+    for k in range(1, len(X)):
+        X[k] = -(X0 @ np.sum(As[:k] @ X[k - 1::-1], axis=0))
+    return X[1:]
+
+
+def _taylor_solve(A0, As, Bs, X0):
+    """X = solve(A, B): A_0 X_k = B_k - Σ_{j=1..k} A_j X_{k-j}."""
+    shape = _taylor_solve_shape((np.shape(A0),), (As.shape,), (np.shape(Bs),), (X0.shape,))[0][1:]
+    X = np.empty((len(As) + 1,) + shape)
+    X[0] = X0
+    B = np.broadcast_to(Bs, (len(As),) + shape)
+    for k in range(1, len(X)):
+        X[k] = np.linalg.solve(A0, B[k - 1] - np.sum(As[:k] @ X[k - 1::-1], axis=0))
+    return X[1:]
+
+
+def _taylor_solve_shape(a0, sa, sb, x0):
+    lead = broadcast_shapes(sa[0][1:-2], sb[0][1:-2], x0[0][:-2])
+    return (sa[0][0],) + lead + x0[0][-2:], FLOAT
+
+
+def _taylor_cholesky(As, L0):
+    """L Lᵀ = S = (A + Aᵀ)/2 gives L_0 L_kᵀ + L_k L_0ᵀ = R_k := S_k - Σ_{j=1..k-1} L_j L_{k-j}ᵀ,
+    solved by L_k = L_0 Φ(L_0⁻¹ R_k L_0⁻ᵀ), Φ keeping the lower triangle and half the diagonal."""
+    S = 0.5 * (As + np.swapaxes(As, -1, -2))
+    L = np.empty((len(As) + 1,) + np.broadcast_shapes(As.shape[1:], L0.shape))
+    L[0] = L0
+    n = L0.shape[-1]
+    phi = np.tri(n) - 0.5 * np.eye(n)
+    for k in range(1, len(L)):
+        R = S[k - 1] - np.sum(L[1:k] @ np.swapaxes(L[k - 1:0:-1], -1, -2), axis=0)
+        M = np.linalg.solve(L0, np.swapaxes(np.linalg.solve(L0, R), -1, -2))
+        L[k] = L0 @ (M * phi)
+    return L[1:]
+
+
+def _series_shape(*avals):
+    return broadcast_shapes(*[a[0] for a in avals]), FLOAT
+
+
+register(Primitive("taylor_inv", _series_shape, impl=_taylor_inv, doc="(A series, inv(A_0)) -> series of inv(A)"))
+register(Primitive("taylor_solve", _taylor_solve_shape, impl=_taylor_solve,
+                   doc="(A_0, A series, B series, X_0) -> series of solve(A, B)"))
+register(Primitive("taylor_cholesky", _series_shape, impl=_taylor_cholesky,
+                   doc="(A series, L_0) -> series of cholesky(A)"))
 
 
 # ---------------------------------------------------------------- sweep hints (registry.hint)

@@ -15,7 +15,9 @@ import math
 import numpy as np
 
 from derivd.errors import ShapeError
-from derivd.ops.registry import AWAY_FROM_0, FLOAT, REAL, Primitive, apply, hint, register, result_dtype, scale
+from derivd.ops.registry import (
+    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, hint, register, result_dtype, scale, composite, linear,
+)
 
 
 def reduced_shape(shape, axes):
@@ -41,15 +43,16 @@ def _shape(keep_dtype):
     return rule
 
 
-def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc=""):
-    register(Primitive(name, _shape(keep_dtype), template=template, impl=impl, jvp=jvp, vjp=vjp, doc=doc))
+def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc="", taylor=None):
+    register(Primitive(name, _shape(keep_dtype), template=template, impl=impl, jvp=jvp, vjp=vjp, taylor=taylor,
+                       doc=doc))
 
 
 reduction(
     "sum", "np.sum({0}, axis={axes})",
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0], axes=axes),
     vjp=lambda p, out, ct, axes: [expand(ct, p[0].shape, axes)],
-    keep_dtype=True,
+    taylor=linear, keep_dtype=True,
 )
 
 
@@ -64,7 +67,7 @@ for _name in ("max", "min"):
         jvp=lambda p, t, out, axes: None if t[0] is None else apply(
             "sum", t[0] * _tie_weights(p[0], out, axes), axes=axes),
         vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _tie_weights(p[0], out, axes))],
-        keep_dtype=True,
+        taylor=linear, keep_dtype=True,
     )
 
 
@@ -129,7 +132,8 @@ def _prod_vjp(p, out, ct, axes):
     return [g]
 
 
-reduction("prod", "np.prod({0}, axis={axes})", jvp=_prod_jvp, vjp=_prod_vjp)
+reduction("prod", "np.prod({0}, axis={axes})", jvp=_prod_jvp, vjp=_prod_vjp,
+          taylor=lambda p, s, out, jet, axes: apply("taylor_prod", s[0], p[0], axes=axes))
 
 
 def _logsumexp(x, axes):
@@ -143,11 +147,20 @@ def _softmax_of(x, out, axes):
     return apply("exp", x - expand(out, x.shape, axes))
 
 
+def _logsumexp_taylor(p, s, out, jet, axes):
+    """logsumexp(x) = c + log Σ exp(x - c) for any constant c; with c = max(x) held constant
+    (coefficient 0 only) nothing overflows, and the series is that of log Σ exp(x - c)."""
+    x = p[0]
+    c = apply("max", x, axes=axes)
+    shifted = apply("exp", x - expand(c, x.shape, axes))
+    return jet.series(apply("log", apply("sum", shifted, axes=axes)), constants=[c])
+
+
 reduction(
     "logsumexp", None, impl=_logsumexp,
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0] * _softmax_of(p[0], out, axes), axes=axes),
     vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _softmax_of(p[0], out, axes))],
-    doc="log(sum(exp(x))) shifted by the maximum: no overflow; derivative is the softmax",
+    taylor=_logsumexp_taylor, doc="log(sum(exp(x))) shifted by the maximum: no overflow; derivative is the softmax",
 )
 
 
@@ -159,8 +172,33 @@ reduction(
     "norm2", "np.sqrt(np.sum(np.square({0}), axis={axes}))",
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0] * p[0], axes=axes) / _safe_norm(out),
     vjp=lambda p, out, ct, axes: [expand(scale(ct, apply("reciprocal", _safe_norm(out))), p[0].shape, axes) * p[0]],
+    taylor=composite(lambda x, y, axes: apply("sqrt", apply("sum", apply("square", x), axes=axes)),
+                     vanish_at_zero=True),
     doc="Euclidean norm; gradient 0 at the origin (minimum-norm subgradient), not 0/0",
 )
+
+
+def _taylor_prod(xs, x0, axes):
+    """Series of prod(x, axes): Cauchy products of the group's series, pairwise in log2(n)
+    rounds (no division, so exact at zeros): c_k = Σ_{j=0..k} a_j b_{k-j}."""
+    c = np.empty((len(xs) + 1,) + np.broadcast_shapes(np.shape(x0), xs.shape[1:]))
+    c[0], c[1:] = x0, xs
+    moved = np.moveaxis(c, axes, tuple(range(-len(axes), 0)))
+    flat = moved.reshape(moved.shape[: moved.ndim - len(axes)] + (-1,))
+    if flat.shape[-1] == 0:
+        return np.zeros((len(xs),) + flat.shape[1:-1])
+    while flat.shape[-1] > 1:
+        if flat.shape[-1] % 2:
+            one = np.zeros(flat.shape[:-1] + (1,))
+            one[0] = 1.0
+            flat = np.concatenate([flat, one], axis=-1)
+        a, b = flat[..., 0::2], flat[..., 1::2]
+        flat = np.stack([np.einsum("i...,i...->...", a[: k + 1], b[k::-1]) for k in range(len(a))])
+    return flat[1:, ..., 0]
+
+
+register(Primitive("taylor_prod", lambda xs, x0, axes: (reduced_shape(np.broadcast_shapes(xs[0], x0[0]), axes), FLOAT),
+                   impl=_taylor_prod, doc="(x series, x0; axes) -> series of prod(x, axes)"))
 
 
 # ---------------------------------------------------------------- sweep hints (registry.hint)

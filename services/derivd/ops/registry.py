@@ -196,3 +196,82 @@ def scale(ct, d):
     if getattr(ct, "masked", False):
         return apply("mul0", ct, d)
     return ct * d
+
+
+# ---------------------------------------------------------------- Taylor rule shapes
+#
+# A Taylor rule is ``taylor(primals, series, out, jet, **params) -> node | None``.
+# ``series[i]`` holds coefficients 1..K of input i as one node of shape
+# ``(K, *batch, *shape_i)`` (None: a constant, all zero); coefficient 0 is the
+# primal itself (``primals[i]``, ``out``). The rule returns coefficients 1..K of
+# the output. ``jet.series(node)`` gives the series of any node built from the
+# primals, propagated by these same rules (transforms/taylor.py), so a rule may
+# be written as a composition. The shapes below cover most primitives; the
+# recurrences themselves are helper primitives (``taylor_*``) in the family
+# modules, with no rules of their own: differentiating a Taylor program is an
+# error, never a silent zero.
+
+
+def add_all(terms):
+    """The sum of the nodes in ``terms`` that are not None (None if none is)."""
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else out + t
+    return out
+
+
+def linear(primals, series, out, jet, **params):
+    """Linear and piecewise-linear primitives: the jvp rule applied to the stacked
+    coefficients, which maps each coefficient on its own. At kinks (abs at 0,
+    maximum's ties, ...) this is the jvp rule's one-sided convention, order by order."""
+    return get(out.prim).jvp(primals, series, out, **params)
+
+
+def constant(primals, series, out, jet, **params):
+    """Piecewise-constant primitives (sign, floor, ...): coefficient 0 only."""
+    return None
+
+
+def bilinear(primals, series, out, jet, **params):
+    """``c = B(a, b)`` with B bilinear (mul, matmul, mul0): c_k = Σ_{j=0..k} B(a_j, b_{k-j}).
+    The two terms holding a coefficient 0 are nodes; the rest is the Cauchy
+    convolution ``taylor_conv``."""
+    (a, b), (sa, sb) = primals, series
+    name = out.prim
+    if a is b and name == "mul":  # x * x: the two first terms are one, twice
+        return 2.0 * apply(name, sa, b) + apply("taylor_conv", sa, sa, prim=name)
+    terms = [None if sa is None else apply(name, sa, b), None if sb is None else apply(name, a, sb)]
+    if sa is not None and sb is not None:
+        terms.append(apply("taylor_conv", sa, sb, prim=name))
+    return add_all(terms)
+
+
+def integral(primals, series, out, jet, **params):
+    """Elementwise primitives whose partial derivatives depend on the inputs only
+    (atan, asin, erf, atan2, ...). With h_i = ∂f/∂x_i (the jvp rule at a unit
+    tangent), y' = Σ_i h_i x_i' gives y_k = (1/k) Σ_i Σ_{j=1..k} j x_{i,j} h_{i,k-j}
+    (``taylor_integrate``), each h_i's own series coming from the jet."""
+    jvp = get(out.prim).jvp
+    terms = []
+    for i, s in enumerate(series):
+        if s is None:
+            continue
+        h = jvp(primals, [1.0 if j == i else None for j in range(len(primals))], out, **params)
+        hs = jet.series(h)
+        terms.append(s * h if hs is None else apply("taylor_integrate", s, h, hs))
+    return add_all(terms)
+
+
+def composite(build, vanish_at_zero=False):
+    """A primitive equal to a composition of others, ``build(*primals, out, **params)``:
+    its series is the composition's. ``vanish_at_zero``: the series is 0 where the
+    output is 0 (hypot and norm at the origin, the jvp's convention)."""
+
+    def rule(primals, series, out, jet, **params):
+        s = jet.series(build(*primals, out, **params))
+        if s is None or not vanish_at_zero:
+            return s
+        return apply("where", apply("eq", out, 0.0), 0.0, s)
+
+    return rule

@@ -16,18 +16,21 @@ import math
 import numpy as np
 
 from derivd.errors import IndexOutOfRange, ShapeError
-from derivd.ops.registry import FLOAT, INT, REAL, Primitive, apply, hint, lead, nullary, register, result_dtype
+from derivd.ops.registry import (
+    FLOAT, INT, REAL, Primitive, apply, hint, lead, nullary, register, result_dtype, constant, linear,
+)
 
 
 def _zero_shape(shape=(), **_):
     return tuple(shape), FLOAT
 
 
-register(Primitive("zeros", _zero_shape, template="np.zeros({shape})", scalar_template="0.0"))
-register(Primitive("ones", _zero_shape, template="np.ones({shape})", scalar_template="1.0"))
-register(Primitive("eye", lambda n: ((n, n), FLOAT), template="np.eye({n})"))
-register(Primitive("tril_ones", lambda n: ((n, n), FLOAT), template="np.tri({n})"))
-register(Primitive("arange", lambda n: ((n,), FLOAT), template="np.arange({n}, dtype=np.float64)"))
+register(Primitive("zeros", _zero_shape, template="np.zeros({shape})", scalar_template="0.0", taylor=constant))
+register(Primitive("ones", _zero_shape, template="np.ones({shape})", scalar_template="1.0", taylor=constant))
+register(Primitive("eye", lambda n: ((n, n), FLOAT), template="np.eye({n})", taylor=constant))
+register(Primitive("tril_ones", lambda n: ((n, n), FLOAT), template="np.tri({n})", taylor=constant))
+register(Primitive("arange", lambda n: ((n,), FLOAT), template="np.arange({n}, dtype=np.float64)",
+                   taylor=constant))
 
 
 def _to_float_shape(x):
@@ -62,6 +65,7 @@ register(Primitive(
     "reshape", _reshape_shape, template=_reshape_template,
     jvp=lambda p, t, out, shape, in_ndim: None if t[0] is None else apply(
         "reshape", t[0], shape=shape, in_ndim=in_ndim),
+    taylor=linear,
     vjp=lambda p, out, ct, shape, in_ndim: [apply(
         "reshape", ct, shape=p[0].shape[len(p[0].shape) - in_ndim:], in_ndim=len(shape))],
 ))
@@ -96,7 +100,7 @@ register(Primitive(
     "broadcast_to", _broadcast_shape, template=_broadcast_template,
     jvp=lambda p, t, out, shape, in_ndim: None if t[0] is None else apply(
         "broadcast_to", t[0], shape=shape, in_ndim=in_ndim),
-    vjp=_broadcast_vjp,
+    vjp=_broadcast_vjp, taylor=linear,
 ))
 
 
@@ -119,6 +123,7 @@ register(Primitive(
     "transpose", _transpose_shape, template=_transpose_template,
     jvp=lambda p, t, out, perm: None if t[0] is None else apply("transpose", t[0], perm=perm),
     vjp=lambda p, out, ct, perm: [apply("transpose", ct, perm=tuple(int(i) for i in np.argsort(perm)))],
+    taylor=linear,
 ))
 
 
@@ -156,7 +161,7 @@ register(Primitive(
     "index", _index_shape, template=lambda args, params, avals: f"{args[0]}[{_index_expr(params['items'])}]",
     jvp=lambda p, t, out, items: None if t[0] is None else apply("index", t[0], items=items),
     vjp=lambda p, out, ct, items: [apply("index_scatter", ct, items=items, in_shape=p[0].shape[len(p[0].shape) - len(items):])],
-    doc="x[...] with ints and slices on the core axes",
+    taylor=linear, doc="x[...] with ints and slices on the core axes",
 ))
 
 
@@ -191,7 +196,7 @@ register(Primitive(
     jvp=lambda p, t, out, items, in_shape: None if t[0] is None else apply(
         "index_scatter", t[0], items=items, in_shape=in_shape),
     vjp=lambda p, out, ct, items, in_shape: [apply("index", ct, items=items)],
-    doc="zeros of in_shape with ct written at items: the transpose of index",
+    taylor=linear, doc="zeros of in_shape with ct written at items: the transpose of index",
 ))
 
 
@@ -199,7 +204,7 @@ register(Primitive(
     "index_add", lambda base, ct, items: (base[0], FLOAT), impl=_index_add,
     inplace_impl=_index_add_inplace,
     jvp=lambda p, t, out, items: _index_add_jvp(p, t, items),
-    vjp=lambda p, out, ct, items: [ct, apply("index", ct, items=items)],
+    vjp=lambda p, out, ct, items: [ct, apply("index", ct, items=items)], taylor=linear,
     doc="base + index_scatter(ct): the accumulation of slice cotangents without a zero array per slice",
 ))
 
@@ -255,7 +260,7 @@ register(Primitive(
     "gather", _gather_shape, impl=_gather,
     jvp=lambda p, t, out, axis: None if t[0] is None else apply("gather", t[0], p[1], axis=axis),
     vjp=lambda p, out, ct, axis: [apply("scatter_add", ct, p[1], axis=axis, size=p[0].shape[axis]), None],
-    doc="take along one axis by an integer array (a request constant, checked when it runs)",
+    taylor=linear, doc="take along one axis by an integer array (a request constant, checked when it runs)",
 ))
 
 
@@ -283,7 +288,7 @@ register(Primitive(
     "scatter_add", _scatter_add_shape, impl=_scatter_add,
     jvp=lambda p, t, out, axis, size: None if t[0] is None else apply("scatter_add", t[0], p[1], axis=axis, size=size),
     vjp=lambda p, out, ct, axis, size: [apply("gather", ct, p[1], axis=axis), None],
-    doc="the transpose of gather: adds, so repeated indices accumulate",
+    taylor=linear, doc="the transpose of gather: adds, so repeated indices accumulate",
 ))
 
 
@@ -330,7 +335,7 @@ def _concat_vjp(p, out, ct, axis):
 register(Primitive(
     "concat", _concat_shape,
     template=lambda args, params, avals: f"np.concatenate(({', '.join(args)},), axis={params['axis']})",
-    jvp=_concat_jvp, vjp=_concat_vjp,
+    jvp=_concat_jvp, vjp=_concat_vjp, taylor=linear,
 ))
 
 
