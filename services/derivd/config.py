@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     max_source_bytes: int = 256 * 1024
     max_nesting_depth: int = 100
     max_loop_iterations: int = 50_000
+    # A loop whose expansion (iterations x body nodes) is larger stays a loop node (dsl/loops.py).
+    loop_unroll_nodes: int = 2_000
     max_graph_nodes: int = 1_000_000
     max_intermediate_bytes: int = 10**8
     max_taylor_order: int = 64

@@ -185,7 +185,8 @@ def close(got, want, what):
 
 # ---------------------------------------------------------------- the sweep
 
-ALL = sorted(REGISTRY)
+# Primitives whose derivatives the transforms build themselves (loops) say where, and are tested there.
+ALL = sorted(n for n in REGISTRY if "rules" not in REGISTRY[n].extra)
 RULELESS = [n for n in ALL if REGISTRY[n].differentiable and REGISTRY[n].jvp is None and REGISTRY[n].vjp is None]
 SAMPLED = [n for n in ALL if n not in RULELESS or "sample" in REGISTRY[n].extra]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from derivd.ir.loop import run_loop
 from derivd.ops.evaluate import BASE_NAMESPACE, expression, literal
 from derivd.ops.registry import FLOAT
 
@@ -47,8 +48,13 @@ def compile_graph(graph, inputs: list, outputs: list, name: str = "tape") -> Tap
         and all(a.shape == () for a in n.inputs)
         for n in nodes if n.prim not in ("input", "const")
     )
-    ns = dict(BASE_NAMESPACE)
+    ns = dict(BASE_NAMESPACE, _run_loop=run_loop)
     for n in nodes:
+        if n.prim == "loop":  # its body, compiled once: the loop runs it count times
+            body = dict(n.params)["body"]
+            if body.tape is None:
+                body.tape = compile_graph(body.graph, body.inputs, body.outputs, name="body")
+            ns[f"_body{n.id}"] = body.tape.run
         if n.prim not in ("input", "const"):
             prim = ops.get(n.prim)
             if prim.impl is not None:
@@ -90,6 +96,9 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         for a in n.inputs:
             last_use[a.id] = pos
     keep = {o.id for o in outputs}
+    twins = _collecting_twins(nodes)
+    for loop_id, twin in twins.items():  # one run serves both: the twin's tuple starts with the finals
+        last_use[twin.id] = max(last_use.get(twin.id, -1), last_use.get(loop_id, -1))
     lines = [f"def {name}({', '.join(f'a{i}' for i in range(len(inputs)))}):"]
     if scalar:
         for i, n in enumerate(inputs):
@@ -106,21 +115,59 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         prim = ops.get(n.prim)
         use_scalar = scalar and n.shape == () and n.dtype == FLOAT and all(a.shape == () for a in n.inputs)
         args = [var[a.id] for a in n.inputs]
-        expr = expression(prim, args, dict(n.params), [(a.shape, a.dtype) for a in n.inputs], use_scalar)
-        first = n.inputs[0] if n.inputs else None
-        if (prim.inplace_impl is not None and first is not None and first.prim in FRESH
-                and last_use.get(first.id) == pos and first.id not in keep):
-            kw = "".join(f", {k}={literal(v)}" for k, v in n.params)
-            expr = f"_inplace_{prim.name}({', '.join(args)}{kw})"
-        if scalar and n.shape == () and n.dtype == FLOAT and not (use_scalar and prim.scalar_template):
-            expr = f"float({expr})"  # numpy scalars out of arrays: Python floats from here on
+        if n.prim == "loop" and n.id in twins:
+            twin = twins[n.id]
+            if twin.id not in var:
+                var[twin.id] = f"t{twin.id}"
+                lines.append(f"    t{twin.id} = {_loop_call(twin, args)}")
+            var[n.id] = var[twin.id]
+            continue
+        if n.prim == "loop" and n.id in var:  # run already, for its twin
+            continue
+        if n.prim == "loop":
+            expr = _loop_call(n, args)
+        else:
+            expr = expression(prim, args, dict(n.params), [(a.shape, a.dtype) for a in n.inputs], use_scalar)
+            first = n.inputs[0] if n.inputs else None
+            if (prim.inplace_impl is not None and first is not None and first.prim in FRESH
+                    and last_use.get(first.id) == pos and first.id not in keep):
+                kw = "".join(f", {k}={literal(v)}" for k, v in n.params)
+                expr = f"_inplace_{prim.name}({', '.join(args)}{kw})"
+            if scalar and n.shape == () and n.dtype == FLOAT and not (use_scalar and prim.scalar_template):
+                expr = f"float({expr})"  # numpy scalars out of arrays: Python floats from here on
         v = f"t{n.id}"
         var[n.id] = v
         lines.append(f"    {v} = {expr}")
         dead = [var[a.id] for a in n.inputs
                 if last_use.get(a.id) == pos and a.id not in keep and a.prim not in ("input", "const")
-                and a.shape != ()]
+                and (a.shape != () or a.prim == "loop") and a.id not in twins]
         if dead:
             lines.append(f"    del {', '.join(sorted(set(dead)))}")
     lines.append(f"    return ({''.join(var[o.id] + ', ' for o in outputs)})")
     return "\n".join(lines) + "\n"
+
+
+def _collecting_twins(nodes) -> dict:
+    """Loop nodes that another, collecting, loop node repeats (same body, inputs and direction):
+    the reverse mode asks for the states of a loop whose final values the program already uses."""
+    collecting = {}
+    for n in nodes:
+        if n.prim == "loop" and dict(n.params)["collect"]:
+            p = dict(n.params)
+            collecting[(id(p["body"]), tuple(a.id for a in n.inputs), p["count"], p["reverse"])] = n
+    twins = {}
+    for n in nodes:
+        if n.prim == "loop" and not dict(n.params)["collect"]:
+            p = dict(n.params)
+            twin = collecting.get((id(p["body"]), tuple(a.id for a in n.inputs), p["count"], p["reverse"]))
+            if twin is not None:
+                twins[n.id] = twin
+    return twins
+
+
+def _loop_call(n, args) -> str:
+    """A loop node: its body (compiled separately, ``_body<id>``) run by ``run_loop``."""
+    p = dict(n.params)
+    m = len(p["body"].carried)
+    carried, captured = "".join(a + ", " for a in args[:m]), "".join(a + ", " for a in args[m:])
+    return f"_run_loop(_body{n.id}, ({carried}), ({captured}), {p['count']}, {p['reverse']}, {p['collect']})"

@@ -147,7 +147,10 @@ class Library:
         x = self.as_float(x)
         axes = self.axes(x, axis)
         from derivd.ops.reductions import expand
-        return apply("exp", x - expand(apply("logsumexp", x, axes=axes), x.shape, axes))
+        # shifted by the maximum first, so the exponent is x - max - log(sum(...)) with no digits
+        # lost to a large |x|; softmax is shift-invariant, so the shift's derivative cancels
+        z = x - expand(apply("max", x, axes=axes), x.shape, axes)
+        return apply("exp", z - expand(apply("logsumexp", z, axes=axes), x.shape, axes))
 
     # ------------------------------------------------------------ elementwise extras
 

@@ -21,6 +21,7 @@ import operator
 from dataclasses import dataclass
 
 from derivd.dsl.library import Library
+from derivd.dsl.loops import NotUniform, lower_loop
 from derivd.dsl.parse import at, parse, refuse
 from derivd.errors import DerivdError, LimitExceeded, ShapeError, UnknownName, ValidationFailed
 from derivd.ir.graph import Graph, Node
@@ -99,6 +100,27 @@ class Lowerer:
         self.iterations = 0
         self.helpers: dict[str, Helper] = {}
         self.defined: set[str] = set()  # every helper of the program, visible or not
+        self.tree: ast.Module | None = None
+        self.uniform = False  # lowering a loop body once for every iteration (dsl/loops.py)
+
+    @classmethod
+    def child(cls, lo: Lowerer) -> Lowerer:
+        """A lowerer for a loop body: a fresh graph, the same inputs, helpers and program."""
+        sub = cls(lo.specs, lo.settings)
+        sub.helpers, sub.defined, sub.tree, sub.uniform = lo.helpers, lo.defined, lo.tree, True
+        return sub
+
+    def loaded_outside(self, s: ast.stmt) -> set[str]:
+        """Names the program reads anywhere but inside ``s``."""
+        names, stack = set(), [self.tree]
+        while stack:
+            node = stack.pop()
+            if node is s:
+                continue
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                names.add(node.id)
+            stack.extend(ast.iter_child_nodes(node))
+        return names
 
     # ------------------------------------------------------------ values
 
@@ -131,6 +153,7 @@ class Lowerer:
     # ------------------------------------------------------------ statements
 
     def program(self, tree: ast.Module) -> Node:
+        self.tree = tree
         body = tree.body
         if not body:
             raise refuse("the program is empty: it needs an output expression")
@@ -204,6 +227,8 @@ class Lowerer:
         if len(bounds) == 3 and bounds[2] == 0:
             raise refuse("range() step must not be zero", s.iter)
         steps = range(*bounds)
+        if lower_loop(self, s, env, steps):
+            return
         limit = self.settings.max_loop_iterations
         if self.iterations + len(steps) > limit:
             raise LimitExceeded(
@@ -247,6 +272,8 @@ class Lowerer:
             c, a, b = self.expr(e.test, env), self.expr(e.body, env), self.expr(e.orelse, env)
             if isinstance(c, bool):
                 return a if c else b
+            if self.uniform and _shape_of(a) != _shape_of(b):
+                raise NotUniform  # unrolled, a condition on the loop variable picks one shape, not both
             return apply("where", self.node(c), self.node(a), self.node(b))
         if isinstance(e, ast.Call):
             return self.call(e, env)
@@ -356,7 +383,11 @@ class Lowerer:
         if isinstance(op, ast.UAdd):
             return v
         if isinstance(op, ast.USub):
-            return self.check_int(-v) if _static(v) else apply("neg", self.lib.as_float(v) if v.dtype == BOOL else v)
+            if _static(v):
+                return self.check_int(-v)
+            if v.dtype == INT:  # stays an integer (an index: -i)
+                return apply("sub", self.node(0), v)
+            return apply("neg", self.lib.as_float(v) if v.dtype == BOOL else v)
         if _static(v):
             if isinstance(v, bool):
                 return not v
@@ -488,6 +519,10 @@ class Lowerer:
 
 def _static(v) -> bool:
     return isinstance(v, (bool, int, float))
+
+
+def _shape_of(v):
+    return v.shape if isinstance(v, Node) else () if _static(v) else None
 
 
 def _dt(node: Node) -> str:

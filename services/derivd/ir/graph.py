@@ -254,6 +254,8 @@ def _filled(node: Node):
 
 
 def _jsonable(v):
+    if hasattr(v, "to_json"):  # a loop body (ir/loop.py)
+        return v.to_json()
     if isinstance(v, tuple):
         return [_jsonable(x) for x in v]
     if isinstance(v, float) and not math.isfinite(v):

@@ -117,7 +117,7 @@ unary("ceil", "np.ceil({0})", None, "float(math.ceil({0}))", taylor=constant)
 unary("round", "np.round({0})", None, "float(round({0}))", taylor=constant)
 unary("erf", "sp.erf({0})", lambda x, y: PI_2 * exp(-square(x)), "math.erf({0})", taylor=integral)
 unary("erfc", "sp.erfc({0})", lambda x, y: -PI_2 * exp(-square(x)), "math.erfc({0})", taylor=integral)
-unary("sigmoid", "sp.expit({0})", lambda x, y: y * (1.0 - y), None,
+unary("sigmoid", "sp.expit({0})", lambda x, y: y * sigmoid(-x), None,
       doc="dedicated (not exp-based) so large |x| neither overflows nor loses digits", taylor=riccati(0.0, 1.0, -1.0))
 unary("softplus", "np.logaddexp(0.0, {0})", lambda x, y: sigmoid(x), None,
       doc="log(1 + e^x) computed as logaddexp(0, x): no overflow for large x", taylor=integral)

@@ -144,7 +144,10 @@ def _logsumexp(x, axes):
 
 
 def _softmax_of(x, out, axes):
-    return apply("exp", x - expand(out, x.shape, axes))
+    """exp(x - logsumexp(x)), with the maximum taken out of both terms first: x - out would
+    lose the digits of a large |x| (at x ~ 1e8, half of them)."""
+    z = x - expand(apply("max", x, axes=axes), x.shape, axes)
+    return apply("exp", z - expand(apply("logsumexp", z, axes=axes), x.shape, axes))
 
 
 def _logsumexp_taylor(p, s, out, jet, axes):

@@ -248,7 +248,13 @@ def _gather_shape(x, idx, axis):
 
 
 def _gather(x, idx, axis):
+    x = np.asarray(x)  # a rank-0 Python float of a scalar tape
     n = x.shape[axis]
+    if np.ndim(idx) == 0:  # one index (a loop counter): a view, checked without reductions
+        i = int(idx)
+        if not -n <= i < n:
+            raise IndexOutOfRange(f"index {i} is out of range for an axis of size {n}", index=i, size=n)
+        return x[(Ellipsis, i) + (slice(None),) * (-axis - 1)]
     if idx.size and (idx.max() >= n or idx.min() < -n):
         bad = int(idx.max()) if idx.max() >= n else int(idx.min())
         raise IndexOutOfRange(f"index {bad} in an index array is out of range for an axis of size {n}",
@@ -273,8 +279,13 @@ def _scatter_add_shape(ct, idx, axis, size):
 
 
 def _scatter_add(ct, idx, axis, size):
+    ct, idx = np.asarray(ct), np.asarray(idx)
     trail = -axis - 1
     k = idx.ndim
+    if k == 0:  # one index: nothing to accumulate
+        out = np.zeros(ct.shape[: ct.ndim - trail] + (size,) + ct.shape[ct.ndim - trail:])
+        out[(Ellipsis, int(idx)) + (slice(None),) * trail] = ct
+        return out
     lead_shape = ct.shape[: ct.ndim - trail - k]
     tail = ct.shape[ct.ndim - trail:]
     out = np.zeros(lead_shape + (size,) + tail)

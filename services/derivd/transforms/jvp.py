@@ -13,6 +13,7 @@ from derivd import ops
 from derivd.errors import NoDerivativeRule
 from derivd.ops.registry import FLOAT, align
 from derivd.transforms.fit import fit
+from derivd.transforms.loops import jvp_loop
 
 
 def jvp(graph, wrt: list, tangents: list, outputs: list) -> list:
@@ -25,6 +26,14 @@ def jvp(graph, wrt: list, tangents: list, outputs: list) -> list:
             continue
         ts = [tan.get(a.id) for a in n.inputs]
         if all(t is None for t in ts):
+            continue
+        if n.prim == "loop":  # its derivative is a loop too; its outputs' tangents are read by loop_get
+            tan[n.id] = jvp_loop(graph, n, ts, batch)
+            continue
+        if n.prim == "loop_get":
+            t = ts[0].get(dict(n.params)["index"])
+            if t is not None:
+                tan[n.id] = t
             continue
         prim = ops.get(n.prim)
         if not prim.differentiable:

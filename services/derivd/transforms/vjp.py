@@ -17,6 +17,7 @@ from derivd import ops
 from derivd.errors import NoDerivativeRule
 from derivd.ops.registry import FLOAT
 from derivd.transforms.fit import fit
+from derivd.transforms.loops import vjp_loop
 
 
 def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
@@ -34,15 +35,24 @@ def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
         return [None for _ in wrt]
     first = next(iter(zip(outputs, cotangents)))
     nbatch = len(first[1].shape) - len(first[0].shape)
+    loop_cts: dict[int, dict] = {}  # loop node id -> {loop_get index: cotangent}
     for n in reversed(nodes):
-        c = ct.get(n.id)
-        if c is None or n.prim in ("input", "const"):
-            continue
-        prim = ops.get(n.prim)
-        if prim.vjp is None:
-            raise NoDerivativeRule(f"no vjp rule for primitive {n.prim!r}: cannot differentiate through it",
-                                   primitive=n.prim, transform="vjp")
-        contributions = prim.vjp(list(n.inputs), n, c, **dict(n.params))
+        if n.prim == "loop" and n.id in loop_cts:  # a loop's derivative is a loop the other way
+            cts = loop_cts.pop(n.id)
+            c = next(iter(cts.values()))
+            contributions = vjp_loop(graph, n, cts, c.shape[:nbatch])
+        else:
+            c = ct.get(n.id)
+            if c is None or n.prim in ("input", "const"):
+                continue
+            if n.prim == "loop_get":
+                loop_cts.setdefault(n.inputs[0].id, {})[dict(n.params)["index"]] = c
+                continue
+            prim = ops.get(n.prim)
+            if prim.vjp is None:
+                raise NoDerivativeRule(f"no vjp rule for primitive {n.prim!r}: cannot differentiate through it",
+                                       primitive=n.prim, transform="vjp")
+            contributions = prim.vjp(list(n.inputs), n, c, **dict(n.params))
         for a, ca in zip(n.inputs, contributions):
             if ca is None or a.id not in varies:
                 continue

@@ -1,0 +1,130 @@
+"""Loops as loops: a body graph run N times, instead of N copies of it.
+
+A long ``for`` loop unrolled into straight-line nodes costs compile time and
+memory per iteration in every layer (lowering, each transform, code generation).
+When a loop body does not depend on the iteration's number in its *structure*
+(its shapes and the nodes it makes; the number itself may be a value), the
+lowering builds it once as a ``Body`` and the outer graph holds one ``loop`` node:
+
+    loop(init_1..init_m, cap_1..cap_p; body, count, reverse, collect)
+
+runs ``state = body(k, *state, *cap)`` for k = 0..count-1 (count-1..0 when
+``reverse``) from ``state = init``. Its value is a tuple read by ``loop_get``
+nodes: the final state (indices 0..m-1), then, with ``collect``, the state held
+*before* each iteration stacked on a new leading axis indexed by k (indices
+m..2m-1). ``k`` is the iteration counter (int64 rank 0); the body itself turns
+it into the loop variable's value (start + step k).
+
+Derivatives are loops too (transforms/loops.py): the jvp is one loop over the
+body extended by its jvp; the vjp runs the forward loop with ``collect`` (the
+states: memory proportional to N), then a loop the other way over the vjp of
+the body, which reads the state of iteration k from the stack. Second order
+composes: every derivative loop is an ordinary loop node.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from derivd.ir.graph import Graph, Node
+from derivd.ops.registry import INT
+
+
+class Body:
+    """A loop body: ``outputs = f(counter, *carried, *captured)`` with each output shaped like
+    its carried input. Compared and hashed by identity; its JSON form is its graph's."""
+
+    def __init__(self, graph: Graph, counter: Node, carried: list[Node], captured: list[Node],
+                 outputs: list[Node]):
+        self.graph = graph
+        self.counter = counter
+        self.carried = list(carried)
+        self.captured = list(captured)
+        self.outputs = list(outputs)
+        self.tape = None  # compiled once, by the code generator
+
+    @property
+    def inputs(self) -> list[Node]:
+        return [self.counter] + self.carried + self.captured
+
+    def avals(self, nodes) -> tuple:
+        return tuple((tuple(n.shape), n.dtype) for n in nodes)
+
+    def live_size(self) -> int:
+        return len(self.graph.live_nodes(self.outputs))
+
+    def to_json(self) -> dict:
+        from derivd.ir import serialize
+
+        doc = serialize.to_json(self.graph, self.outputs, self.inputs)
+        doc["carried"] = len(self.carried)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict, limits=None) -> Body:
+        from derivd.ir import serialize
+
+        graph, inputs, outputs = serialize.from_json(doc, limits)
+        m = int(doc["carried"])
+        if not inputs or len(outputs) != m or len(inputs) < 1 + m:
+            raise serialize.GraphFormatError("a loop body's inputs and outputs do not match")
+        return cls(graph, inputs[0], inputs[1:1 + m], inputs[1 + m:], outputs)
+
+
+def make_body(graph: Graph, counter: Node, carried: list[Node], captured: list[Node], outputs: list) -> Body:
+    """A Body whose outputs are nodes (Python numbers become literals), checked against the carried."""
+    outs = [o if isinstance(o, Node) else graph.const(o) for o in outputs]
+    for c, o in zip(carried, outs):
+        if (c.shape, c.dtype) != (o.shape, o.dtype):
+            raise ValueError(f"loop body output {o.dtype}{list(o.shape)} does not match its carried "
+                             f"{c.dtype}{list(c.shape)}")
+    return Body(graph, counter, carried, captured, outs)
+
+
+def inline(dst: Graph, body: Body, counter, carried: list, captured: list) -> list[Node]:
+    """Replay ``body`` into ``dst`` on the given input nodes; returns its outputs there."""
+    mapped = {body.counter.id: counter}
+    mapped.update({c.id: v for c, v in zip(body.carried, carried)})
+    mapped.update({c.id: v for c, v in zip(body.captured, captured)})
+    for n in body.graph.live_nodes(body.outputs):
+        if n.id in mapped:
+            continue
+        if n.prim == "input":
+            raise ValueError(f"loop body input {dict(n.params)['name']!r} is not bound")
+        if n.prim == "const":
+            mapped[n.id] = dst.const(n.params[0][1])
+        else:
+            mapped[n.id] = dst.apply(n.prim, [mapped[a.id] for a in n.inputs], dict(n.params))
+    return [mapped[o.id] for o in body.outputs]
+
+
+def loop(graph: Graph, body: Body, inits: list, captured: list, count: int, reverse: bool = False,
+         collect: bool = False) -> list[Node]:
+    """Add a loop node and its ``loop_get`` outputs: the final states, then (``collect``) the stacks."""
+    node = graph.apply("loop", list(inits) + list(captured),
+                       {"body": body, "count": count, "reverse": reverse, "collect": collect})
+    avals = list(body.avals(body.carried))
+    if collect:
+        avals += [((count,) + shape, dtype) for shape, dtype in body.avals(body.carried)]
+    return [graph.apply("loop_get", [node], {"index": k, "aval": aval}) for k, aval in enumerate(avals)]
+
+
+def counter_node(graph: Graph) -> Node:
+    return graph.input("__k", (), INT, "loop")
+
+
+def run_loop(body_fn, carried: tuple, captured: tuple, count: int, reverse: bool, collect: bool) -> tuple:
+    """What a compiled ``loop`` node runs."""
+    states = []
+    order = range(count - 1, -1, -1) if reverse else range(count)
+    for k in order:
+        if collect:
+            states.append(carried)
+        carried = body_fn(np.int64(k), *carried, *captured)
+    if not collect:
+        return tuple(carried)
+    if reverse:
+        states.reverse()  # index k holds the state before iteration k, whichever way it ran
+    stacks = tuple(np.stack([np.asarray(s[j]) for s in states]) if states
+                   else np.empty((0,) + np.shape(c)) for j, c in enumerate(carried))
+    return tuple(carried) + stacks
