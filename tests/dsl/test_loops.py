@@ -208,3 +208,36 @@ def test_a_loop_index_out_of_range_is_a_4xx_when_it_runs():
     with pytest.raises(DerivdError) as e:
         run(LOOPED, "evaluate", "s = 0.0\nfor i in range(6):\n    s = s + x[i + 1]\ns", {"x": X})
     assert e.value.status == 400 and "index 6" in e.value.message
+
+
+def test_taylor_hvp_and_hessian_endpoints_through_loop_nodes():
+    """Taylor coefficients (the loop over the body's Taylor transform), HVPs and Hessians through a
+    loop node equal those of the unrolled loop; c1 and c2 equal finite differences along v."""
+    dsl = "h = x[0]\nfor i in range(40):\n    h = h + 0.02 * sin(h * w[i % 3] + i) * x[i % 6]\nh"
+    at = {"x": X, "w": W}
+    v = {"x": np.linspace(-0.3, 0.4, 6), "w": np.array([0.1, 0.2, -0.3])}
+    assert loop_nodes(dsl, at) == 1
+    got = {}
+    for name, service in (("looped", LOOPED), ("unrolled", UNROLLED)):
+        r = run(service, "taylor", dsl, at, v=v, order=5)
+        got[name, "taylor"] = np.reshape(r["coefficients"], -1)
+        for mode in ("auto", "taylor"):
+            r = run(service, "hvp", dsl, at, v=v, mode=mode)
+            got[name, "hvp", mode] = np.concatenate([np.reshape(r["hvp"][k], -1) for k in at])
+        got[name, "hessian"] = np.asarray(run(service, "hessian", dsl, at)["hessian"])
+    for key, value in got.items():
+        twin = ("unrolled",) + key[1:]
+        assert_close(value, got[twin], 1e-10, f"{key} vs unrolled")
+    assert_close(got["looped", "hvp", "auto"], got["looped", "hvp", "taylor"], 1e-10, "hvp: taylor vs auto")
+    flat_v = np.concatenate([v["x"], v["w"]])
+    assert_close(got["looped", "hessian"] @ flat_v, got["looped", "hvp", "auto"], 1e-10, "hessian @ v")
+
+    def along(t):
+        return run(UNROLLED, "evaluate", dsl, {"x": X + t * v["x"], "w": W + t * v["w"]})["value"]
+
+    h = 1e-3
+    stencil = [along(k * h) for k in range(-4, 5)]
+    c1 = sum(w_ * f for w_, f in zip([1 / 280, -4 / 105, 1 / 5, -4 / 5, 0, 4 / 5, -1 / 5, 4 / 105, -1 / 280], stencil)) / h
+    c2 = sum(w_ * f for w_, f in zip([-1 / 560, 8 / 315, -1 / 5, 8 / 5, -205 / 72, 8 / 5, -1 / 5, 8 / 315, -1 / 560],
+                                     stencil)) / h**2 / 2
+    assert_close(got["looped", "taylor"][1:3], [c1, c2], 1e-6, "c1, c2 vs finite differences")

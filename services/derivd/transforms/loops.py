@@ -32,6 +32,20 @@ def jvp_loop(graph, node, tangents: list, batch: tuple) -> dict[int, object]:
     """Tangents of the loop's outputs (by loop_get index) given its inputs' tangents (None: zero)."""
     from derivd.transforms.jvp import jvp
 
+    return _forward_loop(graph, node, tangents, batch, jvp)
+
+
+def taylor_loop(graph, node, series: list, lead: tuple) -> dict[int, object]:
+    """Taylor series of the loop's outputs given its inputs' (``lead`` = (K, *batch)): the same
+    construction as the jvp, with the body's Taylor transform (coefficient k of s_{k+1} depends
+    on coefficients 0..k of s_k and p, which the carried series hold)."""
+    from derivd.transforms.taylor import taylor
+
+    return _forward_loop(graph, node, series, lead, taylor)
+
+
+def _forward_loop(graph, node, tangents: list, batch: tuple, transform) -> dict[int, object]:
+    """A loop carrying (state, its tangents) over the body followed by ``transform`` of it."""
     p = _params(node)
     body: Body = p["body"]
     m = len(body.carried)
@@ -47,8 +61,8 @@ def jvp_loop(graph, node, tangents: list, batch: tuple) -> dict[int, object]:
     cap = [g.input(f"__p{l}", c.shape, c.dtype, "loop") for l, c in enumerate(body.captured)]
     dcap = [g.input(f"__dp{l}", batch + body.captured[l].shape, FLOAT, "loop") for l in caps]
     outs = inline(g, body, k, carried, cap)
-    douts = jvp(g, [carried[j] for j in moving] + [cap[l] for l in caps], dcarried + dcap,
-                [outs[j] for j in moving])
+    douts = transform(g, [carried[j] for j in moving] + [cap[l] for l in caps], dcarried + dcap,
+                      [outs[j] for j in moving])
     douts = [d if d is not None else _zeros(k, batch + body.carried[j].shape) for d, j in zip(douts, moving)]
     body2 = Body(g, k, carried + dcarried, cap + dcap, outs + douts)
 

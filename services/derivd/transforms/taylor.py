@@ -24,6 +24,7 @@ from derivd import ops
 from derivd.errors import NoDerivativeRule
 from derivd.ops.registry import FLOAT, align
 from derivd.transforms.fit import fit
+from derivd.transforms.loops import taylor_loop
 
 
 def taylor(graph, wrt: list, series: list, outputs: list) -> list:
@@ -99,6 +100,10 @@ class Jet:
         ss = [self._lookup(a.id)[1] for a in n.inputs]
         if all(s is None for s in ss):
             return None
+        if n.prim == "loop":  # a loop over the body's Taylor transform; loop_get reads its series
+            return taylor_loop(n.graph, n, ss, self.lead)
+        if n.prim == "loop_get":
+            return ss[0].get(dict(n.params)["index"])
         if prim.taylor is None:
             raise NoDerivativeRule(f"no Taylor rule for {n.prim!r}: cannot expand it in a Taylor series",
                                    primitive=n.prim, transform="taylor")
