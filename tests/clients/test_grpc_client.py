@@ -58,6 +58,24 @@ def test_second_order_calls(rpc, sdk):
     np.testing.assert_array_equal(full.hessian, sdk.hessian(ROSENBROCK, x=X).hessian)
 
 
+def test_several_inputs_keep_the_order_of_at(rpc, sdk):
+    """Columns run over the inputs in `at` order (CONTRACT §2) on both transports, though a proto map
+    has no order: f = x0^2 y + y^3 x1 with y given first."""
+    at = {"y": 1.5, "x": np.array([0.7, -0.4])}
+    y, (x0, x1) = 1.5, at["x"]
+    expected = np.array([[6 * y * x1, 2 * x0, 3 * y ** 2],
+                         [2 * x0, 2 * y, 0.0],
+                         [3 * y ** 2, 0.0, 0.0]])
+    try:
+        over_grpc = rpc.hessian("x[0]**2 * y + y**3 * x[1]", at=at)
+    except dd.DerivdError as e:
+        skip_if_missing(e)
+    np.testing.assert_allclose(over_grpc.hessian, expected, rtol=1e-14)
+    np.testing.assert_array_equal(over_grpc.hessian, sdk.hessian("x[0]**2 * y + y**3 * x[1]", at=at).hessian)
+    jac = rpc.jacobian("[x[0] * y, x[1]]", at=at).jacobian
+    np.testing.assert_allclose(jac, [[x0, y, 0.0], [0.0, 0.0, 1.0]], rtol=1e-15)
+
+
 def test_hvp_stream_answers_each_direction_in_order(rpc):
     directions = np.random.default_rng(3).normal(size=(6, 4))
     try:

@@ -132,8 +132,8 @@ class GrpcClient:
         spec, constants = resolve_function(function, at, constants)
         fields = {"function": pb.Function(**spec), "at": {k: to_message(v) for k, v in at.items()},
                   "constants": {k: to_message(v) for k, v in constants.items()}}
-        if options.get("wrt"):
-            fields["wrt"] = list(options["wrt"])
+        # A proto map has no order, while "all of `at`, in its order" is the default wrt: name it.
+        fields["wrt"] = list(options.get("wrt") or at)
         if options.get("mode"):
             fields["mode"] = MODES[options["mode"]]
         return fields, list(options.get("wrt") or at)
