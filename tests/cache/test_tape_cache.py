@@ -160,3 +160,16 @@ def test_a_slow_redis_costs_a_short_timeout_not_the_request(own_redis, prefix):
     np.testing.assert_allclose(response["gradient"]["x"], 2 * np.array(X), rtol=1e-15)
     assert elapsed < 2.0, f"a paused Redis held the request for {elapsed:.2f} s"  # the pause lasts 3 s
     assert not service.cache.redis.available
+
+
+def test_a_graph_with_no_json_form_stays_local(settings, prefix, monkeypatch):
+    from derivd.ir import serialize
+
+    def no_json_form(*args, **kwargs):
+        raise TypeError("param value <object> of type object has no JSON form")
+
+    monkeypatch.setattr(serialize, "dumps", no_json_form)
+    service = Service(settings)
+    check_gradient(gradient(service, PROGRAM, X), X)
+    assert keys(settings.redis_url, prefix) == {}
+    assert redis_counts(service) == (0, 2, 0)

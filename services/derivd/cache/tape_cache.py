@@ -136,7 +136,11 @@ class TapeCache:
         if self.redis is None or not self.redis.available:
             return
         name = key.render(self.redis.prefix)
-        payload = serialize.dumps(graph, outputs, inputs)
+        try:
+            payload = serialize.dumps(graph, outputs, inputs)
+        except TypeError as e:  # a param with no JSON form: this tape stays local
+            log.warning("tape cache entry %s not shared: %s", name, e)
+            return
         if len(payload) > self.settings.tape_cache_max_entry_bytes:
             log.info("tape cache entry %s not shared: %d bytes is over tape_cache_max_entry_bytes", name,
                      len(payload))
