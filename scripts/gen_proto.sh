@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate the committed gRPC code of derivd.v1 from proto/derivd/v1/derivd.proto.
+# Regenerate the committed gRPC code of derivd.v1 from proto/derivd/v1/derivd.proto,
+# and of the internal worker API from proto/derivd/internal/worker.proto.
 #
 #   bash scripts/gen_proto.sh
 #
@@ -30,10 +31,17 @@ fi
 mkdir -p "$tmp/gen"
 python -m grpc_tools.protoc -I "$root/proto" \
     --python_out="$tmp/gen" --pyi_out="$tmp/gen" --grpc_python_out="$tmp/gen" \
-    "$root/proto/derivd/v1/derivd.proto"
+    "$root/proto/derivd/v1/derivd.proto" "$root/proto/derivd/internal/worker.proto"
 
 for f in derivd_pb2.py derivd_pb2.pyi derivd_pb2_grpc.py; do
     sed -e 's/^from derivd\.v1 import derivd_pb2 as/from derivd.grpc_api import derivd_pb2 as/' \
         "$tmp/gen/derivd/v1/$f" > "$out/$f"
 done
 echo "generated $(cd "$out" && ls derivd_pb2*) in services/derivd/grpc_api with grpcio-tools $GRPCIO_TOOLS_VERSION"
+
+# The internal API between gateways and workers (not public), the same way, into derivd.workers.
+for f in worker_pb2.py worker_pb2.pyi worker_pb2_grpc.py; do
+    sed -e 's/^from derivd\.internal import worker_pb2 as/from derivd.workers import worker_pb2 as/' \
+        "$tmp/gen/derivd/internal/$f" > "$root/services/derivd/workers/$f"
+done
+echo "generated worker_pb2* in services/derivd/workers"
