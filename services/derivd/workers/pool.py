@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 
 import grpc
@@ -50,7 +49,7 @@ def family_of(endpoint: str, mode: str) -> str:
 
 
 def grpc_options(settings) -> list[tuple[str, object]]:
-    """Channel/server options both ends share: message limits raised deliberately, quick reconnects."""
+    """Options both ends share: message limits raised deliberately past gRPC's 4 MiB default."""
     size = settings.worker_max_message_bytes
     return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
 
@@ -93,12 +92,10 @@ class GrpcPool:
         ])
         self.stub = pb_grpc.WorkerStub(self.channel)
         self._state = grpc.ChannelConnectivity.IDLE
-        self._state_lock = threading.Lock()
         self.channel.subscribe(self._on_state, try_to_connect=True)
 
     def _on_state(self, state) -> None:
-        with self._state_lock:
-            self._state = state
+        self._state = state
 
     def ready(self) -> bool:
         """At least one worker of the pool is connected."""
@@ -181,7 +178,7 @@ class Router:
         return pool.run(endpoint, req, family)
 
     def ready(self) -> tuple[bool, dict]:
-        states = {f"{family}": ("ready" if pool.ready() else "unreachable") + f" ({pool.name})"
+        states = {family: ("ready" if pool.ready() else "unreachable") + f" ({pool.name})"
                   for family, pool in self.pools.items()}
         return all(p.ready() for p in self.pools.values()), {"pools": states}
 
