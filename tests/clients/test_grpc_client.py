@@ -15,6 +15,16 @@ server_grpc = pytest.importorskip("derivd.grpc_api.server")
 from derivd_client.grpc_client import GrpcClient  # noqa: E402
 
 
+def test_sdk_stubs_are_generated_from_the_current_proto():
+    """The SDK carries its own generated code; a proto change must regenerate it too."""
+    from derivd.grpc_api import derivd_pb2 as server_pb
+
+    from derivd_client._grpc import derivd_pb2 as sdk_pb
+
+    assert sdk_pb.DESCRIPTOR.serialized_pb == server_pb.DESCRIPTOR.serialized_pb, \
+        "proto/derivd/v1/derivd.proto changed: run bash clients/python/scripts/gen_grpc.sh"
+
+
 @pytest.fixture(scope="module")
 def rpc(server):
     from derivd.config import Settings
