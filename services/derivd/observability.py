@@ -66,6 +66,7 @@ class Metrics:
         self.stream_directions = Counter("derivd_hvp_stream_directions", "Directions answered on HVP streams",
                                          registry=r)
         self._cache_levels: dict[str, Callable[[], tuple[int, int]]] = {}
+        self._series: dict[tuple, tuple] = {}
         r.register(_CacheCollector(self._cache_levels))
         ProcessCollector(registry=r)
 
@@ -75,14 +76,22 @@ class Metrics:
 
     def record(self, transport: str, route: str, engine: str, status: int, seconds: float,
                queue: float | None = None, compile: float | None = None, compute: float | None = None) -> None:
-        self.requests.labels(transport, route, engine or "none", str(status)).inc()
-        self.latency.labels(transport, route).observe(seconds)
+        key = (transport, route, engine or "none", status)
+        series = self._series.get(key)
+        if series is None:  # label lookups once per combination, not per request
+            t, r, e, st = key
+            series = self._series[key] = (
+                self.requests.labels(t, r, e, str(st)), self.latency.labels(t, r), self.queue.labels(t, r),
+                self.compile.labels(t, r), self.compute.labels(t, r, e))
+        requests, latency, queue_h, compile_h, compute_h = series
+        requests.inc()
+        latency.observe(seconds)
         if queue is not None:
-            self.queue.labels(transport, route).observe(queue)
+            queue_h.observe(queue)
         if compile is not None:
-            self.compile.labels(transport, route).observe(compile)
+            compile_h.observe(compile)
         if compute is not None:
-            self.compute.labels(transport, route, engine or "none").observe(compute)
+            compute_h.observe(compute)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
