@@ -10,6 +10,7 @@ full (nonlinear) series, so every recurrence sees general input, not a line.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from derivd.compile.codegen import compile_graph
 from derivd.config import Settings
 from derivd.dsl import InputSpec
 from derivd.engines.function import CompiledFunction
+from derivd.transforms import vjp
 from derivd.transforms.taylor import taylor
 from tests.transforms.test_taylor_registry import nested_jvp_coefficients
 
@@ -88,3 +90,29 @@ def test_random_compositions_match_nested_jvp(program, data):
         g_k = np.asarray(got)[k - 1] if ys is not None else np.zeros_like(w)
         scale = max(1.0, float(np.max(np.abs(w), initial=0.0)))
         np.testing.assert_allclose(g_k, w, rtol=1e-8, atol=1e-9 * scale, err_msg=f"{program}: coefficient {k}")
+
+
+@pytest.mark.parametrize("program", [
+    "sum(100 * (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2)",
+    "sum(where(x > 0, sqrt(abs(x) + 1), exp(x)) * maximum(x, 0.2 * x)) + logsumexp(x * x[::-1])",
+    "norm(sin(x)) * prod(x + 2) + sum(softmax(x) * x)",
+])
+def test_taylor_of_a_gradient_program(program):
+    """Transforms compose: the series of the vjp graph along v is H v, then higher derivatives of the
+    gradient; mul0, index_add and masked where-cotangents of reverse mode all need their Taylor rules."""
+    n = 4
+    fn = CompiledFunction(program, {"x": InputSpec((n,), "f8", "at")}, SETTINGS)
+    g, x = fn.graph, fn.input_node("x")
+    (grad,) = vjp(g, [x], [fn.output], [g.const(1.0)])
+    seeds = g.input("__s", (ORDER, n), "f8", "extra")
+    direction = g.input("__v", (n,), "f8", "extra")
+    (series,) = taylor(g, [x], [seeds], [grad])
+    reference = nested_jvp_coefficients(g, [x], grad, [direction], ORDER)
+    assert len(reference) == ORDER + 1
+    tape = compile_graph(g, [x, seeds, direction], [series] + reference[1:])
+    rng = np.random.default_rng(3)
+    x0, v = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    got, *want = tape.run(x0, np.concatenate([v[None], np.zeros((ORDER - 1, n))]), v)
+    for k in range(ORDER):
+        scale = max(1.0, float(np.max(np.abs(want[k]))))
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-10 * scale, err_msg=f"coefficient {k + 1}")

@@ -82,7 +82,8 @@ def build(name, case):
     return g, args, diff, g.apply(name, args, case["params"])
 
 
-ALL = sorted(REGISTRY)
+# Primitives whose derivatives the transforms build themselves (loops) say where, and are tested there.
+ALL = sorted(n for n in REGISTRY if "rules" not in REGISTRY[n].extra)
 WITH_RULE = [n for n in ALL if REGISTRY[n].taylor is not None and REGISTRY[n].differentiable]
 WITHOUT_RULE = [n for n in ALL if REGISTRY[n].taylor is None and REGISTRY[n].differentiable]
 NO_DERIVATIVE = [n for n in ALL if not REGISTRY[n].differentiable and REGISTRY[n].extra.get("sample")]

@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from itertools import combinations_with_replacement, product
+from itertools import combinations, combinations_with_replacement, product
 
 import numpy as np
 
@@ -160,6 +160,9 @@ def tensors(fn, values, wrt_names, order: int, settings):
             f"derivative tensors of order <= {order} with n={n} and {m} outputs hold {entries} numbers, over "
             f"the limit max_tensor_entries={settings.max_tensor_entries}",
             limit="max_tensor_entries", value=entries, max=settings.max_tensor_entries)
+    if n == 0:  # nothing is differentiated: empty tensors
+        y, seconds = _value(fn, values)
+        return y, [np.zeros(((m,) if m > 1 else ()) + (0,) * e) for e in range(1, order + 1)], 0, seconds
     plan = _plan(n, order)
     y, c, seconds = along(fn, values, wrt, order, count, lambda a, b: plan.lattice[a:b], settings)
     out = []
@@ -197,32 +200,46 @@ class Plan:
 
 @lru_cache(maxsize=16)
 def _plan(n: int, d: int) -> Plan:
-    lattice_tuples = list(combinations_with_replacement(range(n), d))
-    index = {t: r for r, t in enumerate(lattice_tuples)}
-    lattice = np.zeros((len(lattice_tuples), n))
-    for r, t in enumerate(lattice_tuples):
-        np.add.at(lattice[r], list(t), 1.0)
+    lattice_tuples = _sorted_tuples(n, d)
+    count = len(lattice_tuples)
+    lattice = np.zeros((count, n))
+    np.add.at(lattice, (np.repeat(np.arange(count), d), lattice_tuples.reshape(-1)), 1.0)
+    lattice_rank = _ranks(lattice_tuples, n)
     orders = []
     for e in range(1, d + 1):
-        multis = list(combinations_with_replacement(range(n), e))
+        multis = _sorted_tuples(n, e)
+        rank = _ranks(multis, n)
         rows, cols, weights = [], [], []
-        for r, i in enumerate(multis):
-            support = sorted(set(i))
-            counts = tuple(i.count(s) for s in support)
-            for compressed_j, gamma in _gammas(counts, d):
-                j = tuple(s for s, c in zip(support, compressed_j) for _ in range(c))
-                rows.append(r)
-                cols.append(index[j])
-                weights.append(gamma)
-        codes = {t: r for r, t in enumerate(multis)}
-        entries = np.sort(np.indices((n,) * e).reshape(e, -1).T, axis=1) if n else np.zeros((0, e), int)
-        radix = n ** np.arange(e - 1, -1, -1)
-        lookup = np.full(max(n**e, 1), -1)
-        for t, r in codes.items():
-            lookup[int(np.dot(t, radix))] = r
-        entry_rows = lookup[entries @ radix] if len(entries) else np.zeros(0, int)
-        orders.append((np.array(rows, int), np.array(cols, int), np.array(weights), entry_rows))
+        for parts in range(1, min(e, n) + 1):  # multi-indices of order e with `parts` distinct variables
+            supports = np.array(list(combinations(range(n), parts)), dtype=np.int64).reshape(-1, parts)
+            for i in _compositions(e, parts):
+                if 0 in i:
+                    continue
+                r = rank[_codes(np.repeat(supports, i, axis=1), n)]
+                for j, gamma in _gammas(i, d):
+                    rows.append(r)
+                    cols.append(lattice_rank[_codes(np.repeat(supports, j, axis=1), n)])
+                    weights.append(np.full(len(r), gamma))
+        entries = np.sort(np.indices((n,) * e).reshape(e, -1).T, axis=1)
+        orders.append((np.concatenate(rows), np.concatenate(cols), np.concatenate(weights), rank[_codes(entries, n)]))
     return Plan(lattice, orders)
+
+
+def _sorted_tuples(n: int, d: int) -> np.ndarray:
+    """Every multiset of d variables as a sorted index tuple, in lexicographic order: (count, d)."""
+    return np.array(list(combinations_with_replacement(range(n), d)), dtype=np.int64).reshape(-1, d)
+
+
+def _codes(tuples: np.ndarray, n: int) -> np.ndarray:
+    """Sorted index tuples as numbers in base n (a dense key: at most n^d)."""
+    return tuples @ (n ** np.arange(tuples.shape[1] - 1, -1, -1, dtype=np.int64))
+
+
+def _ranks(tuples: np.ndarray, n: int) -> np.ndarray:
+    """A table from code to position in ``tuples`` (-1 for codes of unsorted tuples)."""
+    table = np.full(max(n ** tuples.shape[1], 1), -1, dtype=np.int64)
+    table[_codes(tuples, n)] = np.arange(len(tuples))
+    return table
 
 
 @lru_cache(maxsize=None)
