@@ -87,7 +87,11 @@ def free_inputs(text: str, settings) -> list[str]:
 def lower(text: str, inputs: dict[str, InputSpec], settings) -> Program:
     tree = parse(text, settings)
     lo = Lowerer(inputs, settings)
-    output = lo.program(tree)
+    try:
+        output = lo.program(tree)
+    except RecursionError:  # nesting the pre-scan and the helper-depth limit could not see, combined
+        raise LimitExceeded("the program nests too deeply to lower (limit max_nesting_depth)",
+                            limit="max_nesting_depth", max=settings.max_nesting_depth) from None
     return Program(lo.graph, output, [n for n in lo.graph.inputs])
 
 
@@ -101,6 +105,7 @@ class Lowerer:
         self.helpers: dict[str, Helper] = {}
         self.defined: set[str] = set()  # every helper of the program, visible or not
         self.tree: ast.Module | None = None
+        self.depth = 0  # helper calls being inlined, one inside the other
         self.uniform = False  # lowering a loop body once for every iteration (dsl/loops.py)
 
     @classmethod
@@ -380,6 +385,8 @@ class Lowerer:
         return self.check_int(result)
 
     def unary(self, op, v):
+        if isinstance(v, (list, tuple)):
+            v = self.node(v)  # a list is an array; a tuple is refused there
         if isinstance(op, ast.UAdd):
             return v
         if isinstance(op, ast.USub):
@@ -442,12 +449,18 @@ class Lowerer:
         if kwargs or len(args) != len(params):
             raise refuse(f"{helper.node.name}() takes {len(params)} positional argument(s), got {len(args)}", e,
                          code="bad_arguments")
+        limit = self.settings.max_nesting_depth
+        if self.depth >= limit:
+            raise LimitExceeded(f"helpers call helpers more than {limit} deep (limit max_nesting_depth)",
+                                limit="max_nesting_depth", value=self.depth + 1, max=limit, **at(e))
         saved = self.helpers
         self.helpers = helper.visible
+        self.depth += 1
         try:
             return self.expr(helper.node.body[0].value, dict(zip(params, args)))
         finally:
             self.helpers = saved
+            self.depth -= 1
 
     # ------------------------------------------------------------ indexing
 
