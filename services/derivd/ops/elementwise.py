@@ -378,13 +378,21 @@ hint({"and": elementwise_cases("mask", "mask"), "or": elementwise_cases("mask", 
 #   s, c = sin u, cos u        s_k = (1/k) Σ_{j=1..k} j u_j c_{k-j},  c_k = ∓(1/k) Σ_{j=1..k} j u_j s_{k-j}
 #   c = B(a, b), B bilinear    c_k = Σ_{j=0..k} B(a_j, b_{k-j})
 #
-# Each is a numpy loop over k whose inner sum is one vectorised contraction. They
-# have no derivative rules: differentiating a Taylor program is an error, not a zero.
+# Each is a numpy loop over k whose inner sum is one vectorised contraction. An input
+# of degree p (x_j = 0 for j > p: a line x + t v has p = 1) needs only the terms with
+# j <= p (or k - j <= p) of each sum, so a function of the inputs costs O(K p), not O(K²).
+# They have no derivative rules: differentiating a Taylor program is an error, not a zero.
 
 
 def _dot(a, b):
     """Σ over axis 0 of a * b: the inner sum of a recurrence, without a (k, ...) temporary."""
     return np.einsum("i...,i...->...", a, b)
+
+
+def _degree(series) -> int:
+    """The index of the last nonzero coefficient of a series (0 if all are zero)."""
+    nonzero = np.flatnonzero(np.any(series != 0, axis=tuple(range(1, np.ndim(series)))))
+    return int(nonzero[-1]) + 1 if len(nonzero) else 0
 
 
 def _core_shape(*primals, series=()):
@@ -412,8 +420,10 @@ def _taylor_riccati(xs, y0, a, b, c):
     y, w = np.empty((K + 1,) + shape), np.empty((K,) + shape)
     y[0] = y0
     w[0] = a + b * y[0] + c * y[0] * y[0]
+    p = _degree(xs)
     for k in range(1, K + 1):
-        y[k] = _dot(jx[:k], w[k - 1::-1]) / k
+        m = min(k, p)
+        y[k] = _dot(jx[:m], w[k - 1::-1][:m]) / k
         if k < K:
             w[k] = b * y[k] + (c * _dot(y[: k + 1], y[k::-1]) if c else 0.0)
     return y[1:]
@@ -423,8 +433,10 @@ def _taylor_integrate(xs, h0, hs):
     shape = _core_shape(h0, series=[xs, hs])
     K, jx, h = len(xs), _weighted(xs, shape), _stack(h0, hs, shape)
     y = np.empty((K,) + shape)
+    p = _degree(xs)
     for k in range(1, K + 1):
-        y[k - 1] = _dot(jx[:k], h[k - 1::-1]) / k
+        m = min(k, p)
+        y[k - 1] = _dot(jx[:m], h[k - 1::-1][:m]) / k
     return y
 
 
@@ -433,8 +445,10 @@ def _taylor_log(us, u0):
     u = _stack(u0, us, shape)
     y, jy = np.empty_like(u), np.empty_like(u)
     inverse = 1.0 / u[0]
+    p = _degree(us)
     for k in range(1, len(u)):
-        y[k] = (u[k] - _dot(jy[1:k], u[k - 1:0:-1]) / k) * inverse
+        lo = max(1, k - p)  # u_{k-j} = 0 for k - j > p
+        y[k] = (u[k] - _dot(jy[lo:k], u[k - lo:0:-1]) / k) * inverse
         jy[k] = k * y[k]
     return y[1:]
 
@@ -444,9 +458,12 @@ def _taylor_pow(us, u0, y0, r):
     u = _stack(u0, us, shape)
     y = np.empty_like(u)
     y[0] = y0
+    p = _degree(us)
     for k in range(1, len(u)):
-        t = u[k:0:-1] * y[:k]  # u_{k-j} y_j for j = 0..k-1
-        y[k] = (r * np.tensordot(np.arange(k, 0, -1.0), t, 1) - np.tensordot(np.arange(float(k)), t, 1)) / (k * u[0])
+        lo = max(0, k - p)  # u_{k-j} = 0 for k - j > p
+        t = u[k - lo:0:-1] * y[lo:k]  # u_{k-j} y_j for j = lo..k-1
+        y[k] = (r * np.tensordot(np.arange(k - lo, 0, -1.0), t, 1) - np.tensordot(np.arange(lo, k, 1.0), t, 1)) / (
+            k * u[0])
     return y[1:]
 
 
@@ -457,8 +474,10 @@ def _taylor_div(as_, bs, y0, b0):
     y = np.empty((K + 1,) + shape)
     y[0] = y0
     inverse = 1.0 / b[0]
+    p = _degree(bs)
     for k in range(1, K + 1):
-        y[k] = (a[k - 1] - _dot(b[1:k + 1], y[k - 1::-1])) * inverse
+        m = min(k, p)
+        y[k] = (a[k - 1] - _dot(b[1:m + 1], y[k - 1::-1][:m])) * inverse
     return y[1:]
 
 
@@ -468,23 +487,29 @@ def _taylor_sincos(xs, s0, c0, sign):
     sc = np.empty((2, K + 1) + shape)  # sin and cos together: one contraction per k for both
     sc[0, 0], sc[1, 0] = s0, c0
     factor = np.array([1.0, sign]).reshape((2,) + (1,) * len(shape))
+    p = _degree(xs)
     for k in range(1, K + 1):
-        sc[:, k] = np.einsum("i...,ti...->t...", jx[:k], sc[::-1, k - 1::-1]) * (factor / k)
+        m = min(k, p)
+        sc[:, k] = np.einsum("i...,ti...->t...", jx[:m], sc[::-1, k - 1::-1][:, :m]) * (factor / k)
     return sc[:, 1:]
 
 
 def _taylor_conv(a, b, prim):
-    K = len(a)
+    K, pa, pb = len(a), _degree(a), _degree(b)
+    ranges = [(max(1, k - pb), min(k - 1, pa)) for k in range(1, K + 1)]  # the j with a_j b_{k-j} != 0
     if prim == "mul":
         a, b = np.broadcast_arrays(a, b)
         out = np.zeros(a.shape)
-        for k in range(2, K + 1):
-            out[k - 1] = _dot(a[: k - 1], b[k - 2::-1])
+        for k, (lo, hi) in enumerate(ranges, start=1):
+            if lo <= hi:
+                out[k - 1] = _dot(a[lo - 1:hi], b[k - 2::-1][lo - 1:hi])
         return out
     bilinear_map = get(prim)
-    terms = [eval_primitive(bilinear_map, [a[: k - 1], b[k - 2::-1]], {}).sum(axis=0) for k in range(2, K + 1)]
-    first = eval_primitive(bilinear_map, [a[:1], b[:1]], {})
-    return np.concatenate([np.zeros_like(first)] + [t[None] for t in terms])
+    out = np.zeros((K,) + eval_primitive(bilinear_map, [a[:1], b[:1]], {}).shape[1:])
+    for k, (lo, hi) in enumerate(ranges, start=1):
+        if lo <= hi:
+            out[k - 1] = eval_primitive(bilinear_map, [a[lo - 1:hi], b[k - 2::-1][lo - 1:hi]], {}).sum(axis=0)
+    return out
 
 
 def _series_shape(*avals, **_):
