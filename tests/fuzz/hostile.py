@@ -100,7 +100,10 @@ HUGE = ["10**10**10", "9**99999", "2**64", "2**63", "-(2**63) - 1", "1e999", "10
         "x * 1e308 * 1e308", "exp(1e308)", "for i in range(10**9):\n    x = x + 1\nx",
         "for i in range(40000):\n    for j in range(40000):\n        x = x + 1\nx",
         "t = x\nfor i in range(15):\n    t = concat([t, t])\nsum(t)", "sum(zeros((50000, 50000)))",
-        "x[10**20]", "x[-10**20]", "x[2**63:]", "reshape(x, (3, 2**62))"]
+        "x[10**20]", "x[-10**20]", "x[2**63:]", "reshape(x, (3, 2**62))",
+        # arithmetic edges of literals: numpy's answers (nan, inf), or a 4xx for integers
+        "(0 / 0)", "1.0 / 0.0", "0.0 ** -1", "(-8.0) ** 0.5", "1 // 0", "1 % 0", "0.0 % 0.0", "x / 0",
+        "log(0) + log(-1)", "exp(1000) * 0"]
 
 ESCAPES = [
     "__import__('os').system('touch %s')" % SENTINEL,

@@ -181,7 +181,9 @@ class Graph:
         """Evaluate a rank-0 primitive of literals at build time (bounded by its inputs)."""
         try:
             with np.errstate(all="ignore"):
-                value = eval_primitive(prim, [a.params[0][1] for a in args], params)
+                # numpy scalars: numpy's semantics (0/0 is nan, not ZeroDivisionError), as the tapes have
+                value = eval_primitive(prim, [np.float64(v) if type(v) is float else v
+                                              for v in (a.params[0][1] for a in args)], params)
         except (ArithmeticError, ValueError, TypeError):
             return None
         value = np.asarray(value)

@@ -98,9 +98,61 @@ def inline(dst: Graph, body: Body, counter, carried: list, captured: list) -> li
     return [mapped[o.id] for o in body.outputs]
 
 
+def hoist(graph: Graph, body: Body, captured: list) -> tuple[Body, list]:
+    """Move what the body computes from its captured values alone out of the loop.
+
+    Such nodes (a slice of a weight matrix, its transpose, a constant's exp...) have the
+    same value every iteration: computed once in ``graph``, they enter the body as
+    captured values. Their derivatives benefit most: the reverse loop then accumulates
+    the cotangent of the small hoisted value, and the one scatter into the whole
+    captured array happens once, after the loop, instead of every iteration.
+    """
+    outer = {c.id: v for c, v in zip(body.captured, captured)}
+    live = body.graph.live_nodes(body.outputs)
+    if not any(n.prim not in ("input", "const") and all(a.id in outer or a.prim == "const" for a in n.inputs)
+               for n in live):
+        return body, list(captured)
+    g = Graph()
+    counter = g.input(body.counter.params[0][1], (), INT, "loop")
+    mapped = {body.counter.id: counter}
+    carried = []
+    for c in body.carried:
+        mapped[c.id] = g.input(dict(c.params)["name"], c.shape, c.dtype, "loop")
+        carried.append(mapped[c.id])
+    new_captured, new_outer = [], []
+
+    def inside(n):
+        """The body-graph node standing for node ``n`` (hoisted ones become captured inputs)."""
+        if n.id not in mapped:
+            p = g.input(f"__h{len(new_captured)}", n.shape, n.dtype, "loop")
+            new_captured.append(p)
+            new_outer.append(outer[n.id])
+            mapped[n.id] = p
+        return mapped[n.id]
+
+    for n in live:
+        if n.id in mapped or n.id in outer:
+            continue
+        if n.prim == "const":
+            mapped[n.id] = g.const(n.params[0][1])
+        elif n.prim == "input":
+            raise ValueError(f"loop body input {dict(n.params)['name']!r} is not bound")
+        elif all(a.id in outer or a.prim == "const" for a in n.inputs):
+            args = [outer[a.id] if a.id in outer else graph.const(a.params[0][1]) for a in n.inputs]
+            outer[n.id] = graph.apply(n.prim, args, dict(n.params))
+        else:
+            mapped[n.id] = g.apply(n.prim, [inside(a) if a.id in outer else mapped[a.id] for a in n.inputs],
+                                   dict(n.params))
+    outputs = [inside(o) if o.id in outer else mapped[o.id] for o in body.outputs]
+    return Body(g, counter, carried, new_captured, outputs), new_outer
+
+
 def loop(graph: Graph, body: Body, inits: list, captured: list, count: int, reverse: bool = False,
          collect: bool = False) -> list[Node]:
-    """Add a loop node and its ``loop_get`` outputs: the final states, then (``collect``) the stacks."""
+    """Add a loop node and its ``loop_get`` outputs: the final states, then (``collect``) the stacks.
+    Loop-invariant work is hoisted out of the body first (``hoist``)."""
+    if count > 1:
+        body, captured = hoist(graph, body, captured)
     node = graph.apply("loop", list(inits) + list(captured),
                        {"body": body, "count": count, "reverse": reverse, "collect": collect})
     avals = list(body.avals(body.carried))
@@ -120,7 +172,7 @@ def run_loop(body_fn, carried: tuple, captured: tuple, count: int, reverse: bool
     for k in order:
         if collect:
             states.append(carried)
-        carried = body_fn(np.int64(k), *carried, *captured)
+        carried = body_fn(k, *carried, *captured)
     if not collect:
         return tuple(carried)
     if reverse:

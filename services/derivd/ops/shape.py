@@ -250,7 +250,7 @@ def _gather_shape(x, idx, axis):
 def _gather(x, idx, axis):
     x = np.asarray(x)  # a rank-0 Python float of a scalar tape
     n = x.shape[axis]
-    if np.ndim(idx) == 0:  # one index (a loop counter): a view, checked without reductions
+    if isinstance(idx, (int, np.integer)) or np.ndim(idx) == 0:  # one index (a loop counter): a view
         i = int(idx)
         if not -n <= i < n:
             raise IndexOutOfRange(f"index {i} is out of range for an axis of size {n}", index=i, size=n)

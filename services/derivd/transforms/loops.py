@@ -83,8 +83,9 @@ def _forward_loop(graph, node, tangents: list, batch: tuple, transform) -> dict[
     return out
 
 
-def vjp_loop(graph, node, cts: dict[int, object], batch: tuple) -> list:
-    """Cotangents of the loop's inputs given those of its outputs (by loop_get index)."""
+def vjp_loop(graph, node, cts: dict[int, object], batch: tuple, needed: list[bool]) -> list:
+    """Cotangents of the loop's inputs given those of its outputs (by loop_get index); only the
+    captured inputs marked ``needed`` (those that vary) get one."""
     from derivd.transforms.vjp import vjp
 
     p = _params(node)
@@ -92,7 +93,7 @@ def vjp_loop(graph, node, cts: dict[int, object], batch: tuple) -> list:
     count, m = p["count"], len(body.carried)
     inits, captured = list(node.inputs[:m]), list(node.inputs[m:])
     moving = [j for j, c in enumerate(body.carried) if c.dtype == FLOAT]
-    caps = [l for l, c in enumerate(body.captured) if c.dtype == FLOAT]
+    caps = [l for l, c in enumerate(body.captured) if c.dtype == FLOAT and needed[m + l]]
     stacked = [j for j in moving if (m + j) in cts]
     masked = any(getattr(c, "masked", False) for c in cts.values())
 

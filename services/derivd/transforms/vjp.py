@@ -40,7 +40,7 @@ def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
         if n.prim == "loop" and n.id in loop_cts:  # a loop's derivative is a loop the other way
             cts = loop_cts.pop(n.id)
             c = next(iter(cts.values()))
-            contributions = vjp_loop(graph, n, cts, c.shape[:nbatch])
+            contributions = vjp_loop(graph, n, cts, c.shape[:nbatch], [a.id in varies for a in n.inputs])
         else:
             c = ct.get(n.id)
             if c is None or n.prim in ("input", "const"):
