@@ -27,6 +27,8 @@ class Settings(BaseSettings):
 
     # Work limits for one request.
     max_jacobian_entries: int = 10**8
+    # Sparsity detection: a pattern (or intermediate) past this many entries is treated as dense.
+    max_pattern_nnz: int = 10**7
     # Derivative tensors by Taylor interpolation: binom(n+d-1, d) directions for order d in n variables.
     max_taylor_directions: int = 20_000
     max_tensor_entries: int = 10**7

@@ -59,6 +59,15 @@ def vjp(fn, values, wrt_names, u: np.ndarray):
     return np.asarray(y), [np.asarray(c).reshape(s) for c, s in zip(cts, wrt.shapes)], seconds
 
 
+def vjps(fn, values, wrt_names, cotangents: np.ndarray):
+    """f(x) and U J for a ``(k, m)`` block of flat cotangents, in one pass."""
+    wrt = Wrt(fn, wrt_names)
+    k = cotangents.shape[0]
+    tape, seconds = _vjp_tape(fn, wrt, (k,))
+    y, *cts = fn.run(tape, values, cotangents.reshape((k,) + fn.out_shape))
+    return np.asarray(y), wrt.join(cts, (k,)), seconds
+
+
 def jacobian(fn, values, wrt_names, settings):
     wrt = Wrt(fn, wrt_names)
     m = int(np.prod(fn.out_shape))

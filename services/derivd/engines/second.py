@@ -7,7 +7,10 @@ and its JVP in a direction v is the Hessian-vector product
 
 one tape costing a small constant times f, never the n x n Hessian. A batch
 of k directions (shape ``(k,) + shape(x)`` per input) is one pass, as in
-forward mode, so H itself is the HVP of the identity's rows.
+forward mode, so H itself is the HVP of the identity's rows: ``hessian`` takes
+them in chunks whose widest tangent stays within ``forward_chunk_bytes``, the
+last chunk padded with zero rows so one tape serves all. Column j is H e_j, so
+the result is symmetric to rounding, not bit for bit.
 
 ``HvpSession`` answers many directions at one point: the function, point and
 tape are resolved once, the value and gradient are computed once, and each
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from derivd.engines.common import Wrt
+from derivd.engines.common import Wrt, chunk_size, widest_node_bytes
 from derivd.engines.reverse import require_scalar
+from derivd.errors import LimitExceeded
 from derivd.transforms import jvp as jvp_transform
 from derivd.transforms import vjp as vjp_transform
 
@@ -61,6 +65,42 @@ def hvps(fn, values, wrt_names, directions: np.ndarray):
     y, *rest = fn.run(tape, values, *wrt.split(directions, (k,)))
     m = len(wrt.names)
     return (np.asarray(y), [np.asarray(g) for g in rest[:m]], wrt.join(rest[m:], (k,)), seconds)
+
+
+# Tangents of the forward-over-reverse graph: about as wide as the widest primal
+# node, several alive at once.
+WIDTH_FACTOR = 4
+
+
+def hvp_blocks(fn, values, wrt_names, directions: np.ndarray, settings):
+    """f(x), grad f(x) and V H for ``(k, n)`` flat directions V, in passes of a bounded batch."""
+    k = directions.shape[0]
+    b = chunk_size(max(k, 1), widest_node_bytes(fn) * WIDTH_FACTOR, settings.forward_chunk_bytes)
+    blocks, seconds, y, grads = [], 0.0, None, None
+    for start in range(0, max(k, 1), b):
+        chunk = directions[start:start + b]
+        if chunk.shape[0] < b:
+            chunk = np.concatenate([chunk, np.zeros((b - chunk.shape[0], directions.shape[1]))])
+        y, grads, block, s = hvps(fn, values, wrt_names, chunk)
+        seconds += s
+        blocks.append(block[: max(0, min(b, k - start))])
+    return y, grads, np.concatenate(blocks, axis=0), seconds
+
+
+def check_hessian_size(n: int, settings) -> None:
+    if n * n > settings.max_jacobian_entries:
+        raise LimitExceeded(f"a {n} x {n} Hessian has {n * n} entries, over the limit max_jacobian_entries="
+                            f"{settings.max_jacobian_entries}", limit="max_jacobian_entries", value=n * n,
+                            max=settings.max_jacobian_entries)
+
+
+def hessian(fn, values, wrt_names, settings):
+    """f(x), grad f(x) and the dense ``(n, n)`` Hessian: the HVPs of the identity's rows."""
+    require_scalar(fn, "hessian")
+    n = Wrt(fn, wrt_names).n
+    check_hessian_size(n, settings)
+    y, grads, rows, seconds = hvp_blocks(fn, values, wrt_names, np.eye(n), settings)
+    return y, grads, rows.T, seconds
 
 
 class HvpSession:

@@ -57,7 +57,7 @@ class HvpRequest(DerivRequest):
 
 
 class HessianRequest(DerivRequest):
-    pass
+    sparse: bool = Field(False, description="extension: COO on the detected pattern, by star colouring")
 
 
 class TaylorRequest(DerivRequest):

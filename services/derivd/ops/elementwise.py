@@ -15,8 +15,8 @@ import numpy as np
 
 from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import (
-    AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, elementwise_cases, hint, register,
-    result_dtype, scale, bilinear, composite, constant, get, integral, linear,
+    AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, declare_sparsity, elementwise_cases, hint,
+    register, result_dtype, scale, bilinear, composite, constant, get, integral, linear,
 )
 
 
@@ -361,6 +361,19 @@ hint({
 hint({name: elementwise_cases(REAL, REAL) for name in ("lt", "le", "gt", "ge", "eq", "ne")})
 hint({"and": elementwise_cases("mask", "mask"), "or": elementwise_cases("mask", "mask"),
       "not": elementwise_cases("mask"), "isfinite": elementwise_cases(REAL)})
+
+
+# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
+# Entry i of the output depends on the (broadcast) entry i of each input; the curvature
+# lists the input pairs whose second derivative may be nonzero. abs, relu, maximum,
+# minimum and mod are piecewise linear: their derivatives are constant between kinks.
+
+declare_sparsity("neg add sub where abs relu maximum minimum mod", "elementwise")
+declare_sparsity("exp exp2 expm1 log log2 log10 log1p sin cos tan asin acos atan sinh cosh tanh asinh acosh "
+                 "atanh sqrt cbrt square reciprocal erf erfc sigmoid softplus pow atan2 hypot", "elementwise", "all")
+declare_sparsity("mul mul0", "elementwise", ((0, 1),))
+declare_sparsity("div", "elementwise", ((0, 1), (1, 1)))
+declare_sparsity("sign floor ceil round step floordiv", "zero")
 
 
 # ---------------------------------------------------------------- Taylor coefficient recurrences

@@ -21,7 +21,8 @@ import numpy as np
 
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    FLOAT, REAL, Primitive, apply, broadcast_shapes, hint, nullary, register, scale, bilinear, constant,
+    FLOAT, REAL, Primitive, apply, bilinear, broadcast_shapes, constant, declare_sparsity, hint, nullary,
+    register, scale,
 )
 
 
@@ -226,3 +227,11 @@ hint({
               for a, b in [((3, 3), (3, 2)), ((2, 3, 3), (3, 1)), ((2, 2), (2, 2, 2))]],
     "cholesky": [{"args": [("spd", s)], "params": {}} for s in [(3, 3), (2, 2, 2)]],
 })
+
+
+# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
+
+declare_sparsity("matmul", "matmul", ((0, 1),))
+declare_sparsity("inv det logabsdet cholesky", "matrix", "all")
+declare_sparsity("solve", "solve", ((0, 0), (0, 1)))
+declare_sparsity("slogdet_sign", "zero")

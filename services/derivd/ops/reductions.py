@@ -16,7 +16,8 @@ import numpy as np
 
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, hint, register, result_dtype, scale, composite, linear,
+    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, composite, declare_sparsity, hint, linear, register,
+    result_dtype, scale,
 )
 
 
@@ -218,3 +219,9 @@ hint({
     "logsumexp": _cases("real", REAL), "norm2": _cases("real", AWAY_FROM_0),
     "max": _cases("distinct", (-2.0, 2.0)), "min": _cases("distinct", (-2.0, 2.0)),
 })
+
+
+# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
+
+declare_sparsity("sum max min", "reduce")
+declare_sparsity("prod logsumexp norm2", "reduce", "all")

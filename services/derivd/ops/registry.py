@@ -46,6 +46,7 @@ class Primitive:
     taylor: Callable | None = None
     broadcasting: bool = False
     differentiable: bool = True  # False: output is not float (masks, int ops): no tangent flows
+    sparsity: tuple | None = None  # (structure, curvature), transforms/sparsity.py; None: dense, never wrong
     inplace_impl: Callable | None = None  # impl that may overwrite its first argument (a fresh array that dies here)
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +64,17 @@ def register(prim: Primitive) -> Primitive:
 
 def get(name: str) -> Primitive:
     return REGISTRY[name]
+
+
+def declare_sparsity(names: str, structure: str, curvature=()) -> None:
+    """Say how each output entry of the primitives ``names`` depends on input entries.
+
+    ``structure`` names the first-order dependency map and ``curvature`` the pairs
+    of inputs whose mixed second derivative may be nonzero (``"all"``, or a tuple
+    of ``(i, j)``; ``()`` for linear maps); transforms/sparsity.py gives the meanings.
+    """
+    for name in names.split():
+        REGISTRY[name].sparsity = (structure, curvature)
 
 
 # ---------------------------------------------------------------- graph access

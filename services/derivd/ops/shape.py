@@ -17,7 +17,8 @@ import numpy as np
 
 from derivd.errors import IndexOutOfRange, ShapeError
 from derivd.ops.registry import (
-    FLOAT, INT, REAL, Primitive, apply, hint, lead, nullary, register, result_dtype, constant, linear,
+    FLOAT, INT, REAL, Primitive, apply, constant, declare_sparsity, hint, lead, linear, nullary, register,
+    result_dtype,
 )
 
 
@@ -381,3 +382,11 @@ hint({
                     _case((3, 2, 2), ("index", (2, 2), 2), axis=-1, size=2)],
     "concat": [_case((2,), (3,), axis=-1), _case((2, 3), (1, 3), axis=-2), _case((2, 3), (2, 1), (2, 2), axis=-1)],
 })
+
+
+# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
+# Each output entry is one entry of one input, or 0: found by running the primitive on entry numbers.
+
+declare_sparsity("zeros ones eye tril_ones arange", "zero")
+declare_sparsity("reshape broadcast_to transpose index index_scatter index_add gather concat", "select")
+declare_sparsity("scatter_add", "scatter_add")
