@@ -44,12 +44,13 @@ def lower_loop(lo, s: ast.For, env: dict, steps: range) -> bool:
             trace = Trace(lo, s, env, steps, trace.promotions())
             if trace.promotions():
                 return False
-    except (DerivdError, NotUniform):
-        return False
-    if len(steps) * trace.size <= lo.settings.loop_unroll_nodes:
+        if len(steps) * trace.size <= lo.settings.loop_unroll_nodes:
+            return False
+        body, inits = trace.body, trace.inits()
+    except (DerivdError, NotUniform, ValueError):  # ValueError: a state the body does not always set
         return False
     trace.check_limits()
-    results = loop(lo.graph, trace.body, trace.inits(), trace.captured_outer, len(steps))
+    results = loop(lo.graph, body, inits, trace.captured_outer, len(steps))
     for name, value in zip(trace.carried, results):
         env[name] = value
     for name, out in trace.outputs.items():
