@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from derivd.compile.codegen import compile_graph
 from derivd.config import Settings
@@ -241,3 +243,36 @@ def test_taylor_hvp_and_hessian_endpoints_through_loop_nodes():
     c2 = sum(w_ * f for w_, f in zip([-1 / 560, 8 / 315, -1 / 5, 8 / 5, -205 / 72, 8 / 5, -1 / 5, 8 / 315, -1 / 560],
                                      stencil)) / h**2 / 2
     assert_close(got["looped", "taylor"][1:3], [c1, c2], 1e-6, "c1, c2 vs finite differences")
+
+
+STEP_EXPRESSIONS = [
+    "h * {w} + {x}", "sin(h) * {x} + {i}", "tanh(h + v[{j}]) * {w}", "h if {i} % 2 == 0 else h * {x}",
+    "where(h > 0, sqrt(h), {x})", "h + sum(v * {x})", "exp(-h * h) + {w}", "maximum(h, {x}) - 0.5 * {w}",
+]
+VECTOR_EXPRESSIONS = ["v * {w} + {x}", "tanh(v + h)", "v[::-1] * {x}", "concat([v[1:], v[:1]]) + {i}",
+                      "softmax(v) * h", "where(v > {x}, v, -v)"]
+INDICES = ["x[i]", "x[i - 1]", "x[-i - 1]", "x[idx[i % 4]]", "x[(2 * i) % 6]", "x[i // 2]"]
+WEIGHTS = ["w[i % 3]", "w[0]", "w[(i + 1) % 3] * 0.5", "i / 4"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(2, 6), steps=st.lists(st.tuples(st.booleans(), st.integers(0, 7), st.integers(0, 5),
+                                                     st.integers(0, 5), st.integers(0, 3), st.integers(0, 2)),
+                                           min_size=1, max_size=3))
+def test_random_loops_as_loop_nodes_equal_unrolling(n, steps):
+    """Hypothesis over loop bodies: the loop node gives the unrolled values and gradients."""
+    lines = ["h = x[0]", "v = x[1:4]", f"for i in range({n}):"]
+    for vector, e, k, k2, wi, j in steps:
+        fill = {"x": INDICES[k], "w": WEIGHTS[wi], "i": "i", "j": j}
+        if vector:
+            lines.append("    v = " + VECTOR_EXPRESSIONS[e % len(VECTOR_EXPRESSIONS)].format(**fill))
+        else:
+            lines.append("    h = " + STEP_EXPRESSIONS[e].format(**fill))
+        lines.append(f"    h = h * 0.5 + {INDICES[k2]} * 0.1")
+    dsl = "\n".join(lines + ["h + sum(v)"])
+    at, constants = {"x": X, "w": W}, {"idx": np.array([5, 0, -2, 3])}
+    looped, unrolled = (run(s, "gradient", dsl, at, constants) for s in (LOOPED, UNROLLED))
+    assert loop_nodes(dsl, at, constants) == 1
+    assert_close(looped["value"], unrolled["value"], 1e-12, dsl)
+    for name in at:
+        assert_close(looped["gradient"][name], unrolled["gradient"][name], 1e-11, f"{dsl}\ngradient {name}")
