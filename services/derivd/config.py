@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     blackbox_deny: list[str] = [
         "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
         "169.254.0.0/16", "fe80::/10", "fc00::/7", "100.64.0.0/10", "0.0.0.0/8",
-        "224.0.0.0/4", "ff00::/8", "::ffff:0:0/96",
+        "224.0.0.0/4", "ff00::/8", "::ffff:0:0/96", "::/128", "64:ff9b::/96", "2002::/16",
     ]
+    blackbox_max_batch_points: int = 1000
     blackbox_max_response_bytes: int = 16 * 1024 * 1024
     blackbox_retries: int = 3
     blackbox_backoff_s: float = 0.05

@@ -16,16 +16,19 @@ from typing import Any
 
 import numpy as np
 
+from derivd.blackbox import BlackBoxCaller, BlackBoxSpec, make_registry
 from derivd.dsl import InputSpec, free_inputs
-from derivd.engines import forward, reverse, second
+from derivd.engines import differences, forward, reverse, second, sparse, taylor
+from derivd.engines.common import Wrt
 from derivd.cache import FunctionStore, RedisTier, TapeCache, TapeKey
 from derivd.engines.function import load_or_lower
-from derivd.errors import DerivdError, NotFound, ShapeError, UnknownName, ValidationFailed
+from derivd.errors import DerivdError, LimitExceeded, NotFound, ShapeError, UnknownName, ValidationFailed
 from derivd.observability import Metrics
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.workers.pool import Router
 
-ENDPOINTS = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor")
+VERIFIABLE = ("gradient", "jacobian", "jvp", "vjp", "hvp", "hessian")
+ENDPOINTS = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor", "derivatives")
 MODES = ("auto", "forward", "reverse", "taylor", "finite")
 
 
@@ -70,9 +73,22 @@ class Service:
         self.shared_functions = FunctionStore(redis, settings.function_ttl_s) if redis else None
         self.pools = Router(settings, self.compute, self.cache.stats, Timings)
         self.functions: dict[str, StoredFunction] = {}
+        self.blackboxes = make_registry(settings)
         self.metrics = Metrics()
         self.metrics.add_cache_level("local", lambda: (self.cache.hits, self.cache.misses))
         self.metrics.add_cache_level("redis", lambda: self.cache.stats.hits_misses("redis"))
+
+    # ------------------------------------------------------------ black boxes
+
+    def register_blackbox(self, fields: dict) -> dict:
+        """Validate (pydantic) and SSRF-check a registration, then store it; headers are never echoed."""
+        return self.blackboxes.register(BlackBoxSpec.model_validate(fields)).public()
+
+    def list_blackboxes(self) -> list[dict]:
+        return [spec.public() for spec in self.blackboxes.list()]
+
+    def delete_blackbox(self, name: str) -> None:
+        self.blackboxes.delete(name)
 
     # ------------------------------------------------------------ functions
 
@@ -120,6 +136,13 @@ class Service:
         timings = Timings()
         if req.mode not in MODES:
             raise ValidationFailed(f"unknown mode {req.mode!r}; one of {', '.join(MODES)}", field="mode")
+        if endpoint in ("taylor", "derivatives"):
+            self._taylor_order(req.order)  # refused before anything is lowered or run
+        if isinstance(req.function, dict) and list(req.function) == ["blackbox"]:
+            t1 = time.perf_counter()
+            response = self._blackbox(endpoint, req)
+            timings.compute = time.perf_counter() - t1
+            return response, timings
         source, constants = self._resolve(req.function, req.constants)
         specs = self._specs(req.at, constants)
         wrt = self._wrt(req.wrt, req.at, constants)
@@ -129,10 +152,151 @@ class Service:
         fn, hit = self.cache.get_or_compile(key, lambda: load_or_lower(source, specs, self.settings, self.cache, key))
         timings.compile = 0.0 if hit else time.perf_counter() - t0
         t1 = time.perf_counter()
-        response, compile_seconds = getattr(self, "_" + endpoint)(fn, values, wrt, req)
+        if req.mode == "finite" and endpoint != "evaluate":
+            slots = Wrt(fn, wrt)
+            response = self._finite(endpoint, differences.program_points(fn, values, slots), slots, values, req,
+                                    fn.out_shape)
+            compile_seconds = 0.0
+        else:
+            response, compile_seconds = getattr(self, "_" + endpoint)(fn, values, wrt, req)
+            if req.verify and endpoint in VERIFIABLE:
+                slots = Wrt(fn, wrt)
+                response["verification"] = self._verify(
+                    endpoint, differences.program_points(fn, values, slots), slots, values, req, response)
         timings.compile += compile_seconds
         timings.compute = time.perf_counter() - t1 - compile_seconds
         return response, timings
+
+    # ------------------------------------------------------------ finite differences
+
+    def _blackbox(self, endpoint: str, req: Request) -> dict:
+        """A registered black box: evaluated over HTTP, differentiated by finite differences only."""
+        spec = self.blackboxes.get(str(req.function["blackbox"]))
+        if req.constants:
+            raise ValidationFailed("a black box takes no constants", field="constants")
+        if set(req.at) != {"x"}:
+            raise ValidationFailed("a black-box request names its one input `x` in `at`", field="at")
+        if req.wrt not in (None, ["x"]):
+            raise ValidationFailed("a black box is differentiated with respect to `x` only", field="wrt")
+        if req.mode not in ("auto", "finite"):
+            raise ValidationFailed(f"a black box can only be differentiated by finite differences; mode "
+                                   f"{req.mode!r} needs a program (use auto or finite)", field="mode")
+        if req.verify:
+            raise ValidationFailed("verify compares automatic differentiation with finite differences; "
+                                   "a black box has only the latter", field="verify")
+        x = np.asarray(req.at["x"], dtype=np.float64)
+        if x.size != spec.input_size:
+            raise ShapeError(f"black box {spec.name!r} takes x of {spec.input_size} numbers; got shape "
+                             f"{list(x.shape)}", shapes=[list(x.shape), [spec.input_size]])
+        x = x.reshape(-1)
+        caller = BlackBoxCaller(spec, self.settings, self.settings.blackbox_max_batch_points)
+
+        def evaluate(X):
+            return caller.evaluate(np.atleast_2d(X), req.deadline)
+
+        if endpoint == "evaluate":
+            response = {"value": evaluate(x)[0], "engine": "blackbox"}
+        else:
+            response = self._finite(endpoint, evaluate, Wrt.of_shapes(["x"], [x.shape]), {"x": x}, req,
+                                    (spec.output_size,))
+        response["blackbox"] = {"name": spec.name, "evaluations": caller.evaluations}
+        return response
+
+    def _finite(self, endpoint, F, slots, values, req, out_shape) -> dict:
+        """An endpoint answered by finite differences of a batched callable ``F`` over ``slots``."""
+        x = slots.join([values[n] for n in slots.names], ())
+        m = math.prod(out_shape)
+        budget = self.settings.fd_max_evaluations
+        if endpoint in ("gradient", "hvp", "hessian") and m != 1:
+            raise ShapeError(f"{endpoint} needs a scalar output (one element); the output has shape "
+                             f"{list(out_shape)}", shape=list(out_shape), code="not_scalar")
+        split = lambda flat: dict(zip(slots.names, slots.split(np.asarray(flat))))  # noqa: E731
+        out = {"engine": "finite"}
+        if endpoint == "gradient":
+            r = differences.derivative("gradient", F, x, req.fd, budget)
+            out.update(value=float(r.value[0]), gradient=split(r.derivative))
+        elif endpoint in ("jacobian", "vjp"):
+            r = differences.derivative("jacobian", F, x, req.fd, budget)
+            if endpoint == "jacobian":
+                out.update(value=r.value, jacobian=r.derivative, shape=[m, slots.n])
+                if req.sparse:
+                    out["jacobian"] = _coo(r.derivative)
+            else:
+                u = self._cotangent(req.u, m)
+                out.update(value=r.value, vjp=split(u @ r.derivative))
+                r.error = np.abs(u) @ r.error
+        elif endpoint == "jvp":
+            v = slots.join([d for d in self._directions(req.v, slots.names, values, "v").values()], ())
+            r = differences.derivative("jvp", F, x, req.fd, budget, v)
+            out.update(value=r.value, jvp=r.derivative)
+        elif endpoint == "hvp":
+            directions = self._hvp_directions(req, slots, values)
+            results = [differences.derivative("hvp", F, x, req.fd, budget, v) for v in directions]
+            r = results[0]
+            if req.vs is not None:
+                out.update(value=float(r.value[0]), hvps=[split(q.derivative) for q in results])
+            else:
+                out.update(value=float(r.value[0]), hvp=split(r.derivative))
+            r.evaluations = sum(q.evaluations for q in results)
+            r.error = np.max([q.error for q in results], axis=0)
+        elif endpoint == "hessian":
+            g = differences.derivative("gradient", F, x, req.fd, budget)
+            r = differences.derivative("hessian", F, x, req.fd, budget)
+            out.update(value=float(r.value[0]), gradient=split(g.derivative), hessian=r.derivative)
+            r.evaluations += g.evaluations
+        else:
+            raise DerivdError(f"{endpoint} is not available by finite differences", code="unsupported_mode",
+                              status=422, mode="finite")
+        out["fd"] = {"evaluations": r.evaluations, "max_error_estimate": float(np.max(r.error, initial=0.0))}
+        return out
+
+    def _verify(self, endpoint, F, slots, values, req, response) -> dict:
+        """Recompute ``response``'s derivative by finite differences and compare (``verify: true``)."""
+        x = slots.join([values[n] for n in slots.names], ())
+        budget = self.settings.fd_max_evaluations
+        join = lambda d: slots.join([d[n] for n in slots.names], ())  # noqa: E731
+        if endpoint == "gradient":
+            return differences.verification(join(response["gradient"]),
+                                            differences.derivative("gradient", F, x, req.fd, budget))
+        if endpoint == "jacobian":
+            jac = response["jacobian"]
+            dense = _dense(jac) if isinstance(jac, dict) else jac
+            return differences.verification(dense, differences.derivative("jacobian", F, x, req.fd, budget))
+        if endpoint == "jvp":
+            v = slots.join(list(self._directions(req.v, slots.names, values, "v").values()), ())
+            return differences.verification(response["jvp"], differences.derivative("jvp", F, x, req.fd, budget, v))
+        if endpoint == "vjp":
+            r = differences.derivative("jacobian", F, x, req.fd, budget)
+            u = self._cotangent(req.u, r.value.size)
+            return differences.verification(join(response["vjp"]), r, u @ r.derivative, np.abs(u) @ r.error)
+        if endpoint == "hvp":
+            directions = self._hvp_directions(req, slots, values)
+            got = [join(h) for h in (response["hvps"] if req.vs is not None else [response["hvp"]])]
+            checks = [differences.verification(g, differences.derivative("hvp", F, x, req.fd, budget, v))
+                      for g, v in zip(got, directions)]
+            worst = max(checks, key=lambda c: c["max_rel_err"])
+            return {**worst, "passed": all(c["passed"] for c in checks),
+                    "fd_evaluations": sum(c["fd_evaluations"] for c in checks)}
+        hess = response["hessian"]
+        dense = _dense(hess) if isinstance(hess, dict) else hess
+        return differences.verification(dense, differences.derivative("hessian", F, x, req.fd, budget))
+
+    def _hvp_directions(self, req, slots, values) -> list[np.ndarray]:
+        if req.vs is not None:
+            if req.v is not None:
+                raise ValidationFailed("give `v` or `vs`, not both", field="vs")
+            return [slots.join(list(self._directions(d, slots.names, values, f"vs[{i}]").values()), ())
+                    for i, d in enumerate(req.vs)]
+        return [slots.join(list(self._directions(req.v, slots.names, values, "v").values()), ())]
+
+    @staticmethod
+    def _cotangent(u, m: int) -> np.ndarray:
+        if u is None:
+            raise ValidationFailed("vjp needs `u`, a flat cotangent as long as the output", field="u")
+        u = np.asarray(u, dtype=np.float64).reshape(-1)
+        if u.size != m:
+            raise ShapeError(f"u has {u.size} elements; the output has {m}", shapes=[[u.size], [m]])
+        return u
 
     def ready(self) -> tuple[bool, dict]:
         """Whether every pool this service routes to is reachable (``/readyz``, gRPC health)."""
@@ -218,8 +382,10 @@ class Service:
 
     def _gradient(self, fn, values, wrt, req):
         reverse.require_scalar(fn, "gradient")
-        engine = self._pick(req.mode, 2, 1)  # auto: reverse (one output)
-        if engine == "forward":
+        engine = "taylor" if req.mode == "taylor" else self._pick(req.mode, 2, 1)  # auto: reverse (one output)
+        if engine == "taylor":
+            y, grads, seconds = taylor.gradient(fn, values, wrt, self.settings)
+        elif engine == "forward":
             y, jac, seconds = forward.jacobian(fn, values, wrt, self.settings)
             grads = [np.asarray(g).reshape(np.shape(values[w])) for g, w in zip(_split_row(jac, fn, wrt), wrt)]
         else:
@@ -230,8 +396,12 @@ class Service:
     def _jacobian(self, fn, values, wrt, req):
         n = sum(int(np.prod(np.shape(values[w]))) for w in wrt)
         m = int(np.prod(fn.out_shape))
-        engine = self._pick(req.mode, n, m)
-        module = forward if engine == "forward" else reverse
+        engine = "taylor" if req.mode == "taylor" else self._pick(req.mode, n, m)
+        if engine != "taylor" and (req.sparse or (req.mode == "auto" and sparse.worth_trying(fn, n, m))):
+            found = self._sparse_jacobian(fn, values, wrt, req, n, m)
+            if found is not None:
+                return found
+        module = {"forward": forward, "reverse": reverse, "taylor": taylor}[engine]
         y, jac, seconds = module.jacobian(fn, values, wrt, self.settings)
         out = {"value": np.asarray(y, dtype=np.float64).reshape(-1), "jacobian": jac, "shape": [m, n],
                "engine": engine}
@@ -242,9 +412,12 @@ class Service:
 
     def _jvp(self, fn, values, wrt, req):
         v = self._directions(req.v, wrt, values, "v")
-        y, dy, seconds = forward.jvp(fn, values, wrt, v)
+        if req.mode == "taylor":
+            engine, (y, dy, seconds) = "taylor", taylor.jvp(fn, values, wrt, v, self.settings)
+        else:
+            engine, (y, dy, seconds) = "forward", forward.jvp(fn, values, wrt, v)
         return {"value": np.asarray(y, dtype=np.float64).reshape(-1), "jvp": np.asarray(dy).reshape(-1),
-                "engine": "forward"}, seconds
+                "engine": engine}, seconds
 
     def _vjp(self, fn, values, wrt, req):
         if req.u is None:
@@ -254,13 +427,115 @@ class Service:
                 "engine": "reverse"}, seconds
 
     def _hvp(self, fn, values, wrt, req):
-        raise DerivdError("hvp is not available yet", code="not_implemented", status=501)
+        if req.mode == "taylor":
+            return self._hvp_by_taylor(fn, values, wrt, req)
+        return self._hvp_forward_over_reverse(fn, values, wrt, req)
 
     def _hessian(self, fn, values, wrt, req):
-        raise DerivdError("hessian is not available yet", code="not_implemented", status=501)
+        if req.mode == "taylor":
+            return self._hessian_by_taylor(fn, values, wrt, req)
+        return self._hessian_by_hvps(fn, values, wrt, req)
+
+    # ------------------------------------------------------------ second order and sparsity
+
+    def _sparse_jacobian(self, fn, values, wrt, req, n, m):
+        """By colouring the detected pattern: with ``sparse``, COO on the pattern; in auto mode only
+        when it takes fewer passes than min(n, m) (else None: the dense engines answer)."""
+        plan = sparse.jacobian_plan(fn, values, Wrt(fn, wrt), req.mode, self.settings)
+        if not req.sparse and plan.ncolors >= min(n, m):
+            return None
+        y, rows, cols, vals, seconds = sparse.jacobian(fn, values, wrt, plan, self.settings)
+        if req.sparse:
+            jac = {"rows": rows, "cols": cols, "values": vals, "shape": [m, n]}
+        else:
+            jac = np.zeros((m, n))
+            jac[rows, cols] = vals
+        return {"value": np.asarray(y, dtype=np.float64).reshape(-1), "jacobian": jac, "shape": [m, n],
+                "engine": plan.direction, "sparsity": plan.info((m, n))}, seconds
+
+    def _hvp_forward_over_reverse(self, fn, values, wrt, req):
+        """The jvp of the gradient graph; ``vs`` (an extension) is one pass with a batch of directions."""
+        reverse.require_scalar(fn, "hvp")
+        self._pick(req.mode, 2, 1)  # refuses modes that cannot give an HVP
+        slots = Wrt(fn, wrt)
+        directions = self._hvp_directions(req, slots, values)
+        out = {"engine": "forward-over-reverse"}
+        if req.vs is None:
+            y, _, hv, seconds = second.hvp(fn, values, wrt, dict(zip(wrt, slots.split(directions[0]))))
+            out["hvp"] = dict(zip(wrt, hv))
+        else:
+            flat = np.array(directions).reshape(len(directions), slots.n)
+            y, _, block, seconds = second.hvps(fn, values, wrt, flat)
+            out["hvps"] = [dict(zip(wrt, slots.split(row))) for row in block]
+        out["value"] = float(np.asarray(y).reshape(-1)[0])
+        return out, seconds
+
+    def _hessian_by_hvps(self, fn, values, wrt, req):
+        """Dense by batched HVPs of the identity; with ``sparse`` (and in auto mode when it saves passes)
+        one HVP per colour of a star colouring of the detected pattern."""
+        reverse.require_scalar(fn, "hessian")
+        self._pick(req.mode, 2, 1)
+        slots = Wrt(fn, wrt)
+        n = slots.n
+        out = {"engine": "forward-over-reverse"}
+        plan = None
+        if req.sparse or (req.mode == "auto" and sparse.worth_trying(fn, n, n)):
+            plan = sparse.hessian_plan(fn, values, slots, self.settings)
+            if not req.sparse and plan.ncolors >= n:
+                plan = None
+        if plan is None:
+            y, grads, hess, seconds = second.hessian(fn, values, wrt, self.settings)
+        else:
+            y, grads, rows, cols, vals, seconds = sparse.hessian(fn, values, wrt, plan, self.settings)
+            if req.sparse:
+                hess = {"rows": rows, "cols": cols, "values": vals, "shape": [n, n]}
+            else:
+                hess = np.zeros((n, n))
+                hess[rows, cols] = vals
+            out["sparsity"] = plan.info((n, n))
+        out.update(value=float(np.asarray(y).reshape(-1)[0]), gradient=dict(zip(wrt, grads)), hessian=hess)
+        return out, seconds
+
+    # ------------------------------------------------------------ Taylor mode
+
+    def _taylor_order(self, order) -> int:
+        if order is None or order < 0:
+            raise ValidationFailed("this endpoint needs `order`, a non-negative integer", field="order")
+        if order > self.settings.max_taylor_order:
+            raise LimitExceeded(f"Taylor order {order} is over the limit max_taylor_order="
+                                f"{self.settings.max_taylor_order}", limit="max_taylor_order", value=order,
+                                max=self.settings.max_taylor_order)
+        return order
 
     def _taylor(self, fn, values, wrt, req):
-        raise DerivdError("taylor is not available yet", code="not_implemented", status=501)
+        order = self._taylor_order(req.order)
+        y, c, seconds = taylor.coefficients(fn, values, wrt, self._directions(req.v, wrt, values, "v"), order,
+                                            self.settings)
+        factorials = np.array([float(math.factorial(k)) for k in range(order + 1)])
+        return {"value": y.reshape(-1), "coefficients": c, "derivatives": c * factorials[:, None],
+                "engine": "taylor"}, seconds
+
+    def _derivatives(self, fn, values, wrt, req):
+        y, tensors, count, seconds = taylor.tensors(fn, values, wrt, self._taylor_order(req.order), self.settings)
+        return {"value": y.reshape(-1), "tensors": tensors, "directions": count, "engine": "taylor"}, seconds
+
+    def _hvp_by_taylor(self, fn, values, wrt, req):
+        slots = Wrt(fn, wrt)
+        directions = self._hvp_directions(req, slots, values)
+        y, hv, seconds = taylor.hvps(fn, values, wrt, np.array(directions).reshape(len(directions), slots.n),
+                                     self.settings)
+        out = {"value": float(y.reshape(-1)[0]), "engine": "taylor"}
+        split = [dict(zip(wrt, slots.split(h))) for h in hv]
+        if req.vs is not None:
+            out["hvps"] = split
+        else:
+            out["hvp"] = split[0]
+        return out, seconds
+
+    def _hessian_by_taylor(self, fn, values, wrt, req):
+        y, g, h, seconds = taylor.hessian(fn, values, wrt, self.settings)
+        return {"value": float(y.reshape(-1)[0]), "gradient": dict(zip(wrt, Wrt(fn, wrt).split(g))),
+                "hessian": h, "engine": "taylor"}, seconds
 
     @staticmethod
     def _directions(v, wrt, values, field_name) -> dict[str, np.ndarray]:
@@ -312,8 +587,18 @@ class HvpStream:
 
 
 def _split_row(jac, fn, wrt):
-    from derivd.engines.common import Wrt
     return Wrt(fn, wrt).split(jac[0])
+
+
+def _coo(dense: np.ndarray) -> dict:
+    rows, cols = np.nonzero(dense)
+    return {"rows": rows, "cols": cols, "values": dense[rows, cols], "shape": list(dense.shape)}
+
+
+def _dense(coo: dict) -> np.ndarray:
+    out = np.zeros(coo["shape"])
+    out[np.asarray(coo["rows"], dtype=np.int64), np.asarray(coo["cols"], dtype=np.int64)] = coo["values"]
+    return out
 
 
 def describe(stored: StoredFunction) -> dict[str, Any]:

@@ -4,16 +4,11 @@ it, and a real Redis for the registry."""
 import asyncio
 import json
 import math
-import os
 import random
-import shutil
 import socket
-import subprocess
 import threading
-import time
 
 import pytest
-import redis
 
 from derivd.config import Settings
 
@@ -188,36 +183,7 @@ def local_settings() -> Settings:
     )
 
 
-def _wait_for_redis(url: str, timeout_s: float = 5.0) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            time.sleep(0.05)
-    return False
-
-
 @pytest.fixture(scope="session")
-def redis_url():
-    """A real Redis: $REDIS_URL if set, else a throwaway redis-server we start."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no REDIS_URL set and no redis-server on PATH: Redis registry tests need a real Redis")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        if not _wait_for_redis(url):
-            pytest.fail(f"redis-server on port {port} did not come up")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+def redis_url(shared_redis_url):
+    """A real Redis: $REDIS_URL if set, else the suite's own redis-server (tests/conftest.py)."""
+    return shared_redis_url

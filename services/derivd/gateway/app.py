@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from derivd import __version__
 from derivd.auth import OPEN_PATHS, AccessControl
+from derivd.blackbox import BlackBoxSpec
 from derivd.config import Settings, get_settings
 from derivd.core import Request as CoreRequest
 from derivd.core import Service, describe
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             vs=[arrays(d, f"vs[{i}]") for i, d in enumerate(m.vs)] if getattr(m, "vs", None) else None,
             u=codecs.decode(m.u, "u") if getattr(m, "u", None) is not None else None,
             order=getattr(m, "order", None), sparse=getattr(m, "sparse", False),
+            deadline=time.monotonic() + settings.request_timeout_s,
         )
 
     def validate(model, body):
@@ -215,6 +217,28 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     app.add_api_route("/v1/functions/{fid}", get_function, methods=["GET"], tags=["functions"])
     app.add_api_route("/functions/{fid}", get_function, methods=["GET"], include_in_schema=False)
 
+    async def register_blackbox(request: Request):
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ValidationFailed("request body must be a JSON object")
+        return json_response(await run_in_threadpool(service.register_blackbox, body))
+
+    async def list_blackboxes():
+        return json_response({"blackboxes": await run_in_threadpool(service.list_blackboxes)})
+
+    async def delete_blackbox(name: str):
+        await run_in_threadpool(service.delete_blackbox, name)
+        return Response(status_code=204)
+
+    for prefix, visible in (("/v1", True), ("", False)):
+        app.add_api_route(f"{prefix}/blackboxes", register_blackbox, methods=["POST"], tags=["black boxes"],
+                          include_in_schema=visible, openapi_extra={"requestBody": {"required": True, "content": {
+                              "application/json": {"schema": {"$ref": "#/components/schemas/BlackBoxSpec"}}}}})
+        app.add_api_route(f"{prefix}/blackboxes", list_blackboxes, methods=["GET"], tags=["black boxes"],
+                          include_in_schema=visible)
+        app.add_api_route(f"{prefix}/blackboxes/{{name}}", delete_blackbox, methods=["DELETE"],
+                          tags=["black boxes"], include_in_schema=visible, status_code=204)
+
     @app.get("/healthz", tags=["operations"])
     async def healthz():
         return json_response({"status": "ok"})
@@ -244,7 +268,7 @@ def _add_schemas(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         comps = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in list(schemas.REQUESTS.values()) + [schemas.FunctionRequest]:
+        for model in list(schemas.REQUESTS.values()) + [schemas.FunctionRequest, BlackBoxSpec]:
             js = model.model_json_schema(ref_template="#/components/schemas/{model}")
             comps.update(js.pop("$defs", {}))
             comps[model.__name__] = js

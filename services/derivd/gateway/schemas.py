@@ -61,8 +61,22 @@ class HessianRequest(DerivRequest):
 
 
 class TaylorRequest(DerivRequest):
+    """c_0..c_K of f(x + t v), c_k = (1/k!) d^k/dt^k f(x + t v) at t = 0 (``coefficients``, K+1 flat
+    lists), and the directional derivatives k! c_k (``derivatives``, extension)."""
+
     v: dict[str, Array]
-    order: int = Field(ge=0)
+    order: int = Field(ge=0, description="K, at most the server's max_taylor_order (64 by default)")
+
+
+class DerivativesRequest(DerivRequest):
+    """Extension: every derivative tensor of order 1..``order`` (at most 4) at once, interpolated
+    from univariate Taylor series along binom(n+order-1, order) directions (Griewank, Utke &
+    Walther 2000). Response: ``value``, ``tensors`` (order e: shape [n]*e for an output of one
+    element, else [m] + [n]*e, n running over the flattened wrt inputs), ``directions`` (how many
+    series were propagated), ``engine: "taylor"``. Refused with 413 when the directions or the
+    tensors' entries exceed max_taylor_directions or max_tensor_entries."""
+
+    order: int = Field(ge=1, le=4, description="the highest derivative order d (1 to 4)")
 
 
 class FunctionRequest(BaseModel):
@@ -74,5 +88,5 @@ class FunctionRequest(BaseModel):
 REQUESTS = {
     "evaluate": EvaluateRequest, "gradient": GradientRequest, "jacobian": JacobianRequest,
     "jvp": JvpRequest, "vjp": VjpRequest, "hvp": HvpRequest, "hessian": HessianRequest,
-    "taylor": TaylorRequest,
+    "taylor": TaylorRequest, "derivatives": DerivativesRequest,
 }

@@ -123,7 +123,8 @@ def to_request(msg) -> Request:
     fields = msg.DESCRIPTOR.fields_by_name
     req = Request(
         function=function(msg), at=arrays(msg.at, "at"), constants=arrays(msg.constants, "constants", True),
-        wrt=list(msg.wrt) or None, mode=mode(msg.mode),
+        # protobuf maps have no order: an empty wrt means every input of `at` in sorted name order
+        wrt=list(msg.wrt) or sorted(msg.at), mode=mode(msg.mode),
         fd=fd_options(msg) if "fd" in fields else None, verify=msg.verify if "verify" in fields else False,
     )
     if "v" in fields:
