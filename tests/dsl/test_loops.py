@@ -167,7 +167,6 @@ def test_loop_nodes_equal_unrolling_and_finite_differences(dsl, f, at, constants
 
 def test_reverse_over_reverse_through_a_loop():
     """The vjp of a vjp: a loop over a reverse loop over the body (the Hessian's rows)."""
-    from derivd.ir.graph import Graph  # noqa: F401  (the transforms append to the program's graph)
     from derivd.ops.registry import FLOAT
     from derivd.transforms import vjp
 

@@ -102,9 +102,9 @@ class Derivatives:
         self.prim = REGISTRY[name]
         self.case = case
         g = self.graph = Graph()
-        role = {"mask": ("const", BOOL), "index": ("const", INT)}
-        self.args = [g.input(f"a{i}", tuple(spec[1]), *role.get(spec[0], ("at", FLOAT))[::-1])
-                     for i, spec in enumerate(case["args"])]
+        dtype = {"mask": BOOL, "index": INT}
+        self.args = [g.input(f"a{i}", tuple(spec[1]), dtype.get(spec[0], FLOAT),
+                             "const" if spec[0] in dtype else "at") for i, spec in enumerate(case["args"])]
         self.diff = [a for a, spec in zip(self.args, case["args"]) if spec[0] in DIFFERENTIATED]
         self.out = g.apply(name, self.args, case["params"])
         if not self.diff or not self.prim.differentiable:
@@ -131,7 +131,6 @@ class Derivatives:
         self.layout = [shape for _, shape in fill]
         nodes = [node for node, _ in fill if node is not None]
         self.present = [node is not None for node, _ in fill]
-        self.hv_of = [x is not None for x in grads]
         self.tape = compile_graph(g, self.args + self.extra, [self.out] + nodes + [h for h in hv if h is not None])
         self.hv_present = [h is not None for h in hv]
         self.grad_tape = compile_graph(g, self.args + [u], real_grads) if real_grads else None
