@@ -20,6 +20,7 @@ import pytest
 from derivd.compile.codegen import compile_graph
 from derivd.config import Settings
 from derivd.dsl import InputSpec
+from derivd.engines import forward
 from derivd.engines import taylor as taylor_engine
 from derivd.engines.function import CompiledFunction
 from derivd.transforms.taylor import taylor
@@ -149,3 +150,43 @@ def test_identities_on_general_curves(source):
     want = series if IDENTITIES[source] == "x" else np.zeros_like(series)
     np.testing.assert_allclose(y0, x0 if IDENTITIES[source] == "x" else IDENTITIES[source], rtol=1e-13)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------- kinks: the jvp rules' conventions
+
+KINKS = [  # program, point, direction: each at a point of non-differentiability
+    ("abs(x)", [0.0, 0.0], [1.0, -1.0]),
+    ("relu(x)", [0.0, 0.0], [1.0, -1.0]),
+    ("maximum(x, 2 * x)", [0.0, 0.0], [1.0, -1.0]),
+    ("minimum(x, 0.5 * x)", [0.0, 0.0], [1.0, -1.0]),
+    ("max(x)", [1.0, 1.0], [0.5, -2.0]),
+    ("min(x)", [1.0, 1.0], [0.5, -2.0]),
+    ("where(x > 0, x, -x)", [0.0, 0.0], [1.0, -1.0]),
+    ("hypot(x[0], x[1])", [0.0, 0.0], [1.0, 2.0]),
+    ("norm(x)", [0.0, 0.0], [1.0, 2.0]),
+    ("floor(x) + sign(x) + round(x)", [1.0, 0.0], [1.0, -1.0]),
+]
+
+
+@pytest.mark.parametrize("source,x,v", KINKS)
+def test_kinks_follow_the_jvp_conventions(source, x, v):
+    """At a kink the first coefficient is the jvp's one-sided value and, these functions being
+    piecewise linear (or, like hypot and norm, 0 there by convention), the higher ones vanish."""
+    x, v = np.array(x), np.array(v)
+    fn = CompiledFunction(source, {"x": InputSpec(x.shape, "f8", "at")}, SETTINGS)
+    _, c, _ = taylor_engine.coefficients(fn, {"x": x}, ["x"], {"x": v}, 4, SETTINGS)
+    _, jv, _ = forward.jvp(fn, {"x": x}, ["x"], {"x": v})
+    np.testing.assert_array_equal(c[1], np.reshape(jv, -1))
+    np.testing.assert_array_equal(c[2:], 0.0)
+
+
+@pytest.mark.parametrize("source", ["sqrt(x)", "cbrt(x)", "x**0.5", "x**2.5"])
+def test_powers_at_zero_take_the_jvp_one_sided_derivative(source):
+    """sqrt and cbrt at 0: +inf along v > 0, -inf along v < 0 (the jvp's convention); x^2.5: 0."""
+    x, v = np.array([0.0, 0.0]), np.array([1.0, -1.0])
+    fn = CompiledFunction(source, {"x": InputSpec((2,), "f8", "at")}, SETTINGS)
+    _, c, _ = taylor_engine.coefficients(fn, {"x": x}, ["x"], {"x": v}, 1, SETTINGS)
+    _, jv, _ = forward.jvp(fn, {"x": x}, ["x"], {"x": v})
+    np.testing.assert_array_equal(c[1], jv)
+    np.testing.assert_array_equal(c[1], [0.0, -0.0] if source == "x**2.5" else [np.inf, -np.inf])
+

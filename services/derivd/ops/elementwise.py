@@ -477,6 +477,8 @@ def _taylor_pow(us, u0, y0, r):
         t = u[k - lo:0:-1] * y[lo:k]  # u_{k-j} y_j for j = lo..k-1
         y[k] = (r * np.tensordot(np.arange(k - lo, 0, -1.0), t, 1) - np.tensordot(np.arange(lo, k, 1.0), t, 1)) / (
             k * u[0])
+        if k == 1:  # y_1 = r u^(r-1) u_1, also where u = 0: the jvp's one-sided +-inf (sqrt, cbrt) or 0
+            y[1] = np.where(u[0] == 0, r * u[1] * np.power(np.abs(u[0]), r - 1.0), y[1])
     return y[1:]
 
 
