@@ -25,13 +25,6 @@ if str(SDK) not in sys.path:
 import derivd_client as dd  # noqa: E402
 
 
-def skip_if_missing(err: dd.DerivdError):
-    """A 501 means this server build lacks the endpoint: the SDK has nothing to check against yet."""
-    if isinstance(err, dd.errors.NotImplementedOnServer):
-        pytest.skip(f"server has no such endpoint yet: {err.message}")
-    raise err
-
-
 @pytest.fixture(scope="session")
 def sdk(server):
     with dd.Client(server.url, timeout=60, retries=1) as c:

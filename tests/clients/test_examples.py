@@ -23,12 +23,7 @@ def test_gauss_newton(cli_env):
 
 
 def test_newton_cg(cli_env):
-    try:
-        out = run_example("newton_cg.py", cli_env, "--n", "6")
-    except AssertionError as e:
-        if "not_implemented" in str(e):
-            pytest.skip("hvp is not on this server yet")
-        raise
+    out = run_example("newton_cg.py", cli_env, "--n", "6")
     assert "converged after" in out and "NOT" not in out
 
 
