@@ -18,7 +18,7 @@ import numpy as np
 
 from derivd.blackbox import BlackBoxCaller, BlackBoxSpec, make_registry
 from derivd.dsl import InputSpec, free_inputs
-from derivd.engines import differences, forward, reverse, second, sparse, taylor
+from derivd.engines import coloring, differences, forward, reverse, second, sparse, taylor
 from derivd.engines.common import Wrt
 from derivd.cache import FunctionStore, RedisTier, TapeCache, TapeKey
 from derivd.engines.function import load_or_lower
@@ -49,6 +49,7 @@ class Request:
     order: int | None = None
     sparse: bool = False
     deadline: float | None = None  # time.monotonic() instant after which work is abandoned
+    pattern: dict | None = None  # a black box's Jacobian pattern {"rows", "cols"} given by the caller
 
 
 @dataclass
@@ -154,8 +155,9 @@ class Service:
         t1 = time.perf_counter()
         if req.mode == "finite" and endpoint != "evaluate":
             slots = Wrt(fn, wrt)
+            pattern = self._program_pattern(fn, values, slots) if endpoint == "jacobian" else None
             response = self._finite(endpoint, differences.program_points(fn, values, slots), slots, values, req,
-                                    fn.out_shape)
+                                    fn.out_shape, pattern)
             compile_seconds = 0.0
         else:
             response, compile_seconds = getattr(self, "_" + endpoint)(fn, values, wrt, req)
@@ -198,12 +200,23 @@ class Service:
             response = {"value": evaluate(x)[0], "engine": "blackbox"}
         else:
             response = self._finite(endpoint, evaluate, Wrt.of_shapes(["x"], [x.shape]), {"x": x}, req,
-                                    (spec.output_size,))
+                                    (spec.output_size,), self._caller_pattern(req, spec))
         response["blackbox"] = {"name": spec.name, "evaluations": caller.evaluations}
         return response
 
-    def _finite(self, endpoint, F, slots, values, req, out_shape) -> dict:
-        """An endpoint answered by finite differences of a batched callable ``F`` over ``slots``."""
+    def _program_pattern(self, fn, values, slots):
+        """The detected Jacobian pattern and its column colouring, when colouring saves evaluations."""
+        plan = sparse.jacobian_plan(fn, values, slots, "forward", self.settings)
+        if plan.pattern is None or plan.ncolors >= slots.n:
+            return None
+        coo = plan.pattern.tocoo()
+        return coo.row.astype(np.int64), coo.col.astype(np.int64), plan.colors
+
+    def _finite(self, endpoint, F, slots, values, req, out_shape, pattern=None) -> dict:
+        """An endpoint answered by finite differences of a batched callable ``F`` over ``slots``.
+
+        ``pattern`` (rows, cols, colours), from the program or the caller, makes a Jacobian cost
+        one set of stencil points per colour instead of per column."""
         x = slots.join([values[n] for n in slots.names], ())
         m = math.prod(out_shape)
         budget = self.settings.fd_max_evaluations
@@ -216,10 +229,17 @@ class Service:
             r = differences.derivative("gradient", F, x, req.fd, budget)
             out.update(value=float(r.value[0]), gradient=split(r.derivative))
         elif endpoint in ("jacobian", "vjp"):
-            r = differences.derivative("jacobian", F, x, req.fd, budget)
+            r = differences.derivative("jacobian", F, x, req.fd, budget,
+                                       pattern=pattern if endpoint == "jacobian" else None)
             if endpoint == "jacobian":
                 out.update(value=r.value, jacobian=r.derivative, shape=[m, slots.n])
-                if req.sparse:
+                if pattern is not None:
+                    rows, cols, colors = pattern
+                    out["sparsity"] = {"nnz": int(rows.size), "colors": int(colors.max()) + 1}
+                    if req.sparse:
+                        out["jacobian"] = {"rows": rows, "cols": cols, "values": r.derivative[rows, cols],
+                                           "shape": [m, slots.n]}
+                elif req.sparse:
                     out["jacobian"] = _coo(r.derivative)
             else:
                 u = self._cotangent(req.u, m)
@@ -280,6 +300,23 @@ class Service:
         hess = response["hessian"]
         dense = _dense(hess) if isinstance(hess, dict) else hess
         return differences.verification(dense, differences.derivative("hessian", F, x, req.fd, budget))
+
+    @staticmethod
+    def _caller_pattern(req, spec):
+        """A black box's Jacobian pattern as the caller gave it (checked, then coloured)."""
+        if req.pattern is None:
+            return None
+        rows = np.asarray(req.pattern["rows"], dtype=np.int64)
+        cols = np.asarray(req.pattern["cols"], dtype=np.int64)
+        shape = (spec.output_size, spec.input_size)
+        if rows.shape != cols.shape:
+            raise ShapeError("pattern rows and cols must have one length",
+                             shapes=[list(rows.shape), list(cols.shape)], field="pattern")
+        if rows.size and (rows.min() < 0 or rows.max() >= shape[0] or cols.min() < 0 or cols.max() >= shape[1]):
+            raise ValidationFailed(f"pattern has an entry outside the Jacobian's shape {list(shape)}",
+                                   field="pattern")
+        rows, cols = np.unique(np.stack([rows, cols]), axis=1) if rows.size else (rows, cols)
+        return rows, cols, coloring.color_columns(rows, cols, shape)
 
     def _hvp_directions(self, req, slots, values) -> list[np.ndarray]:
         if req.vs is not None:

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from derivd.engines import finite, stencils
-from derivd.engines.finite import FDOptions, color_columns, gradient, hessian, hvp, jacobian, jvp, plan_evaluations
+from derivd.engines.coloring import color_columns
+from derivd.engines.finite import FDOptions, gradient, hessian, hvp, jacobian, jvp, plan_evaluations
 from derivd.errors import LimitExceeded, ShapeError, ValidationFailed
 
 PLAIN = FDOptions()

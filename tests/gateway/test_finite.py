@@ -149,3 +149,35 @@ def test_blackbox_request_errors(local, blackbox):
     assert r.status_code == 422
     r = local.post("/v1/jacobian", json={"function": {"blackbox": "nope"}, "at": {"x": X}})
     assert r.status_code == 404
+
+
+def test_finite_jacobian_colours_the_detected_pattern(client):
+    """A banded program: finite differences perturb 3 colours of columns, not n columns."""
+    n = 30
+    x = np.linspace(0.1, 1.0, n)
+    dsl = "concat([x[:1] ** 2, x[1:] * x[:-1], sin(x[-1:])])"
+    dense = client.post("/v1/jacobian", json={"function": {"dsl": dsl}, "at": {"x": x.tolist()}}).json()
+    fd = client.post("/v1/jacobian", json={"function": {"dsl": dsl}, "at": {"x": x.tolist()}, "mode": "finite",
+                                           "sparse": True}).json()
+    assert fd["sparsity"]["colors"] <= 3
+    assert fd["fd"]["evaluations"] < 2 * n
+    got = np.zeros((n + 1, n))
+    got[fd["jacobian"]["rows"], fd["jacobian"]["cols"]] = fd["jacobian"]["values"]
+    np.testing.assert_allclose(got, dense["jacobian"], rtol=1e-8, atol=1e-10)
+
+
+def test_blackbox_jacobian_with_a_caller_pattern(local, blackbox):
+    local.post("/v1/blackboxes", json={"name": "pat", "url": blackbox.url("/f"), "input_size": 3,
+                                       "output_size": 2})
+    x = np.array(X)
+    every = {"rows": [0, 0, 0, 1, 1, 1], "cols": [0, 1, 2, 0, 1, 2]}
+    r = local.post("/v1/jacobian", json={"function": {"blackbox": "pat"}, "at": {"x": X}, "pattern": every,
+                                         "sparse": True})
+    assert r.status_code == 200, r.text
+    coo = r.json()["jacobian"]
+    got = np.zeros((2, 3))
+    got[coo["rows"], coo["cols"]] = coo["values"]
+    np.testing.assert_allclose(got, np.vstack([2 * x, np.prod(np.sin(x)) / np.tan(x)]), rtol=1e-8)
+    r = local.post("/v1/jacobian", json={"function": {"blackbox": "pat"}, "at": {"x": X},
+                                         "pattern": {"rows": [2], "cols": [0]}})
+    assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "pattern"

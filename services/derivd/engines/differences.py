@@ -46,14 +46,20 @@ def program_points(fn, values: dict, wrt: Wrt):
     return evaluate
 
 
-def derivative(kind: str, F, x: np.ndarray, fd: dict | None, budget: int, v: np.ndarray | None = None
-               ) -> finite.FDResult:
-    """One FD derivative of ``F`` at flat ``x``: gradient, jacobian, jvp (along v), hvp (along v) or hessian."""
+def derivative(kind: str, F, x: np.ndarray, fd: dict | None, budget: int, v: np.ndarray | None = None,
+               pattern: tuple | None = None) -> finite.FDResult:
+    """One FD derivative of ``F`` at flat ``x``: gradient, jacobian, jvp (along v), hvp (along v) or hessian.
+
+    ``pattern`` (rows, cols, colours or None) lets a Jacobian perturb each colour's columns together.
+    """
     opts = options(fd)
     if kind == "gradient":
         return finite.gradient(F, x, opts, budget=budget)
     if kind == "jacobian":
-        return finite.jacobian(F, x, opts, budget=budget)
+        if pattern is None:
+            return finite.jacobian(F, x, opts, budget=budget)
+        rows, cols, colors = pattern
+        return finite.jacobian(F, x, opts, budget=budget, pattern=(rows, cols), colors=colors)
     if kind == "jvp":
         return finite.jvp(F, x, v, opts, budget=budget)
     if kind == "hvp":

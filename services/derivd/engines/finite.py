@@ -127,6 +127,7 @@ import numpy as np
 
 from ..errors import LimitExceeded, ShapeError, ValidationFailed
 from . import stencils
+from .coloring import color_columns
 
 BatchFunction = Callable[[np.ndarray], np.ndarray]
 
@@ -492,35 +493,6 @@ def _moved_noise(x: np.ndarray, lines: _Lines, grad: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- Jacobian
-
-
-def color_columns(rows, cols, shape) -> np.ndarray:
-    """Greedy distance-1 colouring of the columns of a COO pattern.
-
-    Two columns conflict when they have an entry in the same row; columns are
-    taken by decreasing count of entries (largest first) and given the smallest
-    colour no conflicting column has. Columns without entries get colour 0.
-    """
-    rows = np.asarray(rows, dtype=np.int64).ravel()
-    cols = np.asarray(cols, dtype=np.int64).ravel()
-    m, n = int(shape[0]), int(shape[1])
-    if rows.shape != cols.shape:
-        raise ShapeError("pattern rows and cols must have one length")
-    if rows.size and (rows.min() < 0 or rows.max() >= m or cols.min() < 0 or cols.max() >= n):
-        raise ValidationFailed(f"sparsity pattern has an entry outside the shape {[m, n]}")
-    by_row: list[list[int]] = [[] for _ in range(m)]
-    by_col: list[list[int]] = [[] for _ in range(n)]
-    for r, c in np.unique(np.stack([rows, cols], axis=1), axis=0).tolist():
-        by_row[r].append(c)
-        by_col[c].append(r)
-    colors = [-1] * n
-    for c in sorted(range(n), key=lambda c: (-len(by_col[c]), c)):
-        taken = {colors[other] for r in by_col[c] for other in by_row[r]}
-        color = 0
-        while color in taken:
-            color += 1
-        colors[c] = color
-    return np.array(colors, dtype=np.int64)
 
 
 def _check_coloring(rows: np.ndarray, cols: np.ndarray, colors: np.ndarray, n: int) -> None:

@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             vs=[arrays(d, f"vs[{i}]") for i, d in enumerate(m.vs)] if getattr(m, "vs", None) else None,
             u=codecs.decode(m.u, "u") if getattr(m, "u", None) is not None else None,
             order=getattr(m, "order", None), sparse=getattr(m, "sparse", False),
+            pattern=m.pattern.model_dump() if getattr(m, "pattern", None) is not None else None,
             deadline=time.monotonic() + settings.request_timeout_s,
         )
 

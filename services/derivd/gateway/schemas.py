@@ -39,8 +39,17 @@ class GradientRequest(DerivRequest):
     pass
 
 
+class SparsityPattern(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: list[int]
+    cols: list[int]
+
+
 class JacobianRequest(DerivRequest):
     sparse: bool = False
+    pattern: SparsityPattern | None = Field(
+        None, description="extension: the Jacobian's nonzero pattern, known to the caller (black boxes); "
+                          "finite differences then perturb structurally orthogonal columns together")
 
 
 class JvpRequest(DerivRequest):
