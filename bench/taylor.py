@@ -30,16 +30,18 @@ from derivd.engines.function import CompiledFunction
 PROGRAM = "sum(exp(sin(x)) * log1p(x**2))"
 
 
-def best(fn, repeat: int, budget_s: float = 3.0) -> float:
-    """Minimum wall time of ``fn()`` over ``repeat`` runs (or as many as fit the budget)."""
-    times, start = [], time.perf_counter()
+def paired(f, g, repeat: int, budget_s: float = 4.0) -> tuple[float, float]:
+    """Minimum wall times of ``f()`` and ``g()``, run alternately so that both see the same
+    machine (it is shared: a quiet moment should not favour one of them)."""
+    tf, tg, start = [], [], time.perf_counter()
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget_s and len(times) >= 3:
+        for fn, times in ((f, tf), (g, tg)):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget_s and len(tf) >= 3:
             break
-    return min(times)
+    return min(tf), min(tg)
 
 
 def ours(x, v, order, repeat):
@@ -49,8 +51,8 @@ def ours(x, v, order, repeat):
     t0 = time.perf_counter()
     _, c, _ = taylor.coefficients(fn, {"x": x}, ["x"], {"x": v}, order, settings)
     compile_s = time.perf_counter() - t0
-    tf = best(lambda: fn.run(tape, {"x": x}), repeat)
-    tt = best(lambda: taylor.coefficients(fn, {"x": x}, ["x"], {"x": v}, order, settings), repeat)
+    tf, tt = paired(lambda: fn.run(tape, {"x": x}),
+                    lambda: taylor.coefficients(fn, {"x": x}, ["x"], {"x": v}, order, settings), repeat)
     return tf, tt, compile_s, c[:, 0]
 
 
@@ -73,8 +75,7 @@ def jax_jet(x, v, order, repeat):
     y, s = series_jit(xj, vj)
     jax.block_until_ready(s)
     f_jit(xj).block_until_ready()
-    tf = best(lambda: f_jit(xj).block_until_ready(), repeat)
-    tt = best(lambda: jax.block_until_ready(series_jit(xj, vj)), repeat)
+    tf, tt = paired(lambda: f_jit(xj).block_until_ready(), lambda: jax.block_until_ready(series_jit(xj, vj)), repeat)
     derivatives = np.concatenate([[float(y)], np.asarray(s, dtype=np.float64)])
     return (tf, tt, derivatives), f"jax {jax.__version__}"
 

@@ -430,15 +430,23 @@ def _weighted(series, shape):
 def _taylor_riccati(xs, y0, a, b, c):
     shape = _core_shape(y0, series=[xs])
     K, jx = len(xs), _weighted(xs, shape)
-    y, w = np.empty((K + 1,) + shape), np.empty((K,) + shape)
+    y = np.empty((K + 1,) + shape)
     y[0] = y0
-    w[0] = a + b * y[0] + c * y[0] * y[0]
     p = _degree(xs)
+    if not c:  # w = a + b y: the sum is b Σ j x_j y_{k-j} plus a k x_k, with no array for w
+        for k in range(1, K + 1):
+            m = min(k, p)
+            y[k] = _dot(jx[:m], y[k - 1::-1][:m]) * (b / k)
+            if a and k <= p:
+                y[k] += a * xs[k - 1]
+        return y[1:]
+    w = np.empty((K,) + shape)
+    w[0] = a + b * y[0] + c * y[0] * y[0]
     for k in range(1, K + 1):
         m = min(k, p)
         y[k] = _dot(jx[:m], w[k - 1::-1][:m]) / k
         if k < K:
-            w[k] = b * y[k] + (c * _dot(y[: k + 1], y[k::-1]) if c else 0.0)
+            w[k] = b * y[k] + c * _dot(y[: k + 1], y[k::-1])
     return y[1:]
 
 
