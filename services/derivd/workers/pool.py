@@ -177,6 +177,10 @@ class Router:
         pool = self.pools[family] if pooled else self.in_process
         return pool.run(endpoint, req, family)
 
+    def runs_in_process(self, endpoint: str, mode: str) -> bool:
+        """Whether ``endpoint`` in ``mode`` runs in this process (no worker hop)."""
+        return self.pools[family_of(endpoint, mode)] is self.in_process
+
     def ready(self) -> tuple[bool, dict]:
         states = {family: ("ready" if pool.ready() else "unreachable") + f" ({pool.name})"
                   for family, pool in self.pools.items()}
