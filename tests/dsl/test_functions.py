@@ -199,3 +199,9 @@ def test_solve_of_a_singular_matrix_is_a_4xx():
     with pytest.raises(DerivdError) as e:
         call("gradient", "sum(solve(a, b))", {"a": np.ones((2, 2)), "b": [1.0, 2.0]})
     assert 400 <= e.value.status < 500
+
+
+def test_named_constants_and_literals():
+    check_against_numpy("x * pi + e - True * x ** 2 + False + 1e-3 + 2.5 * 3",
+                        lambda x: x * np.pi + np.e - x**2 + 1e-3 + 7.5, {"x": V3})
+    check_against_numpy("-x[0] + +x[1] - -x[2]", lambda x: -x[0] + x[1] + x[2], {"x": V3})
