@@ -25,6 +25,7 @@ from derivd.config import Settings
 from derivd.dsl import InputSpec
 from derivd.engines import reverse
 from derivd.engines.function import CompiledFunction
+from derivd.runtime import tune_allocator
 
 ROSENBROCK = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
 
@@ -178,6 +179,7 @@ def _pyfunc(src: str, ns: dict):
 
 
 def main() -> int:
+    tune_allocator()  # as `derivd serve` does; the peers in this process get it too
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="n up to 1e5 only, fewer repeats")
     args = parser.parse_args()

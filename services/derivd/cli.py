@@ -70,6 +70,9 @@ def serve_command(args, settings) -> int:
     import uvicorn
 
     from derivd.gateway.app import create_app
+    from derivd.runtime import tune_allocator
+
+    tune_allocator()
 
     if args.workers < 0:
         print("derivd: --workers takes 0 (everything in this process) or a number of worker processes",

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from derivd.runtime import tune_allocator
 from derivd.core import ENDPOINTS, Request, Service
 from derivd.errors import DerivdError
 from derivd.workers import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
@@ -160,6 +161,7 @@ def build_server(settings, listen: str, engines: set[str]) -> tuple[grpc.Server,
 
 def serve(settings, listen: str, engines: set[str]) -> None:
     """Run one worker until SIGTERM/SIGINT (graceful: in-flight requests finish) or its parent dies."""
+    tune_allocator()
     server, port = build_server(settings, listen, engines)
     log.info("derivd worker %d serving %s on %s", os.getpid(), ",".join(sorted(engines)), listen)
     stop = threading.Event()
