@@ -26,20 +26,9 @@ from derivd.dsl import InputSpec
 from derivd.engines import reverse
 from derivd.engines.function import CompiledFunction
 from derivd.runtime import tune_allocator
+from timing import best  # bench/timing.py (the script's folder is on sys.path)
 
 ROSENBROCK = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
-
-
-def best(fn, repeat: int, budget_s: float = 2.0) -> float:
-    """Minimum wall time of ``fn()`` over ``repeat`` runs (or as many as fit the budget)."""
-    times, start = [], time.perf_counter()
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget_s and len(times) >= 3:
-            break
-    return min(times)
 
 
 def scalar_chain(steps: int = 50, n: int = 10, seed: int = 0) -> str:

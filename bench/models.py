@@ -33,19 +33,8 @@ from derivd.config import Settings  # noqa: E402
 from derivd.dsl import InputSpec  # noqa: E402
 from derivd.engines import reverse  # noqa: E402
 from derivd.engines.function import CompiledFunction  # noqa: E402
+from timing import best  # bench/timing.py (the script's folder is on sys.path)
 from tests.models.test_gmm import gmm_program, lower_index  # noqa: E402
-
-
-def best(fn, repeat: int, budget_s: float = 3.0) -> float:
-    """Minimum wall time of ``fn()`` over ``repeat`` runs (or as many as fit the budget, at least 3)."""
-    times, start = [], time.perf_counter()
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget_s and len(times) >= 3:
-            break
-    return min(times)
 
 
 def ours(src: str, at: dict, constants: dict, wrt: list[str], repeat: int):

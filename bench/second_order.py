@@ -36,21 +36,10 @@ from derivd.dsl import InputSpec
 from derivd.engines import coloring, second, sparse
 from derivd.engines.common import Wrt
 from derivd.engines.function import CompiledFunction
+from timing import best  # bench/timing.py (the script's folder is on sys.path)
 
 ROSENBROCK = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
 TRIDIAGONAL = "sum(log1p(x[1:]**2 + x[:-1]**2)) + sum(x**4)"
-
-
-def best(fn, repeat: int, budget_s: float = 3.0) -> float:
-    """Minimum wall time of ``fn()`` over ``repeat`` runs (or as many as fit the budget, at least 3)."""
-    times, start = [], time.perf_counter()
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget_s and len(times) >= 3:
-            break
-    return min(times)
 
 
 def jax_or_none():
