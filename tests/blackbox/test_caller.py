@@ -1,6 +1,5 @@
 """The caller against a real HTTP black box on 127.0.0.1."""
 
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,25 +34,22 @@ def test_values_are_exact(server, local_settings):
     np.testing.assert_array_equal(Y, expected(server, X))  # JSON round-trips float64 exactly
 
 
-def test_latency_and_concurrency(server, local_settings):
-    """41 points (a 20-input central gradient), 50 ms each, 20 at a time:
-    three waves, so at most 1.3 x 3 x 50 ms of wall time. Best of five runs,
-    since this is a wall-clock bound on a shared machine: it measures what
-    the caller can do, not what a noisy neighbour took from it."""
+def test_points_are_in_flight_together(server, local_settings):
+    """41 points (a 20-input central gradient), 50 ms each, 20 at a time: the bound is used and
+    respected, connections are pooled, and the waves overlap. How close the wall time comes to
+    3 x 50 ms is measured by bench/blackbox_latency.py (a wall-clock figure, not a test)."""
     c = caller(server, local_settings, "/slow50", max_concurrency=20)
     c.evaluate(points(20, seed=1))  # opens the pool's 20 connections
     opened = server.connections
-    times = []
-    for seed in range(5):
-        X = points(41, seed=10 + seed)
-        start = time.perf_counter()
-        Y = c.evaluate(X)
-        times.append(time.perf_counter() - start)
-        np.testing.assert_allclose(Y, expected(server, X), rtol=1e-15)
-    assert min(times) <= 1.3 * math.ceil(41 / 20) * 0.05, times
+    X = points(41, seed=10)
+    start = time.perf_counter()
+    Y = c.evaluate(X)
+    elapsed = time.perf_counter() - start
+    np.testing.assert_allclose(Y, expected(server, X), rtol=1e-15)
+    assert elapsed < 41 * 0.05 / 4  # one at a time would take 2.05 s
     assert server.connections == opened  # pooled connections outlive a request
     assert server.max_in_flight == 20  # the bound is both used and respected
-    assert c.evaluations == 20 + 5 * 41
+    assert c.evaluations == 20 + 41
 
 
 def test_concurrency_bound_holds_across_threads(server, local_settings):
