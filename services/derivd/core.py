@@ -442,9 +442,8 @@ class Service:
         y, jac, seconds = module.jacobian(fn, values, wrt, self.settings)
         out = {"value": np.asarray(y, dtype=np.float64).reshape(-1), "jacobian": jac, "shape": [m, n],
                "engine": engine}
-        if req.sparse:
-            rows, cols = np.nonzero(jac)
-            out["jacobian"] = {"rows": rows, "cols": cols, "values": jac[rows, cols], "shape": [m, n]}
+        if req.sparse:  # taylor mode: no pattern, so the nonzeros of the dense answer
+            out["jacobian"] = _coo(jac)
         return out, seconds
 
     def _jvp(self, fn, values, wrt, req):
