@@ -12,34 +12,12 @@ import numpy as np
 import pytest
 
 from tests.clients.conftest import dd
+from tests.references import rosenbrock, rosenbrock_gradient, rosenbrock_hessian
 
 ROSENBROCK = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
 VECTOR = "[x[0]*sin(x[1]), exp(x[0]) + x[1]**2, x[2]*x[0]]"
 X = np.array([1.2, 0.5, -0.3, 0.8])
 X3 = np.array([0.7, -1.1, 2.0])
-
-
-def rosen(x):
-    return np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
-
-
-def rosen_grad(x):
-    g = np.zeros_like(x)
-    d = x[1:] - x[:-1] ** 2
-    g[:-1] += -400 * x[:-1] * d - 2 * (1 - x[:-1])
-    g[1:] += 200 * d
-    return g
-
-
-def rosen_hess(x):
-    n = len(x)
-    h = np.zeros((n, n))
-    for i in range(n - 1):
-        h[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
-        h[i + 1, i + 1] += 200
-        h[i, i + 1] += -400 * x[i]
-        h[i + 1, i] += -400 * x[i]
-    return h
 
 
 def vector_value(x):
@@ -68,8 +46,8 @@ def test_evaluate(sdk, client):
 
 def test_gradient(sdk, client):
     r = sdk.gradient(ROSENBROCK, {"x": X})
-    assert r.value == pytest.approx(rosen(X), rel=1e-14)
-    np.testing.assert_allclose(r.gradient["x"], rosen_grad(X), rtol=1e-13)
+    assert r.value == pytest.approx(rosenbrock(X), rel=1e-14)
+    np.testing.assert_allclose(r.gradient["x"], rosenbrock_gradient(X), rtol=1e-13)
     raw = rest(client, "gradient", {"function": {"dsl": ROSENBROCK}, "at": {"x": X.tolist()}})
     np.testing.assert_array_equal(r.gradient["x"], raw["gradient"]["x"])
     assert r.engine == raw["engine"]
@@ -115,15 +93,15 @@ def test_jvp_and_vjp(sdk, client):
 def test_hvp_and_hessian(sdk):
     v = np.array([1.0, -0.5, 0.25, 2.0])
     r = sdk.hvp(ROSENBROCK, x=X, v={"x": v})
-    np.testing.assert_allclose(r.hvp["x"], rosen_hess(X) @ v, rtol=1e-12)
+    np.testing.assert_allclose(r.hvp["x"], rosenbrock_hessian(X) @ v, rtol=1e-12)
     directions = np.random.default_rng(5).normal(size=(3, 4))
     batch = sdk.hvp(ROSENBROCK, x=X, vs=list(directions))  # many directions, one request
-    np.testing.assert_allclose([h["x"] for h in batch.hvps], directions @ rosen_hess(X), rtol=1e-12)
+    np.testing.assert_allclose([h["x"] for h in batch.hvps], directions @ rosenbrock_hessian(X), rtol=1e-12)
     with pytest.raises(TypeError):
         sdk.hvp(ROSENBROCK, x=X)
     h = sdk.hessian(ROSENBROCK, x=X)
-    np.testing.assert_allclose(h.hessian, rosen_hess(X), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(h.gradient["x"], rosen_grad(X), rtol=1e-13)
+    np.testing.assert_allclose(h.hessian, rosenbrock_hessian(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(h.gradient["x"], rosenbrock_gradient(X), rtol=1e-13)
 
 
 def test_taylor(sdk):
@@ -193,7 +171,7 @@ def test_async_client_matches_sync(server, sdk):
     results = asyncio.run(many())
     for s, r in zip((1.0, 0.5, -2.0), results):
         np.testing.assert_array_equal(r.gradient["x"], sdk.gradient(ROSENBROCK, x=X * s).gradient["x"])
-        np.testing.assert_allclose(r.gradient["x"], rosen_grad(X * s), rtol=1e-13)
+        np.testing.assert_allclose(r.gradient["x"], rosenbrock_gradient(X * s), rtol=1e-13)
 
 
 def test_async_client_raises_typed_errors(server):

@@ -11,6 +11,7 @@ from derivd.engines import finite, stencils
 from derivd.engines.coloring import color_columns
 from derivd.engines.finite import FDOptions, gradient, hessian, hvp, jacobian, jvp, plan_evaluations
 from derivd.errors import LimitExceeded, ShapeError, ValidationFailed
+from tests.references import rosenbrock_gradient, rosenbrock_hessian
 
 PLAIN = FDOptions()
 HIGH = FDOptions(method="central", order=6)  # the high-accuracy setting the module documents
@@ -32,23 +33,6 @@ def squire_trapp_d(x):
 
 def rosenbrock(X):
     return np.sum(100 * (X[:, 1:] - X[:, :-1] ** 2) ** 2 + (1 - X[:, :-1]) ** 2, axis=1, keepdims=True)
-
-
-def rosenbrock_grad(x):
-    g = np.zeros_like(x)
-    g[:-1] += -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
-    g[1:] += 200 * (x[1:] - x[:-1] ** 2)
-    return g
-
-
-def rosenbrock_hess(x):
-    n = x.size
-    h = np.zeros((n, n))
-    for i in range(n - 1):
-        h[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
-        h[i, i + 1] = h[i + 1, i] = -400 * x[i]
-        h[i + 1, i + 1] += 200
-    return h
 
 
 SMOOTH = [
@@ -95,7 +79,7 @@ def test_first_derivative_accuracy(name, fn, dfn, x, opts, tolerance, per_coordi
 @pytest.mark.parametrize("x", [ROSENBROCK_START, np.random.default_rng(5).uniform(-2, 2, 20)], ids=["start", "random"])
 def test_extended_rosenbrock_gradient(x, opts, tolerance, per_coordinate):
     result = gradient(rosenbrock, x, opts, budget=10_000)
-    truth = rosenbrock_grad(x)
+    truth = rosenbrock_gradient(x)
     error = np.abs(result.derivative - truth)
     assert error.max() <= tolerance * np.abs(truth).max()
     assert result.evaluations <= 1 + per_coordinate * x.size
@@ -224,7 +208,7 @@ def test_jacobian_and_jvp(opts, tolerance):
 def test_hessian_symmetric_and_accurate(opts, tolerance):
     for f, x, truth in [
         (smooth_scalar, X3, smooth_scalar_hessian(X3)),
-        (rosenbrock, ROSENBROCK_START[:6], rosenbrock_hess(ROSENBROCK_START[:6])),
+        (rosenbrock, ROSENBROCK_START[:6], rosenbrock_hessian(ROSENBROCK_START[:6])),
     ]:
         result = hessian(f, x, opts, budget=10_000)
         assert np.array_equal(result.derivative, result.derivative.T)
@@ -239,7 +223,7 @@ def test_hvp(opts, tolerance):
     rng = np.random.default_rng(2)
     for f, x, truth in [
         (smooth_scalar, X3, smooth_scalar_hessian(X3)),
-        (rosenbrock, ROSENBROCK_START[:8], rosenbrock_hess(ROSENBROCK_START[:8])),
+        (rosenbrock, ROSENBROCK_START[:8], rosenbrock_hessian(ROSENBROCK_START[:8])),
     ]:
         v = rng.normal(size=x.size)
         result = hvp(f, x, v, opts, budget=10_000)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from derivd.config import Settings
 from derivd.core import Request, Service
 from derivd.errors import LimitExceeded
+from tests.references import rosenbrock_gradient, rosenbrock_hessian
 
 ROSENBROCK = "sum(100 * (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2)"
 GMM = "logsumexp(logw - 0.5 * sum((x - M)**2, axis=1))"
@@ -27,26 +28,6 @@ WEIGHTS = np.array([1 / 280, -4 / 105, 1 / 5, -4 / 5, 0.0, 4 / 5, -1 / 5, 4 / 10
 def central(g, x, v, h=1e-3):
     """d/dt g(x + t v) at 0, 8th-order central difference."""
     return sum(w * g(x + k * h * v) for k, w in zip(range(-4, 5), WEIGHTS) if w) / h
-
-
-def rosenbrock_gradient(x):
-    g = np.zeros_like(x)
-    g[:-1] = -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
-    g[1:] += 200 * (x[1:] - x[:-1] ** 2)
-    return g
-
-
-def rosenbrock_hessian(x):
-    n = x.size
-    h = np.zeros((n, n))
-    d = np.zeros(n)
-    d[:-1] = 1200 * x[:-1] ** 2 - 400 * x[1:] + 2
-    d[1:] += 200
-    h[np.arange(n), np.arange(n)] = d
-    off = -400 * x[:-1]
-    h[np.arange(n - 1), np.arange(1, n)] = off
-    h[np.arange(1, n), np.arange(n - 1)] = off
-    return h
 
 
 def gmm_parts(x, logw, means):

@@ -23,6 +23,7 @@ from derivd.engines import taylor
 from derivd.engines.function import CompiledFunction
 from derivd.errors import LimitExceeded, ShapeError
 from derivd.transforms import jvp, vjp
+from tests.references import rosenbrock_gradient, rosenbrock_hessian
 
 SETTINGS = Settings()
 ROSENBROCK = "sum(100 * (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2)"
@@ -49,23 +50,6 @@ def contract(tensor, us):
     for u in reversed(us):
         tensor = tensor @ u
     return tensor
-
-
-def rosenbrock_gradient(x):
-    g = np.zeros_like(x)
-    g[:-1] = -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
-    g[1:] += 200 * (x[1:] - x[:-1] ** 2)
-    return g
-
-
-def rosenbrock_hessian(x):
-    n = len(x)
-    h = np.zeros((n, n))
-    i = np.arange(n - 1)
-    h[i, i] += 1200 * x[:-1] ** 2 - 400 * x[1:] + 2
-    h[i + 1, i + 1] += 200
-    h[i, i + 1] = h[i + 1, i] = -400 * x[:-1]
-    return h
 
 
 # ---------------------------------------------------------------- interpolation weights alone

@@ -7,6 +7,8 @@ import base64
 import numpy as np
 import pytest
 
+from tests.references import ROSENBROCK, rosenbrock_gradient
+
 F = "[x[0]*sin(x[1]), exp(x[0]) + x[1]**2]"
 
 
@@ -53,13 +55,9 @@ def test_evaluate_keeps_shape(client):
 
 def test_gradient_rosenbrock(client):
     x = np.array([1.2, 0.5, -0.3, 2.0])
-    dsl = "sum(100 * (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2)"
-    r = client.post("/v1/gradient", json={"function": {"dsl": dsl}, "at": {"x": x.tolist()}})
+    r = client.post("/v1/gradient", json={"function": {"dsl": ROSENBROCK}, "at": {"x": x.tolist()}})
     body = r.json()
-    g = np.zeros_like(x)
-    g[:-1] = -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
-    g[1:] += 200 * (x[1:] - x[:-1] ** 2)
-    np.testing.assert_allclose(body["gradient"]["x"], g, rtol=1e-14)
+    np.testing.assert_allclose(body["gradient"]["x"], rosenbrock_gradient(x), rtol=1e-14)
     assert body["engine"] == "reverse"
 
 
