@@ -456,9 +456,8 @@ class Service:
                 "engine": engine}, seconds
 
     def _vjp(self, fn, values, wrt, req):
-        if req.u is None:
-            raise ValidationFailed("vjp needs `u`, a flat cotangent as long as the output", field="u")
-        y, cts, seconds = reverse.vjp(fn, values, wrt, np.asarray(req.u, dtype=np.float64).reshape(-1))
+        u = self._cotangent(req.u, math.prod(fn.out_shape))
+        y, cts, seconds = reverse.vjp(fn, values, wrt, u)
         return {"value": np.asarray(y, dtype=np.float64).reshape(-1), "vjp": dict(zip(wrt, cts)),
                 "engine": "reverse"}, seconds
 
