@@ -45,7 +45,7 @@ def ours(src: str, at: dict, constants: dict, wrt: list[str], repeat: int):
     values = {**at, **constants}
     t0 = time.perf_counter()
     fn = CompiledFunction(src, specs, Settings())
-    tape, _ = fn.tape(("eval",), lambda: ([], [fn.output]))
+    tape, _ = fn.eval_tape()
     reverse.gradient(fn, values, wrt)
     compile_s = time.perf_counter() - t0
     tf = best(lambda: fn.run(tape, values), repeat)

@@ -56,7 +56,7 @@ def hvp_vs_f(n: int, repeat: int) -> list[tuple]:
     x, v = rng.uniform(-1, 1, n), rng.standard_normal(n)
     fn = CompiledFunction(ROSENBROCK, {"x": InputSpec((n,), "f8", "at")}, Settings())
     values = {"x": x}
-    tape, _ = fn.tape(("eval",), lambda: ([], [fn.output]))
+    tape, _ = fn.eval_tape()
     second.hvp(fn, values, ["x"], {"x": v})  # compile
     f_s = best(lambda: fn.run(tape, values), repeat)
     hvp_s = best(lambda: second.hvp(fn, values, ["x"], {"x": v}), repeat)

@@ -31,7 +31,7 @@ def options(fd: dict | None) -> finite.FDOptions:
 
 def program_points(fn, values: dict, wrt: Wrt):
     """A batched callable over flat points of the ``wrt`` inputs of a compiled program."""
-    tape, _ = fn.tape(("eval",), lambda: ([], [fn.output]))
+    tape, _ = fn.eval_tape()
     fixed = dict(values)
 
     def evaluate(X: np.ndarray) -> np.ndarray:

@@ -49,6 +49,10 @@ class CompiledFunction:
         spec = self.specs[name]
         return self.graph.input(name, spec.shape, spec.dtype, spec.role)
 
+    def eval_tape(self):
+        """The program itself (no transform): ``(tape, compile seconds now)``."""
+        return self.tape(("eval",), lambda: ([], [self.output]))
+
     def tape(self, key: tuple, build: Callable[[], tuple[list, list]]) -> tuple[Tape, float]:
         """The tape for ``key`` and the seconds spent compiling it now (0 on a hit).
 
