@@ -50,3 +50,8 @@ def chunk_size(total: int, per_item_bytes: int, budget_bytes: int) -> int:
 
 def widest_node_bytes(fn) -> int:
     return max((8 * max(1, n.size) for n in fn.graph.live_nodes([fn.output])), default=8)
+
+
+def or_zeros(fn, nodes: list, shapes: list[tuple[int, ...]]) -> list:
+    """Transform results with structural zeros (``None``) made zero arrays, for a tape's outputs."""
+    return [n if n is not None else fn.graph.apply("zeros", (), {"shape": tuple(s)}) for n, s in zip(nodes, shapes)]

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, widest_node_bytes
+from derivd.engines.common import Wrt, chunk_size, or_zeros, widest_node_bytes
 from derivd.transforms import jvp as jvp_transform
 
 
 def _jvp_tape(fn, wrt: Wrt, batch: tuple[int, ...]):
     def build():
         tangents = [fn.extra_input(f"__t_{name}", batch + shape) for name, shape in zip(wrt.names, wrt.shapes)]
-        (dy,) = jvp_transform(fn.graph, wrt.nodes, tangents, [fn.output])
-        if dy is None:
-            dy = fn.graph.apply("zeros", (), {"shape": batch + fn.out_shape})
-        return tangents, [fn.output, dy]
+        dy = or_zeros(fn, jvp_transform(fn.graph, wrt.nodes, tangents, [fn.output]), [batch + fn.out_shape])
+        return tangents, [fn.output] + dy
 
     return fn.tape(("jvp", tuple(wrt.names), batch), build)
 

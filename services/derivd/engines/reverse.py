@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, widest_node_bytes
+from derivd.engines.common import Wrt, chunk_size, or_zeros, widest_node_bytes
 from derivd.errors import ShapeError
 from derivd.transforms import vjp as vjp_transform
 
@@ -19,20 +19,19 @@ def _vjp_tape(fn, wrt: Wrt, batch: tuple[int, ...] | None):
 
     def build():
         if batch is None:
-            shape = fn.out_shape
-            ct = fn.graph.const(1.0) if shape == () else fn.graph.apply("ones", (), {"shape": shape})
-            extra = []
-            zshape = ()
-        else:
-            ct = fn.extra_input("__ct", batch + fn.out_shape)
-            extra = [ct]
-            zshape = batch
-        grads = vjp_transform(fn.graph, wrt.nodes, [fn.output], [ct])
-        outs = [g if g is not None else fn.graph.apply("zeros", (), {"shape": zshape + s})
-                for g, s in zip(grads, wrt.shapes)]
-        return extra, [fn.output] + outs
+            return [], [fn.output] + gradient_nodes(fn, wrt)
+        ct = fn.extra_input("__ct", batch + fn.out_shape)
+        cts = vjp_transform(fn.graph, wrt.nodes, [fn.output], [ct])
+        return [ct], [fn.output] + or_zeros(fn, cts, [batch + s for s in wrt.shapes])
 
     return fn.tape(("vjp", tuple(wrt.names), batch), build)
+
+
+def gradient_nodes(fn, wrt: Wrt) -> list:
+    """The gradient program: the vjp of the output with the constant cotangent 1, per wrt input."""
+    shape = fn.out_shape
+    ct = fn.graph.const(1.0) if shape == () else fn.graph.apply("ones", (), {"shape": shape})
+    return or_zeros(fn, vjp_transform(fn.graph, wrt.nodes, [fn.output], [ct]), wrt.shapes)
 
 
 def require_scalar(fn, endpoint: str):

@@ -21,26 +21,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, widest_node_bytes
-from derivd.engines.reverse import require_scalar
+from derivd.engines.common import Wrt, chunk_size, or_zeros, widest_node_bytes
+from derivd.engines.reverse import gradient_nodes, require_scalar
 from derivd.errors import LimitExceeded
 from derivd.transforms import jvp as jvp_transform
-from derivd.transforms import vjp as vjp_transform
 
 
 def _hvp_tape(fn, wrt: Wrt, batch: tuple[int, ...]):
     """Tape (point, directions) -> (f, grad per input, H v per input), zeros where structurally zero."""
 
     def build():
-        shape = fn.out_shape
-        ct = fn.graph.const(1.0) if shape == () else fn.graph.apply("ones", (), {"shape": shape})
-        grads = vjp_transform(fn.graph, wrt.nodes, [fn.output], [ct])
-        grads = [g if g is not None else fn.graph.apply("zeros", (), {"shape": s})
-                 for g, s in zip(grads, wrt.shapes)]
+        grads = gradient_nodes(fn, wrt)
         tangents = [fn.extra_input(f"__hv_{name}", batch + s) for name, s in zip(wrt.names, wrt.shapes)]
-        hv = jvp_transform(fn.graph, wrt.nodes, tangents, grads)
-        hv = [h if h is not None else fn.graph.apply("zeros", (), {"shape": batch + s})
-              for h, s in zip(hv, wrt.shapes)]
+        hv = or_zeros(fn, jvp_transform(fn.graph, wrt.nodes, tangents, grads), [batch + s for s in wrt.shapes])
         return tangents, [fn.output] + grads + hv
 
     return fn.tape(("hvp", tuple(wrt.names), batch), build)
