@@ -20,7 +20,8 @@ import pytest
 
 from derivd_client import cli, spy
 
-from tests.clients.test_client import ROSENBROCK, VECTOR, rosen_grad, rosen_hess, vector_jac
+from tests.clients.test_client import ROSENBROCK, VECTOR, vector_jac
+from tests.references import rosenbrock_gradient, rosenbrock_hessian
 
 
 def derivd(env, *args, module="derivd_client.cli", check=True):
@@ -80,13 +81,13 @@ def test_every_derivative_verb(run_json, run, tmp_path):
     p = np.array([1.2, 0.5, -0.3, 0.8])
     at = ["--at", "x=" + ",".join(repr(float(v)) for v in p)]
     r = run_json("gradient", ROSENBROCK, *at, "--mode", "forward")
-    np.testing.assert_allclose(r["gradient"]["x"], rosen_grad(p), rtol=1e-13)
+    np.testing.assert_allclose(r["gradient"]["x"], rosenbrock_gradient(p), rtol=1e-13)
     r = second_order(run, "hessian", ROSENBROCK, *at)
-    np.testing.assert_allclose(r["hessian"], rosen_hess(p), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(r["hessian"], rosenbrock_hessian(p), rtol=1e-12, atol=1e-12)
     dirs = np.eye(4)[:3] * np.array([1.0, -2.0, 0.5])[:, None]
     (tmp_path / "dirs.json").write_text(json.dumps([{"x": d.tolist()} for d in dirs]))
     r = second_order(run, "hvp", ROSENBROCK, *at, "--v", f"@{tmp_path / 'dirs.json'}")
-    np.testing.assert_allclose([h["hvp"]["x"] for h in r], dirs @ rosen_hess(p), rtol=1e-12)
+    np.testing.assert_allclose([h["hvp"]["x"] for h in r], dirs @ rosenbrock_hessian(p), rtol=1e-12)
     r = second_order(run, "taylor", "exp(2*x)", "--at", "x=0.5", "--v", "x=1", "--order", "3")
     expected = [np.exp(1.0) * 2 ** k / math.factorial(k) for k in range(4)]
     np.testing.assert_allclose(np.ravel(r["coefficients"]), expected, rtol=1e-12)

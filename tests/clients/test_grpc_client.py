@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.clients.conftest import dd
-from tests.clients.test_client import ROSENBROCK, VECTOR, X, X3, rosen_grad, rosen_hess, vector_jac
+from tests.clients.test_client import ROSENBROCK, VECTOR, X, X3, vector_jac
+from tests.references import rosenbrock_gradient, rosenbrock_hessian
 
 grpc = pytest.importorskip("grpc")
 server_grpc = pytest.importorskip("derivd.grpc_api.server")
@@ -39,7 +40,7 @@ def rpc(server):
 
 def test_unary_calls_match_rest_and_references(rpc, sdk):
     r = rpc.gradient(ROSENBROCK, x=X)
-    np.testing.assert_allclose(r.gradient["x"], rosen_grad(X), rtol=1e-13)
+    np.testing.assert_allclose(r.gradient["x"], rosenbrock_gradient(X), rtol=1e-13)
     np.testing.assert_array_equal(r.gradient["x"], sdk.gradient(ROSENBROCK, x=X).gradient["x"])
     assert set(r.timing) == {"compile", "queue", "compute"}
 
@@ -60,8 +61,8 @@ def test_second_order_calls(rpc, sdk):
     v = np.array([1.0, -0.5, 0.25, 2.0])
     h = rpc.hvp(ROSENBROCK, x=X, v=v)
     full = rpc.hessian(ROSENBROCK, x=X)
-    np.testing.assert_allclose(h.hvp["x"], rosen_hess(X) @ v, rtol=1e-12)
-    np.testing.assert_allclose(full.hessian, rosen_hess(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(h.hvp["x"], rosenbrock_hessian(X) @ v, rtol=1e-12)
+    np.testing.assert_allclose(full.hessian, rosenbrock_hessian(X), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(full.hessian, sdk.hessian(ROSENBROCK, x=X).hessian)
 
 
@@ -84,15 +85,15 @@ def test_hvp_stream_answers_each_direction_in_order(rpc):
     directions = np.random.default_rng(3).normal(size=(6, 4))
     stream = rpc.hvp_stream(ROSENBROCK, x=X, directions=list(directions))
     products = [p["x"] for p in stream]
-    np.testing.assert_allclose(np.array(products), directions @ rosen_hess(X).T, rtol=1e-12)
+    np.testing.assert_allclose(np.array(products), directions @ rosenbrock_hessian(X).T, rtol=1e-12)
     assert stream.value == pytest.approx(np.sum(100 * (X[1:] - X[:-1] ** 2) ** 2 + (1 - X[:-1]) ** 2))
-    np.testing.assert_allclose(stream.gradient["x"], rosen_grad(X), rtol=1e-13)
+    np.testing.assert_allclose(stream.gradient["x"], rosenbrock_gradient(X), rtol=1e-13)
 
 
 def test_hvp_stream_drives_conjugate_gradients(rpc):
     """Each CG direction depends on the previous product: the stream pulls it lazily."""
-    g = rosen_grad(X)
-    H = rosen_hess(X)
+    g = rosenbrock_gradient(X)
+    H = rosenbrock_hessian(X)
     state = {}
 
     def directions():
