@@ -160,7 +160,8 @@ class RequestTelemetry:
     """ASGI middleware: request id in and out, in-flight gauge, request counter and latency, one log line.
 
     The route stores what only it knows in the request state: ``engine`` and
-    ``timings`` (compile, queue, compute seconds).
+    ``timings`` (compile, queue, compute seconds), and ``route`` when no framework
+    route matched it (the derivative routes).
     """
 
     def __init__(self, app, metrics: Metrics):
@@ -193,7 +194,7 @@ class RequestTelemetry:
         finally:
             gauge.dec()
             seconds = time.perf_counter() - t0
-            route = scope["route"].path if "route" in scope else "unmatched"
+            route = state.get("route") or (scope["route"].path if "route" in scope else "unmatched")
             engine = state.get("engine", "")
             compile_s, queue_s, compute_s = state.get("timings", (None, None, None))
             self.metrics.record("rest", route, engine, status, seconds, queue_s, compile_s, compute_s)

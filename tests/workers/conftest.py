@@ -39,7 +39,7 @@ def supervisor(worker_settings):
 def gateway(supervisor, worker_settings):
     """The gateway routing every family to the two workers, restarts counted as `derivd serve` does."""
     with LiveServer(worker_settings.model_copy(update={"pool_default": supervisor.target})) as server:
-        metrics = server.app.state.service.metrics
+        metrics = server.app.service.metrics
         supervisor.on_restart = lambda slot: metrics.worker_restarts.labels("local").inc()
         yield server
 
