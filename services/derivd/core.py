@@ -431,8 +431,8 @@ class Service:
                 "engine": engine}, seconds
 
     def _jacobian(self, fn, values, wrt, req):
-        n = sum(int(np.prod(np.shape(values[w]))) for w in wrt)
-        m = int(np.prod(fn.out_shape))
+        n = sum(math.prod(np.shape(values[w])) for w in wrt)
+        m = math.prod(fn.out_shape)
         engine = "taylor" if req.mode == "taylor" else self._pick(req.mode, n, m)
         if engine != "taylor" and (req.sparse or (req.mode == "auto" and sparse.worth_trying(fn, n, m))):
             found = self._sparse_jacobian(fn, values, wrt, req, n, m)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -26,8 +27,8 @@ class Wrt:
         self.names = list(names)
         self.shapes = [tuple(s) for s in shapes]
         self.sizes = [math.prod(s) for s in self.shapes]
-        self.offsets = np.cumsum([0] + self.sizes)
-        self.n = int(self.offsets[-1])
+        self.offsets = [0, *itertools.accumulate(self.sizes)]
+        self.n = self.offsets[-1]
 
     def split(self, flat: np.ndarray, batch: tuple[int, ...] = ()) -> list[np.ndarray]:
         """Cut a ``batch + (n,)`` array into per-input arrays shaped ``batch + shape``."""
@@ -46,10 +47,6 @@ class Wrt:
 def chunk_size(total: int, per_item_bytes: int, budget_bytes: int) -> int:
     """How many seeds fit one pass within ``budget_bytes`` (at least 1, at most ``total``)."""
     return max(1, min(total, budget_bytes // max(per_item_bytes, 1)))
-
-
-def widest_node_bytes(fn) -> int:
-    return max((8 * max(1, n.size) for n in fn.graph.live_nodes([fn.output])), default=8)
 
 
 def or_zeros(fn, nodes: list, shapes: list[tuple[int, ...]]) -> list:

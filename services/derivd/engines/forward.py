@@ -8,9 +8,11 @@ with zero seeds so one tape serves every chunk.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, or_zeros, widest_node_bytes
+from derivd.engines.common import Wrt, chunk_size, or_zeros
 from derivd.transforms import jvp as jvp_transform
 
 
@@ -43,11 +45,11 @@ def jvps(fn, values, wrt_names, directions: np.ndarray):
 def jacobian(fn, values, wrt_names, settings):
     """f(x) and the (m, n) Jacobian by batched unit seeds."""
     wrt = Wrt(fn, wrt_names)
-    m = int(np.prod(fn.out_shape))
+    m = math.prod(fn.out_shape)
     if wrt.n == 0:
         y = fn.run(fn.eval_tape()[0], values)[0]
         return np.asarray(y), np.zeros((m, 0)), 0.0
-    b = chunk_size(wrt.n, widest_node_bytes(fn) * 3, settings.forward_chunk_bytes)
+    b = chunk_size(wrt.n, fn.widest_node_bytes * 3, settings.forward_chunk_bytes)
     tape, seconds = _jvp_tape(fn, wrt, (b,))
     columns = []
     y = None

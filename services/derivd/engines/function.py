@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -44,6 +45,17 @@ class CompiledFunction:
     @property
     def out_shape(self) -> tuple[int, ...]:
         return self.output.shape
+
+    @cached_property
+    def program_nodes(self) -> list:
+        """The program's own live nodes (the output's ancestors): fixed once lowered, while
+        transforms keep growing the graph. Sparsity checks read them per request."""
+        return self.graph.live_nodes([self.output])
+
+    @cached_property
+    def widest_node_bytes(self) -> int:
+        """Bytes of the program's widest intermediate: what batched passes are sized by."""
+        return max((8 * max(1, n.size) for n in self.program_nodes), default=8)
 
     def input_node(self, name: str):
         spec = self.specs[name]

@@ -7,9 +7,11 @@ of unit cotangents per pass, chunked like forward mode.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, or_zeros, widest_node_bytes
+from derivd.engines.common import Wrt, chunk_size, or_zeros
 from derivd.errors import ShapeError
 from derivd.transforms import vjp as vjp_transform
 
@@ -35,7 +37,7 @@ def gradient_nodes(fn, wrt: Wrt) -> list:
 
 
 def require_scalar(fn, endpoint: str):
-    if int(np.prod(fn.out_shape)) != 1:
+    if math.prod(fn.out_shape) != 1:
         raise ShapeError(f"{endpoint} needs a scalar output (one element); this program's output has shape "
                          f"{list(fn.out_shape)}", shape=list(fn.out_shape), code="not_scalar")
 
@@ -50,7 +52,7 @@ def gradient(fn, values, wrt_names):
 
 def vjp(fn, values, wrt_names, u: np.ndarray):
     wrt = Wrt(fn, wrt_names)
-    m = int(np.prod(fn.out_shape))
+    m = math.prod(fn.out_shape)
     if u.size != m:
         raise ShapeError(f"u has {u.size} elements; the output has {m}", shapes=[[u.size], [m]])
     tape, seconds = _vjp_tape(fn, wrt, (1,))
@@ -69,8 +71,8 @@ def vjps(fn, values, wrt_names, cotangents: np.ndarray):
 
 def jacobian(fn, values, wrt_names, settings):
     wrt = Wrt(fn, wrt_names)
-    m = int(np.prod(fn.out_shape))
-    b = chunk_size(m, widest_node_bytes(fn) * 3, settings.forward_chunk_bytes)
+    m = math.prod(fn.out_shape)
+    b = chunk_size(m, fn.widest_node_bytes * 3, settings.forward_chunk_bytes)
     tape, seconds = _vjp_tape(fn, wrt, (b,))
     rows = []
     y = None

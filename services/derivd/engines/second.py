@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, or_zeros, widest_node_bytes
+from derivd.engines.common import Wrt, chunk_size, or_zeros
 from derivd.engines.reverse import gradient_nodes, require_scalar
 from derivd.errors import LimitExceeded
 from derivd.transforms import jvp as jvp_transform
@@ -68,7 +68,7 @@ WIDTH_FACTOR = 4
 def hvp_blocks(fn, values, wrt_names, directions: np.ndarray, settings):
     """f(x), grad f(x) and V H for ``(k, n)`` flat directions V, in passes of a bounded batch."""
     k = directions.shape[0]
-    b = chunk_size(max(k, 1), widest_node_bytes(fn) * WIDTH_FACTOR, settings.forward_chunk_bytes)
+    b = chunk_size(max(k, 1), fn.widest_node_bytes * WIDTH_FACTOR, settings.forward_chunk_bytes)
     blocks, seconds, y, grads = [], 0.0, None, None
     for start in range(0, max(k, 1), b):
         chunk = directions[start:start + b]

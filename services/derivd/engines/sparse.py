@@ -29,11 +29,13 @@ import time
 import weakref
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
 from derivd.engines import coloring, forward, reverse, second
-from derivd.engines.common import Wrt, chunk_size, widest_node_bytes
+from derivd.engines.common import Wrt, chunk_size
 from derivd.errors import LimitExceeded
 from derivd.ops.registry import FLOAT
 from derivd.transforms.sparsity import PatternTooLarge, hessian_pattern, jacobian_pattern
@@ -56,11 +58,15 @@ class Plan:
 
     @property
     def ncolors(self) -> int:
-        return int(self.colors.max()) + 1 if self.colors.size else 0
+        return _ncolors(self.colors)
 
     def info(self, shape) -> dict:
         nnz = self.pattern.nnz if self.pattern is not None else int(np.prod(shape))
         return {"nnz": nnz, "colors": self.ncolors, "pattern_seconds": self.seconds}
+
+
+def _ncolors(colors: np.ndarray) -> int:
+    return int(colors.max()) + 1 if colors.size else 0
 
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -71,8 +77,7 @@ def worth_trying(fn, n: int, m: int) -> bool:
     """Whether ``mode: auto`` should look for a pattern: large enough to save passes, small enough to scan."""
     if min(n, m) < AUTO_MIN_SIZE:
         return False
-    nodes, _ = _cached(fn, ("live nodes",), lambda: len(fn.graph.live_nodes([fn.output])))
-    return nodes <= AUTO_MAX_NODES
+    return len(fn.program_nodes) <= AUTO_MAX_NODES
 
 
 def _index_constants(fn, values) -> dict[str, np.ndarray]:
@@ -110,25 +115,22 @@ def _coloring_work(p: sp.csr_matrix) -> int:
 def jacobian_plan(fn, values, wrt: Wrt, mode: str, settings) -> Plan:
     """Pattern and colouring for the Jacobian; ``mode`` forward/reverse fixes the direction, auto picks the cheaper."""
     constants = _index_constants(fn, values)
-    m = int(np.prod(fn.out_shape))
+    m = math.prod(fn.out_shape)
 
     def make():
         try:
             p = jacobian_pattern(fn.graph, wrt.nodes, fn.output, constants, settings.max_pattern_nnz)
         except PatternTooLarge:
             p = None
-        cols = rows = None
-        if p is not None:
-            cols = coloring.column_coloring(p) if _coloring_work(p) <= COLORING_MAX_EDGES else np.arange(wrt.n)
-            pt = p.T.tocsr()
-            rows = coloring.row_coloring(p) if _coloring_work(pt) <= COLORING_MAX_EDGES else np.arange(m)
-        return p, cols, rows
-
-    (p, cols, rows), seconds = _cached(fn, _key("jacobian", wrt, constants), make)
-    if p is None:
         cols, rows = np.arange(wrt.n), np.arange(m)
-    ncols = cols.max() + 1 if cols.size else 0
-    nrows = rows.max() + 1 if rows.size else 0
+        if p is not None:
+            if _coloring_work(p) <= COLORING_MAX_EDGES:
+                cols = coloring.column_coloring(p)
+            if _coloring_work(p.T.tocsr()) <= COLORING_MAX_EDGES:
+                rows = coloring.row_coloring(p)
+        return p, cols, rows, _ncolors(cols), _ncolors(rows)
+
+    (p, cols, rows, ncols, nrows), seconds = _cached(fn, _key("jacobian", wrt, constants), make)
     if mode == "forward" or (mode == "auto" and ncols <= nrows):
         return Plan(p, cols, "forward", seconds)
     return Plan(p, rows, "reverse", seconds)
@@ -165,7 +167,7 @@ def _entries(plan: Plan, shape) -> tuple[np.ndarray, np.ndarray]:
 def jacobian(fn, values, wrt_names, plan: Plan, settings):
     """f(x) and the Jacobian's entries (rows, cols, values) on ``plan``'s pattern, by compressed passes."""
     wrt = Wrt(fn, wrt_names)
-    m = int(np.prod(fn.out_shape))
+    m = math.prod(fn.out_shape)
     if plan.pattern is None and m * wrt.n > settings.max_jacobian_entries:
         raise LimitExceeded(f"a {m} x {wrt.n} Jacobian with no usable sparsity pattern has {m * wrt.n} entries, "
                             f"over the limit max_jacobian_entries={settings.max_jacobian_entries}",
@@ -184,7 +186,7 @@ def jacobian(fn, values, wrt_names, plan: Plan, settings):
 def _blocks(run, seed: np.ndarray, fn, settings):
     """Run ``run`` over the seed rows in padded chunks of one size (one tape): (y, stacked results, seconds)."""
     k = seed.shape[0]
-    b = chunk_size(max(k, 1), widest_node_bytes(fn) * 3, settings.forward_chunk_bytes)
+    b = chunk_size(max(k, 1), fn.widest_node_bytes * 3, settings.forward_chunk_bytes)
     out, seconds, y = [], 0.0, None
     for start in range(0, max(k, 1), b):
         chunk = seed[start:start + b]

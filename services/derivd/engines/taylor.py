@@ -36,7 +36,7 @@ from itertools import combinations, combinations_with_replacement, product
 
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, widest_node_bytes
+from derivd.engines.common import Wrt, chunk_size
 from derivd.engines.reverse import require_scalar
 from derivd.errors import LimitExceeded, ShapeError
 from derivd.transforms.taylor import taylor as taylor_transform
@@ -74,7 +74,7 @@ def along(fn, values, wrt: Wrt, order: int, count: int, block, settings):
     if count == 0 or order == 0:
         y, seconds = _value(fn, values)
         return y, np.zeros((order, count, m)), seconds
-    b = chunk_size(count, widest_node_bytes(fn) * (order + 1) * 4, settings.forward_chunk_bytes)
+    b = chunk_size(count, fn.widest_node_bytes * (order + 1) * 4, settings.forward_chunk_bytes)
     tape, seconds = _tape(fn, wrt, order, (b,))
     y, parts = None, []
     for start in range(0, count, b):

@@ -88,6 +88,9 @@ def _decode_base64(value: dict, where: str, integers: bool) -> np.ndarray:
 
 def encode(value, base64_arrays: bool):
     """Prepare a response value for orjson: arrays as lists (or base64), recursively."""
+    if type(value) is np.ndarray and value.dtype == np.float64 and value.ndim and not base64_arrays:
+        # the common answer: orjson writes a contiguous finite float64 array itself
+        return np.ascontiguousarray(value) if np.isfinite(value).all() else _nonfinite_list(value.tolist())
     if isinstance(value, dict):
         return {k: encode(v, base64_arrays) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
