@@ -26,12 +26,13 @@ class LiveServer:
     """uvicorn serving ``create_app(settings, service)`` in a thread, on 127.0.0.1:<free port>."""
 
     def __init__(self, settings: Settings, service=None):
+        from derivd.gateway import server
         from derivd.gateway.app import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings, service)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = server.config(self.app, "127.0.0.1", self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -69,6 +69,7 @@ def _client_cli():
 def serve_command(args, settings) -> int:
     import uvicorn
 
+    from derivd.gateway import server
     from derivd.gateway.app import create_app
     from derivd.runtime import tune_allocator
 
@@ -103,8 +104,8 @@ def serve_command(args, settings) -> int:
     # that runs the `finally` below (stopping gRPC and the workers), not the default instant death.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:  # uvicorn logs through the root handler (JSON); its access log is replaced by derivd.access
-        uvicorn.run(create_app(settings, service), host=args.host, port=args.port, log_config=None,
-                    access_log=False)
+        uvicorn.Server(server.config(create_app(settings, service), args.host, args.port, log_config=None,
+                                     access_log=False)).run()
     finally:
         if grpc_server is not None:
             grpc_server.stop()
