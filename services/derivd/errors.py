@@ -30,6 +30,14 @@ class ParseError(DerivdError):
     code = "parse_error"
 
 
+class ProgramError(DerivdError):
+    """A program that parses but cannot mean anything (a mask added to a number, a call with the
+    wrong arguments, a static division by zero): the caller's program, so 400 like a parse error,
+    never the 422 of a malformed request. ``code`` says which (type_error, bad_arguments, ...)."""
+
+    code = "invalid_program"
+
+
 class UnknownName(DerivdError):
     code = "unknown_name"
 

@@ -63,6 +63,22 @@ def test_parse_error_has_line_and_column(client):
     assert d["line"] == 2 and d["column"] >= 1
 
 
+@pytest.mark.parametrize("dsl,code", [
+    ("y = x\nsum((x > 0) & y)", "type_error"),  # a mask combined with a number
+    ("y = x\nsum(sin(x, y))", "bad_arguments"),
+    ("y = x\nsum(y * (1 // 0))", "zero_division"),
+    ("y = x\nsum(y(2))", "type_error"),  # an input called like a function
+])
+def test_meaningless_programs_are_400_with_line_and_column(client, dsl, code):
+    """Like a parse error, a program that parses but cannot mean anything is the program's fault:
+    400 whatever the code, with the position of the offending expression."""
+    r = client.post("/v1/gradient", json={**OK, "function": {"dsl": dsl}})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == code
+    assert err["detail"]["line"] == 2 and err["detail"]["column"] >= 1
+
+
 def test_shape_error_names_both_shapes(client):
     r = client.post("/v1/evaluate", json={**OK, "function": {"dsl": "y = x\ny + ones(3)"}})
     err = r.json()["error"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from derivd.errors import ShapeError, ValidationFailed
+from derivd.errors import ProgramError, ShapeError
 from derivd.ops import apply
 from derivd.ops.registry import BOOL, FLOAT, INT, nullary
 
@@ -89,7 +89,7 @@ class Library:
     @staticmethod
     def arity(name, args, kwargs, n):
         if len(args) != n or kwargs:
-            raise ValidationFailed(f"{name}() takes {n} positional argument{'s' if n > 1 else ''}",
+            raise ProgramError(f"{name}() takes {n} positional argument{'s' if n > 1 else ''}",
                                    code="bad_arguments")
 
     # ------------------------------------------------------------ reductions
@@ -124,7 +124,7 @@ class Library:
 
     def _fold(self, prim, x, more, axis):
         if axis is not None:
-            raise ValidationFailed("axis= is for reductions of one array", code="bad_arguments")
+            raise ProgramError("axis= is for reductions of one array", code="bad_arguments")
         out = self.as_float(x)
         for y in more:
             out = apply(prim, out, self.as_float(y))
@@ -270,7 +270,7 @@ class Library:
 
     def _sequence(self, name, xs):
         if not isinstance(xs, (list, tuple)) or not xs:
-            raise ValidationFailed(f"{name}() takes a non-empty list of arrays", code="bad_arguments")
+            raise ProgramError(f"{name}() takes a non-empty list of arrays", code="bad_arguments")
         return [self.arr(x) for x in xs]
 
     def f_concat(self, xs, axis=0):

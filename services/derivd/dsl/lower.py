@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from derivd.dsl.library import Library
 from derivd.dsl.loops import NotUniform, lower_loop
 from derivd.dsl.parse import at, parse, refuse
-from derivd.errors import DerivdError, LimitExceeded, ShapeError, UnknownName, ValidationFailed
+from derivd.errors import DerivdError, LimitExceeded, ProgramError, ShapeError, UnknownName
 from derivd.ir.graph import Graph, Node
 from derivd.ops import apply
 from derivd.ops.registry import BOOL, FLOAT, INT
@@ -139,12 +139,12 @@ class Lowerer:
             if not parts:
                 raise ShapeError("an empty list is not an array")
             return self.lib.f_stack(parts)
-        raise ValidationFailed(f"expected an array, got a {type(v).__name__}", code="type_error")
+        raise ProgramError(f"expected an array, got a {type(v).__name__}", code="type_error")
 
     def static_int(self, v, what: str) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
             got = f"an array of shape {list(v.shape)}" if isinstance(v, Node) else repr(v)
-            raise ValidationFailed(f"{what} must be a static integer, got {got}", code="type_error")
+            raise ProgramError(f"{what} must be a static integer, got {got}", code="type_error")
         return v
 
     def check_int(self, v):
@@ -330,7 +330,7 @@ class Lowerer:
         a, b = self.node(a), self.node(b)
         if name in ("and", "or"):
             if a.dtype != BOOL or b.dtype != BOOL:
-                raise ValidationFailed(f"& and | combine masks (comparisons), got {_dt(a)} and {_dt(b)}",
+                raise ProgramError(f"& and | combine masks (comparisons), got {_dt(a)} and {_dt(b)}",
                                        code="type_error")
         elif a.dtype == BOOL or b.dtype == BOOL:
             a, b = self.lib.as_float(a), self.lib.as_float(b)
@@ -357,13 +357,13 @@ class Lowerer:
         if isinstance(op, ast.Pow):
             return self.static_pow(a, b)
         if isinstance(op, (ast.BitAnd, ast.BitOr)) and not (isinstance(a, bool) and isinstance(b, bool)):
-            raise ValidationFailed("& and | combine masks or booleans", code="type_error")
+            raise ProgramError("& and | combine masks or booleans", code="type_error")
         try:
             return self.check_int(STATIC_BINOPS[type(op)](a, b))
         except ZeroDivisionError:
             if isinstance(op, ast.Div):
                 return self.node(float(a)) / self.node(float(b))  # numpy semantics: inf or nan
-            raise ValidationFailed("integer division or modulo by zero", code="zero_division")
+            raise ProgramError("integer division or modulo by zero", code="zero_division")
         except OverflowError:
             raise LimitExceeded("constant expression overflows float64", limit="float64") from None
 
@@ -398,9 +398,9 @@ class Lowerer:
         if _static(v):
             if isinstance(v, bool):
                 return not v
-            raise ValidationFailed("~ and not apply to masks or booleans", code="type_error")
+            raise ProgramError("~ and not apply to masks or booleans", code="type_error")
         if v.dtype != BOOL:
-            raise ValidationFailed(f"~ and not apply to masks, got {_dt(v)}", code="type_error")
+            raise ProgramError(f"~ and not apply to masks, got {_dt(v)}", code="type_error")
         return apply("not", v)
 
     def compare(self, e: ast.Compare, env):
