@@ -16,6 +16,12 @@ import uvicorn
 from derivd.config import Settings
 
 
+# A Redis named in the environment is the one the Redis tests use (shared_redis_url); every other
+# service a test builds from Settings() starts without one, as on a fresh machine.
+ENV_REDIS_URL = os.environ.pop("REDIS_URL", None) or os.environ.pop("DERIVD_REDIS_URL", None)
+os.environ.pop("DERIVD_REDIS_URL", None)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,4 +123,4 @@ def redis_process():
 @pytest.fixture(scope="session")
 def shared_redis_url(redis_process):
     """$REDIS_URL if set, else the tests' own Redis."""
-    return os.environ.get("REDIS_URL") or redis_process.url
+    return ENV_REDIS_URL or redis_process.url

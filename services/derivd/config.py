@@ -2,16 +2,17 @@
 
 from functools import lru_cache
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DERIVD_")
+    model_config = SettingsConfigDict(env_prefix="DERIVD_", populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 0
+    gateways: int = 1  # REST gateway processes on one port (derivd serve --gateways); above 1 needs redis_url
 
     # Compile limits (CONTRACT §1): refused with a 4xx naming the limit, before anything runs.
     max_source_bytes: int = 256 * 1024
@@ -82,7 +83,8 @@ class Settings(BaseSettings):
 
     # Black boxes. The allow-list is CIDR ranges a black box's resolved address
     # must fall in; the deny-list wins over it. Defaults: public addresses only.
-    redis_url: str | None = None
+    # DERIVD_REDIS_URL, or the conventional REDIS_URL.
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("DERIVD_REDIS_URL", "REDIS_URL"))
     blackbox_allow: list[str] = ["0.0.0.0/0", "::/0"]
     blackbox_deny: list[str] = [
         "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
