@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from derivd.config import get_settings
 
@@ -22,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="local worker processes; 0 runs every engine in the gateway process")
     serve.add_argument("--grpc-port", type=int, default=settings.grpc_port,
                        help="public gRPC (derivd.v1) on this port beside REST; 0 = off")
+    serve.add_argument("--gateways", type=int, default=settings.gateways,
+                       help="REST gateway processes on the one port (one core each); above 1 needs REDIS_URL")
     worker = sub.add_parser("worker", help="run one worker process (internal gRPC) for a remote gateway")
     worker.add_argument("--engines", default="forward,reverse,taylor,finite",
                         help="comma-separated engine families this worker serves")
@@ -67,21 +72,34 @@ def _client_cli():
 
 
 def serve_command(args, settings) -> int:
-    import uvicorn
-
-    from derivd.gateway import server
-    from derivd.gateway.app import create_app
-    from derivd.runtime import tune_allocator
-
-    tune_allocator()
-
     if args.workers < 0:
         print("derivd: --workers takes 0 (everything in this process) or a number of worker processes",
               file=sys.stderr)
         return 2
-    from derivd.core import Service
-    from derivd.observability import configure_logging
+    if args.gateways < 1 or (args.gateways > 1 and not settings.redis_url):
+        print("derivd: --gateways takes 1, or more with REDIS_URL set: the processes share stored functions, "
+              "black boxes and rate limits through Redis", file=sys.stderr)
+        return 2
+    metrics_dir = None
+    if args.gateways > 1:  # before prometheus_client is imported, here and in every gateway process
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="derivd-metrics-")
+    try:
+        return _serve(args, settings)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
+
+def _serve(args, settings) -> int:
+    import uvicorn
+
+    from derivd.core import Service
+    from derivd.gateway import server
+    from derivd.gateway.app import create_app
+    from derivd.observability import configure_logging
+    from derivd.runtime import tune_allocator
+
+    tune_allocator()
     configure_logging(settings.log_format, settings.log_level)
     settings = settings.model_copy(update={"host": args.host, "port": args.port, "workers": args.workers,
                                            "grpc_port": args.grpc_port})
@@ -91,6 +109,7 @@ def serve_command(args, settings) -> int:
 
         supervisor = Supervisor(settings, args.workers).start()
         settings = settings.model_copy(update={"pool_default": supervisor.target})
+        os.environ["DERIVD_POOL_DEFAULT"] = supervisor.target  # for gateway processes (--gateways)
     service = Service(settings)
     if supervisor is not None:
         supervisor.on_restart = lambda slot: service.metrics.worker_restarts.labels("local").inc()
@@ -104,8 +123,11 @@ def serve_command(args, settings) -> int:
     # that runs the `finally` below (stopping gRPC and the workers), not the default instant death.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:  # uvicorn logs through the root handler (JSON); its access log is replaced by derivd.access
-        uvicorn.Server(server.config(create_app(settings, service), args.host, args.port, log_config=None,
-                                     access_log=False)).run()
+        if args.gateways == 1:
+            uvicorn.Server(server.config(create_app(settings, service), args.host, args.port, log_config=None,
+                                         access_log=False)).run()
+        else:
+            server.run_processes(args.gateways, args.host, args.port)
     finally:
         if grpc_server is not None:
             grpc_server.stop()

@@ -10,12 +10,16 @@ Prometheus text on ``GET /metrics``:
   request's time went (the split of ``Server-Timing``), and
   ``derivd_request_seconds`` for the whole request as the skin saw it;
 * ``derivd_requests_in_flight{transport}``;
-* ``derivd_tape_cache_{hits,misses}_total{level}``: read at scrape time from
-  the cache levels registered with ``add_cache_level`` (``local`` is the
+* ``derivd_tape_cache_{hits,misses}_total{level}``: carried from the counts
+  of the cache levels registered with ``add_cache_level`` (``local`` is the
   in-process LRU; a shared level such as Redis registers itself the same way);
 * ``derivd_worker_restarts_total{pool}``: incremented by the pool supervisor;
 * ``derivd_access_denied_total{reason}``: 401s and 429s;
 * ``derivd_hvp_stream_directions_total``: directions answered on HVP streams.
+
+With several gateway processes (``derivd serve --gateways N``) every metric is
+kept in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``, whichever process
+answers, reports the sum over all of them (in-flight: over the live ones).
 
 Logs are one JSON object per line (``JsonFormatter``) with a request id that
 is taken from an incoming ``X-Request-Id`` when it is a sane token and made up
@@ -26,15 +30,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+import threading
 import time
 import uuid
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Set (by ``derivd serve --gateways N``) before prometheus_client is first imported, this makes every
+# metric of every process a file in the directory, summed at scrape time by whichever process answers.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 # From 100 us (a warm scalar gradient) to a minute (the default request deadline).
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -58,21 +68,40 @@ class Metrics:
                                  ["transport", "route"], buckets=LATENCY_BUCKETS, registry=r)
         self.compute = Histogram("derivd_request_compute_seconds", "Running the engine",
                                  ["transport", "route", "engine"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("derivd_requests_in_flight", "Requests being served", ["transport"], registry=r)
+        self.in_flight = Gauge("derivd_requests_in_flight", "Requests being served", ["transport"], registry=r,
+                               multiprocess_mode="livesum")
         self.worker_restarts = Counter("derivd_worker_restarts", "Worker processes replaced by the supervisor",
                                        ["pool"], registry=r)
         self.access_denied = Counter("derivd_access_denied", "Requests refused: missing/wrong key or rate limit",
                                      ["reason"], registry=r)
         self.stream_directions = Counter("derivd_hvp_stream_directions", "Directions answered on HVP streams",
                                          registry=r)
-        self._cache_levels: dict[str, Callable[[], tuple[int, int]]] = {}
+        self.cache_hits = Counter("derivd_tape_cache_hits", "Tape-cache hits by level", ["level"], registry=r)
+        self.cache_misses = Counter("derivd_tape_cache_misses", "Tape-cache misses by level", ["level"], registry=r)
+        self._cache_levels: dict[str, list] = {}
+        self._cache_lock = threading.Lock()
         self._series: dict[tuple, tuple] = {}
-        r.register(_CacheCollector(self._cache_levels))
-        ProcessCollector(registry=r)
+        if MULTIPROCESS_DIR is None:
+            ProcessCollector(registry=r)  # of one process: meaningless summed over several
 
     def add_cache_level(self, level: str, stats: Callable[[], tuple[int, int]]) -> None:
-        """Expose a tape-cache level: ``stats()`` returns its (hits, misses) so far."""
-        self._cache_levels[level] = stats
+        """Expose a tape-cache level: ``stats()`` returns its (hits, misses) so far. The caches count
+        for themselves; their counts are carried into the counters with each request and scrape."""
+        with self._cache_lock:
+            self._cache_levels[level] = [stats, *self._cache_levels.get(level, [None, 0, 0])[1:]]
+        self.cache_hits.labels(level)  # shown from the start, at 0
+        self.cache_misses.labels(level)
+
+    def _sync_cache(self) -> None:
+        with self._cache_lock:
+            for level, entry in self._cache_levels.items():
+                stats, hits_seen, misses_seen = entry
+                hits, misses = stats()
+                if hits > hits_seen:
+                    self.cache_hits.labels(level).inc(hits - hits_seen)
+                if misses > misses_seen:
+                    self.cache_misses.labels(level).inc(misses - misses_seen)
+                entry[1], entry[2] = max(hits, hits_seen), max(misses, misses_seen)
 
     def record(self, transport: str, route: str, engine: str, status: int, seconds: float,
                queue: float | None = None, compile: float | None = None, compute: float | None = None) -> None:
@@ -92,26 +121,28 @@ class Metrics:
             compile_h.observe(compile)
         if compute is not None:
             compute_h.observe(compute)
+        self._sync_cache()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        self._sync_cache()
+        if MULTIPROCESS_DIR is None:
+            return generate_latest(self.registry)
+        everyone = CollectorRegistry()
+        multiprocess.MultiProcessCollector(everyone)
+        return generate_latest(everyone)
 
 
-class _CacheCollector:
-    """Cache counters read from the caches themselves at scrape time (they count; we only report)."""
-
-    def __init__(self, levels: dict):
-        self.levels = levels
-
-    def collect(self):
-        hits = CounterMetricFamily("derivd_tape_cache_hits", "Tape-cache hits by level", labels=["level"])
-        misses = CounterMetricFamily("derivd_tape_cache_misses", "Tape-cache misses by level", labels=["level"])
-        for level, stats in list(self.levels.items()):
-            h, m = stats()
-            hits.add_metric([level], h)
-            misses.add_metric([level], m)
-        yield hits
-        yield misses
+def forget_dead_processes(stop: threading.Event, every_s: float = 2.0) -> None:
+    """Until ``stop``: drop the live gauges (in flight) of gateway processes that died, so the sum
+    is over the living. Their counters stay: a count never goes back."""
+    while not stop.wait(every_s):
+        for name in os.listdir(MULTIPROCESS_DIR):
+            if name.startswith("gauge_live"):
+                pid = int(name.rsplit("_", 1)[1].split(".")[0])
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    multiprocess.mark_process_dead(pid, MULTIPROCESS_DIR)
 
 
 # ---------------------------------------------------------------- request ids and logs

@@ -183,6 +183,18 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     return Gateway(service, app, RequestTelemetry(outer, metrics=service.metrics))  # telemetry sees every response
 
 
+def from_environment() -> "Gateway":
+    """The app of one of ``derivd serve --gateways N``'s processes: settings from the environment
+    its parent prepared, logging and allocator as ``derivd serve`` sets them."""
+    from derivd.observability import configure_logging
+    from derivd.runtime import tune_allocator
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    tune_allocator()
+    return create_app(settings)
+
+
 class Gateway:
     """The ASGI app ``derivd serve`` runs: ``service``, the FastAPI ``api`` and the middleware chain."""
 

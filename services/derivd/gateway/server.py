@@ -1,4 +1,5 @@
-"""How the REST gateway is served: uvicorn with httptools, one socket write per response.
+"""How the REST gateway is served: uvicorn with httptools, one socket write per response, in one
+process or in several sharing one listening socket.
 
 uvicorn writes a response's head when the app sends ``http.response.start`` and
 its body on ``http.response.body``: two ``send`` syscalls and two TCP segments,
@@ -8,14 +9,23 @@ gradients/s with 8 clients). ``CoalescingHttpTools`` gathers what a connection
 writes within one event-loop iteration and sends it at the end of the
 iteration: the head and body of a response leave together; nothing waits
 longer than the current iteration.
+
+One Python process serves REST on one core. ``run_processes`` starts N of them
+on one socket under uvicorn's own supervisor (a dead one is replaced): what
+they must agree on (stored functions, black boxes, rate limits, tapes) lives
+in Redis, and metrics are summed across them (``observability``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
+
+from derivd import observability
 
 
 class _CoalescingTransport:
@@ -56,3 +66,18 @@ class CoalescingHttpTools(HttpToolsProtocol):
 def config(app, host: str, port: int, **options) -> uvicorn.Config:
     """The one uvicorn configuration of the gateway (``derivd serve`` and the tests' live servers)."""
     return uvicorn.Config(app, host=host, port=port, http=CoalescingHttpTools, **options)
+
+
+def run_processes(n: int, host: str, port: int) -> None:
+    """``n`` gateway processes (spawned, each building its app with ``app.from_environment``) on one
+    listening socket, until SIGINT or SIGTERM. Settings reach them through the environment."""
+    if observability.MULTIPROCESS_DIR is None:  # each process would count alone
+        raise RuntimeError("several gateway processes need PROMETHEUS_MULTIPROC_DIR set before derivd is imported")
+    cfg = config("derivd.gateway.app:from_environment", host, port, factory=True, workers=n, log_config=None,
+                 access_log=False)
+    stop = threading.Event()
+    threading.Thread(target=observability.forget_dead_processes, args=(stop,), name="metrics-reaper", daemon=True).start()
+    try:
+        Multiprocess(cfg, sockets=[cfg.bind_socket()]).run()
+    finally:
+        stop.set()

@@ -1,0 +1,137 @@
+"""``derivd serve --gateways N``: N REST processes on one port, as a user starts them (the command
+line, real sockets, a real Redis). What they must agree on they share, /metrics sums them, and a
+killed one is replaced while the others keep answering."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import free_port
+from tests.references import ROSENBROCK, rosenbrock_gradient
+
+X = np.array([0.3, -0.8, 1.4, 2.0])
+
+
+def gateway_children(pid: int) -> set[int]:
+    """The spawned gateway processes of the parent ``pid`` (not multiprocessing's resource tracker)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = [int(k) for k in f.read().split()]
+    out = set()
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    out.add(kid)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def wait_for(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def requests_total(text: str, route: str) -> float:
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "derivd_requests_total" and s.labels.get("route") == route)
+
+
+def fresh(base: str, method: str, path: str, **kw) -> httpx.Response:
+    """One request on its own connection: the kernel hands each connection to either process."""
+    with httpx.Client(base_url=base, timeout=30) as c:
+        return c.request(method, path, **kw)
+
+
+@pytest.fixture
+def gateways(shared_redis_url):
+    port = free_port()
+    env = {**os.environ, "DERIVD_REDIS_URL": shared_redis_url, "DERIVD_TAPE_CACHE_HMAC_KEY": "tests-only",
+           "DERIVD_REDIS_KEY_PREFIX": f"derivd-test-{uuid.uuid4().hex[:12]}", "DERIVD_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "derivd.cli", "serve", "--gateways", "2", "--workers", "0",
+                             "--grpc-port", "0", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: len(gateway_children(proc.pid)) == 2, 60, "two gateway processes")
+        wait_for(lambda: _healthy(base), 60, "the gateways to answer")
+        yield proc, base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return fresh(base, "GET", "/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_several_gateways_need_redis():
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DERIVD_REDIS_URL")}
+    r = subprocess.run([sys.executable, "-m", "derivd.cli", "serve", "--gateways", "2", "--port", str(free_port())],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "REDIS_URL" in r.stderr
+
+
+def test_gateways_share_functions_and_sum_their_metrics(gateways):
+    proc, base = gateways
+    r = fresh(base, "POST", "/v1/functions", json={"dsl": ROSENBROCK})
+    assert r.status_code == 200, r.text
+    fid = r.json()["id"]
+    for _ in range(20):  # on fresh connections, both processes answer some: the id must be known to each
+        r = fresh(base, "POST", "/v1/gradient", json={"function": {"id": fid}, "at": {"x": X.tolist()}})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["gradient"]["x"], rosenbrock_gradient(X), rtol=1e-13)
+    for _ in range(6):  # whichever process answers the scrape reports the sum over both
+        assert requests_total(fresh(base, "GET", "/metrics").text, "/v1/gradient") == 20
+
+
+def test_a_killed_gateway_is_replaced_and_the_other_keeps_answering(gateways):
+    proc, base = gateways
+    before = gateway_children(proc.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    answered = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            r = fresh(base, "POST", "/v1/gradient", json={"function": {"dsl": ROSENBROCK}, "at": {"x": X.tolist()}})
+        except httpx.HTTPError:  # a connection the dead process had accepted: the client tries again
+            continue
+        assert r.status_code == 200, r.text
+        answered += 1
+        now = gateway_children(proc.pid)
+        if victim not in now and len(now) == 2 and answered >= 10:
+            break
+    now = gateway_children(proc.pid)
+    assert victim not in now and len(now) == 2, (before, now)
+    metrics = wait_for(lambda: _settled(base), 20, "the dead process's in-flight count to be dropped")
+    assert requests_total(metrics, "/v1/gradient") >= answered
+
+
+def _settled(base: str) -> str | None:
+    text = fresh(base, "GET", "/metrics").text
+    in_flight = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+                 if s.name == "derivd_requests_in_flight" and s.labels.get("transport") == "rest"]
+    return text if in_flight == [0.0] else None
