@@ -2,13 +2,17 @@
 
     OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json]
 
-Both servers run as separate processes on this machine (one thread of BLAS
-each), driven by the same client: 8 concurrent connections with HTTP/1.1
-keep-alive, requests pre-serialised, written and read on raw asyncio streams so
-the client costs as little CPU as possible (it shares the 2 cores). Measured:
+Every server runs as its own process on this machine (one thread of BLAS
+each), driven by the same client: 8 concurrent HTTP/1.1 keep-alive
+connections sending pre-serialised requests. The client is ``wrk`` (one
+thread) when it is on PATH (Debian: apt install wrk), else raw asyncio
+streams in Python, which cost several times more CPU on the 2 cores the
+servers share with it; the results say which. Measured:
 
 * requests/s and p50/p99 latency, warm, for a small ``/v1/gradient`` (n = 10,
-  Rosenbrock) and a medium ``/v1/jacobian`` (n = m = 50, dense), and the JAX
+  Rosenbrock) and a medium ``/v1/jacobian`` (n = m = 50, dense), served by
+  ``derivd serve`` with one gateway process and with ``--gateways 2`` (on a
+  Redis: $REDIS_URL, else a redis-server started here), and the JAX
   service's ``/gradient`` and ``/jacobian`` of the same functions (jit of
   grad / jacfwd, compiled at its first request);
 * the gRPC ``HessianVectorProducts`` stream's directions/s against unary
@@ -24,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -103,7 +109,7 @@ async def exchange(reader, writer, raw: bytes) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def load(port: int, raw: bytes, seconds: float, clients: int = CLIENTS) -> dict:
+async def python_load(port: int, raw: bytes, seconds: float, clients: int = CLIENTS) -> dict:
     latencies: list[float] = []
     errors = 0
 
@@ -127,6 +133,43 @@ async def load(port: int, raw: bytes, seconds: float, clients: int = CLIENTS) ->
             "p99_ms": round(float(np.percentile(ms, 99)), 3), "requests": len(latencies), "errors": errors}
 
 
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.path = %s
+wrk.body = %s
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %%d, "errors": %%d, "seconds": %%.6f, "p50_ms": %%.3f, "p99_ms": %%.3f}\\n',
+    summary.requests, e.status + e.connect + e.read + e.write + e.timeout, summary.duration / 1e6,
+    latency:percentile(50) / 1e3, latency:percentile(99) / 1e3))
+end
+"""
+
+
+def wrk_load(port: int, path: str, body: dict, seconds: float) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % (json.dumps(path), json.dumps(json.dumps(body))))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        runs = []
+        for duration in (1, max(1, round(seconds))):  # warm-up, then the measured run (whole seconds)
+            out = subprocess.run(["wrk", "-t1", f"-c{CLIENTS}", f"-d{duration}s", "-s", f.name, url],
+                                 capture_output=True, text=True, check=True).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        os.unlink(f.name)
+    r = runs[-1]
+    return {"requests_per_s": round(r["requests"] / r["seconds"], 1), "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
+            "requests": r["requests"], "errors": r["errors"]}
+
+
+def load(port: int, path: str, body: dict, seconds: float) -> dict:
+    """Warm requests/s and latency of ``POST path`` with 8 connections: by wrk when on PATH."""
+    if shutil.which("wrk"):
+        return wrk_load(port, path, body, seconds)
+    return asyncio.run(python_load(port, http_request(port, path, body), seconds))
+
+
 async def one(port: int, path: str, body: dict) -> tuple[float, int, dict]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     t0 = time.perf_counter()
@@ -134,6 +177,24 @@ async def one(port: int, path: str, body: dict) -> tuple[float, int, dict]:
     elapsed = time.perf_counter() - t0
     writer.close()
     return elapsed, status, json.loads(data)
+
+
+@contextlib.contextmanager
+def shared_redis(env: dict):
+    """``env`` with a Redis for several gateway processes: $REDIS_URL, else a redis-server started here."""
+    extra = {"DERIVD_TAPE_CACHE_HMAC_KEY": "bench-only", "DERIVD_REDIS_KEY_PREFIX": f"derivd-bench-{os.getpid()}"}
+    url = env.get("REDIS_URL") or env.get("DERIVD_REDIS_URL")
+    if url:
+        yield {**env, **extra, "DERIVD_REDIS_URL": url}
+        return
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's tests/
+    from tests.conftest import RedisProcess, redis_server_binary
+
+    redis = RedisProcess(redis_server_binary()).start()
+    try:
+        yield {**env, **extra, "DERIVD_REDIS_URL": redis.url}
+    finally:
+        redis.stop()
 
 
 def start(cmd: list[str], port: int, env: dict, cwd: str | None = None):
@@ -239,21 +300,34 @@ def main() -> int:
     results: dict = {"clients": CLIENTS, "seconds": args.seconds, "cpus": os.cpu_count(),
                      "load_average_before": os.getloadavg()}  # other work on the machine skews every number
 
+    small_x = np.linspace(-1.2, 1.2, 10).tolist()
+    medium_x = np.linspace(-2.0, 2.0, 50).tolist()
+    gradient = ("/v1/gradient", {"function": {"dsl": ROSENBROCK}, "at": {"x": small_x}})
+    jacobian = ("/v1/jacobian", {"function": {"dsl": DENSE}, "at": {"x": medium_x}})
+    results["client"] = "wrk -t1" if shutil.which("wrk") else "python asyncio"
+
     rest_port, grpc_port = free_port(), free_port()
     derivd = start([sys.executable, "-m", "derivd.cli", "serve", "--port", str(rest_port),
                     "--grpc-port", str(grpc_port), "--workers", "0"], rest_port, env)
-    small_x = np.linspace(-1.2, 1.2, 10).tolist()
-    medium_x = np.linspace(-2.0, 2.0, 50).tolist()
     try:
         results["derivd_first_request_new_function"] = first_request(rest_port)
-        results["derivd_gradient_n10"] = asyncio.run(load(rest_port, http_request(
-            rest_port, "/v1/gradient", {"function": {"dsl": ROSENBROCK}, "at": {"x": small_x}}), args.seconds))
-        results["derivd_jacobian_50x50"] = asyncio.run(load(rest_port, http_request(
-            rest_port, "/v1/jacobian", {"function": {"dsl": DENSE}, "at": {"x": medium_x}}), args.seconds))
+        results["derivd_gradient_n10"] = load(rest_port, *gradient, args.seconds)
+        results["derivd_jacobian_50x50"] = load(rest_port, *jacobian, args.seconds)
         results["hvp"] = bench_hvp(grpc_port, rest_port)
     finally:
         derivd.terminate()
         derivd.wait()
+
+    with shared_redis(env) as redis_env:  # --gateways 2: the processes share what they must through Redis
+        rest_port = free_port()
+        derivd = start([sys.executable, "-m", "derivd.cli", "serve", "--port", str(rest_port), "--gateways", "2",
+                        "--grpc-port", "0", "--workers", "0"], rest_port, redis_env)
+        try:
+            results["derivd_2_gateways_gradient_n10"] = load(rest_port, *gradient, args.seconds)
+            results["derivd_2_gateways_jacobian_50x50"] = load(rest_port, *jacobian, args.seconds)
+        finally:
+            derivd.terminate()
+            derivd.wait()
 
     try:
         import jax  # noqa: F401
@@ -269,17 +343,17 @@ def main() -> int:
             try:
                 first, _, _ = asyncio.run(one(port, "/jacobian", {"x": medium_x}))
                 results["jax_first_request_ms"] = round(first * 1e3, 3)
-                results["jax_gradient_n10"] = asyncio.run(load(port, http_request(
-                    port, "/gradient", {"x": small_x}), args.seconds))
-                results["jax_jacobian_50x50"] = asyncio.run(load(port, http_request(
-                    port, "/jacobian", {"x": medium_x}), args.seconds))
+                results["jax_gradient_n10"] = load(port, "/gradient", {"x": small_x}, args.seconds)
+                results["jax_jacobian_50x50"] = load(port, "/jacobian", {"x": medium_x}, args.seconds)
             finally:
                 jax_proc.terminate()
                 jax_proc.wait()
         results["jax_first_call_new_function_in_process"] = jax_first_call()
         for name in ("gradient_n10", "jacobian_50x50"):
-            results[f"ratio_{name}_requests_per_s"] = round(
-                results[f"derivd_{name}"]["requests_per_s"] / results[f"jax_{name}"]["requests_per_s"], 2)
+            jax_rate = results[f"jax_{name}"]["requests_per_s"]
+            results[f"ratio_{name}_requests_per_s"] = round(results[f"derivd_{name}"]["requests_per_s"] / jax_rate, 2)
+            results[f"ratio_2_gateways_{name}_requests_per_s"] = round(
+                results[f"derivd_2_gateways_{name}"]["requests_per_s"] / jax_rate, 2)
 
     results["load_average_after"] = os.getloadavg()
     print(json.dumps(results, indent=2))
