@@ -18,7 +18,9 @@ servers share with it; the results say which. Measured:
 * the gRPC ``HessianVectorProducts`` stream's directions/s against unary
   ``Hvp`` calls (gRPC and REST) at the same point;
 * a new function's first request (text never seen, so lowered and compiled
-  cold), against JAX's first call of a freshly jitted function.
+  cold), against JAX's first call of a freshly jitted function;
+* the ceiling: uvicorn answering every request with a fixed body, in one and in
+  two processes, through the same client (no service on this stack passes it).
 
 Targets (issue 6): >= 5x the JAX service's requests/s warm, p50 <= 2 ms, first
 request of a new function <= 20 ms. Numbers are reported, never asserted.
@@ -73,6 +75,21 @@ JAX_SERVICE = textwrap.dedent('''
     async def jacobian(request: Request):
         x = jnp.asarray(orjson.loads(await request.body())["x"], dtype=jnp.float64)
         return Response(orjson.dumps({"jacobian": np.asarray(jac(x)).tolist()}), media_type="application/json")
+''')
+
+
+# The HTTP stack alone: uvicorn answering every POST with a fixed JSON body, nothing parsed or computed.
+CEILING_SERVICE = textwrap.dedent('''
+    BODY = b'{"value": 1.0, "gradient": {"x": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}}'
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]})
+        await send({"type": "http.response.body", "body": BODY})
 ''')
 
 
@@ -328,6 +345,19 @@ def main() -> int:
         finally:
             derivd.terminate()
             derivd.wait()
+
+    with tempfile.TemporaryDirectory() as tmp:  # what no service on this HTTP stack can pass
+        with open(os.path.join(tmp, "ceiling.py"), "w") as f:
+            f.write(CEILING_SERVICE)
+        for processes in (1, 2):
+            port = free_port()
+            proc = start([sys.executable, "-m", "uvicorn", "ceiling:app", "--port", str(port), "--workers",
+                          str(processes), "--log-level", "warning", "--no-access-log"], port, env, cwd=tmp)
+            try:
+                results[f"http_ceiling_{processes}_process"] = load(port, *gradient, args.seconds)
+            finally:
+                proc.terminate()
+                proc.wait()
 
     try:
         import jax  # noqa: F401
