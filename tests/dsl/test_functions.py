@@ -160,6 +160,10 @@ def test_reshape_concat_stack_and_constructors():
                         lambda a: np.zeros((2, 3)) + a + a + np.arange(3) * a + 3, {"a": V3})
     check_against_numpy("zeros(2) + a[0] + len(b) + ones((2,)) * len(m)", lambda a, b, m: np.zeros(2) + a[0] + 4 + 3,
                         {"a": V3, "b": V4, "m": M})
+    for args in ("1, 6", "0, 1, 0.1", "5, 1, -1", "2.5, 7", "3, 3", "-1, 1, 0.25"):  # extension: numpy's forms
+        want = np.arange(*[float(a) for a in args.split(",")])
+        check_against_numpy(f"sum(arange({args}) * a[0]) + a[1]", lambda a, w=want: np.sum(w * a[0]) + a[1],
+                            {"a": V3})
     r = call("evaluate", "[len(a), a.shape[1], a.ndim, a.size, eye(2)[1, 0]]", {"a": M})
     assert np.array_equal(r["value"], [3, 4, 2, 12, 0])
 
@@ -199,6 +203,17 @@ def test_solve_of_a_singular_matrix_is_a_4xx():
     with pytest.raises(DerivdError) as e:
         call("gradient", "sum(solve(a, b))", {"a": np.ones((2, 2)), "b": [1.0, 2.0]})
     assert 400 <= e.value.status < 500
+
+
+@pytest.mark.parametrize("dsl,code,status", [
+    ("arange(0, 5, 0) * a[0]", "bad_arguments", 400),
+    ("arange(0, a[0]) * a[0]", "type_error", 400),
+    ("arange(0, 1e12) * a[0]", "limit_exceeded", 413),  # refused while lowering, never allocated
+])
+def test_arange_refuses_what_numpy_could_not_build(dsl, code, status):
+    with pytest.raises(DerivdError) as e:
+        call("evaluate", dsl, {"a": V3})
+    assert (e.value.code, e.value.status) == (code, status)
 
 
 def test_named_constants_and_literals():

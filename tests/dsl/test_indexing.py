@@ -42,6 +42,30 @@ def test_basic_indexing(dsl, f, at):
     check_against_numpy(dsl, f, at)
 
 
+GATHER = {"i": np.array([2, 0, 3])}
+
+
+@pytest.mark.parametrize("dsl,f,at,constants", [  # extension: None adds an axis, as numpy's newaxis
+    ("x[None]", lambda x: x[None], {"x": X}, None),
+    ("x[:, None] - x[None, :]", lambda x: x[:, None] - x[None, :], {"x": X}, None),
+    ("sum((x[:, None] - x[None, :]) ** 2)", lambda x: np.sum((x[:, None] - x[None, :]) ** 2), {"x": X}, None),
+    ("m[:, None, 1]", lambda m: m[:, None, 1], {"m": M}, None),
+    ("m[1, None]", lambda m: m[1, None], {"m": M}, None),
+    ("m[None, ::2, None, 1:]", lambda m: m[None, ::2, None, 1:], {"m": M}, None),
+    ("t[None, 0, None]", lambda t: t[None, 0, None], {"t": T}, None),
+    ("m[None, i]", lambda m, i: m[None, i], {"m": M}, GATHER),
+    ("m[:, i, None]", lambda m, i: m[:, i, None], {"m": M}, GATHER),
+])
+def test_none_adds_an_axis_where_numpy_does(dsl, f, at, constants):
+    check_against_numpy(dsl, f, at, constants)
+
+
+def test_none_is_only_a_subscript():
+    with pytest.raises(DerivdError) as e:
+        call("evaluate", "x + None", {"x": X})
+    assert e.value.status == 400 and "None" in e.value.message and e.value.detail["line"] == 1
+
+
 IDX = np.array([3, 0, 3, -1, 3, 1])  # repeats and a negative index
 
 

@@ -310,8 +310,21 @@ class Library:
     def f_eye(self, n):
         return self.lo.graph.apply("eye", (), {"n": self.shape_arg(n)[0]})
 
-    def f_arange(self, n):
-        return self.lo.graph.apply("arange", (), {"n": self.shape_arg(n)[0]})
+    def f_arange(self, start, stop=None, step=1):
+        """``arange(n)``, or numpy's ``arange(start, stop[, step])`` of static numbers, built as
+        ``start + step * arange(count)`` (numpy's own values: start + i * step)."""
+        if stop is None:
+            return self.lo.graph.apply("arange", (), {"n": self.shape_arg(start)[0]})
+        for name, v in (("start", start), ("stop", stop), ("step", step)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ProgramError(f"arange() takes static numbers; its {name} is not one", code="type_error")
+        if step == 0:
+            raise ProgramError("arange() step must not be zero", code="bad_arguments")
+        count = max(0, math.ceil((stop - start) / step))
+        out = self.lo.graph.apply("arange", (), {"n": self.lo.check_int(count)})
+        if step != 1:
+            out = out * float(step)
+        return out + float(start) if start != 0 else out
 
     def f_len(self, x):
         if isinstance(x, (list, tuple)):

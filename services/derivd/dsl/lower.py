@@ -256,6 +256,9 @@ class Lowerer:
 
     def _expr(self, e, env):
         if isinstance(e, ast.Constant):
+            if e.value is None:
+                raise refuse("None is only a subscript, where it adds an axis (x[None, :])", e,
+                             code="unsupported_syntax")
             return self.check_int(e.value)
         if isinstance(e, ast.Name):
             return self.lookup(e.id, e, env)
@@ -488,21 +491,38 @@ class Lowerer:
         x = value
         raw = e.slice.elts if isinstance(e.slice, ast.Tuple) else [e.slice]
         items = []
+        new_axes = []  # where a None puts a length-1 axis, counted in the result's axes
+        produced = 0
         for r in raw:
-            if isinstance(r, ast.Slice):
+            if isinstance(r, ast.Constant) and r.value is None:
+                new_axes.append(produced)
+                produced += 1
+            elif isinstance(r, ast.Slice):
                 parts = [None if p is None else self.static_int(self.expr(p, env), "a slice bound")
                          for p in (r.lower, r.upper, r.step)]
                 if parts[2] == 0:
                     raise refuse("slice step must not be zero", r)
                 items.append(slice(*parts))
+                produced += 1
             else:
                 v = self.expr(r, env)
                 if isinstance(v, Node):
                     if v.dtype != INT:
                         raise refuse(f"an index array must hold integers, got {_dt(v)}", r, code="type_error")
                     items.append(v)
+                    produced += v.ndim
                 else:
                     items.append(self.static_int(v, "an index"))
+        out = self.index_items(x, items, e)
+        if new_axes:
+            shape = list(out.shape)
+            for axis in new_axes:
+                shape.insert(axis, 1)
+            out = self.lib.reshape_to(out, tuple(shape))
+        return out
+
+    def index_items(self, x, items, e):
+        """``x`` indexed by ints, slices and at most one integer index array (numpy's rules)."""
         if len(items) > x.ndim:
             raise refuse(f"too many indices ({len(items)}) for an array of shape {list(x.shape)}", e,
                          code="index_out_of_range")

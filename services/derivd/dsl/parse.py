@@ -127,8 +127,8 @@ def validate(tree: ast.Module, max_depth: int) -> None:
 
 def _check(node: ast.AST) -> None:
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, bool) or isinstance(node.value, (int, float)):
-            return
+        if node.value is None or isinstance(node.value, (bool, int, float)):
+            return  # None: a new axis in a subscript (lowering refuses it anywhere else)
         raise refuse(f"literal {type(node.value).__name__} values are not part of the language", node,
                      code="unsupported_syntax")
     if isinstance(node, ast.Attribute) and node.attr not in ATTRIBUTES:
