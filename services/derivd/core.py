@@ -19,7 +19,7 @@ import numpy as np
 from derivd.blackbox import BlackBoxCaller, BlackBoxSpec, make_registry
 from derivd.dsl import InputSpec, free_inputs
 from derivd.engines import coloring, differences, forward, reverse, second, sparse, taylor
-from derivd.engines.common import Wrt
+from derivd.engines.common import Wrt, check_deadline, deadline
 from derivd.cache import FunctionStore, RedisTier, TapeCache, TapeKey
 from derivd.engines.function import load_or_lower
 from derivd.errors import DerivdError, LimitExceeded, NotFound, ShapeError, UnknownName, ValidationFailed
@@ -134,6 +134,12 @@ class Service:
         return self.pools.run(endpoint, req)
 
     def compute(self, endpoint: str, req: Request) -> tuple[dict, Timings]:
+        """``endpoint`` of ``req`` in this process; the engines stop between passes past its deadline."""
+        with deadline(req.deadline, self.settings.request_timeout_s):
+            check_deadline()  # queued past it: nothing starts
+            return self._compute(endpoint, req)
+
+    def _compute(self, endpoint: str, req: Request) -> tuple[dict, Timings]:
         timings = Timings()
         if req.mode not in MODES:
             raise ValidationFailed(f"unknown mode {req.mode!r}; one of {', '.join(MODES)}", field="mode")

@@ -1,11 +1,42 @@
-"""What every engine shares: wrt bookkeeping and chunking."""
+"""What every engine shares: wrt bookkeeping, chunking, and the request's deadline."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import math
+import time
 
 import numpy as np
+
+from derivd.errors import DeadlineExceeded
+
+# (monotonic instant, budget in seconds) of the request this thread is computing, if it has one.
+_clock = time.monotonic  # the deadline's clock (tests step it)
+_DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(at: float | None, budget_s: float):
+    """Engines in this block stop at their next pass once ``at`` (``time.monotonic()``) is past.
+
+    A tape cannot be interrupted, but Jacobians, Hessians, Taylor directions and
+    finite differences are many passes: a request whose caller already had its
+    504 stops burning a core between two of them instead of running to the end."""
+    token = _DEADLINE.set(None if at is None else (at, budget_s))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def check_deadline() -> None:
+    """Raise ``DeadlineExceeded`` when the request being computed is past its deadline."""
+    current = _DEADLINE.get()
+    if current is not None and _clock() > current[0]:
+        raise DeadlineExceeded(f"the request ran past its deadline of {current[1]:g} s; stopped between passes",
+                               deadline_s=current[1])
 
 
 class Wrt:

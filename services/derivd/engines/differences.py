@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from derivd.engines import finite
-from derivd.engines.common import Wrt
+from derivd.engines.common import Wrt, check_deadline
 
 VERIFY_SAFETY = 10.0
 
@@ -37,6 +37,7 @@ def program_points(fn, values: dict, wrt: Wrt):
     def evaluate(X: np.ndarray) -> np.ndarray:
         rows = []
         for x in np.atleast_2d(X):
+            check_deadline()
             point = dict(fixed)
             point.update(zip(wrt.names, wrt.split(x)))
             (y,) = fn.run(tape, point)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, or_zeros
+from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros
 from derivd.transforms import jvp as jvp_transform
 
 
@@ -54,6 +54,7 @@ def jacobian(fn, values, wrt_names, settings):
     columns = []
     y = None
     for start in range(0, wrt.n, b):
+        check_deadline()
         stop = min(start + b, wrt.n)
         seeds = np.zeros((b, wrt.n))
         seeds[np.arange(stop - start), np.arange(start, stop)] = 1.0

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, or_zeros
+from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros
 from derivd.errors import ShapeError
 from derivd.transforms import vjp as vjp_transform
 
@@ -77,6 +77,7 @@ def jacobian(fn, values, wrt_names, settings):
     rows = []
     y = None
     for start in range(0, max(m, 1), b):
+        check_deadline()
         stop = min(start + b, m)
         seeds = np.zeros((b, m))
         seeds[np.arange(stop - start), np.arange(start, stop)] = 1.0

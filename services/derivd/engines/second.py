@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size, or_zeros
+from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros
 from derivd.engines.reverse import gradient_nodes, require_scalar
 from derivd.errors import LimitExceeded
 from derivd.transforms import jvp as jvp_transform
@@ -71,6 +71,7 @@ def hvp_blocks(fn, values, wrt_names, directions: np.ndarray, settings):
     b = chunk_size(max(k, 1), fn.widest_node_bytes * WIDTH_FACTOR, settings.forward_chunk_bytes)
     blocks, seconds, y, grads = [], 0.0, None, None
     for start in range(0, max(k, 1), b):
+        check_deadline()
         chunk = directions[start:start + b]
         if chunk.shape[0] < b:
             chunk = np.concatenate([chunk, np.zeros((b - chunk.shape[0], directions.shape[1]))])

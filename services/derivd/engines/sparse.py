@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from derivd.engines import coloring, forward, reverse, second
-from derivd.engines.common import Wrt, chunk_size
+from derivd.engines.common import Wrt, check_deadline, chunk_size
 from derivd.errors import LimitExceeded
 from derivd.ops.registry import FLOAT
 from derivd.transforms.sparsity import PatternTooLarge, hessian_pattern, jacobian_pattern
@@ -189,6 +189,7 @@ def _blocks(run, seed: np.ndarray, fn, settings):
     b = chunk_size(max(k, 1), fn.widest_node_bytes * 3, settings.forward_chunk_bytes)
     out, seconds, y = [], 0.0, None
     for start in range(0, max(k, 1), b):
+        check_deadline()
         chunk = seed[start:start + b]
         if chunk.shape[0] < b:
             chunk = np.concatenate([chunk, np.zeros((b - chunk.shape[0], seed.shape[1]))])

@@ -36,7 +36,7 @@ from itertools import combinations, combinations_with_replacement, product
 
 import numpy as np
 
-from derivd.engines.common import Wrt, chunk_size
+from derivd.engines.common import Wrt, check_deadline, chunk_size
 from derivd.engines.reverse import require_scalar
 from derivd.errors import LimitExceeded, ShapeError
 from derivd.transforms.taylor import taylor as taylor_transform
@@ -78,6 +78,7 @@ def along(fn, values, wrt: Wrt, order: int, count: int, block, settings):
     tape, seconds = _tape(fn, wrt, order, (b,))
     y, parts = None, []
     for start in range(0, count, b):
+        check_deadline()
         stop = min(start + b, count)
         seeds = np.zeros((order, b, wrt.n))
         seeds[0, : stop - start] = block(start, stop)
