@@ -30,6 +30,7 @@ from derivd.workers.pool import Router
 VERIFIABLE = ("gradient", "jacobian", "jvp", "vjp", "hvp", "hessian")
 ENDPOINTS = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor", "derivatives")
 MODES = ("auto", "forward", "reverse", "taylor", "finite")
+FD_WHOLE = "finite differences build it whole (a program's sparse answer needs an AD mode)"
 
 
 @dataclass
@@ -161,11 +162,15 @@ class Service:
         t1 = time.perf_counter()
         if req.mode == "finite" and endpoint != "evaluate":
             slots = Wrt(fn, wrt)
+            if endpoint in ("jacobian", "vjp"):  # FD builds the dense Jacobian, pattern or not
+                self._require_dense(math.prod(fn.out_shape), slots.n, "Jacobian", FD_WHOLE)
             pattern = self._program_pattern(fn, values, slots) if endpoint == "jacobian" else None
             response = self._finite(endpoint, differences.program_points(fn, values, slots), slots, values, req,
                                     fn.out_shape, pattern)
             compile_seconds = 0.0
         else:
+            if req.verify and endpoint in VERIFIABLE:
+                self._require_verifiable(endpoint, fn, wrt, req)  # before the answer it would check
             response, compile_seconds = getattr(self, "_" + endpoint)(fn, values, wrt, req)
             if req.verify and endpoint in VERIFIABLE:
                 slots = Wrt(fn, wrt)
@@ -235,6 +240,7 @@ class Service:
             r = differences.derivative("gradient", F, x, req.fd, budget)
             out.update(value=float(r.value[0]), gradient=split(r.derivative))
         elif endpoint in ("jacobian", "vjp"):
+            self._require_dense(m, slots.n, "Jacobian", FD_WHOLE)
             r = differences.derivative("jacobian", F, x, req.fd, budget,
                                        pattern=pattern if endpoint == "jacobian" else None)
             if endpoint == "jacobian":
@@ -257,6 +263,7 @@ class Service:
             out.update(value=r.value, jvp=r.derivative)
         elif endpoint == "hvp":
             directions = self._hvp_directions(req, slots, values)
+            differences.require_budget({"hvp": len(directions)}, slots.n, req.fd, budget)
             results = [differences.derivative("hvp", F, x, req.fd, budget, v) for v in directions]
             r = results[0]
             if req.vs is not None:
@@ -266,6 +273,8 @@ class Service:
             r.evaluations = sum(q.evaluations for q in results)
             r.error = np.max([q.error for q in results], axis=0)
         elif endpoint == "hessian":
+            differences.require_budget({"hessian": 1, "gradient": 1}, slots.n, req.fd, budget)
+            self._require_dense(slots.n, slots.n, "Hessian", FD_WHOLE)
             g = differences.derivative("gradient", F, x, req.fd, budget)
             r = differences.derivative("hessian", F, x, req.fd, budget)
             out.update(value=float(r.value[0]), gradient=split(g.derivative), hessian=r.derivative)
@@ -275,6 +284,17 @@ class Service:
                               status=422, mode="finite")
         out["fd"] = {"evaluations": r.evaluations, "max_error_estimate": float(np.max(r.error, initial=0.0))}
         return out
+
+    def _require_verifiable(self, endpoint, fn, wrt, req) -> None:
+        """Refuse ``verify`` whose finite differences would pass the FD budget or build a dense
+        matrix over the entries limit, before anything is computed."""
+        n, m = Wrt(fn, wrt).n, math.prod(fn.out_shape)
+        directions = len(req.vs) if endpoint == "hvp" and req.vs is not None else 1
+        kind = {"vjp": "jacobian"}.get(endpoint, endpoint)
+        differences.require_budget({kind: directions}, n, req.fd, self.settings.fd_max_evaluations)
+        if kind in ("jacobian", "hessian"):
+            self._require_dense(m if kind == "jacobian" else n, n, f"finite-difference {kind.capitalize()}",
+                                "verify compares with one; leave it off at this size")
 
     def _verify(self, endpoint, F, slots, values, req, response) -> dict:
         """Recompute ``response``'s derivative by finite differences and compare (``verify: true``)."""
@@ -408,6 +428,15 @@ class Service:
             raise ValidationFailed("wrt repeats a name", field="wrt")
         return list(wrt)
 
+    def _require_dense(self, m: int, n: int, what: str,
+                       advice: str = "`sparse: true` answers with its nonzeros where the pattern allows") -> None:
+        """Refuse a dense m x n matrix over ``max_jacobian_entries`` before computing anything."""
+        limit = self.settings.max_jacobian_entries
+        if m * n > limit:
+            raise LimitExceeded(f"a dense {m} x {n} {what} has {m * n} entries, over the limit "
+                                f"max_jacobian_entries={limit}; {advice}", limit="max_jacobian_entries",
+                                value=m * n, max=limit)
+
     def _pick(self, mode: str, n: int, m: int) -> str:
         if mode == "auto":
             return "forward" if n <= m else "reverse"
@@ -439,6 +468,8 @@ class Service:
     def _jacobian(self, fn, values, wrt, req):
         n = sum(math.prod(np.shape(values[w])) for w in wrt)
         m = math.prod(fn.out_shape)
+        if not req.sparse:  # a dense answer, whatever the pattern: refused before any pass or detection
+            self._require_dense(m, n, "Jacobian")
         engine = "taylor" if req.mode == "taylor" else self._pick(req.mode, n, m)
         if engine != "taylor" and (req.sparse or (req.mode == "auto" and sparse.worth_trying(fn, n, m))):
             found = self._sparse_jacobian(fn, values, wrt, req, n, m)

@@ -29,6 +29,15 @@ def options(fd: dict | None) -> finite.FDOptions:
                             step=fd.get("step"), extrapolation=bool(fd.get("extrapolation", False)))
 
 
+def require_budget(work: dict[str, int], n: int, fd: dict | None, budget: int) -> None:
+    """Refuse, before anything is evaluated, an answer made of several FD derivatives in ``n``
+    variables: ``work`` maps a kind to how many of it (a Hessian's gradient too, one HVP per direction)."""
+    opts = options(fd)
+    planned = sum(count * finite.plan_evaluations(kind, n, opts) for kind, count in work.items())
+    finite.require_budget(" and ".join(f"{count} {kind}" if count > 1 else kind for kind, count in work.items()),
+                          planned, budget)
+
+
 def program_points(fn, values: dict, wrt: Wrt):
     """A batched callable over flat points of the ``wrt`` inputs of a compiled program."""
     tape, _ = fn.eval_tape()

@@ -452,17 +452,21 @@ def _direction(x: np.ndarray, v) -> np.ndarray:
     return v
 
 
-def _start(f: BatchFunction, x: np.ndarray, kind: str, opts: FDOptions, budget: int, ncolors: int | None = None):
-    """Refuse an over-budget request before anything is evaluated; the sampler for the rest."""
-    planned = plan_evaluations(kind, x.size, opts, ncolors)
+def require_budget(what: str, planned: int, budget: int) -> None:
+    """Refuse ``planned`` evaluations of f over ``budget`` (``fd_max_evaluations``), naming ``what``."""
     if planned > budget:
         raise LimitExceeded(
-            f"finite-difference {kind} needs up to {planned} evaluations of f, "
+            f"finite-difference {what} needs up to {planned} evaluations of f, "
             f"over the limit fd_max_evaluations = {budget}",
             limit="fd_max_evaluations",
             value=planned,
             max=budget,
         )
+
+
+def _start(f: BatchFunction, x: np.ndarray, kind: str, opts: FDOptions, budget: int, ncolors: int | None = None):
+    """Refuse an over-budget request before anything is evaluated; the sampler for the rest."""
+    require_budget(kind, plan_evaluations(kind, x.size, opts, ncolors), budget)
     return _Sampler(f, x, scalar=kind in ("gradient", "hessian", "hvp"))
 
 
