@@ -537,7 +537,7 @@ class Service:
             out["hvp"] = dict(zip(wrt, hv))
         else:
             flat = np.array(directions).reshape(len(directions), slots.n)
-            y, _, block, seconds = second.hvps(fn, values, wrt, flat)
+            y, _, block, seconds = second.hvp_blocks(fn, values, wrt, flat, self.settings)
             out["hvps"] = [dict(zip(wrt, slots.split(row))) for row in block]
         out["value"] = float(np.asarray(y).reshape(-1)[0])
         return out, seconds

@@ -194,3 +194,26 @@ def test_http_hessian_of_a_vector_output_is_refused(client):
     r = client.post("/v1/hessian", json={"function": {"dsl": "[x[0], x[1]]"}, "at": {"x": [1.0, 2.0]}})
     assert r.status_code == 400 and r.json()["error"]["code"] == "not_scalar"
     assert r.json()["error"]["detail"]["shape"] == [2]
+
+
+def test_many_hvp_directions_run_in_blocks_of_bounded_memory(monkeypatch):
+    """``vs`` is the caller's to size: its directions go through in passes of at most
+    forward_chunk_bytes of tangents, never one pass as wide as the request."""
+    from derivd.engines.function import CompiledFunction
+
+    runs = []
+    original = CompiledFunction.run
+
+    def recording(self, tape, values, *extra):
+        runs.append(max((np.shape(e)[0] for e in extra if np.ndim(e) == 2), default=1))
+        return original(self, tape, values, *extra)
+
+    monkeypatch.setattr(CompiledFunction, "run", recording)
+    x = np.linspace(-1.0, 1.0, 30)
+    vs = np.random.default_rng(3).normal(size=(25, 30))
+    service = Service(Settings(forward_chunk_bytes=8 * 30 * 30 * 4 * 4))  # four directions per pass
+    out, _ = service.compute("hvp", Request(function={"dsl": "sum(outer(x, x) ** 2)"}, at={"x": x},
+                                            vs=[{"x": v} for v in vs]))
+    hessian = 4 * (np.sum(x ** 2) * np.eye(30) + 2 * np.outer(x, x))
+    np.testing.assert_allclose([h["x"] for h in out["hvps"]], vs @ hessian, rtol=1e-12, atol=1e-12)
+    assert len(runs) == 7 and max(runs) == 4  # ceil(25 / 4) passes of 4
