@@ -217,3 +217,22 @@ def test_many_hvp_directions_run_in_blocks_of_bounded_memory(monkeypatch):
     hessian = 4 * (np.sum(x ** 2) * np.eye(30) + 2 * np.outer(x, x))
     np.testing.assert_allclose([h["x"] for h in out["hvps"]], vs @ hessian, rtol=1e-12, atol=1e-12)
     assert len(runs) == 7 and max(runs) == 4  # ceil(25 / 4) passes of 4
+
+
+def test_a_loop_program_hessian_sizes_its_passes_by_the_states_the_loop_keeps():
+    """Reverse over a loop keeps every iteration's state: a pass of b directions holds
+    count x b x state. Batches are sized by that, so this Hessian fits a 1 MiB intermediate limit
+    (sized by the state alone, 50 directions at once would need 20 MB). 1000 iterations: a loop
+    node, not unrolled."""
+    dsl = "s = x\nfor i in range(1000):\n    s = sin(s) * 0.5 + x\nsum(s)"
+    small = Settings(max_intermediate_bytes=2**20, forward_chunk_bytes=2**20)
+    x = np.linspace(-1.0, 1.0, 50)
+    hess = np.asarray(Service(small).compute("hessian", Request(function={"dsl": dsl}, at={"x": x}))[0]["hessian"])
+    reference = Service(Settings())
+
+    def gradient(at):
+        return reference.compute("gradient", Request(function={"dsl": dsl}, at={"x": at}))[0]["gradient"]["x"]
+
+    h = 1e-5
+    fd = np.array([(gradient(x + h * e) - gradient(x - h * e)) / (2 * h) for e in np.eye(50)])
+    np.testing.assert_allclose(hess, fd, rtol=1e-6, atol=1e-8)

@@ -54,8 +54,15 @@ class CompiledFunction:
 
     @cached_property
     def widest_node_bytes(self) -> int:
-        """Bytes of the program's widest intermediate: what batched passes are sized by."""
-        return max((8 * max(1, n.size) for n in self.program_nodes), default=8)
+        """Bytes of the program's widest intermediate: what batched passes are sized by. A loop's
+        counts as the states its vjp keeps, one per iteration (count x its carried values)."""
+        def width(n) -> int:
+            if n.prim == "loop":
+                p = dict(n.params)
+                return 8 * p["count"] * sum(max(1, c.size) for c in p["body"].carried)
+            return 8 * max(1, n.size)
+
+        return max((width(n) for n in self.program_nodes), default=8)
 
     def input_node(self, name: str):
         spec = self.specs[name]
