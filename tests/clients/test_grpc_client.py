@@ -66,6 +66,19 @@ def test_second_order_calls(rpc, sdk):
     np.testing.assert_array_equal(full.hessian, sdk.hessian(ROSENBROCK, x=X).hessian)
 
 
+def test_derivative_tensors_on_both_transports(rpc, sdk):
+    """``derivatives`` to order 2: the Jacobian and Hessian of the other endpoints, tensor by tensor,
+    over gRPC and over REST in both encodings."""
+    rest_list = sdk.derivatives(ROSENBROCK, x=X, order=2, encoding="list")
+    rest_b64 = sdk.derivatives(ROSENBROCK, x=X, order=2, encoding="base64")
+    over_grpc = rpc.derivatives(ROSENBROCK, x=X, order=2)
+    for r in (rest_list, rest_b64, over_grpc):
+        np.testing.assert_allclose(r.tensors[0], rosenbrock_gradient(X), rtol=1e-12)
+        np.testing.assert_allclose(r.tensors[1], rosenbrock_hessian(X), rtol=1e-10, atol=1e-10)
+        assert r.directions == over_grpc.directions and isinstance(r.directions, int)
+    np.testing.assert_array_equal(over_grpc.tensors[1], rest_b64.tensors[1])
+
+
 def test_several_inputs_keep_the_order_of_at(rpc, sdk):
     """Columns run over the inputs in `at` order (CONTRACT §2) on both transports, though a proto map
     has no order: f = x0^2 y + y^3 x1 with y given first."""

@@ -176,3 +176,25 @@ def test_taylor(stub, rest):
     want = np.array([np.exp(x) * v**k / math.factorial(k) for k in range(K + 1)])
     np.testing.assert_allclose(unarr(r.coefficients).reshape(K + 1, -1), want, rtol=1e-13)
     np.testing.assert_allclose(unarr(r.coefficients).reshape(K + 1, -1), body["coefficients"], rtol=1e-15)
+
+
+def test_derivatives(stub, rest):
+    """f = [x0^2 x1, exp(x0) x1]: every tensor to order 3 against the analytic ones, and equal to REST."""
+    x = np.array([0.3, -1.2])
+    dsl = "[x[0]**2 * x[1], exp(x[0]) * x[1]]"
+    r = stub.Derivatives(pb.DerivativesRequest(function=fn(dsl), at={"x": arr(x)}, order=3))
+    status, body = rest_post(rest, "derivatives", {"function": {"dsl": dsl}, "at": {"x": x.tolist()}, "order": 3})
+    assert status == 200, body
+    a, b = x
+    jac = [[2 * a * b, a * a], [np.exp(a) * b, np.exp(a)]]
+    hess = [[[2 * b, 2 * a], [2 * a, 0.0]], [[np.exp(a) * b, np.exp(a)], [np.exp(a), 0.0]]]
+    third = np.zeros((2, 2, 2, 2))
+    third[0, 0, 0, 1] = third[0, 0, 1, 0] = third[0, 1, 0, 0] = 2.0
+    third[1, 0, 0, 0] = np.exp(a) * b
+    third[1, 0, 0, 1] = third[1, 0, 1, 0] = third[1, 1, 0, 0] = np.exp(a)
+    tensors = [unarr(t) for t in r.tensors]
+    for got, want, over_rest in zip(tensors, (jac, hess, third), body["tensors"]):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(got, over_rest, rtol=1e-15)
+    np.testing.assert_allclose(unarr(r.value), [a * a * b, np.exp(a) * b], rtol=1e-15)
+    assert r.engine == "taylor" and r.directions == body["directions"] > 0

@@ -113,7 +113,7 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
 def decode_result(body: dict, resp: httpx.Response | None = None) -> Result:
     out = Result()
     for key, value in body.items():
-        if key in ("engine", "verification", "id", "inputs") or value is None or isinstance(value, bool) or (
+        if key in ("engine", "verification", "id", "inputs", "directions") or value is None or isinstance(value, bool) or (
                 isinstance(value, str) and value not in arrays.NONFINITE):
             out[key] = value
         elif key == "shape":
@@ -122,6 +122,8 @@ def decode_result(body: dict, resp: httpx.Response | None = None) -> Result:
             out[key] = SparseJacobian(arrays.decode(value["rows"]).astype(np.int64),
                                       arrays.decode(value["cols"]).astype(np.int64),
                                       arrays.decode(value["values"]).reshape(-1), tuple(value["shape"]))
+        elif key == "tensors":  # one array per derivative order, each of its own rank
+            out[key] = [arrays.decode(t) for t in value]
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             out[key] = [arrays.decode_tree(v) for v in value]
         else:
@@ -184,6 +186,11 @@ class _Api:
     def taylor(self, function, at=None, *, v, order: int, **options):
         """``coefficients`` (order+1 rows): c_k = (1/k!) d^k/dt^k f(x + t v) at t = 0."""
         return self._send(self._derivative("taylor", function, at, options, v=v, order=order))
+
+    def derivatives(self, function, at=None, *, order: int, **options):
+        """``tensors``: every derivative tensor of order 1..``order`` (at most 4), ``tensors[e - 1]``
+        shaped [n] * e for an output of one element, else [m] + [n] * e (n over the flattened inputs)."""
+        return self._send(self._derivative("derivatives", function, at, options, order=order))
 
     # ------------------------------------------------------------ functions and black boxes
 

@@ -103,6 +103,9 @@ class GrpcClient:
     def taylor(self, function, at=None, *, v, order: int, **options):
         return self._unary("Taylor", pb.TaylorRequest, function, at, options, v=v, order=order)
 
+    def derivatives(self, function, at=None, *, order: int, **options):
+        return self._unary("Derivatives", pb.DerivativesRequest, function, at, options, order=order)
+
     def _unary(self, method: str, message, function, at, options: dict, **extra):
         fields, names = self._fields(function, at, options)
         if "v" in extra:
@@ -240,6 +243,8 @@ def decode(msg) -> Result:
         elif isinstance(value, pb.Array):
             arr = from_message(value)
             out[name] = np.float64(arr) if arr.ndim == 0 else arr
+        elif fd.message_type is pb.Array.DESCRIPTOR:  # repeated: derivative tensors
+            out[name] = [from_message(v) for v in value]
         elif fd.message_type is not None and fd.message_type.GetOptions().map_entry:
             out[name] = {k: from_message(v) for k, v in value.items()}
         elif isinstance(value, float):

@@ -158,6 +158,8 @@ def fill(msg, body: dict):
             target = getattr(msg, name)
             for k, v in value.items():
                 target[k].CopyFrom(to_array(v))
+        elif field.message_type is pb.Array.DESCRIPTOR and field.is_repeated:
+            getattr(msg, name).extend(to_array(v) for v in value)
         elif field.message_type is pb.Array.DESCRIPTOR:
             getattr(msg, name).CopyFrom(to_array(value))
         elif field.message_type is not None:

@@ -38,6 +38,7 @@ UNARY = {  # method -> (endpoint, response message)
     "Evaluate": ("evaluate", pb.EvaluateResponse), "Gradient": ("gradient", pb.GradientResponse),
     "Jacobian": ("jacobian", pb.JacobianResponse), "Jvp": ("jvp", pb.JvpResponse), "Vjp": ("vjp", pb.VjpResponse),
     "Hvp": ("hvp", pb.HvpResponse), "Hessian": ("hessian", pb.HessianResponse), "Taylor": ("taylor", pb.TaylorResponse),
+    "Derivatives": ("derivatives", pb.DerivativesResponse),
 }
 
 

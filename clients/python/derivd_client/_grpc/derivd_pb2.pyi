@@ -517,6 +517,50 @@ class TaylorResponse(_message.Message):
     timing: Timing
     def __init__(self, coefficients: _Optional[_Union[Array, _Mapping]] = ..., value: _Optional[_Union[Array, _Mapping]] = ..., engine: _Optional[str] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
+class DerivativesRequest(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "order")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    order: int
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., order: _Optional[int] = ...) -> None: ...
+
+class DerivativesResponse(_message.Message):
+    __slots__ = ("value", "tensors", "directions", "engine", "timing")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    value: Array
+    tensors: _containers.RepeatedCompositeFieldContainer[Array]
+    directions: int
+    engine: str
+    timing: Timing
+    def __init__(self, value: _Optional[_Union[Array, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[Array, _Mapping]]] = ..., directions: _Optional[int] = ..., engine: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
 class HvpStreamStart(_message.Message):
     __slots__ = ("function", "at", "constants", "wrt", "mode")
     class AtEntry(_message.Message):

@@ -74,6 +74,11 @@ class DifferentiatorStub:
                 request_serializer=derivd_dot_v1_dot_derivd__pb2.TaylorRequest.SerializeToString,
                 response_deserializer=derivd_dot_v1_dot_derivd__pb2.TaylorResponse.FromString,
                 _registered_method=True)
+        self.Derivatives = channel.unary_unary(
+                '/derivd.v1.Differentiator/Derivatives',
+                request_serializer=derivd_dot_v1_dot_derivd__pb2.DerivativesRequest.SerializeToString,
+                response_deserializer=derivd_dot_v1_dot_derivd__pb2.DerivativesResponse.FromString,
+                _registered_method=True)
         self.HessianVectorProducts = channel.stream_stream(
                 '/derivd.v1.Differentiator/HessianVectorProducts',
                 request_serializer=derivd_dot_v1_dot_derivd__pb2.HvpStreamRequest.SerializeToString,
@@ -132,6 +137,13 @@ class DifferentiatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Derivatives(self, request, context):
+        """Extension (REST: /v1/derivatives): every derivative tensor of order 1..order at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def HessianVectorProducts(self, request_iterator, context):
         """Many Hessian-vector products at one point: the first message is `start`
         (the function and the point), each later one a `direction`. The server
@@ -185,6 +197,11 @@ def add_DifferentiatorServicer_to_server(servicer, server):
                     servicer.Taylor,
                     request_deserializer=derivd_dot_v1_dot_derivd__pb2.TaylorRequest.FromString,
                     response_serializer=derivd_dot_v1_dot_derivd__pb2.TaylorResponse.SerializeToString,
+            ),
+            'Derivatives': grpc.unary_unary_rpc_method_handler(
+                    servicer.Derivatives,
+                    request_deserializer=derivd_dot_v1_dot_derivd__pb2.DerivativesRequest.FromString,
+                    response_serializer=derivd_dot_v1_dot_derivd__pb2.DerivativesResponse.SerializeToString,
             ),
             'HessianVectorProducts': grpc.stream_stream_rpc_method_handler(
                     servicer.HessianVectorProducts,
@@ -408,6 +425,33 @@ class Differentiator:
             '/derivd.v1.Differentiator/Taylor',
             derivd_dot_v1_dot_derivd__pb2.TaylorRequest.SerializeToString,
             derivd_dot_v1_dot_derivd__pb2.TaylorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Derivatives(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/derivd.v1.Differentiator/Derivatives',
+            derivd_dot_v1_dot_derivd__pb2.DerivativesRequest.SerializeToString,
+            derivd_dot_v1_dot_derivd__pb2.DerivativesResponse.FromString,
             options,
             channel_credentials,
             insecure,
