@@ -73,8 +73,8 @@ def test_errors_cross_the_pool_unchanged(pooled, client, body):
 
 def test_each_worker_reuses_what_the_other_compiled(supervisor, worker_settings):
     """A pool per worker, so which worker runs what is known: the second worker's lookups hit Redis."""
-    source = f"sum(sinh(x) * {uuid.uuid4().int % 1000}.0)"  # new to every worker and to Redis
-    c = float(source.split("* ")[1].rstrip(".0)"))
+    c = float(uuid.uuid4().int % 1000 + 1)
+    source = f"sum(sinh(x) * {c!r})"  # new to every worker and to Redis
     pools = [GrpcPool(f"127.0.0.1:{slot.port}", worker_settings, CacheStats(), Timings) for slot in supervisor.slots]
     try:
         for pool, expected in zip(pools, [(0, 2), (2, 0)]):
