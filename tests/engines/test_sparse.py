@@ -145,3 +145,27 @@ def test_http_sparse_jacobian(client):
     want[i, i + 1] = x[2:] ** 2
     want[i, i] = -np.cos(x[:-2])
     np.testing.assert_allclose(dense_of(coo), want, rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("iterations", [5, 300])
+def test_loop_programs_colour_like_unrolled_ones(iterations):
+    """A recurrence kept as a loop node is seen through by the detector: a diagonal Jacobian is one
+    pass, a Hessian one HVP, and the values are the dense engines'."""
+    loops = Service(Settings(loop_unroll_nodes=0))
+    x = np.linspace(-0.8, 0.9, 40)
+    step = f"s = x\nfor i in range({iterations}):\n    s = sin(s) * 0.5 + x * 0.3 + 0.1 * concat([s[1:], zeros(1)])\n"
+    jac = loops.compute("jacobian", Request(function={"dsl": step + "s"}, at={"x": x}, sparse=True))[0]
+    dense = loops.compute("jacobian", Request(function={"dsl": step + "s"}, at={"x": x}, mode="forward"))[0]
+    got = np.zeros((40, 40))
+    got[jac["jacobian"]["rows"], jac["jacobian"]["cols"]] = jac["jacobian"]["values"]
+    np.testing.assert_allclose(got, dense["jacobian"], rtol=1e-12, atol=1e-15)
+    upper = min(iterations, 39)  # s[i] reads x[i..i + iterations]
+    assert jac["sparsity"]["nnz"] == sum(min(40 - i, upper + 1) for i in range(40))
+    assert jac["sparsity"]["colors"] == upper + 1
+    diagonal = "s = x\nfor i in range(%d):\n    s = sin(s) * 0.5 + x\nsum(s)" % iterations
+    hess = loops.compute("hessian", Request(function={"dsl": diagonal}, at={"x": x}, sparse=True))[0]
+    full = loops.compute("hessian", Request(function={"dsl": diagonal}, at={"x": x}, mode="reverse"))[0]
+    assert hess["sparsity"]["colors"] == 1
+    got = np.zeros((40, 40))
+    got[hess["hessian"]["rows"], hess["hessian"]["cols"]] = hess["hessian"]["values"]
+    np.testing.assert_allclose(got, full["hessian"], rtol=1e-12, atol=1e-15)

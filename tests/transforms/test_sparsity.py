@@ -301,3 +301,58 @@ def test_a_pattern_over_the_budget_is_refused():
     with pytest.raises(PatternTooLarge):
         jacobian_pattern(fn.graph, [fn.input_node("x")], fn.output, max_nnz=5_000)
     assert jacobian_pattern(fn.graph, [fn.input_node("x")], fn.output, max_nnz=20_000).nnz == math.prod((100, 100))
+
+
+# ---------------------------------------------------------------- through loop nodes
+
+LOOPS = Settings(loop_unroll_nodes=0)  # every uniform loop stays a loop node, however short
+# Bounded recurrences: an overflow would make 0 * inf = NaN entries that no pattern may exclude.
+LOOP_PROGRAMS = [
+    "s = x\nfor i in range({K}):\n    s = sin(s) * y + x\ns",  # diagonal
+    "s = x\nfor i in range({K}):\n    s = s + 0.1 * concat([tanh(s[1:] * s[:-1]), zeros(1)])\ns",  # a growing band
+    "a = x\nb = y\nfor i in range({K}):\n    t = tanh(a * b)\n    b = 0.5 * a + sin(b)\n    a = t\n[a, b]",
+    "s = x\nfor i in range({K}):\n    s = s * cos(x[i % 6])\ns",  # the counter indexes: that read is dense
+    "s = x\nfor i in range({K}):\n    s = s + 0.1 * tanh(s[idx]) * y\ns",  # a captured index array
+    "s = x\nfor i in range({K}):\n    s = 0.5 * s + 0.25 * s[::-1]\nexp(s[:3])",  # mixing, then a slice
+]
+
+
+def loop_function(source: str) -> CompiledFunction:
+    key = "L:" + source
+    if key not in _FUNCTIONS:
+        _FUNCTIONS[key] = CompiledFunction(source, SPECS, LOOPS)
+        assert any(n.prim == "loop" for n in _FUNCTIONS[key].program_nodes), "the test needs a loop node"
+    return _FUNCTIONS[key]
+
+
+@pytest.mark.parametrize("iterations", [3, 70])  # exact iteration, and the fixed point (over 64)
+@pytest.mark.parametrize("template", LOOP_PROGRAMS)
+def test_loop_patterns_cover_dense_jacobians_and_hessians(template, iterations):
+    source = template.format(K=iterations)
+    fn = loop_function(source)
+    idx = np.array([2, 2, 5, 0, 1, 3])
+    wrt = [fn.input_node("x"), fn.input_node("y")]
+    jac_pattern = jacobian_pattern(fn.graph, wrt, fn.output, {"idx": idx})
+    h_fn = loop_function(f"{source.rsplit(chr(10), 1)[0]}\nsum(({source.rsplit(chr(10), 1)[1]}) * arange(1, 7)[0])")
+    h_pattern = hessian_pattern(h_fn.graph, [h_fn.input_node("x"), h_fn.input_node("y")], h_fn.output, {"idx": idx})
+    assert (h_pattern != h_pattern.T).nnz == 0
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        values = {"x": rng.uniform(-0.9, 0.9, N), "y": rng.uniform(-0.9, 0.9, N), "idx": idx, "B": banded(rng)}
+        _, jac, _ = forward.jacobian(fn, values, ["x", "y"], SETTINGS)
+        assert_covers(jac_pattern, jac, source)
+        _, _, hess, _ = second.hessian(h_fn, values, ["x", "y"], SETTINGS)
+        assert_covers(h_pattern, hess, source)
+
+
+def test_loop_patterns_are_exact_where_the_structure_is_plain():
+    diagonal = loop_function(LOOP_PROGRAMS[0].format(K=500))
+    j = jacobian_pattern(diagonal.graph, [diagonal.input_node("x")], diagonal.output).toarray()
+    np.testing.assert_array_equal(j, np.eye(N, dtype=bool))
+    for k in (2, 100):  # the band grows one diagonal per step, until it fills
+        fn = loop_function(LOOP_PROGRAMS[1].format(K=k))
+        j = jacobian_pattern(fn.graph, [fn.input_node("x")], fn.output).toarray()
+        np.testing.assert_array_equal(j, band(N, 0, k), err_msg=f"{k} steps")
+    fn = loop_function("s = x\nfor i in range(300):\n    s = sin(s) * 0.5 + x\nsum(s)")
+    h = hessian_pattern(fn.graph, [fn.input_node("x")], fn.output).toarray()
+    np.testing.assert_array_equal(h, np.eye(N, dtype=bool))

@@ -9,7 +9,7 @@ A transform that does not know loops finds no rule and raises NoDerivativeRule.
 from __future__ import annotations
 
 from derivd.errors import ShapeError
-from derivd.ops.registry import FLOAT, Primitive, register
+from derivd.ops.registry import FLOAT, Primitive, declare_sparsity, register
 
 
 def _loop_shape(*args, body, count, reverse, collect):
@@ -32,3 +32,8 @@ register(Primitive("loop", _loop_shape, extra=dict(RULES),
                    doc="run a body count times (ir/loop.py); its value is a tuple"))
 register(Primitive("loop_get", _loop_get_shape, template="{0}[{index}]",
                    extra=dict(RULES), doc="element index of a loop's tuple: a final state, or a stack of states"))
+
+# A final state reads the loop's inputs through the body's pattern iterated; curvature: any pair of
+# the entries it reads (the body may be nonlinear in all of them). A final state is linear in the loop.
+declare_sparsity("loop", "loop", "all")
+declare_sparsity("loop_get", "loop_get")

@@ -41,6 +41,10 @@ Rule shapes, ``Primitive.sparsity = (structure, curvature)``:
                 a[i, k] with b[k, j], per k
 ``matrix``      every output entry reads every entry of its (stacked) input matrix
 ``solve``       x = solve(A, B): column j of x reads all of A and column j of B
+``loop``        the final states of a loop, one row per state entry: the body's own
+                pattern iterated from the initial states (exactly for short loops, to
+                its fixed point for long ones, which contains every iteration's)
+``loop_get``    a final state: its rows of the loop's
 ``None``        no declaration: dense (every entry reads every entry; curvature all),
                 never wrong
 ==============  =======================================================================
@@ -224,9 +228,68 @@ def _dense(node, ks, prop):
     return Local(deps)
 
 
+# A loop of at most this many iterations is iterated exactly; a longer one to its fixed point,
+# which takes at most ITERATIONS_MAX steps or falls back to dense.
+EXACT_ITERATIONS = 64
+ITERATIONS_MAX = 256
+
+
+def _loop(node, ks, prop):
+    """Rows: the final states' entries, state after state. The body's pattern B (outputs over
+    carried and captured entries) maps the states' dependence on the loop's own inputs (U entries)
+    from one iteration to the next; the counter is unknown, so whatever it indexes is dense."""
+    params = dict(node.params)
+    body, count = params["body"], params["count"]
+    if params["collect"]:  # stacks of every state: derivative graphs only, never worth it
+        return None
+    offsets = np.cumsum([0] + [a.size for a in node.inputs])
+    total = int(offsets[-1])
+    known = {b.id: prop.known(a) for a, b in zip(node.inputs, body.carried + body.captured) if a.dtype != FLOAT}
+    step = _Propagation(body.graph, body.carried + body.captured, body.outputs, {}, prop.max_nnz, curvature=False,
+                        known=known).outputs_patterns()
+
+    def block(j):  # input j's entries as columns of U
+        a = node.inputs[j]
+        return _selection(np.arange(offsets[j], offsets[j] + a.size), total)
+
+    carried = len(body.carried)
+    inputs = [block(j) for j in range(len(node.inputs))]
+    states = inputs[:carried]
+    exact = count <= EXACT_ITERATIONS
+    for _ in range(count if exact else ITERATIONS_MAX):
+        nxt = []
+        for out, b in zip(body.outputs, step):
+            q = prop.compose(b, sp.vstack(states + inputs[carried:]).tocsr()) if b is not None else None
+            nxt.append(q if q is not None else sp.csr_matrix((out.size, total), dtype=bool))
+        if not exact:
+            nxt = [_canonical(prop.union([a, b])) for a, b in zip(states, nxt)]
+            if all((a != b).nnz == 0 for a, b in zip(states, nxt)):
+                break
+        states = nxt
+    else:
+        if not exact:
+            return None
+    rows = _canonical(sp.vstack(states)) if states else sp.csr_matrix((0, total), dtype=bool)
+    prop.budget(rows.nnz)
+    return Local({j: rows[:, offsets[j]:offsets[j + 1]].tocsr() for j in ks})
+
+
+def _loop_get(node, ks, prop):
+    """A final state: its rows of the loop's pattern; or, when the loop fell back to dense (one
+    row), that row for every entry."""
+    loop = node.inputs[0]
+    rows = next(iter(prop.local[loop.id].deps.values())).shape[0]
+    sizes = [c.size for c in dict(loop.params)["body"].carried]
+    index = dict(node.params)["index"]
+    if index >= len(sizes) or rows != sum(sizes):
+        return Local({0: _selection(np.zeros(node.size, dtype=np.int64), rows)})
+    start = sum(sizes[:index])
+    return Local({0: _selection(np.arange(start, start + node.size), rows)})
+
+
 STRUCTURES = {
     "elementwise": _elementwise, "reduce": _reduce, "select": _select, "scatter_add": _scatter_add,
-    "matmul": _matmul, "matrix": _matrix, "solve": _solve, "dense": _dense,
+    "matmul": _matmul, "matrix": _matrix, "solve": _solve, "dense": _dense, "loop": _loop, "loop_get": _loop_get,
 }
 
 
@@ -238,22 +301,28 @@ def _row_nnz(p: sp.csr_matrix) -> np.ndarray:
 
 
 class _Propagation:
-    def __init__(self, graph, wrt, output, constants, max_nnz, curvature: bool):
+    def __init__(self, graph, wrt, output, constants, max_nnz, curvature: bool, known: dict | None = None):
+        """``output``: a node, or a list of them (a loop body's outputs); ``known``: values of
+        integer nodes by id, known from outside (a loop body's captured index arrays)."""
+        outputs = output if isinstance(output, list) else [output]
         self.graph = graph
-        self.output = output
+        self.output = outputs[0]
+        self.outputs = outputs
+        self.keep = {o.id for o in outputs}  # patterns never dropped
         self.constants = constants
         self.max_nnz = max_nnz
         self.curvature = curvature
         self.n = sum(x.size for x in wrt)
-        self.nodes = graph.live_nodes([output])
+        self.nodes = graph.live_nodes(outputs)
         self.pattern: dict[int, sp.csr_matrix] = {}
         offset = 0
-        for x in wrt:
-            self.pattern[x.id] = _selection(np.arange(offset, offset + x.size), self.n)
+        for x in wrt:  # an integer wrt (a loop body's index array) keeps its columns, which stay empty
+            if x.dtype == FLOAT:
+                self.pattern[x.id] = _selection(np.arange(offset, offset + x.size), self.n)
             offset += x.size
         self.local: dict[int, Local] = {}
         self.terms: dict[int, tuple] = {}  # node id -> (curvature, its pattern, D_k P_k and P_k per k)
-        self._values: dict[int, np.ndarray | None] = {}
+        self._values: dict[int, np.ndarray | None] = dict(known or {})
 
     # ------------------------------------------------------------ first order
 
@@ -286,7 +355,7 @@ class _Propagation:
             if self.curvature and curvature:
                 self.terms[node.id] = (curvature, p, products, inputs)
             for a in node.inputs:
-                if last_use.get(a.id) == pos and a.id != self.output.id:
+                if last_use.get(a.id) == pos and a.id not in self.keep:
                     self.pattern.pop(a.id, None)
 
     def compose(self, d, p: sp.csr_matrix) -> sp.csr_matrix:
@@ -331,6 +400,11 @@ class _Propagation:
             return None
         with np.errstate(all="ignore"):
             return np.asarray(eval_primitive(ops.get(n.prim), args, params))
+
+    def outputs_patterns(self) -> list[sp.csr_matrix | None]:
+        """The pattern of each output (None: it depends on no wrt entry)."""
+        self.forward()
+        return [self.pattern.get(o.id) for o in self.outputs]
 
     def jacobian(self) -> sp.csr_matrix:
         self.forward()
