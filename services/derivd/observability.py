@@ -28,6 +28,7 @@ otherwise, and echoed in the response.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -35,7 +36,6 @@ import re
 import sys
 import threading
 import time
-import uuid
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
@@ -78,7 +78,7 @@ class Metrics:
                                          registry=r)
         self.cache_hits = Counter("derivd_tape_cache_hits", "Tape-cache hits by level", ["level"], registry=r)
         self.cache_misses = Counter("derivd_tape_cache_misses", "Tape-cache misses by level", ["level"], registry=r)
-        self._cache_levels: dict[str, list] = {}
+        self._cache_levels: dict[str, list] = {}  # level -> [stats, hits seen, misses seen, counters]
         self._cache_lock = threading.Lock()
         self._series: dict[tuple, tuple] = {}
         if MULTIPROCESS_DIR is None:
@@ -86,21 +86,23 @@ class Metrics:
 
     def add_cache_level(self, level: str, stats: Callable[[], tuple[int, int]]) -> None:
         """Expose a tape-cache level: ``stats()`` returns its (hits, misses) so far. The caches count
-        for themselves; their counts are carried into the counters with each request and scrape."""
+        for themselves; their counts are carried into the counters at each scrape (and, with several
+        gateway processes, after each request, since another process may answer the scrape)."""
         with self._cache_lock:
-            self._cache_levels[level] = [stats, *self._cache_levels.get(level, [None, 0, 0])[1:]]
-        self.cache_hits.labels(level)  # shown from the start, at 0
-        self.cache_misses.labels(level)
+            seen = self._cache_levels.get(level, [None, 0, 0, None, None])[1:3]
+            # shown from the start, at 0
+            self._cache_levels[level] = [stats, *seen, self.cache_hits.labels(level), self.cache_misses.labels(level)]
 
     def _sync_cache(self) -> None:
+        """Carry the caches' counts into the counters."""
         with self._cache_lock:
-            for level, entry in self._cache_levels.items():
-                stats, hits_seen, misses_seen = entry
+            for entry in self._cache_levels.values():
+                stats, hits_seen, misses_seen, hits_counter, misses_counter = entry
                 hits, misses = stats()
                 if hits > hits_seen:
-                    self.cache_hits.labels(level).inc(hits - hits_seen)
+                    hits_counter.inc(hits - hits_seen)
                 if misses > misses_seen:
-                    self.cache_misses.labels(level).inc(misses - misses_seen)
+                    misses_counter.inc(misses - misses_seen)
                 entry[1], entry[2] = max(hits, hits_seen), max(misses, misses_seen)
 
     def record(self, transport: str, route: str, engine: str, status: int, seconds: float,
@@ -121,7 +123,8 @@ class Metrics:
             compile_h.observe(compile)
         if compute is not None:
             compute_h.observe(compute)
-        self._sync_cache()
+        if MULTIPROCESS_DIR is not None:  # another process may answer the next scrape
+            self._sync_cache()
 
     def render(self) -> bytes:
         self._sync_cache()
@@ -156,7 +159,12 @@ def request_id(incoming: str | bytes | None) -> str:
         incoming = incoming.decode("latin-1")
     if incoming and _REQUEST_ID.fullmatch(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+# Made-up ids: a random prefix per process and a counter (unique, and no syscall per request).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
 
 
 class JsonFormatter(logging.Formatter):
@@ -229,10 +237,11 @@ class RequestTelemetry:
             engine = state.get("engine", "")
             compile_s, queue_s, compute_s = state.get("timings", (None, None, None))
             self.metrics.record("rest", route, engine, status, seconds, queue_s, compile_s, compute_s)
-            log_request(request_id=rid, transport="rest", method=scope["method"], path=scope["path"], route=route,
-                        status=status, engine=engine or None, ms=round(seconds * 1e3, 3),
-                        compile_ms=_ms(compile_s), queue_ms=_ms(queue_s), compute_ms=_ms(compute_s),
-                        client=(scope.get("client") or ("",))[0])
+            if access_log.isEnabledFor(logging.INFO):  # the fields cost more than the check
+                log_request(request_id=rid, transport="rest", method=scope["method"], path=scope["path"],
+                            route=route, status=status, engine=engine or None, ms=round(seconds * 1e3, 3),
+                            compile_ms=_ms(compile_s), queue_ms=_ms(queue_s), compute_ms=_ms(compute_s),
+                            client=(scope.get("client") or ("",))[0])
 
 
 def _ms(seconds: float | None) -> float | None:
