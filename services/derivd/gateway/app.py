@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     access = AccessControl(settings)
     if access.enabled:
         outer = AccessGuard(outer, access, service.metrics)
-    return Gateway(service, app, RequestTelemetry(outer, metrics=service.metrics))  # telemetry sees every response
+    return Gateway(service, RequestTelemetry(outer, metrics=service.metrics))  # telemetry sees every response
 
 
 def from_environment() -> "Gateway":
@@ -196,10 +196,10 @@ def from_environment() -> "Gateway":
 
 
 class Gateway:
-    """The ASGI app ``derivd serve`` runs: ``service``, the FastAPI ``api`` and the middleware chain."""
+    """The ASGI app ``derivd serve`` runs: the middleware chain, and the ``service`` behind it."""
 
-    def __init__(self, service: Service, api: FastAPI, chain):
-        self.service, self.api, self.chain = service, api, chain
+    def __init__(self, service: Service, chain):
+        self.service, self.chain = service, chain
 
     async def __call__(self, scope, receive, send):
         await self.chain(scope, receive, send)

@@ -13,7 +13,6 @@ are ASGI middleware around both, so they hold here as everywhere.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 import numpy as np
@@ -22,12 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from derivd.core import Request as CoreRequest
 from derivd.errors import DeadlineExceeded, DerivdError
 from derivd.gateway import codecs, schemas
-from derivd.gateway.http import BodyTooLarge, error_response, parse_json, send_json, server_timing, too_large
-from derivd.gateway.http import validate
-
-log = logging.getLogger("derivd.gateway")
-
-METHOD_NOT_ALLOWED = DerivdError("this route takes POST", code="method_not_allowed", status=405)
+from derivd.gateway.http import (BodyTooLarge, error_response, parse_json, send_json, server_timing, too_large,
+                                 validate)
 
 
 class QuickRequests:
@@ -106,7 +101,7 @@ class DerivativeRoutes:
         state["route"] = path
         try:
             if scope["method"] != "POST":
-                raise METHOD_NOT_ALLOWED
+                raise DerivdError(f"{path} takes POST", code="method_not_allowed", status=405)
             status, body, timing = 200, *await self._serve(endpoint, receive, state)
         except Exception as e:
             refused = error_response(e)
