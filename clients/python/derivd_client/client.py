@@ -110,10 +110,13 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
     return out
 
 
+RAW_FIELDS = ("engine", "verification", "id", "inputs", "directions")  # kept as JSON gave them
+
+
 def decode_result(body: dict, resp: httpx.Response | None = None) -> Result:
     out = Result()
     for key, value in body.items():
-        if key in ("engine", "verification", "id", "inputs", "directions") or value is None or isinstance(value, bool) or (
+        if key in RAW_FIELDS or value is None or isinstance(value, bool) or (
                 isinstance(value, str) and value not in arrays.NONFINITE):
             out[key] = value
         elif key == "shape":

@@ -12,8 +12,8 @@ import numpy as np
 
 from derivd.errors import DeadlineExceeded
 
-# (monotonic instant, budget in seconds) of the request this thread is computing, if it has one.
 _clock = time.monotonic  # the deadline's clock (tests step it)
+# (monotonic instant, budget in seconds) of the request this thread is computing, if it has one.
 _DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("deadline", default=None)
 
 

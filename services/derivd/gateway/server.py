@@ -76,7 +76,8 @@ def run_processes(n: int, host: str, port: int) -> None:
     cfg = config("derivd.gateway.app:from_environment", host, port, factory=True, workers=n, log_config=None,
                  access_log=False)
     stop = threading.Event()
-    threading.Thread(target=observability.forget_dead_processes, args=(stop,), name="metrics-reaper", daemon=True).start()
+    threading.Thread(target=observability.forget_dead_processes, args=(stop,), name="metrics-reaper",
+                     daemon=True).start()
     try:
         Multiprocess(cfg, sockets=[cfg.bind_socket()]).run()
     finally:
