@@ -12,7 +12,6 @@ import pytest
 from derivd.config import Settings
 from derivd.core import Request, Service
 from derivd.engines import common
-from derivd.engines.function import CompiledFunction
 from derivd.errors import DeadlineExceeded
 
 SCALAR = "sum(sin(x) * x[::-1]) + sum(x[1:] * x[:-1]) ** 2"
@@ -23,20 +22,6 @@ X = np.linspace(-1.0, 1.0, 40)
 @pytest.fixture
 def service():
     return Service(Settings(forward_chunk_bytes=8 * 40 * 3 * 4))  # a few seeds per pass: many passes
-
-
-@pytest.fixture
-def tape_runs(monkeypatch):
-    """How many times a compiled tape ran (every engine runs tapes through CompiledFunction.run)."""
-    count = {"n": 0}
-    original = CompiledFunction.run
-
-    def counting(self, tape, values, *extra):
-        count["n"] += 1
-        return original(self, tape, values, *extra)
-
-    monkeypatch.setattr(CompiledFunction, "run", counting)
-    return count
 
 
 @pytest.mark.parametrize("endpoint,dsl,fields", [

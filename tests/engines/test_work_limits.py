@@ -11,26 +11,12 @@ from derivd.config import Settings
 from derivd.core import Request, Service
 from derivd.engines import finite
 from derivd.engines.differences import options
-from derivd.engines.function import CompiledFunction
 from derivd.errors import LimitExceeded
 
 VECTOR = "x * sum(x)"  # a dense Jacobian
 DIAGONAL = "sin(x) * x"  # a diagonal one
 SCALAR = "sum(x ** 3) + sum(x) ** 2"
 X = np.linspace(0.1, 1.0, 20)
-
-
-@pytest.fixture
-def tape_runs(monkeypatch):
-    count = {"n": 0}
-    original = CompiledFunction.run
-
-    def counting(self, tape, values, *extra):
-        count["n"] += 1
-        return original(self, tape, values, *extra)
-
-    monkeypatch.setattr(CompiledFunction, "run", counting)
-    return count
 
 
 def refused(service, endpoint, dsl, limit, **fields):
