@@ -18,12 +18,11 @@ import concurrent.futures
 import logging
 import time
 
-import grpc
-
 from derivd.errors import DeadlineExceeded, DerivdError, ValidationFailed
 from derivd.grpc_api import convert
 from derivd.grpc_api import derivd_pb2 as pb
 from derivd.grpc_api import derivd_pb2_grpc as pb_grpc
+from derivd.inline import QuickRequests
 from derivd.observability import log_request, request_id
 
 log = logging.getLogger("derivd.grpc")
@@ -78,6 +77,7 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
         self.settings = settings
         self.executor = executor
         self.metrics = service.metrics
+        self.quick = QuickRequests(service, settings.inline_compute_s)
 
     def budget(self, context) -> float:
         """Seconds this call may still take: its deadline, capped by ``request_timeout_s``."""
@@ -112,7 +112,12 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
                 req = convert.to_request(message)
                 budget = self.budget(context)
                 req.deadline = time.monotonic() + budget  # carried to the worker that runs it
-                (body, timings), queue_s = self.run(budget, self.service.handle, endpoint, req)
+                key = self.quick.key(endpoint, req)
+                if key is not None and self.quick.is_quick(key):  # on this handler thread: no hand-off
+                    (body, timings), queue_s = self.service.handle(endpoint, req), 0.0
+                else:
+                    (body, timings), queue_s = self.run(budget, self.service.handle, endpoint, req)
+                self.quick.record(key, timings.compile + timings.compute)
                 call.engine = body.get("engine", "")
                 call.timings = (timings.compile, queue_s, timings.compute)
                 out = convert.fill(response_type(), body)

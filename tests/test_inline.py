@@ -6,7 +6,7 @@ import numpy as np
 
 from derivd.config import Settings
 from derivd.core import Request, Service
-from derivd.gateway.derivatives import QuickRequests
+from derivd.inline import QuickRequests
 
 
 def req(function, **at):
