@@ -254,21 +254,24 @@ def _loop(node, ks, prop):
 
     carried = len(body.carried)
     inputs = [block(j) for j in range(len(node.inputs))]
+
+    def advance(states):  # one iteration: what each new state reads, in terms of U
+        reads = sp.vstack(states + inputs[carried:]).tocsr()
+        return [prop.compose(b, reads) if b is not None else sp.csr_matrix((out.size, total), dtype=bool)
+                for out, b in zip(body.outputs, step)]
+
     states = inputs[:carried]
-    exact = count <= EXACT_ITERATIONS
-    for _ in range(count if exact else ITERATIONS_MAX):
-        nxt = []
-        for out, b in zip(body.outputs, step):
-            q = prop.compose(b, sp.vstack(states + inputs[carried:]).tocsr()) if b is not None else None
-            nxt.append(q if q is not None else sp.csr_matrix((out.size, total), dtype=bool))
-        if not exact:
-            nxt = [_canonical(prop.union([a, b])) for a, b in zip(states, nxt)]
-            if all((a != b).nnz == 0 for a, b in zip(states, nxt)):
+    if count <= EXACT_ITERATIONS:
+        for _ in range(count):
+            states = advance(states)
+    else:  # the union over iterations grows to a fixed point that holds every iteration's pattern
+        for _ in range(ITERATIONS_MAX):
+            grown = [_canonical(prop.union([a, b])) for a, b in zip(states, advance(states))]
+            if all((a != b).nnz == 0 for a, b in zip(states, grown)):
                 break
-        states = nxt
-    else:
-        if not exact:
-            return None
+            states = grown
+        else:
+            return None  # no fixed point within ITERATIONS_MAX steps: dense
     rows = _canonical(sp.vstack(states)) if states else sp.csr_matrix((0, total), dtype=bool)
     prop.budget(rows.nnz)
     return Local({j: rows[:, offsets[j]:offsets[j + 1]].tocsr() for j in ks})
