@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = 64 * 1024 * 1024
 
     # Work limits for one request.
-    max_jacobian_entries: int = 10**8
+    # A dense answer (Jacobian, Hessian) of at most this many entries: 25e6 float64 are 200 MB, and
+    # about 500 MB as JSON lists, held at once while the answer is written (5000 x 5000 fits).
+    max_jacobian_entries: int = 25 * 10**6
     # Sparsity detection: a pattern (or intermediate) past this many entries is treated as dense.
     max_pattern_nnz: int = 10**7
     # Derivative tensors by Taylor interpolation: binom(n+d-1, d) directions for order d in n variables.
