@@ -93,6 +93,23 @@ def test_every_derivative_verb(run_json, run, tmp_path):
     np.testing.assert_allclose(np.ravel(r["coefficients"]), expected, rtol=1e-12)
 
 
+def test_derivative_tensors_verb(run_json, run, tmp_path):
+    """``derivd derivatives``: order 1 and 2 of Rosenbrock are its gradient and Hessian, shown as
+    tables, saved one array per order."""
+    p = np.array([1.2, 0.5, -0.3, 0.8])
+    at = ["--at", "x=" + ",".join(repr(float(v)) for v in p)]
+    r = run_json("derivatives", ROSENBROCK, *at, "--order", "2")
+    np.testing.assert_allclose(r["tensors"][0], rosenbrock_gradient(p), rtol=1e-12)
+    np.testing.assert_allclose(r["tensors"][1], rosenbrock_hessian(p), rtol=1e-10, atol=1e-10)
+    code, table, _ = run("derivatives", ROSENBROCK, *at, "--order", "2")
+    assert code == 0 and "order 1 [4]" in table and "order 2 [4, 4]" in table
+    assert run("derivatives", ROSENBROCK, *at, "--order", "2", "--out", str(tmp_path / "t.npz"))[0] == 0
+    with np.load(tmp_path / "t.npz") as z:
+        np.testing.assert_allclose(z["order_2"], rosenbrock_hessian(p), rtol=1e-10, atol=1e-10)
+    code, _, err = run("derivatives", ROSENBROCK, *at, "--order", "2", "--out", str(tmp_path / "t.npy"))
+    assert code != 0 and ".npz" in err
+
+
 def second_order(run, *args):
     code, out, err = run(*args, "--json")
     assert code == 0, err

@@ -36,18 +36,19 @@ from . import arrays, errors, spy
 from .client import DEFAULT_URL, Blackbox, Client, FunctionRef, SparseJacobian
 from .trace import trace
 
-DERIVATIVES = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor")
+DERIVATIVES = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor", "derivatives")
 SERVER_VERBS = ("serve", "worker")
 # The array each verb is about: what --out saves.
 HVP_BATCH = 32  # directions per request when the CLI is given many
 MAIN_FIELD = {"evaluate": "value", "gradient": "gradient", "jacobian": "jacobian", "jvp": "jvp", "vjp": "vjp",
-              "hvp": "hvp", "hessian": "hessian", "taylor": "coefficients"}
+              "hvp": "hvp", "hessian": "hessian", "taylor": "coefficients", "derivatives": "tensors"}
 
 
 VERB_HELP = {"evaluate": "the function's value", "gradient": "value and gradient (one-element output)",
              "jacobian": "value and Jacobian (dense or --sparse)", "jvp": "Jacobian-vector product J v",
              "vjp": "vector-Jacobian product u^T J", "hvp": "Hessian-vector product H v (one per --v direction)",
-             "hessian": "value, gradient and Hessian", "taylor": "Taylor coefficients along --v up to --order"}
+             "hessian": "value, gradient and Hessian", "taylor": "Taylor coefficients along --v up to --order",
+             "derivatives": "every derivative tensor up to --order (at most 4)"}
 
 
 class UsageError(Exception):
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="direction (repeatable per input); @file with a JSON list runs one per direction")
         if verb == "vjp":
             p.add_argument("--u", required=True, metavar="VALUES|@FILE", help="cotangent, flat, as long as the output")
-        if verb == "taylor":
+        if verb in ("taylor", "derivatives"):
             p.add_argument("--order", type=int, required=True)
         if verb == "jacobian":
             p.add_argument("--sparse", action="store_true", help="ask for COO (rows, cols, values)")
@@ -282,7 +283,7 @@ def run_derivative(args) -> int:
     function, at, opts = program_of(args.program), parse_inputs(args.at, "--at"), options_of(args)
     if verb == "vjp":
         opts["u"] = parse_values(args.u, "--u").reshape(-1)
-    if verb == "taylor":
+    if verb in ("taylor", "derivatives"):
         opts["order"] = args.order
     if verb == "jacobian" and args.sparse:
         opts["sparse"] = True
@@ -435,8 +436,9 @@ def jsonable(result) -> dict:
 
 
 def save(path: str, value, names: list[str]) -> None:
-    """--out: .npz keeps a {name: array} answer by name; .npy gets one array (dict values concatenated
-    flat in wrt order, the Jacobian's column order; several directions stacked)."""
+    """--out: .npz keeps a {name: array} answer by name (derivative tensors as order_1, order_2, ...);
+    .npy gets one array (dict values concatenated flat in wrt order, the Jacobian's column order;
+    several directions stacked)."""
     def flat(v):
         if isinstance(v, SparseJacobian):
             return v.toarray()
@@ -444,6 +446,11 @@ def save(path: str, value, names: list[str]) -> None:
             return np.concatenate([np.asarray(v[n]).reshape(-1) for n in names if n in v])
         return np.asarray(v)
 
+    if isinstance(value, list) and value and np.ndim(value[0]) < np.ndim(value[-1]):  # tensors of rising order
+        if not path.endswith(".npz"):
+            raise UsageError("derivative tensors have one rank each: save them to a .npz")
+        np.savez(path, **{f"order_{e}": np.asarray(t) for e, t in enumerate(value, 1)})
+        return
     if path.endswith(".npz"):
         if isinstance(value, dict):
             np.savez(path, **{k: np.asarray(v) for k, v in value.items()})
@@ -465,6 +472,9 @@ def show_result(result) -> None:
         if isinstance(value, dict) and key != "verification":
             for name, arr in value.items():
                 console.print(array_table(f"{key}[{name}]", np.asarray(arr)))
+        elif key == "tensors":
+            for order, tensor in enumerate(value, 1):
+                console.print(array_table(f"order {order}", np.asarray(tensor)))
         elif key == "verification":
             console.print("verification: " + ", ".join(f"{k}={v}" for k, v in value.items()))
         elif np.ndim(value) == 0 and not isinstance(value, (list, dict)):
