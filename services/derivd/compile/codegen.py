@@ -4,7 +4,7 @@ The source is generated from the validated IR only: every line is a
 primitive's own template (our code) filled with variable names and
 ``repr``s of static params (ints, floats, tuples), never user text.
 
-Two specialisations make small programs fast:
+Three specialisations make programs fast:
 
 * rank-0 float nodes whose primitive has a ``scalar_template`` are computed
   on Python floats with ``math`` (about 10x cheaper than numpy scalars). Python
@@ -13,10 +13,16 @@ Two specialisations make small programs fast:
   exception: the same numbers numpy gives, at numpy's speed, only then.
 * a temporary is deleted after its last use, so peak memory follows the
   live set, not the length of the tape.
+* a large product used only by a sum over some of its axes (a matrix-vector
+  product written with broadcasting, and the vjp of any broadcast product) is
+  one ``np.einsum`` of the two factors, size-1 axes squeezed: numpy contracts
+  it with BLAS where it can, instead of materialising the product (GMM's
+  ``sum(Q * xc, axis=3)``: 1.6 ms -> 0.07 ms).
 """
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,6 +34,10 @@ from derivd.ops.registry import FLOAT
 # Primitives whose result is always a new array of their own (never a view of an input),
 # so a consumer with an ``inplace_impl`` may overwrite it once it is dead.
 FRESH = {"index_scatter", "index_add"}
+
+# A summed product at least this large is contracted by einsum (below, einsum's planning costs more
+# than the temporary it saves).
+CONTRACT_MIN_SIZE = 4096
 
 
 @dataclass
@@ -96,6 +106,12 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         for a in n.inputs:
             last_use[a.id] = pos
     keep = {o.id for o in outputs}
+    contracted = _contractions(nodes, keep)  # sum id -> the product it reduces, never written out
+    position = {n.id: pos for pos, n in enumerate(nodes)}
+    for sum_id, product in contracted.items():  # the factors are read where the sum is
+        for a in product.inputs:
+            last_use[a.id] = max(last_use[a.id], position[sum_id])
+    folded = {product.id for product in contracted.values()}
     twins = _collecting_twins(nodes)
     for loop_id, twin in twins.items():  # one run serves both: the twin's tuple starts with the finals
         last_use[twin.id] = max(last_use.get(twin.id, -1), last_use.get(loop_id, -1))
@@ -112,9 +128,11 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         if n.prim == "const":
             var[n.id] = literal(n.params[0][1])
             continue
+        if n.id in folded:
+            continue
         prim = ops.get(n.prim)
         use_scalar = scalar and n.shape == () and n.dtype == FLOAT and all(a.shape == () for a in n.inputs)
-        args = [var[a.id] for a in n.inputs]
+        args = [var[a.id] for a in n.inputs if a.id not in folded]
         if n.prim == "loop" and n.id in twins:
             twin = twins[n.id]
             if twin.id not in var:
@@ -124,7 +142,11 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
             continue
         if n.prim == "loop" and n.id in var:  # run already, for its twin
             continue
-        if n.prim == "loop":
+        reads = n.inputs
+        if n.id in contracted:
+            reads = contracted[n.id].inputs
+            expr = _einsum(n, contracted[n.id], var)
+        elif n.prim == "loop":
             expr = _loop_call(n, args)
         else:
             expr = expression(prim, args, dict(n.params), [(a.shape, a.dtype) for a in n.inputs], use_scalar)
@@ -138,13 +160,45 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         v = f"t{n.id}"
         var[n.id] = v
         lines.append(f"    {v} = {expr}")
-        dead = [var[a.id] for a in n.inputs
+        dead = [var[a.id] for a in reads
                 if last_use.get(a.id) == pos and a.id not in keep and a.prim not in ("input", "const")
                 and (a.shape != () or a.prim == "loop") and a.id not in twins]
         if dead:
             lines.append(f"    del {', '.join(sorted(set(dead)))}")
     lines.append(f"    return ({''.join(var[o.id] + ', ' for o in outputs)})")
     return "\n".join(lines) + "\n"
+
+
+def _contractions(nodes, keep) -> dict:
+    """Sums whose input is a large float product used by nothing else: {sum id: product}."""
+    uses: dict[int, int] = {}
+    for n in nodes:
+        for a in n.inputs:
+            uses[a.id] = uses.get(a.id, 0) + 1
+    out = {}
+    for n in nodes:
+        product = n.inputs[0] if n.prim == "sum" else None
+        if (product is not None and product.prim == "mul" and uses[product.id] == 1 and product.id not in keep
+                and product.size >= CONTRACT_MIN_SIZE and product.dtype == FLOAT
+                and all(a.dtype == FLOAT and a.shape != () and a.prim != "const" for a in product.inputs)):
+            out[n.id] = product
+    return out
+
+
+def _einsum(total, product, var) -> str:
+    """``sum(a * b, axes)`` as ``np.einsum``: one letter per axis of the product; a factor's axis of
+    size 1 that the product broadcasts is squeezed out, so numpy sees the contraction's true shape."""
+    rank = product.ndim
+    summed = {axis % rank for axis in dict(total.params)["axes"]}
+    specs, operands = [], []
+    for a in product.inputs:
+        offset = rank - a.ndim
+        kept = [t for t in range(a.ndim) if not (a.shape[t] == 1 and product.shape[offset + t] != 1)]
+        specs.append("".join(string.ascii_letters[offset + t] for t in kept))
+        squeezed = tuple(a.shape[t] for t in kept)
+        operands.append(var[a.id] if squeezed == a.shape else f"np.reshape({var[a.id]}, {squeezed!r})")
+    result = "".join(string.ascii_letters[t] for t in range(rank) if t not in summed)
+    return f"np.einsum('{specs[0]},{specs[1]}->{result}', {operands[0]}, {operands[1]}, optimize=True)"
 
 
 def _collecting_twins(nodes) -> dict:
