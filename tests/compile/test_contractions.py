@@ -66,6 +66,16 @@ def test_blas_only_for_few_batches():
     assert "optimize=True" in few and "np.einsum" in many and "optimize" not in many
 
 
+def test_the_vjp_contracts_the_cotangent_before_its_broadcast():
+    """A broadcast product's vjp multiplies a broadcast cotangent: einsum reads the cotangent itself
+    (size-1 axes squeezed), so the gradient of the batched mat-vec is three BLAS contractions."""
+    dsl, shapes, _ = CASES[0]
+    fn = compiled(f"sum(({dsl}) ** 2)", shapes)
+    source = reverse._vjp_tape(fn, reverse.Wrt(fn, list(shapes)), None)[0].source
+    assert source.count("np.einsum") == 3 and source.count("optimize=True") == 3
+    assert "broadcast_to" not in source
+
+
 def test_a_product_used_twice_or_small_is_not_contracted():
     twice = compiled("p = a * b\nsum(p, axis=0) + p[0]", {"a": (400, 20), "b": (400, 20)})
     assert "np.einsum" not in twice.eval_tape()[0].source

@@ -18,7 +18,8 @@ Three specialisations make programs fast:
   one ``np.einsum`` of the two factors, size-1 axes squeezed, instead of the
   product materialised and reduced: through BLAS when few batch axes are
   shared (GMM's ``sum(Q * xc, axis=3)``: 1.6 ms -> 0.07 ms), else numpy's
-  plain loops (a column-wise dot: 122 -> 70 us).
+  plain loops (a column-wise dot: 122 -> 70 us). A factor is read before a
+  same-rank ``broadcast_to``, so a vjp contracts its cotangent itself.
 """
 
 from __future__ import annotations
@@ -109,12 +110,15 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         for a in n.inputs:
             last_use[a.id] = pos
     keep = {o.id for o in outputs}
-    contracted = _contractions(nodes, keep)  # sum id -> the product it reduces, never written out
+    contracted = _contractions(nodes, keep)  # sum id -> the product it reduces (never written out), factors
     position = {n.id: pos for pos, n in enumerate(nodes)}
-    for sum_id, product in contracted.items():  # the factors are read where the sum is
-        for a in product.inputs:
+    for sum_id, (_, factors) in contracted.items():  # the factors are read where the sum is
+        for a in factors:
             last_use[a.id] = max(last_use[a.id], position[sum_id])
-    folded = {product.id for product in contracted.values()}
+    folded = {product.id for product, _ in contracted.values()}
+    read = {a.id for n in nodes if n.id not in folded for a in n.inputs} | keep
+    read |= {a.id for _, factors in contracted.values() for a in factors}
+    folded |= {n.id for n in nodes if n.prim == "broadcast_to" and n.id not in read}  # only the products read it
     twins = _collecting_twins(nodes)
     for loop_id, twin in twins.items():  # one run serves both: the twin's tuple starts with the finals
         last_use[twin.id] = max(last_use.get(twin.id, -1), last_use.get(loop_id, -1))
@@ -147,8 +151,8 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
             continue
         reads = n.inputs
         if n.id in contracted:
-            reads = contracted[n.id].inputs
-            expr = _einsum(n, contracted[n.id], var)
+            product, reads = contracted[n.id]
+            expr = _einsum(n, product, reads, var)
         elif n.prim == "loop":
             expr = _loop_call(n, args)
         else:
@@ -173,7 +177,8 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
 
 
 def _contractions(nodes, keep) -> dict:
-    """Sums whose input is a large float product used by nothing else: {sum id: product}."""
+    """Sums whose input is a large float product used by nothing else: {sum id: (product, factors)},
+    each factor read before a same-rank ``broadcast_to`` (its size-1 axes are what einsum squeezes)."""
     uses: dict[int, int] = {}
     for n in nodes:
         for a in n.inputs:
@@ -181,20 +186,23 @@ def _contractions(nodes, keep) -> dict:
     out = {}
     for n in nodes:
         product = n.inputs[0] if n.prim == "sum" else None
-        if (product is not None and product.prim == "mul" and uses[product.id] == 1 and product.id not in keep
-                and product.size >= CONTRACT_MIN_SIZE and product.dtype == FLOAT
-                and all(a.dtype == FLOAT and a.shape != () and a.prim != "const" for a in product.inputs)):
-            out[n.id] = product
+        if not (product is not None and product.prim == "mul" and uses[product.id] == 1
+                and product.id not in keep and product.size >= CONTRACT_MIN_SIZE and product.dtype == FLOAT):
+            continue
+        factors = [a.inputs[0] if a.prim == "broadcast_to" and a.inputs[0].ndim == a.ndim else a
+                   for a in product.inputs]
+        if all(a.dtype == FLOAT and a.shape != () and a.prim != "const" for a in factors):
+            out[n.id] = (product, factors)
     return out
 
 
-def _einsum(total, product, var) -> str:
+def _einsum(total, product, factors, var) -> str:
     """``sum(a * b, axes)`` as ``np.einsum``: one letter per axis of the product; a factor's axis of
     size 1 that the product broadcasts is squeezed out, so numpy sees the contraction's true shape."""
     rank = product.ndim
     summed = {axis % rank for axis in dict(total.params)["axes"]}
     specs, operands = [], []
-    for a in product.inputs:
+    for a in factors:
         offset = rank - a.ndim
         kept = [t for t in range(a.ndim) if not (a.shape[t] == 1 and product.shape[offset + t] != 1)]
         specs.append("".join(string.ascii_letters[offset + t] for t in kept))
