@@ -64,6 +64,8 @@ def test_rest_rate_limit_429_in_memory():
         err = r.json()["error"]
         assert err["code"] == "rate_limited" and err["detail"]["limit"] == "rate_limit_requests"
         assert err["detail"]["max"] == 3 and "3 requests per 300 s" in err["message"]
+        wait = int(r.headers["retry-after"])  # whole seconds, never shorter than the body's
+        assert 0 < wait <= 300 and wait >= err["detail"]["retry_after_s"]
         assert s.http.post("/v1/evaluate", json=BODY, headers={"X-API-Key": "k2"}).status_code == 200
 
 

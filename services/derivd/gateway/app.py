@@ -11,6 +11,7 @@ refusal carries the contract's error body.
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -104,7 +105,9 @@ class AccessGuard:
                 self.access.check(key, client)
         except DerivdError as e:
             self.metrics.access_denied.labels(e.code).inc()
-            return await send_json(send, e.status, codecs.dumps(e.to_body()))
+            wait = e.detail.get("retry_after_s")  # a 429 says when, as HTTP clients and proxies read it
+            extra = ((b"retry-after", str(math.ceil(wait)).encode()),) if wait is not None else ()
+            return await send_json(send, e.status, codecs.dumps(e.to_body()), extra=extra)
         await self.app(scope, receive, send)
 
 

@@ -23,11 +23,11 @@ def server_timing(compile_s: float, queue_s: float, compute_s: float) -> str:
 NO_TIMING = server_timing(0, 0, 0).encode()
 
 
-async def send_json(send, status: int, body: bytes, timing: bytes = NO_TIMING) -> None:
+async def send_json(send, status: int, body: bytes, timing: bytes = NO_TIMING, extra: tuple = ()) -> None:
     """A complete JSON response on a raw ASGI ``send``: one start message, one body message."""
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"server-timing", timing)]})
+        (b"server-timing", timing), *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
