@@ -142,9 +142,11 @@ class GrpcPool:
         """Wait (at most ``pool_wait_s``, never past the deadline) until a worker is connected: a
         replacement for one that died, say. 503 if none comes."""
         wait_s = min(deadline - time.monotonic(), self.settings.pool_wait_s)
+        ready = grpc.channel_ready_future(self.channel)
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=max(wait_s, 0.0))
+            ready.result(timeout=max(wait_s, 0.0))
         except grpc.FutureTimeoutError:
+            ready.cancel()  # stop its watch of the channel
             if wait_s < self.settings.pool_wait_s:
                 raise self._deadline() from None
             raise DerivdError(f"no worker of pool {self.name} is reachable (waited {wait_s:.1f} s)",
@@ -156,6 +158,7 @@ class GrpcPool:
                                 deadline_s=budget, pool=self.name)
 
     def close(self) -> None:
+        self.channel.unsubscribe(self._on_state)  # else grpc's watcher thread may poll a closed channel
         self.channel.close()
 
 
