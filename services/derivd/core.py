@@ -19,7 +19,7 @@ import numpy as np
 from derivd.blackbox import BlackBoxCaller, BlackBoxSpec, make_registry
 from derivd.dsl import InputSpec, free_inputs
 from derivd.engines import coloring, differences, forward, reverse, second, sparse, taylor
-from derivd.engines.common import Wrt, check_deadline, deadline
+from derivd.engines.common import Wrt, check_deadline, deadline, require_dense
 from derivd.cache import FunctionStore, RedisTier, TapeCache, TapeKey
 from derivd.engines.function import load_or_lower
 from derivd.errors import DerivdError, LimitExceeded, NotFound, ShapeError, UnknownName, ValidationFailed
@@ -31,6 +31,7 @@ VERIFIABLE = ("gradient", "jacobian", "jvp", "vjp", "hvp", "hessian")
 ENDPOINTS = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor", "derivatives")
 MODES = ("auto", "forward", "reverse", "taylor", "finite")
 FD_WHOLE = "finite differences build it whole (a program's sparse answer needs an AD mode)"
+AD_SPARSE = "`sparse: true` answers with its nonzeros where the pattern allows"
 
 
 @dataclass
@@ -163,7 +164,7 @@ class Service:
         if req.mode == "finite" and endpoint != "evaluate":
             slots = Wrt(fn, wrt)
             if endpoint in ("jacobian", "vjp"):  # FD builds the dense Jacobian, pattern or not
-                self._require_dense(math.prod(fn.out_shape), slots.n, "Jacobian", FD_WHOLE)
+                require_dense(math.prod(fn.out_shape), slots.n, "dense Jacobian", self.settings, FD_WHOLE)
             pattern = self._program_pattern(fn, values, slots) if endpoint == "jacobian" else None
             response = self._finite(endpoint, differences.program_points(fn, values, slots), slots, values, req,
                                     fn.out_shape, pattern)
@@ -240,7 +241,7 @@ class Service:
             r = differences.derivative("gradient", F, x, req.fd, budget)
             out.update(value=float(r.value[0]), gradient=split(r.derivative))
         elif endpoint in ("jacobian", "vjp"):
-            self._require_dense(m, slots.n, "Jacobian", FD_WHOLE)
+            require_dense(m, slots.n, "dense Jacobian", self.settings, FD_WHOLE)
             r = differences.derivative("jacobian", F, x, req.fd, budget,
                                        pattern=pattern if endpoint == "jacobian" else None)
             if endpoint == "jacobian":
@@ -274,7 +275,7 @@ class Service:
             r.error = np.max([q.error for q in results], axis=0)
         elif endpoint == "hessian":
             differences.require_budget({"hessian": 1, "gradient": 1}, slots.n, req.fd, budget)
-            self._require_dense(slots.n, slots.n, "Hessian", FD_WHOLE)
+            require_dense(slots.n, slots.n, "dense Hessian", self.settings, FD_WHOLE)
             g = differences.derivative("gradient", F, x, req.fd, budget)
             r = differences.derivative("hessian", F, x, req.fd, budget)
             out.update(value=float(r.value[0]), gradient=split(g.derivative), hessian=r.derivative)
@@ -293,8 +294,8 @@ class Service:
         kind = {"vjp": "jacobian"}.get(endpoint, endpoint)
         differences.require_budget({kind: directions}, n, req.fd, self.settings.fd_max_evaluations)
         if kind in ("jacobian", "hessian"):
-            self._require_dense(m if kind == "jacobian" else n, n, f"finite-difference {kind.capitalize()}",
-                                "verify compares with one; leave it off at this size")
+            require_dense(m if kind == "jacobian" else n, n, f"dense finite-difference {kind.capitalize()}",
+                          self.settings, "verify compares with one; leave it off at this size")
 
     def _verify(self, endpoint, F, slots, values, req, response) -> dict:
         """Recompute ``response``'s derivative by finite differences and compare (``verify: true``)."""
@@ -408,7 +409,6 @@ class Service:
         for name, spec in specs.items():
             nbytes = 8 * math.prod(spec.shape)
             if nbytes > self.settings.max_intermediate_bytes:
-                from derivd.errors import LimitExceeded
                 raise LimitExceeded(f"input {name!r} of shape {list(spec.shape)} is over the limit "
                                     f"max_intermediate_bytes={self.settings.max_intermediate_bytes}",
                                     limit="max_intermediate_bytes", value=nbytes,
@@ -427,15 +427,6 @@ class Service:
         if len(set(wrt)) != len(wrt):
             raise ValidationFailed("wrt repeats a name", field="wrt")
         return list(wrt)
-
-    def _require_dense(self, m: int, n: int, what: str,
-                       advice: str = "`sparse: true` answers with its nonzeros where the pattern allows") -> None:
-        """Refuse a dense m x n matrix over ``max_jacobian_entries`` before computing anything."""
-        limit = self.settings.max_jacobian_entries
-        if m * n > limit:
-            raise LimitExceeded(f"a dense {m} x {n} {what} has {m * n} entries, over the limit "
-                                f"max_jacobian_entries={limit}; {advice}", limit="max_jacobian_entries",
-                                value=m * n, max=limit)
 
     def _pick(self, mode: str, n: int, m: int) -> str:
         if mode == "auto":
@@ -469,7 +460,7 @@ class Service:
         n = sum(math.prod(np.shape(values[w])) for w in wrt)
         m = math.prod(fn.out_shape)
         if not req.sparse:  # a dense answer, whatever the pattern: refused before any pass or detection
-            self._require_dense(m, n, "Jacobian")
+            require_dense(m, n, "dense Jacobian", self.settings, AD_SPARSE)
         engine = "taylor" if req.mode == "taylor" else self._pick(req.mode, n, m)
         if engine != "taylor" and (req.sparse or (req.mode == "auto" and sparse.worth_trying(fn, n, m))):
             found = self._sparse_jacobian(fn, values, wrt, req, n, m)

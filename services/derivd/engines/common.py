@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from derivd.errors import DeadlineExceeded
+from derivd.errors import DeadlineExceeded, LimitExceeded
 
 _clock = time.monotonic  # the deadline's clock (tests step it)
 # (monotonic instant, budget in seconds) of the request this thread is computing, if it has one.
@@ -73,6 +73,16 @@ class Wrt:
             if p is not None:
                 out[..., a:b] = np.reshape(p, batch + (b - a,))
         return out
+
+
+def require_dense(m: int, n: int, what: str, settings, advice: str = "") -> None:
+    """Refuse a dense m x n ``what`` over ``max_jacobian_entries`` before anything computes it: the
+    one check of that limit, for the engines and for the service's earlier checks alike."""
+    limit = settings.max_jacobian_entries
+    if m * n > limit:
+        raise LimitExceeded(f"a {m} x {n} {what} has {m * n} entries, over the limit max_jacobian_entries={limit}"
+                            + (f"; {advice}" if advice else ""), limit="max_jacobian_entries", value=m * n,
+                            max=limit)
 
 
 def chunk_size(total: int, per_item_bytes: int, budget_bytes: int) -> int:

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros
+from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros, require_dense
 from derivd.engines.reverse import gradient_nodes, require_scalar
-from derivd.errors import LimitExceeded
 from derivd.transforms import jvp as jvp_transform
 
 
@@ -81,18 +80,11 @@ def hvp_blocks(fn, values, wrt_names, directions: np.ndarray, settings):
     return y, grads, np.concatenate(blocks, axis=0), seconds
 
 
-def check_hessian_size(n: int, settings) -> None:
-    if n * n > settings.max_jacobian_entries:
-        raise LimitExceeded(f"a {n} x {n} Hessian has {n * n} entries, over the limit max_jacobian_entries="
-                            f"{settings.max_jacobian_entries}", limit="max_jacobian_entries", value=n * n,
-                            max=settings.max_jacobian_entries)
-
-
 def hessian(fn, values, wrt_names, settings):
     """f(x), grad f(x) and the dense ``(n, n)`` Hessian: the HVPs of the identity's rows."""
     require_scalar(fn, "hessian")
     n = Wrt(fn, wrt_names).n
-    check_hessian_size(n, settings)
+    require_dense(n, n, "Hessian", settings)
     y, grads, rows, seconds = hvp_blocks(fn, values, wrt_names, np.eye(n), settings)
     return y, grads, rows.T, seconds
 

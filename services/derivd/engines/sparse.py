@@ -35,8 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from derivd.engines import coloring, forward, reverse, second
-from derivd.engines.common import Wrt, check_deadline, chunk_size
-from derivd.errors import LimitExceeded
+from derivd.engines.common import Wrt, check_deadline, chunk_size, require_dense
 from derivd.ops.registry import FLOAT
 from derivd.transforms.sparsity import PatternTooLarge, hessian_pattern, jacobian_pattern
 
@@ -168,10 +167,8 @@ def jacobian(fn, values, wrt_names, plan: Plan, settings):
     """f(x) and the Jacobian's entries (rows, cols, values) on ``plan``'s pattern, by compressed passes."""
     wrt = Wrt(fn, wrt_names)
     m = math.prod(fn.out_shape)
-    if plan.pattern is None and m * wrt.n > settings.max_jacobian_entries:
-        raise LimitExceeded(f"a {m} x {wrt.n} Jacobian with no usable sparsity pattern has {m * wrt.n} entries, "
-                            f"over the limit max_jacobian_entries={settings.max_jacobian_entries}",
-                            limit="max_jacobian_entries", value=m * wrt.n, max=settings.max_jacobian_entries)
+    if plan.pattern is None:
+        require_dense(m, wrt.n, "Jacobian with no usable sparsity pattern", settings)
     rows, cols = _entries(plan, (m, wrt.n))
     seed = coloring.seeds(plan.colors)
     if plan.direction == "forward":
@@ -203,7 +200,7 @@ def hessian(fn, values, wrt_names, plan: Plan, settings):
     """f(x), grad f(x) and the Hessian's entries on ``plan``'s pattern, from one HVP per colour."""
     wrt = Wrt(fn, wrt_names)
     if plan.pattern is None:
-        second.check_hessian_size(wrt.n, settings)
+        require_dense(wrt.n, wrt.n, "Hessian", settings)
     rows, cols = _entries(plan, (wrt.n, wrt.n))
     y, grads, b, seconds = second.hvp_blocks(fn, values, wrt_names, coloring.seeds(plan.colors), settings)
     vals = coloring.decompress_star(rows, cols, plan.colors, b.T)
