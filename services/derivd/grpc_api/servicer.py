@@ -15,6 +15,7 @@ stream's point and then feeds it each direction, answering in order.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import time
 
@@ -70,6 +71,20 @@ class Call:
         self.status = err.status
         abort(self.context, err, self.metadata)
 
+    @contextlib.contextmanager
+    def answering(self, what: str):
+        """The body's refusal aborts the call with the contract's error; anything else is logged and
+        aborts it as an internal error (aborting outside the ``except``: no chained traceback)."""
+        try:
+            yield
+            return
+        except DerivdError as e:
+            error = e
+        except Exception:
+            log.exception("internal error %s (request id %s)", what, self.request_id)
+            error = INTERNAL
+        self.fail(error)
+
 
 class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
     def __init__(self, service, settings, executor: concurrent.futures.Executor):
@@ -107,8 +122,7 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
         endpoint, response_type = UNARY[method]
         call = Call(self.metrics, context, endpoint)
         try:
-            error = None
-            try:
+            with call.answering(f"in {method}"):
                 req = convert.to_request(message)
                 budget = self.budget(context)
                 req.deadline = time.monotonic() + budget  # carried to the worker that runs it
@@ -122,13 +136,6 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
                 call.timings = (timings.compile, queue_s, timings.compute)
                 out = convert.fill(response_type(), body)
                 out.timing.CopyFrom(convert.timing(timings.compile, queue_s, timings.compute))
-            except DerivdError as e:
-                error = e
-            except Exception:
-                log.exception("internal error in %s (request id %s)", method, call.request_id)
-                error = INTERNAL
-            if error is not None:
-                call.fail(error)
             context.set_trailing_metadata(call.metadata)
             return out
         finally:
@@ -143,8 +150,7 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
             call.finish()
 
     def _hvp_stream(self, request_iterator, context, call):
-        error = None
-        try:
+        with call.answering("starting an HVP stream"):
             first = next(request_iterator, None)
             if first is None or first.WhichOneof("message") != "start":
                 raise ValidationFailed("the first message of HessianVectorProducts must be `start`: the function "
@@ -156,17 +162,10 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
             started = convert.fill(pb.HvpStarted(), {"value": session.value, "gradient": session.gradient,
                                                      "engine": session.engine})
             started.timing.CopyFrom(convert.timing(session.compile_seconds, queue_s, session.compute_seconds))
-        except DerivdError as e:
-            error = e
-        except Exception:
-            log.exception("internal error starting an HVP stream (request id %s)", call.request_id)
-            error = INTERNAL
-        if error is not None:
-            call.fail(error)
         yield pb.HvpStreamResponse(started=started)
 
         for index, message in enumerate(request_iterator):
-            try:
+            with call.answering("on an HVP stream"):
                 if message.WhichOneof("message") != "direction":
                     raise ValidationFailed(f"message {index + 1} of the stream must be a `direction`",
                                            field=f"direction[{index}]", index=index)
@@ -178,13 +177,6 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
                 else:
                     hv, _ = self.run(budget, session.hvp, v, where)
                 answer = convert.fill(pb.HvpAnswer(index=index), {"hvp": hv})
-            except DerivdError as e:
-                error = e
-            except Exception:
-                log.exception("internal error on an HVP stream (request id %s)", call.request_id)
-                error = INTERNAL
-            if error is not None:
-                call.fail(error)
             self.metrics.stream_directions.inc()
             yield pb.HvpStreamResponse(hvp=answer)
 
