@@ -109,7 +109,8 @@ def _serve(args, settings) -> int:
 
         supervisor = Supervisor(settings, args.workers).start()
         settings = settings.model_copy(update={"pool_default": supervisor.target})
-        os.environ["DERIVD_POOL_DEFAULT"] = supervisor.target  # for gateway processes (--gateways)
+        if args.gateways > 1:  # the gateway processes read their settings from the environment
+            os.environ["DERIVD_POOL_DEFAULT"] = supervisor.target
     service = Service(settings)
     if supervisor is not None:
         supervisor.on_restart = lambda slot: service.metrics.worker_restarts.labels("local").inc()
