@@ -1,5 +1,10 @@
-"""``derivd serve``: the gateway (with ``--workers N`` local worker processes, else everything in
-one process); ``derivd worker``: one worker process for a remote gateway's pool."""
+"""The server's verbs: ``derivd serve``, the gateway (with ``--workers N`` local worker processes,
+else everything in one process); ``derivd worker``, one worker process for a remote gateway's pool.
+
+They reach ``derivd`` through the ``derivd.commands`` entry points this package registers
+(pyproject.toml), which whichever ``derivd`` script is installed dispatches (``derivd.commands``);
+``derivd-server`` (and ``python -m derivd.cli``) runs this parser directly. This module never
+imports the SDK: the client verbs are the SDK's own entry points."""
 
 from __future__ import annotations
 
@@ -14,11 +19,16 @@ import tempfile
 from derivd.config import get_settings
 
 
+# One line per verb: this parser's help and the dispatcher's listing (``derivd --help``).
+VERBS = {"serve": "run the service: the REST gateway, gRPC beside it, local workers",
+         "worker": "run one worker process (internal gRPC) for a remote gateway's pool"}
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="derivd", description="derivd: differentiation as a service")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the REST gateway")
+    serve = sub.add_parser("serve", help=VERBS["serve"])
     serve.add_argument("--host", default=settings.host)
     serve.add_argument("--port", type=int, default=settings.port)
     serve.add_argument("--workers", type=int, default=settings.workers,
@@ -27,19 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="public gRPC (derivd.v1) on this port beside REST; 0 = off")
     serve.add_argument("--gateways", type=int, default=settings.gateways,
                        help="REST gateway processes on the one port (one core each); above 1 needs REDIS_URL")
-    worker = sub.add_parser("worker", help="run one worker process (internal gRPC) for a remote gateway")
+    worker = sub.add_parser("worker", help=VERBS["worker"])
     worker.add_argument("--engines", default="forward,reverse,taylor,finite",
                         help="comma-separated engine families this worker serves")
     worker.add_argument("--listen", default="0.0.0.0:50052", help="HOST:PORT of its gRPC server")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] not in sub.choices:  # gradient, jacobian, spy, ..., --help: the SDK's verbs
-        client_main = _client_cli()
-        if client_main is not None:
-            return client_main(argv)
-        if argv and not argv[0].startswith("-"):
-            print(f"derivd: `{argv[0]}` is a client verb; install the SDK: pip install ./clients/python",
-                  file=sys.stderr)
-            return 2
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args, settings)
@@ -60,15 +61,6 @@ def worker_command(args, settings) -> int:
     configure_logging(settings.log_format, settings.log_level)
     serve(settings, args.listen, engines)
     return 0
-
-
-def _client_cli():
-    """The SDK's command line (``derivd_client.cli``) when installed; it hands serve/worker back here."""
-    try:
-        from derivd_client.cli import main
-    except ImportError:
-        return None
-    return main
 
 
 def serve_command(args, settings) -> int:

@@ -1,27 +1,34 @@
 """The ``derivd`` command line against the live server: every verb runs, its JSON parses, and its
 numbers match analytic references; inputs from flags, JSON and .npy files; .npy/.npz output; ``spy``
-in the terminal and as PNG; the server's own ``derivd`` hands these verbs over.
+in the terminal and as PNG; the ``derivd`` dispatcher runs the verbs registered under the
+``derivd.commands`` entry points, and the server's and the SDK's command lines never import each other.
 
-Process boundaries (``python -m``, exit codes, environment, the two entry points) are tested in
+Process boundaries (``python -m``, exit codes, environment, the two packages' own parsers) are tested in
 subprocesses; the many verb checks call ``cli.main(argv)`` in this process, which is the same code
 without paying an interpreter start per call on a shared two-core machine."""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import re
 import struct
 import subprocess
 import sys
 import zlib
+from importlib.metadata import EntryPoint
 
 import numpy as np
 import pytest
 
-from derivd_client import cli, spy
+from derivd_client import cli, commands, spy
 
+from tests.clients.conftest import ROOT, SDK
 from tests.clients.test_client import ROSENBROCK, VECTOR, vector_jac
 from tests.references import rosenbrock_gradient, rosenbrock_hessian
+
+SERVICES = ROOT / "services"
 
 
 def derivd(env, *args, module="derivd_client.cli", check=True):
@@ -217,10 +224,67 @@ def test_trace_verb(run_json, tmp_path):
     assert out["dsl"] == "y = A @ x\nsum(tanh(y) ** 2)\n" and out["inputs"] == ["x", "A"]
 
 
-def test_server_entry_point_hands_client_verbs_over(cli_env):
-    out = json.loads(derivd(cli_env, "gradient", "sum(x**3)", "--at", "x=1,2", "--json", module="derivd.cli").stdout)
-    assert out["gradient"]["x"] == [3.0, 12.0]
-    helped = derivd(cli_env, "--help", module="derivd.cli").stdout
-    assert "gradient" in helped and "serve" in helped
-    served = derivd(cli_env, "serve", "--help").stdout  # and the client hands serve back to the server
-    assert "--port" in served
+def test_each_package_runs_only_its_own_verbs(cli_env):
+    """``derivd-server`` and ``derivd-client`` (here their modules) never hand a verb to the other."""
+    for module, foreign in (("derivd.cli", "gradient"), ("derivd_client.cli", "serve")):
+        proc = derivd(cli_env, foreign, "--help", module=module, check=False)
+        assert proc.returncode == 2 and "invalid choice" in proc.stderr, proc.stderr
+
+
+def test_neither_package_imports_the_other():
+    for tree, other in ((SERVICES / "derivd", "derivd_client"), (SDK / "derivd_client", "derivd")):
+        for path in tree.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                assert not [n for n in names if n.split(".")[0] == other], f"{path} imports {other}"
+
+
+def test_the_two_dispatchers_are_one_file():
+    """Either package's ``derivd`` script may be the installed one: they must behave the same."""
+    assert (SERVICES / "derivd" / "commands.py").read_bytes() == (SDK / "derivd_client" / "commands.py").read_bytes()
+
+
+@pytest.fixture
+def dispatch(monkeypatch, capsys):
+    """The dispatcher with the SDK's verbs and a stand-in ``serve`` registered: (exit code, stdout, stderr)."""
+    calls = []
+    registered = [EntryPoint(verb, "derivd_client.cli:main", commands.GROUP) for verb in cli.VERBS]
+    registered.append(EntryPoint("serve", "tests.clients.test_cli:_fake_serve", commands.GROUP))
+    monkeypatch.setattr(commands, "entry_points", lambda group: [ep for ep in registered if ep.group == group])
+    monkeypatch.setattr(sys.modules[__name__], "_fake_serve", lambda argv: calls.append(argv) or 7)
+
+    def call(*argv):
+        code = commands.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    call.calls = calls
+    return call
+
+
+def _fake_serve(argv):  # replaced by the fixture
+    raise AssertionError
+
+
+def test_dispatcher_runs_the_first_registered_verb_with_the_whole_line(dispatch, server):
+    assert dispatch("serve", "--port", "1") == (7, "", "")
+    assert dispatch.calls == [["serve", "--port", "1"]]
+    code, out, _ = dispatch("--url", server.url, "gradient", "sum(x**3)", "--at", "x=1,2", "--json")
+    assert code == 0 and json.loads(out)["gradient"]["x"] == [3.0, 12.0]  # 3x^2
+
+
+def test_dispatcher_lists_exactly_the_registered_verbs(dispatch):
+    code, out, err = dispatch("--help")
+    assert code == 0 and err == ""
+    listed = dict(re.findall(r"^  (\S+) +(.*)$", out, re.M))
+    assert set(listed) == set(cli.VERBS) | {"serve"}
+    assert listed["gradient"] == cli.VERBS["gradient"]
+    assert listed["serve"].startswith("(cannot load tests.clients.test_cli: AttributeError")  # no VERBS there
+    code, out, err = dispatch()
+    assert code == 2 and out == "" and "derivd VERB" in err
+
+
+def test_dispatcher_refuses_a_verb_nobody_registered(dispatch):
+    code, out, err = dispatch("worker", "--listen", "x")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("derivd: `worker` is not a verb of the installed packages (evaluate, gradient,")

@@ -1,4 +1,5 @@
-"""``python -m derivd_client``: the ``derivd`` command line."""
+"""``python -m derivd_client``: the SDK's verbs, as ``derivd-client`` runs them (``derivd`` also
+dispatches the server's verbs when it is installed)."""
 
 import sys
 

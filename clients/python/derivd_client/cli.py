@@ -13,9 +13,12 @@ several names at once. ``--v @dirs.json`` holding a list of directions runs one
 product per direction, with a progress bar. Output: a table, ``--json``, or
 ``--out file.npy`` (``.npz`` keeps each input's array by name).
 
-``serve`` and ``worker`` belong to the server package; when it is installed
-they are handed to it, so whichever package's ``derivd`` script won the
-install, every verb works.
+These verbs reach ``derivd`` through the ``derivd.commands`` entry points this
+package registers (pyproject.toml); whichever package's ``derivd`` script is
+installed dispatches them (``derivd_client.commands``), beside the server's
+``serve`` and ``worker`` when it is installed too. ``derivd-client`` (and
+``python -m derivd_client``) runs this parser directly. This module never
+imports the server.
 """
 
 from __future__ import annotations
@@ -37,18 +40,21 @@ from .client import DEFAULT_URL, Blackbox, Client, FunctionRef, SparseJacobian
 from .trace import trace
 
 DERIVATIVES = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor", "derivatives")
-SERVER_VERBS = ("serve", "worker")
-# The array each verb is about: what --out saves.
 HVP_BATCH = 32  # directions per request when the CLI is given many
+# The array each verb is about: what --out saves.
 MAIN_FIELD = {"evaluate": "value", "gradient": "gradient", "jacobian": "jacobian", "jvp": "jvp", "vjp": "vjp",
               "hvp": "hvp", "hessian": "hessian", "taylor": "coefficients", "derivatives": "tensors"}
 
 
-VERB_HELP = {"evaluate": "the function's value", "gradient": "value and gradient (one-element output)",
-             "jacobian": "value and Jacobian (dense or --sparse)", "jvp": "Jacobian-vector product J v",
-             "vjp": "vector-Jacobian product u^T J", "hvp": "Hessian-vector product H v (one per --v direction)",
-             "hessian": "value, gradient and Hessian", "taylor": "Taylor coefficients along --v up to --order",
-             "derivatives": "every derivative tensor up to --order (at most 4)"}
+# One line per verb: this parser's help and the dispatcher's listing (``derivd --help``).
+VERBS = {"evaluate": "the function's value", "gradient": "value and gradient (one-element output)",
+         "jacobian": "value and Jacobian (dense or --sparse)", "jvp": "Jacobian-vector product J v",
+         "vjp": "vector-Jacobian product u^T J", "hvp": "Hessian-vector product H v (one per --v direction)",
+         "hessian": "value, gradient and Hessian", "taylor": "Taylor coefficients along --v up to --order",
+         "derivatives": "every derivative tensor up to --order (at most 4)",
+         "spy": "draw a Jacobian's sparsity pattern", "register": "store a program; prints its id",
+         "show": "a stored program and its inputs", "blackbox": "register, list or delete black boxes",
+         "trace": "print the DSL of a Python function written with derivd_client ops"}
 
 
 class UsageError(Exception):
@@ -56,9 +62,6 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SERVER_VERBS:
-        return _server(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
@@ -71,28 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"derivd: {e}", file=sys.stderr)
         return 1
-
-
-_handing_over = False
-
-
-def _server(argv: list[str]) -> int:
-    """serve/worker: the server package's own CLI, which hands every other verb back to this one."""
-    global _handing_over
-    try:
-        from derivd.cli import main as server_main
-    except ImportError:
-        server_main = None
-    if server_main is None or _handing_over:  # not installed, or it handed the verb back: it has no such command
-        print(f"derivd: `{argv[0]}` needs the derivd server package"
-              + (", whose build here has no such command" if server_main else ", which is not installed"),
-              file=sys.stderr)
-        return 2
-    _handing_over = True
-    try:
-        return server_main(argv)
-    finally:
-        _handing_over = False
 
 
 # ---------------------------------------------------------------- arguments
@@ -128,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", metavar="FILE", help="save the main array: .npy, or .npz by input name")
 
     for verb in DERIVATIVES:
-        p = sub.add_parser(verb, parents=[common, point, out], help=VERB_HELP[verb])
+        p = sub.add_parser(verb, parents=[common, point, out], help=VERBS[verb])
         if verb in ("jvp", "hvp", "taylor"):
             p.add_argument("--v", action="append", default=[], required=True, metavar="NAME=VALUES|@FILE",
                            help="direction (repeatable per input); @file with a JSON list runs one per direction")
@@ -140,24 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sparse", action="store_true", help="ask for COO (rows, cols, values)")
         p.set_defaults(run=run_derivative)
 
-    p = sub.add_parser("spy", parents=[common, point], help="draw a Jacobian's sparsity pattern")
+    p = sub.add_parser("spy", parents=[common, point], help=VERBS["spy"])
     p.add_argument("--png", metavar="FILE", help="also write a PNG (matplotlib if installed, else a bitmap)")
     p.add_argument("--width", type=int, default=None, help="terminal columns for the picture")
     p.add_argument("--json", action="store_true", help="print rows, cols and shape as JSON instead")
     p.set_defaults(run=run_spy)
 
-    p = sub.add_parser("register", parents=[common], help="store a program; prints its id")
+    p = sub.add_parser("register", parents=[common], help=VERBS["register"])
     p.add_argument("program", help="DSL text or @file")
     p.add_argument("--const", action="append", default=[], metavar="NAME=VALUES|@FILE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_register)
 
-    p = sub.add_parser("show", parents=[common], help="a stored program and its inputs")
+    p = sub.add_parser("show", parents=[common], help=VERBS["show"])
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_show)
 
-    bb = sub.add_parser("blackbox", parents=[common], help="register, list or delete black boxes")
+    bb = sub.add_parser("blackbox", parents=[common], help=VERBS["blackbox"])
     bsub = bb.add_subparsers(dest="action", required=True)
     p = bsub.add_parser("register", parents=[common])
     p.add_argument("name")
@@ -176,15 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true")
         p.set_defaults(run=run_blackbox)
 
-    p = sub.add_parser("trace", help="print the DSL of a Python function written with derivd_client ops")
+    p = sub.add_parser("trace", help=VERBS["trace"])
     p.add_argument("function", help="module:function or path/to/file.py:function")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=N|N,M,...",
                    help="an input's shape (repeatable); NAME= for a scalar")
     p.add_argument("--json", action="store_true", help="print {dsl, constants} as JSON")
     p.set_defaults(run=run_trace)
 
-    for verb in SERVER_VERBS:  # listed for --help; main() hands them over before parsing
-        sub.add_parser(verb, help=f"{verb} (the derivd server package)", add_help=False)
     return parser
 
 
