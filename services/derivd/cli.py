@@ -23,12 +23,31 @@ from derivd.config import get_settings
 VERBS = {"serve": "run the service: the REST gateway, gRPC beside it, local workers",
          "worker": "run one worker process (internal gRPC) for a remote gateway's pool"}
 
+# Shown by each verb's --help; tests/workers/test_cli.py parses every one.
+EXAMPLES = {"serve": ["derivd serve", "derivd serve --port 8080 --grpc-port 0",
+                      "derivd serve --host 0.0.0.0 --workers 4",
+                      "REDIS_URL=redis://localhost:6379/0 derivd serve --gateways 2"],
+            "worker": ["derivd worker --engines forward,reverse --listen 0.0.0.0:50052"]}
+
 
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
+    args = build_parser(settings).parse_args(argv)
+    if args.command == "serve":
+        return serve_command(args, settings)
+    return worker_command(args, settings)
+
+
+def build_parser(settings) -> argparse.ArgumentParser:
+    """serve and worker, their defaults from ``settings``."""
     parser = argparse.ArgumentParser(prog="derivd", description="derivd: differentiation as a service")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help=VERBS["serve"])
+
+    def add_verb(verb: str) -> argparse.ArgumentParser:
+        return sub.add_parser(verb, help=VERBS[verb], formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[verb]))
+
+    serve = add_verb("serve")
     serve.add_argument("--host", default=settings.host)
     serve.add_argument("--port", type=int, default=settings.port)
     serve.add_argument("--workers", type=int, default=settings.workers,
@@ -37,16 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="public gRPC (derivd.v1) on this port beside REST; 0 = off")
     serve.add_argument("--gateways", type=int, default=settings.gateways,
                        help="REST gateway processes on the one port (one core each); above 1 needs REDIS_URL")
-    worker = sub.add_parser("worker", help=VERBS["worker"])
+    worker = add_verb("worker")
     worker.add_argument("--engines", default="forward,reverse,taylor,finite",
                         help="comma-separated engine families this worker serves")
     worker.add_argument("--listen", default="0.0.0.0:50052", help="HOST:PORT of its gRPC server")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return serve_command(args, settings)
-    if args.command == "worker":
-        return worker_command(args, settings)
-    return 2
+    return parser
 
 
 def worker_command(args, settings) -> int:

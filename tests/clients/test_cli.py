@@ -13,6 +13,7 @@ import ast
 import json
 import math
 import re
+import shlex
 import struct
 import subprocess
 import sys
@@ -288,3 +289,111 @@ def test_dispatcher_refuses_a_verb_nobody_registered(dispatch):
     code, out, err = dispatch("worker", "--listen", "x")
     assert code == 2 and out == "" and err.count("\n") == 1
     assert err.startswith("derivd: `worker` is not a verb of the installed packages (evaluate, gradient,")
+
+
+# ---------------------------------------------------------------- no tracebacks, clear usage errors
+
+def test_a_black_box_answer_in_table_mode_and_an_empty_list(run):
+    """Table mode prints a black box's metadata (its name, a string) in a footer: here the count of
+    evaluations, which must be the calls the box saw."""
+    from derivd.config import Settings
+
+    from tests.clients.conftest import BlackBoxServer
+    from tests.conftest import LiveServer
+
+    with LiveServer(Settings(blackbox_allow=["127.0.0.0/8"], blackbox_deny=[])) as live, \
+            BlackBoxServer(lambda x: np.sum(x ** 2)) as box:
+        code, out, err = run("blackbox", "list", url=live.url)
+        assert (code, err) == (0, "") and out.startswith("no black boxes registered")
+        assert run("blackbox", "register", "sq", box.url, "--input-size", "3", "--output-size", "1",
+                   url=live.url)[0] == 0
+        code, out, err = run("gradient", "blackbox:sq", "--at", "x=0.5,2,3", url=live.url)
+        assert code == 0 and err == "", err
+        footer = re.search(r"^blackbox: name=sq, evaluations=(\d+)$", out, re.M)
+        assert footer and int(footer[1]) == box.calls > 3, out
+        assert re.search(r"^fd: evaluations=\d+, max_error_estimate=\S+$", out, re.M), out
+        assert out.index("gradient[x]") < out.index("fd: ")  # the value first, metadata after
+
+
+def test_hvp_directions_as_a_list_of_vectors_or_repeated_flags(run_json, run, tmp_path):
+    x = np.array([1.0, 2.0])
+    hessian = np.diag(12 * x ** 2)  # of sum(x**4)
+    (tmp_path / "dirs.json").write_text(json.dumps([[1, 0], [0.5, -3]]))  # bare vectors: the one input's
+    r = run_json("hvp", "sum(x**4)", "--at", "x=1,2", "--v", f"@{tmp_path / 'dirs.json'}")
+    np.testing.assert_allclose([h["hvp"]["x"] for h in r], [hessian @ [1, 0], hessian @ [0.5, -3]], rtol=1e-14)
+    r = run_json("hvp", "sum(x**4)", "--at", "x=1,2", "--v", "x=1,0", "--v", "x=0.5,-3")  # two directions
+    np.testing.assert_allclose([h["hvp"]["x"] for h in r], [hessian @ [1, 0], hessian @ [0.5, -3]], rtol=1e-14)
+    r = run_json("jvp", "x*y", "--at", "x=2", "--at", "y=3", "--v", "x=1", "--v", "y=0", "--v", "x=0", "--v", "y=1")
+    assert [d["jvp"] for d in r] == [[3.0], [2.0]]  # d(xy) along x, then along y
+    code, _, err = run("jvp", "x*y", "--at", "x=2", "--at", "y=3", "--v", "x=1", "--v", "x=0", "--v", "y=1")
+    assert code == 2 and err.count("\n") == 1 and "--v" in err and "x: 2, y: 1" in err
+    code, _, err = run("hvp", "sum(x*y)", "--at", "x=1", "--at", "y=2", "--v", f"@{tmp_path / 'dirs.json'}")
+    assert code == 2 and err.count("\n") == 1 and "one input" in err
+
+
+@pytest.mark.parametrize("bad, message", [("x=1,,2", "empty entry"), ("x=1,2,", "empty entry"),
+                                          ("x=,", "empty entry")])
+def test_a_malformed_vector_is_a_usage_error(run, bad, message):
+    code, out, err = run("gradient", "sum(x**2)", "--at", bad)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and message in err and "--at x" in err
+
+
+def test_an_input_given_twice_is_a_usage_error(run):
+    code, _, err = run("gradient", "sum(x**2)", "--at", "x=1,2", "--at", "x=3,4")
+    assert code == 2 and err.count("\n") == 1 and "--at x" in err and "twice" in err
+
+
+def test_trace_imports_a_module_from_the_current_directory(run_json, run, tmp_path, monkeypatch):
+    """As ``python -m`` would: the installed ``derivd`` script does not put the cwd on sys.path."""
+    (tmp_path / "cli_trace_model.py").write_text(
+        "import derivd_client as dd\n\ndef rosen(x):\n    return dd.sum(100 * (x[1:] - x[:-1] ** 2) ** 2)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "cli_trace_model", raising=False)
+    out = run_json("trace", "cli_trace_model:rosen", "--shape", "x=3")
+    assert out["dsl"] == "sum(100 * (x[1:] - x[:-1] ** 2) ** 2)\n" and str(tmp_path) not in sys.path
+    for spec, message in (("no_such_module_here:f", "cannot import no_such_module_here"),
+                          ("cli_trace_model:nope", "has no function 'nope'")):
+        code, _, err = run("trace", spec, "--shape", "x=3")
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_output_into_a_closed_pipe_is_quiet(cli_env):
+    """``derivd ... --json | head -c 10``: the reader leaves early, and no traceback follows."""
+    proc = subprocess.Popen([sys.executable, "-m", "derivd_client.cli", "jacobian", "2*x", "--json",
+                             "--at", "x=" + ",".join(["1"] * 300)], env=cli_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(10)) == 10  # 90,000 entries: far more than a pipe holds, so it blocks
+    proc.stdout.close()
+    assert proc.wait(60) == 1 and proc.stderr.read() == b""
+
+
+EXAMPLE_FILES = {"model.dsl": "sum(x**2) * y", "point.json": json.dumps({"x": [1, 2], "y": 3}),
+                 "directions.json": "[[1, 0], [0, 1]]",
+                 "model.py": "import derivd_client as dd\n\ndef f(x, W):\n    return dd.sum(dd.tanh(W @ x))\n"}
+
+
+def test_every_help_has_examples_that_parse_and_run(run, tmp_path, monkeypatch, capsys):
+    """Each verb's ``--help`` shows examples; each parses, and all but those naming a black box or a
+    stored function's ID run against the live server (in a directory holding the files they name)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "model", raising=False)
+    for name, text in EXAMPLE_FILES.items():
+        (tmp_path / name).write_text(text)
+    np.save(tmp_path / "x.npy", np.arange(1.0, 6.0))
+    parser = cli.build_parser()
+    for verb in cli.VERBS:
+        assert cli.EXAMPLES[verb]
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args([verb, "--help"])
+        helped = capsys.readouterr().out
+        assert exited.value.code == 0 and "examples:" in helped
+        for line in cli.EXAMPLES[verb]:
+            assert f"  {line}\n" in helped
+            argv = shlex.split(line, comments=True)
+            assert argv[:2] == ["derivd", verb]
+            parser.parse_args(argv[1:])
+            if "ID" not in argv and not any("sim" in a for a in argv):
+                code, out, err = run(*argv[1:])
+                assert code == 0 and (out or err), f"{line}: {err}"
+    monkeypatch.delitem(sys.modules, "model", raising=False)

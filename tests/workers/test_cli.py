@@ -1,10 +1,11 @@
 """The commands themselves: ``derivd serve --workers N`` supervises its workers, ``derivd worker``
-serves a gateway's remote pool through a ``dns:///`` target."""
+serves a gateway's remote pool through a ``dns:///`` target, and each one's ``--help`` examples parse."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -94,6 +95,23 @@ def test_a_remote_worker_serves_a_gateway_through_dns(shared_redis_url):
             wait_for(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 503, 10, "/readyz to say not ready")
     finally:
         stop(worker)
+
+
+def test_every_help_shows_examples_that_parse(capsys):
+    from derivd.cli import EXAMPLES, build_parser
+    from derivd.config import Settings
+
+    parser = build_parser(Settings())
+    for verb, lines in EXAMPLES.items():
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args([verb, "--help"])
+        helped = capsys.readouterr().out
+        assert exited.value.code == 0 and "examples:" in helped
+        for line in lines:
+            assert f"  {line}\n" in helped
+            argv = shlex.split(line[line.index("derivd "):])  # after any VAR=value
+            assert argv[:2] == ["derivd", verb]
+            assert parser.parse_args(argv[1:]).command == verb
 
 
 def test_worker_engines_are_a_subset_of_the_families():

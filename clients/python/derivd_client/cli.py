@@ -9,9 +9,19 @@ A PROGRAM is DSL text, ``@file`` (its text), ``id:<id>`` (a stored function)
 or ``blackbox:<name>``. Inputs (``--at``, ``--const``, ``--v``): ``name=1,2,3``
 (a vector), ``name=2.5`` (a scalar), ``name=[[1,2],[3,4]]`` (JSON),
 ``name=@a.npy`` / ``name=@a.json``, or ``@point.json`` / ``@point.npz`` for
-several names at once. ``--v @dirs.json`` holding a list of directions runs one
-product per direction, with a progress bar. Output: a table, ``--json``, or
-``--out file.npy`` (``.npz`` keeps each input's array by name).
+several names at once; an empty entry (``1,,2``) or a name given twice is a
+usage error. Directions accumulate: ``--v @dirs.json`` holding a list (of
+``{name: values}``, or of bare vectors when one input is differentiated) adds
+one per entry, and ``--v x=1,0 --v x=0,1`` is two; one product runs per
+direction, with a progress bar. ``trace module:function`` imports from the
+current directory, as ``python -m`` would. Output: tables with the answer's
+metadata (``fd``, ``blackbox``, ``sparsity``, ``verification``) a line each
+after them, ``--json``, or ``--out file.npy`` (``.npz`` keeps each input's
+array by name). Every verb's ``--help`` ends with examples (``EXAMPLES``).
+
+Failures never print a traceback: a usage error is one line and exit 2, an
+error answer one line (or the contract's body with ``--json``) and exit 1, and
+a reader that leaves early (``| head``) ends the output quietly.
 
 These verbs reach ``derivd`` through the ``derivd.commands`` entry points this
 package registers (pyproject.toml); whichever package's ``derivd`` script is
@@ -41,6 +51,8 @@ from .trace import trace
 
 DERIVATIVES = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor", "derivatives")
 HVP_BATCH = 32  # directions per request when the CLI is given many
+# An answer's metadata (about the computation, not derivatives): a line each after the arrays.
+METADATA = ("sparsity", "fd", "blackbox", "verification")
 # The array each verb is about: what --out saves.
 MAIN_FIELD = {"evaluate": "value", "gradient": "gradient", "jacobian": "jacobian", "jvp": "jvp", "vjp": "vjp",
               "hvp": "hvp", "hessian": "hessian", "taylor": "coefficients", "derivatives": "tensors"}
@@ -57,6 +69,41 @@ VERBS = {"evaluate": "the function's value", "gradient": "value and gradient (on
          "trace": "print the DSL of a Python function written with derivd_client ops"}
 
 
+# Shown by each verb's --help; tests/clients/test_cli.py parses every one and runs those it can.
+EXAMPLES = {
+    "evaluate": ["derivd evaluate 'A @ x' --at A='[[1,2],[3,4]]' --at x=1,1",
+                 "derivd evaluate @model.dsl --at @point.json"],
+    "gradient": ["derivd gradient 'sum(x**2)' --at x=1,2,3",
+                 "derivd gradient 'sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)' --at x=1.2,0.5,-0.3 --verify",
+                 "derivd gradient 'sum(w*x)' --at x=1,2 --const w=3,4 --json",
+                 "derivd gradient @model.dsl --at @point.json --wrt x --out g.npy",
+                 "derivd gradient blackbox:sim --at x=0.5,2,3 --fd-method central"],
+    "jacobian": ["derivd jacobian '[x[0]*sin(x[1]), exp(x[0]) + x[1]**2]' --at x=1,2",
+                 "derivd jacobian 'x[1:] * x[:-1]' --at x=1,2,3,4 --sparse --json",
+                 "derivd jacobian @model.dsl --at @point.json --out J.npz"],
+    "jvp": ["derivd jvp '[x[0]*x[1], sin(x[0])]' --at x=1,2 --v x=1,0",
+            "derivd jvp 'x*y' --at x=2 --at y=3 --v x=1 --v y=0 --v x=0 --v y=1   # two directions"],
+    "vjp": ["derivd vjp '[x[0]*x[1], sin(x[0])]' --at x=1,2 --u 1,0"],
+    "hvp": ["derivd hvp 'sum(x**4)' --at x=1,2 --v x=1,0",
+            "derivd hvp 'sum(x**4)' --at x=1,2 --v x=1,0 --v x=0,1   # two directions",
+            "derivd hvp 'sum(x**4)' --at x=1,2 --v @directions.json   # [[1,0],[0,1]] or [{\"x\": [1,0]}, ...]"],
+    "hessian": ["derivd hessian 'x[0]**2 * x[1]' --at x=0.3,0.5",
+                "derivd hessian @model.dsl --at @point.json --wrt x --out H.npy"],
+    "taylor": ["derivd taylor 'exp(x)' --at x=0 --v x=1 --order 4"],
+    "derivatives": ["derivd derivatives 'x[0]**2 * x[1]' --at x=0.3,0.5 --order 3",
+                    "derivd derivatives 'x[0]**2 * x[1]' --at x=0.3,0.5 --order 3 --out tensors.npz"],
+    "spy": ["derivd spy 'concat([x[1:]*x[:-1], x**2])' --at x=1,2,3,4,5",
+            "derivd spy 'concat([x[1:]*x[:-1], x**2])' --at x=@x.npy --png pattern.png"],
+    "register": ["derivd register 'sum(a*x)' --const a=1,2   # prints an id; then: derivd gradient id:ID --at x=3,4"],
+    "show": ["derivd show ID"],
+    "blackbox": ["derivd blackbox register sim http://sim:8080/ --input-size 3 --output-size 1",
+                 "derivd blackbox list",
+                 "derivd blackbox delete sim"],
+    "trace": ["derivd trace model.py:f --shape x=3 --shape W=2,3",
+              "derivd trace model:f --shape x=3 --shape W=2,3 --json   # model.py in the current directory"],
+}
+
+
 class UsageError(Exception):
     pass
 
@@ -65,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # `derivd ... | head`: the reader has gone; say nothing, and nothing at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except UsageError as e:
         print(f"derivd: {e}", file=sys.stderr)
         return 2
@@ -109,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", metavar="FILE", help="save the main array: .npy, or .npz by input name")
 
     for verb in DERIVATIVES:
-        p = sub.add_parser(verb, parents=[common, point, out], help=VERBS[verb])
+        p = add_verb(sub, verb, [common, point, out])
         if verb in ("jvp", "hvp", "taylor"):
             p.add_argument("--v", action="append", default=[], required=True, metavar="NAME=VALUES|@FILE",
                            help="direction (repeatable per input); @file with a JSON list runs one per direction")
@@ -121,24 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sparse", action="store_true", help="ask for COO (rows, cols, values)")
         p.set_defaults(run=run_derivative)
 
-    p = sub.add_parser("spy", parents=[common, point], help=VERBS["spy"])
+    p = add_verb(sub, "spy", [common, point])
     p.add_argument("--png", metavar="FILE", help="also write a PNG (matplotlib if installed, else a bitmap)")
     p.add_argument("--width", type=int, default=None, help="terminal columns for the picture")
     p.add_argument("--json", action="store_true", help="print rows, cols and shape as JSON instead")
     p.set_defaults(run=run_spy)
 
-    p = sub.add_parser("register", parents=[common], help=VERBS["register"])
+    p = add_verb(sub, "register", [common])
     p.add_argument("program", help="DSL text or @file")
     p.add_argument("--const", action="append", default=[], metavar="NAME=VALUES|@FILE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_register)
 
-    p = sub.add_parser("show", parents=[common], help=VERBS["show"])
+    p = add_verb(sub, "show", [common])
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_show)
 
-    bb = sub.add_parser("blackbox", parents=[common], help=VERBS["blackbox"])
+    bb = add_verb(sub, "blackbox", [common])
     bsub = bb.add_subparsers(dest="action", required=True)
     p = bsub.add_parser("register", parents=[common])
     p.add_argument("name")
@@ -157,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true")
         p.set_defaults(run=run_blackbox)
 
-    p = sub.add_parser("trace", help=VERBS["trace"])
+    p = add_verb(sub, "trace", [])
     p.add_argument("function", help="module:function or path/to/file.py:function")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=N|N,M,...",
                    help="an input's shape (repeatable); NAME= for a scalar")
@@ -165,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=run_trace)
 
     return parser
+
+
+def add_verb(sub, verb: str, parents: list) -> argparse.ArgumentParser:
+    """A verb's parser: its one line, and its examples under the options in ``--help``."""
+    return sub.add_parser(verb, parents=parents, help=VERBS[verb], formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[verb]))
 
 
 def parse_values(text: str, where: str) -> np.ndarray:
@@ -176,7 +232,10 @@ def parse_values(text: str, where: str) -> np.ndarray:
         if text.startswith("["):
             return arrays.decode(json.loads(text)) if "\"" in text else arrays.as_array(json.loads(text))
         if "," in text:
-            return np.array([float(v) for v in text.split(",") if v.strip()], dtype=np.float64)
+            entries = text.split(",")
+            if not all(v.strip() for v in entries):
+                raise UsageError(f"{where}: empty entry in {text!r} (a vector is 1,2,3; one element is [1])")
+            return np.array([float(v) for v in entries], dtype=np.float64)
         return np.array(float(text))
     except ValueError as e:
         raise UsageError(f"{where}: cannot read {text!r} as numbers ({e})") from None
@@ -198,29 +257,57 @@ def _load_file(path: str, where: str):
 
 
 def parse_inputs(items: list[str], flag: str) -> dict[str, np.ndarray]:
+    """``--at``/``--const``/``--v`` items into {name: array}; a name given twice is a usage error."""
     out: dict[str, np.ndarray] = {}
+    for name, value in _named(items, flag):
+        if name in out:
+            raise UsageError(f"{flag} {name}: given twice")
+        out[name] = value
+    return out
+
+
+def _named(items: list[str], flag: str):
+    """(name, array) for each NAME=VALUES item and each entry of an @file holding {name: values}."""
     for item in items:
         if item.startswith("@"):
             loaded = _load_file(item[1:], flag)
             if not isinstance(loaded, dict):
                 raise UsageError(f"{flag} {item}: the file must hold {{name: values}}; use name=@file for one input")
             for name, value in loaded.items():
-                out[name] = arrays.decode(value) if isinstance(value, (dict, str)) else arrays.as_array(value)
+                yield name, arrays.decode(value) if isinstance(value, (dict, str)) else arrays.as_array(value)
             continue
         name, eq, text = item.partition("=")
         if not eq or not name.strip().isidentifier():
             raise UsageError(f"{flag} {item!r}: expected NAME=VALUES or @FILE")
-        out[name.strip()] = parse_values(text, f"{flag} {name.strip()}")
-    return out
+        yield name.strip(), parse_values(text, f"{flag} {name.strip()}")
 
 
-def parse_directions(items: list[str]) -> list[dict[str, np.ndarray]]:
-    """One direction from NAME=VALUES items, or many from @file holding a JSON list of {name: values}."""
-    if len(items) == 1 and items[0].startswith("@"):
-        loaded = _load_file(items[0][1:], "--v")
-        if isinstance(loaded, list):
-            return [{k: arrays.as_array(v) for k, v in d.items()} for d in loaded]
-    return [parse_inputs(items, "--v")]
+def parse_directions(items: list[str], inputs: list[str]) -> list[dict[str, np.ndarray]]:
+    """The directions of ``--v``, accumulated: each @file holding a JSON list adds one direction per
+    entry ({name: values}, or a bare vector when there is one input to differentiate, ``inputs``);
+    NAME=VALUES items add directions too, the k-th value given for each name making the k-th one."""
+    directions, by_name = [], {}
+    for item in items:
+        loaded = _load_file(item[1:], "--v") if item.startswith("@") else None
+        if not isinstance(loaded, list):
+            for name, value in _named([item], "--v"):
+                by_name.setdefault(name, []).append(value)
+            continue
+        for entry in loaded:
+            if not isinstance(entry, dict):
+                if len(inputs) != 1:
+                    raise UsageError(f"--v {item}: a bare vector needs one input to differentiate, not "
+                                     f"{len(inputs)} ({', '.join(inputs)}); give {{name: values}} entries")
+                entry = {inputs[0]: entry}
+            directions.append({k: arrays.as_array(v) for k, v in entry.items()})
+    counts = {name: len(values) for name, values in by_name.items()}
+    if len(set(counts.values())) > 1:
+        raise UsageError("--v: give every input the same number of directions ("
+                         + ", ".join(f"{name}: {n}" for name, n in counts.items()) + ")")
+    directions += [{name: values[k] for name, values in by_name.items()} for k in range(max(counts.values(), default=0))]
+    if not directions:
+        raise UsageError("--v: no direction given (the file's list is empty)")
+    return directions
 
 
 def program_of(text: str):
@@ -266,7 +353,7 @@ def run_derivative(args) -> int:
         opts["order"] = args.order
     if verb == "jacobian" and args.sparse:
         opts["sparse"] = True
-    directions = parse_directions(args.v) if verb in ("jvp", "hvp", "taylor") else [None]
+    directions = parse_directions(args.v, opts.get("wrt") or list(at)) if verb in ("jvp", "hvp", "taylor") else [None]
     results = []
     with client_of(args) as client, progress(len(directions), verb, quiet=args.json) as step:
         call = getattr(client, verb)
@@ -349,6 +436,8 @@ def run_blackbox(args) -> int:
              "batch": b.batch, "timeout_s": b.timeout_s, **b.extra} for b in shown]
     if args.json:
         print(json.dumps({"blackboxes": rows} if args.action == "list" else rows[0] if rows else {}))
+    elif args.action == "list" and not rows:
+        print("no black boxes registered (derivd blackbox register NAME URL --input-size N --output-size M)")
     elif rows:
         from rich.console import Console
         from rich.table import Table
@@ -388,19 +477,33 @@ def load_function(spec: str):
     target, colon, name = spec.rpartition(":")
     if not colon or not target:
         raise UsageError(f"{spec!r}: expected module:function or file.py:function")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.exists():
-            raise UsageError(f"no file {target!r}")
-        loaded = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(loaded)
-        loaded.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
+    if target.endswith(".py") and not Path(target).exists():
+        raise UsageError(f"no file {target!r}")
+    try:
+        module = _import(target)
+    except Exception as e:  # noqa: BLE001 - the user's module failed to load: one line, not a traceback
+        raise UsageError(f"cannot import {target}: {type(e).__name__}: {e}") from None
     try:
         return getattr(module, name)
     except AttributeError:
         raise UsageError(f"{target} has no function {name!r}") from None
+
+
+def _import(target: str):
+    """A file.py, or a module found as ``python -m`` would find it: the current directory first
+    (an installed script does not put it on sys.path), for this import only."""
+    if target.endswith(".py"):
+        path = Path(target)
+        loaded = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(loaded)
+        loaded.loader.exec_module(module)
+        return module
+    cwd = os.getcwd()
+    sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(target)
+    finally:
+        sys.path.remove(cwd)
 
 
 # ---------------------------------------------------------------- output
@@ -440,26 +543,29 @@ def save(path: str, value, names: list[str]) -> None:
 
 
 def show_result(result) -> None:
+    """The arrays as tables, then the answer's metadata one line each, then engine and timings."""
     from rich.console import Console
 
     console = Console()
     for key, value in result.items():
-        if key in ("engine", "shape"):
+        if key in ("engine", "shape") or key in METADATA:
             continue
         if isinstance(value, SparseJacobian):
             value = value.toarray()
-        if isinstance(value, dict) and key != "verification":
+        if isinstance(value, dict):
             for name, arr in value.items():
                 console.print(array_table(f"{key}[{name}]", np.asarray(arr)))
         elif key == "tensors":
             for order, tensor in enumerate(value, 1):
                 console.print(array_table(f"order {order}", np.asarray(tensor)))
-        elif key == "verification":
-            console.print("verification: " + ", ".join(f"{k}={v}" for k, v in value.items()))
         elif np.ndim(value) == 0 and not isinstance(value, (list, dict)):
             console.print(f"[bold]{key}[/bold] = {_fmt(value)}")
         else:
             console.print(array_table(key, np.asarray(value)))
+    for key in METADATA:
+        if key in result:
+            line = ", ".join(f"{k}={_fmt_meta(v)}" for k, v in result[key].items())
+            console.print(f"{key}: {line}", markup=False, highlight=False, soft_wrap=True)
     timing = getattr(result, "timing", {})
     caption = f"engine: {result.get('engine', '?')}"
     if timing:
@@ -496,6 +602,13 @@ def array_table(title: str, arr: np.ndarray, max_rows: int = 30, max_cols: int =
 
 def _fmt(v) -> str:
     return f"{float(v):.10g}"
+
+
+def _fmt_meta(v) -> str:
+    """A metadata value: counts as integers (JSON may carry them as 10.0), other numbers short, text as is."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return str(int(v)) if float(v).is_integer() else f"{v:.3g}"
 
 
 @contextlib.contextmanager
