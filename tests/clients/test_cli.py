@@ -397,3 +397,22 @@ def test_every_help_has_examples_that_parse_and_run(run, tmp_path, monkeypatch, 
                 code, out, err = run(*argv[1:])
                 assert code == 0 and (out or err), f"{line}: {err}"
     monkeypatch.delitem(sys.modules, "model", raising=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["gradient", "sum(x)", "--at", 'x=[1,"a"]'], "--at x: not numbers ('a' is not a number)"),
+    (["gradient", "sum(x)", "--at", "x=@garbage.npy"], "--at x: cannot read garbage.npy"),
+    (["gradient", "sum(x)", "--at", "x=1", "--url", "localhost:8000"], "--url 'localhost:8000': expected http://"),
+    (["blackbox", "register", "b", "http://127.0.0.1:9/", "--input-size", "1", "--output-size", "1",
+      "--header", "no-colon"], "--header: expected NAME:VALUE"),
+])
+def test_usage_errors_are_one_line(run, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "garbage.npy").write_text("not an array")
+    code, out, err = run(*args)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and message in err, err
+
+
+def test_an_unwritable_output_is_one_line(run, tmp_path):
+    code, out, err = run("gradient", "sum(x**2)", "--at", "x=1,2", "--out", str(tmp_path / "missing" / "g.npy"))
+    assert (code, out) == (1, "") and err.count("\n") == 1 and "No such file or directory" in err, err

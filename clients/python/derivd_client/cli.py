@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"derivd: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # --out or --png into a missing directory, say
+        print(f"derivd: {e}", file=sys.stderr)
+        return 1
     except errors.DerivdError as e:
         if getattr(args, "json", False):
             print(json.dumps({"error": {"code": e.code, "message": e.message, "detail": e.detail}}))
@@ -227,10 +230,10 @@ def parse_values(text: str, where: str) -> np.ndarray:
     """``1,2,3`` -> vector; ``2.5`` -> scalar; ``[[1,2],[3,4]]`` -> JSON; ``@a.npy`` / ``@a.json`` -> file."""
     text = text.strip()
     if text.startswith("@"):
-        return arrays.as_array(_load_file(text[1:], where))
+        return array_of(_load_file(text[1:], where), where)
     try:
         if text.startswith("["):
-            return arrays.decode(json.loads(text)) if "\"" in text else arrays.as_array(json.loads(text))
+            return array_of(json.loads(text), where)
         if "," in text:
             entries = text.split(",")
             if not all(v.strip() for v in entries):
@@ -241,19 +244,31 @@ def parse_values(text: str, where: str) -> np.ndarray:
         raise UsageError(f"{where}: cannot read {text!r} as numbers ({e})") from None
 
 
+def array_of(value, where: str) -> np.ndarray:
+    """A value from JSON or a file as an array: numbers, or the wire's forms (``"NaN"``, base64 dicts)."""
+    try:
+        return arrays.decode(value) if isinstance(value, dict) or _has_text(value) else arrays.as_array(value)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"{where}: not numbers ({f'{e} is not a number' if isinstance(e, KeyError) else e})") from None
+
+
+def _has_text(value) -> bool:
+    return isinstance(value, str) or isinstance(value, list) and any(map(_has_text, value))
+
+
 def _load_file(path: str, where: str):
     p = Path(path)
     if not p.exists():
         raise UsageError(f"{where}: no file {path!r}")
-    if p.suffix == ".npy":
-        return np.load(p)
-    if p.suffix == ".npz":
-        with np.load(p) as z:
-            return {k: z[k] for k in z.files}
     try:
+        if p.suffix == ".npy":
+            return np.load(p)
+        if p.suffix == ".npz":
+            with np.load(p) as z:
+                return {k: z[k] for k in z.files}
         return json.loads(p.read_text())
-    except ValueError as e:
-        raise UsageError(f"{where}: {path} is not JSON ({e})") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{where}: cannot read {path} ({e})") from None
 
 
 def parse_inputs(items: list[str], flag: str) -> dict[str, np.ndarray]:
@@ -274,7 +289,7 @@ def _named(items: list[str], flag: str):
             if not isinstance(loaded, dict):
                 raise UsageError(f"{flag} {item}: the file must hold {{name: values}}; use name=@file for one input")
             for name, value in loaded.items():
-                yield name, arrays.decode(value) if isinstance(value, (dict, str)) else arrays.as_array(value)
+                yield name, array_of(value, f"{flag} {name}")
             continue
         name, eq, text = item.partition("=")
         if not eq or not name.strip().isidentifier():
@@ -299,7 +314,7 @@ def parse_directions(items: list[str], inputs: list[str]) -> list[dict[str, np.n
                     raise UsageError(f"--v {item}: a bare vector needs one input to differentiate, not "
                                      f"{len(inputs)} ({', '.join(inputs)}); give {{name: values}} entries")
                 entry = {inputs[0]: entry}
-            directions.append({k: arrays.as_array(v) for k, v in entry.items()})
+            directions.append({k: array_of(v, f"--v {k}") for k, v in entry.items()})
     counts = {name: len(values) for name, values in by_name.items()}
     if len(set(counts.values())) > 1:
         raise UsageError("--v: give every input the same number of directions ("
@@ -324,6 +339,8 @@ def program_of(text: str):
 
 
 def client_of(args) -> Client:
+    if not args.url.startswith(("http://", "https://")):
+        raise UsageError(f"--url {args.url!r}: expected http://HOST:PORT (or https://)")
     return Client(args.url, api_key=args.api_key, timeout=args.timeout, retries=2)
 
 
@@ -422,6 +439,8 @@ def run_show(args) -> int:
 def run_blackbox(args) -> int:
     with client_of(args) as client:
         if args.action == "register":
+            if not all(":" in h for h in args.header):
+                raise UsageError("--header: expected NAME:VALUE")
             headers = dict(h.split(":", 1) for h in args.header)
             extra = {"headers": {k.strip(): v.strip() for k, v in headers.items()}} if headers else {}
             bb = client.register_blackbox(args.name, args.box_url, args.input_size, args.output_size, batch=args.batch,
