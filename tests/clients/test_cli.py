@@ -416,3 +416,50 @@ def test_usage_errors_are_one_line(run, tmp_path, monkeypatch, args, message):
 def test_an_unwritable_output_is_one_line(run, tmp_path):
     code, out, err = run("gradient", "sum(x**2)", "--at", "x=1,2", "--out", str(tmp_path / "missing" / "g.npy"))
     assert (code, out) == (1, "") and err.count("\n") == 1 and "No such file or directory" in err, err
+
+
+# ---------------------------------------------------------------- table output
+
+def test_a_vector_is_one_row_and_a_scalar_inline(run):
+    code, out, _ = run("gradient", "sum(x**2) + y**3", "--at", "x=1,2,3", "--at", "y=0.5")
+    assert code == 0 and re.search(r"^│ +2 │ +4 │ +6 │$", out, re.M), out  # 2x in one row
+    assert re.search(r"^gradient\[y\] = 0\.75$", out, re.M), out  # 3y^2, inline
+    code, out, _ = run("jvp", "[x*y]", "--at", "x=2", "--at", "y=3", "--v", "x=1", "--v", "y=0")
+    assert code == 0 and re.search(r"^jvp \[1\] = 3$", out, re.M), out  # a one-element vector: y
+
+
+def test_a_wide_matrix_never_cuts_a_digit(run):
+    """Columns summarised from both edges, as numpy prints, instead of numbers cut to fit."""
+    n, c = 40, 1.2345678901
+    code, out, _ = run("jacobian", f"x * {c}", "--at", "x=" + ",".join(["1"] * n))
+    assert code == 0
+    numbers = [cell for line in out.splitlines() if line.startswith("│")
+               for cell in re.findall(r"[^│ ]+", line)[1:]]
+    assert numbers and set(numbers) <= {f"{c:.10g}", "0", "…"}, out  # nothing cut mid-digit
+    header = re.findall(r"[^┃ ]+", next(line for line in out.splitlines() if line.startswith("┃")))
+    assert header[0] == "0" and header[-1] == str(n - 1) and "…" in header, out
+    assert re.search(r"^│ +… │ +… │", out, re.M) and re.search(rf"^│ +{n - 1} │", out, re.M)  # rows too
+
+
+def test_many_directions_one_table(run, tmp_path):
+    x = np.array([1.0, 2.0])
+    dirs = np.random.default_rng(0).normal(size=(300, 2))
+    (tmp_path / "dirs.json").write_text(json.dumps(dirs.tolist()))
+    code, out, _ = run("hvp", "sum(x**4)", "--at", "x=1,2", "--v", f"@{tmp_path / 'dirs.json'}")
+    assert code == 0 and out.count("value =") == 1 and len(out.splitlines()) < 60, out
+    assert "hvp[x] [300, 2]" in out and "300 directions" in out
+    hv = dirs * 12 * x ** 2  # the Hessian of sum(x**4) is diag(12 x^2)
+    for i in (0, 299):
+        assert re.search(rf"^│ +{i} │ +{re.escape(f'{hv[i, 0]:.10g}')} │ +{re.escape(f'{hv[i, 1]:.10g}')} │$",
+                         out, re.M), out
+
+
+def test_blackbox_list_shows_whole_urls(run_json, run, loopback_server):
+    url = "http://127.0.0.1:9/" + "a-rather-long-path/" * 6
+    run_json("blackbox", "register", "longurl", url, "--input-size", "2", "--output-size", "1",
+             url=loopback_server.url)
+    try:
+        code, out, _ = run("blackbox", "list", url=loopback_server.url)
+        assert code == 0 and re.search(rf"^longurl +{re.escape(url)} +input_size=2 output_size=1 ", out, re.M), out
+    finally:
+        run("blackbox", "delete", "longurl", url=loopback_server.url)

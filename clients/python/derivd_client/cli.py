@@ -14,10 +14,13 @@ usage error. Directions accumulate: ``--v @dirs.json`` holding a list (of
 ``{name: values}``, or of bare vectors when one input is differentiated) adds
 one per entry, and ``--v x=1,0 --v x=0,1`` is two; one product runs per
 direction, with a progress bar. ``trace module:function`` imports from the
-current directory, as ``python -m`` would. Output: tables with the answer's
-metadata (``fd``, ``blackbox``, ``sparsity``, ``verification``) a line each
-after them, ``--json``, or ``--out file.npy`` (``.npz`` keeps each input's
-array by name). Every verb's ``--help`` ends with examples (``EXAMPLES``).
+current directory, as ``python -m`` would. Output: scalars inline, vectors as
+one row, matrices as rows, each summarised from its edges like numpy's print
+when it does not fit the terminal (a number is never cut), several directions
+as one table with a row each; the answer's metadata (``fd``, ``blackbox``,
+``sparsity``, ``verification``) a line each after the arrays. Or ``--json``, or
+``--out file.npy`` (``.npz`` keeps each input's array by name). Every verb's
+``--help`` ends with examples (``EXAMPLES``).
 
 Failures never print a traceback: a usage error is one line and exit 2, an
 error answer one line (or the contract's body with ``--json``) and exit 1, and
@@ -51,6 +54,7 @@ from .trace import trace
 
 DERIVATIVES = ("evaluate", "gradient", "jacobian", "jvp", "vjp", "hvp", "hessian", "taylor", "derivatives")
 HVP_BATCH = 32  # directions per request when the CLI is given many
+MAX_ROWS = 30  # a table's rows beyond this are summarised (the first and last 15)
 # An answer's metadata (about the computation, not derivatives): a line each after the arrays.
 METADATA = ("sparsity", "fd", "blackbox", "verification")
 # The array each verb is about: what --out saves.
@@ -391,8 +395,7 @@ def run_derivative(args) -> int:
     if args.json:
         print(json.dumps([jsonable(r) for r in results] if many else jsonable(results[0])))
     elif not args.out:
-        for r in results:
-            show_result(r)
+        show_results(results, MAIN_FIELD[verb])
     return 0
 
 
@@ -457,13 +460,11 @@ def run_blackbox(args) -> int:
         print(json.dumps({"blackboxes": rows} if args.action == "list" else rows[0] if rows else {}))
     elif args.action == "list" and not rows:
         print("no black boxes registered (derivd blackbox register NAME URL --input-size N --output-size M)")
-    elif rows:
-        from rich.console import Console
-        from rich.table import Table
-        table = Table(*rows[0].keys())
+    else:  # a line each, names aligned, URLs whole however long
+        width = max((len(row["name"]) for row in rows), default=0)
         for row in rows:
-            table.add_row(*(str(v) for v in row.values()))
-        Console().print(table)
+            rest = " ".join(f"{k}={v}" for k, v in row.items() if k not in ("name", "url"))
+            print(f"{row['name'].ljust(width)}  {row['url']}  {rest}")
     return 0
 
 
@@ -561,8 +562,20 @@ def save(path: str, value, names: list[str]) -> None:
         np.save(path, np.stack([flat(v) for v in value]) if isinstance(value, list) else flat(value))
 
 
-def show_result(result) -> None:
-    """The arrays as tables, then the answer's metadata one line each, then engine and timings."""
+def show_results(results: list, field: str) -> None:
+    """One answer as it is; several (one per direction) as one: ``field`` stacked, a row per direction,
+    the rest (the value, the same for each) from the first."""
+    if len(results) == 1:
+        show_result(results[0])
+        return
+    first = results[0][field]
+    stacked = {name: np.stack([np.asarray(r[field][name]) for r in results]) for name in first} \
+        if isinstance(first, dict) else np.stack([np.asarray(r[field]) for r in results])
+    show_result({**results[0], field: stacked}, note=f"{len(results)} directions, one row each")
+
+
+def show_result(result, note: str = "") -> None:
+    """Scalars inline, arrays as tables, then the answer's metadata a line each, then engine and timings."""
     from rich.console import Console
 
     console = Console()
@@ -573,14 +586,12 @@ def show_result(result) -> None:
             value = value.toarray()
         if isinstance(value, dict):
             for name, arr in value.items():
-                console.print(array_table(f"{key}[{name}]", np.asarray(arr)))
+                show_array(console, f"{key}[{name}]", np.asarray(arr))
         elif key == "tensors":
             for order, tensor in enumerate(value, 1):
-                console.print(array_table(f"order {order}", np.asarray(tensor)))
-        elif np.ndim(value) == 0 and not isinstance(value, (list, dict)):
-            console.print(f"[bold]{key}[/bold] = {_fmt(value)}")
+                show_array(console, f"order {order}", np.asarray(tensor))
         else:
-            console.print(array_table(key, np.asarray(value)))
+            show_array(console, key, np.asarray(value))
     for key in METADATA:
         if key in result:
             line = ", ".join(f"{k}={_fmt_meta(v)}" for k, v in result[key].items())
@@ -589,34 +600,73 @@ def show_result(result) -> None:
     caption = f"engine: {result.get('engine', '?')}"
     if timing:
         caption += "   " + ", ".join(f"{k} {v:.1f} ms" for k, v in timing.items())
-    console.print(f"[dim]{caption}[/dim]")
+    console.print(f"[dim]{caption}{'   ' + note if note else ''}[/dim]")
 
 
-def array_table(title: str, arr: np.ndarray, max_rows: int = 30, max_cols: int = 12):
+def show_array(console, title: str, arr: np.ndarray) -> None:
+    from rich.text import Text
+
+    if arr.size == 1:  # a scalar inline; a one-element array too, with its shape
+        console.print(Text.assemble((title, "bold"), f" {list(arr.shape)}" if arr.ndim else "",
+                                    f" = {_fmt(arr.reshape(()))}"))
+    else:
+        console.print(array_table(title, arr, console.width))
+
+
+def array_table(title: str, arr: np.ndarray, width: int = 80, max_rows: int = MAX_ROWS):
+    """A vector as one row, a matrix (higher ranks: its first axis by the rest, flattened) as rows;
+    columns indexed. What does not fit in ``width`` columns or ``max_rows`` rows is summarised from
+    both edges with a ``…`` between, as numpy prints: a number is never cut to fit."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    shape = arr.shape
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    elif arr.ndim > 2:
-        arr = arr.reshape(shape[0], -1)
-    table = Table(show_header=len(shape) > 1)
-    table.add_column("", style="dim", justify="right")
-    cols = list(range(min(arr.shape[1], max_cols)))
+    vector = arr.ndim == 1
+    grid = arr.reshape(1, -1) if vector else arr.reshape(arr.shape[0], -1)
+    n_rows, n_cols = grid.shape
+    rows = _edges(n_rows, max_rows)
+    reach = min(n_cols, max(1, width // 4))  # a column takes at least 4 characters: no more fit from an edge
+    text = {j: ["…" if i is None else _fmt(grid[i, j]) for i in rows]
+            for j in sorted({*range(reach), *range(n_cols - reach, n_cols)})}
+    cost = {j: max(len(str(j)), *map(len, cells)) + 3 for j, cells in text.items()}  # padding and border
+    index = 0 if vector else max(len(str(n_rows - 1)), 1) + 3
+    cols = _fit(n_cols, cost, width - 1 - index)
+    table = Table()
+    if not vector:
+        table.add_column("", style="dim", justify="right", no_wrap=True)
     for j in cols:
-        table.add_column(str(j), justify="right")
-    if arr.shape[1] > max_cols:
-        table.add_column("\u2026")
-    for i in range(min(arr.shape[0], max_rows)):
-        row = [_fmt(arr[i, j]) for j in cols] + (["\u2026"] if arr.shape[1] > max_cols else [])
-        table.add_row(str(i), *row)
-    if arr.shape[0] > max_rows:
-        table.add_row("\u2026", *["\u2026"] * (len(cols) + (arr.shape[1] > max_cols)))
-    return Group(Text(f"{title} {list(shape)}", style="bold"), table)
+        table.add_column("…" if j is None else str(j), justify="right", no_wrap=True)
+    for r, i in enumerate(rows):
+        cells = ["…" if j is None else text[j][r] for j in cols]
+        table.add_row(*cells) if vector else table.add_row("…" if i is None else str(i), *cells)
+    return Group(Text(f"{title} {list(arr.shape)}", style="bold"), table)
+
+
+def _edges(n: int, most: int) -> list:
+    """0..n-1, or the first and last ``most // 2`` of them with ``None`` (the gap) between."""
+    if n <= most:
+        return list(range(n))
+    return [*range(most // 2), None, *range(n - most // 2, n)]
+
+
+def _fit(n: int, cost: dict, budget: int) -> list:
+    """Every column index if all fit in ``budget`` characters, else as many as fit taken alternately
+    from both edges, ``None`` (a gap column) between; always at least the first."""
+    if len(cost) == n and sum(cost.values()) <= budget:
+        return list(range(n))
+    left, right, used, lo, hi = [0], [], 4 + cost[0], 1, n - 1
+    while lo <= hi:
+        j = hi if len(right) < len(left) else lo
+        if used + cost[j] > budget:
+            break
+        used += cost[j]
+        if j == hi:
+            right.insert(0, hi)
+            hi -= 1
+        else:
+            left.append(lo)
+            lo += 1
+    return left + right if lo > hi else left + [None] + right
 
 
 def _fmt(v) -> str:
