@@ -373,6 +373,42 @@ EXAMPLE_FILES = {"model.dsl": "sum(x**2) * y", "point.json": json.dumps({"x": [1
                  "model.py": "import derivd_client as dd\n\ndef f(x, W):\n    return dd.sum(dd.tanh(W @ x))\n"}
 
 
+def test_every_readme_command_runs(run, tmp_path, monkeypatch, capsys):
+    """The README's command-line block, line by line (``;`` separates two commands), in a directory
+    holding the files it names; commands naming a stored function's <id> or the black box ``sim``
+    (which need a server of their own) are parsed only."""
+    block = (ROOT / "README.md").read_text().split("## Command line", 1)[1].split("```sh\n", 1)[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "model", raising=False)
+    files = {**EXAMPLE_FILES, "model.dsl": "x[idx] ** 2 * y"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    np.save(tmp_path / "idx.npy", np.array([1, 0]))
+    np.save(tmp_path / "x.npy", np.arange(1.0, 6.0))
+    parser = cli.build_parser()
+    commands = []
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True)
+        while ";" in words:
+            commands.append(words[:words.index(";")])
+            words = words[words.index(";") + 1:]
+        commands.append(words)
+    assert len(commands) >= 14
+    for argv in commands:
+        command = shlex.join(argv)
+        assert argv[0] == "derivd", command
+        if "--help" in argv:
+            with pytest.raises(SystemExit) as exited:
+                run(*argv[1:])
+            assert exited.value.code == 0 and "examples:" in capsys.readouterr().out
+        elif "id:<id>" in argv or "sim" in argv:
+            parser.parse_args(argv[1:])
+        else:
+            code, out, err = run(*argv[1:])
+            assert code == 0 and (out or err), f"{command}: {err}"
+    monkeypatch.delitem(sys.modules, "model", raising=False)
+
+
 def test_every_help_has_examples_that_parse_and_run(run, tmp_path, monkeypatch, capsys):
     """Each verb's ``--help`` shows examples; each parses, and all but those naming a black box or a
     stored function's ID run against the live server (in a directory holding the files they name)."""
@@ -463,3 +499,14 @@ def test_blackbox_list_shows_whole_urls(run_json, run, loopback_server):
         assert code == 0 and re.search(rf"^longurl +{re.escape(url)} +input_size=2 output_size=1 ", out, re.M), out
     finally:
         run("blackbox", "delete", "longurl", url=loopback_server.url)
+
+
+def test_an_unexpected_failure_is_one_line_unless_debug(run, monkeypatch):
+    def broken(result, note=""):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(cli, "show_result", broken)
+    code, out, err = run("evaluate", "x", "--at", "x=1")
+    assert (code, out) == (1, "") and err == "derivd: unexpected ZeroDivisionError: a bug (--debug shows where)\n"
+    for debug in (["--debug", "evaluate", "x"], ["evaluate", "x", "--debug"]):
+        with pytest.raises(ZeroDivisionError):
+            run(*debug, "--at", "x=1")

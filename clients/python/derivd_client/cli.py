@@ -24,7 +24,8 @@ as one table with a row each; the answer's metadata (``fd``, ``blackbox``,
 
 Failures never print a traceback: a usage error is one line and exit 2, an
 error answer one line (or the contract's body with ``--json``) and exit 1, and
-a reader that leaves early (``| head``) ends the output quietly.
+a reader that leaves early (``| head``) ends the output quietly, Ctrl+C exits
+130 silently, and anything unexpected is one line too unless ``--debug``.
 
 These verbs reach ``derivd`` through the ``derivd.commands`` entry points this
 package registers (pyproject.toml); whichever package's ``derivd`` script is
@@ -131,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"derivd: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug of ours: still one line, unless --debug asks for the traceback
+        if args.debug:
+            raise
+        print(f"derivd: unexpected {type(e).__name__}: {e} (--debug shows where)", file=sys.stderr)
+        return 1
 
 
 # ---------------------------------------------------------------- arguments
@@ -141,11 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="server URL (default: $DERIVD_URL, else %(default)s)")
     parser.add_argument("--api-key", default=os.environ.get("DERIVD_API_KEY"), help="default: $DERIVD_API_KEY")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    parser.add_argument("--debug", action="store_true", help="on an unexpected failure, print its traceback")
     # The same options after the verb; SUPPRESS so a verb's parser never overwrites what came before it.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--url")
     common.add_argument("--api-key")
     common.add_argument("--timeout", type=float)
+    common.add_argument("--debug", action="store_true")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     point = argparse.ArgumentParser(add_help=False)
@@ -215,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run_blackbox)
 
     p = add_verb(sub, "trace", [])
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     p.add_argument("function", help="module:function or path/to/file.py:function")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=N|N,M,...",
                    help="an input's shape (repeatable); NAME= for a scalar")
