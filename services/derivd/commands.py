@@ -29,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     # The first word that is a verb: options before it (the SDK's --url U, say) go along to its main.
     verb = next((word for word in argv if word in verbs), None)
     if verb is not None:
-        return verbs[verb].load()(argv)
+        try:
+            run = verbs[verb].load()
+        except Exception as e:  # noqa: BLE001 - installed but broken (a dependency missing, say): one line
+            print(f"derivd: `{verb}` is registered by {verbs[verb].value}, which fails to load: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        return run(argv)
     asked = next((word for word in argv if not word.startswith("-")), None)
     if asked is not None:
         print(f"derivd: `{asked}` is not a verb of the installed packages ({', '.join(verbs) or 'none'}); "

@@ -285,6 +285,14 @@ def test_dispatcher_lists_exactly_the_registered_verbs(dispatch):
     assert code == 2 and out == "" and "derivd VERB" in err
 
 
+def test_dispatcher_reports_a_verb_that_fails_to_load(dispatch, monkeypatch):
+    monkeypatch.delattr(sys.modules[__name__], "_fake_serve")
+    code, out, err = dispatch("serve")
+    assert (code, out) == (1, "") and err.count("\n") == 1
+    assert err.startswith("derivd: `serve` is registered by tests.clients.test_cli:_fake_serve, which fails to load: "
+                          "AttributeError")
+
+
 def test_dispatcher_refuses_a_verb_nobody_registered(dispatch):
     code, out, err = dispatch("worker", "--listen", "x")
     assert code == 2 and out == "" and err.count("\n") == 1

@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = add_verb(sub, verb, [common, point, out])
         if verb in ("jvp", "hvp", "taylor"):
             p.add_argument("--v", action="append", default=[], required=True, metavar="NAME=VALUES|@FILE",
-                           help="direction (repeatable per input); @file with a JSON list runs one per direction")
+                           help="a direction's input (repeat a name for more directions); @FILE with a JSON list: "
+                                "one direction per entry")
         if verb == "vjp":
             p.add_argument("--u", required=True, metavar="VALUES|@FILE", help="cotangent, flat, as long as the output")
         if verb in ("taylor", "derivatives"):
@@ -334,7 +335,8 @@ def parse_directions(items: list[str], inputs: list[str]) -> list[dict[str, np.n
     if len(set(counts.values())) > 1:
         raise UsageError("--v: give every input the same number of directions ("
                          + ", ".join(f"{name}: {n}" for name, n in counts.items()) + ")")
-    directions += [{name: values[k] for name, values in by_name.items()} for k in range(max(counts.values(), default=0))]
+    directions += [{name: values[k] for name, values in by_name.items()}
+                   for k in range(max(counts.values(), default=0))]
     if not directions:
         raise UsageError("--v: no direction given (the file's list is empty)")
     return directions
