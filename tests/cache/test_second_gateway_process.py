@@ -16,7 +16,8 @@ import httpx
 import numpy as np
 
 from tests.cache.conftest import HMAC_KEY, PROGRAM, analytic_gradient, shared_settings
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer
+from tests.support import free_port
 
 
 def start_gateway(url: str, prefix: str) -> tuple[subprocess.Popen, str]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.clients.conftest import dd
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer
+from tests.support import free_port
 
 
 @pytest.mark.parametrize("dsl, at, cls, code, status", [

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from derivd.config import Settings
-from tests.blackbox.conftest import BlackBoxServer
 from tests.conftest import LiveServer
+from tests.support import BlackBoxServer
 
 F = "sum(x**2) * prod(sin(x))"
 

@@ -19,7 +19,7 @@ from derivd.errors import DerivdError
 from derivd.workers.pool import GrpcPool
 from derivd.workers.server import EXIT_OVERRUN, build_server
 from tests.conftest import LiveServer
-from tests.workers.conftest import wait_for
+from tests.support import wait_for
 
 X = [0.4, -1.3, 0.9]
 
@@ -117,11 +117,11 @@ def test_a_worker_killed_under_load_loses_no_request(pooled, supervisor):
         want[0] += np.sum(np.cos(x))
         np.testing.assert_allclose(r.json()["gradient"]["x"], want, rtol=1e-13, atol=1e-15)
 
-    wait_for(lambda: supervisor.restarts == before + 1, what="the killed worker to be replaced")
+    wait_for(lambda: supervisor.restarts == before + 1, "the killed worker to be replaced")
     assert supervisor.exit_codes[-1] == -signal.SIGKILL
     # counted when the death is seen; the replacement starts then, or after a backoff if it died young
-    wait_for(lambda: victim not in supervisor.pids, what="the replacement to take the killed worker's slot")
-    wait_for(lambda: pooled.get("/readyz").status_code == 200, what="the pool to be ready again")
+    wait_for(lambda: victim not in supervisor.pids, "the replacement to take the killed worker's slot")
+    wait_for(lambda: pooled.get("/readyz").status_code == 200, "the pool to be ready again")
     text = pooled.get("/metrics").text
     assert re.search(r'^derivd_worker_restarts_total\{pool="local"\} [1-9]', text, re.M)
 
@@ -136,7 +136,7 @@ def test_a_deadline_overrun_answers_504_and_recycles_the_worker(supervisor, work
         r = httpx.post(f"{impatient.url}/v1/evaluate", json={"function": {"dsl": slow}, "at": {"x": X}})
     assert r.status_code == 504
     assert r.json()["error"]["code"] == "deadline_exceeded"
-    wait_for(lambda: supervisor.restarts == before + 1, what="the overrunning worker to be recycled")
+    wait_for(lambda: supervisor.restarts == before + 1, "the overrunning worker to be recycled")
     assert supervisor.exit_codes[-1] == EXIT_OVERRUN
     r = post(pooled, "gradient", {"function": {"dsl": "sum(x ** 3)"}, "at": {"x": X}})
     np.testing.assert_allclose(r["gradient"]["x"], 3 * np.array(X) ** 2, rtol=1e-15)
@@ -158,7 +158,7 @@ def test_a_worker_refuses_families_it_was_not_started_for(worker_settings):
 
 
 def test_a_pool_with_no_worker_answers_503(worker_settings):
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     settings = worker_settings.model_copy(update={"pool_wait_s": 0.3})
     pool = GrpcPool(f"127.0.0.1:{free_port()}", settings, CacheStats(), Timings)
