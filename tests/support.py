@@ -1,7 +1,7 @@
 """What tests share beyond references: waiting for a condition, free ports, one black-box server.
 
 ``BlackBoxServer`` is a real HTTP black box on 127.0.0.1 whose behaviour is chosen by the path
-(``/f``, ``/slow50``, ``/flaky``, ``/hang``, bad answers, ...), plus any numpy functions a test
+(``/f``, ``/gate``, ``/flaky``, ``/hang``, bad answers, ...), plus any numpy functions a test
 serves at paths of its own; it records what reached it.
 """
 
@@ -68,7 +68,10 @@ class BlackBoxServer:
 
     ``functions`` maps more paths to numpy functions of one point: POST
     ``{"x": [...]}`` answers ``{"y": f(x)}``, and ``{"xs": [...]}`` a batch.
-    ``/hang`` never answers. A context manager, or ``close()`` when done.
+    ``/gate`` answers as ``/f`` once the gate is open (``hold()`` closes it,
+    ``release()`` opens it; open after ``reset()``), so a test can see how many
+    calls are in flight together without timing anything. ``/hang`` never
+    answers. A context manager, or ``close()`` when done.
     """
 
     def __init__(self, functions: dict | None = None):
@@ -109,6 +112,16 @@ class BlackBoxServer:
             self.flaky_rng = random.Random(1234)
             self.failures = 0
             self.in_flight = self.max_in_flight = 0
+            self.gate_open = True
+
+    def hold(self):
+        """Calls to ``/gate`` wait from now on, until ``release()``."""
+        with self.lock:
+            self.gate_open = False
+
+    def release(self):
+        with self.lock:
+            self.gate_open = True
 
     f = staticmethod(f)
 
@@ -161,8 +174,11 @@ class BlackBoxServer:
             return await send({"y": np.atleast_1d(fn(np.asarray(body["x"]))).tolist()})
         if path == "/hang":
             await asyncio.Future()  # until the client hangs up or the server closes
-        if path in ("/f", "/slow50", "/sleep"):
-            await asyncio.sleep({"/f": 0, "/slow50": 0.05, "/sleep": 1.0}[path])
+        if path == "/gate":
+            while not self.gate_open:
+                await asyncio.sleep(0.005)
+        if path in ("/f", "/gate", "/slow50"):  # /slow50: 50 ms a call, for bench/blackbox_latency.py
+            await asyncio.sleep(0.05 if path == "/slow50" else 0)
             return await send({"y": f(body["x"])})
         if path == "/flaky":
             with self.lock:

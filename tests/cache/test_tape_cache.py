@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import redis
 
-from derivd import __version__
+from derivd import __version__, clock
 from derivd.config import Settings
 from derivd.core import Request, Service
 from derivd.errors import NotFound
@@ -121,7 +121,7 @@ def test_stored_functions_resolve_on_any_gateway(settings, prefix):
         Service(settings).get_function(stored.id)
 
 
-def test_redis_down_then_back_requests_go_on_and_hits_resume(own_redis, prefix):
+def test_redis_down_then_back_requests_go_on_and_hits_resume(own_redis, prefix, monkeypatch):
     settings = shared_settings(own_redis.url, prefix)
     first, second = Service(settings), Service(settings)
 
@@ -143,7 +143,8 @@ def test_redis_down_then_back_requests_go_on_and_hits_resume(own_redis, prefix):
     both(0, [0.1, 0.2, 0.3])  # known programs: the local level, as always
 
     own_redis.start()
-    time.sleep(0.5)  # past the breaker's longest backoff (0.4 s)
+    later = clock.now() + 10.0  # past the longest backoff (0.4 s): the clock moves, nobody sleeps
+    monkeypatch.setattr(clock, "now", lambda: later)
     both(2, X)
     assert redis_counts(second)[0] == 4  # hits resume: the second gateway reused what the first stored
     assert first.cache.redis.available
