@@ -13,11 +13,12 @@ import httpx
 import numpy as np
 import pytest
 
+from derivd import clock
 from derivd.cache import CacheStats
 from derivd.core import Request, Timings
 from derivd.errors import DerivdError
 from derivd.workers.pool import GrpcPool
-from derivd.workers.server import EXIT_OVERRUN, build_server
+from derivd.workers.server import EXIT_OVERRUN, Watchdog, build_server
 from tests.conftest import LiveServer
 from tests.support import wait_for
 
@@ -127,10 +128,12 @@ def test_a_worker_killed_under_load_loses_no_request(pooled, supervisor):
 
 
 def test_a_deadline_overrun_answers_504_and_recycles_the_worker(supervisor, worker_settings, pooled):
+    """One tape that cannot stop: a loop node of 50 000 products of 2000x2000 matrices, 8e14 flops,
+    minutes on the fastest machine and hours on this one, in BLAS where no check of the deadline
+    runs. It cannot finish before the gateway's 0.5 s deadline (a gRPC timer) however fast the
+    host, so the 504 comes first, then the watchdog (grace 0.3 s) recycles the worker."""
     before = supervisor.restarts
-    # Four products of 2000x2000 matrices, 64 GFLOP: seconds in BLAS on any machine, where no
-    # Python code can stop it; the deadline is 0.5 s and the watchdog's grace 0.3 s.
-    slow = "A = ones((2000, 2000)) * x[0]\nsum(A @ A @ A @ A @ A)"
+    slow = "A = ones((2000, 2000)) * x[0]\nfor i in range(50000):\n    A = A @ A * 0.0005\nsum(A)"
     with LiveServer(worker_settings.model_copy(update={"pool_default": supervisor.target,
                                                         "request_timeout_s": 0.5})) as impatient:
         r = httpx.post(f"{impatient.url}/v1/evaluate", json={"function": {"dsl": slow}, "at": {"x": X}})
@@ -140,6 +143,19 @@ def test_a_deadline_overrun_answers_504_and_recycles_the_worker(supervisor, work
     assert supervisor.exit_codes[-1] == EXIT_OVERRUN
     r = post(pooled, "gradient", {"function": {"dsl": "sum(x ** 3)"}, "at": {"x": X}})
     np.testing.assert_allclose(r["gradient"]["x"], 3 * np.array(X) ** 2, rtol=1e-15)
+
+
+def test_the_watchdog_goes_by_the_clock(monkeypatch):
+    """A request an hour from its deadline: once the clock says the deadline and the grace have
+    passed (no waiting), the watchdog exits with EXIT_OVERRUN (here recorded, not done)."""
+    exits = []
+    watchdog = Watchdog(grace_s=0.3, exit=exits.append)
+    deadline = clock.now() + 3600
+    with watchdog.watch(deadline, "evaluate r1"):
+        later = deadline + 0.31
+        monkeypatch.setattr(clock, "now", lambda: later)
+        wait_for(lambda: exits, "the watchdog to act on the clock")
+    assert exits[0] == EXIT_OVERRUN
 
 
 def test_a_worker_refuses_families_it_was_not_started_for(worker_settings):
