@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 
 import numpy as np
 import pytest
@@ -154,12 +153,11 @@ def test_a_slow_redis_costs_a_short_timeout_not_the_request(own_redis, prefix):
     settings = shared_settings(own_redis.url, prefix, redis_retry_backoff_s=2.0, redis_retry_backoff_max_s=2.0)
     service = Service(settings)
     check_gradient(gradient(service, PROGRAM, X), X)  # connected, warm
-    redis.Redis.from_url(own_redis.url).execute_command("CLIENT", "PAUSE", 3000, "ALL")
-    t0 = time.monotonic()
+    redis.Redis.from_url(own_redis.url).execute_command("CLIENT", "PAUSE", 600_000, "ALL")
     response = gradient(service, "sum(x ** 2)", X)
-    elapsed = time.monotonic() - t0
     np.testing.assert_allclose(response["gradient"]["x"], 2 * np.array(X), rtol=1e-15)
-    assert elapsed < 2.0, f"a paused Redis held the request for {elapsed:.2f} s"  # the pause lasts 3 s
+    with pytest.raises(redis.TimeoutError):  # answered while Redis still holds every command
+        redis.Redis.from_url(own_redis.url, socket_timeout=0.2).ping()
     assert not service.cache.redis.available
 
 
