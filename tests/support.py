@@ -148,7 +148,7 @@ class BlackBoxServer:
                     self.in_flight += 1
                     self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
-                    await self._answer(path, body, writer)
+                    await self._answer(path, body, reader, writer)
                 finally:
                     with self.lock:
                         self.in_flight -= 1
@@ -158,7 +158,7 @@ class BlackBoxServer:
             self._handlers.discard(task)
             writer.close()
 
-    async def _answer(self, path: str, body: dict, writer: asyncio.StreamWriter):
+    async def _answer(self, path: str, body: dict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         def send(obj, status=200, extra=b""):
             data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
             writer.write(
@@ -172,8 +172,9 @@ class BlackBoxServer:
             if "xs" in body:
                 return await send({"ys": [np.atleast_1d(fn(np.asarray(x))).tolist() for x in body["xs"]]})
             return await send({"y": np.atleast_1d(fn(np.asarray(body["x"]))).tolist()})
-        if path == "/hang":
-            await asyncio.Future()  # until the client hangs up or the server closes
+        if path == "/hang":  # until the client hangs up (or the server closes)
+            await reader.read()
+            return
         if path == "/gate":
             while not self.gate_open:
                 await asyncio.sleep(0.005)

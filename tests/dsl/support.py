@@ -3,9 +3,9 @@
 ``call`` runs a request through ``Service.handle`` (the path every skin takes).
 ``check_against_numpy`` compares with ``tests.references.fd_jacobian``, an
 8th-order central difference of a *separate numpy implementation* of the same
-function: the independent reference the DSL's derivatives are checked against. ``second_order`` builds the Hessian by the
-transforms directly (jvp of vjp), for second-order checks that do not depend on
-which engine the service picks.
+function: the independent reference the DSL's derivatives are checked against.
+``second_order`` builds the Hessian by the transforms directly (jvp of vjp), for
+second-order checks that do not depend on which engine the service picks.
 """
 
 from __future__ import annotations
