@@ -97,6 +97,9 @@ def fd_jacobian(f, at: dict, step: float = 1e-3) -> np.ndarray:
 # ---------------------------------------------------------------- sample draws
 
 
+DIFFERENTIATED = ("real", "distinct", "invertible", "spd")  # the spec kinds of float arguments; the rest are constants
+
+
 class NumpyDraws:
     """Random numbers for ``sample`` from a numpy Generator."""
 

@@ -34,11 +34,10 @@ from derivd.ops import REGISTRY
 from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.transforms import jvp, vjp
-from tests.references import HypothesisDraws, central_difference, sample
+from tests.references import DIFFERENTIATED, HypothesisDraws, central_difference, sample
 
 STEP = 0.01  # directions have max-norm 1, so a point moves at most 0.04: inside every hint's 0.1 margin
 RTOL = 1e-6
-DIFFERENTIATED = ("real", "distinct", "invertible", "spd")
 NUMPY_DTYPE = {FLOAT: np.float64, INT: np.int64, BOOL: np.bool_}
 BATCH = 3
 

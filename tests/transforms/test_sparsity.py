@@ -32,8 +32,7 @@ from derivd.ops import REGISTRY
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.transforms import jvp, vjp
 from derivd.transforms.sparsity import PatternTooLarge, hessian_pattern, jacobian_pattern
-from tests.ops.test_registry_sweep import DIFFERENTIATED
-from tests.references import HypothesisDraws, sample
+from tests.references import DIFFERENTIATED, HypothesisDraws, sample
 
 SETTINGS = Settings()
 

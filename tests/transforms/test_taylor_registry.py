@@ -27,11 +27,10 @@ from derivd.ops import REGISTRY
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.transforms import jvp
 from derivd.transforms.taylor import taylor
-from tests.references import NumpyDraws, sample
+from tests.references import DIFFERENTIATED, NumpyDraws, sample
 
 ORDER = 4
 BATCH = 2
-DIFFERENTIATED = ("real", "distinct", "invertible", "spd")
 
 
 def nested_jvp_coefficients(graph, wrt, output, directions, order):
