@@ -12,7 +12,7 @@ import numpy as np
 from derivd import clock
 from derivd.errors import DeadlineExceeded, LimitExceeded
 
-# (monotonic instant, budget in seconds) of the request this thread is computing, if it has one.
+# (instant on clock.now(), budget in seconds) of the request this thread is computing, if it has one.
 _DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("deadline", default=None)
 
 

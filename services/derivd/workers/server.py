@@ -91,7 +91,7 @@ class WorkerServicer(pb_grpc.WorkerServicer):
     def Run(self, request: pb.WorkRequest, context) -> pb.WorkResponse:
         remaining = context.time_remaining()
         deadline = clock.now() + (remaining if remaining is not None
-                                       else self.service.settings.request_timeout_s)
+                                  else self.service.settings.request_timeout_s)
         try:
             req = self._request(request)
             with self.watchdog.watch(deadline, f"{request.endpoint} {request.request_id}".strip()):
