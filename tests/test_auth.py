@@ -12,7 +12,7 @@ import redis
 from derivd.auth import AccessControl, RateLimited, Unauthorized
 from derivd.config import Settings
 from derivd.grpc_api import derivd_pb2 as pb
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.grpc_api.conftest import Stack
 from tests.grpc_api.wire import arr, fn
 

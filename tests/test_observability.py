@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from derivd.grpc_api import derivd_pb2 as pb
 from derivd.observability import JsonFormatter, request_id
 from tests.grpc_api.conftest import Stack
 from tests.grpc_api.wire import arr, fn
+from tests.support import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +91,9 @@ def test_request_id_echoed_and_logged_as_json(fresh, caplog):
                         headers={"X-Request-Id": "trace-42.a"})
     assert r.json()["value"] == 3.0
     assert r.headers["x-request-id"] == "trace-42.a"
-    deadline = time.monotonic() + 5  # the line is written once the response has gone out
-    while not (records := [rec for rec in caplog.records
-                           if getattr(rec, "fields", {}).get("request_id") == "trace-42.a"]):
-        assert time.monotonic() < deadline, "no access log line with the request id"
-        time.sleep(0.01)
+    records = wait_for(lambda: [rec for rec in caplog.records  # written once the response has gone out
+                                if getattr(rec, "fields", {}).get("request_id") == "trace-42.a"],
+                       "an access log line with the request id", 5)
     assert len(records) == 1
     line = json.loads(JsonFormatter().format(records[0]))
     assert line["route"] == "/v1/evaluate" and line["status"] == 200 and line["engine"] == "tape"

@@ -10,13 +10,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
 
 from tests.cache.conftest import HMAC_KEY, PROGRAM, analytic_gradient, shared_settings
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer
+from tests.support import free_port, wait_for
 
 
 def start_gateway(url: str, prefix: str) -> tuple[subprocess.Popen, str]:
@@ -26,15 +26,13 @@ def start_gateway(url: str, prefix: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "derivd.cli", "serve", "--workers", "0", "--port", str(port),
                              "--grpc-port", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the second gateway did not start")
+    try:
+        wait_for(lambda: httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200, "the second gateway to start",
+                 30, ignoring=(httpx.HTTPError,))
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, base
 
 
 def metric(text: str, name: str, level: str) -> float:

@@ -7,14 +7,10 @@ test command keeps working. Subprocesses get the same path via PYTHONPATH.
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import sys
-import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,45 +36,6 @@ def cli_env(server):
     env["DERIVD_URL"] = server.url
     env.pop("DERIVD_API_KEY", None)
     return env
-
-
-class BlackBoxServer:
-    """A real HTTP black box on 127.0.0.1: POST {"x": [...]} -> {"y": f(x)} (and batched {"xs"} -> {"ys"})."""
-
-    def __init__(self, f):
-        self.f = f
-        self.calls = 0
-        box = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                box.calls += 1
-                if "xs" in body:
-                    out = {"ys": [np.atleast_1d(box.f(np.asarray(x))).tolist() for x in body["xs"]]}
-                else:
-                    out = {"y": np.atleast_1d(box.f(np.asarray(body["x"]))).tolist()}
-                data = json.dumps(out).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="session")

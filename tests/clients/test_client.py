@@ -185,19 +185,19 @@ def test_async_client_raises_typed_errors(server):
 
 
 def test_blackbox_lifecycle_and_gradient(loopback_server):
-    from tests.clients.conftest import BlackBoxServer
+    from tests.support import BlackBoxServer
 
     def f(x):
         return np.array([np.sum(np.sin(x) * x)])
 
     x = np.array([0.3, -0.8, 1.1])
-    with BlackBoxServer(f) as box, dd.Client(loopback_server.url) as c:
-        bb = c.register_blackbox("sinx", box.url, input_size=3, output_size=1, timeout_s=5.0)
+    with BlackBoxServer({"/sinx": f}) as box, dd.Client(loopback_server.url) as c:
+        bb = c.register_blackbox("sinx", box.url("/sinx"), input_size=3, output_size=1, timeout_s=5.0)
         assert isinstance(bb, dd.Blackbox) and bb.name == "sinx" and bb.input_size == 3
         assert "sinx" in [b.name for b in c.list_blackboxes()]
         r = c.gradient(bb, x=x)
         np.testing.assert_allclose(r.gradient["x"], np.sin(x) + x * np.cos(x), rtol=1e-6)
-        assert box.calls > 0
+        assert box.paths().count("/sinx") > 0
         c.delete_blackbox("sinx")
         assert "sinx" not in [b.name for b in c.list_blackboxes()]
         with pytest.raises(dd.NotFound):

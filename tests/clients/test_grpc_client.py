@@ -140,7 +140,7 @@ def test_grpc_errors_are_typed(rpc):
 
 
 def test_unreachable_grpc_server_is_a_connection_failure():
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     with GrpcClient(f"127.0.0.1:{free_port()}", timeout=2, retries=1, backoff=0.01) as c, \
             pytest.raises(dd.ConnectionFailed):

@@ -2,9 +2,9 @@
 
 Each function below is traced, sent to the live server, and its value and
 derivatives compared with the same Python function run on numpy (the ``dd``
-operations compute with numpy when given arrays), differentiated by a
-fourth-order central difference. A random-expression property test checks the
-written precedence: the DSL text, read back as Python, computes what the
+operations compute with numpy when given arrays), differentiated by the
+eighth-order central difference of tests/references.py. A random-expression
+property test checks the written precedence: the DSL text, read back as Python, computes what the
 traced function computed.
 """
 
@@ -18,33 +18,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tests.clients.conftest import dd
+from tests.references import fd_jacobian
 
 RNG = np.random.default_rng(7)
 W = RNG.normal(size=(3, 4))
 IDX = np.array([2, 0, 3, 3])
-
-
-def fd_jacobian(f, inputs: dict, h=1e-3):
-    """d f / d (all inputs flattened in order) by the 4th-order central stencil, on numpy."""
-    names = list(inputs)
-    flat = np.concatenate([np.ravel(inputs[n]) for n in names]).astype(float)
-    sizes = [np.size(inputs[n]) for n in names]
-
-    def call(z):
-        parts, k = {}, 0
-        for n, s in zip(names, sizes):
-            parts[n] = z[k:k + s].reshape(np.shape(inputs[n]))
-            k += s
-        out = f(**parts)
-        out = np.concatenate([np.ravel(o) for o in out]) if isinstance(out, (list, tuple)) else np.ravel(out)
-        return out.astype(float)
-
-    cols = []
-    for i in range(flat.size):
-        e = np.zeros_like(flat)
-        e[i] = h
-        cols.append((-call(flat + 2 * e) + 8 * call(flat + e) - 8 * call(flat - e) + call(flat - 2 * e)) / (12 * h))
-    return np.stack(cols, axis=1)
 
 
 def polar(r, theta):

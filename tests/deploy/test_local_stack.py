@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import grpc
 import httpx
@@ -23,7 +22,7 @@ import pytest
 
 from derivd.grpc_api import derivd_pb2 as pb
 from derivd.grpc_api import derivd_pb2_grpc as pb_grpc
-from tests.conftest import free_port
+from tests.support import free_port, wait_for
 from tests.deploy.test_manifests import compose, worker_command
 from tests.grpc_api.wire import arr, fn, unarr
 
@@ -50,17 +49,7 @@ def stop(proc: subprocess.Popen):
             proc.wait()
 
 
-def wait_for(predicate, what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except (httpx.HTTPError, grpc.RpcError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+STARTING = (httpx.HTTPError, grpc.RpcError)  # while the stack starts, a refused connection is "not yet"
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +83,7 @@ def stack(shared_redis_url):
         gw = spawn(cmd, env)
         procs.append(gw)
         client = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
-        wait_for(lambda: client.get("/healthz").status_code == 200, "the gateway's /healthz")
+        wait_for(lambda: client.get("/healthz").status_code == 200, "the gateway's /healthz", ignoring=STARTING)
         yield client, grpc_port, workers, gw
         client.close()
     finally:
@@ -104,7 +93,7 @@ def stack(shared_redis_url):
 
 def test_live_ready_and_answering_through_workers(stack):
     client, grpc_port, workers, gw = stack
-    wait_for(lambda: client.get("/readyz").status_code == 200, "/readyz with every pool reachable")
+    wait_for(lambda: client.get("/readyz").status_code == 200, "/readyz with every pool reachable", ignoring=STARTING)
     pools = client.get("/readyz").json()["pools"]
     assert all(state.startswith("ready") for state in pools.values()), pools
 
@@ -123,10 +112,10 @@ def test_live_ready_and_answering_through_workers(stack):
 
 def test_readyz_turns_unready_when_a_pool_is_gone(stack):
     client, _, workers, gw = stack
-    wait_for(lambda: client.get("/readyz").status_code == 200, "/readyz")
+    wait_for(lambda: client.get("/readyz").status_code == 200, "/readyz", ignoring=STARTING)
     name, (proc, _, engines) = next((n, w) for n, w in workers.items() if "taylor" in w[2])
     stop(proc)
-    wait_for(lambda: client.get("/readyz").status_code == 503, "/readyz to report the lost pool")
+    wait_for(lambda: client.get("/readyz").status_code == 503, "/readyz to report the lost pool", ignoring=STARTING)
     body = client.get("/readyz").json()
     assert body["status"] == "not ready" and not body["pools"]["taylor"].startswith("ready")
     assert client.get("/healthz").status_code == 200  # alive all the same: only readiness changes

@@ -1,16 +1,15 @@
 """What the language tests share: one in-process service, and references that do not use it.
 
 ``call`` runs a request through ``Service.handle`` (the path every skin takes).
-``fd_jacobian`` is an 8th-order central difference of a *separate numpy
-implementation* of the same function: the independent reference the DSL's
-derivatives are checked against. ``second_order`` builds the Hessian by the
-transforms directly (jvp of vjp), for second-order checks that do not depend on
-which engine the service picks.
+``check_against_numpy`` compares with ``tests.references.fd_jacobian``, an
+8th-order central difference of a *separate numpy implementation* of the same
+function: the independent reference the DSL's derivatives are checked against.
+``second_order`` builds the Hessian by the transforms directly (jvp of vjp), for
+second-order checks that do not depend on which engine the service picks.
 """
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np
@@ -21,9 +20,7 @@ from derivd.core import Request, Service
 from derivd.dsl import InputSpec, lower
 from derivd.ops.registry import BOOL, FLOAT, INT, nullary
 from derivd.transforms import jvp, vjp
-
-OFFSETS = np.arange(-4, 5)
-WEIGHTS = np.array([1 / 280, -4 / 105, 1 / 5, -4 / 5, 0.0, 4 / 5, -1 / 5, 4 / 105, -1 / 280])
+from tests.references import fd_jacobian
 
 
 @lru_cache(maxsize=1)
@@ -49,37 +46,6 @@ def call(endpoint: str, dsl: str, at: dict, constants: dict | None = None, **fie
 def flat_gradient(dsl: str, at: dict, constants: dict | None = None) -> np.ndarray:
     grads = call("gradient", dsl, at, constants)["gradient"]
     return np.concatenate([np.reshape(grads[k], -1) for k in at])
-
-
-def flat_point(at: dict) -> tuple[np.ndarray, list]:
-    arrays = [np.asarray(v, dtype=np.float64) for v in at.values()]
-    return np.concatenate([a.reshape(-1) for a in arrays]), [a.shape for a in arrays]
-
-
-def unflatten(x: np.ndarray, names, shapes) -> dict:
-    out, start = {}, 0
-    for name, s in zip(names, shapes):
-        size = math.prod(s)
-        out[name] = x[start:start + size].reshape(s)
-        start += size
-    return out
-
-
-def fd_jacobian(f, at: dict, step: float = 1e-3) -> np.ndarray:
-    """(m, n) Jacobian of ``f(**inputs)`` (numpy) over the flattened inputs of ``at``, 8th order."""
-    x0, shapes = flat_point(at)
-    names = list(at)
-
-    def g(x):
-        return np.reshape(np.asarray(f(**unflatten(x, names, shapes)), dtype=np.float64), -1)
-
-    cols = []
-    for j in range(x0.size):
-        h = step * max(1.0, abs(x0[j]))
-        e = np.zeros_like(x0)
-        e[j] = h
-        cols.append(sum(w * g(x0 + k * e) for k, w in zip(OFFSETS, WEIGHTS) if w) / h)
-    return np.stack(cols, axis=1) if cols else np.zeros((np.size(f(**at)), 0))
 
 
 def assert_close(got, want, rtol=1e-6, what=""):

@@ -8,7 +8,8 @@ import pytest
 import scipy.special as sp
 
 from derivd.errors import DerivdError
-from tests.dsl.support import assert_close, call, check_against_numpy, fd_jacobian, flat_gradient, second_order
+from tests.dsl.support import assert_close, call, check_against_numpy, flat_gradient, second_order
+from tests.references import fd_jacobian
 
 X = np.array([0.3, -0.7, 1.1])  # away from every kink of the functions below
 POS = np.array([0.4, 1.3, 2.2])

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import httpx
@@ -16,8 +15,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
 from tests.references import ROSENBROCK, rosenbrock_gradient
+from tests.support import free_port, wait_for
 
 X = np.array([0.3, -0.8, 1.4, 2.0])
 
@@ -35,16 +34,6 @@ def gateway_children(pid: int) -> set[int]:
         except FileNotFoundError:
             pass
     return out
-
-
-def wait_for(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def requests_total(text: str, route: str) -> float:
@@ -68,8 +57,8 @@ def gateways(shared_redis_url):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: len(gateway_children(proc.pid)) == 2, 60, "two gateway processes")
-        wait_for(lambda: _healthy(base), 60, "the gateways to answer")
+        wait_for(lambda: len(gateway_children(proc.pid)) == 2, "two gateway processes", 60)
+        wait_for(lambda: _healthy(base), "the gateways to answer", 60)
         yield proc, base
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -94,17 +83,39 @@ def test_several_gateways_need_redis():
     assert r.returncode == 2 and "REDIS_URL" in r.stderr
 
 
+def process_of(response: httpx.Response) -> str:
+    """Which gateway process answered: a made-up request id starts with a random prefix per process
+    (observability.request_id)."""
+    return response.headers["x-request-id"][:16]
+
+
 def test_gateways_share_functions_and_sum_their_metrics(gateways):
     proc, base = gateways
     r = fresh(base, "POST", "/v1/functions", json={"dsl": ROSENBROCK})
     assert r.status_code == 200, r.text
     fid = r.json()["id"]
-    for _ in range(20):  # on fresh connections, both processes answer some: the id must be known to each
+    answered: list[str] = []  # the process of each gradient
+
+    def gradient_by_id() -> bool:
+        """One gradient of the stored id on a fresh connection (the kernel hands it to either process)."""
         r = fresh(base, "POST", "/v1/gradient", json={"function": {"id": fid}, "at": {"x": X.tolist()}})
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["gradient"]["x"], rosenbrock_gradient(X), rtol=1e-13)
-    for _ in range(6):  # whichever process answers the scrape reports the sum over both
-        assert requests_total(fresh(base, "GET", "/metrics").text, "/v1/gradient") == 20
+        answered.append(process_of(r))
+        return len(set(answered)) == 2
+
+    for _ in range(19):
+        gradient_by_id()
+    wait_for(gradient_by_id, "both gateway processes to answer a gradient of the stored id", 60)
+    scraped: set[str] = set()
+
+    def scrape_sums_both() -> bool:
+        r = fresh(base, "GET", "/metrics")
+        assert requests_total(r.text, "/v1/gradient") == len(answered)  # the sum over both, whoever answers
+        scraped.add(process_of(r))
+        return scraped == set(answered)
+
+    wait_for(scrape_sums_both, "a scrape answered by each gateway process", 60)
 
 
 def test_a_killed_gateway_is_replaced_and_the_other_keeps_answering(gateways):
@@ -113,20 +124,22 @@ def test_a_killed_gateway_is_replaced_and_the_other_keeps_answering(gateways):
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
     answered = 0
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def replaced_while_answering() -> bool:
+        nonlocal answered
         try:
             r = fresh(base, "POST", "/v1/gradient", json={"function": {"dsl": ROSENBROCK}, "at": {"x": X.tolist()}})
         except httpx.HTTPError:  # a connection the dead process had accepted: the client tries again
-            continue
+            return False
         assert r.status_code == 200, r.text
         answered += 1
         now = gateway_children(proc.pid)
-        if victim not in now and len(now) == 2 and answered >= 10:
-            break
+        return victim not in now and len(now) == 2 and answered >= 10
+
+    wait_for(replaced_while_answering, "the killed gateway to be replaced while the other answers", 60)
     now = gateway_children(proc.pid)
     assert victim not in now and len(now) == 2, (before, now)
-    metrics = wait_for(lambda: _settled(base), 20, "the dead process's in-flight count to be dropped")
+    metrics = wait_for(lambda: _settled(base), "the dead process's in-flight count to be dropped", 20)
     assert requests_total(metrics, "/v1/gradient") >= answered
 
 

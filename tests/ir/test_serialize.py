@@ -31,31 +31,10 @@ from derivd.ir.serialize import GraphFormatError, dumps, from_json, to_json
 from derivd.ops import REGISTRY
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.transforms import jvp, vjp
+from tests.references import NumpyDraws, sample
 
 SETTINGS = Settings()
 NUMPY = {FLOAT: np.float64, INT: np.int64, BOOL: np.bool_}
-
-
-def sample(spec, rng):
-    """A point where the registry says the primitive is well-behaved (see ops/registry.py, sweep hints)."""
-    kind, shape = spec[0], tuple(spec[1])
-    if kind == "real":
-        lo, hi = spec[2][0]
-        return rng.uniform(lo, hi, shape)
-    if kind == "distinct":
-        lo, hi = spec[2]
-        n = math.prod(shape)
-        return (lo + (hi - lo) * (rng.permutation(n) + 0.5) / n).reshape(shape)
-    if kind == "invertible":
-        return 2.5 * np.eye(shape[-1]) + 0.5 * rng.uniform(-1, 1, shape)
-    if kind == "spd":
-        r = rng.uniform(-1, 1, shape)
-        return r @ np.swapaxes(r, -1, -2) / shape[-1] + np.eye(shape[-1])
-    if kind == "mask":
-        return rng.random(shape) < 0.5
-    if kind == "index":
-        return rng.integers(-spec[2], spec[2], shape)
-    raise AssertionError(f"unknown sample spec {spec!r}")
 
 
 def primitive_graph(name, case):
@@ -91,7 +70,7 @@ def test_every_primitive_and_its_derivatives_round_trip_exactly(name, index):
     assert [n.shape for n in outputs2] == [n.shape for n in outputs]
 
     rng = np.random.default_rng(index)
-    values = [sample(spec, rng) for spec in case["args"]]
+    values = [sample(spec, NumpyDraws(rng)) for spec in case["args"]]
     values += [rng.uniform(-1, 1, n.shape) for n in inputs[len(values):]]
     with np.errstate(all="ignore"):
         want = compile_graph(g, inputs, outputs).run(*values)

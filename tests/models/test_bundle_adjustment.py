@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from tests.dsl.support import assert_close, call, fd_jacobian
+from tests.dsl.support import assert_close, call
+from tests.references import fd_jacobian
 
 BA = """
 def cross(a, b): return stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],

@@ -1,7 +1,8 @@
 """One sweep over ``derivd.ops.REGISTRY``: every primitive, every rule, against finite differences.
 
 Each primitive declares where its arguments may be drawn (``extra["sample"]``,
-see ``ops/registry.py``); adding a primitive adds no code here. For each case
+see ``ops/registry.py``, decoded by ``tests.references.sample``); adding a
+primitive adds no code here. For each case
 hypothesis draws a point (and a direction, a cotangent), and we check, with
 J the Jacobian of the primitive's own numpy evaluation:
 
@@ -33,57 +34,18 @@ from derivd.ops import REGISTRY
 from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.transforms import jvp, vjp
+from tests.references import DIFFERENTIATED, HypothesisDraws, central_difference, sample
 
-# 8th-order central difference for f'(0): sum_k C[k] f(k h) / h, k = -4..4; error O(h^8).
-OFFSETS = np.arange(-4, 5)
-WEIGHTS = np.array([1 / 280, -4 / 105, 1 / 5, -4 / 5, 0.0, 4 / 5, -1 / 5, 4 / 105, -1 / 280])
 STEP = 0.01  # directions have max-norm 1, so a point moves at most 0.04: inside every hint's 0.1 margin
 RTOL = 1e-6
-DIFFERENTIATED = ("real", "distinct", "invertible", "spd")
 NUMPY_DTYPE = {FLOAT: np.float64, INT: np.int64, BOOL: np.bool_}
 BATCH = 3
 
 SWEEP = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def central_difference(f, h=STEP):
-    """d/dt f(t) at t = 0 (f returns a list of arrays)."""
-    values = [f(k * h) for k in OFFSETS]
-    return [sum(w * v[i] for w, v in zip(WEIGHTS, values) if w) / h for i in range(len(values[0]))]
-
-
-# ---------------------------------------------------------------- drawing arguments
-
-
 def unit_arrays(shape):
     return hnp.arrays(np.float64, shape, elements=st.floats(-1.0, 1.0))
-
-
-def draw_argument(data, spec):
-    kind, shape = spec[0], tuple(spec[1])
-    if kind == "real":
-        elements = st.one_of(*[st.floats(lo, hi) for lo, hi in spec[2]])
-        return data.draw(hnp.arrays(np.float64, shape, elements=elements))
-    if kind == "distinct":
-        lo, hi = spec[2]
-        n = math.prod(shape)
-        rank = np.array(data.draw(st.permutations(range(n))), dtype=np.float64)
-        jitter = data.draw(hnp.arrays(np.float64, (n,), elements=st.floats(0.0, 0.5)))
-        return (lo + (hi - lo) * (rank + jitter) / n).reshape(shape)
-    if kind == "invertible":
-        r = data.draw(unit_arrays(shape))
-        a = 2.5 * np.eye(shape[-1]) + 0.5 * r  # ||0.5 r|| <= 1.5: singular values >= 1
-        a[..., 0, :] *= np.where(r[..., :1, 0] > 0, -1.0, 1.0)  # both signs of det
-        return a
-    if kind == "spd":
-        r = data.draw(unit_arrays(shape))
-        return r @ np.swapaxes(r, -1, -2) / shape[-1] + np.eye(shape[-1])
-    if kind == "mask":
-        return data.draw(hnp.arrays(np.bool_, shape))
-    if kind == "index":
-        size = spec[2]
-        return data.draw(hnp.arrays(np.int64, shape, elements=st.integers(-size, size - 1)))
-    raise AssertionError(f"unknown sample spec {spec!r}")
 
 
 # ---------------------------------------------------------------- the derivative programs of one case
@@ -216,7 +178,7 @@ def test_rules_match_finite_differences(name, data):
     prim = REGISTRY[name]
     index = data.draw(st.sampled_from(range(len(prim.extra["sample"]))), label="case")
     case = prim.extra["sample"][index]
-    values = [draw_argument(data, spec) for spec in case["args"]]
+    values = [sample(spec, HypothesisDraws(data)) for spec in case["args"]]
     is_diff = [spec[0] in DIFFERENTIATED for spec in case["args"]]
 
     d = derivatives(name, index)
@@ -256,9 +218,9 @@ def test_rules_match_finite_differences(name, data):
     g = flat(grads)
 
     # jvp and the forward Jacobian against finite differences of the numpy evaluation
-    fd_v = central_difference(lambda t: [np.reshape(d.evaluate(f_at(x0 + t * v)), -1)])[0]
+    fd_v = central_difference(lambda t: [np.reshape(d.evaluate(f_at(x0 + t * v)), -1)], STEP)[0]
     close(dy, fd_v, f"{name}: jvp vs finite differences")
-    fd_jac = np.stack([central_difference(lambda t, j=j: [np.reshape(d.evaluate(f_at(x0 + t * eye[j])), -1)])[0]
+    fd_jac = np.stack([central_difference(lambda t, j=j: [np.reshape(d.evaluate(f_at(x0 + t * eye[j])), -1)], STEP)[0]
                        for j in range(n)], axis=1)
     close(jf, fd_jac, f"{name}: forward Jacobian vs finite differences")
     # reverse mode is the transpose of forward mode
@@ -278,7 +240,7 @@ def test_rules_match_finite_differences(name, data):
     if d.grad_tape is None:
         assert d.zero and not np.any(jf), f"{name}: no vjp but a nonzero jvp"
         return
-    fd_hv = central_difference(lambda t: d.gradient(f_at(x0 + t * v), u))
+    fd_hv = central_difference(lambda t: d.gradient(f_at(x0 + t * v), u), STEP)
     got = [h if h is not None else np.zeros_like(w) for h, w in zip(hv, fd_hv)]
     for k, (a, b) in enumerate(zip(got, fd_hv)):
         close(np.reshape(a, -1), np.reshape(b, -1), f"{name}: jvp of vjp (input {k}) vs finite differences of vjp")

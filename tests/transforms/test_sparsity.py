@@ -32,7 +32,7 @@ from derivd.ops import REGISTRY
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.transforms import jvp, vjp
 from derivd.transforms.sparsity import PatternTooLarge, hessian_pattern, jacobian_pattern
-from tests.ops.test_registry_sweep import DIFFERENTIATED, draw_argument
+from tests.references import DIFFERENTIATED, HypothesisDraws, sample
 
 SETTINGS = Settings()
 
@@ -129,7 +129,7 @@ def test_every_primitive_pattern_covers_its_derivatives(name, data):
         c = primitive_case(name, index)
         if not c.active:
             continue
-        values = [draw_argument(data, spec) for spec in c.specs]
+        values = [sample(spec, HypothesisDraws(data)) for spec in c.specs]
         consts = c.constants(values)
         jp = jacobian_pattern(c.graph, c.diff, c.out, consts)
         assert jp.shape == (c.out.size, c.n)

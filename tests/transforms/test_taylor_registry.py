@@ -27,10 +27,10 @@ from derivd.ops import REGISTRY
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.transforms import jvp
 from derivd.transforms.taylor import taylor
+from tests.references import DIFFERENTIATED, NumpyDraws, sample
 
 ORDER = 4
 BATCH = 2
-DIFFERENTIATED = ("real", "distinct", "invertible", "spd")
 
 
 def nested_jvp_coefficients(graph, wrt, output, directions, order):
@@ -48,29 +48,6 @@ def nested_jvp_coefficients(graph, wrt, output, directions, order):
             break
         outs.append(d if d is not None else graph.apply("zeros", (), {"shape": output.shape}))
     return [o if k == 0 else o * (1.0 / math.factorial(k)) for k, o in enumerate(outs)]
-
-
-def draw(rng, spec):
-    kind, shape = spec[0], tuple(spec[1])
-    if kind == "real":
-        intervals = spec[2]
-        pick = rng.integers(len(intervals), size=shape)
-        lo, hi = np.array(intervals)[pick, 0], np.array(intervals)[pick, 1]
-        return lo + (hi - lo) * rng.random(shape)
-    if kind == "distinct":
-        lo, hi = spec[2]
-        n = math.prod(shape)
-        return (lo + (hi - lo) * (rng.permutation(n) + 0.5 * rng.random(n)) / n).reshape(shape)
-    if kind == "invertible":
-        return 2.5 * np.eye(shape[-1]) + 0.5 * rng.uniform(-1, 1, shape)
-    if kind == "spd":
-        r = rng.uniform(-1, 1, shape)
-        return r @ np.swapaxes(r, -1, -2) / shape[-1] + np.eye(shape[-1])
-    if kind == "mask":
-        return rng.random(shape) < 0.5
-    if kind == "index":
-        return rng.integers(-spec[2], spec[2], size=shape)
-    raise AssertionError(f"unknown sample spec {spec!r}")
 
 
 def build(name, case):
@@ -112,7 +89,7 @@ def test_taylor_rule_matches_nested_jvp(name, index):
     outs = [out] + ([ys] if ys is not None else []) + reference
     tape = compile_graph(g, args + seeds + dirs, outs)
 
-    values = [draw(rng, spec) for spec in case["args"]]
+    values = [sample(spec, NumpyDraws(rng)) for spec in case["args"]]
     v = [rng.uniform(-1, 1, (BATCH,) + x.shape) for x in diff]
     series = []
     for vi, x in zip(v, diff):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
@@ -11,15 +10,6 @@ import pytest
 from derivd.workers.supervisor import Supervisor
 from tests.cache.conftest import shared_settings
 from tests.conftest import LiveServer
-
-
-def wait_for(condition, timeout_s: float = 30.0, what: str = "condition"):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

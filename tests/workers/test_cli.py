@@ -16,8 +16,8 @@ import pytest
 
 from derivd.workers.server import parse_engines
 from tests.cache.conftest import HMAC_KEY, shared_settings
-from tests.conftest import LiveServer, free_port
-from tests.workers.conftest import wait_for
+from tests.conftest import LiveServer
+from tests.support import free_port, wait_for
 
 X = [0.3, 0.6, -0.9]
 
@@ -58,7 +58,7 @@ def test_serve_with_workers_replaces_a_killed_worker(shared_redis_url):
                     {"DERIVD_REDIS_URL": shared_redis_url, "DERIVD_TAPE_CACHE_HMAC_KEY": HMAC_KEY,
                      "DERIVD_LOG_LEVEL": "WARNING"})
     try:
-        wait_for(lambda: _up(base), 60, "derivd serve --workers 2")
+        wait_for(lambda: _up(base), "derivd serve --workers 2", 60)
         np.testing.assert_allclose(gradient_of_cubes(base), 3 * np.array(X) ** 2, rtol=1e-15)
         assert httpx.get(f"{base}/readyz").json()["pools"]["reverse"].startswith("ready (ipv4:127.0.0.1:")
         workers = [p for p in children(gateway.pid) if _is_worker(p)]
@@ -67,8 +67,8 @@ def test_serve_with_workers_replaces_a_killed_worker(shared_redis_url):
         os.kill(workers[0], signal.SIGKILL)
         np.testing.assert_allclose(gradient_of_cubes(base), 3 * np.array(X) ** 2, rtol=1e-15)
         wait_for(lambda: re.search(r'^derivd_worker_restarts_total\{pool="local"\} 1\.0$',
-                                   httpx.get(f"{base}/metrics").text, re.M), 30, "the restart in /metrics")
-        wait_for(lambda: sum(map(_is_worker, children(gateway.pid))) == 2, 30, "a replacement worker")
+                                   httpx.get(f"{base}/metrics").text, re.M), "the restart in /metrics", 30)
+        wait_for(lambda: sum(map(_is_worker, children(gateway.pid))) == 2, "a replacement worker", 30)
         workers = [p for p in children(gateway.pid) if _is_worker(p)]
     finally:
         stop(gateway)
@@ -84,7 +84,7 @@ def test_a_remote_worker_serves_a_gateway_through_dns(shared_redis_url):
                                pool_reverse=f"dns:///localhost:{port}", pool_wait_s=0.5)
     try:
         with LiveServer(settings) as gateway:
-            wait_for(lambda: gateway.app.service.pools.pools["reverse"].ready(), 60, "the remote worker")
+            wait_for(lambda: gateway.app.service.pools.pools["reverse"].ready(), "the remote worker", 60)
             np.testing.assert_allclose(gradient_of_cubes(gateway.url), 3 * np.array(X) ** 2, rtol=1e-15)
             ready = httpx.get(f"{gateway.url}/readyz").json()["pools"]
             assert ready["reverse"] == f"ready (dns:///localhost:{port})" and ready["taylor"] == "ready (in-process)"
@@ -92,7 +92,7 @@ def test_a_remote_worker_serves_a_gateway_through_dns(shared_redis_url):
             stop(worker)  # SIGTERM: the worker drains and exits; the pool has nobody left
             r = httpx.post(f"{gateway.url}/v1/gradient", json={"function": {"dsl": "sum(x ** 3)"}, "at": {"x": X}})
             assert r.status_code == 503 and r.json()["error"]["code"] == "pool_unavailable", r.text
-            wait_for(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 503, 10, "/readyz to say not ready")
+            wait_for(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 503, "/readyz to say not ready", 10)
     finally:
         stop(worker)
 

@@ -13,13 +13,14 @@ import httpx
 import numpy as np
 import pytest
 
+from derivd import clock
 from derivd.cache import CacheStats
 from derivd.core import Request, Timings
 from derivd.errors import DerivdError
 from derivd.workers.pool import GrpcPool
-from derivd.workers.server import EXIT_OVERRUN, build_server
+from derivd.workers.server import EXIT_OVERRUN, Watchdog, build_server
 from tests.conftest import LiveServer
-from tests.workers.conftest import wait_for
+from tests.support import wait_for
 
 X = [0.4, -1.3, 0.9]
 
@@ -117,29 +118,44 @@ def test_a_worker_killed_under_load_loses_no_request(pooled, supervisor):
         want[0] += np.sum(np.cos(x))
         np.testing.assert_allclose(r.json()["gradient"]["x"], want, rtol=1e-13, atol=1e-15)
 
-    wait_for(lambda: supervisor.restarts == before + 1, what="the killed worker to be replaced")
+    wait_for(lambda: supervisor.restarts == before + 1, "the killed worker to be replaced")
     assert supervisor.exit_codes[-1] == -signal.SIGKILL
     # counted when the death is seen; the replacement starts then, or after a backoff if it died young
-    wait_for(lambda: victim not in supervisor.pids, what="the replacement to take the killed worker's slot")
-    wait_for(lambda: pooled.get("/readyz").status_code == 200, what="the pool to be ready again")
+    wait_for(lambda: victim not in supervisor.pids, "the replacement to take the killed worker's slot")
+    wait_for(lambda: pooled.get("/readyz").status_code == 200, "the pool to be ready again")
     text = pooled.get("/metrics").text
     assert re.search(r'^derivd_worker_restarts_total\{pool="local"\} [1-9]', text, re.M)
 
 
 def test_a_deadline_overrun_answers_504_and_recycles_the_worker(supervisor, worker_settings, pooled):
+    """One tape that cannot stop: a loop node of 50 000 products of 2000x2000 matrices, 8e14 flops,
+    minutes on the fastest machine and hours on this one, in BLAS where no check of the deadline
+    runs. It cannot finish before the gateway's 0.5 s deadline (a gRPC timer) however fast the
+    host, so the 504 comes first, then the watchdog (grace 0.3 s) recycles the worker."""
     before = supervisor.restarts
-    # Four products of 2000x2000 matrices, 64 GFLOP: seconds in BLAS on any machine, where no
-    # Python code can stop it; the deadline is 0.5 s and the watchdog's grace 0.3 s.
-    slow = "A = ones((2000, 2000)) * x[0]\nsum(A @ A @ A @ A @ A)"
+    slow = "A = ones((2000, 2000)) * x[0]\nfor i in range(50000):\n    A = A @ A * 0.0005\nsum(A)"
     with LiveServer(worker_settings.model_copy(update={"pool_default": supervisor.target,
                                                         "request_timeout_s": 0.5})) as impatient:
         r = httpx.post(f"{impatient.url}/v1/evaluate", json={"function": {"dsl": slow}, "at": {"x": X}})
     assert r.status_code == 504
     assert r.json()["error"]["code"] == "deadline_exceeded"
-    wait_for(lambda: supervisor.restarts == before + 1, what="the overrunning worker to be recycled")
+    wait_for(lambda: supervisor.restarts == before + 1, "the overrunning worker to be recycled")
     assert supervisor.exit_codes[-1] == EXIT_OVERRUN
     r = post(pooled, "gradient", {"function": {"dsl": "sum(x ** 3)"}, "at": {"x": X}})
     np.testing.assert_allclose(r["gradient"]["x"], 3 * np.array(X) ** 2, rtol=1e-15)
+
+
+def test_the_watchdog_goes_by_the_clock(monkeypatch):
+    """A request an hour from its deadline: once the clock says the deadline and the grace have
+    passed (no waiting), the watchdog exits with EXIT_OVERRUN (here recorded, not done)."""
+    exits = []
+    watchdog = Watchdog(grace_s=0.3, exit=exits.append)
+    deadline = clock.now() + 3600
+    with watchdog.watch(deadline, "evaluate r1"):
+        later = deadline + 0.31
+        monkeypatch.setattr(clock, "now", lambda: later)
+        wait_for(lambda: exits, "the watchdog to act on the clock")
+    assert exits[0] == EXIT_OVERRUN
 
 
 def test_a_worker_refuses_families_it_was_not_started_for(worker_settings):
@@ -158,7 +174,7 @@ def test_a_worker_refuses_families_it_was_not_started_for(worker_settings):
 
 
 def test_a_pool_with_no_worker_answers_503(worker_settings):
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     settings = worker_settings.model_copy(update={"pool_wait_s": 0.3})
     pool = GrpcPool(f"127.0.0.1:{free_port()}", settings, CacheStats(), Timings)

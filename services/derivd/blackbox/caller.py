@@ -19,13 +19,13 @@ import os
 import random
 import ssl
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import httpx
 import numpy as np
 
+from .. import clock
 from ..config import Settings, get_settings
 from ..errors import (
     DeadlineExceeded, DerivdError, ShapeError, UpstreamError, UpstreamTimeout, ValidationFailed,
@@ -152,7 +152,7 @@ class BlackBoxCaller:
     def evaluate(self, X: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """``Y[i] = f(X[i])`` for ``X`` of shape ``(p, input_size)``.
 
-        ``deadline`` is an absolute ``time.monotonic()`` instant; past it the
+        ``deadline`` is an absolute instant on ``clock.now()``; past it the
         call raises :class:`DeadlineExceeded` and abandons calls in flight.
         The URL is re-checked (and re-resolved) on every call, so a DNS answer
         that changed since registration cannot redirect us somewhere refused.
@@ -179,7 +179,7 @@ class BlackBoxCaller:
         future = asyncio.run_coroutine_threadsafe(
             self._evaluate(runtime, target, unique, deadline), runtime.loop
         )
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic()) + _DEADLINE_GRACE_S
+        wait = None if deadline is None else _left(deadline) + _DEADLINE_GRACE_S
         try:
             Y = future.result(timeout=wait)
         except concurrent.futures.TimeoutError:
@@ -339,8 +339,8 @@ class BlackBoxCaller:
 
 
 def _left(deadline: float | None) -> float | None:
-    """Seconds until ``deadline`` (never negative), or None for no deadline."""
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+    """Seconds until ``deadline`` (never negative) by ``clock.now()``, or None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - clock.now())
 
 
 def _is_number(v) -> bool:

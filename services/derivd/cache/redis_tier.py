@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from derivd import clock
 from derivd.cache.signing import open_entry, seal
 
 log = logging.getLogger("derivd.cache")
@@ -54,14 +54,14 @@ class RedisTier:
         self.base_backoff = settings.redis_retry_backoff_s
         self.max_backoff = settings.redis_retry_backoff_max_s
         self._backoff = self.base_backoff
-        self._open_until = 0.0  # monotonic time before which Redis is skipped
+        self._open_until = 0.0  # the instant (clock.now()) before which Redis is skipped
         self._failing = False
         self._lock = threading.Lock()
 
     @property
     def available(self) -> bool:
         """False while the breaker is open (Redis failed within the current backoff)."""
-        return time.monotonic() >= self._open_until
+        return clock.now() >= self._open_until
 
     def get_sealed(self, key: str, refresh_ttl_s: int | None = None) -> bytes | None:
         """The payload at ``key`` once its MAC checks (``TamperedEntry`` if not); None on a miss or
@@ -91,7 +91,7 @@ class RedisTier:
 
     def _failed(self, error: Exception) -> None:
         with self._lock:
-            self._open_until = time.monotonic() + self._backoff
+            self._open_until = clock.now() + self._backoff
             log.warning("redis %s unreachable (%s: %s); using the local cache only, retrying in %.2f s",
                         _safe(self.url), type(error).__name__, error, self._backoff)
             self._backoff = min(self._backoff * 2, self.max_backoff)

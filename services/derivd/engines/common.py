@@ -6,20 +6,19 @@ import contextlib
 import contextvars
 import itertools
 import math
-import time
 
 import numpy as np
 
+from derivd import clock
 from derivd.errors import DeadlineExceeded, LimitExceeded
 
-_clock = time.monotonic  # the deadline's clock (tests step it)
-# (monotonic instant, budget in seconds) of the request this thread is computing, if it has one.
+# (instant on clock.now(), budget in seconds) of the request this thread is computing, if it has one.
 _DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("deadline", default=None)
 
 
 @contextlib.contextmanager
 def deadline(at: float | None, budget_s: float):
-    """Engines in this block stop at their next pass once ``at`` (``time.monotonic()``) is past.
+    """Engines in this block stop at their next pass once ``at`` (on ``clock.now()``'s scale) is past.
 
     A tape cannot be interrupted, but Jacobians, Hessians, Taylor directions and
     finite differences are many passes: a request whose caller already had its
@@ -34,7 +33,7 @@ def deadline(at: float | None, budget_s: float):
 def check_deadline() -> None:
     """Raise ``DeadlineExceeded`` when the request being computed is past its deadline."""
     current = _DEADLINE.get()
-    if current is not None and _clock() > current[0]:
+    if current is not None and clock.now() > current[0]:
         raise DeadlineExceeded(f"the request ran past its deadline of {current[1]:g} s; stopped between passes",
                                deadline_s=current[1])
 

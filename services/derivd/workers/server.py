@@ -32,6 +32,7 @@ from contextlib import contextmanager
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from derivd import clock
 from derivd.runtime import tune_allocator
 from derivd.core import ENDPOINTS, Request, Service
 from derivd.errors import DerivdError
@@ -46,7 +47,8 @@ REQUEST_FIELDS = {f.name for f in dataclasses.fields(Request)} - {"deadline"}
 
 
 class Watchdog:
-    """Exits the process when a request is still running ``grace_s`` past its deadline."""
+    """Exits the process when a request is still running ``grace_s`` past its deadline (by ``clock.now()``,
+    on whose scale deadlines are)."""
 
     def __init__(self, grace_s: float, exit=os._exit):
         self.grace_s = grace_s
@@ -70,7 +72,7 @@ class Watchdog:
     def _loop(self):
         while True:
             time.sleep(0.05)
-            now = time.monotonic()
+            now = clock.now()
             with self._lock:
                 overdue = [what for deadline, what in self._running.values() if now > deadline + self.grace_s]
             if overdue:
@@ -88,8 +90,8 @@ class WorkerServicer(pb_grpc.WorkerServicer):
 
     def Run(self, request: pb.WorkRequest, context) -> pb.WorkResponse:
         remaining = context.time_remaining()
-        deadline = time.monotonic() + (remaining if remaining is not None
-                                       else self.service.settings.request_timeout_s)
+        deadline = clock.now() + (remaining if remaining is not None
+                                  else self.service.settings.request_timeout_s)
         try:
             req = self._request(request)
             with self.watchdog.watch(deadline, f"{request.endpoint} {request.request_id}".strip()):
