@@ -8,7 +8,7 @@ Run: ``OMP_NUM_THREADS=1 python bench/second_order.py [--quick]``. Two tables:
 2. A function with a tridiagonal Hessian at n = 1e4: the full Hessian by star
    colouring (passes = colours, target <= 4), cold (pattern detection, colouring,
    compilation) and warm (cached), against the dense Hessian by batched HVPs of the
-   identity (n passes), through ``Service.handle``; beside jax's dense
+   identity (n passes), through ``Service.compute``; beside jax's dense
    ``jax.hessian`` (at n = 2000: at 1e4 its 800 MB answer is no fair fight on a
    shared machine) and jax doing our compressed product by hand (vmap of
    jvp-of-grad over the same seeds).
@@ -86,7 +86,7 @@ def sparse_hessian(n: int, n_jax_dense: int, repeat: int) -> list[tuple]:
     service = Service(Settings(max_jacobian_entries=10**8))  # the dense comparison at n = 1e4 is 1e8 entries
 
     def request(**kw):
-        return service.handle("hessian", Request(function={"dsl": TRIDIAGONAL}, at={"x": x}, **kw))[0]
+        return service.compute("hessian", Request(function={"dsl": TRIDIAGONAL}, at={"x": x}, **kw))[0]
 
     t = time.perf_counter()
     first = request(sparse=True)
@@ -131,10 +131,10 @@ def sparse_hessian(n: int, n_jax_dense: int, repeat: int) -> list[tuple]:
                      best(lambda: jax.block_until_ready(hess(xs)), repeat), "dense"))
         t = time.perf_counter()
         service_small = Service(Settings())
-        small = service_small.handle("hessian", Request(function={"dsl": TRIDIAGONAL}, at={"x": x[:n_jax_dense]},
+        small = service_small.compute("hessian", Request(function={"dsl": TRIDIAGONAL}, at={"x": x[:n_jax_dense]},
                                                         mode="forward"))[0]
         cold_small = time.perf_counter() - t
-        warm_small = best(lambda: service_small.handle("hessian", Request(
+        warm_small = best(lambda: service_small.compute("hessian", Request(
             function={"dsl": TRIDIAGONAL}, at={"x": x[:n_jax_dense]}, mode="forward")), repeat)
         rows.append((f"derivd dense (identity seeds), n={n_jax_dense}", n_jax_dense, cold_small, warm_small,
                      "dense"))

@@ -45,7 +45,7 @@ def service():
 
 
 def call(service, endpoint, **kw):
-    return service.handle(endpoint, Request(**kw))[0]
+    return service.compute(endpoint, Request(**kw))[0]
 
 
 points = st.integers(0, 2**32 - 1)
