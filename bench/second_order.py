@@ -30,11 +30,11 @@ import time
 
 import numpy as np
 
-from derivd.runtime import tune_allocator
+from derivd.allocator import tune_allocator
 from derivd.config import Settings
 from derivd.core import Request, Service
 from derivd.dsl import InputSpec
-from derivd.engines import coloring, second, sparse
+from derivd.engines import coloring, forward_over_reverse, sparse
 from derivd.engines.common import Wrt
 from derivd.engines.function import CompiledFunction
 from timing import best  # bench/timing.py (the script's folder is on sys.path)
@@ -58,9 +58,9 @@ def hvp_vs_f(n: int, repeat: int) -> list[tuple]:
     fn = CompiledFunction(ROSENBROCK, {"x": InputSpec((n,), "f8", "at")}, Settings())
     values = {"x": x}
     tape, _ = fn.eval_tape()
-    second.hvp(fn, values, ["x"], {"x": v})  # compile
+    forward_over_reverse.hvp(fn, values, ["x"], {"x": v})  # compile
     f_s = best(lambda: fn.run(tape, values), repeat)
-    hvp_s = best(lambda: second.hvp(fn, values, ["x"], {"x": v}), repeat)
+    hvp_s = best(lambda: forward_over_reverse.hvp(fn, values, ["x"], {"x": v}), repeat)
     rows = [("derivd", f_s, hvp_s)]
     jax = jax_or_none()
     if jax is not None:

@@ -98,7 +98,7 @@ def _serve(args, settings) -> int:
     from derivd.gateway import server
     from derivd.gateway.app import create_app
     from derivd.observability import configure_logging
-    from derivd.runtime import tune_allocator
+    from derivd.allocator import tune_allocator
 
     tune_allocator()
     configure_logging(settings.log_format, settings.log_level)

@@ -1,4 +1,4 @@
-"""Hessian-vector products and Hessians (engines/second.py, core ``hvp``/``hessian``).
+"""Hessian-vector products and Hessians (engines/forward_over_reverse.py, core ``hvp``/``hessian``).
 
 References are independent of the engine: closed-form Hessians (extended Rosenbrock,
 a quadratic form, a Gaussian-mixture log-density), and central differences of the

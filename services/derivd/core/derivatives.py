@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from derivd.core import taylor_mode
-from derivd.engines import forward, reverse, second, sparse, taylor
+from derivd.engines import forward, forward_over_reverse, reverse, sparse, taylor
 from derivd.engines.common import require_dense
 
 AD_SPARSE = "`sparse: true` answers with its nonzeros where the pattern allows"
@@ -103,10 +103,10 @@ def hvp(p):
         return taylor_mode.hvp(p)
     out = {"engine": "forward-over-reverse"}
     if not p.many:
-        y, _, hv, seconds = second.hvp(p.fn, p.values, p.wrt, p.v)
+        y, _, hv, seconds = forward_over_reverse.hvp(p.fn, p.values, p.wrt, p.v)
         out["hvp"] = dict(zip(p.wrt, hv))
     else:
-        y, _, block, seconds = second.hvp_blocks(p.fn, p.values, p.wrt, p.directions, p.settings)
+        y, _, block, seconds = forward_over_reverse.hvp_blocks(p.fn, p.values, p.wrt, p.directions, p.settings)
         out["hvps"] = [dict(zip(p.wrt, p.slots.split(row))) for row in block]
     out["value"] = float(np.asarray(y).reshape(-1)[0])
     return out, seconds
@@ -125,7 +125,7 @@ def hessian(p):
         if not p.sparse and plan.ncolors >= n:
             plan = None
     if plan is None:
-        y, grads, hess, seconds = second.hessian(p.fn, p.values, p.wrt, p.settings)
+        y, grads, hess, seconds = forward_over_reverse.hessian(p.fn, p.values, p.wrt, p.settings)
     else:
         y, grads, rows, cols, vals, seconds = sparse.hessian(p.fn, p.values, p.wrt, plan, p.settings)
         if p.sparse:

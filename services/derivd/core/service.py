@@ -27,7 +27,7 @@ from derivd.core.streams import HvpStream
 from derivd.engines import finite_answers as fd
 from derivd.engines.common import Wrt, check_deadline, deadline, require_scalar
 from derivd.engines.function import load_or_lower
-from derivd.engines.second import HvpSession
+from derivd.engines.forward_over_reverse import HvpSession
 from derivd.errors import DerivdError, ValidationFailed
 from derivd.observability import Metrics
 

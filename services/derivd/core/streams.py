@@ -2,7 +2,7 @@
 
 The function is resolved, compiled and run to its value and gradient once
 (``Service.hvp_stream``); each direction then costs one run of the HVP tape
-(``engines.second.HvpSession``), after the same check of its names and shapes
+(``engines.forward_over_reverse.HvpSession``), after the same check of its names and shapes
 as a unary ``hvp``'s ``v`` (``core.prepare.directions``).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from derivd.core.prepare import directions
-from derivd.engines.second import HvpSession
+from derivd.engines.forward_over_reverse import HvpSession
 
 
 @dataclass

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from derivd.runtime import tune_allocator
+from derivd.allocator import tune_allocator
 from derivd.core import ENDPOINTS, Request, Service
 from derivd.errors import DerivdError
 from derivd.dispatch import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
