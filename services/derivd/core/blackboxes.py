@@ -13,8 +13,6 @@ import numpy as np
 
 from derivd.blackbox import BlackBoxCaller
 from derivd.core.prepare import prepare, require_finite
-from derivd.engines import finite_answers as fd
-from derivd.engines.common import Wrt
 from derivd.errors import ShapeError, ValidationFailed
 
 
@@ -47,10 +45,8 @@ def answer(row, req, registry, settings) -> dict:
         response = {"value": evaluate(x)[0], "engine": "blackbox"}
     else:
         require_finite(row)
-        shape = (spec.output_size, spec.input_size)
-        p = prepare(row, req, settings, wrt=["x"], values={"x": x}, slots=Wrt.of_shapes(["x"], [x.shape]),
-                    out_shape=(spec.output_size,), make_points=lambda: evaluate,
-                    jacobian_pattern=lambda: fd.caller_pattern(req.pattern, shape))
+        p = prepare(row, req, settings, wrt=["x"], values={"x": x}, out_shape=(spec.output_size,),
+                    box_points=evaluate)
         response = row.finite(p)
     response["blackbox"] = {"name": spec.name, "evaluations": caller.evaluations}
     return response

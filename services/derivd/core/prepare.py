@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from derivd.dsl import InputSpec
+from derivd.engines import finite_answers as fd
 from derivd.engines.common import Wrt, require_scalar
 from derivd.errors import DerivdError, LimitExceeded, ShapeError, UnknownName, ValidationFailed
 from derivd.ops.registry import BOOL, FLOAT, INT
@@ -30,37 +31,64 @@ MODES = ("auto", "forward", "reverse", "taylor", "finite")
 class Prepared:
     """What an endpoint function reads: checked, shaped, and nothing left to validate.
 
-    ``v`` is the one direction per input (jvp, taylor, hvp with ``v``); ``directions`` the flat
-    ``(k, n)`` directions of an HVP (``many`` when the caller sent ``vs``); ``u`` the flat cotangent.
-    ``points`` is the batched ``F(X)`` finite differences evaluate; ``jacobian_pattern`` gives the
-    (rows, cols, colours) they may colour a Jacobian by, or None."""
+    ``fn`` is the compiled program, or None for a black box, whose batched evaluation is
+    ``box_points`` and whose Jacobian pattern the caller may give (``pattern``). ``v`` is the one
+    direction per input (jvp, taylor, hvp with ``v``); ``directions`` the flat ``(k, n)``
+    directions, from ``v`` or (``many``) the caller's ``vs`` as ``block``; ``u`` the flat cotangent."""
 
     endpoint: str
     mode: str
     settings: object
     wrt: list[str]
     values: dict[str, np.ndarray]
-    slots: Wrt
     out_shape: tuple[int, ...]
-    fn: object = None  # the compiled program (None for a black box)
+    fn: object = None
     fd: dict | None = None
     verify: bool = False
     sparse: bool = False
     v: dict[str, np.ndarray] | None = None
-    directions: np.ndarray | None = None
-    many: bool = False
+    block: np.ndarray | None = None
     u: np.ndarray | None = None
     order: int | None = None
-    make_points: Callable | None = None
-    jacobian_pattern: Callable[[], tuple | None] = lambda: None
+    box_points: Callable | None = None
+    pattern: dict | None = None
 
     @cached_property
-    def points(self) -> Callable[[np.ndarray], np.ndarray]:
-        return self.make_points()
+    def slots(self) -> Wrt:
+        """The differentiated inputs' places in a flat vector."""
+        if self.fn is not None:
+            return Wrt(self.fn, self.wrt)
+        return Wrt.of_shapes(self.wrt, [np.shape(self.values[n]) for n in self.wrt])
 
     @property
     def m(self) -> int:
         return math.prod(self.out_shape)
+
+    @property
+    def many(self) -> bool:
+        """Whether the caller sent several directions (``vs``): the answer lists one per direction."""
+        return self.block is not None
+
+    @cached_property
+    def directions(self) -> np.ndarray:
+        """The flat ``(k, n)`` directions: ``vs``, or ``v`` as one row."""
+        if self.block is not None:
+            return self.block
+        return self.slots.join([self.v[n] for n in self.wrt], ())[None, :]
+
+    @cached_property
+    def points(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The batched ``F(X)`` finite differences evaluate: over flat points of the ``wrt`` inputs."""
+        if self.fn is None:
+            return self.box_points
+        return fd.program_points(self.fn, self.values, self.slots)
+
+    def jacobian_pattern(self) -> tuple | None:
+        """(rows, cols, colours) finite differences may colour a Jacobian by: the program's detected
+        pattern when colouring saves evaluations, a black box's as its caller gave it, else None."""
+        if self.fn is not None:
+            return fd.program_pattern(self.fn, self.values, self.slots, self.settings)
+        return fd.caller_pattern(self.pattern, (self.m, self.slots.n))
 
 
 def check_request(row, req, settings) -> None:
@@ -80,30 +108,23 @@ def require_finite(row) -> None:
                           status=422, mode="finite")
 
 
-def prepare(row, req, settings, *, wrt: list[str], values: dict, slots: Wrt, out_shape, fn=None,
-            make_points=None, jacobian_pattern=None) -> Prepared:
+def prepare(row, req, settings, *, wrt: list[str], values: dict, out_shape, fn=None,
+            box_points=None) -> Prepared:
     """``req`` for ``row`` once its function's shapes are known: every check the endpoint needs."""
     if row.scalar:
         require_scalar(out_shape, row.name)
-    p = Prepared(row.name, req.mode, settings, wrt, values, slots, tuple(out_shape), fn, req.fd, req.verify,
-                 req.sparse, make_points=make_points)
-    if jacobian_pattern is not None:
-        p.jacobian_pattern = jacobian_pattern
+    p = Prepared(row.name, req.mode, settings, wrt, values, tuple(out_shape), fn, req.fd, req.verify, req.sparse,
+                 box_points=box_points, pattern=req.pattern)
     reads = row.reads
-    if "v" in reads:
+    if "v" in reads or ("v|vs" in reads and req.vs is None):
         p.v = directions(req.v, wrt, values, "v")
-        p.directions = slots.join([p.v[n] for n in wrt], ())[None, :]
     elif "v|vs" in reads:
-        if req.vs is not None:
-            if req.v is not None:
-                raise ValidationFailed("give `v` or `vs`, not both", field="vs")
-            p.many = True
-            p.directions = np.array([slots.join([d[n] for n in wrt], ()) for d in
-                                     (directions(d, wrt, values, f"vs[{i}]") for i, d in enumerate(req.vs))]
-                                    ).reshape(len(req.vs), slots.n)
-        else:
-            p.v = directions(req.v, wrt, values, "v")
-            p.directions = slots.join([p.v[n] for n in wrt], ())[None, :]
+        if req.v is not None:
+            raise ValidationFailed("give `v` or `vs`, not both", field="vs")
+        slots = p.slots
+        p.block = np.array([slots.join([d[n] for n in wrt], ()) for d in
+                            (directions(d, wrt, values, f"vs[{i}]") for i, d in enumerate(req.vs))]
+                           ).reshape(len(req.vs), slots.n)
     if "u" in reads:
         p.u = cotangent(req.u, p.m)
     if "order" in reads:

@@ -25,7 +25,7 @@ from derivd.core.prepare import MODES, check_request, input_specs, prepare, wrt_
 from derivd.core.request import Request, Timings
 from derivd.core.streams import HvpStream
 from derivd.engines import finite_answers as fd
-from derivd.engines.common import Wrt, check_deadline, deadline, require_scalar
+from derivd.engines.common import check_deadline, deadline, require_scalar
 from derivd.engines.function import load_or_lower
 from derivd.engines.forward_over_reverse import HvpSession
 from derivd.errors import DerivdError, ValidationFailed
@@ -97,10 +97,7 @@ class Service:
                 return response, timings
             fn, values, wrt, timings.compile = self._compile(req)
             t1 = time.perf_counter()
-            slots = Wrt(fn, wrt)
-            p = prepare(row, req, self.settings, wrt=wrt, values=values, slots=slots, out_shape=fn.out_shape, fn=fn,
-                        make_points=lambda: fd.program_points(fn, values, slots),
-                        jacobian_pattern=lambda: fd.program_pattern(fn, values, slots, self.settings))
+            p = prepare(row, req, self.settings, wrt=wrt, values=values, out_shape=fn.out_shape, fn=fn)
             if req.mode == "finite" and row.differentiates:
                 response, compile_seconds = row.finite(p), 0.0
             else:
