@@ -133,6 +133,7 @@ def _serve(args, settings) -> int:
     finally:
         if grpc_server is not None:
             grpc_server.stop()
+        dispatcher.close()
         if supervisor is not None:
             supervisor.stop()
     return 0

@@ -93,12 +93,16 @@ class Prepared:
 
 def check_request(row, req, settings) -> None:
     """What is refused before the function is even resolved or lowered."""
-    if req.mode not in MODES:
-        raise ValidationFailed(f"unknown mode {req.mode!r}; one of {', '.join(MODES)}", field="mode")
+    check_mode(req.mode)
     if "order" in row.reads:
         taylor_order(req.order, settings)
     if req.mode == "finite" and row.differentiates:
         require_finite(row)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValidationFailed(f"unknown mode {mode!r}; one of {', '.join(MODES)}", field="mode")
 
 
 def require_finite(row) -> None:

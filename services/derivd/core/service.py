@@ -21,7 +21,7 @@ from derivd.cache import RedisTier, TapeCache, TapeKey
 from derivd.core import blackboxes
 from derivd.core.endpoints import endpoint
 from derivd.core.functions import Functions, StoredFunction
-from derivd.core.prepare import MODES, check_request, input_specs, prepare, wrt_names
+from derivd.core.prepare import check_mode, check_request, input_specs, prepare, wrt_names
 from derivd.core.request import Request, Timings
 from derivd.core.streams import HvpStream
 from derivd.engines import finite_answers as fd
@@ -115,8 +115,7 @@ class Service:
         """Many Hessian-vector products at one point: resolved, compiled and started once, here."""
         with deadline(req.deadline, self.settings.request_timeout_s):
             check_deadline()
-            if req.mode not in MODES:
-                raise ValidationFailed(f"unknown mode {req.mode!r}; one of {', '.join(MODES)}", field="mode")
+            check_mode(req.mode)
             if req.mode not in STREAM_MODES:
                 raise DerivdError(f"mode {req.mode!r} is not available for an HVP stream (forward over reverse)",
                                   code="unsupported_mode", status=422, mode=req.mode)

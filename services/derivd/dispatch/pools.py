@@ -18,7 +18,7 @@ streams stay in process (the dispatcher sends them to ``in_process``): a black
 box is I/O on the gateway's own caller, and a stream keeps its compiled session.
 
 Failures. A request carries its remaining deadline as the gRPC timeout; past
-it the answer is 504 (and the worker recycles itself, see ``server``). A
+it the answer is 504 (and the worker recycles itself, see ``workers.server``). A
 worker that dies under a request (UNAVAILABLE: connection reset or refused)
 costs one retry, on another worker, within the same deadline. A pool with no
 reachable worker answers 503 ``pool_unavailable`` once it has waited
