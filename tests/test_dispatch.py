@@ -13,10 +13,10 @@ from derivd.config import Settings
 from derivd.core import ENDPOINTS, Request, Service
 from derivd.dispatch import Dispatcher
 from derivd.dispatch.pools import FAMILIES, family_of
-from derivd.errors import DeadlineExceeded, NotFound
+from derivd.errors import DeadlineExceeded, DerivdError, NotFound
 from derivd.grpc_api import derivd_pb2 as pb
 from derivd.grpc_api.servicer import UNARY, DifferentiatorServicer
-from tests.references import ROSENBROCK, rosenbrock_gradient
+from tests.references import ROSENBROCK, rosenbrock_gradient, rosenbrock_hessian
 
 X = np.array([0.5, -1.2, 2.0])
 
@@ -91,3 +91,18 @@ def test_work_past_its_budget_is_a_504_whether_the_caller_blocks_or_awaits(dispa
     with pytest.raises(DeadlineExceeded):
         asyncio.run(awaited())
     release.set()
+
+
+def test_an_hvp_stream_answers_as_the_hessian_does_and_refuses_what_cannot_stream(dispatcher):
+    stream, queue_s = dispatcher.hvp_stream(gradient_request())
+    assert queue_s > 0 and stream.value == pytest.approx(float(np.sum(100 * (X[1:] - X[:-1] ** 2) ** 2
+                                                                      + (1 - X[:-1]) ** 2)), rel=1e-14)
+    np.testing.assert_allclose(stream.gradient["x"], rosenbrock_gradient(X), rtol=1e-13)
+    for v in np.eye(3):
+        np.testing.assert_allclose(dispatcher.hvp(stream, {"x": v}, "v")["x"], rosenbrock_hessian(X) @ v, rtol=1e-13)
+    refused = [Request(function={"dsl": ROSENBROCK}, at={"x": X.copy()}, mode=mode) for mode in ("taylor", "finite")]
+    refused.append(Request(function={"blackbox": "anything"}, at={"x": X.copy()}))
+    for req in refused:
+        with pytest.raises(DerivdError) as e:
+            dispatcher.hvp_stream(req)
+        assert (e.value.status, e.value.code) == (422, "unsupported_mode")
