@@ -10,6 +10,8 @@ fewer passes. Mode ``taylor`` is answered by ``core.taylor_mode``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from derivd.core import taylor_mode
@@ -47,7 +49,7 @@ def gradient(p):
 
 
 def jacobian(p):
-    n, m = p.slots.n, p.m
+    n, m = sum(math.prod(np.shape(p.values[w])) for w in p.wrt), p.m  # no slots unless a pattern is used
     if not p.sparse:  # a dense answer, whatever the pattern: refused before any pass or detection
         require_dense(m, n, "dense Jacobian", p.settings, AD_SPARSE)
     engine = "taylor" if p.mode == "taylor" else pick(p.mode, n, m)

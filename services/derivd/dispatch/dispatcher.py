@@ -83,8 +83,11 @@ class Dispatcher:
 
     def _route(self, row, req) -> tuple[dict, Timings]:
         function = req.function
-        if isinstance(function, dict) and len(function) == 1 and ("dsl" in function or "id" in function):
-            return self.router.run(row, self.service.resolve(req))
+        if isinstance(function, dict) and len(function) == 1:
+            if "dsl" in function:
+                return self.router.run(row, req)
+            if "id" in function:
+                return self.router.run(row, self.service.resolve(req))
         return self.router.in_process.run(row.name, req, "")  # a black box, or what the core refuses
 
     def _finish(self, key, result: tuple[dict, Timings], queue_s: float) -> tuple[dict, Timings]:
