@@ -25,7 +25,7 @@ from derivd.config import Settings
 from derivd.dsl import InputSpec
 from derivd.engines import reverse
 from derivd.engines.function import CompiledFunction
-from derivd.runtime import tune_allocator
+from derivd.allocator import tune_allocator
 from timing import best  # bench/timing.py (the script's folder is on sys.path)
 
 ROSENBROCK = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"

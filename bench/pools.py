@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 python bench/pools.py [--redis-url redis://127.0.0.1:6379/0] [--json out.json]
 
 Starts its own redis-server on a free port unless --redis-url is given (keys go
-under a fresh prefix either way). Measured, with ``Service.handle`` (no HTTP):
+under a fresh prefix either way). Measured without HTTP (``Service.compute``, and
+the dispatcher's router for the worker):
 
 * a new function's first request three ways: cold (lower, transform, generate
   code), its graphs from Redis (a second service: verify, rebuild, generate code),
@@ -30,7 +31,8 @@ import uuid
 import numpy as np
 
 from derivd.config import Settings
-from derivd.core import Request, Service
+from derivd.core import ENDPOINTS, Request, Service
+from derivd.dispatch import Dispatcher
 from derivd.workers.supervisor import Supervisor
 
 ROSENBROCK = "sum(100 * (x[1:] - x[:-1]**2)**2 + (1 - x[:-1])**2)"
@@ -46,9 +48,10 @@ def cases(tag: str):
     ]
 
 
-def timed(service, endpoint, source, at, constants) -> float:
+def timed(run, name, source, at, constants) -> float:
+    """Seconds of ``run(name, request)``: ``Service.compute``, or a router's ``run`` (through its pool)."""
     t0 = time.perf_counter()
-    service.handle(endpoint, Request(function={"dsl": source}, at=at, constants=constants))
+    run(name, Request(function={"dsl": source}, at=at, constants=constants))
     return time.perf_counter() - t0
 
 
@@ -61,18 +64,18 @@ def first_requests(settings, repeats: int) -> dict:
             service.cache.redis.client.ping()
         for name, endpoint, source, at, constants in cases(tag):
             row = out.setdefault(name, {"cold": [], "redis": [], "local": []})
-            row["cold"].append(timed(first, endpoint, source, at, constants))
-            row["redis"].append(timed(second, endpoint, source, at, constants))
-            row["local"].append(timed(second, endpoint, source, at, constants))
+            row["cold"].append(timed(first.compute, endpoint, source, at, constants))
+            row["redis"].append(timed(second.compute, endpoint, source, at, constants))
+            row["local"].append(timed(second.compute, endpoint, source, at, constants))
     return {name: {k: statistics.median(v) * 1e3 for k, v in row.items()} for name, row in out.items()}
 
 
-def warm_latency(service, n: int) -> dict:
+def warm_latency(run, n: int) -> dict:
     out = {}
     for name, endpoint, source, at, constants in cases("1.0"):
         for _ in range(20):
-            timed(service, endpoint, source, at, constants)
-        samples = sorted(timed(service, endpoint, source, at, constants) for _ in range(n))
+            timed(run, endpoint, source, at, constants)
+        samples = sorted(timed(run, endpoint, source, at, constants) for _ in range(n))
         out[name] = {"p50_ms": samples[n // 2] * 1e3, "p99_ms": samples[int(n * 0.99)] * 1e3}
     return out
 
@@ -96,11 +99,12 @@ def main() -> None:
         time.sleep(0.3)
     settings = Settings(redis_url=url, tape_cache_hmac_key="bench", redis_key_prefix=f"bench-{uuid.uuid4().hex[:8]}")
     try:
-        result = {"warm_in_process": warm_latency(Service(Settings()), args.requests)}
+        result = {"warm_in_process": warm_latency(Service(Settings()).compute, args.requests)}
         supervisor = Supervisor(settings, 1).start()
         try:
-            pooled = Service(settings.model_copy(update={"pool_default": supervisor.target}))
-            result["warm_one_local_worker"] = warm_latency(pooled, args.requests)
+            router = Dispatcher(Service(settings.model_copy(update={"pool_default": supervisor.target}))).router
+            result["warm_one_local_worker"] = warm_latency(lambda name, req: router.run(ENDPOINTS[name], req),
+                                                           args.requests)
         finally:
             supervisor.stop()
         result["first_request_ms"] = first_requests(settings, args.repeats)  # last: it leaves garbage

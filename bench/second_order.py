@@ -8,7 +8,7 @@ Run: ``OMP_NUM_THREADS=1 python bench/second_order.py [--quick]``. Two tables:
 2. A function with a tridiagonal Hessian at n = 1e4: the full Hessian by star
    colouring (passes = colours, target <= 4), cold (pattern detection, colouring,
    compilation) and warm (cached), against the dense Hessian by batched HVPs of the
-   identity (n passes), through ``Service.handle``; beside jax's dense
+   identity (n passes), through ``Service.compute``; beside jax's dense
    ``jax.hessian`` (at n = 2000: at 1e4 its 800 MB answer is no fair fight on a
    shared machine) and jax doing our compressed product by hand (vmap of
    jvp-of-grad over the same seeds).
@@ -30,11 +30,11 @@ import time
 
 import numpy as np
 
-from derivd.runtime import tune_allocator
+from derivd.allocator import tune_allocator
 from derivd.config import Settings
 from derivd.core import Request, Service
 from derivd.dsl import InputSpec
-from derivd.engines import coloring, second, sparse
+from derivd.engines import coloring, forward_over_reverse, sparse
 from derivd.engines.common import Wrt
 from derivd.engines.function import CompiledFunction
 from timing import best  # bench/timing.py (the script's folder is on sys.path)
@@ -58,9 +58,9 @@ def hvp_vs_f(n: int, repeat: int) -> list[tuple]:
     fn = CompiledFunction(ROSENBROCK, {"x": InputSpec((n,), "f8", "at")}, Settings())
     values = {"x": x}
     tape, _ = fn.eval_tape()
-    second.hvp(fn, values, ["x"], {"x": v})  # compile
+    forward_over_reverse.hvp(fn, values, ["x"], {"x": v})  # compile
     f_s = best(lambda: fn.run(tape, values), repeat)
-    hvp_s = best(lambda: second.hvp(fn, values, ["x"], {"x": v}), repeat)
+    hvp_s = best(lambda: forward_over_reverse.hvp(fn, values, ["x"], {"x": v}), repeat)
     rows = [("derivd", f_s, hvp_s)]
     jax = jax_or_none()
     if jax is not None:
@@ -86,7 +86,7 @@ def sparse_hessian(n: int, n_jax_dense: int, repeat: int) -> list[tuple]:
     service = Service(Settings(max_jacobian_entries=10**8))  # the dense comparison at n = 1e4 is 1e8 entries
 
     def request(**kw):
-        return service.handle("hessian", Request(function={"dsl": TRIDIAGONAL}, at={"x": x}, **kw))[0]
+        return service.compute("hessian", Request(function={"dsl": TRIDIAGONAL}, at={"x": x}, **kw))[0]
 
     t = time.perf_counter()
     first = request(sparse=True)
@@ -131,10 +131,10 @@ def sparse_hessian(n: int, n_jax_dense: int, repeat: int) -> list[tuple]:
                      best(lambda: jax.block_until_ready(hess(xs)), repeat), "dense"))
         t = time.perf_counter()
         service_small = Service(Settings())
-        small = service_small.handle("hessian", Request(function={"dsl": TRIDIAGONAL}, at={"x": x[:n_jax_dense]},
+        small = service_small.compute("hessian", Request(function={"dsl": TRIDIAGONAL}, at={"x": x[:n_jax_dense]},
                                                         mode="forward"))[0]
         cold_small = time.perf_counter() - t
-        warm_small = best(lambda: service_small.handle("hessian", Request(
+        warm_small = best(lambda: service_small.compute("hessian", Request(
             function={"dsl": TRIDIAGONAL}, at={"x": x[:n_jax_dense]}, mode="forward")), repeat)
         rows.append((f"derivd dense (identity seeds), n={n_jax_dense}", n_jax_dense, cold_small, warm_small,
                      "dense"))

@@ -39,9 +39,9 @@ for f in derivd_pb2.py derivd_pb2.pyi derivd_pb2_grpc.py; do
 done
 echo "generated $(cd "$out" && ls derivd_pb2*) in services/derivd/grpc_api with grpcio-tools $GRPCIO_TOOLS_VERSION"
 
-# The internal API between gateways and workers (not public), the same way, into derivd.workers.
+# The internal API between gateways and workers (not public), the same way, into derivd.dispatch.
 for f in worker_pb2.py worker_pb2.pyi worker_pb2_grpc.py; do
-    sed -e 's/^from derivd\.internal import worker_pb2 as/from derivd.workers import worker_pb2 as/' \
-        "$tmp/gen/derivd/internal/$f" > "$root/services/derivd/workers/$f"
+    sed -e 's/^from derivd\.internal import worker_pb2 as/from derivd.dispatch import worker_pb2 as/' \
+        "$tmp/gen/derivd/internal/$f" > "$root/services/derivd/dispatch/$f"
 done
-echo "generated worker_pb2* in services/derivd/workers"
+echo "generated worker_pb2* in services/derivd/dispatch"

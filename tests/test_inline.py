@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from derivd.config import Settings
-from derivd.core import Request, Service
-from derivd.inline import QuickRequests
+from derivd.core import ENDPOINTS, Request, Service
+from derivd.dispatch import Dispatcher
+
+GRADIENT = ENDPOINTS["gradient"]
 
 
 def req(function, **at):
@@ -14,22 +16,23 @@ def req(function, **at):
 
 
 def test_only_requests_seen_to_be_quick_run_inline():
-    quick = QuickRequests(Service(Settings()), limit_s=0.002)
+    quick = Dispatcher(Service(Settings())).quick
+    quick.limit_s = 0.002
     small = req({"dsl": "sum(x**2)"}, x=[1.0, 2.0])
-    key = quick.key("gradient", small)
+    key = quick.key(GRADIENT, small)
     assert not quick.is_quick(key)  # never seen: the thread pool
     quick.record(key, 0.0005)
     assert quick.is_quick(key)
     quick.record(key, 0.5)  # became slow: back to the pool
     assert not quick.is_quick(key)
-    other_shape = quick.key("gradient", req({"dsl": "sum(x**2)"}, x=[1.0, 2.0, 3.0]))
+    other_shape = quick.key(GRADIENT, req({"dsl": "sum(x**2)"}, x=[1.0, 2.0, 3.0]))
     assert other_shape != key and not quick.is_quick(other_shape)
-    assert quick.key("gradient", req({"blackbox": "sim"}, x=[1.0])) is None
+    assert quick.key(GRADIENT, req({"blackbox": "sim"}, x=[1.0])) is None
 
 
 def test_worker_pools_are_never_inline():
-    service = Service(Settings(pool_default="dns:///127.0.0.1:1"))
+    dispatcher = Dispatcher(Service(Settings(pool_default="dns:///127.0.0.1:1")))
     try:
-        assert QuickRequests(service, 0.002).key("gradient", req({"dsl": "sum(x)"}, x=[1.0])) is None
+        assert dispatcher.quick.key(GRADIENT, req({"dsl": "sum(x)"}, x=[1.0])) is None
     finally:
-        service.pools.close()
+        dispatcher.close()

@@ -100,10 +100,11 @@ def _serve(args, settings) -> int:
     import uvicorn
 
     from derivd.core import Service
+    from derivd.dispatch import Dispatcher
     from derivd.gateway import server
     from derivd.gateway.app import create_app
     from derivd.observability import configure_logging
-    from derivd.runtime import tune_allocator
+    from derivd.allocator import tune_allocator
 
     tune_allocator()
     configure_logging(settings.log_format, settings.log_level)
@@ -117,27 +118,28 @@ def _serve(args, settings) -> int:
         settings = settings.model_copy(update={"pool_default": supervisor.target})
         if args.gateways > 1:  # the gateway processes read their settings from the environment
             os.environ["DERIVD_POOL_DEFAULT"] = supervisor.target
-    service = Service(settings)
+    dispatcher = Dispatcher(Service(settings))
     if supervisor is not None:
-        supervisor.on_restart = lambda slot: service.metrics.worker_restarts.labels("local").inc()
+        supervisor.on_restart = lambda slot: dispatcher.service.metrics.worker_restarts.labels("local").inc()
     grpc_server = None
     if args.grpc_port:
         from derivd.grpc_api.server import GrpcServer
 
-        grpc_server = GrpcServer(service, settings, args.grpc_port).start()
+        grpc_server = GrpcServer(dispatcher, settings, args.grpc_port).start()
         logging.getLogger("derivd").info("gRPC derivd.v1 on %s:%d", args.host, grpc_server.port)
     # uvicorn shuts down on SIGTERM, then re-raises it to the handler it found: make that an exit
     # that runs the `finally` below (stopping gRPC and the workers), not the default instant death.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:  # uvicorn logs through the root handler (JSON); its access log is replaced by derivd.access
         if args.gateways == 1:
-            uvicorn.Server(server.config(create_app(settings, service), args.host, args.port, log_config=None,
+            uvicorn.Server(server.config(create_app(settings, dispatcher), args.host, args.port, log_config=None,
                                          access_log=False)).run()
         else:
             server.run_processes(args.gateways, args.host, args.port)
     finally:
         if grpc_server is not None:
             grpc_server.stop()
+        dispatcher.close()
         if supervisor is not None:
             supervisor.stop()
     return 0

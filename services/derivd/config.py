@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     forward_chunk_bytes: int = 64 * 1024 * 1024
     request_timeout_s: float = 60.0
     inline_compute_s: float = 0.002  # requests known to take less run on the event loop (no thread hop)
+    compute_threads: int = 40  # the dispatcher's threads for every other request, REST and gRPC alike
 
     tape_cache_size: int = 256
 

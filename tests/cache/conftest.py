@@ -52,7 +52,7 @@ def analytic_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def gradient(service, source: str, x, **fields) -> dict:
-    response, _ = service.handle("gradient", Request(function={"dsl": source}, at={"x": np.asarray(x, float)},
+    response, _ = service.compute("gradient", Request(function={"dsl": source}, at={"x": np.asarray(x, float)},
                                                      **fields))
     return response
 

@@ -106,7 +106,7 @@ def test_without_an_hmac_key_nothing_is_shared(shared_redis_url, prefix, caplog)
 def test_stored_functions_resolve_on_any_gateway(settings, prefix):
     first, second = Service(settings), Service(settings)
     stored = first.register_function("sum(a * x ** 2)", {"a": np.array([1.0, 2.0, 3.0])})
-    response, _ = second.handle("gradient", Request(function={"id": stored.id}, at={"x": np.array(X)}))
+    response, _ = second.compute("gradient", Request(function={"id": stored.id}, at={"x": np.array(X)}))
     np.testing.assert_allclose(response["gradient"]["x"], 2 * np.array([1.0, 2.0, 3.0]) * X, rtol=1e-14)
     assert second.get_function(stored.id).inputs == ["a", "x"]
     r = redis.Redis.from_url(settings.redis_url)

@@ -30,7 +30,7 @@ def test_sdk_stubs_are_generated_from_the_current_proto():
 def rpc(server):
     from derivd.config import Settings
 
-    g = server_grpc.GrpcServer(server.app.service, Settings(), port=0, host="127.0.0.1").start()
+    g = server_grpc.GrpcServer(server.app.dispatcher, Settings(), port=0, host="127.0.0.1").start()
     try:
         with GrpcClient(f"127.0.0.1:{g.port}", timeout=60, retries=1) as c:
             yield c

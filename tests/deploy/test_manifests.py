@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from derivd.config import Settings
-from derivd.workers.pool import FAMILIES
+from derivd.dispatch.pools import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -1,6 +1,6 @@
 """What the language tests share: one in-process service, and references that do not use it.
 
-``call`` runs a request through ``Service.handle`` (the path every skin takes).
+``call`` runs a request through ``Service.compute`` (the path every skin takes).
 ``check_against_numpy`` compares with ``tests.references.fd_jacobian``, an
 8th-order central difference of a *separate numpy implementation* of the same
 function: the independent reference the DSL's derivatives are checked against.
@@ -33,12 +33,12 @@ def as_arrays(values: dict | None) -> dict[str, np.ndarray]:
 
 
 def call(endpoint: str, dsl: str, at: dict, constants: dict | None = None, **fields) -> dict:
-    """One request through ``Service.handle``; raises the service's DerivdError on refusal."""
+    """One request through ``Service.compute``; raises the service's DerivdError on refusal."""
     at = {k: np.asarray(v, dtype=np.float64) for k, v in at.items()}
     for key in ("v",):
         if key in fields:
             fields[key] = as_arrays(fields[key])
-    response, _ = service().handle(endpoint, Request(function={"dsl": dsl}, at=at, constants=as_arrays(constants),
+    response, _ = service().compute(endpoint, Request(function={"dsl": dsl}, at=at, constants=as_arrays(constants),
                                                      **fields))
     return response
 

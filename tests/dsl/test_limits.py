@@ -18,7 +18,7 @@ X = {"x": np.array([0.5, -1.0, 2.0])}
 
 def refusal(dsl, service=SMALL, at=X) -> DerivdError:
     with pytest.raises(DerivdError) as e:
-        service.handle("gradient", Request(function={"dsl": dsl}, at=at))
+        service.compute("gradient", Request(function={"dsl": dsl}, at=at))
     assert 400 <= e.value.status < 500
     return e.value
 

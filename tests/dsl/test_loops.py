@@ -23,7 +23,7 @@ UNROLLED = Service(Settings(loop_unroll_nodes=10**9))
 
 def run(service, endpoint, dsl, at, constants=None, **fields):
     at = {k: np.asarray(v, dtype=np.float64) for k, v in at.items()}
-    return service.handle(endpoint, Request(function={"dsl": dsl}, at=at, constants=as_arrays(constants),
+    return service.compute(endpoint, Request(function={"dsl": dsl}, at=at, constants=as_arrays(constants),
                                             **fields))[0]
 
 

@@ -1,4 +1,4 @@
-"""Hessian-vector products and Hessians (engines/second.py, core ``hvp``/``hessian``).
+"""Hessian-vector products and Hessians (engines/forward_over_reverse.py, core ``hvp``/``hessian``).
 
 References are independent of the engine: closed-form Hessians (extended Rosenbrock,
 a quadratic form, a Gaussian-mixture log-density), and central differences of the
@@ -43,7 +43,7 @@ def service():
 
 
 def call(service, endpoint, **kw):
-    return service.handle(endpoint, Request(**kw))[0]
+    return service.compute(endpoint, Request(**kw))[0]
 
 
 points = st.integers(0, 2**32 - 1)

@@ -33,7 +33,7 @@ def service():
 
 
 def call(service, endpoint, **kw):
-    return service.handle(endpoint, Request(**kw))[0]
+    return service.compute(endpoint, Request(**kw))[0]
 
 
 def dense_of(coo):

@@ -10,7 +10,7 @@ import pytest
 from derivd.config import Settings
 from derivd.core import Request, Service
 from derivd.engines import finite
-from derivd.engines.differences import options
+from derivd.engines.finite_answers import options
 from derivd.errors import LimitExceeded
 
 VECTOR = "x * sum(x)"  # a dense Jacobian

@@ -1,4 +1,4 @@
-"""One core service behind both skins: REST (uvicorn) and gRPC, on free ports, with real clients."""
+"""One dispatcher (and core service) behind both skins: REST (uvicorn) and gRPC, on free ports, with real clients."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from derivd.config import Settings
 from derivd.core import Service
+from derivd.dispatch import Dispatcher
 from derivd.grpc_api import derivd_pb2_grpc as pb_grpc
 from derivd.grpc_api.server import GrpcServer, channel_options
 from tests.conftest import LiveServer
@@ -16,9 +17,10 @@ from tests.conftest import LiveServer
 class Stack:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.service = Service(settings)
-        self.rest = LiveServer(settings, self.service)
-        self.grpc = GrpcServer(self.service, settings, 0, host="127.0.0.1")
+        self.dispatcher = Dispatcher(Service(settings))
+        self.service = self.dispatcher.service
+        self.rest = LiveServer(settings, self.dispatcher)
+        self.grpc = GrpcServer(self.dispatcher, settings, 0, host="127.0.0.1")
 
     def __enter__(self):
         self.rest.__enter__()
@@ -34,6 +36,7 @@ class Stack:
         self.channel.close()
         self.grpc.stop(grace=0.5)
         self.rest.__exit__(*exc)
+        self.dispatcher.close()
 
 
 @pytest.fixture(scope="package")

@@ -69,7 +69,7 @@ def test_lstm_loss_gradient_against_finite_differences(problem, unroll):
     service = Service(Settings(loop_unroll_nodes=unroll))
     request = Request(function={"dsl": LSTM}, at={k: np.asarray(v) for k, v in at.items()},
                       constants=as_arrays(constants))
-    r, _ = service.handle("gradient", request)
+    r, _ = service.compute("gradient", request)
     assert r["value"] == pytest.approx(reference_loss(**at, **constants), rel=1e-13)
     got = np.concatenate([np.reshape(r["gradient"][k], -1) for k in at])
     fd = fd_jacobian(lambda **kw: reference_loss(**kw, **constants), at)[0]

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from derivd.compile.codegen import compile_graph
 from derivd.config import Settings
 from derivd.dsl import InputSpec
-from derivd.engines import forward, second
+from derivd.engines import forward, forward_over_reverse
 from derivd.engines.function import CompiledFunction
 from derivd.errors import NoDerivativeRule
 from derivd.ir.graph import Graph
@@ -221,7 +221,7 @@ def test_random_program_hessian_pattern_covers_dense_hessians(program, seeds):
         rng = np.random.default_rng(seed)
         values = {"x": rng.uniform(-1, 1, N), "y": rng.uniform(-1, 1, N), "idx": idx, "B": banded(rng),
                   "w": rng.uniform(0.5, 1.5, N)}
-        _, _, hess, _ = second.hessian(fn, values, ["x", "y"], SETTINGS)
+        _, _, hess, _ = forward_over_reverse.hessian(fn, values, ["x", "y"], SETTINGS)
         assert_covers(pattern, hess, program)
 
 
@@ -341,7 +341,7 @@ def test_loop_patterns_cover_dense_jacobians_and_hessians(template, iterations):
         values = {"x": rng.uniform(-0.9, 0.9, N), "y": rng.uniform(-0.9, 0.9, N), "idx": idx, "B": banded(rng)}
         _, jac, _ = forward.jacobian(fn, values, ["x", "y"], SETTINGS)
         assert_covers(jac_pattern, jac, source)
-        _, _, hess, _ = second.hessian(h_fn, values, ["x", "y"], SETTINGS)
+        _, _, hess, _ = forward_over_reverse.hessian(h_fn, values, ["x", "y"], SETTINGS)
         assert_covers(h_pattern, hess, source)
 
 

@@ -84,7 +84,7 @@ def test_a_remote_worker_serves_a_gateway_through_dns(shared_redis_url):
                                pool_reverse=f"dns:///localhost:{port}", pool_wait_s=0.5)
     try:
         with LiveServer(settings) as gateway:
-            wait_for(lambda: gateway.app.service.pools.pools["reverse"].ready(), "the remote worker", 60)
+            wait_for(lambda: gateway.app.dispatcher.router.pools["reverse"].ready(), "the remote worker", 60)
             np.testing.assert_allclose(gradient_of_cubes(gateway.url), 3 * np.array(X) ** 2, rtol=1e-15)
             ready = httpx.get(f"{gateway.url}/readyz").json()["pools"]
             assert ready["reverse"] == f"ready (dns:///localhost:{port})" and ready["taylor"] == "ready (in-process)"

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from derivd.workers import codec, worker_pb2 as pb
+from derivd.dispatch import codec, worker_pb2 as pb
 
 arrays = st.one_of(
     hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)),

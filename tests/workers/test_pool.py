@@ -15,9 +15,9 @@ import pytest
 
 from derivd import clock
 from derivd.cache import CacheStats
-from derivd.core import Request, Timings
+from derivd.core import Request
 from derivd.errors import DerivdError
-from derivd.workers.pool import GrpcPool
+from derivd.dispatch.pools import GrpcPool
 from derivd.workers.server import EXIT_OVERRUN, Watchdog, build_server
 from tests.conftest import LiveServer
 from tests.support import wait_for
@@ -76,7 +76,7 @@ def test_each_worker_reuses_what_the_other_compiled(supervisor, worker_settings)
     """A pool per worker, so which worker runs what is known: the second worker's lookups hit Redis."""
     c = float(uuid.uuid4().int % 1000 + 1)
     source = f"sum(sinh(x) * {c!r})"  # new to every worker and to Redis
-    pools = [GrpcPool(f"127.0.0.1:{slot.port}", worker_settings, CacheStats(), Timings) for slot in supervisor.slots]
+    pools = [GrpcPool(f"127.0.0.1:{slot.port}", worker_settings, CacheStats()) for slot in supervisor.slots]
     try:
         for pool, expected in zip(pools, [(0, 2), (2, 0)]):
             response, timings = pool.run("gradient", Request(function={"dsl": source}, at={"x": np.array(X)}),
@@ -160,7 +160,7 @@ def test_the_watchdog_goes_by_the_clock(monkeypatch):
 
 def test_a_worker_refuses_families_it_was_not_started_for(worker_settings):
     server, port = build_server(worker_settings, "127.0.0.1:0", {"forward"})
-    pool = GrpcPool(f"127.0.0.1:{port}", worker_settings, CacheStats(), Timings)
+    pool = GrpcPool(f"127.0.0.1:{port}", worker_settings, CacheStats())
     try:
         req = Request(function={"dsl": "sum(x ** 2)"}, at={"x": np.array(X)})
         response, _ = pool.run("jacobian", req, "forward")
@@ -177,7 +177,7 @@ def test_a_pool_with_no_worker_answers_503(worker_settings):
     from tests.support import free_port
 
     settings = worker_settings.model_copy(update={"pool_wait_s": 0.3})
-    pool = GrpcPool(f"127.0.0.1:{free_port()}", settings, CacheStats(), Timings)
+    pool = GrpcPool(f"127.0.0.1:{free_port()}", settings, CacheStats())
     try:
         with pytest.raises(DerivdError) as e:
             pool.run("gradient", Request(function={"dsl": "sum(x)"}, at={"x": np.array(X)}), "reverse")

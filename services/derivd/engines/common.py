@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from derivd import clock
-from derivd.errors import DeadlineExceeded, LimitExceeded
+from derivd.errors import DeadlineExceeded, LimitExceeded, ShapeError
 
 # (instant on clock.now(), budget in seconds) of the request this thread is computing, if it has one.
 _DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("deadline", default=None)
@@ -92,3 +92,11 @@ def chunk_size(total: int, per_item_bytes: int, budget_bytes: int) -> int:
 def or_zeros(fn, nodes: list, shapes: list[tuple[int, ...]]) -> list:
     """Transform results with structural zeros (``None``) made zero arrays, for a tape's outputs."""
     return [n if n is not None else fn.graph.apply("zeros", (), {"shape": tuple(s)}) for n, s in zip(nodes, shapes)]
+
+
+def require_scalar(out_shape: tuple[int, ...], endpoint: str) -> None:
+    """Refuse ``endpoint`` (a gradient, an HVP, a Hessian) of an output with more than one element: the
+    one check of it, for programs and black boxes, by any engine."""
+    if math.prod(out_shape) != 1:
+        raise ShapeError(f"{endpoint} needs a scalar output (one element); the output has shape "
+                         f"{list(out_shape)}", shape=list(out_shape), code="not_scalar")

@@ -1,5 +1,9 @@
 """Finite differences over a batched black box ``f(X) -> Y`` (X: (p, n) points, Y: (p, m)).
 
+The middle of the three finite-difference modules: derivatives of a batched
+callable with error estimates and step choice, knowing no endpoint or request
+(that is ``finite_answers``); its weights come from ``stencils``.
+
 Every derivative here is assembled from one-dimensional problems along lines,
 g(t) = f(x + t·d): a Jacobian column is g' along d = h_i e_i, a JVP is g' along
 d = t·v, a Hessian diagonal entry is g'' along a_i e_i, and mixed second

@@ -11,8 +11,7 @@ import math
 
 import numpy as np
 
-from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros
-from derivd.errors import ShapeError
+from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros, require_scalar
 from derivd.transforms import vjp as vjp_transform
 
 
@@ -36,14 +35,8 @@ def gradient_nodes(fn, wrt: Wrt) -> list:
     return or_zeros(fn, vjp_transform(fn.graph, wrt.nodes, [fn.output], [ct]), wrt.shapes)
 
 
-def require_scalar(fn, endpoint: str):
-    if math.prod(fn.out_shape) != 1:
-        raise ShapeError(f"{endpoint} needs a scalar output (one element); this program's output has shape "
-                         f"{list(fn.out_shape)}", shape=list(fn.out_shape), code="not_scalar")
-
-
 def gradient(fn, values, wrt_names):
-    require_scalar(fn, "gradient")
+    require_scalar(fn.out_shape, "gradient")
     wrt = Wrt(fn, wrt_names)
     tape, seconds = _vjp_tape(fn, wrt, None)
     y, *grads = fn.run(tape, values)
@@ -51,10 +44,8 @@ def gradient(fn, values, wrt_names):
 
 
 def vjp(fn, values, wrt_names, u: np.ndarray):
+    """f(x) and u J for a flat cotangent ``u`` as long as the output (``core.prepare`` checked it)."""
     wrt = Wrt(fn, wrt_names)
-    m = math.prod(fn.out_shape)
-    if u.size != m:
-        raise ShapeError(f"u has {u.size} elements; the output has {m}", shapes=[[u.size], [m]])
     tape, seconds = _vjp_tape(fn, wrt, (1,))
     y, *cts = fn.run(tape, values, u.reshape((1,) + fn.out_shape))
     return np.asarray(y), [np.asarray(c).reshape(s) for c, s in zip(cts, wrt.shapes)], seconds

@@ -34,7 +34,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
-from derivd.engines import coloring, forward, reverse, second
+from derivd.engines import coloring, forward, forward_over_reverse, reverse
 from derivd.engines.common import Wrt, check_deadline, chunk_size, require_dense
 from derivd.ops.registry import FLOAT
 from derivd.transforms.sparsity import PatternTooLarge, hessian_pattern, jacobian_pattern
@@ -202,6 +202,6 @@ def hessian(fn, values, wrt_names, plan: Plan, settings):
     if plan.pattern is None:
         require_dense(wrt.n, wrt.n, "Hessian", settings)
     rows, cols = _entries(plan, (wrt.n, wrt.n))
-    y, grads, b, seconds = second.hvp_blocks(fn, values, wrt_names, coloring.seeds(plan.colors), settings)
+    y, grads, b, seconds = forward_over_reverse.hvp_blocks(fn, values, wrt_names, coloring.seeds(plan.colors), settings)
     vals = coloring.decompress_star(rows, cols, plan.colors, b.T)
     return y, grads, rows, cols, vals, seconds

@@ -1,5 +1,9 @@
 """Finite-difference stencils: weights for any derivative order on any grid.
 
+The bottom of the three finite-difference modules: weights and their error
+terms, knowing no function; ``finite`` applies them to a batched callable,
+``finite_answers`` to an endpoint's request.
+
 A stencil for the q-th derivative on offsets s_0..s_{N-1} is a weight vector w
 with
 

@@ -36,8 +36,7 @@ from itertools import combinations, combinations_with_replacement, product
 
 import numpy as np
 
-from derivd.engines.common import Wrt, check_deadline, chunk_size
-from derivd.engines.reverse import require_scalar
+from derivd.engines.common import Wrt, check_deadline, chunk_size, require_scalar
 from derivd.errors import LimitExceeded, ShapeError
 from derivd.transforms.taylor import taylor as taylor_transform
 
@@ -110,14 +109,14 @@ def jacobian(fn, values, wrt_names, settings):
 
 
 def gradient(fn, values, wrt_names, settings):
-    require_scalar(fn, "gradient")
+    require_scalar(fn.out_shape, "gradient")
     y, jac, seconds = jacobian(fn, values, wrt_names, settings)
     return y, Wrt(fn, wrt_names).split(jac[0]), seconds
 
 
 def hvps(fn, values, wrt_names, directions: np.ndarray, settings):
     """f(x) and H v for each row v of ``directions`` (k, n), by polarisation of c_2."""
-    require_scalar(fn, "hvp")
+    require_scalar(fn.out_shape, "hvp")
     wrt = Wrt(fn, wrt_names)
     n, k = wrt.n, len(directions)
     steps = [float(np.max(np.abs(v), initial=0.0)) or 1.0 for v in directions]
@@ -178,7 +177,7 @@ def tensors(fn, values, wrt_names, order: int, settings):
 
 def hessian(fn, values, wrt_names, settings):
     """f(x), the gradient and the Hessian: the derivative tensors of order 2."""
-    require_scalar(fn, "hessian")
+    require_scalar(fn.out_shape, "hessian")
     y, (g, h), _, seconds = tensors(fn, values, wrt_names, 2, settings)
     return y, g.reshape(-1), h.reshape(h.shape[-2:]), seconds
 

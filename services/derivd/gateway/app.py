@@ -24,6 +24,7 @@ from derivd.auth import OPEN_PATHS, AccessControl
 from derivd.blackbox import BlackBoxSpec
 from derivd.config import Settings, get_settings
 from derivd.core import Service, describe
+from derivd.dispatch import Dispatcher
 from derivd.errors import DerivdError, ValidationFailed
 from derivd.gateway import codecs, schemas
 from derivd.gateway.derivatives import DerivativeRoutes
@@ -111,10 +112,12 @@ class AccessGuard:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, service: Service | None = None) -> "Gateway":
-    """The ASGI app: middleware, then the derivative routes, then FastAPI for the rest."""
+def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> "Gateway":
+    """The ASGI app: middleware, then the derivative routes, then FastAPI for the rest; ``dispatcher``
+    (shared with a gRPC server beside it) runs the requests, a new one by default."""
     settings = settings or get_settings()
-    service = service or Service(settings)
+    dispatcher = dispatcher or Dispatcher(Service(settings))
+    service = dispatcher.service
     app = FastAPI(title="derivd", version=__version__,
                   description="Exact derivatives of array programs and black boxes, as a service.")
 
@@ -169,7 +172,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     @app.get("/readyz", tags=["operations"])
     async def readyz():
-        ready, detail = await run_in_threadpool(service.ready)
+        ready, detail = await run_in_threadpool(dispatcher.ready)
         return json_response({"status": "ready" if ready else "not ready", **detail}, 200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"])
@@ -178,19 +181,19 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     _install_error_handlers(app)
     _add_schemas(app)
-    outer = DerivativeRoutes(app, service, settings)
+    outer = DerivativeRoutes(app, dispatcher, settings)
     outer = GatewayMiddleware(outer, max_bytes=settings.max_request_bytes)
     access = AccessControl(settings)
     if access.enabled:
         outer = AccessGuard(outer, access, service.metrics)
-    return Gateway(service, RequestTelemetry(outer, metrics=service.metrics))  # telemetry sees every response
+    return Gateway(dispatcher, RequestTelemetry(outer, metrics=service.metrics))  # telemetry sees every response
 
 
 def from_environment() -> "Gateway":
     """The app of one of ``derivd serve --gateways N``'s processes: settings from the environment
     its parent prepared, logging and allocator as ``derivd serve`` sets them."""
     from derivd.observability import configure_logging
-    from derivd.runtime import tune_allocator
+    from derivd.allocator import tune_allocator
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -199,10 +202,10 @@ def from_environment() -> "Gateway":
 
 
 class Gateway:
-    """The ASGI app ``derivd serve`` runs: the middleware chain, and the ``service`` behind it."""
+    """The ASGI app ``derivd serve`` runs: the middleware chain, and the dispatcher and service behind it."""
 
-    def __init__(self, service: Service, chain):
-        self.service, self.chain = service, chain
+    def __init__(self, dispatcher: Dispatcher, chain):
+        self.dispatcher, self.service, self.chain = dispatcher, dispatcher.service, chain
 
     async def __call__(self, scope, receive, send):
         await self.chain(scope, receive, send)
@@ -217,7 +220,7 @@ def _add_schemas(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        for endpoint, model in schemas.REQUESTS.items():
+        for endpoint, model in schemas.REQUESTS.items():  # the endpoint table's rows
             schema["paths"][f"/v1/{endpoint}"] = {"post": {
                 "tags": ["derivatives"], "summary": f"{endpoint} of a function at a point",
                 "operationId": f"{endpoint}_v1_{endpoint}_post",

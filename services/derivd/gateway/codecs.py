@@ -1,7 +1,8 @@
 """Arrays on the wire (CONTRACT §2), decoded and encoded with numpy, never element by element.
 
 A value is a number, a nested list, or ``{"dtype", "shape", "data"}`` with
-base64 little-endian bytes. Responses use nested lists unless the request says
+base64 little-endian bytes (decoded by ``core.request.array_from_bytes``, as
+gRPC's arrays are). Responses use nested lists unless the request says
 ``"encoding": "base64"``. JSON has no inf or nan, so in list encoding a
 non-finite float is written as the string "Infinity", "-Infinity" or "NaN"
 (base64 carries them natively).
@@ -16,9 +17,9 @@ import math
 import numpy as np
 import orjson
 
+from derivd.core.request import array_from_bytes
 from derivd.errors import ValidationFailed
 
-WIRE_DTYPES = {"float64": "<f8", "float32": "<f4", "int64": "<i8", "int32": "<i4", "bool": "|b1"}
 NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan, "inf": math.inf,
              "-inf": -math.inf, "nan": math.nan}
 
@@ -66,8 +67,6 @@ def _decode_base64(value: dict, where: str, integers: bool) -> np.ndarray:
         dtype, shape, data = value["dtype"], value["shape"], value["data"]
     except (KeyError, TypeError):
         raise ValidationFailed(f"{where}: an encoded array needs dtype, shape and data", field=where) from None
-    if dtype not in WIRE_DTYPES:
-        raise ValidationFailed(f"{where}: dtype {dtype!r} is not one of {', '.join(WIRE_DTYPES)}", field=where)
     if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                               for s in shape):
         raise ValidationFailed(f"{where}: shape must be a list of non-negative ints", field=where)
@@ -75,15 +74,7 @@ def _decode_base64(value: dict, where: str, integers: bool) -> np.ndarray:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, TypeError, ValueError):
         raise ValidationFailed(f"{where}: data is not valid base64", field=where) from None
-    dt = np.dtype(WIRE_DTYPES[dtype])
-    expected = math.prod(shape) * dt.itemsize
-    if len(raw) != expected:
-        raise ValidationFailed(f"{where}: data has {len(raw)} bytes; shape {shape} of {dtype} needs {expected}",
-                               field=where)
-    arr = np.frombuffer(raw, dtype=dt).reshape(shape)
-    if integers and arr.dtype.kind in "biu":
-        return arr.astype(np.int64) if arr.dtype.kind != "b" else arr.copy()
-    return arr.astype(np.float64)
+    return array_from_bytes(dtype, shape, raw, where, integers)
 
 
 def encode(value, base64_arrays: bool):

@@ -3,23 +3,21 @@
 An ``Array`` is ``prod(shape)`` little-endian elements packed in ``data``;
 it becomes a numpy array without a per-element loop (``np.frombuffer``).
 Requests become ``core.Request`` field for field; response dicts from
-``Service.handle`` become messages by the proto's own field names, so an
+``Dispatcher.submit`` become messages by the proto's own field names, so an
 endpoint gains a response field by adding it to the ``.proto`` alone.
 """
 
 from __future__ import annotations
 
 import json
-import math
 
 import grpc
 import numpy as np
 from pydantic import ValidationError
 
-from derivd.core import Request
+from derivd.core.request import Request, array_from_bytes
+from derivd.core.schemas import FDOptions
 from derivd.errors import DerivdError, ValidationFailed
-from derivd.gateway.codecs import WIRE_DTYPES
-from derivd.gateway.schemas import FDOptions
 from derivd.grpc_api import derivd_pb2 as pb
 
 DTYPE_NAMES = {"<f8": "float64", "<i8": "int64", "|b1": "bool"}
@@ -56,21 +54,10 @@ def error_metadata(err: DerivdError) -> list[tuple[str, str | bytes]]:
 
 def to_numpy(a: pb.Array, where: str, integers: bool = False) -> np.ndarray:
     """An ``Array`` -> ndarray: float64, or (``integers``) int64/bool kept for constants."""
-    dtype = a.dtype or "float64"
-    if dtype not in WIRE_DTYPES:
-        raise ValidationFailed(f"{where}: dtype {dtype!r} is not one of {', '.join(WIRE_DTYPES)}", field=where)
     shape = list(a.shape)
     if any(s < 0 for s in shape):
         raise ValidationFailed(f"{where}: shape {shape} has a negative extent", field=where)
-    dt = np.dtype(WIRE_DTYPES[dtype])
-    expected = math.prod(shape) * dt.itemsize
-    if len(a.data) != expected:
-        raise ValidationFailed(f"{where}: data has {len(a.data)} bytes; shape {shape} of {dtype} needs {expected}",
-                               field=where)
-    arr = np.frombuffer(a.data, dtype=dt).reshape(shape)
-    if integers and arr.dtype.kind in "biu":
-        return arr.astype(np.int64) if arr.dtype.kind != "b" else arr.copy()
-    return arr.astype(np.float64)
+    return array_from_bytes(a.dtype or "float64", shape, a.data, where, integers)
 
 
 def to_array(x) -> pb.Array:

@@ -1,14 +1,15 @@
 """The public gRPC server: ``derivd.v1.Differentiator``, health, reflection, API keys.
 
-``GrpcServer(service, settings, port)`` serves beside the REST gateway on the
-same ``core.Service``. Message sizes are raised from gRPC's 4 MiB default to
+``GrpcServer(dispatcher, settings, port)`` serves beside the REST gateway on
+the same ``dispatch.Dispatcher``. Message sizes are raised from gRPC's 4 MiB default to
 ``grpc_max_message_bytes`` on both ends (``channel_options`` gives clients the
 same numbers), because a Jacobian or a point of a few million float64 is an
-ordinary request. Handlers run on gRPC's thread pool; the work runs on a
-separate compute pool so that a handler can give up at its deadline.
+ordinary request. Handlers run on gRPC's thread pool; the work runs on the
+dispatcher's compute threads (unless quick) so that a handler can give up at
+its deadline.
 
 Health (``grpc.health.v1``) reports SERVING for ``""`` and the service while
-``Service.ready()`` holds, refreshed every few seconds, and NOT_SERVING once
+``Dispatcher.ready()`` holds, refreshed every few seconds, and NOT_SERVING once
 shutting down. Reflection lists the services.
 """
 
@@ -78,20 +79,18 @@ def _peer_host(peer: str) -> str:
 
 
 class GrpcServer:
-    def __init__(self, service, settings, port: int, host: str | None = None,
+    def __init__(self, dispatcher, settings, port: int, host: str | None = None,
                  access: AccessControl | None = None):
-        self.service = service
+        self.dispatcher = dispatcher
         self.settings = settings
-        self.compute = concurrent.futures.ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="grpc-compute")
         access = access or AccessControl(settings)
         self.server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="grpc"),
-            interceptors=[AccessInterceptor(access, service.metrics)],
+            interceptors=[AccessInterceptor(access, dispatcher.service.metrics)],
             options=channel_options(settings.grpc_max_message_bytes) + [
                 ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
                 ("grpc.max_connection_age_grace_ms", int(1000 * (settings.request_timeout_s + 5)))])
-        pb_grpc.add_DifferentiatorServicer_to_server(
-            DifferentiatorServicer(service, settings, self.compute), self.server)
+        pb_grpc.add_DifferentiatorServicer_to_server(DifferentiatorServicer(dispatcher), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -108,7 +107,7 @@ class GrpcServer:
         return self
 
     def _set_health(self):
-        ready, _ = self.service.ready()
+        ready, _ = self.dispatcher.ready()
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
@@ -121,7 +120,6 @@ class GrpcServer:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
-        self.compute.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self):
         return self.start()

@@ -1,45 +1,35 @@
-"""The gRPC skin: ``derivd.v1.Differentiator`` over ``core.Service``.
+"""The gRPC skin: ``derivd.v1.Differentiator`` over the dispatcher.
 
-Each unary method converts its message (``convert.to_request``), runs
-``Service.handle`` on the compute pool within the call's remaining deadline
-(capped by ``request_timeout_s``), and converts the answer back. Nothing here
-knows what a derivative is. A failure aborts the call with the status code
-for its HTTP status and the contract's ``code`` in trailing metadata
-(``derivd-code``, and the whole error body in ``derivd-error-bin``); the status
-details are the contract's ``message``.
+Each unary method (one per row of ``core.endpoints``: its ``rpc`` and
+``<rpc>Response``) converts its message (``convert.to_request``), submits it
+to the dispatcher within the call's remaining deadline, and converts the
+answer back. Nothing here knows what a derivative is, nor where it runs. A
+failure aborts the call with the status code for its HTTP status and the
+contract's ``code`` in trailing metadata (``derivd-code``, and the whole error
+body in ``derivd-error-bin``); the status details are the contract's ``message``.
 
-``HessianVectorProducts`` asks the core once for an HVP session at the
+``HessianVectorProducts`` asks the dispatcher once for an HVP stream at the
 stream's point and then feeds it each direction, answering in order.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import time
 
-from derivd.errors import DeadlineExceeded, DerivdError, ValidationFailed
+from derivd.core import ENDPOINTS
+from derivd.errors import DerivdError, ValidationFailed
 from derivd.grpc_api import convert
 from derivd.grpc_api import derivd_pb2 as pb
 from derivd.grpc_api import derivd_pb2_grpc as pb_grpc
-from derivd.inline import QuickRequests
 from derivd.observability import log_request, request_id
 
 log = logging.getLogger("derivd.grpc")
 
-# A direction costs one run of the HVP tape, about what `start` measured: when that is this short,
-# directions run on the handler thread (no hand-off to the compute pool), the deadline checked before each.
-INLINE_DIRECTION_S = 0.005
-
 INTERNAL = DerivdError("internal error; it has been logged", code="internal_error", status=500)
 
-UNARY = {  # method -> (endpoint, response message)
-    "Evaluate": ("evaluate", pb.EvaluateResponse), "Gradient": ("gradient", pb.GradientResponse),
-    "Jacobian": ("jacobian", pb.JacobianResponse), "Jvp": ("jvp", pb.JvpResponse), "Vjp": ("vjp", pb.VjpResponse),
-    "Hvp": ("hvp", pb.HvpResponse), "Hessian": ("hessian", pb.HessianResponse), "Taylor": ("taylor", pb.TaylorResponse),
-    "Derivatives": ("derivatives", pb.DerivativesResponse),
-}
+UNARY = {row.rpc: (row.name, getattr(pb, f"{row.rpc}Response")) for row in ENDPOINTS.values()}
 
 
 def abort(context, err: DerivdError, metadata=()):
@@ -87,36 +77,9 @@ class Call:
 
 
 class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
-    def __init__(self, service, settings, executor: concurrent.futures.Executor):
-        self.service = service
-        self.settings = settings
-        self.executor = executor
-        self.metrics = service.metrics
-        self.quick = QuickRequests(service, settings.inline_compute_s)
-
-    def budget(self, context) -> float:
-        """Seconds this call may still take: its deadline, capped by ``request_timeout_s``."""
-        remaining = context.time_remaining()
-        return self.settings.request_timeout_s if remaining is None else min(self.settings.request_timeout_s,
-                                                                              remaining)
-
-    def run(self, budget: float, fn, *args):
-        """``fn(*args)`` on the compute pool, within ``budget`` seconds; returns (result, queue seconds)."""
-        queued = time.perf_counter()
-        started = []
-
-        def work():
-            started.append(time.perf_counter())
-            return fn(*args)
-
-        future = self.executor.submit(work)
-        try:
-            result = future.result(timeout=max(budget, 0.0))
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise DeadlineExceeded(f"the request ran past its deadline of {budget:.3f} s",
-                                   deadline_s=round(budget, 3)) from None
-        return result, started[0] - queued
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self.metrics = dispatcher.service.metrics
 
     def unary(self, method: str, message, context):
         endpoint, response_type = UNARY[method]
@@ -124,18 +87,11 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
         try:
             with call.answering(f"in {method}"):
                 req = convert.to_request(message)
-                budget = self.budget(context)
-                req.deadline = time.monotonic() + budget  # carried to the worker that runs it
-                key = self.quick.key(endpoint, req)
-                if key is not None and self.quick.is_quick(key):  # on this handler thread: no hand-off
-                    (body, timings), queue_s = self.service.handle(endpoint, req), 0.0
-                else:
-                    (body, timings), queue_s = self.run(budget, self.service.handle, endpoint, req)
-                self.quick.record(key, timings.compile + timings.compute)
+                body, timings = self.dispatcher.submit(endpoint, req, context.time_remaining())
                 call.engine = body.get("engine", "")
-                call.timings = (timings.compile, queue_s, timings.compute)
+                call.timings = (timings.compile, timings.queue, timings.compute)
                 out = convert.fill(response_type(), body)
-                out.timing.CopyFrom(convert.timing(timings.compile, queue_s, timings.compute))
+                out.timing.CopyFrom(convert.timing(timings.compile, timings.queue, timings.compute))
             context.set_trailing_metadata(call.metadata)
             return out
         finally:
@@ -156,12 +112,12 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
                 raise ValidationFailed("the first message of HessianVectorProducts must be `start`: the function "
                                        "and the point", field="start")
             req = convert.to_request(first.start)
-            session, queue_s = self.run(self.budget(context), self.service.hvp_session, req)
-            call.engine = session.engine
-            call.timings = (session.compile_seconds, queue_s, session.compute_seconds)
-            started = convert.fill(pb.HvpStarted(), {"value": session.value, "gradient": session.gradient,
-                                                     "engine": session.engine})
-            started.timing.CopyFrom(convert.timing(session.compile_seconds, queue_s, session.compute_seconds))
+            stream, queue_s = self.dispatcher.hvp_stream(req, context.time_remaining())
+            call.engine = stream.engine
+            call.timings = (stream.compile_seconds, queue_s, stream.compute_seconds)
+            started = convert.fill(pb.HvpStarted(), {"value": stream.value, "gradient": stream.gradient,
+                                                     "engine": stream.engine})
+            started.timing.CopyFrom(convert.timing(stream.compile_seconds, queue_s, stream.compute_seconds))
         yield pb.HvpStreamResponse(started=started)
 
         for index, message in enumerate(request_iterator):
@@ -171,11 +127,7 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
                                            field=f"direction[{index}]", index=index)
                 where = f"direction[{index}].v"
                 v = convert.arrays(message.direction.v, where)
-                budget = self.budget(context)
-                if session.compute_seconds < INLINE_DIRECTION_S and budget > 0:
-                    hv = session.hvp(v, where)
-                else:
-                    hv, _ = self.run(budget, session.hvp, v, where)
+                hv = self.dispatcher.hvp(stream, v, where, context.time_remaining())
                 answer = convert.fill(pb.HvpAnswer(index=index), {"hvp": hv})
             self.metrics.stream_directions.inc()
             yield pb.HvpStreamResponse(hvp=answer)

@@ -1,2 +1,3 @@
-"""Worker pools: the internal gRPC worker (``server``), the pool clients and router (``pool``),
-and the local supervisor (``supervisor``). Generated code: ``worker_pb2*`` (scripts/gen_proto.sh)."""
+"""Worker processes: the internal gRPC worker that computes requests (``server``, above the core)
+and the local supervisor that starts and restarts them (``supervisor``). The gateway's side of the
+internal API (pool clients, messages, ``worker_pb2*``) is ``derivd.dispatch``."""

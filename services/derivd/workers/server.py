@@ -33,11 +33,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from derivd import clock
-from derivd.runtime import tune_allocator
+from derivd.allocator import tune_allocator
 from derivd.core import ENDPOINTS, Request, Service
 from derivd.errors import DerivdError
-from derivd.workers import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
-from derivd.workers.pool import FAMILIES, POOL_SETTINGS, grpc_options
+from derivd.dispatch import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
+from derivd.dispatch.pools import FAMILIES, POOL_SETTINGS, grpc_options
 
 log = logging.getLogger("derivd.worker")
 
@@ -95,7 +95,7 @@ class WorkerServicer(pb_grpc.WorkerServicer):
         try:
             req = self._request(request)
             with self.watchdog.watch(deadline, f"{request.endpoint} {request.request_id}".strip()):
-                response, timings = self.service.handle(request.endpoint, dataclasses.replace(req, deadline=deadline))
+                response, timings = self.service.compute(request.endpoint, dataclasses.replace(req, deadline=deadline))
             reply = pb.WorkResponse(response=codec.encode_struct(response), compile_seconds=timings.compile,
                                     compute_seconds=timings.compute)
         except DerivdError as e:

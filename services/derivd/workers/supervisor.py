@@ -30,7 +30,7 @@ from multiprocessing.connection import wait
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from derivd.workers.pool import FAMILIES
+from derivd.dispatch.pools import FAMILIES
 from derivd.workers.server import EXIT_OVERRUN, run_local
 
 log = logging.getLogger("derivd.supervisor")

@@ -1,4 +1,4 @@
-"""Process set-up for the server: allocator tuning.
+"""glibc malloc tuning for the server processes (gateway and workers): large tapes reuse their pages.
 
 Tapes allocate and free arrays of the same large sizes on every run. glibc
 serves allocations above its mmap threshold with fresh mappings, so each run

@@ -10,14 +10,15 @@ target are balanced by gRPC itself, ``round_robin`` over every address the
 resolver returns; there is no home-made scheduler.
 
 Families are a deployment choice (a pool of workers per family, sized apart):
-an explicit ``mode`` names its family; ``auto`` goes by endpoint (reverse for
-gradient, vjp, hvp and hessian; forward for evaluate, jvp and jacobian, whose
-worker still picks forward or reverse by the Jacobian's shape; taylor for
-taylor). Black boxes and HVP streams stay in process: a black box is I/O on
-the gateway's own async caller, and a stream keeps its compiled session.
+an explicit ``mode`` names its family; ``auto`` goes by the endpoint's row in
+``core.endpoints`` (reverse for gradient, vjp, hvp and hessian; forward for
+evaluate, jvp and jacobian, whose worker still picks forward or reverse by the
+Jacobian's shape; taylor for taylor and derivatives). Black boxes and HVP
+streams stay in process (the dispatcher sends them to ``in_process``): a black
+box is I/O on the gateway's own caller, and a stream keeps its compiled session.
 
 Failures. A request carries its remaining deadline as the gRPC timeout; past
-it the answer is 504 (and the worker recycles itself, see ``server``). A
+it the answer is 504 (and the worker recycles itself, see ``workers.server``). A
 worker that dies under a request (UNAVAILABLE: connection reset or refused)
 costs one retry, on another worker, within the same deadline. A pool with no
 reachable worker answers 503 ``pool_unavailable`` once it has waited
@@ -32,20 +33,19 @@ import time
 
 import grpc
 
+from derivd.core import Timings
+from derivd.dispatch import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
 from derivd.errors import DeadlineExceeded, DerivdError
-from derivd.workers import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
 
 log = logging.getLogger("derivd.pool")
 
 FAMILIES = ("forward", "reverse", "taylor", "finite")
 POOL_SETTINGS = ("pool_default",) + tuple(f"pool_{f}" for f in FAMILIES)
-AUTO_FAMILY = {"evaluate": "forward", "jvp": "forward", "jacobian": "forward", "gradient": "reverse",
-               "vjp": "reverse", "hvp": "reverse", "hessian": "reverse", "taylor": "taylor",
-               "derivatives": "taylor"}
 
 
-def family_of(endpoint: str, mode: str) -> str:
-    return mode if mode in FAMILIES else AUTO_FAMILY.get(endpoint, "forward")
+def family_of(row, mode: str) -> str:
+    """The engine family of endpoint ``row`` (``core.endpoints``) in ``mode``."""
+    return mode if mode in FAMILIES else row.family
 
 
 def grpc_options(settings) -> list[tuple[str, object]]:
@@ -73,12 +73,11 @@ class InProcessPool:
 class GrpcPool:
     """Worker processes at one gRPC target, balanced round-robin by the channel."""
 
-    def __init__(self, target: str, settings, stats, timings):
+    def __init__(self, target: str, settings, stats):
         self.target = target
         self.name = target
         self.settings = settings
         self.stats = stats  # the gateway's CacheStats: workers' cache counts are added to it
-        self.timings = timings  # core.Timings
         self.retries = 0
         self.channel = grpc.insecure_channel(target, options=grpc_options(settings) + [
             ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
@@ -135,8 +134,8 @@ class GrpcPool:
         if reply.HasField("error"):
             err = reply.error
             raise DerivdError(err.message, code=err.code, status=err.status, **codec.decode_struct(err.detail))
-        return codec.decode_struct(reply.response), self.timings(compile=reply.compile_seconds,
-                                                                 compute=reply.compute_seconds)
+        return codec.decode_struct(reply.response), Timings(compile=reply.compile_seconds,
+                                                            compute=reply.compute_seconds)
 
     def _await_worker(self, deadline: float) -> None:
         """Wait (at most ``pool_wait_s``, never past the deadline) until a worker is connected: a
@@ -165,24 +164,23 @@ class GrpcPool:
 class Router:
     """One pool per engine family: its own target, else ``pool_default``, else in process."""
 
-    def __init__(self, settings, compute, stats, timings):
+    def __init__(self, settings, compute, stats):
         self.in_process = InProcessPool(compute)
         by_target: dict[str, GrpcPool] = {}
         self.pools = {}
         for family in FAMILIES:
             target = getattr(settings, f"pool_{family}") or settings.pool_default
             if target and target not in by_target:
-                by_target[target] = GrpcPool(target, settings, stats, timings)
+                by_target[target] = GrpcPool(target, settings, stats)
             self.pools[family] = by_target[target] if target else self.in_process
 
-    def run(self, endpoint: str, req, pooled: bool = True):
-        family = family_of(endpoint, req.mode)
-        pool = self.pools[family] if pooled else self.in_process
-        return pool.run(endpoint, req, family)
+    def run(self, row, req):
+        family = family_of(row, req.mode)
+        return self.pools[family].run(row.name, req, family)
 
-    def runs_in_process(self, endpoint: str, mode: str) -> bool:
-        """Whether ``endpoint`` in ``mode`` runs in this process (no worker hop)."""
-        return self.pools[family_of(endpoint, mode)] is self.in_process
+    def runs_in_process(self, row, mode: str) -> bool:
+        """Whether endpoint ``row`` in ``mode`` runs in this process (no worker hop)."""
+        return self.pools[family_of(row, mode)] is self.in_process
 
     def ready(self) -> tuple[bool, dict]:
         states = {family: ("ready" if pool.ready() else "unreachable") + f" ({pool.name})"

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros, require_dense
-from derivd.engines.reverse import gradient_nodes, require_scalar
+from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros, require_dense, require_scalar
+from derivd.engines.reverse import gradient_nodes
 from derivd.transforms import jvp as jvp_transform
 
 
@@ -40,7 +40,7 @@ def _hvp_tape(fn, wrt: Wrt, batch: tuple[int, ...]):
 
 def hvp(fn, values, wrt_names, v: dict[str, np.ndarray]):
     """f(x), grad f(x) and H v for one direction ``v`` (per-input arrays)."""
-    require_scalar(fn, "hvp")
+    require_scalar(fn.out_shape, "hvp")
     wrt = Wrt(fn, wrt_names)
     tape, seconds = _hvp_tape(fn, wrt, ())
     y, *rest = fn.run(tape, values, *[v[n] for n in wrt.names])
@@ -50,7 +50,7 @@ def hvp(fn, values, wrt_names, v: dict[str, np.ndarray]):
 
 def hvps(fn, values, wrt_names, directions: np.ndarray):
     """f(x), grad f(x) and the ``(k, n)`` block H V^T for ``k`` flat directions, in one pass."""
-    require_scalar(fn, "hvp")
+    require_scalar(fn.out_shape, "hvp")
     wrt = Wrt(fn, wrt_names)
     k = directions.shape[0]
     tape, seconds = _hvp_tape(fn, wrt, (k,))
@@ -82,7 +82,7 @@ def hvp_blocks(fn, values, wrt_names, directions: np.ndarray, settings):
 
 def hessian(fn, values, wrt_names, settings):
     """f(x), grad f(x) and the dense ``(n, n)`` Hessian: the HVPs of the identity's rows."""
-    require_scalar(fn, "hessian")
+    require_scalar(fn.out_shape, "hessian")
     n = Wrt(fn, wrt_names).n
     require_dense(n, n, "Hessian", settings)
     y, grads, rows, seconds = hvp_blocks(fn, values, wrt_names, np.eye(n), settings)
@@ -93,7 +93,7 @@ class HvpSession:
     """Many HVPs at one point: ``value`` and ``gradient`` once, then ``hvp(v)`` per direction."""
 
     def __init__(self, fn, values, wrt_names):
-        require_scalar(fn, "hvp")
+        require_scalar(fn.out_shape, "hvp")
         self.fn = fn
         self.values = values
         self.wrt = Wrt(fn, wrt_names)

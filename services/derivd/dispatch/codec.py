@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from derivd.workers import worker_pb2 as pb
+from derivd.dispatch import worker_pb2 as pb
 
 # The dtypes requests and responses hold; anything else is refused, not guessed.
 DTYPES = {"<f8": np.float64, "<i8": np.int64, "|b1": np.bool_}

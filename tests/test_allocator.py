@@ -4,7 +4,7 @@ import platform
 
 import pytest
 
-from derivd.runtime import tune_allocator
+from derivd.allocator import tune_allocator
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

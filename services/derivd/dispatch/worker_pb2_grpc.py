@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from derivd.workers import worker_pb2 as derivd_dot_internal_dot_worker__pb2
+from derivd.dispatch import worker_pb2 as derivd_dot_internal_dot_worker__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -1,0 +1,143 @@
+"""``Service``: one endpoint of one request, computed in this process.
+
+The gateway's dispatcher and a worker process both call ``compute``: the
+request is checked (``prepare``), its function resolved (a stored id here, a
+black box to ``blackboxes``) and compiled through the tape cache, and the
+endpoint's row of the table (``endpoints``) answers it, by AD or Taylor
+series, or by finite differences in mode ``finite`` (``engines.finite_answers``),
+with ``verify``'s comparison when asked. The engines stop between passes once
+the request's deadline is past.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from derivd.blackbox import BlackBoxSpec, make_registry
+from derivd.cache import RedisTier, TapeCache, TapeKey
+from derivd.core import blackboxes
+from derivd.core.endpoints import endpoint
+from derivd.core.functions import Functions, StoredFunction
+from derivd.core.prepare import check_mode, check_request, input_specs, prepare, wrt_names
+from derivd.core.request import Request, Timings
+from derivd.core.streams import HvpStream
+from derivd.engines import finite_answers as fd
+from derivd.engines.common import check_deadline, deadline, require_scalar
+from derivd.engines.function import load_or_lower
+from derivd.engines.forward_over_reverse import HvpSession
+from derivd.errors import DerivdError, ValidationFailed
+from derivd.observability import Metrics
+
+STREAM_MODES = ("auto", "forward", "reverse")  # an HVP stream is forward over reverse
+
+
+class Service:
+    def __init__(self, settings):
+        self.settings = settings
+        redis = RedisTier.from_settings(settings)
+        self.cache = TapeCache(settings, redis)
+        self.functions = Functions(settings, redis)
+        self.blackboxes = make_registry(settings)
+        self.metrics = Metrics()
+        self.metrics.add_cache_level("local", lambda: (self.cache.hits, self.cache.misses))
+        self.metrics.add_cache_level("redis", lambda: self.cache.stats.hits_misses("redis"))
+
+    # ------------------------------------------------------------ what callers store
+
+    def register_function(self, dsl: str, constants: dict[str, np.ndarray] | None = None) -> StoredFunction:
+        return self.functions.register(dsl, constants)
+
+    def get_function(self, fid: str) -> StoredFunction:
+        return self.functions.get(fid)
+
+    def register_blackbox(self, fields: dict) -> dict:
+        """Validate (pydantic) and SSRF-check a registration, then store it; headers are never echoed."""
+        return self.blackboxes.register(BlackBoxSpec.model_validate(fields)).public()
+
+    def list_blackboxes(self) -> list[dict]:
+        return [spec.public() for spec in self.blackboxes.list()]
+
+    def delete_blackbox(self, name: str) -> None:
+        self.blackboxes.delete(name)
+
+    # ------------------------------------------------------------ requests
+
+    def resolve(self, req: Request) -> Request:
+        """``req`` with a stored id replaced by its program and constants (ids live with the gateway:
+        a worker only ever sees programs); refuses a ``function`` that is none of dsl, id, blackbox."""
+        function = req.function
+        if not isinstance(function, dict) or len(function) != 1:
+            raise ValidationFailed('function must be {"dsl": ...}, {"id": ...} or {"blackbox": ...}',
+                                   field="function")
+        (kind, value), = function.items()
+        if kind == "id":
+            stored = self.functions.get(str(value))
+            return replace(req, function={"dsl": stored.dsl}, constants={**stored.constants, **req.constants})
+        if kind == "dsl" and not isinstance(value, str):
+            raise ValidationFailed("function.dsl must be a string", field="function.dsl")
+        if kind not in ("dsl", "blackbox"):
+            raise ValidationFailed(f"unknown function kind {kind!r}: use dsl, id or blackbox", field="function")
+        return req
+
+    def compute(self, name: str, req: Request) -> tuple[dict, Timings]:
+        """Endpoint ``name`` of ``req`` in this process; nothing starts once its deadline is past."""
+        row = endpoint(name)
+        with deadline(req.deadline, self.settings.request_timeout_s):
+            check_deadline()  # queued past it: nothing starts
+            check_request(row, req, self.settings)
+            req = self.resolve(req)
+            timings = Timings()
+            if "blackbox" in req.function:
+                t1 = time.perf_counter()
+                response = blackboxes.answer(row, req, self.blackboxes, self.settings)
+                timings.compute = time.perf_counter() - t1
+                return response, timings
+            fn, values, wrt, timings.compile = self._compile(req)
+            t1 = time.perf_counter()
+            p = prepare(row, req, self.settings, wrt=wrt, values=values, out_shape=fn.out_shape, fn=fn)
+            if req.mode == "finite" and row.differentiates:
+                response, compile_seconds = row.finite(p), 0.0
+            else:
+                verify = row.verify if req.verify else None
+                if verify is not None:
+                    fd.require_verifiable(p)  # before the answer it would check
+                response, compile_seconds = row.compute(p)
+                if verify is not None:
+                    response["verification"] = verify(p, response)
+            timings.compile += compile_seconds
+            timings.compute = time.perf_counter() - t1 - compile_seconds
+            return response, timings
+
+    def hvp_stream(self, req: Request) -> HvpStream:
+        """Many Hessian-vector products at one point: resolved, compiled and started once, here."""
+        with deadline(req.deadline, self.settings.request_timeout_s):
+            check_deadline()
+            check_mode(req.mode)
+            if req.mode not in STREAM_MODES:
+                raise DerivdError(f"mode {req.mode!r} is not available for an HVP stream (forward over reverse)",
+                                  code="unsupported_mode", status=422, mode=req.mode)
+            req = self.resolve(req)
+            if "blackbox" in req.function:
+                raise DerivdError("an HVP stream needs a program; a black box has finite differences only",
+                                  code="unsupported_mode", status=422, mode="finite")
+            fn, values, wrt, compile_seconds = self._compile(req)
+            t1 = time.perf_counter()
+            require_scalar(fn.out_shape, "hvp")
+            session = HvpSession(fn, values, wrt)
+            compute_seconds = time.perf_counter() - t1 - session.compile_seconds
+            return HvpStream(session, wrt, values, compile_seconds + session.compile_seconds, compute_seconds)
+
+    def _compile(self, req: Request):
+        """The program of ``req`` compiled at its inputs' shapes (through the tape cache), its input
+        values, the checked ``wrt``, and the seconds compiling took (0 on a cache hit)."""
+        source, constants = req.function["dsl"], req.constants
+        specs = input_specs(req.at, constants, self.settings)
+        wrt = wrt_names(req.wrt, req.at, constants)
+        values = {**{k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}, **constants}
+        t0 = time.perf_counter()
+        key = TapeKey.for_program(source, specs)
+        fn, hit = self.cache.get_or_compile(key, lambda: load_or_lower(source, specs, self.settings, self.cache, key))
+        return fn, values, wrt, 0.0 if hit else time.perf_counter() - t0

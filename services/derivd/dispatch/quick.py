@@ -1,0 +1,43 @@
+"""Which requests run on the thread that received them, instead of being handed to a compute thread.
+
+Handing a request to a thread and back costs 0.3-1 ms on a busy 2-core machine,
+more than a compiled small derivative costs. A request whose function, shapes
+and endpoint last ran in under ``limit_s`` (compile included), in this process
+and without a black box, runs inline; anything slower or new goes to the
+compute threads, so the receiving thread (REST: the event loop) is never held
+for long.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class QuickRequests:
+    """The last compute time of each kind of request, and whether that kind may run inline."""
+
+    def __init__(self, router, limit_s: float, size: int = 4096):
+        self.router, self.limit_s, self.size = router, limit_s, size
+        self.seconds: dict[tuple, float] = {}
+
+    def key(self, row, req) -> tuple | None:
+        """What identifies a kind of request (None: never inline: a black box, a worker's request)."""
+        function = req.function
+        if not isinstance(function, dict) or len(function) != 1 or "blackbox" in function:
+            return None
+        if not self.router.runs_in_process(row, req.mode):
+            return None
+        (kind, value), = function.items()
+        shapes = tuple((k, np.shape(v)) for k, v in req.at.items())
+        consts = tuple((k, np.shape(v)) for k, v in req.constants.items())
+        return row.name, kind, str(value), shapes, consts, req.mode, req.verify, req.sparse
+
+    def is_quick(self, key: tuple | None) -> bool:
+        return key is not None and self.seconds.get(key, float("inf")) < self.limit_s
+
+    def record(self, key: tuple | None, seconds: float) -> None:
+        if key is None:
+            return
+        if len(self.seconds) >= self.size:
+            self.seconds.clear()
+        self.seconds[key] = seconds

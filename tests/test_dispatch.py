@@ -1,0 +1,108 @@
+"""The dispatcher and the endpoint table: one policy for every skin, one row per endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from derivd.config import Settings
+from derivd.core import ENDPOINTS, Request, Service
+from derivd.dispatch import Dispatcher
+from derivd.dispatch.pools import FAMILIES, family_of
+from derivd.errors import DeadlineExceeded, DerivdError, NotFound
+from derivd.grpc_api import derivd_pb2 as pb
+from derivd.grpc_api.servicer import UNARY, DifferentiatorServicer
+from tests.references import ROSENBROCK, rosenbrock_gradient, rosenbrock_hessian
+
+X = np.array([0.5, -1.2, 2.0])
+
+
+@pytest.fixture(scope="module")
+def dispatcher():
+    d = Dispatcher(Service(Settings()))
+    yield d
+    d.close()
+
+
+def gradient_request():
+    return Request(function={"dsl": ROSENBROCK}, at={"x": X.copy()})
+
+
+def test_every_row_is_a_grpc_method_with_its_response_message_and_a_family():
+    assert {method for method in UNARY} == {row.rpc for row in ENDPOINTS.values()}
+    for row in ENDPOINTS.values():
+        assert callable(getattr(DifferentiatorServicer, row.rpc))
+        assert UNARY[row.rpc] == (row.name, getattr(pb, f"{row.rpc}Response"))
+        assert row.family in FAMILIES and family_of(row, "auto") == row.family
+        assert family_of(row, "finite") == "finite"
+
+
+def test_an_endpoint_not_in_the_table_is_a_404_never_a_default(dispatcher):
+    for call in (lambda: dispatcher.submit("gradients", gradient_request()),
+                 lambda: dispatcher.service.compute("hvp_session", gradient_request())):
+        with pytest.raises(NotFound) as e:
+            call()
+        assert (e.value.status, e.value.code) == (404, "unknown_endpoint")
+
+
+def test_blocking_and_awaited_submits_answer_alike_and_learn_what_is_quick(dispatcher):
+    """The first request of its kind goes to a compute thread; once seen to be quick, it runs inline
+    (queue time exactly 0); both entry points give the gradient of the reference."""
+    dispatcher.submit("gradient", gradient_request())  # compiled
+    key = dispatcher.quick.key(ENDPOINTS["gradient"], gradient_request())
+    dispatcher.quick.seconds.pop(key)  # forgotten: new again
+    answer, timings = dispatcher.submit("gradient", gradient_request())
+    assert timings.queue > 0 and dispatcher.quick.is_quick(key)
+    np.testing.assert_allclose(answer["gradient"]["x"], rosenbrock_gradient(X), rtol=1e-13)
+    answer, timings = asyncio.run(dispatcher.submit_async("gradient", gradient_request()))
+    assert timings.queue == 0.0
+    np.testing.assert_allclose(answer["gradient"]["x"], rosenbrock_gradient(X), rtol=1e-13)
+
+
+def test_the_request_carries_the_nearer_of_its_budget_and_the_callers_deadline(dispatcher):
+    req = gradient_request()
+    before = time.monotonic()
+    dispatcher.submit("gradient", req, remaining=2.0)
+    assert before + 2.0 <= req.deadline <= time.monotonic() + 2.0
+    req = gradient_request()
+    dispatcher.submit("gradient", req, remaining=10 * dispatcher.settings.request_timeout_s)
+    assert req.deadline <= time.monotonic() + dispatcher.settings.request_timeout_s
+
+
+def test_work_past_its_budget_is_a_504_whether_the_caller_blocks_or_awaits(dispatcher):
+    release = threading.Event()
+    with pytest.raises(DeadlineExceeded) as e:
+        dispatcher.call(0.05, release.wait, 30)
+    assert e.value.status == 504 and e.value.detail["deadline_s"] == 0.05
+
+    async def awaited():
+        slow = Dispatcher(Service(Settings(request_timeout_s=0.05)))
+        slow.quick.limit_s = 0.0  # never inline
+        slow.router.in_process.compute = lambda endpoint, req: (release.wait(30), None)
+        try:
+            await slow.submit_async("gradient", gradient_request())
+        finally:
+            slow.close()
+
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(awaited())
+    release.set()
+
+
+def test_an_hvp_stream_answers_as_the_hessian_does_and_refuses_what_cannot_stream(dispatcher):
+    stream, queue_s = dispatcher.hvp_stream(gradient_request())
+    assert queue_s > 0 and stream.value == pytest.approx(float(np.sum(100 * (X[1:] - X[:-1] ** 2) ** 2
+                                                                      + (1 - X[:-1]) ** 2)), rel=1e-14)
+    np.testing.assert_allclose(stream.gradient["x"], rosenbrock_gradient(X), rtol=1e-13)
+    for v in np.eye(3):
+        np.testing.assert_allclose(dispatcher.hvp(stream, {"x": v}, "v")["x"], rosenbrock_hessian(X) @ v, rtol=1e-13)
+    refused = [Request(function={"dsl": ROSENBROCK}, at={"x": X.copy()}, mode=mode) for mode in ("taylor", "finite")]
+    refused.append(Request(function={"blackbox": "anything"}, at={"x": X.copy()}))
+    for req in refused:
+        with pytest.raises(DerivdError) as e:
+            dispatcher.hvp_stream(req)
+        assert (e.value.status, e.value.code) == (422, "unsupported_mode")
