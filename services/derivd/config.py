@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     api_keys: list[str] = []
     rate_limit_requests: int = 0
     rate_limit_window_s: float = 60.0
+    # With api_keys set: past this many failed authentications per window, a client address is
+    # refused (429) until the window ends, whatever key it sends (0 = no limit).
+    auth_failures_max: int = 10
+    auth_failures_window_s: float = 60.0
     log_format: str = "json"
     log_level: str = "INFO"
 
