@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     max_tensor_entries: int = 10**7
     forward_chunk_bytes: int = 64 * 1024 * 1024
     request_timeout_s: float = 60.0
+
+    # What one HTTP connection may cost (gateway/connection.py; Envoy's defaults): header lines and
+    # bytes of a request head (431 past them), and time for the head from its first byte and for
+    # the body from the head (408).
+    http_max_headers: int = 100
+    http_max_header_bytes: int = 60 * 1024
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 60.0
     inline_compute_s: float = 0.002  # requests known to take less run on the event loop (no thread hop)
 
     tape_cache_size: int = 256
