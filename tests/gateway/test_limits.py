@@ -227,3 +227,20 @@ def test_keep_alive_still_serves_many_requests_on_one_connection(live):
             s.sendall(post())
             assert reader.response()[0] == 200
             time.sleep(1.3)  # past the header timeout: its timer runs only while a head is on its way
+
+
+def test_a_pipelined_body_past_the_cap_is_413_after_the_answer_before_it(live):
+    """The second request is queued behind the first when its body passes the cap: the first
+    still gets its answer, then the 413."""
+    big = (b"POST /v1/gradient HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (100_000, b" " * 100_000))
+    with connect(live) as s:
+        s.sendall(post() + big)
+        reader = Reader(s)
+        status, _, body = reader.response()
+        assert status == 200
+        np.testing.assert_allclose(body["gradient"]["x"], rosenbrock_gradient(np.array([0.5, -1.0, 2.0])),
+                                   rtol=1e-13)
+        status, _, body = reader.response()
+        assert status == 413 and body["error"]["detail"]["limit"] == "max_request_bytes"
+        assert reader.closed()

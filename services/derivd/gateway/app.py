@@ -26,6 +26,7 @@ from derivd.config import Settings, get_settings
 from derivd.core import Service, describe
 from derivd.errors import DerivdError, ValidationFailed
 from derivd.gateway import codecs, schemas
+from derivd.gateway.content_type import RequireJson
 from derivd.gateway.derivatives import DerivativeRoutes
 from derivd.gateway.http import (INTERNAL, NO_TIMING, BodyTooLarge, error_response, parse_json, send_json,
                                  too_large, validate)
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     _install_error_handlers(app)
     _add_schemas(app)
     outer = DerivativeRoutes(app, service, settings)
+    outer = RequireJson(outer)
     outer = GatewayMiddleware(outer, max_bytes=settings.max_request_bytes)
     access = AccessControl(settings)
     if access.enabled:

@@ -22,8 +22,9 @@ proxy of the kind:
   contract's JSON error bodies, sent after every answer owed to requests before the refused one,
   with ``Connection: close``. Nothing more is parsed; what the client still sends is read and
   dropped for at most ``LINGER_S`` after our half-close (nginx's lingering close), so the client
-  reads the refusal instead of a reset. A request answered before its body was read (a 413 by
-  ``Content-Length``, a 401) is closed the same way rather than having its body read for nothing.
+  reads the refusal instead of a reset. A request answered before its body was read (a 415, a
+  413 by ``Content-Length``) keeps its connection while the rest of its body is read and
+  dropped, within the same cap and timeout; past either, the connection is closed the same way.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._body_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._refusal: bytes | None = None  # the answer owed after those in flight; then we close
+        self._running = None  # the cycle whose app runs (self.cycle is the latest parsed, maybe queued)
         self._lingering = False
 
     # ------------------------------------------------------------ reading
@@ -192,28 +194,33 @@ class GuardedHttpTools(HttpToolsProtocol):
     def _refuse(self, refusal: Refusal) -> None:
         """Answer ``refusal`` once the answers owed to earlier requests are sent, then close."""
         self._disarm()
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body:  # the refused request is the one being received
+            if cycle.response_complete:  # answered before its body was read: nothing more to say
+                self._linger()
+                return
+            if self.pipeline and self.pipeline[0][0] is cycle:
+                self.pipeline.popleft()  # queued, never started
+            elif cycle.response_started:  # half an answer is out: no room for another
+                self.transport.close()
+                return
+            cycle.disconnected = True  # its app (if started) reads a disconnect; its answer goes nowhere
+            cycle.message_event.set()
         body = codecs.dumps(refusal.body)
         head = [STATUS_LINE[refusal.status], *(b"%s: %s\r\n" % kv for kv in self.server_state.default_headers),
                 b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
                 b"server-timing: %s\r\n" % NO_TIMING, b"connection: close\r\n\r\n"]
         self._refusal = b"".join(head) + body
-        cycle = self.cycle
-        if cycle is not None and cycle.more_body and not cycle.response_complete:
-            # the refused request is the one being received: it will never be whole
-            if self.pipeline and self.pipeline[0][0] is cycle:
-                self.pipeline.popleft()  # queued, never started
-            else:
-                cycle.disconnected = True  # its app reads a disconnect, and its answer goes nowhere
-                cycle.message_event.set()
-                if cycle.response_started:  # half an answer is out: no room for another
-                    self.transport.close()
-                    return
         self._answer_refusal_when_idle()
 
+    def _start_asgi_task(self, cycle, app) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
     def _answer_refusal_when_idle(self) -> None:
-        cycle = self.cycle
-        busy = self.pipeline or (cycle is not None and not cycle.response_complete and not cycle.disconnected)
-        if self._refusal is None or busy or self.transport.is_closing():
+        owed = [c for c in (self._running, self.cycle)
+                if c is not None and not c.response_complete and not c.disconnected]
+        if self._refusal is None or self.pipeline or owed or self.transport.is_closing():
             return
         self.transport.write(self._refusal)
         self._linger()
@@ -222,10 +229,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_response_complete()
         if self.transport.is_closing():
             return
-        if self._refusal is not None:
-            self._answer_refusal_when_idle()
-        elif not self.pipeline and self.cycle is not None and self.cycle.more_body:
-            self._linger()  # answered before its body was read: do not read a body nobody wants
+        self._answer_refusal_when_idle()
 
     def _linger(self) -> None:
         """Half-close, then read and drop what the client still sends, for at most ``LINGER_S``."""
