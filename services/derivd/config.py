@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     forward_chunk_bytes: int = 64 * 1024 * 1024
     request_timeout_s: float = 60.0
 
-    # What one HTTP connection may cost (gateway/connection.py; Envoy's defaults): header lines and
+    # What one HTTP connection may cost (gateway/connection.py; Envoy's header limits): header lines and
     # bytes of a request head (431 past them), and time for the head from its first byte and for
     # the body from the head (408).
     http_max_headers: int = 100

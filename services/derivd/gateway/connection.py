@@ -4,16 +4,18 @@ uvicorn with httptools puts no bound on a request head (a 16 MiB header is read 
 never times out a client that is slow to send its head or body (slowloris), reads on after an
 early answer (a chunked body goes on being read and dropped after its 413), and answers a
 malformed request at once and closes, losing the answers still owed to requests pipelined before
-it. :class:`GuardedHttpTools` closes each of these, with the defaults of Envoy, the most trusted
-proxy of the kind:
+it. :class:`GuardedHttpTools` closes each of these the way Envoy, the most trusted proxy of the
+kind, does (its header limits are Envoy's defaults; its timeouts are Envoy's mechanisms, which
+Envoy leaves off by default, with bounds chosen here):
 
 - **head**: at most ``http_max_headers`` header lines (Envoy's ``max_headers_count``, 100) and
   ``http_max_header_bytes`` of request line and headers (Envoy's ``max_request_headers_kb``,
   60 KiB): 431. A head still incomplete after one socket read is counted read by read, so at
   most one read (256 KiB) past the cap is ever held.
-- **time**: the head must arrive within ``http_header_timeout_s`` of its first byte (or of the
-  connection, for the first request; Envoy's ``request_headers_timeout``), the body within
-  ``http_body_timeout_s`` of the head (Envoy's ``request_timeout`` in spirit): 408. Time while
+- **time**: the head must arrive within ``http_header_timeout_s`` (10 s) of its first byte (or
+  of the connection, for the first request; Envoy's ``request_headers_timeout``), the body within
+  ``http_body_timeout_s`` (60 s) of the head (Envoy's ``request_timeout``, which it recommends
+  wherever bodies are buffered whole, as here): 408, as Envoy answers. Time while
   the gateway itself stopped reading (a pipelined request waits its turn) does not count. A
   connection idle before its first byte is closed without an answer, as uvicorn's keep-alive
   timeout closes one idle between requests.
@@ -75,8 +77,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.limits = limits
         self._in_head = False  # a request head has begun and is not complete
         self._began_in_read = False  # ... and it began within the read being parsed
-        self._head_bytes = 0  # of the current head: parsed (line, headers) or read while incomplete
-        self._head_read = 0
+        self._head_bytes = 0  # of the current head, as parsed: request line and complete headers
+        self._head_read = 0  # of the current head, as read: whole reads while it stayed incomplete
         self._headers = 0
         self._body_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -111,9 +113,6 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._head_read += len(data)
             if self._head_read > self.limits.max_header_bytes:
                 self._refuse(self._head_too_large(self._head_read))
-
-    def send_400_response(self, msg: str) -> None:
-        self._refuse(Refusal.of(400, "bad_request", f"malformed HTTP request: {msg}"))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
