@@ -19,8 +19,8 @@ key (per client address when the service is open), a fixed window: the
 count for window ``w = floor(t / window)`` is one Redis key, incremented and
 given its expiry by one Lua script, so it is atomic across gateways. Keys
 never reach Redis in clear: the Redis key holds a SHA-256 prefix of the
-identity (``<redis_key_prefix>:ratelimit:<digest>:<window>``). Over the limit: 429 ``rate_limited`` naming the limit, with
-``retry_after_s``.
+identity (``<redis_key_prefix>:ratelimit:<digest>:<window>``). Over the
+limit: 429 ``rate_limited`` naming the limit, with ``retry_after_s``.
 
 Without Redis the count is kept in this process. Redis behind a circuit
 breaker (``breaker.Breaker``): a failed or slow command (``REDIS_TIMEOUT_S``)
