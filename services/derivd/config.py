@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     max_tensor_entries: int = 10**7
     forward_chunk_bytes: int = 64 * 1024 * 1024
     request_timeout_s: float = 60.0
+
+    # What one HTTP connection may cost (gateway/connection.py; Envoy's header limits): header lines and
+    # bytes of a request head (431 past them), and time for the head from its first byte and for
+    # the body from the head (408).
+    http_max_headers: int = 100
+    http_max_header_bytes: int = 60 * 1024
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 60.0
     inline_compute_s: float = 0.002  # requests known to take less run on the event loop (no thread hop)
     compute_threads: int = 40  # the dispatcher's threads for every other request, REST and gRPC alike
 
@@ -78,6 +86,10 @@ class Settings(BaseSettings):
     api_keys: list[str] = []
     rate_limit_requests: int = 0
     rate_limit_window_s: float = 60.0
+    # With api_keys set: past this many failed authentications per window, a client address is
+    # refused (429) until the window ends, whatever key it sends (0 = no limit).
+    auth_failures_max: int = 10
+    auth_failures_window_s: float = 60.0
     log_format: str = "json"
     log_level: str = "INFO"
 
@@ -92,7 +104,7 @@ class Settings(BaseSettings):
     blackbox_deny: list[str] = [
         "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
         "169.254.0.0/16", "fe80::/10", "fc00::/7", "100.64.0.0/10", "0.0.0.0/8",
-        "224.0.0.0/4", "ff00::/8", "::ffff:0:0/96", "::/128", "64:ff9b::/96", "2002::/16",
+        "224.0.0.0/4", "ff00::/8", "::ffff:0:0/96", "::/128", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
     ]
     blackbox_max_batch_points: int = 1000
     blackbox_max_response_bytes: int = 16 * 1024 * 1024

@@ -6,7 +6,7 @@ import socket
 import numpy as np
 import pytest
 
-from derivd.blackbox import BlackBoxCaller, BlackBoxRefused, BlackBoxSpec, check_url
+from derivd.blackbox import BlackBoxCaller, BlackBoxRefused, BlackBoxSpec, MemoryRegistry, check_url
 from derivd.blackbox import caller as caller_module
 from derivd.config import Settings
 
@@ -174,3 +174,69 @@ def test_rebinding_after_registration_is_refused(server, local_settings, monkeyp
     with pytest.raises(BlackBoxRefused, match="169.254.169.254"):
         caller.evaluate(np.zeros((1, 2)))
     assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "url, embedded, mechanism",
+    [
+        ("http://[::127.0.0.1]:8080/f", "127.0.0.1", "IPv4-compatible"),
+        ("http://[::10.0.0.1]/f", "10.0.0.1", "IPv4-compatible"),
+        ("http://[::169.254.169.254]/latest", "169.254.169.254", "IPv4-compatible"),
+        ("http://[64:ff9b::7f00:1]/f", "127.0.0.1", "NAT64"),
+        ("http://[2002:a9fe:a9fe::1]/f", "169.254.169.254", "6to4"),
+        ("http://[2002:c0a8:1::]/f", "192.168.0.1", "6to4"),
+        # Teredo: server 65.54.227.120 (public), client 127.0.0.1 stored inverted in the last 32 bits
+        ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/f", "127.0.0.1", "Teredo client"),
+        ("http://[2001:0:a00:1:8000:63bf:3fff:fdd2]/f", "10.0.0.1", "Teredo server"),
+    ],
+)
+def test_ipv6_addresses_embedding_an_internal_ipv4_are_refused_as_that_host(url, embedded, mechanism, no_dns):
+    """Each mechanism reaches the IPv4 host it embeds, so that host must pass too; the check does
+    not rely on the deny-list naming the IPv6 prefix (here it names only the IPv4 ranges)."""
+    with pytest.raises(BlackBoxRefused):
+        check_url(url, Settings())
+    only_v4 = Settings(blackbox_deny=["127.0.0.0/8", "10.0.0.0/8", "169.254.0.0/16", "192.168.0.0/16"])
+    with pytest.raises(BlackBoxRefused) as info:
+        check_url(url, only_v4)
+    assert f"which reaches {embedded}, which is in the denied range" in info.value.message
+    assert info.value.detail["address"] == embedded and mechanism in info.value.detail["via"]
+    assert info.value.detail["reason"] == "denied"
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://255.255.255.255/f", "broadcast"),
+        ("http://224.0.0.1/f", "multicast"),
+        ("http://239.255.255.250:1900/f", "multicast"),
+        ("http://[ff02::1]/f", "multicast"),
+        ("http://0.1.2.3/f", "this_network"),
+        ("http://240.0.0.1/f", "reserved"),
+        ("http://[::ffff:255.255.255.255]/f", "broadcast"),
+        ("http://[2002:ffff:ffff::]/f", "broadcast"),
+    ],
+)
+def test_addresses_that_are_not_one_host_are_refused_whatever_the_lists(url, reason, no_dns):
+    """Broadcast, multicast, 0.0.0.0/8 and 240.0.0.0/4 cannot be a black box: even an allow-all
+    configuration without a deny-list refuses them, at registration."""
+    with pytest.raises(BlackBoxRefused) as info:
+        check_url(url, Settings(blackbox_allow=["0.0.0.0/0", "::/0"], blackbox_deny=[]))
+    assert info.value.detail["reason"] == reason and "never a black box" in info.value.message
+    with pytest.raises(BlackBoxRefused):
+        check_url(url, Settings())
+
+
+def test_the_registry_refuses_embedded_and_broadcast_addresses_before_storing(no_dns):
+    registry = MemoryRegistry(Settings())
+    for url in ("http://[::127.0.0.1]:9/f", "http://255.255.255.255/f", "http://[64:ff9b:1::a00:1]/f"):
+        with pytest.raises(BlackBoxRefused):
+            registry.register(BlackBoxSpec(name="sneaky", url=url, input_size=1, output_size=1))
+    assert registry.list() == []
+
+
+@pytest.mark.parametrize("url", ["http://[2002:5db8:d822::1]/f", "http://[2001:0:4136:e378:8000:63bf:a247:27dd]/f",
+                                 "http://[::ffff:93.184.216.34]/f"])
+def test_embedded_public_addresses_pass_when_the_lists_admit_the_ipv6_form(url, no_dns):
+    """The unmapping refuses what the embedded host would be refused for, nothing more."""
+    target = check_url(url, Settings(blackbox_deny=["127.0.0.0/8", "10.0.0.0/8"]))
+    assert target.address == ipaddress.ip_address(url.split("[")[1].split("]")[0])

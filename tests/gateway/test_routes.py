@@ -51,7 +51,8 @@ def test_a_chunked_body_over_the_cap_is_413_without_a_length_header():
 
     raw = orjson.dumps({**BODY, "at": {"x": [1.0] * 500}})
     with LiveServer(Settings(max_request_bytes=1000)) as s:
-        r = httpx.post(s.url + "/v1/gradient", content=iter([raw[:600], raw[600:]]))
+        r = httpx.post(s.url + "/v1/gradient", content=iter([raw[:600], raw[600:]]),
+                       headers={"content-type": "application/json"})
         assert r.status_code == 413
         assert r.json()["error"]["detail"]["limit"] == "max_request_bytes"
 

@@ -5,22 +5,40 @@ gateway sees the same black boxes and registrations survive restarts. Both
 run the SSRF check on :meth:`register`, so a refused URL is never stored and
 the registrant hears why at once rather than on the first derivative request.
 Re-registering a name replaces the old registration.
+
+Whoever can write to Redis must not be able to point a registered name at a
+URL of their choosing, nor read its credentials. So a Redis entry is sealed
+like a tape (``cache/signing``: HMAC-SHA256 under ``tape_cache_hmac_key`` over
+the hash key, the name and the payload) and its headers are encrypted
+(AES-GCM, key derived from the same secret). An entry that fails either check
+is never served: ``get`` refuses it with ``registry_tampered`` and logs it,
+``list`` leaves it out and logs it; registering the name again replaces it.
+Without an HMAC key nothing is stored in or read from Redis (503 saying which
+setting is missing), as Redis itself refuses outside clients in protected mode
+rather than serve them unauthenticated.
 """
 
+import base64
 import builtins
+import logging
 import threading
 from contextlib import contextmanager
 from typing import Protocol
 
+import orjson
 import redis
 from pydantic import ValidationError
 
+from ..cache.signing import TamperedEntry, decrypt, encrypt, open_entry, seal
 from ..config import Settings, get_settings
 from ..errors import DerivdError, NotFound
 from .spec import BlackBoxSpec
 from .ssrf import check_url
 
 DEFAULT_REDIS_KEY = "derivd:blackboxes"
+HEADERS_PURPOSE = "blackbox headers"
+
+log = logging.getLogger("derivd.blackbox")
 
 
 class BlackBoxRegistry(Protocol):
@@ -66,7 +84,7 @@ class MemoryRegistry:
 
 
 class RedisRegistry:
-    """Registrations in one Redis hash (name -> JSON), shared by all gateways.
+    """Registrations in one Redis hash (name -> sealed entry), shared by all gateways.
 
     Socket timeouts are short so an unreachable Redis fails a request with a
     clear 503 instead of holding it until the request deadline.
@@ -81,30 +99,43 @@ class RedisRegistry:
     ):
         self._settings = settings or get_settings()
         self._key = key
+        hmac_key = self._settings.tape_cache_hmac_key
+        self._secret = hmac_key.get_secret_value().encode() if hmac_key is not None else None
+        if self._secret is None:
+            log.warning("redis_url is set but tape_cache_hmac_key is not: black boxes cannot be registered "
+                        "(entries in Redis must be signed); set DERIVD_TAPE_CACHE_HMAC_KEY on every gateway")
         self._redis = redis.Redis.from_url(
             url,
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=socket_timeout_s,
-            decode_responses=True,
         )
 
     def register(self, spec: BlackBoxSpec) -> BlackBoxSpec:
         check_url(spec.url, self._settings)
+        entry = self._seal(spec)
         with _redis_errors_as_503():
-            self._redis.hset(self._key, spec.name, spec.model_dump_json())
+            self._redis.hset(self._key, spec.name, entry)
         return spec
 
     def get(self, name: str) -> BlackBoxSpec:
+        secret = self._require_secret()
         with _redis_errors_as_503():
             raw = self._redis.hget(self._key, name)
         if raw is None:
             raise _not_found(name)
-        return self._load(name, raw)
+        return self._load(secret, name, raw)
 
     def list(self) -> builtins.list[BlackBoxSpec]:
+        secret = self._require_secret()
         with _redis_errors_as_503():
             entries = self._redis.hgetall(self._key)
-        return [self._load(name, raw) for name, raw in sorted(entries.items())]
+        specs = []
+        for field, raw in sorted(entries.items()):
+            try:
+                specs.append(self._load(secret, field.decode("utf-8", "replace"), raw))
+            except DerivdError:
+                pass  # logged by _load; one bad entry must not hide the others
+        return specs
 
     def delete(self, name: str) -> None:
         with _redis_errors_as_503():
@@ -112,16 +143,48 @@ class RedisRegistry:
         if not removed:
             raise _not_found(name)
 
-    def _load(self, name: str, raw: str) -> BlackBoxSpec:
-        # A value another (older or newer) gateway wrote may not validate
-        # here; say which entry rather than failing with a stack trace.
+    def _require_secret(self) -> bytes:
+        if self._secret is None:
+            raise DerivdError(
+                "black boxes are kept in Redis only signed, and tape_cache_hmac_key is not set: "
+                "set DERIVD_TAPE_CACHE_HMAC_KEY (the same on every gateway)",
+                code="registry_unavailable", status=503,
+            )
+        return self._secret
+
+    def _entry_key(self, name: str) -> str:
+        return f"{self._key}\n{name}"
+
+    def _seal(self, spec: BlackBoxSpec) -> bytes:
+        secret = self._require_secret()
+        where = self._entry_key(spec.name)
+        headers = encrypt(secret, HEADERS_PURPOSE, where, orjson.dumps(spec.headers))
+        doc = {**spec.public(), "headers": base64.b64encode(headers).decode()}
+        return seal(secret, where, orjson.dumps(doc))
+
+    def _load(self, secret: bytes, name: str, raw: bytes) -> BlackBoxSpec:
+        where = self._entry_key(name)
         try:
-            return BlackBoxSpec.model_validate_json(raw)
-        except ValidationError:
+            doc = orjson.loads(open_entry(secret, where, raw))
+            headers = orjson.loads(decrypt(secret, HEADERS_PURPOSE, where, base64.b64decode(doc["headers"])))
+            spec = BlackBoxSpec.model_validate({**doc, "headers": headers})
+        except TamperedEntry as exc:
+            log.error("black-box registration %r in Redis refused: %s (altered in Redis, or written "
+                      "without this server's key)", name, exc)
+            raise DerivdError(
+                f"the stored registration of black box {name!r} fails its signature check (altered in "
+                "Redis, or written without this server's key); it is not used: register it again",
+                code="registry_tampered", status=500, blackbox=name,
+            ) from None
+        except (ValidationError, KeyError, TypeError, ValueError):
+            # A value another (older or newer) gateway wrote may not validate
+            # here; say which entry rather than failing with a stack trace.
+            log.error("black-box registration %r in Redis is unreadable", name)
             raise DerivdError(
                 f"stored registration of black box {name!r} is unreadable",
                 code="registry_corrupt", status=500, blackbox=name,
             ) from None
+        return spec
 
 
 @contextmanager
@@ -140,5 +203,5 @@ def make_registry(settings: Settings | None = None) -> BlackBoxRegistry:
     """Redis when ``settings.redis_url`` is set (shared, durable), else memory."""
     settings = settings or get_settings()
     if settings.redis_url:
-        return RedisRegistry(settings.redis_url, settings)
+        return RedisRegistry(settings.redis_url, settings, key=f"{settings.redis_key_prefix}:blackboxes")
     return MemoryRegistry(settings)

@@ -9,6 +9,16 @@ address, and returns a :class:`Target` whose request goes to the checked
 address itself, carrying the original name only in ``Host`` and TLS SNI.
 :func:`post_json` then sends one request to that target without following
 redirects and with a cap on the response body.
+
+An address is checked as itself and as every IPv4 host it reaches through a
+translation mechanism (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible
+``::a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16`` and both ends of
+Teredo ``2001::/32``), so a deny-list that names 127.0.0.0/8 also refuses
+``[::127.0.0.1]`` and ``[2002:7f00:1::]`` whatever else it names. Addresses
+that are not one host (unspecified, "this network" 0.0.0.0/8, broadcast,
+multicast, the reserved 240.0.0.0/4) are refused whatever the lists say. This
+is the rule of egress proxies built for the purpose (Stripe's Smokescreen) and
+of the OWASP SSRF guidance: unmap every embedded IPv4 address, then decide.
 """
 
 import ipaddress
@@ -110,11 +120,9 @@ def check_url(url: str, settings: Settings | None = None) -> Target:
     addresses = _resolve(host, port)
     allow, deny = _networks(tuple(settings.blackbox_allow), tuple(settings.blackbox_deny))
     for address in addresses:
-        # An IPv4-mapped IPv6 address reaches the IPv4 host, so it must pass
-        # as that host too.
-        for candidate in (address, getattr(address, "ipv4_mapped", None)):
-            if candidate is not None:
-                _check_address(host, candidate, allow, deny)
+        _check_address(host, address, allow, deny)
+        for mechanism, embedded in _embedded_ipv4(address):
+            _check_address(host, embedded, allow, deny, via=f"{address} ({mechanism})")
     return Target(parsed, addresses[0])
 
 
@@ -203,22 +211,62 @@ def _networks(allow: tuple[str, ...], deny: tuple[str, ...]) -> tuple[list, list
     return parse(allow), parse(deny)
 
 
-def _check_address(host: str, address: IPAddress, allow: list, deny: list) -> None:
-    # 0.0.0.0 and :: mean "this host" to connect(); no allow-list can make
-    # them a black box, and the default deny-list does not name ::.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def _embedded_ipv4(address: IPAddress) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 hosts an IPv6 address reaches through translation, with the mechanism's name."""
+    if address.version == 4:
+        return []
+    found = []
+    if address.ipv4_mapped is not None:
+        found.append(("IPv4-mapped", address.ipv4_mapped))
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if int(address) >> 32 == 0 and int(address) > 1:  # ::a.b.c.d; :: and ::1 are themselves
+        found.append(("IPv4-compatible", low))
+    if address in _NAT64:
+        found.append(("NAT64", low))
+    if address.sixtofour is not None:
+        found.append(("6to4", address.sixtofour))
+    if address.teredo is not None:
+        server, client = address.teredo
+        found += [("Teredo server", server), ("Teredo client", client)]
+    return found
+
+
+def _not_one_host(address: IPAddress) -> tuple[str, str] | None:
+    """(reason, description) when ``address`` can never be a black box whatever the lists say."""
     if address.is_unspecified:
+        return "unspecified", "the unspecified address (this host)"
+    if address.is_multicast:
+        return "multicast", "a multicast address"
+    if address.version == 4 and address == ipaddress.IPv4Address("255.255.255.255"):
+        return "broadcast", "the broadcast address"
+    if address.version == 4 and address in _THIS_NETWORK:
+        return "this_network", '"this network" (0.0.0.0/8)'
+    if address.version == 4 and address.is_reserved:
+        return "reserved", "a reserved address (240.0.0.0/4)"
+    return None
+
+
+def _check_address(host: str, address: IPAddress, allow: list, deny: list, via: str | None = None) -> None:
+    where = f"{via}, which reaches {address}," if via else f"{address},"
+    never = _not_one_host(address)
+    if never:
+        reason, what = never
         raise BlackBoxRefused(
-            f"black-box host {host!r} resolves to {address}, the unspecified address (this host)",
-            host=host, address=str(address), reason="unspecified",
+            f"black-box host {host!r} resolves to {where} {what}: never a black box",
+            host=host, address=str(address), reason=reason, via=via,
         )
     for network in deny:
         if address in network:
             raise BlackBoxRefused(
-                f"black-box host {host!r} resolves to {address}, which is in the denied range {network}",
-                host=host, address=str(address), reason="denied", network=str(network),
+                f"black-box host {host!r} resolves to {where} which is in the denied range {network}",
+                host=host, address=str(address), reason="denied", network=str(network), via=via,
             )
     if not any(address in network for network in allow):
         raise BlackBoxRefused(
-            f"black-box host {host!r} resolves to {address}, which is not in the allow-list",
-            host=host, address=str(address), reason="not_allowed",
+            f"black-box host {host!r} resolves to {where} which is not in the allow-list",
+            host=host, address=str(address), reason="not_allowed", via=via,
         )

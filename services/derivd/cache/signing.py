@@ -5,14 +5,28 @@ An entry is ``mac || payload`` with ``mac = HMAC-SHA256(secret, key || "\\n" || 
 another key is refused too. ``open_entry`` compares in constant time and
 hands back the payload only when the MAC matches, so nothing read from Redis
 is parsed before it is known to be ours.
+
+Secrets inside an entry (a black box's ``Authorization`` header) are also
+encrypted: AES-256-GCM under a key derived from the same secret by HKDF-SHA256
+with a purpose label, so one configured key serves both jobs without the MAC
+key ever being used as a cipher key. Each ciphertext is ``nonce || ct+tag``
+with a fresh 96-bit nonce and its entry's key as associated data, so it only
+decrypts where it was written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MAC_BYTES = hashlib.sha256().digest_size
+NONCE_BYTES = 12
 
 
 class TamperedEntry(ValueError):
@@ -35,3 +49,22 @@ def open_entry(secret: bytes, key: str, entry: bytes) -> bytes:
     if not hmac.compare_digest(mac, _mac(secret, key, payload)):
         raise TamperedEntry("entry MAC does not match")
     return payload
+
+
+def _cipher(secret: bytes, purpose: str) -> AESGCM:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"derivd {purpose}".encode()).derive(secret)
+    return AESGCM(key)
+
+
+def encrypt(secret: bytes, purpose: str, key: str, plaintext: bytes) -> bytes:
+    """``plaintext`` encrypted for ``purpose`` (the key derivation's label) and bound to ``key``."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + _cipher(secret, purpose).encrypt(nonce, plaintext, key.encode())
+
+
+def decrypt(secret: bytes, purpose: str, key: str, blob: bytes) -> bytes:
+    """The plaintext of an :func:`encrypt` result; ``TamperedEntry`` if it fails authentication."""
+    try:
+        return _cipher(secret, purpose).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], key.encode())
+    except (InvalidTag, ValueError):
+        raise TamperedEntry("encrypted field does not authenticate") from None

@@ -6,7 +6,13 @@ Order of defence, each step before the next can be hurt by hostile input:
 2. a linear pre-scan for nesting (brackets, chains of unary operators, ``**``
    and conditional expressions) against ``max_nesting_depth``, because
    ``ast.parse`` recurses on such input and can exhaust the C stack;
-3. ``ast.parse`` (never ``eval``/``exec``/``compile`` to code);
+3. ``ast.parse`` (never ``eval``/``exec``/``compile`` to code), one thread at a time: CPython
+   3.11 keeps the AST constructor's recursion depth in interpreter-wide state, so two threads
+   building trees at once (a thread switch happens when the garbage collector runs a finalizer)
+   corrupt it and ``ast.parse`` raises ``SystemError: AST constructor recursion depth mismatch``.
+   Parsing is bounded by ``max_source_bytes`` (milliseconds), so the lock costs little. A tree too
+   deep for the constructor (a very long ``a + b + ...`` chain) is a 413 naming
+   ``max_nesting_depth``, like every other depth;
 4. a walk over a whitelist of node types, with the AST depth measured
    iteratively (a left-leaning chain ``a + b + c + ...`` counts once, since
    the lowering folds it in a loop).
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 
 from derivd.errors import LimitExceeded, ParseError
 
@@ -44,6 +51,7 @@ DESCRIBE = {
 
 ATTRIBUTES = {"T", "shape", "ndim", "size"}
 
+_AST_LOCK = threading.Lock()
 _CHAIN = re.compile(r"(?:[-+~]\s*){2,}|(?:\bnot\b\s*){2,}")
 
 
@@ -92,11 +100,17 @@ def parse(text: str, settings) -> ast.Module:
         raise ParseError("program text contains a NUL character")
     prescan(text, settings.max_nesting_depth)
     try:
-        tree = ast.parse(text, mode="exec")
+        with _AST_LOCK:
+            tree = ast.parse(text, mode="exec")
     except SyntaxError as e:
         raise ParseError(f"syntax error: {e.msg} (line {e.lineno}, column {e.offset})",
                          line=e.lineno, column=e.offset) from None
-    except (RecursionError, MemoryError, ValueError, OverflowError) as e:
+    except RecursionError:
+        raise LimitExceeded(
+            "the program nests too deeply for the parser (a very long chain like `a + b + ...` counts "
+            f"as deep: split it into statements); limit max_nesting_depth={settings.max_nesting_depth}",
+            limit="max_nesting_depth", max=settings.max_nesting_depth) from None
+    except (MemoryError, ValueError, OverflowError) as e:
         raise ParseError(f"program could not be parsed: {type(e).__name__}") from None
     validate(tree, settings.max_nesting_depth)
     return tree

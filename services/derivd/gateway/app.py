@@ -27,6 +27,7 @@ from derivd.core import Service, describe
 from derivd.dispatch import Dispatcher
 from derivd.errors import DerivdError, ValidationFailed
 from derivd.gateway import codecs, schemas
+from derivd.gateway.content_type import RequireJson
 from derivd.gateway.derivatives import DerivativeRoutes
 from derivd.gateway.http import (INTERNAL, NO_TIMING, BodyTooLarge, error_response, parse_json, send_json,
                                  too_large, validate)
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     _install_error_handlers(app)
     _add_schemas(app)
     outer = DerivativeRoutes(app, dispatcher, settings)
+    outer = RequireJson(outer)
     outer = GatewayMiddleware(outer, max_bytes=settings.max_request_bytes)
     access = AccessControl(settings)
     if access.enabled:

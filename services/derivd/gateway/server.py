@@ -10,6 +10,10 @@ writes within one event-loop iteration and sends it at the end of the
 iteration: the head and body of a response leave together; nothing waits
 longer than the current iteration.
 
+Below the coalescing, ``connection.GuardedHttpTools`` bounds what one connection may cost (head
+size and count, head and body time, body size as it streams) and answers refusals after the
+answers already owed on the connection; its limits come from the app's settings.
+
 One Python process serves REST on one core. ``run_processes`` starts N of them
 on one socket under uvicorn's own supervisor (a dead one is replaced): what
 they must agree on (stored functions, black boxes, rate limits, tapes) lives
@@ -19,13 +23,15 @@ in Redis, and metrics are summed across them (``observability``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from derivd import observability
+from derivd.config import Settings, get_settings
+from derivd.gateway.connection import ConnectionLimits, GuardedHttpTools
 
 
 class _CoalescingTransport:
@@ -52,20 +58,28 @@ class _CoalescingTransport:
         self._flush()  # an answer written just before closing still goes out
         self._transport.close()
 
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
     def __getattr__(self, name):  # everything else (flow control, extra info, abort) is the real one's
         return getattr(self._transport, name)
 
 
-class CoalescingHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a ``_CoalescingTransport``."""
+class CoalescingHttpTools(GuardedHttpTools):
+    """uvicorn's httptools protocol, guarded, over a ``_CoalescingTransport``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(_CoalescingTransport(transport, asyncio.get_running_loop()))
 
 
-def config(app, host: str, port: int, **options) -> uvicorn.Config:
-    """The one uvicorn configuration of the gateway (``derivd serve`` and the tests' live servers)."""
-    return uvicorn.Config(app, host=host, port=port, http=CoalescingHttpTools, **options)
+def config(app, host: str, port: int, settings: Settings | None = None, **options) -> uvicorn.Config:
+    """The one uvicorn configuration of the gateway (``derivd serve`` and the tests' live servers).
+    Connection limits come from ``settings``, else from the app's own (a ``Gateway``), else from the
+    environment (an app built by a factory in each process reads the same)."""
+    settings = settings or getattr(getattr(app, "service", None), "settings", None) or get_settings()
+    http = functools.partial(CoalescingHttpTools, limits=ConnectionLimits.from_settings(settings))
+    return uvicorn.Config(app, host=host, port=port, http=http, **options)
 
 
 def run_processes(n: int, host: str, port: int) -> None:
