@@ -180,7 +180,7 @@ def test_replayed_tapes_of_random_programs_give_the_analytic_gradient(program, p
         tape = compile_graph(g2, inputs, outputs)
         values = {"x": x, "y": y}  # the program's inputs by name, then the tangents (x's, then y's)
         tangents = iter([np.eye(4)[:, :3], np.eye(4)[:, 3]])
-        params = [dict(n.params) for n in inputs]
+        params = [n.params for n in inputs]
         args = [values[p["name"]] if p["role"] != "extra" else next(tangents) for p in params]
         if transform[0] == "vjp":
             value, dx, dy = tape.run(*args)
@@ -197,8 +197,8 @@ def test_tape_parameters_keep_their_order_even_when_unused():
     a, b, c = g.input("a", (2,)), g.input("b", (), INT, "const"), g.input("c", (3,))
     out = g.apply("sin", [c], {})
     g2, inputs, (out2,) = from_json(dumps(g, [out], [c, a, b]))
-    assert [dict(n.params)["name"] for n in inputs] == ["c", "a", "b"]
-    assert [(n.shape, n.dtype, dict(n.params)["role"]) for n in inputs] == [((3,), FLOAT, "at"), ((2,), FLOAT, "at"),
+    assert [n.params["name"] for n in inputs] == ["c", "a", "b"]
+    assert [(n.shape, n.dtype, n.params["role"]) for n in inputs] == [((3,), FLOAT, "at"), ((2,), FLOAT, "at"),
                                                                            ((), INT, "const")]
     x = np.array([0.1, 0.7, -2.0])
     (y,) = compile_graph(g2, inputs, [out2]).run(x, np.zeros(2), 0)
@@ -214,8 +214,8 @@ def test_literals_keep_their_values_and_types_non_finite_included():
     doc = to_json(g, outs, [x])
     assert {"float": "inf"} in [p[1] for n in doc["nodes"] for p in n[2]]
     g2, inputs, outs2 = from_json(orjson.dumps(doc))
-    consts = sorted((type(n.params[0][1]).__name__, repr(n.params[0][1])) for n in g2.nodes if n.prim == "const")
-    assert consts == sorted((type(n.params[0][1]).__name__, repr(n.params[0][1])) for n in g.nodes
+    consts = sorted((type(n.params["value"]).__name__, repr(n.params["value"])) for n in g2.nodes if n.prim == "const")
+    assert consts == sorted((type(n.params["value"]).__name__, repr(n.params["value"])) for n in g.nodes
                             if n.prim == "const")
     v = np.array([-1.0, 0.25, 2.0])
     with np.errstate(all="ignore"):

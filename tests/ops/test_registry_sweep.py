@@ -137,7 +137,7 @@ class Derivatives:
 
     def evaluate(self, values):
         with np.errstate(all="ignore"):
-            return eval_primitive(self.prim, list(values), dict(self.out.params))
+            return eval_primitive(self.prim, list(values), self.out.params)
 
     def run(self, values, tangents, batch, eye, u, ub):
         with np.errstate(all="ignore"):

@@ -55,7 +55,7 @@ def to_json(graph: Graph, outputs: list[Node], inputs: list[Node] = ()) -> dict:
     index = {n.id: i for i, n in enumerate(nodes)}
     return {
         "format": FORMAT,
-        "nodes": [[n.prim, [index[a.id] for a in n.inputs], [[k, _encode(v)] for k, v in n.params],
+        "nodes": [[n.prim, [index[a.id] for a in n.inputs], [[k, _encode(v)] for k, v in n.params.items()],
                    list(n.shape), n.dtype] for n in nodes],
         "inputs": [index[n.id] for n in inputs],
         "outputs": [index[n.id] for n in outputs],

@@ -187,7 +187,7 @@ def _div_taylor(p, s, out, jet):
 def _integer(node, bound=2**16):
     """The value of an integer-valued literal within ±bound, else None."""
     if node.prim == "const" and node.dtype != BOOL:
-        v = node.params[0][1]
+        v = node.params["value"]
         if float(v).is_integer() and abs(v) <= bound:
             return int(v)
     return None

@@ -31,7 +31,7 @@ def jvp(graph, wrt: list, tangents: list, outputs: list) -> list:
             tan[n.id] = jvp_loop(graph, n, ts, batch)
             continue
         if n.prim == "loop_get":
-            t = ts[0].get(dict(n.params)["index"])
+            t = ts[0].get(n.params["index"])
             if t is not None:
                 tan[n.id] = t
             continue
@@ -43,7 +43,7 @@ def jvp(graph, wrt: list, tangents: list, outputs: list) -> list:
                                    primitive=n.prim, transform="jvp")
         if prim.broadcasting:
             ts = [None if t is None else align(t, a.ndim, n.ndim) for t, a in zip(ts, n.inputs)]
-        out = prim.jvp(list(n.inputs), ts, n, **dict(n.params))
+        out = prim.jvp(list(n.inputs), ts, n, **n.params)
         if out is not None:
             tan[n.id] = fit(out, batch + n.shape, len(batch))
     return [tan.get(o.id) for o in outputs]

@@ -21,7 +21,7 @@ from derivd.ops.registry import FLOAT, nullary
 
 
 def _params(node) -> dict:
-    return dict(node.params)
+    return node.params
 
 
 def _zeros(like, shape):

@@ -135,7 +135,7 @@ def _elementwise(node, ks, prop):
 
 def _reduce(node, ks, prop):
     (x,) = node.inputs
-    reduced = [a + x.ndim for a in dict(node.params)["axes"]]
+    reduced = [a + x.ndim for a in node.params["axes"]]
     kept = [i for i in range(x.ndim) if i not in reduced]
     width = math.prod(x.shape[i] for i in reduced)
     prop.budget(node.size * width)
@@ -146,7 +146,7 @@ def _reduce(node, ks, prop):
 def _select(node, ks, prop):
     """Run the primitive on entry numbers: output value s > 0 means "copies entry s - 1"."""
     prim = ops.get(node.prim)
-    params = dict(node.params)
+    params = node.params
     base = []
     for a in node.inputs:
         if a.dtype == FLOAT:
@@ -172,7 +172,7 @@ def _scatter_add(node, ks, prop):
     idx_value = prop.known(idx)
     if idx_value is None:
         return None
-    axis = dict(node.params)["axis"]
+    axis = node.params["axis"]
     # ct's entry j is added into the output entry dest[j]: gather the output's entry numbers.
     dest = eval_primitive(ops.get("gather"), [_entries(node.shape), idx_value], {"axis": axis})
     dest = np.asarray(dest, dtype=np.int64).ravel()
@@ -238,7 +238,7 @@ def _loop(node, ks, prop):
     """Rows: the final states' entries, state after state. The body's pattern B (outputs over
     carried and captured entries) maps the states' dependence on the loop's own inputs (U entries)
     from one iteration to the next; the counter is unknown, so whatever it indexes is dense."""
-    params = dict(node.params)
+    params = node.params
     body, count = params["body"], params["count"]
     if params["collect"]:  # stacks of every state: derivative graphs only, never worth it
         return None
@@ -282,8 +282,8 @@ def _loop_get(node, ks, prop):
     row), that row for every entry."""
     loop = node.inputs[0]
     rows = next(iter(prop.local[loop.id].deps.values())).shape[0]
-    sizes = [c.size for c in dict(loop.params)["body"].carried]
-    index = dict(node.params)["index"]
+    sizes = [c.size for c in loop.params["body"].carried]
+    index = node.params["index"]
     if index >= len(sizes) or rows != sum(sizes):
         return Local({0: _selection(np.zeros(node.size, dtype=np.int64), rows)})
     start = sum(sizes[:index])
@@ -391,7 +391,7 @@ class _Propagation:
         return self._values[node.id]
 
     def _evaluate(self, n) -> np.ndarray | None:
-        params = dict(n.params)
+        params = n.params
         if n.prim == "const":
             return np.asarray(params["value"])
         if n.prim == "input":

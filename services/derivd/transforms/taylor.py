@@ -103,13 +103,13 @@ class Jet:
         if n.prim == "loop":  # a loop over the body's Taylor transform; loop_get reads its series
             return taylor_loop(n.graph, n, ss, self.lead)
         if n.prim == "loop_get":
-            return ss[0].get(dict(n.params)["index"])
+            return ss[0].get(n.params["index"])
         if prim.taylor is None:
             raise NoDerivativeRule(f"no Taylor rule for {n.prim!r}: cannot expand it in a Taylor series",
                                    primitive=n.prim, transform="taylor")
         if prim.broadcasting:
             ss = [None if s is None else align(s, a.ndim, n.ndim) for s, a in zip(ss, n.inputs)]
-        out = prim.taylor(list(n.inputs), ss, n, self, **dict(n.params))
+        out = prim.taylor(list(n.inputs), ss, n, self, **n.params)
         if out is None:
             return None
         return fit(out, self.lead + n.shape, len(self.lead))

@@ -46,13 +46,13 @@ def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
             if c is None or n.prim in ("input", "const"):
                 continue
             if n.prim == "loop_get":
-                loop_cts.setdefault(n.inputs[0].id, {})[dict(n.params)["index"]] = c
+                loop_cts.setdefault(n.inputs[0].id, {})[n.params["index"]] = c
                 continue
             prim = ops.get(n.prim)
             if prim.vjp is None:
                 raise NoDerivativeRule(f"no vjp rule for primitive {n.prim!r}: cannot differentiate through it",
                                        primitive=n.prim, transform="vjp")
-            contributions = prim.vjp(list(n.inputs), n, c, **dict(n.params))
+            contributions = prim.vjp(list(n.inputs), n, c, **n.params)
         for a, ca in zip(n.inputs, contributions):
             if ca is None or a.id not in varies:
                 continue
