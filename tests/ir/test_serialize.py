@@ -78,12 +78,12 @@ def primitive_graph(name, case):
     return g, args + extra, outputs
 
 
-CASES = [(name, i) for name in sorted(REGISTRY) for i in range(len(REGISTRY[name].extra.get("sample", [])))]
+CASES = [(name, i) for name in sorted(REGISTRY) for i in range(len(REGISTRY[name].sample))]
 
 
 @pytest.mark.parametrize("name,index", CASES)
 def test_every_primitive_and_its_derivatives_round_trip_exactly(name, index):
-    case = REGISTRY[name].extra["sample"][index]
+    case = REGISTRY[name].sample[index]
     g, inputs, outputs = primitive_graph(name, case)
     text = dumps(g, outputs, inputs)
     g2, inputs2, outputs2 = from_json(text)

@@ -1,9 +1,12 @@
 """The language's functions (CONTRACT §1), each written as primitives.
 
-A function here receives already-lowered arguments: graph nodes, or static
-Python values (ints, floats, bools, tuples) for shapes, axes and loop
-indices. Composites (``mean``, ``softmax``, ``clip``, ``outer``, ``trace``...)
-are built from primitives and inherit their derivative rules.
+Two sources, one namespace: every name a primitive declares in its
+registration (``Primitive.dsl``, ops/registry.py: ``sin``, ``atan2``, ...),
+and the ``f_<name>`` methods here: composites (``mean``, ``softmax``,
+``clip``, ``outer``, ``trace``...) built from primitives, which inherit their
+derivative rules. Both receive already-lowered arguments: graph nodes, or
+static Python values (ints, floats, bools, tuples) for shapes, axes and loop
+indices; a registered call receives this Library as ``lib`` for the helpers below.
 """
 
 from __future__ import annotations
@@ -11,14 +14,11 @@ from __future__ import annotations
 import math
 
 from derivd.errors import ProgramError, ShapeError
-from derivd.ops import apply
+from derivd.ops import REGISTRY, apply
 from derivd.ops.registry import BOOL, FLOAT, INT, nullary
 
-UNARY = (
-    "abs sign sqrt cbrt exp exp2 expm1 log log2 log10 log1p sin cos tan asin acos atan sinh cosh tanh "
-    "asinh acosh atanh erf erfc sigmoid softplus relu square reciprocal floor ceil round"
-).split()
-BINARY = {"atan2": "atan2", "hypot": "hypot", "maximum": "maximum", "minimum": "minimum", "pow": "pow"}
+# The language's names for primitives, as their registrations declare them: name -> call(lib, name, ...).
+CALLS = {name: call for prim in REGISTRY.values() for name, call in prim.dsl.items()}
 
 
 class Library:
@@ -72,16 +72,13 @@ class Library:
     # ------------------------------------------------------------ dispatch
 
     def known(self, name: str) -> bool:
-        return name in UNARY or name in BINARY or hasattr(self, "f_" + name)
+        return name in CALLS or hasattr(self, "f_" + name)
 
     def call(self, name, args, kwargs):
+        registered = CALLS.get(name)
+        if registered is not None:
+            return registered(self, name, *args, **kwargs)
         fn = getattr(self, "f_" + name, None)
-        if name in UNARY:
-            self.arity(name, args, kwargs, 1)
-            return apply(name, self.as_float(args[0]))
-        if name in BINARY:
-            self.arity(name, args, kwargs, 2)
-            return apply(BINARY[name], self.as_float(args[0]), self.as_float(args[1]))
         if fn is None:
             return None
         return fn(*args, **kwargs)
@@ -337,3 +334,8 @@ class Library:
 
 def dtype_name(dtype: str) -> str:
     return {FLOAT: "float64", INT: "int64", BOOL: "bool"}[dtype]
+
+
+_twice = sorted(name for name in CALLS if hasattr(Library, "f_" + name))
+if _twice:
+    raise RuntimeError(f"language names both registered by a primitive and defined here: {_twice}")

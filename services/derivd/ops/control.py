@@ -9,7 +9,7 @@ A transform that does not know loops finds no rule and raises NoDerivativeRule.
 from __future__ import annotations
 
 from derivd.errors import ShapeError
-from derivd.ops.registry import FLOAT, Primitive, declare_sparsity, register
+from derivd.ops.registry import FLOAT, Primitive, register
 
 
 def _loop_shape(*args, body, count, reverse, collect):
@@ -27,13 +27,10 @@ def _loop_get_shape(loop, index, aval):
     return tuple(aval[0]), aval[1]
 
 
-RULES = {"rules": "transforms/loops.py"}  # where the derivatives are, and what tests them (tests/dsl/test_loops.py)
-register(Primitive("loop", _loop_shape, extra=dict(RULES),
-                   doc="run a body count times (ir/loop.py); its value is a tuple"))
-register(Primitive("loop_get", _loop_get_shape, template="{0}[{index}]",
-                   extra=dict(RULES), doc="element index of a loop's tuple: a final state, or a stack of states"))
-
 # A final state reads the loop's inputs through the body's pattern iterated; curvature: any pair of
 # the entries it reads (the body may be nonlinear in all of them). A final state is linear in the loop.
-declare_sparsity("loop", "loop", "all")
-declare_sparsity("loop_get", "loop_get")
+register(Primitive("loop", _loop_shape, sparsity=("loop", "all"), tested_in="tests/dsl/test_loops.py",
+                   doc="run a body count times (ir/loop.py); its value is a tuple"))
+register(Primitive("loop_get", _loop_get_shape, template="{0}[{index}]", sparsity=("loop_get", ()),
+                   tested_in="tests/dsl/test_loops.py",
+                   doc="element index of a loop's tuple: a final state, or a stack of states"))

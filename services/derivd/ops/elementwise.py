@@ -15,8 +15,8 @@ import numpy as np
 
 from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import (
-    AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, declare_sparsity, elementwise_cases, hint,
-    register, result_dtype, scale, bilinear, composite, constant, get, integral, linear,
+    AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, elementwise_cases, floats, register,
+    result_dtype, scale, bilinear, composite, constant, get, integral, linear,
 )
 
 
@@ -33,8 +33,13 @@ def _float_shape(x, **_):
     return x[0], FLOAT
 
 
-def unary(name, template, deriv, scalar=None, doc="", taylor=None):
-    """An elementwise function with derivative ``deriv(x, y)`` (``None``: zero derivative)."""
+NONLINEAR, PIECEWISE_LINEAR, ZERO = ("elementwise", "all"), ("elementwise", ()), ("zero", ())
+
+
+def unary(name, template, deriv, scalar=None, *, domain=REAL, taylor=None, sparsity=NONLINEAR, dsl=True,
+          doc=""):
+    """An elementwise function with derivative ``deriv(x, y)`` (``None``: zero derivative), swept on
+    ``domain`` (intervals), a language function of one array unless ``dsl`` is False."""
 
     def jvp(primals, tangents, out):
         (t,) = tangents
@@ -48,7 +53,9 @@ def unary(name, template, deriv, scalar=None, doc="", taylor=None):
         return [scale(ct, deriv(primals[0], out))]
 
     register(Primitive(name, _float_shape, template=template, scalar_template=scalar,
-                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True, doc=doc))
+                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True, doc=doc,
+                       sparsity=ZERO if deriv is None else sparsity, sample=elementwise_cases(domain),
+                       dsl={name: floats(name, 1)} if dsl else {}))
 
 
 # Taylor rule shapes of elementwise functions (the generic ones are in registry.py;
@@ -86,44 +93,64 @@ def paired(mate, sign, second=False):
 PI_2 = 1.1283791670955126  # 2 / sqrt(pi)
 LN2, LN10 = 0.6931471805599453, 2.302585092994046
 
-unary("neg", "(-{0})", lambda x, y: -1.0, "(-{0})", taylor=linear)
+_POS = ((0.2, 3.0),)
+_UNIT = ((-0.8, 0.8),)
+_NOT_INT = ((-1.9, -1.1), (-0.9, -0.1), (0.1, 0.9), (1.1, 1.9))  # away from floor's and ceil's jumps
+_NOT_HALF = ((-1.4, -0.6), (-0.4, 0.4), (0.6, 1.4))  # away from round's
+
+unary("neg", "(-{0})", lambda x, y: -1.0, "(-{0})", taylor=linear, sparsity=PIECEWISE_LINEAR, dsl=False)
 unary("exp", "np.exp({0})", lambda x, y: y, "math.exp({0})", taylor=riccati(0.0, 1.0, 0.0))
 unary("exp2", "np.exp2({0})", lambda x, y: y * LN2, "math.pow(2.0, {0})", taylor=riccati(0.0, LN2, 0.0))
 unary("expm1", "np.expm1({0})", lambda x, y: y + 1.0, "math.expm1({0})", taylor=riccati(1.0, 1.0, 0.0))
-unary("log", "np.log({0})", lambda x, y: reciprocal(x), "math.log({0})", taylor=logarithm(1.0))
-unary("log2", "np.log2({0})", lambda x, y: reciprocal(x * LN2), "math.log2({0})", taylor=logarithm(1 / LN2))
-unary("log10", "np.log10({0})", lambda x, y: reciprocal(x * LN10), "math.log10({0})", taylor=logarithm(1 / LN10))
-unary("log1p", "np.log1p({0})", lambda x, y: reciprocal(x + 1.0), "math.log1p({0})", taylor=logarithm(1.0, shift=1.0))
+unary("log", "np.log({0})", lambda x, y: reciprocal(x), "math.log({0})", taylor=logarithm(1.0), domain=_POS)
+unary("log2", "np.log2({0})", lambda x, y: reciprocal(x * LN2), "math.log2({0})", taylor=logarithm(1 / LN2),
+      domain=_POS)
+unary("log10", "np.log10({0})", lambda x, y: reciprocal(x * LN10), "math.log10({0})", taylor=logarithm(1 / LN10),
+      domain=_POS)
+unary("log1p", "np.log1p({0})", lambda x, y: reciprocal(x + 1.0), "math.log1p({0})",
+      taylor=logarithm(1.0, shift=1.0), domain=((-0.8, 2.0),))
 unary("sin", "np.sin({0})", lambda x, y: cos(x), "math.sin({0})", taylor=paired("cos", -1.0))
 unary("cos", "np.cos({0})", lambda x, y: -sin(x), "math.cos({0})", taylor=paired("sin", -1.0, second=True))
-unary("tan", "np.tan({0})", lambda x, y: square(y) + 1.0, "math.tan({0})", taylor=riccati(1.0, 0.0, 1.0))
-unary("asin", "np.arcsin({0})", lambda x, y: reciprocal(sqrt(1.0 - square(x))), "math.asin({0})", taylor=integral)
-unary("acos", "np.arccos({0})", lambda x, y: -reciprocal(sqrt(1.0 - square(x))), "math.acos({0})", taylor=integral)
+unary("tan", "np.tan({0})", lambda x, y: square(y) + 1.0, "math.tan({0})", taylor=riccati(1.0, 0.0, 1.0),
+      domain=((-1.2, 1.2),))
+unary("asin", "np.arcsin({0})", lambda x, y: reciprocal(sqrt(1.0 - square(x))), "math.asin({0})", taylor=integral,
+      domain=_UNIT)
+unary("acos", "np.arccos({0})", lambda x, y: -reciprocal(sqrt(1.0 - square(x))), "math.acos({0})",
+      taylor=integral, domain=_UNIT)
 unary("atan", "np.arctan({0})", lambda x, y: reciprocal(square(x) + 1.0), "math.atan({0})", taylor=integral)
 unary("sinh", "np.sinh({0})", lambda x, y: cosh(x), "math.sinh({0})", taylor=paired("cosh", 1.0))
 unary("cosh", "np.cosh({0})", lambda x, y: sinh(x), "math.cosh({0})", taylor=paired("sinh", 1.0, second=True))
 unary("tanh", "np.tanh({0})", lambda x, y: 1.0 - square(y), "math.tanh({0})", taylor=riccati(1.0, 0.0, -1.0))
-unary("asinh", "np.arcsinh({0})", lambda x, y: reciprocal(sqrt(square(x) + 1.0)), "math.asinh({0})", taylor=integral)
-unary("acosh", "np.arccosh({0})", lambda x, y: reciprocal(sqrt(square(x) - 1.0)), "math.acosh({0})", taylor=integral)
-unary("atanh", "np.arctanh({0})", lambda x, y: reciprocal(1.0 - square(x)), "math.atanh({0})", taylor=integral)
-unary("sqrt", "np.sqrt({0})", lambda x, y: 0.5 * reciprocal(y), "math.sqrt({0})", taylor=power(0.5))
-unary("cbrt", "np.cbrt({0})", lambda x, y: reciprocal(3.0 * square(y)), None, taylor=power(1 / 3))
+unary("asinh", "np.arcsinh({0})", lambda x, y: reciprocal(sqrt(square(x) + 1.0)), "math.asinh({0})",
+      taylor=integral)
+unary("acosh", "np.arccosh({0})", lambda x, y: reciprocal(sqrt(square(x) - 1.0)), "math.acosh({0})",
+      taylor=integral, domain=((1.2, 3.0),))
+unary("atanh", "np.arctanh({0})", lambda x, y: reciprocal(1.0 - square(x)), "math.atanh({0})", taylor=integral,
+      domain=_UNIT)
+unary("sqrt", "np.sqrt({0})", lambda x, y: 0.5 * reciprocal(y), "math.sqrt({0})", taylor=power(0.5), domain=_POS)
+unary("cbrt", "np.cbrt({0})", lambda x, y: reciprocal(3.0 * square(y)), None, taylor=power(1 / 3),
+      domain=AWAY_FROM_0)
 unary("square", "np.square({0})", lambda x, y: 2.0 * x, "({0} * {0})", taylor=composite(lambda x, y: x * x))
-unary("reciprocal", "np.reciprocal({0})", lambda x, y: -square(y), "(1.0 / {0})", taylor=riccati(0.0, 0.0, -1.0))
-unary("abs", "np.abs({0})", lambda x, y: apply("sign", x), "abs({0})", taylor=linear)
-unary("sign", "np.sign({0})", None, "(1.0 if {0} > 0 else -1.0 if {0} < 0 else {0} * 0.0)", taylor=constant)
-unary("floor", "np.floor({0})", None, "float(math.floor({0}))", taylor=constant)
-unary("ceil", "np.ceil({0})", None, "float(math.ceil({0}))", taylor=constant)
-unary("round", "np.round({0})", None, "float(round({0}))", taylor=constant)
+unary("reciprocal", "np.reciprocal({0})", lambda x, y: -square(y), "(1.0 / {0})", taylor=riccati(0.0, 0.0, -1.0),
+      domain=AWAY_FROM_0)
+unary("abs", "np.abs({0})", lambda x, y: apply("sign", x), "abs({0})", taylor=linear, sparsity=PIECEWISE_LINEAR,
+      domain=AWAY_FROM_0)
+unary("sign", "np.sign({0})", None, "(1.0 if {0} > 0 else -1.0 if {0} < 0 else {0} * 0.0)", taylor=constant,
+      domain=AWAY_FROM_0)
+unary("floor", "np.floor({0})", None, "float(math.floor({0}))", taylor=constant, domain=_NOT_INT)
+unary("ceil", "np.ceil({0})", None, "float(math.ceil({0}))", taylor=constant, domain=_NOT_INT)
+unary("round", "np.round({0})", None, "float(round({0}))", taylor=constant, domain=_NOT_HALF)
 unary("erf", "sp.erf({0})", lambda x, y: PI_2 * exp(-square(x)), "math.erf({0})", taylor=integral)
 unary("erfc", "sp.erfc({0})", lambda x, y: -PI_2 * exp(-square(x)), "math.erfc({0})", taylor=integral)
 unary("sigmoid", "sp.expit({0})", lambda x, y: y * sigmoid(-x), None,
       doc="dedicated (not exp-based) so large |x| neither overflows nor loses digits", taylor=riccati(0.0, 1.0, -1.0))
 unary("softplus", "np.logaddexp(0.0, {0})", lambda x, y: sigmoid(x), None,
       doc="log(1 + e^x) computed as logaddexp(0, x): no overflow for large x", taylor=integral)
-unary("relu", "np.maximum({0}, 0.0)", lambda x, y: apply("step", x), "max({0}, 0.0)", taylor=linear)
+unary("relu", "np.maximum({0}, 0.0)", lambda x, y: apply("step", x), "max({0}, 0.0)", taylor=linear,
+      sparsity=PIECEWISE_LINEAR, domain=AWAY_FROM_0)
 unary("step", "np.greater({0}, 0.0).astype(np.float64)", None, "float({0} > 0.0)",
-      doc="Heaviside step (1 for x > 0): relu's derivative; its own is 0", taylor=constant)
+      doc="Heaviside step (1 for x > 0): relu's derivative; its own is 0", taylor=constant, domain=AWAY_FROM_0,
+      dsl=False)
 
 
 # ---------------------------------------------------------------- binary
@@ -137,11 +164,10 @@ def _float_binary_shape(a, b, **_):
     return broadcast_shapes(a[0], b[0]), FLOAT
 
 
-def binary(name, template, scalar, da, db, shape=_float_binary_shape, linear=False, taylor=None):
-    """A binary elementwise function with partials ``da(a, b, y)``, ``db(a, b, y)``.
-
-    ``None`` for a partial means zero. ``linear`` marks bilinear/linear maps whose
-    partials are the other operand (their jvp is the product rule).
+def binary(name, template, scalar, da, db, *, domains=(REAL, REAL), shape=_float_binary_shape, taylor=None,
+           sparsity=NONLINEAR, dsl=False):
+    """A binary elementwise function with partials ``da(a, b, y)``, ``db(a, b, y)`` (``None``: zero),
+    swept on ``domains`` (one per argument); ``dsl``: a language function of two arrays.
     """
 
     def jvp(primals, tangents, out):
@@ -162,7 +188,9 @@ def binary(name, template, scalar, da, db, shape=_float_binary_shape, linear=Fal
                 None if db is None else scale(ct, db(a, b, out))]
 
     register(Primitive(name, shape, template=template, scalar_template=scalar,
-                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True))
+                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True,
+                       sparsity=ZERO if da is None and db is None else sparsity,
+                       sample=elementwise_cases(*domains), dsl={name: floats(name, 2)} if dsl else {}))
 
 
 def _add_jvp(sign):
@@ -212,21 +240,27 @@ def _pow_taylor(p, s, out, jet):
     return None if prod is None else jet.series(reciprocal(prod) if r < 0 else prod)
 
 
+_QUOTIENT = ((-2.6, -2.3), (0.1, 0.9), (2.3, 2.6)), ((1.4, 1.5),)  # a / b stays 0.1 from an integer
+_TIE_FREE = ((-2.0, -1.0), (1.0, 2.0)), ((-0.5, 0.5),)
+
 register(Primitive("add", _binary_shape, "({0} + {1})", scalar_template="({0} + {1})",
-                   jvp=_add_jvp(1), vjp=lambda p, out, ct: [ct, ct], taylor=linear, broadcasting=True))
+                   jvp=_add_jvp(1), vjp=lambda p, out, ct: [ct, ct], taylor=linear, broadcasting=True,
+                   sparsity=PIECEWISE_LINEAR, sample=elementwise_cases(REAL, REAL)))
 register(Primitive("sub", _binary_shape, "({0} - {1})", scalar_template="({0} - {1})",
-                   jvp=_add_jvp(-1), vjp=lambda p, out, ct: [ct, -ct], taylor=linear, broadcasting=True))
+                   jvp=_add_jvp(-1), vjp=lambda p, out, ct: [ct, -ct], taylor=linear, broadcasting=True,
+                   sparsity=PIECEWISE_LINEAR, sample=elementwise_cases(REAL, REAL)))
 binary("mul", "({0} * {1})", "({0} * {1})", lambda a, b, y: b, lambda a, b, y: a, shape=_binary_shape,
-       taylor=bilinear)
+       taylor=bilinear, sparsity=("elementwise", ((0, 1),)))
 binary("div", "({0} / {1})", "({0} / {1})",
-       lambda a, b, y: reciprocal(b), lambda a, b, y: -(y / b), taylor=_div_taylor)
+       lambda a, b, y: reciprocal(b), lambda a, b, y: -(y / b), taylor=_div_taylor, domains=(REAL, AWAY_FROM_0),
+       sparsity=("elementwise", ((0, 1), (1, 1))))
 binary("pow", "np.power({0}, {1})", "math.pow({0}, {1})",
        lambda a, b, y: b * apply("pow", a, b - 1.0),
        lambda a, b, y: y * where(apply("eq", a, 0.0), 0.0, log(where(apply("eq", a, 0.0), 1.0, a))),
-       taylor=_pow_taylor)
+       taylor=_pow_taylor, domains=(_POS, REAL), dsl=True)
 binary("atan2", "np.arctan2({0}, {1})", "math.atan2({0}, {1})",
        lambda a, b, y: b / (square(a) + square(b)), lambda a, b, y: -a / (square(a) + square(b)),
-       taylor=integral)
+       taylor=integral, domains=(AWAY_FROM_0, AWAY_FROM_0), dsl=True)
 
 
 def _safe(y):
@@ -235,7 +269,8 @@ def _safe(y):
 
 binary("hypot", "np.hypot({0}, {1})", "math.hypot({0}, {1})",
        lambda a, b, y: a / _safe(y), lambda a, b, y: b / _safe(y),
-       taylor=composite(lambda a, b, y: sqrt(square(a) + square(b)), vanish_at_zero=True))
+       taylor=composite(lambda a, b, y: sqrt(square(a) + square(b)), vanish_at_zero=True),
+       domains=(AWAY_FROM_0, AWAY_FROM_0), dsl=True)
 
 
 def _tie_weight(greater):
@@ -244,13 +279,16 @@ def _tie_weight(greater):
 
 
 binary("maximum", "np.maximum({0}, {1})", "max({0}, {1})",
-       _tie_weight("gt"), lambda a, b, y: 1.0 - _tie_weight("gt")(a, b, y), taylor=linear)
+       _tie_weight("gt"), lambda a, b, y: 1.0 - _tie_weight("gt")(a, b, y), taylor=linear,
+       sparsity=PIECEWISE_LINEAR, domains=_TIE_FREE, dsl=True)
 binary("minimum", "np.minimum({0}, {1})", "min({0}, {1})",
-       _tie_weight("lt"), lambda a, b, y: 1.0 - _tie_weight("lt")(a, b, y), taylor=linear)
+       _tie_weight("lt"), lambda a, b, y: 1.0 - _tie_weight("lt")(a, b, y), taylor=linear,
+       sparsity=PIECEWISE_LINEAR, domains=_TIE_FREE, dsl=True)
 binary("mod", "np.mod({0}, {1})", "({0} % {1})",
-       lambda a, b, y: 1.0, lambda a, b, y: -floor(a / b), shape=_binary_shape, taylor=linear)
+       lambda a, b, y: 1.0, lambda a, b, y: -floor(a / b), shape=_binary_shape, taylor=linear,
+       sparsity=PIECEWISE_LINEAR, domains=_QUOTIENT)
 binary("floordiv", "np.floor_divide({0}, {1})", "({0} // {1})", None, None, shape=_binary_shape,
-       taylor=constant)
+       taylor=constant, domains=_QUOTIENT)
 
 
 def _sum_terms(terms):
@@ -268,7 +306,7 @@ register(Primitive(
     jvp=lambda p, t, out: _sum_terms([None if t[0] is None else mul0(t[0], p[1]),
                                       None if t[1] is None else mul0(p[0], t[1])]),
     vjp=lambda p, out, ct: [mul0(ct, p[1]), mul0(ct, p[0])],
-    taylor=bilinear, broadcasting=True,
+    taylor=bilinear, broadcasting=True, sparsity=("elementwise", ((0, 1),)), sample=elementwise_cases(REAL, REAL),
     doc="a * b, but 0 wherever a == 0 even if b is inf or nan: scales masked cotangents; "
         "its own rules use mul0 again so the convention survives forward-over-reverse",
 ))
@@ -281,21 +319,22 @@ def _mask_shape(*avals, **_):
     return broadcast_shapes(*[a[0] for a in avals]), BOOL
 
 
-def mask(name, template, scalar):
+def mask(name, template, scalar, *domains):
+    """A boolean elementwise function of ``domains`` (intervals, or "mask" for a mask argument)."""
     register(Primitive(name, _mask_shape, template=template, scalar_template=scalar,
-                       broadcasting=True, differentiable=False))
+                       broadcasting=True, differentiable=False, sample=elementwise_cases(*domains)))
 
 
-mask("lt", "({0} < {1})", "({0} < {1})")
-mask("le", "({0} <= {1})", "({0} <= {1})")
-mask("gt", "({0} > {1})", "({0} > {1})")
-mask("ge", "({0} >= {1})", "({0} >= {1})")
-mask("eq", "({0} == {1})", "({0} == {1})")
-mask("ne", "({0} != {1})", "({0} != {1})")
-mask("and", "np.logical_and({0}, {1})", "({0} and {1})")
-mask("or", "np.logical_or({0}, {1})", "({0} or {1})")
-mask("not", "np.logical_not({0})", "(not {0})")
-mask("isfinite", "np.isfinite({0})", "math.isfinite({0})")
+mask("lt", "({0} < {1})", "({0} < {1})", REAL, REAL)
+mask("le", "({0} <= {1})", "({0} <= {1})", REAL, REAL)
+mask("gt", "({0} > {1})", "({0} > {1})", REAL, REAL)
+mask("ge", "({0} >= {1})", "({0} >= {1})", REAL, REAL)
+mask("eq", "({0} == {1})", "({0} == {1})", REAL, REAL)
+mask("ne", "({0} != {1})", "({0} != {1})", REAL, REAL)
+mask("and", "np.logical_and({0}, {1})", "({0} and {1})", "mask", "mask")
+mask("or", "np.logical_or({0}, {1})", "({0} or {1})", "mask", "mask")
+mask("not", "np.logical_not({0})", "(not {0})", "mask")
+mask("isfinite", "np.isfinite({0})", "math.isfinite({0})", REAL)
 
 
 def _where_shape(c, a, b, **_):
@@ -319,61 +358,11 @@ def _where_vjp(primals, out, ct):
 
 register(Primitive(
     "where", _where_shape, "np.where({0}, {1}, {2})", scalar_template="({1} if {0} else {2})",
-    jvp=_where_jvp, vjp=_where_vjp, taylor=linear, broadcasting=True,
+    jvp=_where_jvp, vjp=_where_vjp, taylor=linear, broadcasting=True, sparsity=PIECEWISE_LINEAR,
+    sample=elementwise_cases("mask", REAL, REAL),
     doc="select elementwise; both sides are evaluated, and the cotangent of the untaken side "
         "is marked so that no NaN or inf of that side reaches the gradient",
 ))
-
-
-# ---------------------------------------------------------------- sweep hints (registry.hint)
-
-_POS = ((0.2, 3.0),)
-_UNIT = ((-0.8, 0.8),)
-_NOT_INT = ((-1.9, -1.1), (-0.9, -0.1), (0.1, 0.9), (1.1, 1.9))
-_NOT_HALF = ((-1.4, -0.6), (-0.4, 0.4), (0.6, 1.4))
-_QUOTIENT = ((-2.6, -2.3), (0.1, 0.9), (2.3, 2.6)), ((1.4, 1.5),)  # a / b stays 0.1 from an integer
-hint({name: elementwise_cases(REAL) for name in (
-    "neg exp exp2 expm1 sin cos atan sinh cosh tanh asinh erf erfc sigmoid softplus square").split()})
-hint({name: elementwise_cases(_POS) for name in ("log", "log2", "log10", "sqrt")})
-hint({name: elementwise_cases(_UNIT) for name in ("asin", "acos", "atanh")})
-hint({name: elementwise_cases(AWAY_FROM_0) for name in ("cbrt", "reciprocal", "abs", "sign", "relu", "step")})
-hint({
-    "log1p": elementwise_cases(((-0.8, 2.0),)),
-    "tan": elementwise_cases(((-1.2, 1.2),)),
-    "acosh": elementwise_cases(((1.2, 3.0),)),
-    "floor": elementwise_cases(_NOT_INT),
-    "ceil": elementwise_cases(_NOT_INT),
-    "round": elementwise_cases(_NOT_HALF),
-    "add": elementwise_cases(REAL, REAL),
-    "sub": elementwise_cases(REAL, REAL),
-    "mul": elementwise_cases(REAL, REAL),
-    "mul0": elementwise_cases(REAL, REAL),
-    "div": elementwise_cases(REAL, AWAY_FROM_0),
-    "pow": elementwise_cases(_POS, REAL),
-    "atan2": elementwise_cases(AWAY_FROM_0, AWAY_FROM_0),
-    "hypot": elementwise_cases(AWAY_FROM_0, AWAY_FROM_0),
-    "maximum": elementwise_cases(((-2.0, -1.0), (1.0, 2.0)), ((-0.5, 0.5),)),
-    "minimum": elementwise_cases(((-2.0, -1.0), (1.0, 2.0)), ((-0.5, 0.5),)),
-    "mod": elementwise_cases(*_QUOTIENT),
-    "floordiv": elementwise_cases(*_QUOTIENT),
-    "where": elementwise_cases("mask", REAL, REAL),
-})
-hint({name: elementwise_cases(REAL, REAL) for name in ("lt", "le", "gt", "ge", "eq", "ne")})
-hint({"and": elementwise_cases("mask", "mask"), "or": elementwise_cases("mask", "mask"),
-      "not": elementwise_cases("mask"), "isfinite": elementwise_cases(REAL)})
-
-
-# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
-# Entry i of the output depends on the (broadcast) entry i of each input; the curvature
-# lists the input pairs whose second derivative may be nonzero. abs, relu, maximum,
-# minimum and mod are piecewise linear: their derivatives are constant between kinks.
-
-declare_sparsity("neg add sub where abs relu maximum minimum mod", "elementwise")
-declare_sparsity("exp exp2 expm1 log log2 log10 log1p sin cos tan asin acos atan sinh cosh tanh asinh acosh "
-                 "atanh sqrt cbrt square reciprocal erf erfc sigmoid softplus pow atan2 hypot", "elementwise", "all")
-declare_sparsity("mul mul0", "elementwise", ((0, 1),))
-declare_sparsity("div", "elementwise", ((0, 1), (1, 1)))
-declare_sparsity("sign floor ceil round step floordiv", "zero")
 
 
 # ---------------------------------------------------------------- Taylor coefficient recurrences

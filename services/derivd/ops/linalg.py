@@ -21,8 +21,7 @@ import numpy as np
 
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    FLOAT, REAL, Primitive, apply, bilinear, broadcast_shapes, constant, declare_sparsity, hint, nullary,
-    register, scale,
+    FLOAT, Primitive, apply, bilinear, broadcast_shapes, case, constant, nullary, register, scale,
 )
 
 
@@ -49,7 +48,14 @@ def _matmul_jvp(p, t, out):
 
 
 register(Primitive("matmul", _matmul_shape, template="({0} @ {1})", jvp=_matmul_jvp,
-                   vjp=lambda p, out, ct: [ct @ swap(p[1]), swap(p[0]) @ ct], taylor=bilinear, broadcasting=True))
+                   vjp=lambda p, out, ct: [ct @ swap(p[1]), swap(p[0]) @ ct], taylor=bilinear, broadcasting=True,
+                   sparsity=("matmul", ((0, 1),)),
+                   sample=[case(a, b) for a, b in [((2, 3), (3, 4)), ((3, 3), (3, 1)), ((2, 2, 3), (3, 2)),
+                                                   ((2, 3), (2, 3, 2))]]))
+
+
+MATRIX = ("matrix", "all")  # every output entry reads every entry of its matrix
+SQUARE = [case(("invertible", (3, 3))), case(("invertible", (2, 2, 2)))]  # sweep cases of square matrices
 
 
 def _square_shape(a, **_):
@@ -72,7 +78,7 @@ register(Primitive(
     "inv", _square_shape, template="np.linalg.inv({0})",
     jvp=lambda p, t, out: None if t[0] is None else -(out @ t[0] @ out),
     vjp=lambda p, out, ct: [-(swap(out) @ ct @ swap(out))],
-    taylor=lambda p, s, out, jet: apply("taylor_inv", s[0], out),
+    taylor=lambda p, s, out, jet: apply("taylor_inv", s[0], out), sparsity=MATRIX, sample=SQUARE,
 ))
 register(Primitive(
     "det", _det_shape, template="np.linalg.det({0})",
@@ -80,17 +86,18 @@ register(Primitive(
     vjp=lambda p, out, ct: [_expand2(scale(ct, out)) * swap(apply("inv", p[0]))],
     taylor=lambda p, s, out, jet: apply(  # d det = det · d log|det|
         "taylor_riccati", jet.series(apply("logabsdet", p[0])), out, a=0.0, b=1.0, c=0.0),
+    sparsity=MATRIX, sample=SQUARE,
 ))
 register(Primitive(
     "logabsdet", _det_shape, template="np.linalg.slogdet({0})[1]",
     jvp=lambda p, t, out: None if t[0] is None else _sum2(swap(apply("inv", p[0])) * t[0]),
     vjp=lambda p, out, ct: [_expand2(ct) * swap(apply("inv", p[0]))],
-    taylor=lambda p, s, out, jet: _logabsdet_taylor(p[0], s[0], jet),
+    taylor=lambda p, s, out, jet: _logabsdet_taylor(p[0], s[0], jet), sparsity=MATRIX, sample=SQUARE,
 ))
 register(Primitive(
     "slogdet_sign", _det_shape, template="np.linalg.slogdet({0})[0]",
-    jvp=lambda p, t, out: None, vjp=lambda p, out, ct: [None], taylor=constant,
-    doc="the sign of det: piecewise constant, derivative 0",
+    jvp=lambda p, t, out: None, vjp=lambda p, out, ct: [None], taylor=constant, sparsity=("zero", ()),
+    sample=SQUARE, doc="the sign of det: piecewise constant, derivative 0",
 ))
 
 
@@ -124,7 +131,10 @@ def _solve_taylor(p, s, out, jet):
 
 
 register(Primitive("solve", _solve_shape, template="np.linalg.solve({0}, {1})",
-                   jvp=_solve_jvp, vjp=_solve_vjp, taylor=_solve_taylor, broadcasting=True))
+                   jvp=_solve_jvp, vjp=_solve_vjp, taylor=_solve_taylor, broadcasting=True,
+                   sparsity=("solve", ((0, 0), (0, 1))),
+                   sample=[case(("invertible", a), b) for a, b in [((3, 3), (3, 2)), ((2, 3, 3), (3, 1)),
+                                                                   ((2, 2), (2, 2, 2))]]))
 
 
 def _phi(x):
@@ -150,6 +160,7 @@ def _cholesky_vjp(p, out, ct):
 register(Primitive(
     "cholesky", _square_shape, template="np.linalg.cholesky(0.5 * ({0} + np.swapaxes({0}, -1, -2)))",
     jvp=_cholesky_jvp, vjp=_cholesky_vjp, taylor=lambda p, s, out, jet: apply("taylor_cholesky", s[0], out),
+    sparsity=MATRIX, sample=[case(("spd", s)) for s in [(3, 3), (2, 2, 2)]],
 ))
 
 
@@ -214,24 +225,3 @@ register(Primitive("taylor_solve", _taylor_solve_shape, impl=_taylor_solve,
                    doc="(A_0, A series, B series, X_0) -> series of solve(A, B)"))
 register(Primitive("taylor_cholesky", _series_shape, impl=_taylor_cholesky,
                    doc="(A series, L_0) -> series of cholesky(A)"))
-
-
-# ---------------------------------------------------------------- sweep hints (registry.hint)
-
-_SQUARE = [[("invertible", (3, 3))], [("invertible", (2, 2, 2))]]
-hint({
-    "matmul": [{"args": [("real", a, REAL), ("real", b, REAL)], "params": {}}
-               for a, b in [((2, 3), (3, 4)), ((3, 3), (3, 1)), ((2, 2, 3), (3, 2)), ((2, 3), (2, 3, 2))]],
-    **{name: [{"args": args, "params": {}} for args in _SQUARE] for name in ("inv", "det", "logabsdet", "slogdet_sign")},
-    "solve": [{"args": [("invertible", a), ("real", b, REAL)], "params": {}}
-              for a, b in [((3, 3), (3, 2)), ((2, 3, 3), (3, 1)), ((2, 2), (2, 2, 2))]],
-    "cholesky": [{"args": [("spd", s)], "params": {}} for s in [(3, 3), (2, 2, 2)]],
-})
-
-
-# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
-
-declare_sparsity("matmul", "matmul", ((0, 1),))
-declare_sparsity("inv det logabsdet cholesky", "matrix", "all")
-declare_sparsity("solve", "solve", ((0, 0), (0, 1)))
-declare_sparsity("slogdet_sign", "zero")

@@ -16,7 +16,7 @@ import numpy as np
 
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, composite, declare_sparsity, hint, linear, register,
+    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, composite, linear, register,
     result_dtype, scale,
 )
 
@@ -44,9 +44,17 @@ def _shape(keep_dtype):
     return rule
 
 
-def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc="", taylor=None):
+# Sweep cases: (shape, axes) pairs covering vectors, matrices, rank 3, partial and empty reductions.
+_AXES = [((3,), (-1,)), ((2, 3), (-2, -1)), ((2, 3), (-2,)), ((2, 3), (-1,)), ((2, 3, 2), (-3, -1)), ((3,), ())]
+
+
+def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc="", taylor=None, sparsity=("reduce", ()),
+              argument=("real", REAL)):
+    """A reduction over ``axes``, swept with ``argument`` (a kind and its domain) at each of ``_AXES``."""
+    kind, domain = argument
     register(Primitive(name, _shape(keep_dtype), template=template, impl=impl, jvp=jvp, vjp=vjp, taylor=taylor,
-                       doc=doc))
+                       doc=doc, sparsity=sparsity,
+                       sample=[{"args": [(kind, shape, domain)], "params": {"axes": axes}} for shape, axes in _AXES]))
 
 
 reduction(
@@ -68,7 +76,7 @@ for _name in ("max", "min"):
         jvp=lambda p, t, out, axes: None if t[0] is None else apply(
             "sum", t[0] * _tie_weights(p[0], out, axes), axes=axes),
         vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _tie_weights(p[0], out, axes))],
-        taylor=linear, keep_dtype=True,
+        taylor=linear, keep_dtype=True, argument=("distinct", (-2.0, 2.0)),
     )
 
 
@@ -133,7 +141,7 @@ def _prod_vjp(p, out, ct, axes):
     return [g]
 
 
-reduction("prod", "np.prod({0}, axis={axes})", jvp=_prod_jvp, vjp=_prod_vjp,
+reduction("prod", "np.prod({0}, axis={axes})", jvp=_prod_jvp, vjp=_prod_vjp, sparsity=("reduce", "all"),
           taylor=lambda p, s, out, jet, axes: apply("taylor_prod", s[0], p[0], axes=axes))
 
 
@@ -164,7 +172,7 @@ reduction(
     "logsumexp", None, impl=_logsumexp,
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0] * _softmax_of(p[0], out, axes), axes=axes),
     vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _softmax_of(p[0], out, axes))],
-    taylor=_logsumexp_taylor, doc="log(sum(exp(x))) shifted by the maximum: no overflow; derivative is the softmax",
+    taylor=_logsumexp_taylor, sparsity=("reduce", "all"), doc="log(sum(exp(x))) shifted by the maximum: no overflow; derivative is the softmax",
 )
 
 
@@ -178,6 +186,7 @@ reduction(
     vjp=lambda p, out, ct, axes: [expand(scale(ct, apply("reciprocal", _safe_norm(out))), p[0].shape, axes) * p[0]],
     taylor=composite(lambda x, y, axes: apply("sqrt", apply("sum", apply("square", x), axes=axes)),
                      vanish_at_zero=True),
+    sparsity=("reduce", "all"), argument=("real", AWAY_FROM_0),
     doc="Euclidean norm; gradient 0 at the origin (minimum-norm subgradient), not 0/0",
 )
 
@@ -203,25 +212,3 @@ def _taylor_prod(xs, x0, axes):
 
 register(Primitive("taylor_prod", lambda xs, x0, axes: (reduced_shape(np.broadcast_shapes(xs[0], x0[0]), axes), FLOAT),
                    impl=_taylor_prod, doc="(x series, x0; axes) -> series of prod(x, axes)"))
-
-
-# ---------------------------------------------------------------- sweep hints (registry.hint)
-
-_AXES = [((3,), (-1,)), ((2, 3), (-2, -1)), ((2, 3), (-2,)), ((2, 3), (-1,)), ((2, 3, 2), (-3, -1)), ((3,), ())]
-
-
-def _cases(kind, domain):
-    return [{"args": [(kind, shape, domain)], "params": {"axes": axes}} for shape, axes in _AXES]
-
-
-hint({
-    "sum": _cases("real", REAL), "prod": _cases("real", REAL),
-    "logsumexp": _cases("real", REAL), "norm2": _cases("real", AWAY_FROM_0),
-    "max": _cases("distinct", (-2.0, 2.0)), "min": _cases("distinct", (-2.0, 2.0)),
-})
-
-
-# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
-
-declare_sparsity("sum max min", "reduce")
-declare_sparsity("prod logsumexp norm2", "reduce", "all")

@@ -1,14 +1,37 @@
 """The primitive registry: one record per primitive, holding all that it means.
 
-A ``Primitive`` carries its shape rule, its numpy implementation (as a code
-template for the compiler, with an optional ``math`` template for rank-0
-floats), and its derivative rules: ``jvp``, ``vjp`` and ``taylor``. A missing
-rule is ``None`` and the transform that needs it raises ``NoDerivativeRule``
-naming the primitive: never a silent zero.
+A primitive is one ``register(Primitive(...))`` statement (or one line of a
+helper such as ``unary``/``binary`` that makes one) in its family module, and
+that statement says everything about it:
+
+* ``shape_rule`` and its evaluation: a numpy code ``template`` for the
+  compiler (with an optional ``scalar_template`` for rank-0 floats), or an
+  ``impl`` called with the arguments and params;
+* its derivative rules ``jvp``, ``vjp`` and ``taylor`` (shapes below). A
+  missing rule is ``None`` and the transform that needs it raises
+  ``NoDerivativeRule`` naming the primitive: never a silent zero. A rule that
+  needs layers above this one (a loop's rules are loops over the transforms of
+  its body) is named by its ``"module:function"`` path and resolved on first use;
+* ``sparsity``: its dependency shape (transforms/sparsity.py);
+* ``sample``: where the registry sweeps (tests/ops, tests/transforms) draw its
+  arguments ("Sweep cases" below), or ``tested_in``: the tests that cover a
+  primitive the sweeps cannot draw;
+* ``dsl``: its names in the language, each with the function that lowers a
+  call (dsl/library.py exposes every registered name; nothing else lists them).
 
 Rules build graph nodes; this layer does not import the IR. Nodes handed to a
 rule support arithmetic operators, and ``apply(name, *args, **params)`` adds
 any primitive to the graph the arguments live in.
+
+Rule interface. ``jvp(primals, tangents, out, **params)`` returns the tangent of
+``out`` (None: zero); ``vjp(primals, out, ct, **params)`` returns one cotangent
+per primal (None: zero), and ``primals.varies[i]`` says whether primal i depends
+on the differentiated inputs (a rule may skip the others; the transform drops
+them anyway); ``taylor(primals, series, out, jet, **params)`` is below. A
+*tuple-valued* primitive (``loop``) has one tangent, cotangent or series per
+element, passed and returned as a dict {element index: node}; the primitive
+that reads an element (``loop_get``) picks its entry from that dict and, in
+reverse, contributes ``{index: ct}``. The transforms treat every primitive alike.
 
 Batch axes. Transforms carry a *batch* of tangents or cotangents as extra
 leading axes: the tangent of a node of shape ``s`` has shape ``(B, *s)``
@@ -22,6 +45,7 @@ so their rules can be written as if no broadcasting happened.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,22 +58,40 @@ Aval = tuple[tuple[int, ...], str]  # (shape, dtype) with dtype one of "f8", "i8
 FLOAT, INT, BOOL = "f8", "i8", "b1"
 
 
+Rule = Callable | str | None  # a function, its "module:function" path, or None (no rule)
+
+
 @dataclass
 class Primitive:
     name: str
     shape_rule: Callable[..., Aval]
-    template: str | None = None  # e.g. "np.sin({0})"; params by name: "{axis}"
+    template: str | Callable | None = None  # e.g. "np.sin({0})"; params by name: "{axis}"
     impl: Callable | None = None  # called as impl(*args, **params) when no template
     scalar_template: str | None = None  # rank-0 float fast path on Python floats
-    jvp: Callable | None = None
-    vjp: Callable | None = None
-    taylor: Callable | None = None
+    jvp: Rule = None
+    vjp: Rule = None
+    taylor: Rule = None
     broadcasting: bool = False
     differentiable: bool = True  # False: output is not float (masks, int ops): no tangent flows
-    sparsity: tuple | None = None  # (structure, curvature), transforms/sparsity.py; None: dense, never wrong
+    # (structure, curvature), transforms/sparsity.py: which input entries each output entry reads,
+    # and the input pairs whose mixed second derivative may be nonzero ("all", ((i, j), ...), or ()
+    # for linear maps). None: dense, never wrong.
+    sparsity: tuple | None = None
+    sample: list[dict] = field(default_factory=list)  # sweep cases (below)
+    tested_in: str = ""  # the tests of a primitive the sweeps cannot draw (a loop needs a body)
+    dsl: dict[str, Callable] = field(default_factory=dict)  # language name -> call(lib, *args, **kwargs)
+    tuple_valued: bool = False  # its value is a tuple of arrays, read by another primitive
     inplace_impl: Callable | None = None  # impl that may overwrite its first argument (a fresh array that dies here)
     doc: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def rule(self, kind: str) -> Callable | None:
+        """The ``kind`` ("jvp", "vjp", "taylor") rule, a ``"module:function"`` path imported once."""
+        r = getattr(self, kind)
+        if isinstance(r, str):
+            module, function = r.split(":")
+            r = getattr(importlib.import_module(module), function)
+            setattr(self, kind, r)
+        return r
 
 
 REGISTRY: dict[str, Primitive] = {}
@@ -64,17 +106,6 @@ def register(prim: Primitive) -> Primitive:
 
 def get(name: str) -> Primitive:
     return REGISTRY[name]
-
-
-def declare_sparsity(names: str, structure: str, curvature=()) -> None:
-    """Say how each output entry of the primitives ``names`` depends on input entries.
-
-    ``structure`` names the first-order dependency map and ``curvature`` the pairs
-    of inputs whose mixed second derivative may be nonzero (``"all"``, or a tuple
-    of ``(i, j)``; ``()`` for linear maps); transforms/sparsity.py gives the meanings.
-    """
-    for name in names.split():
-        REGISTRY[name].sparsity = (structure, curvature)
 
 
 # ---------------------------------------------------------------- graph access
@@ -158,9 +189,9 @@ def batch_of(t, primal) -> tuple[int, ...]:
     return t.shape[: len(t.shape) - len(primal.shape)]
 
 
-# ---------------------------------------------------------------- sweep hints
+# ---------------------------------------------------------------- sweep cases
 #
-# Every primitive with inputs carries ``extra["sample"]``: cases the registry
+# Every primitive with inputs carries ``sample``: cases the registry
 # sweep (tests/ops) draws arguments from, away from kinks and domain edges by at
 # least 0.1, so that high-order finite differences are exact there. A case is
 # ``{"args": [spec, ...], "params": {...}}``; an argument spec is one of
@@ -189,9 +220,28 @@ def elementwise_cases(*domains) -> list[dict]:
     return [{"args": [spec(d, s) for d, s in zip(domains, combo)], "params": {}} for combo in shapes]
 
 
-def hint(samples: dict[str, list[dict]]) -> None:
-    for name, cases in samples.items():
-        REGISTRY[name].extra["sample"] = cases
+def case(*args, **params) -> dict:
+    """One sweep case: arguments are shapes of real inputs (on REAL), or full specs such as
+    ("index", shape, size); params are the primitive's."""
+    return {"args": [a if a and isinstance(a[0], str) else ("real", a, REAL) for a in args], "params": params}
+
+
+# ---------------------------------------------------------------- language calls
+#
+# ``Primitive.dsl`` maps a language name to ``call(lib, name, *args, **kwargs)``, which lowers a
+# call of that name: ``lib`` is the language's Library (dsl/library.py: ``lib.as_float``,
+# ``lib.axes``, ``lib.arity``, ``lib.flat``...), the arguments are graph nodes or static values.
+# A Python signature error in a call is the user's "bad arguments" (dsl/lower.py).
+
+
+def floats(prim: str, arity: int) -> Callable:
+    """A call taking ``arity`` arrays, each as floats, and nothing else: ``prim(*args)``."""
+
+    def call(lib, name, *args, **kwargs):
+        lib.arity(name, args, kwargs, arity)
+        return apply(prim, *[lib.as_float(a) for a in args])
+
+    return call
 
 
 # ---------------------------------------------------------------- cotangent scaling
