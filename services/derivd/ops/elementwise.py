@@ -11,13 +11,11 @@ where ``x == 0``.
 
 from __future__ import annotations
 
-import numpy as np
-
-from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import (
     AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, elementwise_cases, floats, register,
-    result_dtype, scale, bilinear, composite, constant, get, integral, linear,
+    result_dtype, scale,
 )
+from derivd.ops.taylor_kernels import bilinear, composite, constant, integral, linear
 
 
 def op(name):
@@ -58,8 +56,8 @@ def unary(name, template, deriv, scalar=None, *, domain=REAL, taylor=None, spars
                        dsl={name: floats(name, 1)} if dsl else {}))
 
 
-# Taylor rule shapes of elementwise functions (the generic ones are in registry.py;
-# the recurrences are the taylor_* helper primitives at the end of this module).
+# Taylor rule shapes of elementwise functions (the generic ones and the taylor_* recurrences
+# are in taylor_kernels.py).
 
 
 def riccati(a, b, c):
@@ -363,182 +361,3 @@ register(Primitive(
     doc="select elementwise; both sides are evaluated, and the cotangent of the untaken side "
         "is marked so that no NaN or inf of that side reaches the gradient",
 ))
-
-
-# ---------------------------------------------------------------- Taylor coefficient recurrences
-#
-# Helper primitives of the Taylor rules above. A series is an array of coefficients
-# 1..K on axis 0 (then any batch axes, then the value's own); coefficient 0 is the
-# primal. With x the input's series and k = 1..K (Griewank & Walther, "Evaluating
-# Derivatives", 2nd ed., 2008, ch. 13):
-#
-#   y' = x' (a + b y + c y²)   y_k = (1/k) Σ_{j=1..k} j x_j w_{k-j},   w = a + b y + c y²
-#   y' = x' h, h known         y_k = (1/k) Σ_{j=1..k} j x_j h_{k-j}
-#   y = log u                  y_k = (u_k - (1/k) Σ_{j=1..k-1} j y_j u_{k-j}) / u_0
-#   y = u^r                    y_k = (1/(k u_0)) Σ_{j=0..k-1} (r (k-j) - j) u_{k-j} y_j
-#   y = a / b                  y_k = (a_k - Σ_{j=1..k} b_j y_{k-j}) / b_0
-#   s, c = sin u, cos u        s_k = (1/k) Σ_{j=1..k} j u_j c_{k-j},  c_k = ∓(1/k) Σ_{j=1..k} j u_j s_{k-j}
-#   c = B(a, b), B bilinear    c_k = Σ_{j=0..k} B(a_j, b_{k-j})
-#
-# Each is a numpy loop over k whose inner sum is one vectorised contraction. An input
-# of degree p (x_j = 0 for j > p: a line x + t v has p = 1) needs only the terms with
-# j <= p (or k - j <= p) of each sum, so a function of the inputs costs O(K p), not O(K²).
-# They have no derivative rules: differentiating a Taylor program is an error, not a zero.
-
-
-def _dot(a, b):
-    """Σ over axis 0 of a * b: the inner sum of a recurrence, without a (k, ...) temporary."""
-    return np.einsum("i...,i...->...", a, b)
-
-
-def _degree(series) -> int:
-    """The index of the last nonzero coefficient of a series (0 if all are zero)."""
-    nonzero = np.flatnonzero(np.any(series != 0, axis=tuple(range(1, np.ndim(series)))))
-    return int(nonzero[-1]) + 1 if len(nonzero) else 0
-
-
-def _core_shape(*primals, series=()):
-    """The broadcast shape of primal arrays and of series (whose axis 0 is dropped)."""
-    return np.broadcast_shapes(*[np.shape(a) for a in primals], *[np.shape(s)[1:] for s in series])
-
-
-def _stack(c0, series, shape):
-    """Coefficients 0..K of one quantity in one (K+1, *shape) array."""
-    out = np.empty((len(series) + 1,) + shape)
-    out[0] = c0
-    out[1:] = series
-    return out
-
-
-def _weighted(series, shape):
-    """j x_j for j = 1..K: the coefficients of t x'(t), shape (K, *shape)."""
-    k = np.arange(1.0, len(series) + 1).reshape((-1,) + (1,) * len(shape))
-    return np.broadcast_to(series, (len(series),) + shape) * k
-
-
-def _taylor_riccati(xs, y0, a, b, c):
-    shape = _core_shape(y0, series=[xs])
-    K, jx = len(xs), _weighted(xs, shape)
-    y = np.empty((K + 1,) + shape)
-    y[0] = y0
-    p = _degree(xs)
-    if not c:  # w = a + b y: the sum is b Σ j x_j y_{k-j} plus a k x_k, with no array for w
-        for k in range(1, K + 1):
-            m = min(k, p)
-            y[k] = _dot(jx[:m], y[k - 1::-1][:m]) * (b / k)
-            if a and k <= p:
-                y[k] += a * xs[k - 1]
-        return y[1:]
-    w = np.empty((K,) + shape)
-    w[0] = a + b * y[0] + c * y[0] * y[0]
-    for k in range(1, K + 1):
-        m = min(k, p)
-        y[k] = _dot(jx[:m], w[k - 1::-1][:m]) / k
-        if k < K:
-            w[k] = b * y[k] + c * _dot(y[: k + 1], y[k::-1])
-    return y[1:]
-
-
-def _taylor_integrate(xs, h0, hs):
-    shape = _core_shape(h0, series=[xs, hs])
-    K, jx, h = len(xs), _weighted(xs, shape), _stack(h0, hs, shape)
-    y = np.empty((K,) + shape)
-    p = _degree(xs)
-    for k in range(1, K + 1):
-        m = min(k, p)
-        y[k - 1] = _dot(jx[:m], h[k - 1::-1][:m]) / k
-    return y
-
-
-def _taylor_log(us, u0):
-    shape = _core_shape(u0, series=[us])
-    u = _stack(u0, us, shape)
-    y, jy = np.empty_like(u), np.empty_like(u)
-    inverse = 1.0 / u[0]
-    p = _degree(us)
-    for k in range(1, len(u)):
-        lo = max(1, k - p)  # u_{k-j} = 0 for k - j > p
-        y[k] = (u[k] - _dot(jy[lo:k], u[k - lo:0:-1]) / k) * inverse
-        jy[k] = k * y[k]
-    return y[1:]
-
-
-def _taylor_pow(us, u0, y0, r):
-    shape = _core_shape(u0, y0, r, series=[us])
-    u = _stack(u0, us, shape)
-    y = np.empty_like(u)
-    y[0] = y0
-    p = _degree(us)
-    for k in range(1, len(u)):
-        lo = max(0, k - p)  # u_{k-j} = 0 for k - j > p
-        t = u[k - lo:0:-1] * y[lo:k]  # u_{k-j} y_j for j = lo..k-1
-        y[k] = (r * np.tensordot(np.arange(k - lo, 0, -1.0), t, 1) - np.tensordot(np.arange(lo, k, 1.0), t, 1)) / (
-            k * u[0])
-        if k == 1:  # y_1 = r u^(r-1) u_1, also where u = 0: the jvp's one-sided +-inf (sqrt, cbrt) or 0
-            y[1] = np.where(u[0] == 0, r * u[1] * np.power(np.abs(u[0]), r - 1.0), y[1])
-    return y[1:]
-
-
-def _taylor_div(as_, bs, y0, b0):
-    shape = _core_shape(y0, b0, series=[as_, bs])
-    K, b = len(bs), _stack(b0, bs, shape)
-    a = np.broadcast_to(as_, (K,) + shape)
-    y = np.empty((K + 1,) + shape)
-    y[0] = y0
-    inverse = 1.0 / b[0]
-    p = _degree(bs)
-    for k in range(1, K + 1):
-        m = min(k, p)
-        y[k] = (a[k - 1] - _dot(b[1:m + 1], y[k - 1::-1][:m])) * inverse
-    return y[1:]
-
-
-def _taylor_sincos(xs, s0, c0, sign):
-    shape = _core_shape(s0, c0, series=[xs])
-    K, jx = len(xs), _weighted(xs, shape)
-    sc = np.empty((2, K + 1) + shape)  # sin and cos together: one contraction per k for both
-    sc[0, 0], sc[1, 0] = s0, c0
-    factor = np.array([1.0, sign]).reshape((2,) + (1,) * len(shape))
-    p = _degree(xs)
-    for k in range(1, K + 1):
-        m = min(k, p)
-        sc[:, k] = np.einsum("i...,ti...->t...", jx[:m], sc[::-1, k - 1::-1][:, :m]) * (factor / k)
-    return sc[:, 1:]
-
-
-def _taylor_conv(a, b, prim):
-    K, pa, pb = len(a), _degree(a), _degree(b)
-    ranges = [(max(1, k - pb), min(k - 1, pa)) for k in range(1, K + 1)]  # the j with a_j b_{k-j} != 0
-    if prim == "mul":
-        a, b = np.broadcast_arrays(a, b)
-        out = np.zeros(a.shape)
-        for k, (lo, hi) in enumerate(ranges, start=1):
-            if lo <= hi:
-                out[k - 1] = _dot(a[lo - 1:hi], b[k - 2::-1][lo - 1:hi])
-        return out
-    bilinear_map = get(prim)
-    out = np.zeros((K,) + eval_primitive(bilinear_map, [a[:1], b[:1]], {}).shape[1:])
-    for k, (lo, hi) in enumerate(ranges, start=1):
-        if lo <= hi:
-            out[k - 1] = eval_primitive(bilinear_map, [a[lo - 1:hi], b[k - 2::-1][lo - 1:hi]], {}).sum(axis=0)
-    return out
-
-
-def _series_shape(*avals, **_):
-    return broadcast_shapes(*[a[0] for a in avals]), FLOAT
-
-
-def _series_helper(name, impl, doc, shape=_series_shape):
-    register(Primitive(name, shape, impl=impl, doc=doc))
-
-
-_series_helper("taylor_riccati", _taylor_riccati, "(x series, y0; a, b, c) -> y series for y' = x' (a + b y + c y²)")
-_series_helper("taylor_integrate", _taylor_integrate, "(x series, h0, h series) -> y series for y' = x' h")
-_series_helper("taylor_log", _taylor_log, "(u series, u0) -> series of log u")
-_series_helper("taylor_pow", _taylor_pow, "(u series, u0, y0, r) -> series of u^r")
-_series_helper("taylor_div", _taylor_div, "(a series, b series, y0, b0) -> series of a / b")
-_series_helper("taylor_sincos", _taylor_sincos, "(u series, s0, c0; sign) -> series of sin/cos (sign -1) "
-               "or sinh/cosh (+1) stacked on a new axis 0",
-               shape=lambda x, s, c, sign: ((2,) + _series_shape(x, s, c)[0], FLOAT))
-_series_helper("taylor_conv", _taylor_conv, "(a series, b series; prim) -> Σ_{j=1..k-1} B(a_j, b_{k-j}), "
-               "B the bilinear primitive prim", shape=lambda a, b, prim: get(prim).shape_rule(a, b))

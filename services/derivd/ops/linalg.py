@@ -17,12 +17,11 @@ entry of A and agrees with finite differences.
 
 from __future__ import annotations
 
-import numpy as np
-
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    FLOAT, Primitive, apply, bilinear, broadcast_shapes, case, constant, nullary, register, scale,
+    FLOAT, Primitive, apply, broadcast_shapes, case, nullary, register, scale,
 )
+from derivd.ops.taylor_kernels import bilinear, constant
 
 
 def swap(x):
@@ -164,64 +163,11 @@ register(Primitive(
 ))
 
 
-# ---------------------------------------------------------------- Taylor coefficients
-#
-# Series are (K, ..., n, n) arrays of coefficients 1..K (coefficient 0 is the primal);
-# each recurrence solves the k-th coefficient of an identity that defines the function.
+# ---------------------------------------------------------------- Taylor rules
+# (the recurrences taylor_inv, taylor_solve, taylor_cholesky are in taylor_kernels.py)
 
 
 def _logabsdet_taylor(a, sa, jet):
     """d log|det A| = <S, dA>, S = inv(A)ᵀ: L_k = (1/k) Σ_{j=1..k} j <A_j, S_{k-j}>."""
     s = swap(apply("inv", a))
     return _sum2(apply("taylor_integrate", sa, s, jet.series(s)))
-
-
-def _taylor_inv(As, X0):
-    """X = inv(A): Σ_{j=0..k} A_j X_{k-j} = 0, so X_k = -X_0 Σ_{j=1..k} A_j X_{k-j}."""
-    X = np.empty((len(As) + 1,) + np.broadcast_shapes(As.shape[1:], X0.shape))
-    X[0] = X0
-    for k in range(1, len(X)):
-        X[k] = -(X0 @ np.sum(As[:k] @ X[k - 1::-1], axis=0))
-    return X[1:]
-
-
-def _taylor_solve(A0, As, Bs, X0):
-    """X = solve(A, B): A_0 X_k = B_k - Σ_{j=1..k} A_j X_{k-j}."""
-    shape = _taylor_solve_shape((np.shape(A0),), (As.shape,), (np.shape(Bs),), (X0.shape,))[0][1:]
-    X = np.empty((len(As) + 1,) + shape)
-    X[0] = X0
-    B = np.broadcast_to(Bs, (len(As),) + shape)
-    for k in range(1, len(X)):
-        X[k] = np.linalg.solve(A0, B[k - 1] - np.sum(As[:k] @ X[k - 1::-1], axis=0))
-    return X[1:]
-
-
-def _taylor_solve_shape(a0, sa, sb, x0):
-    lead = broadcast_shapes(sa[0][1:-2], sb[0][1:-2], x0[0][:-2])
-    return (sa[0][0],) + lead + x0[0][-2:], FLOAT
-
-
-def _taylor_cholesky(As, L0):
-    """L Lᵀ = S = (A + Aᵀ)/2 gives L_0 L_kᵀ + L_k L_0ᵀ = R_k := S_k - Σ_{j=1..k-1} L_j L_{k-j}ᵀ,
-    solved by L_k = L_0 Φ(L_0⁻¹ R_k L_0⁻ᵀ), Φ keeping the lower triangle and half the diagonal."""
-    S = 0.5 * (As + np.swapaxes(As, -1, -2))
-    L = np.empty((len(As) + 1,) + np.broadcast_shapes(As.shape[1:], L0.shape))
-    L[0] = L0
-    n = L0.shape[-1]
-    phi = np.tri(n) - 0.5 * np.eye(n)
-    for k in range(1, len(L)):
-        R = S[k - 1] - np.sum(L[1:k] @ np.swapaxes(L[k - 1:0:-1], -1, -2), axis=0)
-        M = np.linalg.solve(L0, np.swapaxes(np.linalg.solve(L0, R), -1, -2))
-        L[k] = L0 @ (M * phi)
-    return L[1:]
-
-
-def _series_shape(*avals):
-    return broadcast_shapes(*[a[0] for a in avals]), FLOAT
-
-
-register(Primitive("taylor_inv", _series_shape, impl=_taylor_inv, doc="(A series, inv(A_0)) -> series of inv(A)"))
-register(Primitive("taylor_solve", _taylor_solve_shape, impl=_taylor_solve,
-                   doc="(A_0, A series, B series, X_0) -> series of solve(A, B)"))
-register(Primitive("taylor_cholesky", _series_shape, impl=_taylor_cholesky,
-                   doc="(A series, L_0) -> series of cholesky(A)"))

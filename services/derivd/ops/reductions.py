@@ -16,9 +16,9 @@ import numpy as np
 
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, composite, linear, register,
-    result_dtype, scale,
+    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, register, result_dtype, scale,
 )
+from derivd.ops.taylor_kernels import composite, linear
 
 
 def reduced_shape(shape, axes):
@@ -191,24 +191,3 @@ reduction(
 )
 
 
-def _taylor_prod(xs, x0, axes):
-    """Series of prod(x, axes): Cauchy products of the group's series, pairwise in log2(n)
-    rounds (no division, so exact at zeros): c_k = Σ_{j=0..k} a_j b_{k-j}."""
-    c = np.empty((len(xs) + 1,) + np.broadcast_shapes(np.shape(x0), xs.shape[1:]))
-    c[0], c[1:] = x0, xs
-    moved = np.moveaxis(c, axes, tuple(range(-len(axes), 0)))
-    flat = moved.reshape(moved.shape[: moved.ndim - len(axes)] + (-1,))
-    if flat.shape[-1] == 0:
-        return np.zeros((len(xs),) + flat.shape[1:-1])
-    while flat.shape[-1] > 1:
-        if flat.shape[-1] % 2:
-            one = np.zeros(flat.shape[:-1] + (1,))
-            one[0] = 1.0
-            flat = np.concatenate([flat, one], axis=-1)
-        a, b = flat[..., 0::2], flat[..., 1::2]
-        flat = np.stack([np.einsum("i...,i...->...", a[: k + 1], b[k::-1]) for k in range(len(a))])
-    return flat[1:, ..., 0]
-
-
-register(Primitive("taylor_prod", lambda xs, x0, axes: (reduced_shape(np.broadcast_shapes(xs[0], x0[0]), axes), FLOAT),
-                   impl=_taylor_prod, doc="(x series, x0; axes) -> series of prod(x, axes)"))
