@@ -48,6 +48,11 @@ class Library:
             raise ShapeError(f"repeated axis in {list(items)}")
         return tuple(sorted(out))
 
+    def axis(self, x, axis) -> int:
+        """One static axis of ``x``, as the negative axis primitives take."""
+        (a,) = self.axes(x, self.lo.static_int(axis, "axis"))
+        return a
+
     def shape_arg(self, v) -> tuple[int, ...]:
         items = v if isinstance(v, tuple) else (v,)
         shape = tuple(self.lo.static_int(s, "shape") for s in items)

@@ -1,4 +1,5 @@
-"""Reductions over ``axes`` (a tuple of negative axes; the empty tuple is the identity).
+"""Reductions over ``axes`` (a tuple of negative axes; the empty tuple is the identity), and
+scans along one ``axis`` (``cumsum``: linear; its transpose is the reversed cumulative sum).
 
 ``max``/``min`` split the derivative equally among tied maxima. ``prod`` is
 differentiated as a balanced tree of pairwise products (exact at zeros, and
@@ -16,7 +17,7 @@ import numpy as np
 
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, register, result_dtype, scale,
+    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, case, register, result_dtype, scale,
 )
 from derivd.ops.taylor_kernels import composite, linear
 
@@ -191,3 +192,38 @@ reduction(
 )
 
 
+# ---------------------------------------------------------------- scans
+
+
+def _scan_shape(x, axis: int):
+    """A scan keeps its input's shape; ``axis`` (negative) must be one of its axes."""
+    n = len(x[0])
+    if not -n <= axis < 0:
+        raise ShapeError(f"axis {axis + n} is out of range for an array of shape {list(x[0])}",
+                         shape=list(x[0]), axis=axis + n)
+    return x[0], result_dtype(x[1])
+
+
+def _reversed(v, axis):
+    """``v`` reversed along ``axis`` (negative): an ``index`` of the axes from there on."""
+    return apply("index", v, items=((v.shape[axis] - 1, -1, -1),) + tuple((0, d, 1) for d in v.shape[axis:][1:]))
+
+
+def _cumsum_call(lib, name, x, axis=None):
+    """numpy's cumsum(x, axis): along one axis, or along the flattened array when axis is None."""
+    x = lib.arr(x)
+    if axis is None:
+        return apply("cumsum", lib.flat(x), axis=-1)
+    return apply("cumsum", x, axis=lib.axis(x, axis))
+
+
+register(Primitive(
+    "cumsum", _scan_shape,
+    template="np.cumsum({0}, axis={axis})",
+    jvp=lambda p, t, out, axis: None if t[0] is None else apply("cumsum", t[0], axis=axis),
+    vjp=lambda p, out, ct, axis: [_reversed(apply("cumsum", _reversed(ct, axis), axis=axis), axis)],
+    taylor=linear, sparsity=("linear", ()), dsl={"cumsum": _cumsum_call},
+    sample=[case((4,), axis=-1), case((2, 3), axis=-2), case((2, 3), axis=-1), case((2, 3, 2), axis=-2),
+            case((1,), axis=-1)],
+    doc="cumulative sum along one axis; derivative: the same sum, transpose: the sum from the end",
+))

@@ -37,6 +37,9 @@ Rule shapes, ``Primitive.sparsity = (structure, curvature)``:
                 index, gather, concat, ...): found by running the primitive on entry
                 numbers 1..size with the other float inputs 0
 ``scatter_add`` an output entry sums the entries whose index points at it
+``linear``      any map linear in its float inputs (cumsum, ...): its Jacobian is constant,
+                so its nonzeros, found by running the primitive once on a batch of unit
+                vectors (every primitive takes leading batch axes), are exact everywhere
 ``matmul``      entry (i, j) reads row i of a and column j of b; curvature pairs only
                 a[i, k] with b[k, j], per k
 ``matrix``      every output entry reads every entry of its (stacked) input matrix
@@ -167,6 +170,26 @@ def _select(node, ks, prop):
     return Local(deps)
 
 
+def _linear(node, ks, prop):
+    """D_k: the nonzeros of the (constant) Jacobian of a linear map, one run on the identity."""
+    prim = ops.get(node.prim)
+    base = []
+    for a in node.inputs:
+        value = np.zeros(a.shape) if a.dtype == FLOAT else prop.known(a)
+        if value is None:
+            return None
+        base.append(value)
+    deps = {}
+    for k in ks:
+        a = node.inputs[k]
+        prop.budget(node.size * a.size)
+        args = list(base)
+        args[k] = np.eye(a.size).reshape((a.size,) + a.shape)
+        jacobian_t = np.asarray(eval_primitive(prim, args, node.params)).reshape(a.size, node.size)
+        deps[k] = sp.csr_matrix(jacobian_t.T != 0)
+    return Local(deps)
+
+
 def _scatter_add(node, ks, prop):
     ct, idx = node.inputs
     idx_value = prop.known(idx)
@@ -291,7 +314,8 @@ def _loop_get(node, ks, prop):
 
 
 STRUCTURES = {
-    "elementwise": _elementwise, "reduce": _reduce, "select": _select, "scatter_add": _scatter_add,
+    "elementwise": _elementwise, "reduce": _reduce, "select": _select, "linear": _linear,
+    "scatter_add": _scatter_add,
     "matmul": _matmul, "matrix": _matrix, "solve": _solve, "dense": _dense, "loop": _loop, "loop_get": _loop_get,
 }
 
