@@ -27,6 +27,7 @@ from derivd.dsl import InputSpec
 from derivd.engines import forward, reverse
 from derivd.engines.function import CompiledFunction
 from derivd.ir.graph import Graph
+from derivd.ir.loop import counter_node, loop, make_body
 from derivd.ir.serialize import GraphFormatError, dumps, from_json, to_json
 from derivd.ops import REGISTRY
 from derivd.ops.registry import BOOL, FLOAT, INT
@@ -247,7 +248,11 @@ def _broken(edit):
     (lambda d: d["nodes"][0][3].__setitem__(0, -3), "not a size"),
     (lambda d: d["nodes"][0].__setitem__(2, [["name", "x"]]), "name and a role"),
     (lambda d: d["nodes"][2].__setitem__(2, [["axes", {"float": "huge"}]]), "unknown param"),
-    (lambda d: d["nodes"][2].__setitem__(2, [["axes", [5]]]), "not a rebuildable graph"),
+    (lambda d: d["nodes"][2].__setitem__(2, [["axes", [5]]]), "param axes must be distinct negative axes"),
+    (lambda d: d["nodes"][2].__setitem__(2, [["axes", ["-1"]]]), "param axes must be distinct negative axes"),
+    (lambda d: d["nodes"][2].__setitem__(2, [["axes", [-1]], ["evil", "x"]]), r"takes params \['axes'\]"),
+    (lambda d: d["nodes"][1].__setitem__(2, [["evil", 1]]), r"sin takes params \[\]"),
+    (lambda d: d["nodes"][0].__setitem__(2, [["name", "x"], ["role", "root"]]), "name and a role"),
     (lambda d: d.__setitem__("outputs", [7]), "names no node"),
     (lambda d: d.__setitem__("inputs", [1]), "not an input"),
     (lambda d: d.__setitem__("format", "derivd-graph/0"), "not a derivd-graph/1"),
@@ -257,6 +262,66 @@ def _broken(edit):
 def test_anything_else_is_refused(edit, reason):
     with pytest.raises(GraphFormatError, match=reason):
         from_json(orjson.dumps(_broken(edit)))
+
+
+# Text that would run inside the server if it reached generated source unformatted.
+PAYLOAD = "0] + [(_ for _ in ()).throw(RuntimeError('ran text from a graph'))][0"
+
+
+def _loop_doc():
+    body_graph = Graph()
+    k = counter_node(body_graph)
+    state = body_graph.input("__c0", (2,), FLOAT, "loop")
+    body = make_body(body_graph, k, [state], [], [state * 2.0])
+    g = Graph()
+    x = g.input("x", (2,))
+    return to_json(g, loop(g, body, [x], [], count=3), [x])
+
+
+def _set_param(node, name, value):
+    node[2] = [[k, value if k == name else v] for k, v in node[2]]
+
+
+@pytest.mark.parametrize("prim,param,value,reason", [
+    ("index", "items", [PAYLOAD], "param items must be index items"),
+    ("index", "items", [[0, PAYLOAD, 1]], "param items must be index items"),
+    ("loop", "reverse", "False or " + PAYLOAD, "param reverse must be a bool"),
+    ("loop", "collect", 1, "param collect must be a bool"),
+    ("loop", "count", "3", "param count must be a size"),
+    ("loop", "count", 2**63 - 1, "param count must be a size"),
+    ("loop_get", "index", "0", "param index must be a size"),
+])
+def test_a_validly_signed_entry_with_hostile_params_is_refused_not_run(prim, param, value, reason):
+    """A signed tape is still input: replay checks every param against its primitive's schema."""
+    if prim == "index":
+        g = Graph()
+        x = g.input("x", (4,))
+        doc = to_json(g, [g.apply("index", [x], {"items": ((1, 3, 1),)})], [x])
+    else:
+        doc = _loop_doc()
+    doc = orjson.loads(orjson.dumps(doc))
+    _set_param(next(n for n in doc["nodes"] if n[0] == prim), param, value)
+    with pytest.raises(GraphFormatError, match=reason):
+        from_json(orjson.dumps(doc))
+
+
+def test_code_generation_formats_every_param_itself():
+    """A graph carrying text where a number belongs (built here without replay's checks) is
+    refused by the code generator before anything is compiled, let alone run."""
+    g = Graph()
+    x = g.input("x", (4,))
+    out = g.apply("index", [x], {"items": (PAYLOAD,)})  # the shape rule alone does not look at the item
+    with pytest.raises(TypeError, match="expected an int"):
+        compile_graph(g, [x], [out])
+    body_graph = Graph()
+    k = counter_node(body_graph)
+    state = body_graph.input("__c0", (2,), FLOAT, "loop")
+    body = make_body(body_graph, k, [state], [], [state * 2.0])
+    y = g.input("y", (2,))
+    node = g.apply("loop", [y], {"body": body, "count": 3, "reverse": "False or " + PAYLOAD, "collect": False})
+    final = g.apply("loop_get", [node], {"index": 0, "aval": ((2,), FLOAT)})
+    with pytest.raises(TypeError, match="expected a bool"):
+        compile_graph(g, [y], [final])
 
 
 def test_the_intact_document_is_accepted_and_limits_hold_on_replay():

@@ -1,8 +1,10 @@
 """Graph -> Python source of straight-line numpy calls -> callable.
 
 The source is generated from the validated IR only: every line is a
-primitive's own template (our code) filled with variable names and
-``repr``s of static params (ints, floats, tuples), never user text.
+primitive's own template (our code) filled with variable names it made and
+params it formats itself from their types (``literal``, ``integer``: numbers,
+bools, string literals, tuples of them; anything else is refused before
+``exec``), never text a graph carried.
 
 Three specialisations make programs fast:
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from derivd.ir.loop import run_loop
-from derivd.ops.evaluate import BASE_NAMESPACE, expression, literal
+from derivd.ops.evaluate import BASE_NAMESPACE, expression, integer, literal
 from derivd.ops.registry import FLOAT
 
 
@@ -241,4 +243,11 @@ def _loop_call(n, args) -> str:
     p = n.params
     m = len(p["body"].carried)
     carried, captured = "".join(a + ", " for a in args[:m]), "".join(a + ", " for a in args[m:])
-    return f"_run_loop(_body{n.id}, ({carried}), ({captured}), {p['count']}, {p['reverse']}, {p['collect']})"
+    return (f"_run_loop(_body{n.id}, ({carried}), ({captured}), {integer(p['count'])}, {_flag(p['reverse'])}, "
+            f"{_flag(p['collect'])})")
+
+
+def _flag(v) -> str:
+    if type(v) is not bool:
+        raise TypeError(f"expected a bool, not {type(v).__name__}")
+    return repr(v)

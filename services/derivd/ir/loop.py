@@ -34,6 +34,8 @@ class Body:
     """A loop body: ``outputs = f(counter, *carried, *captured)`` with each output shaped like
     its carried input. Compared and hashed by identity; its JSON form is its graph's."""
 
+    is_loop_body = True  # what the loop primitive's param schema asks of its body (ops/control.py)
+
     def __init__(self, graph: Graph, counter: Node, carried: list[Node], captured: list[Node],
                  outputs: list[Node]):
         self.graph = graph

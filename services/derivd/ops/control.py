@@ -12,7 +12,7 @@ checks both primitives against finite differences.
 from __future__ import annotations
 
 from derivd.errors import ShapeError
-from derivd.ops.registry import FLOAT, Primitive, register
+from derivd.ops.registry import BOOL, FLAG, FLOAT, INT, SHAPE, SIZE, Param, Primitive, register
 
 
 def _loop_shape(*args, body, count, reverse, collect):
@@ -32,13 +32,17 @@ def _loop_get_shape(loop, index, aval):
 
 # A final state reads the loop's inputs through the body's pattern iterated; curvature: any pair of
 # the entries it reads (the body may be nonlinear in all of them). A final state is linear in the loop.
+BODY = Param("a loop body", lambda v: getattr(v, "is_loop_body", False))  # ir/loop.py's Body
+AVAL = Param("an element's (shape, dtype)",
+             lambda v: type(v) is tuple and len(v) == 2 and SHAPE.ok(v[0]) and v[1] in (FLOAT, INT, BOOL))
 RULES = "derivd.transforms.loops:"
 register(Primitive("loop", _loop_shape, jvp=RULES + "jvp", vjp=RULES + "vjp", taylor=RULES + "taylor",
                    tuple_valued=True, sparsity=("loop", "all"), tested_in="tests/dsl/test_loops.py",
+                   params={"body": BODY, "count": SIZE, "reverse": FLAG, "collect": FLAG},
                    doc="run a body count times (ir/loop.py); its value is a tuple"))
 register(Primitive("loop_get", _loop_get_shape, template="{0}[{index}]",
                    jvp=lambda p, t, out, index, aval: t[0].get(index),
                    vjp=lambda p, out, ct, index, aval: [{index: ct}],
                    taylor=lambda p, s, out, jet, index, aval: s[0].get(index),
-                   sparsity=("loop_get", ()), tested_in="tests/dsl/test_loops.py",
+                   sparsity=("loop_get", ()), tested_in="tests/dsl/test_loops.py", params={"index": SIZE, "aval": AVAL},
                    doc="element index of a loop's tuple: a final state, or a stack of states"))

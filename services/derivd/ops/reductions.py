@@ -17,7 +17,7 @@ import numpy as np
 
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, case, register, result_dtype, scale,
+    AWAY_FROM_0, AXES, AXIS, FLOAT, REAL, Primitive, apply, case, register, result_dtype, scale,
 )
 from derivd.ops.taylor_kernels import composite, linear
 
@@ -54,7 +54,7 @@ def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc="", tay
     """A reduction over ``axes``, swept with ``argument`` (a kind and its domain) at each of ``_AXES``."""
     kind, domain = argument
     register(Primitive(name, _shape(keep_dtype), template=template, impl=impl, jvp=jvp, vjp=vjp, taylor=taylor,
-                       doc=doc, sparsity=sparsity,
+                       doc=doc, sparsity=sparsity, params={"axes": AXES},
                        sample=[{"args": [(kind, shape, domain)], "params": {"axes": axes}} for shape, axes in _AXES]))
 
 
@@ -222,7 +222,7 @@ register(Primitive(
     template="np.cumsum({0}, axis={axis})",
     jvp=lambda p, t, out, axis: None if t[0] is None else apply("cumsum", t[0], axis=axis),
     vjp=lambda p, out, ct, axis: [_reversed(apply("cumsum", _reversed(ct, axis), axis=axis), axis)],
-    taylor=linear, sparsity=("linear", ()), dsl={"cumsum": _cumsum_call},
+    taylor=linear, sparsity=("linear", ()), dsl={"cumsum": _cumsum_call}, params={"axis": AXIS},
     sample=[case((4,), axis=-1), case((2, 3), axis=-2), case((2, 3), axis=-1), case((2, 3, 2), axis=-2),
             case((1,), axis=-1)],
     doc="cumulative sum along one axis; derivative: the same sum, transpose: the sum from the end",

@@ -17,7 +17,10 @@ that statement says everything about it:
   arguments ("Sweep cases" below), or ``tested_in``: the tests that cover a
   primitive the sweeps cannot draw;
 * ``dsl``: its names in the language, each with the function that lowers a
-  call (dsl/library.py exposes every registered name; nothing else lists them).
+  call (dsl/library.py exposes every registered name; nothing else lists them);
+* ``params``: the name and schema of each parameter its nodes carry ("Parameter
+  schemas" below). A graph replayed from outside (ir/serialize.py) is checked
+  against them, so a parameter is always the type and range its rules expect.
 
 Rules build graph nodes; this layer does not import the IR. Nodes handed to a
 rule support arithmetic operators, and ``apply(name, *args, **params)`` adds
@@ -61,6 +64,48 @@ FLOAT, INT, BOOL = "f8", "i8", "b1"
 Rule = Callable | str | None  # a function, its "module:function" path, or None (no rule)
 
 
+# ---------------------------------------------------------------- parameter schemas
+
+
+@dataclass(frozen=True)
+class Param:
+    """The schema of one parameter: ``what`` it must be (for messages), and the test."""
+
+    what: str
+    ok: Callable[[Any], bool]
+
+
+INT64 = 2**62  # bound of every integer parameter: sizes and counts far past any limit, no Python bignums
+
+
+def _int(v) -> bool:
+    return type(v) is int and -INT64 <= v <= INT64
+
+
+def _size(v) -> bool:
+    return _int(v) and v >= 0
+
+
+def _shape(v) -> bool:
+    return type(v) is tuple and all(_size(d) for d in v)
+
+
+def _item(v) -> bool:
+    return _int(v) or (type(v) is tuple and len(v) == 3 and all(_int(x) for x in v) and v[2] != 0)
+
+
+SIZE = Param("a size (an int >= 0)", _size)
+AXIS = Param("a negative axis (an int < 0)", lambda v: _int(v) and v < 0)
+AXES = Param("distinct negative axes (a tuple of ints < 0)",
+             lambda v: type(v) is tuple and all(AXIS.ok(a) for a in v) and len(set(v)) == len(v))
+SHAPE = Param("a shape (a tuple of sizes)", _shape)
+PERM = Param("a permutation (a tuple of sizes)", lambda v: _shape(v) and sorted(v) == list(range(len(v))))
+ITEMS = Param("index items (a tuple of ints and (start, stop, step) triples of ints)",
+              lambda v: type(v) is tuple and all(_item(i) for i in v))
+FLAG = Param("a bool", lambda v: type(v) is bool)
+NUMBER = Param("a number", lambda v: type(v) is float or _int(v))
+
+
 @dataclass
 class Primitive:
     name: str
@@ -81,8 +126,17 @@ class Primitive:
     tested_in: str = ""  # the tests of a primitive the sweeps cannot draw (a loop needs a body)
     dsl: dict[str, Callable] = field(default_factory=dict)  # language name -> call(lib, *args, **kwargs)
     tuple_valued: bool = False  # its value is a tuple of arrays, read by another primitive
+    params: dict[str, Param] = field(default_factory=dict)  # each parameter's name and schema
     inplace_impl: Callable | None = None  # impl that may overwrite its first argument (a fresh array that dies here)
     doc: str = ""
+
+    def check_params(self, params: dict) -> None:
+        """Raise ``ValueError`` unless ``params`` has exactly the declared names, each value in its schema."""
+        if set(params) != set(self.params):
+            raise ValueError(f"{self.name} takes params {sorted(self.params)}, not {sorted(params)}")
+        for name, schema in self.params.items():
+            if not schema.ok(params[name]):
+                raise ValueError(f"{self.name}'s param {name} must be {schema.what}, not {params[name]!r:.80}")
 
     def rule(self, kind: str) -> Callable | None:
         """The ``kind`` ("jvp", "vjp", "taylor") rule, a ``"module:function"`` path imported once."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from derivd.ops.evaluate import eval_primitive
-from derivd.ops.registry import FLOAT, Primitive, apply, broadcast_shapes, get, register
+from derivd.ops.registry import AXES, FLOAT, NUMBER, Param, Primitive, apply, broadcast_shapes, get, register
+
+BILINEAR = ("mul", "mul0", "matmul")  # the primitives ``bilinear`` serves
 
 
 # ---------------------------------------------------------------- rule shapes
@@ -257,20 +259,22 @@ def _series_shape(*avals, **_):
     return broadcast_shapes(*[a[0] for a in avals]), FLOAT
 
 
-def _series_helper(name, impl, doc, shape=_series_shape):
-    register(Primitive(name, shape, impl=impl, doc=doc))
+def _series_helper(name, impl, doc, shape=_series_shape, params=None):
+    register(Primitive(name, shape, impl=impl, doc=doc, params=params or {}))
 
 
-_series_helper("taylor_riccati", _taylor_riccati, "(x series, y0; a, b, c) -> y series for y' = x' (a + b y + c y²)")
+_series_helper("taylor_riccati", _taylor_riccati, "(x series, y0; a, b, c) -> y series for y' = x' (a + b y + c y²)",
+               params={"a": NUMBER, "b": NUMBER, "c": NUMBER})
 _series_helper("taylor_integrate", _taylor_integrate, "(x series, h0, h series) -> y series for y' = x' h")
 _series_helper("taylor_log", _taylor_log, "(u series, u0) -> series of log u")
 _series_helper("taylor_pow", _taylor_pow, "(u series, u0, y0, r) -> series of u^r")
 _series_helper("taylor_div", _taylor_div, "(a series, b series, y0, b0) -> series of a / b")
 _series_helper("taylor_sincos", _taylor_sincos, "(u series, s0, c0; sign) -> series of sin/cos (sign -1) "
                "or sinh/cosh (+1) stacked on a new axis 0",
-               shape=lambda x, s, c, sign: ((2,) + _series_shape(x, s, c)[0], FLOAT))
+               shape=lambda x, s, c, sign: ((2,) + _series_shape(x, s, c)[0], FLOAT), params={"sign": NUMBER})
 _series_helper("taylor_conv", _taylor_conv, "(a series, b series; prim) -> Σ_{j=1..k-1} B(a_j, b_{k-j}), "
-               "B the bilinear primitive prim", shape=lambda a, b, prim: get(prim).shape_rule(a, b))
+               "B the bilinear primitive prim", shape=lambda a, b, prim: get(prim).shape_rule(a, b),
+               params={"prim": Param("a bilinear primitive (mul, mul0, matmul)", lambda v: v in BILINEAR)})
 
 
 # ---------------------------------------------------------------- matrix recurrences
@@ -349,7 +353,7 @@ def _taylor_prod(xs, x0, axes):
 
 
 register(Primitive("taylor_prod", lambda xs, x0, axes: (_reduced(broadcast_shapes(xs[0], x0[0]), axes), FLOAT),
-                   impl=_taylor_prod, doc="(x series, x0; axes) -> series of prod(x, axes)"))
+                   impl=_taylor_prod, doc="(x series, x0; axes) -> series of prod(x, axes)", params={"axes": AXES}))
 
 
 def _reduced(shape, axes):
