@@ -12,7 +12,7 @@ from __future__ import annotations
 from derivd import ops
 from derivd.errors import NoDerivativeRule
 from derivd.ops.registry import FLOAT, align
-from derivd.transforms.fit import fit
+from derivd.transforms.conform import conform
 
 
 def jvp(graph, wrt: list, tangents: list, outputs: list) -> list:
@@ -37,5 +37,5 @@ def jvp(graph, wrt: list, tangents: list, outputs: list) -> list:
             ts = [None if t is None else align(t, a.ndim, n.ndim) for t, a in zip(ts, n.inputs)]
         out = rule(list(n.inputs), ts, n, **n.params)
         if out is not None:  # a tuple's tangents are a dict, one per element (ops/registry.py)
-            tan[n.id] = out if prim.tuple_valued else fit(out, batch + n.shape, len(batch))
+            tan[n.id] = out if prim.tuple_valued else conform(out, batch + n.shape, len(batch))
     return [tan.get(o.id) for o in outputs]

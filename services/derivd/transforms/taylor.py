@@ -23,7 +23,7 @@ from __future__ import annotations
 from derivd import ops
 from derivd.errors import NoDerivativeRule
 from derivd.ops.registry import FLOAT, align
-from derivd.transforms.fit import fit
+from derivd.transforms.conform import conform
 
 
 def taylor(graph, wrt: list, series: list, outputs: list) -> list:
@@ -108,4 +108,4 @@ class Jet:
         out = rule(list(n.inputs), ss, n, self, **n.params)
         if out is None or prim.tuple_valued:  # a tuple's series are a dict, one per element
             return out
-        return fit(out, self.lead + n.shape, len(self.lead))
+        return conform(out, self.lead + n.shape, len(self.lead))

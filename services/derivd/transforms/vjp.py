@@ -16,7 +16,7 @@ from __future__ import annotations
 from derivd import ops
 from derivd.errors import NoDerivativeRule
 from derivd.ops.registry import FLOAT
-from derivd.transforms.fit import fit
+from derivd.transforms.conform import conform
 
 
 class Primals(list):
@@ -63,7 +63,7 @@ def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
                     merged[index] = e if index not in merged else _sum(merged[index], e)
                 ct[a.id] = merged
                 continue
-            ca = fit(ca, batch + a.shape, nbatch)
+            ca = conform(ca, batch + a.shape, nbatch)
             masked = ca.masked or (not isinstance(c, dict) and c.masked)
             if prev is not None:
                 masked = masked or prev.masked
