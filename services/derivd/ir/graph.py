@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from types import MappingProxyType
 from typing import Any, Iterable
 
 import numpy as np
@@ -29,6 +30,7 @@ from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import BOOL, FLOAT, INT
 
 DTYPE_BYTES = {FLOAT: 8, INT: 8, BOOL: 1}
+NO_PARAMS = MappingProxyType({})  # the params of every node that has none: one shared, read-only mapping
 
 
 def freeze(value: Any) -> Any:
@@ -130,7 +132,7 @@ class Graph:
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        named = dict(frozen)
+        named = dict(frozen) if frozen else NO_PARAMS
         shape, dtype = prim.shape_rule(*[(a.shape, a.dtype) for a in args], **named)
         shape = tuple(int(n) for n in shape)
         simplified = self._simplify(name, args, shape, dtype)
