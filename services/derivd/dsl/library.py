@@ -17,7 +17,7 @@ from derivd.errors import ProgramError, ShapeError
 from derivd.ops import REGISTRY, apply
 from derivd.ops.registry import BOOL, FLOAT, INT, nullary
 
-# The language's names for primitives, as their registrations declare them: name -> call(lib, name, ...).
+# The language's names for primitives, as their registrations declare them: name -> call(lib, ...).
 CALLS = {name: call for prim in REGISTRY.values() for name, call in prim.dsl.items()}
 
 
@@ -82,7 +82,7 @@ class Library:
     def call(self, name, args, kwargs):
         registered = CALLS.get(name)
         if registered is not None:
-            return registered(self, name, *args, **kwargs)
+            return registered(self, *args, **kwargs)
         fn = getattr(self, "f_" + name, None)
         if fn is None:
             return None
@@ -96,16 +96,6 @@ class Library:
 
     # ------------------------------------------------------------ reductions
 
-    def _reduce(self, prim, x, axis=None):
-        x = self.arr(x)
-        return apply(prim, x, axes=self.axes(x, axis))
-
-    def f_sum(self, x, axis=None):
-        return self._reduce("sum", x, axis)
-
-    def f_prod(self, x, axis=None):
-        return self._reduce("prod", self.as_float(x), axis)
-
     def f_mean(self, x, axis=None):
         x = self.arr(x)
         axes = self.axes(x, axis)
@@ -117,12 +107,12 @@ class Library:
     def f_max(self, x, *more, axis=None):
         if more:  # max(a, b, ...) is elementwise, as in Python
             return self._fold("maximum", x, more, axis)
-        return self._nonempty_reduce("max", x, axis)
+        return self.reduce("max", x, axis, nonempty=True)
 
     def f_min(self, x, *more, axis=None):
         if more:
             return self._fold("minimum", x, more, axis)
-        return self._nonempty_reduce("min", x, axis)
+        return self.reduce("min", x, axis, nonempty=True)
 
     def _fold(self, prim, x, more, axis):
         if axis is not None:
@@ -132,18 +122,14 @@ class Library:
             out = apply(prim, out, self.as_float(y))
         return out
 
-    def _nonempty_reduce(self, prim, x, axis):
+    def reduce(self, prim, x, axis, nonempty=False):
+        """``prim`` over ``axis`` (an int, a tuple, None: all); ``nonempty``: an empty reduction
+        (one with no identity, as max or logsumexp) is refused, named after ``prim``."""
         x = self.arr(x)
         axes = self.axes(x, axis)
-        if any(x.shape[a] == 0 for a in axes):
+        if nonempty and any(x.shape[a] == 0 for a in axes):
             raise ShapeError(f"{prim}() of an empty array (shape {list(x.shape)})", shape=list(x.shape))
         return apply(prim, x, axes=axes)
-
-    def f_logsumexp(self, x, axis=None):
-        return self._nonempty_reduce("logsumexp", self.as_float(x), axis)
-
-    def f_norm(self, x, axis=None):
-        return self._reduce("norm2", self.as_float(x), axis)
 
     def f_softmax(self, x, axis=-1):
         x = self.as_float(x)
@@ -225,27 +211,19 @@ class Library:
             raise ShapeError(f"trace() takes a matrix, got shape {list(x.shape)}", shape=list(x.shape))
         return apply("sum", self.f_diag(x), axes=(-1,))
 
-    def _square(self, name, a):
+    def square(self, name, a):
+        """``a`` as floats, refused unless its last two axes are a square matrix."""
         a = self.as_float(a)
         if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
             raise ShapeError(f"{name}() takes a square matrix, got shape {list(a.shape)}", shape=list(a.shape))
         return a
 
-    def f_inv(self, a):
-        return apply("inv", self._square("inv", a))
-
-    def f_det(self, a):
-        return apply("det", self._square("det", a))
-
     def f_slogdet(self, a):
-        a = self._square("slogdet", a)
+        a = self.square("slogdet", a)
         return (apply("slogdet_sign", a), apply("logabsdet", a))
 
-    def f_cholesky(self, a):
-        return apply("cholesky", self._square("cholesky", a))
-
     def f_solve(self, a, b):
-        a, b = self._square("solve", a), self.as_float(b)
+        a, b = self.square("solve", a), self.as_float(b)
         if b.ndim == 1:
             if b.shape[0] != a.shape[-1]:
                 raise ShapeError(f"solve: shapes {list(a.shape)} and {list(b.shape)} are not aligned",

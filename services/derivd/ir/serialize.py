@@ -114,7 +114,8 @@ def _replay(doc: Any, limits) -> tuple[Graph, list[Node], list[Node]]:
         if dtype not in DTYPES:
             raise GraphFormatError(f"node {i} has unknown dtype {dtype!r}")
         if prim == "input":
-            if args or set(params) != {"name", "role"} or not isinstance(params["name"], str) or params["role"] not in ROLES:
+            if (args or set(params) != {"name", "role"} or not isinstance(params["name"], str)
+                    or params["role"] not in ROLES):
                 raise GraphFormatError(f"input node {i} must have a name and a role (a string, and one of "
                                        f"{', '.join(ROLES)}) and no arguments")
             node = graph.input(params["name"], shape, dtype, params["role"])

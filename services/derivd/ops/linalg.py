@@ -54,6 +54,12 @@ register(Primitive("matmul", _matmul_shape, template="({0} @ {1})", jvp=_matmul_
 
 
 MATRIX = ("matrix", "all")  # every output entry reads every entry of its matrix
+
+
+def of_square(prim):
+    """The language's ``f(a)`` of a square matrix (or a stack of them), as floats."""
+    return {prim: lambda lib, a: apply(prim, lib.square(prim, a))}
+
 SQUARE = [case(("invertible", (3, 3))), case(("invertible", (2, 2, 2)))]  # sweep cases of square matrices
 
 
@@ -77,7 +83,7 @@ register(Primitive(
     "inv", _square_shape, template="np.linalg.inv({0})",
     jvp=lambda p, t, out: None if t[0] is None else -(out @ t[0] @ out),
     vjp=lambda p, out, ct: [-(swap(out) @ ct @ swap(out))],
-    taylor=lambda p, s, out, jet: apply("taylor_inv", s[0], out), sparsity=MATRIX, sample=SQUARE,
+    taylor=lambda p, s, out, jet: apply("taylor_inv", s[0], out), sparsity=MATRIX, sample=SQUARE, dsl=of_square("inv"),
 ))
 register(Primitive(
     "det", _det_shape, template="np.linalg.det({0})",
@@ -85,7 +91,7 @@ register(Primitive(
     vjp=lambda p, out, ct: [_expand2(scale(ct, out)) * swap(apply("inv", p[0]))],
     taylor=lambda p, s, out, jet: apply(  # d det = det · d log|det|
         "taylor_riccati", jet.series(apply("logabsdet", p[0])), out, a=0.0, b=1.0, c=0.0),
-    sparsity=MATRIX, sample=SQUARE,
+    sparsity=MATRIX, sample=SQUARE, dsl=of_square("det"),
 ))
 register(Primitive(
     "logabsdet", _det_shape, template="np.linalg.slogdet({0})[1]",
@@ -159,7 +165,7 @@ def _cholesky_vjp(p, out, ct):
 register(Primitive(
     "cholesky", _square_shape, template="np.linalg.cholesky(0.5 * ({0} + np.swapaxes({0}, -1, -2)))",
     jvp=_cholesky_jvp, vjp=_cholesky_vjp, taylor=lambda p, s, out, jet: apply("taylor_cholesky", s[0], out),
-    sparsity=MATRIX, sample=[case(("spd", s)) for s in [(3, 3), (2, 2, 2)]],
+    sparsity=MATRIX, sample=[case(("spd", s)) for s in [(3, 3), (2, 2, 2)]], dsl=of_square("cholesky"),
 ))
 
 

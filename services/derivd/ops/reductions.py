@@ -45,16 +45,23 @@ def _shape(keep_dtype):
     return rule
 
 
+def over_axes(prim, floats=True, nonempty=False):
+    """The language's ``f(x, axis=None)`` of a reduction: over an axis, a tuple of them, or all (None);
+    ``floats``: integers and masks become floats first; ``nonempty``: no identity, so no empty reduction."""
+    return lambda lib, x, axis=None: lib.reduce(prim, lib.as_float(x) if floats else x, axis, nonempty=nonempty)
+
+
 # Sweep cases: (shape, axes) pairs covering vectors, matrices, rank 3, partial and empty reductions.
 _AXES = [((3,), (-1,)), ((2, 3), (-2, -1)), ((2, 3), (-2,)), ((2, 3), (-1,)), ((2, 3, 2), (-3, -1)), ((3,), ())]
 
 
 def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc="", taylor=None, sparsity=("reduce", ()),
-              argument=("real", REAL)):
-    """A reduction over ``axes``, swept with ``argument`` (a kind and its domain) at each of ``_AXES``."""
+              argument=("real", REAL), dsl=None):
+    """A reduction over ``axes``, swept with ``argument`` (a kind and its domain) at each of ``_AXES``;
+    ``dsl``: its language names (``over_axes``)."""
     kind, domain = argument
     register(Primitive(name, _shape(keep_dtype), template=template, impl=impl, jvp=jvp, vjp=vjp, taylor=taylor,
-                       doc=doc, sparsity=sparsity, params={"axes": AXES},
+                       doc=doc, sparsity=sparsity, params={"axes": AXES}, dsl=dsl or {},
                        sample=[{"args": [(kind, shape, domain)], "params": {"axes": axes}} for shape, axes in _AXES]))
 
 
@@ -62,7 +69,7 @@ reduction(
     "sum", "np.sum({0}, axis={axes})",
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0], axes=axes),
     vjp=lambda p, out, ct, axes: [expand(ct, p[0].shape, axes)],
-    taylor=linear, keep_dtype=True,
+    taylor=linear, keep_dtype=True, dsl={"sum": over_axes("sum", floats=False)},
 )
 
 
@@ -143,6 +150,7 @@ def _prod_vjp(p, out, ct, axes):
 
 
 reduction("prod", "np.prod({0}, axis={axes})", jvp=_prod_jvp, vjp=_prod_vjp, sparsity=("reduce", "all"),
+          dsl={"prod": over_axes("prod")},
           taylor=lambda p, s, out, jet, axes: apply("taylor_prod", s[0], p[0], axes=axes))
 
 
@@ -173,7 +181,8 @@ reduction(
     "logsumexp", None, impl=_logsumexp,
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0] * _softmax_of(p[0], out, axes), axes=axes),
     vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _softmax_of(p[0], out, axes))],
-    taylor=_logsumexp_taylor, sparsity=("reduce", "all"), doc="log(sum(exp(x))) shifted by the maximum: no overflow; derivative is the softmax",
+    taylor=_logsumexp_taylor, sparsity=("reduce", "all"), dsl={"logsumexp": over_axes("logsumexp", nonempty=True)},
+    doc="log(sum(exp(x))) shifted by the maximum: no overflow; derivative is the softmax",
 )
 
 
@@ -187,7 +196,7 @@ reduction(
     vjp=lambda p, out, ct, axes: [expand(scale(ct, apply("reciprocal", _safe_norm(out))), p[0].shape, axes) * p[0]],
     taylor=composite(lambda x, y, axes: apply("sqrt", apply("sum", apply("square", x), axes=axes)),
                      vanish_at_zero=True),
-    sparsity=("reduce", "all"), argument=("real", AWAY_FROM_0),
+    sparsity=("reduce", "all"), argument=("real", AWAY_FROM_0), dsl={"norm": over_axes("norm2")},
     doc="Euclidean norm; gradient 0 at the origin (minimum-norm subgradient), not 0/0",
 )
 
@@ -209,7 +218,7 @@ def _reversed(v, axis):
     return apply("index", v, items=((v.shape[axis] - 1, -1, -1),) + tuple((0, d, 1) for d in v.shape[axis:][1:]))
 
 
-def _cumsum_call(lib, name, x, axis=None):
+def _cumsum_call(lib, x, axis=None):
     """numpy's cumsum(x, axis): along one axis, or along the flattened array when axis is None."""
     x = lib.arr(x)
     if axis is None:

@@ -17,7 +17,7 @@ that statement says everything about it:
   arguments ("Sweep cases" below), or ``tested_in``: the tests that cover a
   primitive the sweeps cannot draw;
 * ``dsl``: its names in the language, each with the function that lowers a
-  call (dsl/library.py exposes every registered name; nothing else lists them);
+  call (below, "Language calls") (dsl/library.py exposes every registered name; nothing else lists them);
 * ``params``: the name and schema of each parameter its nodes carry ("Parameter
   schemas" below). A graph replayed from outside (ir/serialize.py) is checked
   against them, so a parameter is always the type and range its rules expect.
@@ -282,17 +282,18 @@ def case(*args, **params) -> dict:
 
 # ---------------------------------------------------------------- language calls
 #
-# ``Primitive.dsl`` maps a language name to ``call(lib, name, *args, **kwargs)``, which lowers a
-# call of that name: ``lib`` is the language's Library (dsl/library.py: ``lib.as_float``,
-# ``lib.axes``, ``lib.arity``, ``lib.flat``...), the arguments are graph nodes or static values.
+# ``Primitive.dsl`` maps a language name to ``call(lib, *args, **kwargs)``, which lowers a call
+# of that name: ``lib`` is the language's Library (dsl/library.py: ``lib.as_float``, ``lib.axes``,
+# ``lib.axis``, ``lib.arity``, ``lib.flat``...), the arguments are graph nodes or static values.
 # A Python signature error in a call is the user's "bad arguments" (dsl/lower.py).
 
 
-def floats(prim: str, arity: int) -> Callable:
-    """A call taking ``arity`` arrays, each as floats, and nothing else: ``prim(*args)``."""
+def floats(prim: str, arity: int, name: str | None = None) -> Callable:
+    """A call taking ``arity`` arrays, each as floats, and nothing else: ``prim(*args)``, called
+    ``name`` (default: the primitive's) in messages."""
 
-    def call(lib, name, *args, **kwargs):
-        lib.arity(name, args, kwargs, arity)
+    def call(lib, *args, **kwargs):
+        lib.arity(name or prim, args, kwargs, arity)
         return apply(prim, *[lib.as_float(a) for a in args])
 
     return call
