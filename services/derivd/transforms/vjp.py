@@ -23,7 +23,11 @@ class Primals(list):
     """A node's inputs, as a vjp rule receives them, with ``varies[i]``: whether input i
     depends on the differentiated inputs (a rule may build cotangents for those only)."""
 
-    __slots__ = ("varies",)
+    __slots__ = ("_varying",)  # ids of the nodes that vary, shared by every node's Primals
+
+    @property
+    def varies(self) -> list[bool]:
+        return [a.id in self._varying for a in self]
 
 
 def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
@@ -51,8 +55,9 @@ def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
             raise NoDerivativeRule(f"no vjp rule for primitive {n.prim!r}: cannot differentiate through it",
                                    primitive=n.prim, transform="vjp")
         primals = Primals(n.inputs)
-        primals.varies = [a.id in varies for a in n.inputs]
+        primals._varying = varies
         contributions = rule(primals, n, c, **n.params)
+        c_masked = getattr(c, "masked", False)  # a tuple's cotangents (a dict) carry their own marks
         for a, ca in zip(n.inputs, contributions):
             if ca is None or a.id not in varies:
                 continue
@@ -64,7 +69,7 @@ def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
                 ct[a.id] = merged
                 continue
             ca = conform(ca, batch + a.shape, nbatch)
-            masked = ca.masked or (not isinstance(c, dict) and c.masked)
+            masked = c_masked or ca.masked
             if prev is not None:
                 masked = masked or prev.masked
                 ca = prev + ca
