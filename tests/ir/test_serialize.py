@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from derivd.cache.keys import TapeKey
 from derivd.compile.codegen import compile_graph
 from derivd.config import Settings
-from derivd.dsl import InputSpec
+from derivd.dsl import InputSpec, lower
 from derivd.engines import forward, reverse
 from derivd.engines.function import CompiledFunction
 from derivd.ir.graph import Graph
@@ -32,6 +32,7 @@ from derivd.ir.serialize import GraphFormatError, dumps, from_json, to_json
 from derivd.ops import REGISTRY
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.transforms import jvp, vjp
+from derivd.transforms.taylor import taylor
 
 SETTINGS = Settings()
 NUMPY = {FLOAT: np.float64, INT: np.int64, BOOL: np.bool_}
@@ -60,7 +61,8 @@ def sample(spec, rng):
 
 
 def primitive_graph(name, case):
-    """The primitive applied to inputs, with its jvp, batched jvp, vjp and jvp-of-vjp as outputs."""
+    """The primitive applied to inputs, with its jvp, batched jvp, vjp, jvp-of-vjp and Taylor series
+    (3 coefficients) as outputs."""
     g = Graph()
     role = {"mask": ("const", BOOL), "index": ("const", INT)}
     args = [g.input(f"a{i}", tuple(spec[1]), *role.get(spec[0], ("at", FLOAT))[::-1])
@@ -76,6 +78,10 @@ def primitive_graph(name, case):
         grads = [c for c in vjp(g, diff, [out], [u]) if c is not None]
         outputs += [d for d in jvp(g, diff, t, [out]) + jvp(g, diff, tb, [out]) + grads if d is not None]
         outputs += [d for d in jvp(g, diff, t, grads) if d is not None] if grads else []
+    if diff and REGISTRY[name].differentiable and REGISTRY[name].taylor is not None:  # the taylor_* kernels too
+        series = [g.input(f"s{i}", (3,) + x.shape, FLOAT, "extra") for i, x in enumerate(diff)]
+        extra += series
+        outputs += [y for y in taylor(g, diff, series, [out]) if y is not None]
     return g, args + extra, outputs
 
 
@@ -262,6 +268,29 @@ def _broken(edit):
 def test_anything_else_is_refused(edit, reason):
     with pytest.raises(GraphFormatError, match=reason):
         from_json(orjson.dumps(_broken(edit)))
+
+
+def test_loops_and_their_derivatives_round_trip_exactly():
+    """Loop nodes (a body in a param), the collecting and reverse loops of their vjp, the loop of
+    the jvp of that vjp and of the Taylor series replay node for node and compute the same numbers."""
+    src = "s = x\nfor i in range(40):\n    s = tanh(s * w[i % 3] + x[(i + 1) % 3])\nsum(s * s)"
+    program = lower(src, {"x": InputSpec((3,), FLOAT, "at"), "w": InputSpec((3,), FLOAT, "at")},
+                    Settings(loop_unroll_nodes=0))
+    g, out = program.graph, program.output
+    assert any(n.prim == "loop" for n in g.nodes)
+    x, w = g.inputs["x"], g.inputs["w"]
+    v, u = g.input("v", (3,), FLOAT, "extra"), g.input("u", (), FLOAT, "extra")
+    s = g.input("s", (3, 3), FLOAT, "extra")
+    grads = vjp(g, [x, w], [out], [u])
+    outputs = [out, *grads, *jvp(g, [x], [v], grads), *taylor(g, [x], [s], [out])]
+    inputs = [x, w, v, u, s]
+    text = dumps(g, outputs, inputs)
+    g2, inputs2, outputs2 = from_json(text)
+    assert dumps(g2, outputs2, inputs2) == text
+    rng = np.random.default_rng(3)
+    values = [rng.uniform(-1, 1, n.shape) for n in inputs]
+    for a, b in zip(compile_graph(g2, inputs2, outputs2).run(*values), compile_graph(g, inputs, outputs).run(*values)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 # Text that would run inside the server if it reached generated source unformatted.
