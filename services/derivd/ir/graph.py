@@ -37,6 +37,8 @@ def freeze(value: Any) -> Any:
     """A hashable, canonical form of a param value (lists become tuples)."""
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
