@@ -30,12 +30,14 @@ def _loop_get_shape(loop, index, aval):
     return tuple(aval[0]), aval[1]
 
 
-# A final state reads the loop's inputs through the body's pattern iterated; curvature: any pair of
-# the entries it reads (the body may be nonlinear in all of them). A final state is linear in the loop.
 BODY = Param("a loop body", lambda v: getattr(v, "is_loop_body", False))  # ir/loop.py's Body
 AVAL = Param("an element's (shape, dtype)",
              lambda v: type(v) is tuple and len(v) == 2 and SHAPE.ok(v[0]) and v[1] in (FLOAT, INT, BOOL))
 RULES = "derivd.transforms.loops:"
+
+# Sparsity: a final state reads the loop's inputs through the body's pattern iterated; curvature: any
+# pair of the entries it reads (the body may be nonlinear in all of them). A final state is linear in
+# the loop.
 register(Primitive("loop", _loop_shape, jvp=RULES + "jvp", vjp=RULES + "vjp", taylor=RULES + "taylor",
                    tuple_valued=True, sparsity=("loop", "all"), tested_in="tests/dsl/test_loops.py",
                    params={"body": BODY, "count": SIZE, "reverse": FLAG, "collect": FLAG},
@@ -44,5 +46,6 @@ register(Primitive("loop_get", _loop_get_shape, template="{0}[{index}]",
                    jvp=lambda p, t, out, index, aval: t[0].get(index),
                    vjp=lambda p, out, ct, index, aval: [{index: ct}],
                    taylor=lambda p, s, out, jet, index, aval: s[0].get(index),
-                   sparsity=("loop_get", ()), tested_in="tests/dsl/test_loops.py", params={"index": SIZE, "aval": AVAL},
+                   sparsity=("loop_get", ()), tested_in="tests/dsl/test_loops.py",
+                   params={"index": SIZE, "aval": AVAL},
                    doc="element index of a loop's tuple: a final state, or a stack of states"))

@@ -7,7 +7,7 @@ that statement says everything about it:
 * ``shape_rule`` and its evaluation: a numpy code ``template`` for the
   compiler (with an optional ``scalar_template`` for rank-0 floats), or an
   ``impl`` called with the arguments and params;
-* its derivative rules ``jvp``, ``vjp`` and ``taylor`` (shapes below). A
+* its derivative rules ``jvp``, ``vjp`` and ``taylor`` ("Rule interface"). A
   missing rule is ``None`` and the transform that needs it raises
   ``NoDerivativeRule`` naming the primitive: never a silent zero. A rule that
   needs layers above this one (a loop's rules are loops over the transforms of
@@ -17,7 +17,8 @@ that statement says everything about it:
   arguments ("Sweep cases" below), or ``tested_in``: the tests that cover a
   primitive the sweeps cannot draw;
 * ``dsl``: its names in the language, each with the function that lowers a
-  call (below, "Language calls") (dsl/library.py exposes every registered name; nothing else lists them);
+  call ("Language calls" below): dsl/library.py exposes every registered name,
+  and nothing else lists them;
 * ``params``: the name and schema of each parameter its nodes carry ("Parameter
   schemas" below). A graph replayed from outside (ir/serialize.py) is checked
   against them, so a parameter is always the type and range its rules expect.
@@ -30,7 +31,8 @@ Rule interface. ``jvp(primals, tangents, out, **params)`` returns the tangent of
 ``out`` (None: zero); ``vjp(primals, out, ct, **params)`` returns one cotangent
 per primal (None: zero), and ``primals.varies[i]`` says whether primal i depends
 on the differentiated inputs (a rule may skip the others; the transform drops
-them anyway); ``taylor(primals, series, out, jet, **params)`` is below. A
+them anyway); ``taylor(primals, series, out, jet, **params)`` returns the
+output's Taylor series (taylor_kernels.py has its shapes and recurrences). A
 *tuple-valued* primitive (``loop``) has one tangent, cotangent or series per
 element, passed and returned as a dict {element index: node}; the primitive
 that reads an element (``loop_get``) picks its entry from that dict and, in
