@@ -9,11 +9,13 @@ DSL text and runs as its own numpy reference.
 ``UFUNCS``/``FUNCTIONS`` send numpy's own functions on traced values to them.
 Adding a function is one entry in one table: ``UNARY_NUMPY`` and
 ``BINARY_NUMPY`` (elementwise), ``SCANS`` (along one axis, like ``cumsum``), or,
-for a function with its own shape rule, one definition marked ``@export``. The numpy side follows the
-server's definitions: ``sigmoid(x) = 1/(1+e^-x)``, ``softplus(x) = log(1+e^x)``,
-``relu(x) = max(x, 0)``, ``norm`` the 2-norm over ``axis`` (all axes when
-None), ``logsumexp``/``softmax`` shifted by the maximum for stability, and
-``round`` half to even (numpy's).
+for a function with its own shape rule, one definition marked ``@export``.
+
+The numpy side follows the server's definitions: ``sigmoid(x) = 1/(1+e^-x)``,
+``softplus(x) = log(1+e^x)``, ``relu(x) = max(x, 0)``, ``norm`` the 2-norm over
+``axis`` (all axes when None), ``logsumexp``/``softmax`` shifted by the maximum
+for stability, ``round`` half to even, ``cumsum`` along the flattened array
+when ``axis`` is None (numpy's).
 """
 
 from __future__ import annotations
