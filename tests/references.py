@@ -3,7 +3,7 @@
 * closed forms written by hand in numpy (extended Rosenbrock: value, gradient, Hessian);
 * finite differences: the 8th-order central stencils (first and second derivative) and a
   Jacobian of any numpy function by them;
-* sample draws: arguments drawn as a primitive's sweep hint says (``extra["sample"]``, see
+* sample draws: arguments drawn as a primitive's sweep hint says (``Primitive.sample``, see
   ops/registry.py), from a numpy Generator or from hypothesis.
 """
 

@@ -163,14 +163,14 @@ def test_a_url_rewritten_in_redis_is_refused_and_logged_never_served(
     service = Service(signed_settings.model_copy(update={"redis_url": redis_url, "redis_key_prefix": prefix}))
     service.register_blackbox({"name": "sim", "url": server.url("/f"), "input_size": 2, "output_size": 2})
     x = np.array([0.3, 0.7])
-    value = service.handle("evaluate", Request(function={"blackbox": "sim"}, at={"x": x}))[0]["value"]
+    value = service.compute("evaluate", Request(function={"blackbox": "sim"}, at={"x": x}))[0]["value"]
     np.testing.assert_allclose(value, [x @ x, np.sin(x).prod()], rtol=1e-12)
     entry = raw_entry(redis_url, redis_key, "sim")
     redis_writer.hset(redis_key, "sim", tampered_with(entry, b"/f", b"/g"))
     server.reset()
     with caplog.at_level(logging.ERROR, logger="derivd.blackbox"):
         with pytest.raises(DerivdError) as info:
-            service.handle("evaluate", Request(function={"blackbox": "sim"}, at={"x": x}))
+            service.compute("evaluate", Request(function={"blackbox": "sim"}, at={"x": x}))
         assert service.list_blackboxes() == []
     assert info.value.code == "registry_tampered" and "'sim'" in info.value.message
     assert "signature" in info.value.message and "register it again" in info.value.message

@@ -84,6 +84,11 @@ def elementwise_zoo(x):
             + dd.erf(x) + dd.maximum(x, 0.1) + dd.clip(x, -0.5, 0.5) + dd.square(x) + dd.expm1(x) * dd.exp2(x))
 
 
+def scans(A):
+    """dd.cumsum, numpy's np.cumsum on a traced array (flattened: axis None) and the method."""
+    return dd.cumsum(A, axis=1)[:, -1] * dd.sum(np.cumsum(A) ** 2) + A.cumsum(0)[-1] ** 2 + dd.cumsum(A, -2)[0]
+
+
 CASES = [
     (polar, {"r": np.array(1.7), "theta": np.array(0.4)}),
     (rosenbrock, {"x": np.array([1.2, 0.5, -0.3, 0.8])}),
@@ -98,6 +103,7 @@ CASES = [
     (linalg, {"A": RNG.normal(size=(3, 3)), "b": np.array([1.0, -2.0, 0.5])}),
     (reshape_stack_concat, {"x": np.array([0.5, -1.0, 2.0, 0.25, 1.5, -0.3])}),
     (elementwise_zoo, {"x": np.array([0.35, -0.8, 1.3])}),
+    (scans, {"A": RNG.normal(size=(3, 3))}),
 ]
 
 

@@ -112,7 +112,7 @@ class SecondOrder:
     def __call__(self, at: dict):
         values = {**{k: np.asarray(v, dtype=np.float64) for k, v in at.items()}, **self.constants}
         with np.errstate(all="ignore"):
-            result = self.tape.run(*[values[dict(node.params)["name"]] for node in self.inputs], *self.seeds)
+            result = self.tape.run(*[values[node.params["name"]] for node in self.inputs], *self.seeds)
         k, n = self.k, self.n
         value = float(np.reshape(result[0], -1)[0])
         gradient = np.concatenate([np.reshape(r, -1) for r in result[1:1 + k]])

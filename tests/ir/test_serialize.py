@@ -23,14 +23,16 @@ from hypothesis import strategies as st
 from derivd.cache.keys import TapeKey
 from derivd.compile.codegen import compile_graph
 from derivd.config import Settings
-from derivd.dsl import InputSpec
+from derivd.dsl import InputSpec, lower
 from derivd.engines import forward, reverse
 from derivd.engines.function import CompiledFunction
 from derivd.ir.graph import Graph
+from derivd.ir.loop import counter_node, loop, make_body
 from derivd.ir.serialize import GraphFormatError, dumps, from_json, to_json
 from derivd.ops import REGISTRY
 from derivd.ops.registry import BOOL, FLOAT, INT
 from derivd.transforms import jvp, vjp
+from derivd.transforms.taylor import taylor
 from tests.references import NumpyDraws, sample
 
 SETTINGS = Settings()
@@ -38,7 +40,8 @@ NUMPY = {FLOAT: np.float64, INT: np.int64, BOOL: np.bool_}
 
 
 def primitive_graph(name, case):
-    """The primitive applied to inputs, with its jvp, batched jvp, vjp and jvp-of-vjp as outputs."""
+    """The primitive applied to inputs, with its jvp, batched jvp, vjp, jvp-of-vjp and Taylor series
+    (3 coefficients) as outputs."""
     g = Graph()
     role = {"mask": ("const", BOOL), "index": ("const", INT)}
     args = [g.input(f"a{i}", tuple(spec[1]), *role.get(spec[0], ("at", FLOAT))[::-1])
@@ -54,15 +57,19 @@ def primitive_graph(name, case):
         grads = [c for c in vjp(g, diff, [out], [u]) if c is not None]
         outputs += [d for d in jvp(g, diff, t, [out]) + jvp(g, diff, tb, [out]) + grads if d is not None]
         outputs += [d for d in jvp(g, diff, t, grads) if d is not None] if grads else []
+    if diff and REGISTRY[name].differentiable and REGISTRY[name].taylor is not None:  # the taylor_* kernels too
+        series = [g.input(f"s{i}", (3,) + x.shape, FLOAT, "extra") for i, x in enumerate(diff)]
+        extra += series
+        outputs += [y for y in taylor(g, diff, series, [out]) if y is not None]
     return g, args + extra, outputs
 
 
-CASES = [(name, i) for name in sorted(REGISTRY) for i in range(len(REGISTRY[name].extra.get("sample", [])))]
+CASES = [(name, i) for name in sorted(REGISTRY) for i in range(len(REGISTRY[name].sample))]
 
 
 @pytest.mark.parametrize("name,index", CASES)
 def test_every_primitive_and_its_derivatives_round_trip_exactly(name, index):
-    case = REGISTRY[name].extra["sample"][index]
+    case = REGISTRY[name].sample[index]
     g, inputs, outputs = primitive_graph(name, case)
     text = dumps(g, outputs, inputs)
     g2, inputs2, outputs2 = from_json(text)
@@ -159,7 +166,7 @@ def test_replayed_tapes_of_random_programs_give_the_analytic_gradient(program, p
         tape = compile_graph(g2, inputs, outputs)
         values = {"x": x, "y": y}  # the program's inputs by name, then the tangents (x's, then y's)
         tangents = iter([np.eye(4)[:, :3], np.eye(4)[:, 3]])
-        params = [dict(n.params) for n in inputs]
+        params = [n.params for n in inputs]
         args = [values[p["name"]] if p["role"] != "extra" else next(tangents) for p in params]
         if transform[0] == "vjp":
             value, dx, dy = tape.run(*args)
@@ -176,8 +183,8 @@ def test_tape_parameters_keep_their_order_even_when_unused():
     a, b, c = g.input("a", (2,)), g.input("b", (), INT, "const"), g.input("c", (3,))
     out = g.apply("sin", [c], {})
     g2, inputs, (out2,) = from_json(dumps(g, [out], [c, a, b]))
-    assert [dict(n.params)["name"] for n in inputs] == ["c", "a", "b"]
-    assert [(n.shape, n.dtype, dict(n.params)["role"]) for n in inputs] == [((3,), FLOAT, "at"), ((2,), FLOAT, "at"),
+    assert [n.params["name"] for n in inputs] == ["c", "a", "b"]
+    assert [(n.shape, n.dtype, n.params["role"]) for n in inputs] == [((3,), FLOAT, "at"), ((2,), FLOAT, "at"),
                                                                            ((), INT, "const")]
     x = np.array([0.1, 0.7, -2.0])
     (y,) = compile_graph(g2, inputs, [out2]).run(x, np.zeros(2), 0)
@@ -193,8 +200,8 @@ def test_literals_keep_their_values_and_types_non_finite_included():
     doc = to_json(g, outs, [x])
     assert {"float": "inf"} in [p[1] for n in doc["nodes"] for p in n[2]]
     g2, inputs, outs2 = from_json(orjson.dumps(doc))
-    consts = sorted((type(n.params[0][1]).__name__, repr(n.params[0][1])) for n in g2.nodes if n.prim == "const")
-    assert consts == sorted((type(n.params[0][1]).__name__, repr(n.params[0][1])) for n in g.nodes
+    consts = sorted((type(n.params["value"]).__name__, repr(n.params["value"])) for n in g2.nodes if n.prim == "const")
+    assert consts == sorted((type(n.params["value"]).__name__, repr(n.params["value"])) for n in g.nodes
                             if n.prim == "const")
     v = np.array([-1.0, 0.25, 2.0])
     with np.errstate(all="ignore"):
@@ -226,7 +233,11 @@ def _broken(edit):
     (lambda d: d["nodes"][0][3].__setitem__(0, -3), "not a size"),
     (lambda d: d["nodes"][0].__setitem__(2, [["name", "x"]]), "name and a role"),
     (lambda d: d["nodes"][2].__setitem__(2, [["axes", {"float": "huge"}]]), "unknown param"),
-    (lambda d: d["nodes"][2].__setitem__(2, [["axes", [5]]]), "not a rebuildable graph"),
+    (lambda d: d["nodes"][2].__setitem__(2, [["axes", [5]]]), "param axes must be distinct negative axes"),
+    (lambda d: d["nodes"][2].__setitem__(2, [["axes", ["-1"]]]), "param axes must be distinct negative axes"),
+    (lambda d: d["nodes"][2].__setitem__(2, [["axes", [-1]], ["evil", "x"]]), r"takes params \['axes'\]"),
+    (lambda d: d["nodes"][1].__setitem__(2, [["evil", 1]]), r"sin takes params \[\]"),
+    (lambda d: d["nodes"][0].__setitem__(2, [["name", "x"], ["role", "root"]]), "name and a role"),
     (lambda d: d.__setitem__("outputs", [7]), "names no node"),
     (lambda d: d.__setitem__("inputs", [1]), "not an input"),
     (lambda d: d.__setitem__("format", "derivd-graph/0"), "not a derivd-graph/1"),
@@ -236,6 +247,89 @@ def _broken(edit):
 def test_anything_else_is_refused(edit, reason):
     with pytest.raises(GraphFormatError, match=reason):
         from_json(orjson.dumps(_broken(edit)))
+
+
+def test_loops_and_their_derivatives_round_trip_exactly():
+    """Loop nodes (a body in a param), the collecting and reverse loops of their vjp, the loop of
+    the jvp of that vjp and of the Taylor series replay node for node and compute the same numbers."""
+    src = "s = x\nfor i in range(40):\n    s = tanh(s * w[i % 3] + x[(i + 1) % 3])\nsum(s * s)"
+    program = lower(src, {"x": InputSpec((3,), FLOAT, "at"), "w": InputSpec((3,), FLOAT, "at")},
+                    Settings(loop_unroll_nodes=0))
+    g, out = program.graph, program.output
+    assert any(n.prim == "loop" for n in g.nodes)
+    x, w = g.inputs["x"], g.inputs["w"]
+    v, u = g.input("v", (3,), FLOAT, "extra"), g.input("u", (), FLOAT, "extra")
+    s = g.input("s", (3, 3), FLOAT, "extra")
+    grads = vjp(g, [x, w], [out], [u])
+    outputs = [out, *grads, *jvp(g, [x], [v], grads), *taylor(g, [x], [s], [out])]
+    inputs = [x, w, v, u, s]
+    text = dumps(g, outputs, inputs)
+    g2, inputs2, outputs2 = from_json(text)
+    assert dumps(g2, outputs2, inputs2) == text
+    rng = np.random.default_rng(3)
+    values = [rng.uniform(-1, 1, n.shape) for n in inputs]
+    for a, b in zip(compile_graph(g2, inputs2, outputs2).run(*values), compile_graph(g, inputs, outputs).run(*values)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# Text that would run inside the server if it reached generated source unformatted.
+PAYLOAD = "0] + [(_ for _ in ()).throw(RuntimeError('ran text from a graph'))][0"
+
+
+def _loop_doc():
+    body_graph = Graph()
+    k = counter_node(body_graph)
+    state = body_graph.input("__c0", (2,), FLOAT, "loop")
+    body = make_body(body_graph, k, [state], [], [state * 2.0])
+    g = Graph()
+    x = g.input("x", (2,))
+    return to_json(g, loop(g, body, [x], [], count=3), [x])
+
+
+def _set_param(node, name, value):
+    node[2] = [[k, value if k == name else v] for k, v in node[2]]
+
+
+@pytest.mark.parametrize("prim,param,value,reason", [
+    ("index", "items", [PAYLOAD], "param items must be index items"),
+    ("index", "items", [[0, PAYLOAD, 1]], "param items must be index items"),
+    ("loop", "reverse", "False or " + PAYLOAD, "param reverse must be a bool"),
+    ("loop", "collect", 1, "param collect must be a bool"),
+    ("loop", "count", "3", "param count must be a size"),
+    ("loop", "count", 2**63 - 1, "param count must be a size"),
+    ("loop_get", "index", "0", "param index must be a size"),
+])
+def test_a_validly_signed_entry_with_hostile_params_is_refused_not_run(prim, param, value, reason):
+    """A signed tape is still input: replay checks every param against its primitive's schema."""
+    if prim == "index":
+        g = Graph()
+        x = g.input("x", (4,))
+        doc = to_json(g, [g.apply("index", [x], {"items": ((1, 3, 1),)})], [x])
+    else:
+        doc = _loop_doc()
+    doc = orjson.loads(orjson.dumps(doc))
+    _set_param(next(n for n in doc["nodes"] if n[0] == prim), param, value)
+    with pytest.raises(GraphFormatError, match=reason):
+        from_json(orjson.dumps(doc))
+
+
+def test_code_generation_formats_every_param_itself():
+    """A graph carrying text where a number belongs (built here without replay's checks) is
+    refused by the code generator before anything is compiled, let alone run."""
+    g = Graph()
+    x = g.input("x", (4,))
+    out = g.apply("index", [x], {"items": (PAYLOAD,)})  # the shape rule alone does not look at the item
+    with pytest.raises(TypeError, match="expected an int"):
+        compile_graph(g, [x], [out])
+    body_graph = Graph()
+    k = counter_node(body_graph)
+    state = body_graph.input("__c0", (2,), FLOAT, "loop")
+    body = make_body(body_graph, k, [state], [], [state * 2.0])
+    y = g.input("y", (2,))
+    node = g.apply("loop", [y], {"body": body, "count": 3, "reverse": "False or " + PAYLOAD, "collect": False})
+    final = g.apply("loop_get", [node], {"index": 0, "aval": ((2,), FLOAT)})
+    with pytest.raises(TypeError, match="expected a bool"):
+        compile_graph(g, [y], [final])
 
 
 def test_the_intact_document_is_accepted_and_limits_hold_on_replay():

@@ -1,6 +1,6 @@
 """One sweep over ``derivd.ops.REGISTRY``: every primitive, every rule, against finite differences.
 
-Each primitive declares where its arguments may be drawn (``extra["sample"]``,
+Each primitive declares where its arguments may be drawn (``sample``,
 see ``ops/registry.py``, decoded by ``tests.references.sample``); adding a
 primitive adds no code here. For each case
 hypothesis draws a point (and a direction, a cotangent), and we check, with
@@ -99,7 +99,7 @@ class Derivatives:
 
     def evaluate(self, values):
         with np.errstate(all="ignore"):
-            return eval_primitive(self.prim, list(values), dict(self.out.params))
+            return eval_primitive(self.prim, list(values), self.out.params)
 
     def run(self, values, tangents, batch, eye, u, ub):
         with np.errstate(all="ignore"):
@@ -122,7 +122,7 @@ _BUILT: dict[tuple, Derivatives] = {}
 def derivatives(name, index) -> Derivatives:
     key = (name, index)
     if key not in _BUILT:
-        _BUILT[key] = Derivatives(name, REGISTRY[name].extra["sample"][index])
+        _BUILT[key] = Derivatives(name, REGISTRY[name].sample[index])
     return _BUILT[key]
 
 
@@ -146,16 +146,16 @@ def close(got, want, what):
 
 # ---------------------------------------------------------------- the sweep
 
-# Primitives whose derivatives the transforms build themselves (loops) say where, and are tested there.
-ALL = sorted(n for n in REGISTRY if "rules" not in REGISTRY[n].extra)
+# Primitives the sweep cannot draw (a loop needs a body) name the tests that cover them (``tested_in``).
+ALL = sorted(n for n in REGISTRY if not REGISTRY[n].tested_in)
 RULELESS = [n for n in ALL if REGISTRY[n].differentiable and REGISTRY[n].jvp is None and REGISTRY[n].vjp is None]
-SAMPLED = [n for n in ALL if n not in RULELESS or "sample" in REGISTRY[n].extra]
+SAMPLED = [n for n in ALL if n not in RULELESS or REGISTRY[n].sample]
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n not in RULELESS])
 def test_every_primitive_with_rules_declares_where_to_sample(name):
-    cases = REGISTRY[name].extra.get("sample")
-    assert cases, f"primitive {name!r} has no extra['sample'] hint (ops/registry.py, 'sweep hints')"
+    cases = REGISTRY[name].sample
+    assert cases, f"primitive {name!r} has no sample (ops/registry.py, 'sweep hints')"
 
 
 @pytest.mark.parametrize("name", RULELESS)
@@ -176,8 +176,8 @@ def test_a_primitive_without_rules_refuses_to_be_differentiated(name):
 @given(data=st.data())
 def test_rules_match_finite_differences(name, data):
     prim = REGISTRY[name]
-    index = data.draw(st.sampled_from(range(len(prim.extra["sample"]))), label="case")
-    case = prim.extra["sample"][index]
+    index = data.draw(st.sampled_from(range(len(prim.sample))), label="case")
+    case = prim.sample[index]
     values = [sample(spec, HypothesisDraws(data)) for spec in case["args"]]
     is_diff = [spec[0] in DIFFERENTIATED for spec in case["args"]]
 

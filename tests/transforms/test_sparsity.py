@@ -114,18 +114,18 @@ _CASES: dict[tuple, PrimitiveCase] = {}
 
 def primitive_case(name, index) -> PrimitiveCase:
     if (name, index) not in _CASES:
-        _CASES[(name, index)] = PrimitiveCase(name, REGISTRY[name].extra["sample"][index])
+        _CASES[(name, index)] = PrimitiveCase(name, REGISTRY[name].sample[index])
     return _CASES[(name, index)]
 
 
-SAMPLED = sorted(n for n, p in REGISTRY.items() if p.extra.get("sample"))
+SAMPLED = sorted(n for n, p in REGISTRY.items() if p.sample)
 
 
 @pytest.mark.parametrize("name", SAMPLED)
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_primitive_pattern_covers_its_derivatives(name, data):
-    for index in range(len(REGISTRY[name].extra["sample"])):
+    for index in range(len(REGISTRY[name].sample)):
         c = primitive_case(name, index)
         if not c.active:
             continue

@@ -1,7 +1,7 @@
 """One sweep over the whole registry for Taylor rules: adding a primitive adds no code here.
 
 For every primitive with a Taylor rule and each of its sample cases
-(``extra["sample"]``, ops/registry.py), at a random point and for a batch of two
+(``sample``, ops/registry.py), at a random point and for a batch of two
 random directions v, the coefficients c_1..c_4 of f(x + t v) from the taylor
 transform must equal the slow reference built from nested forward mode,
 c_k = D^k f[v, ..., v] / k! (the jvp transform applied k times). Points lie at
@@ -59,26 +59,26 @@ def build(name, case):
     return g, args, diff, g.apply(name, args, case["params"])
 
 
-# Primitives whose derivatives the transforms build themselves (loops) say where, and are tested there.
-ALL = sorted(n for n in REGISTRY if "rules" not in REGISTRY[n].extra)
+# Primitives the sweep cannot draw (a loop needs a body) name the tests that cover them (``tested_in``).
+ALL = sorted(n for n in REGISTRY if not REGISTRY[n].tested_in)
 WITH_RULE = [n for n in ALL if REGISTRY[n].taylor is not None and REGISTRY[n].differentiable]
 WITHOUT_RULE = [n for n in ALL if REGISTRY[n].taylor is None and REGISTRY[n].differentiable]
-NO_DERIVATIVE = [n for n in ALL if not REGISTRY[n].differentiable and REGISTRY[n].extra.get("sample")]
+NO_DERIVATIVE = [n for n in ALL if not REGISTRY[n].differentiable and REGISTRY[n].sample]
 # cases with a differentiated argument (cases of nothing but masks and indices have no series to check)
-CASES = [(n, i) for n in WITH_RULE for i, case in enumerate(REGISTRY[n].extra.get("sample", []))
+CASES = [(n, i) for n in WITH_RULE for i, case in enumerate(REGISTRY[n].sample)
          if any(spec[0] in DIFFERENTIATED for spec in case["args"])]
 
 
 def test_every_primitive_with_inputs_is_swept():
     """A primitive with a Taylor rule and inputs but no sample case would escape the sweep."""
-    unswept = [n for n in WITH_RULE if not REGISTRY[n].extra.get("sample") and REGISTRY[n].name not in
+    unswept = [n for n in WITH_RULE if not REGISTRY[n].sample and REGISTRY[n].name not in
                ("zeros", "ones", "eye", "tril_ones", "arange")]
-    assert not unswept, f"primitives with a Taylor rule but no extra['sample'] hint: {unswept}"
+    assert not unswept, f"primitives with a Taylor rule but no sample: {unswept}"
 
 
 @pytest.mark.parametrize("name,index", CASES, ids=[f"{n}-{i}" for n, i in CASES])
 def test_taylor_rule_matches_nested_jvp(name, index):
-    case = REGISTRY[name].extra["sample"][index]
+    case = REGISTRY[name].sample[index]
     rng = np.random.default_rng(zlib.crc32(f"{name}/{index}".encode()))
     g, args, diff, out = build(name, case)
     seeds = [g.input(f"s{i}", (ORDER, BATCH) + x.shape, FLOAT, "extra") for i, x in enumerate(diff)]
@@ -121,7 +121,7 @@ def test_a_primitive_without_a_taylor_rule_raises(name):
 
 @pytest.mark.parametrize("name", NO_DERIVATIVE)
 def test_masks_and_casts_carry_coefficient_zero_only(name):
-    case = REGISTRY[name].extra["sample"][0]
+    case = REGISTRY[name].sample[0]
     g, args, diff, out = build(name, case)
     floats = [a for a in args if a.dtype == FLOAT]
     seeds = [g.input(f"s{i}", (ORDER,) + x.shape, FLOAT, "extra") for i, x in enumerate(floats)]

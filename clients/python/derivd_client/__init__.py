@@ -11,7 +11,8 @@
         print(dd.trace(f, x=3, y=3))         # the DSL text itself
 
 The ``dd.*`` operations mirror the language's functions and also run on
-numpy arrays, so a traced function is its own numpy reference.
+numpy arrays, so a traced function is its own numpy reference; they are the
+names in ``ops.PUBLIC`` (ops.py says how to add one), exported here unlisted.
 """
 
 __version__ = "0.1.0"
@@ -22,27 +23,18 @@ from .errors import (  # noqa: E402
     ClientError, ConnectionFailed, DeadlineExceeded, DerivdError, InvalidRequest, LimitExceeded, NotFound,
     ParseError, RequestTimeout, ServerError, ShapeError, UnknownName, UpstreamError,
 )
-from .ops import (  # noqa: E402
-    abs, acos, acosh, arange, asin, asinh, atan, atan2, atanh, cbrt, ceil, cholesky, clip, concat, concatenate,
-    cos, cosh, det, diag, dot, erf, erfc, exp, exp2, expm1, eye, floor, hypot, inv, log, log1p, log2, log10,
-    logsumexp, matmul, max, maximum, mean, min, minimum, norm, ones, outer, pow, prod, reciprocal, relu, reshape,
-    round, sigmoid, sign, sin, sinh, slogdet, softmax, softplus, solve, sqrt, square, stack, sum, tan, tanh,
-    transpose, where, zeros,
-)
+from .ops import PUBLIC as _PUBLIC  # noqa: E402
 from .ops import trace as _matrix_trace  # noqa: E402
 from .trace import Program, Traced  # noqa: E402
 from .trace import trace as _trace_function  # noqa: E402
 
+globals().update({name: fn for name, fn in _PUBLIC.items() if name != "trace"})  # the language's functions
+
 __all__ = [
     "errors", "ClientError", "ConnectionFailed", "DeadlineExceeded", "DerivdError", "InvalidRequest",
     "LimitExceeded", "NotFound", "ParseError", "RequestTimeout", "ServerError", "ShapeError", "UnknownName",
-    "UpstreamError", "abs", "acos", "acosh", "arange", "asin", "asinh", "atan", "atan2", "atanh", "cbrt",
-    "ceil", "cholesky", "clip", "concat", "concatenate", "cos", "cosh", "det", "diag", "dot", "erf", "erfc",
-    "exp", "exp2", "expm1", "eye", "floor", "hypot", "inv", "log", "log1p", "log2", "log10", "logsumexp",
-    "matmul", "max", "maximum", "mean", "min", "minimum", "norm", "ones", "outer", "pow", "prod", "reciprocal",
-    "relu", "reshape", "round", "sigmoid", "sign", "sin", "sinh", "slogdet", "softmax", "softplus", "solve",
-    "sqrt", "square", "stack", "sum", "tan", "tanh", "transpose", "where", "zeros", "AsyncClient", "Blackbox",
-    "Client", "FunctionRef", "Result", "SparseJacobian", "Program", "Traced", "trace", "__version__",
+    "UpstreamError", "AsyncClient", "Blackbox", "Client", "FunctionRef", "Result", "SparseJacobian", "Program",
+    "Traced", "trace", "__version__", *sorted(name for name in _PUBLIC if name != "trace"),
 ]
 
 

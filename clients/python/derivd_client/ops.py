@@ -3,11 +3,19 @@
 Each works on traced values (it records a call of the DSL function of the
 same name, with numpy's shape rules checked in Python) and on plain numbers
 and arrays (it computes with numpy). So one Python function both traces into
-DSL text and runs as its own numpy reference. The numpy side follows the
-server's definitions: ``sigmoid(x) = 1/(1+e^-x)``, ``softplus(x) = log(1+e^x)``,
-``relu(x) = max(x, 0)``, ``norm`` the 2-norm over ``axis`` (all axes when
-None), ``logsumexp``/``softmax`` shifted by the maximum for stability, and
-``round`` half to even (numpy's).
+DSL text and runs as its own numpy reference.
+
+``PUBLIC`` is the one list of them: the package exports exactly its names, and
+``UFUNCS``/``FUNCTIONS`` send numpy's own functions on traced values to them.
+Adding a function is one entry in one table: ``UNARY_NUMPY`` and
+``BINARY_NUMPY`` (elementwise), ``SCANS`` (along one axis, like ``cumsum``), or,
+for a function with its own shape rule, one definition marked ``@export``.
+
+The numpy side follows the server's definitions: ``sigmoid(x) = 1/(1+e^-x)``,
+``softplus(x) = log(1+e^x)``, ``relu(x) = max(x, 0)``, ``norm`` the 2-norm over
+``axis`` (all axes when None), ``logsumexp``/``softmax`` shifted by the maximum
+for stability, ``round`` half to even, ``cumsum`` along the flattened array
+when ``axis`` is None (numpy's).
 """
 
 from __future__ import annotations
@@ -18,6 +26,25 @@ import math
 import numpy as np
 
 from .trace import BINARY_PREC, Traced, active_tracer, broadcast
+
+PUBLIC: dict = {}  # name -> function: the language's functions, as the package exports them
+UFUNCS: dict = {}  # numpy ufunc -> what it does to traced values
+FUNCTIONS: dict = {}  # other numpy function -> what it does to traced values
+
+
+def export(*numpy_fns, method: bool = False):
+    """Make ``fn`` a language function: exported as ``dd.<name>``, called for numpy's ``numpy_fns``
+    on traced values, and, with ``method``, a method of traced values (``x.<name>(...)``)."""
+
+    def register(fn):
+        PUBLIC[fn.__name__] = fn
+        for f in numpy_fns:
+            (UFUNCS if isinstance(f, np.ufunc) else FUNCTIONS)[f] = fn
+        if method:
+            setattr(Traced, fn.__name__, fn)
+        return fn
+
+    return register
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
@@ -90,14 +117,15 @@ def _binary(name):
     return fn
 
 
-for _name in UNARY_NUMPY:
-    globals()[_name] = _unary(_name)
+for _name, _fn in UNARY_NUMPY.items():
+    globals()[_name] = export(*([_fn] if isinstance(_fn, np.ufunc) else []))(_unary(_name))
 for _name in BINARY_NUMPY:
-    globals()[_name] = _binary(_name)
+    globals()[_name] = export()(_binary(_name))
 
 
 # ---------------------------------------------------------------- selection
 
+@export()
 def where(cond, a, b):
     """``a`` where ``cond`` holds, else ``b`` (both sides are evaluated; the untaken one gets no derivative)."""
     t = _traced(cond, a, b)
@@ -109,6 +137,7 @@ def where(cond, a, b):
     return t.tracer.call("where", (c, a, b), broadcast(c, a, b))
 
 
+@export()
 def clip(x, lo, hi):
     t = _traced(x, lo, hi)
     if t is None:
@@ -146,20 +175,22 @@ def _reduction(name, numpy_fn):
     return fn
 
 
-sum = _reduction("sum", np.sum)
-prod = _reduction("prod", np.prod)
-mean = _reduction("mean", np.mean)
-logsumexp = _reduction("logsumexp", _logsumexp)
-norm = _reduction("norm", lambda x, axis=None: np.sqrt(np.sum(np.square(x), axis=axis)))
+sum = export()(_reduction("sum", np.sum))
+prod = export()(_reduction("prod", np.prod))
+mean = export()(_reduction("mean", np.mean))
+logsumexp = export()(_reduction("logsumexp", _logsumexp))
+norm = export()(_reduction("norm", lambda x, axis=None: np.sqrt(np.sum(np.square(x), axis=axis))))
 _max = _reduction("max", np.max)
 _min = _reduction("min", np.min)
 
 
+@export()
 def max(x, *more, axis=None):
     """``max(x, axis=...)`` reduces; ``max(a, b, ...)`` is elementwise, as in the language."""
     return _max(x, axis=axis) if not more else _fold("max", maximum, x, more)  # noqa: F821
 
 
+@export()
 def min(x, *more, axis=None):
     return _min(x, axis=axis) if not more else _fold("min", minimum, x, more)  # noqa: F821
 
@@ -175,6 +206,32 @@ def _fold(name, pairwise, x, more):
     return t.tracer.call(name, args, broadcast(*args))
 
 
+# ---------------------------------------------------------------- scans along one axis
+
+SCANS = {"cumsum": np.cumsum}  # name -> numpy's function: same shape, or flattened when axis is None
+
+
+def _scan(name, numpy_fn):
+    def fn(x, axis=None):
+        t = _traced(x)
+        if t is None:
+            return numpy_fn(x, axis=axis)
+        x = t.tracer.lift(x)
+        if axis is None:
+            return t.tracer.call(name, (x,), (x.size,), x.dtype if x.dtype != "b" else "i")
+        _axes(x.shape, axis)
+        return t.tracer.call(name, (x,), x.shape, x.dtype if x.dtype != "b" else "i", axis=axis)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``{name}`` along ``axis`` (an int), or along the flattened array when None (numpy's)."
+    return fn
+
+
+for _name, _fn in SCANS.items():
+    globals()[_name] = export(_fn, method=True)(_scan(_name, _fn))
+
+
+@export()
 def softmax(x, axis=-1):
     """``exp(x - logsumexp(x, axis))``: sums to one along ``axis``."""
     t = _traced(x)
@@ -187,6 +244,7 @@ def softmax(x, axis=-1):
 
 # ---------------------------------------------------------------- linear algebra
 
+@export()
 def matmul(a, b):
     t = _traced(a, b)
     if t is None:
@@ -211,6 +269,7 @@ def _matmul_shape(a, b):
     return out
 
 
+@export()
 def dot(a, b):
     t = _traced(a, b)
     if t is None:
@@ -223,6 +282,7 @@ def dot(a, b):
     return t.tracer.call("dot", (a, b), _matmul_shape(a.shape, b.shape))
 
 
+@export()
 def outer(a, b):
     t = _traced(a, b)
     if t is None:
@@ -231,6 +291,7 @@ def outer(a, b):
     return t.tracer.call("outer", (a, b), (a.size, b.size))
 
 
+@export()
 def transpose(x, axes=None):
     t = _traced(x)
     if t is None:
@@ -243,6 +304,7 @@ def transpose(x, axes=None):
     return t.tracer.call("transpose", (x, tuple(axes)), tuple(x.shape[p] for p in perm), x.dtype)
 
 
+@export()
 def trace(x):
     """The sum of a matrix's diagonal (``dd.trace``; the tracer itself is ``derivd_client.trace``)."""
     t = _traced(x)
@@ -253,6 +315,7 @@ def trace(x):
     return t.tracer.call("trace", (x,), ())
 
 
+@export()
 def diag(x):
     t = _traced(x)
     if t is None:
@@ -269,6 +332,7 @@ def _square(name, a):
         raise ValueError(f"{name}() takes a square matrix, got shape {list(a.shape)}")
 
 
+@export()
 def inv(a):
     t = _traced(a)
     if t is None:
@@ -277,6 +341,7 @@ def inv(a):
     return t.tracer.call("inv", (a,), a.shape)
 
 
+@export()
 def det(a):
     t = _traced(a)
     if t is None:
@@ -285,6 +350,7 @@ def det(a):
     return t.tracer.call("det", (a,), a.shape[:-2])
 
 
+@export()
 def slogdet(a):
     """``(sign, log|det|)`` of a square matrix."""
     t = _traced(a)
@@ -295,6 +361,7 @@ def slogdet(a):
     return tuple(t.tracer.node("item", (both, i), a.shape[:-2], "f", 15) for i in (0, 1))
 
 
+@export()
 def cholesky(a):
     t = _traced(a)
     if t is None:
@@ -303,6 +370,7 @@ def cholesky(a):
     return t.tracer.call("cholesky", (a,), a.shape)
 
 
+@export()
 def solve(a, b):
     """``x`` with ``a @ x = b``; ``b`` a vector or a matrix."""
     t = _traced(a, b)
@@ -317,6 +385,7 @@ def solve(a, b):
 
 # ---------------------------------------------------------------- shapes
 
+@export()
 def reshape(x, shape):
     t = _traced(x)
     if t is None:
@@ -334,6 +403,7 @@ def reshape(x, shape):
     return t.tracer.call("reshape", (x, dims if len(dims) != 1 else dims[0]), dims, x.dtype)
 
 
+@export()
 def concat(xs, axis=0):
     """Join arrays along an existing axis."""
     t = _traced(*xs)
@@ -351,9 +421,10 @@ def concat(xs, axis=0):
     return t.tracer.call("concat", (xs,), shape, **({} if axis == 0 else {"axis": axis}))
 
 
-concatenate = concat
+concatenate = PUBLIC["concatenate"] = concat
 
 
+@export()
 def stack(xs, axis=0):
     """Join arrays of one shape along a new axis."""
     t = _traced(*xs)
@@ -384,16 +455,17 @@ def _dims(n):
     return tuple(n) if isinstance(n, (tuple, list)) else (n,)
 
 
-zeros = _creation("zeros", np.zeros, _dims)
-ones = _creation("ones", np.ones, _dims)
-eye = _creation("eye", lambda n: np.eye(n), lambda n: (n, n))
-arange = _creation("arange", lambda n: np.arange(n, dtype=np.float64), lambda n: (n,))
+zeros = export()(_creation("zeros", np.zeros, _dims))
+ones = export()(_creation("ones", np.ones, _dims))
+eye = export()(_creation("eye", lambda n: np.eye(n), lambda n: (n, n)))
+arange = export()(_creation("arange", lambda n: np.arange(n, dtype=np.float64), lambda n: (n,)))
 
 
 # ---------------------------------------------------------------- numpy's names for the same operations
 
 def _ufuncs():
-    table = {
+    """numpy's ufuncs for the operators and for the functions under other names."""
+    return {
         np.add: lambda a, b: _op(a, b, "__add__", "__radd__"),
         np.subtract: lambda a, b: _op(a, b, "__sub__", "__rsub__"),
         np.multiply: lambda a, b: _op(a, b, "__mul__", "__rmul__"),
@@ -419,10 +491,6 @@ def _ufuncs():
         np.maximum: globals()["maximum"], np.minimum: globals()["minimum"],
         np.absolute: globals()["abs"], np.fabs: globals()["abs"], np.rint: globals()["round"],
     }
-    for name, fn in UNARY_NUMPY.items():
-        if isinstance(fn, np.ufunc):
-            table.setdefault(fn, globals()[name])
-    return table
 
 
 def _op(a, b, method, reflected):
@@ -431,8 +499,8 @@ def _op(a, b, method, reflected):
     return getattr(b, reflected)(a)
 
 
-UFUNCS = _ufuncs()
-FUNCTIONS = {
+UFUNCS.update(_ufuncs())
+FUNCTIONS.update({
     np.sum: lambda x, axis=None: sum(x, axis), np.prod: lambda x, axis=None: prod(x, axis),
     np.mean: lambda x, axis=None: mean(x, axis), np.max: lambda x, axis=None: max(x, axis=axis),
     np.min: lambda x, axis=None: min(x, axis=axis), np.where: where, np.clip: clip, np.dot: dot,
@@ -440,7 +508,7 @@ FUNCTIONS = {
     np.concatenate: lambda xs, axis=0: concat(xs, axis), np.stack: stack, np.linalg.inv: inv,
     np.linalg.det: det, np.linalg.slogdet: slogdet, np.linalg.cholesky: cholesky, np.linalg.solve: solve,
     np.linalg.norm: lambda x, ord=None, axis=None: _two_norm(x, ord, axis),
-}
+})
 if hasattr(np, "amax"):
     FUNCTIONS.update({np.amax: FUNCTIONS[np.max], np.amin: FUNCTIONS[np.min]})
 

@@ -1,8 +1,10 @@
 """Graph -> Python source of straight-line numpy calls -> callable.
 
 The source is generated from the validated IR only: every line is a
-primitive's own template (our code) filled with variable names and
-``repr``s of static params (ints, floats, tuples), never user text.
+primitive's own template (our code) filled with variable names it made and
+params it formats itself from their types (``literal``, ``integer``: numbers,
+bools, string literals, tuples of them; anything else is refused before
+``exec``), never text a graph carried.
 
 Three specialisations make programs fast:
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from derivd.ir.loop import run_loop
-from derivd.ops.evaluate import BASE_NAMESPACE, expression, literal
+from derivd.ops.evaluate import BASE_NAMESPACE, expression, integer, literal
 from derivd.ops.registry import FLOAT
 
 
@@ -65,7 +67,7 @@ def compile_graph(graph, inputs: list, outputs: list, name: str = "tape") -> Tap
     ns = dict(BASE_NAMESPACE, _run_loop=run_loop)
     for n in nodes:
         if n.prim == "loop":  # its body, compiled once: the loop runs it count times
-            body = dict(n.params)["body"]
+            body = n.params["body"]
             if body.tape is None:
                 body.tape = compile_graph(body.graph, body.inputs, body.outputs, name="body")
             ns[f"_body{n.id}"] = body.tape.run
@@ -130,10 +132,10 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
     for pos, n in enumerate(nodes):
         if n.prim == "input":
             if n.id not in var:  # an input the caller did not pass: cannot happen after validation
-                raise KeyError(f"input {dict(n.params)['name']!r} not bound")
+                raise KeyError(f"input {n.params['name']!r} not bound")
             continue
         if n.prim == "const":
-            var[n.id] = literal(n.params[0][1])
+            var[n.id] = literal(n.params["value"])
             continue
         if n.id in folded:
             continue
@@ -156,11 +158,11 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         elif n.prim == "loop":
             expr = _loop_call(n, args)
         else:
-            expr = expression(prim, args, dict(n.params), [(a.shape, a.dtype) for a in n.inputs], use_scalar)
+            expr = expression(prim, args, n.params, [(a.shape, a.dtype) for a in n.inputs], use_scalar)
             first = n.inputs[0] if n.inputs else None
             if (prim.inplace_impl is not None and first is not None and first.prim in FRESH
                     and last_use.get(first.id) == pos and first.id not in keep):
-                kw = "".join(f", {k}={literal(v)}" for k, v in n.params)
+                kw = "".join(f", {k}={literal(v)}" for k, v in n.params.items())
                 expr = f"_inplace_{prim.name}({', '.join(args)}{kw})"
             if scalar and n.shape == () and n.dtype == FLOAT and not (use_scalar and prim.scalar_template):
                 expr = f"float({expr})"  # numpy scalars out of arrays: Python floats from here on
@@ -200,7 +202,7 @@ def _einsum(total, product, factors, var) -> str:
     """``sum(a * b, axes)`` as ``np.einsum``: one letter per axis of the product; a factor's axis of
     size 1 that the product broadcasts is squeezed out, so numpy sees the contraction's true shape."""
     rank = product.ndim
-    summed = {axis % rank for axis in dict(total.params)["axes"]}
+    summed = {axis % rank for axis in total.params["axes"]}
     specs, operands = [], []
     for a in factors:
         offset = rank - a.ndim
@@ -223,13 +225,13 @@ def _collecting_twins(nodes) -> dict:
     the reverse mode asks for the states of a loop whose final values the program already uses."""
     collecting = {}
     for n in nodes:
-        if n.prim == "loop" and dict(n.params)["collect"]:
-            p = dict(n.params)
+        if n.prim == "loop" and n.params["collect"]:
+            p = n.params
             collecting[(id(p["body"]), tuple(a.id for a in n.inputs), p["count"], p["reverse"])] = n
     twins = {}
     for n in nodes:
-        if n.prim == "loop" and not dict(n.params)["collect"]:
-            p = dict(n.params)
+        if n.prim == "loop" and not n.params["collect"]:
+            p = n.params
             twin = collecting.get((id(p["body"]), tuple(a.id for a in n.inputs), p["count"], p["reverse"]))
             if twin is not None:
                 twins[n.id] = twin
@@ -238,7 +240,14 @@ def _collecting_twins(nodes) -> dict:
 
 def _loop_call(n, args) -> str:
     """A loop node: its body (compiled separately, ``_body<id>``) run by ``run_loop``."""
-    p = dict(n.params)
+    p = n.params
     m = len(p["body"].carried)
     carried, captured = "".join(a + ", " for a in args[:m]), "".join(a + ", " for a in args[m:])
-    return f"_run_loop(_body{n.id}, ({carried}), ({captured}), {p['count']}, {p['reverse']}, {p['collect']})"
+    return (f"_run_loop(_body{n.id}, ({carried}), ({captured}), {integer(p['count'])}, {_flag(p['reverse'])}, "
+            f"{_flag(p['collect'])})")
+
+
+def _flag(v) -> str:
+    if type(v) is not bool:
+        raise TypeError(f"expected a bool, not {type(v).__name__}")
+    return repr(v)

@@ -1,9 +1,12 @@
 """The language's functions (CONTRACT §1), each written as primitives.
 
-A function here receives already-lowered arguments: graph nodes, or static
-Python values (ints, floats, bools, tuples) for shapes, axes and loop
-indices. Composites (``mean``, ``softmax``, ``clip``, ``outer``, ``trace``...)
-are built from primitives and inherit their derivative rules.
+Two sources, one namespace: every name a primitive declares in its
+registration (``Primitive.dsl``, ops/registry.py: ``sin``, ``atan2``, ...),
+and the ``f_<name>`` methods here: composites (``mean``, ``softmax``,
+``clip``, ``outer``, ``trace``...) built from primitives, which inherit their
+derivative rules. Both receive already-lowered arguments: graph nodes, or
+static Python values (ints, floats, bools, tuples) for shapes, axes and loop
+indices; a registered call receives this Library as ``lib`` for the helpers below.
 """
 
 from __future__ import annotations
@@ -11,14 +14,11 @@ from __future__ import annotations
 import math
 
 from derivd.errors import ProgramError, ShapeError
-from derivd.ops import apply
+from derivd.ops import REGISTRY, apply
 from derivd.ops.registry import BOOL, FLOAT, INT, nullary
 
-UNARY = (
-    "abs sign sqrt cbrt exp exp2 expm1 log log2 log10 log1p sin cos tan asin acos atan sinh cosh tanh "
-    "asinh acosh atanh erf erfc sigmoid softplus relu square reciprocal floor ceil round"
-).split()
-BINARY = {"atan2": "atan2", "hypot": "hypot", "maximum": "maximum", "minimum": "minimum", "pow": "pow"}
+# The language's names for primitives, as their registrations declare them: name -> call(lib, ...).
+CALLS = {name: call for prim in REGISTRY.values() for name, call in prim.dsl.items()}
 
 
 class Library:
@@ -48,6 +48,11 @@ class Library:
             raise ShapeError(f"repeated axis in {list(items)}")
         return tuple(sorted(out))
 
+    def axis(self, x, axis) -> int:
+        """One static axis of ``x``, as the negative axis primitives take."""
+        (a,) = self.axes(x, self.lo.static_int(axis, "axis"))
+        return a
+
     def shape_arg(self, v) -> tuple[int, ...]:
         items = v if isinstance(v, tuple) else (v,)
         shape = tuple(self.lo.static_int(s, "shape") for s in items)
@@ -72,16 +77,13 @@ class Library:
     # ------------------------------------------------------------ dispatch
 
     def known(self, name: str) -> bool:
-        return name in UNARY or name in BINARY or hasattr(self, "f_" + name)
+        return name in CALLS or hasattr(self, "f_" + name)
 
     def call(self, name, args, kwargs):
+        registered = CALLS.get(name)
+        if registered is not None:
+            return registered(self, *args, **kwargs)
         fn = getattr(self, "f_" + name, None)
-        if name in UNARY:
-            self.arity(name, args, kwargs, 1)
-            return apply(name, self.as_float(args[0]))
-        if name in BINARY:
-            self.arity(name, args, kwargs, 2)
-            return apply(BINARY[name], self.as_float(args[0]), self.as_float(args[1]))
         if fn is None:
             return None
         return fn(*args, **kwargs)
@@ -94,16 +96,6 @@ class Library:
 
     # ------------------------------------------------------------ reductions
 
-    def _reduce(self, prim, x, axis=None):
-        x = self.arr(x)
-        return apply(prim, x, axes=self.axes(x, axis))
-
-    def f_sum(self, x, axis=None):
-        return self._reduce("sum", x, axis)
-
-    def f_prod(self, x, axis=None):
-        return self._reduce("prod", self.as_float(x), axis)
-
     def f_mean(self, x, axis=None):
         x = self.arr(x)
         axes = self.axes(x, axis)
@@ -115,12 +107,12 @@ class Library:
     def f_max(self, x, *more, axis=None):
         if more:  # max(a, b, ...) is elementwise, as in Python
             return self._fold("maximum", x, more, axis)
-        return self._nonempty_reduce("max", x, axis)
+        return self.reduce("max", x, axis, nonempty=True)
 
     def f_min(self, x, *more, axis=None):
         if more:
             return self._fold("minimum", x, more, axis)
-        return self._nonempty_reduce("min", x, axis)
+        return self.reduce("min", x, axis, nonempty=True)
 
     def _fold(self, prim, x, more, axis):
         if axis is not None:
@@ -130,18 +122,14 @@ class Library:
             out = apply(prim, out, self.as_float(y))
         return out
 
-    def _nonempty_reduce(self, prim, x, axis):
+    def reduce(self, prim, x, axis, nonempty=False):
+        """``prim`` over ``axis`` (an int, a tuple, None: all); ``nonempty``: an empty reduction
+        (one with no identity, as max or logsumexp) is refused, named after ``prim``."""
         x = self.arr(x)
         axes = self.axes(x, axis)
-        if any(x.shape[a] == 0 for a in axes):
+        if nonempty and any(x.shape[a] == 0 for a in axes):
             raise ShapeError(f"{prim}() of an empty array (shape {list(x.shape)})", shape=list(x.shape))
         return apply(prim, x, axes=axes)
-
-    def f_logsumexp(self, x, axis=None):
-        return self._nonempty_reduce("logsumexp", self.as_float(x), axis)
-
-    def f_norm(self, x, axis=None):
-        return self._reduce("norm2", self.as_float(x), axis)
 
     def f_softmax(self, x, axis=-1):
         x = self.as_float(x)
@@ -223,27 +211,19 @@ class Library:
             raise ShapeError(f"trace() takes a matrix, got shape {list(x.shape)}", shape=list(x.shape))
         return apply("sum", self.f_diag(x), axes=(-1,))
 
-    def _square(self, name, a):
+    def square(self, name, a):
+        """``a`` as floats, refused unless its last two axes are a square matrix."""
         a = self.as_float(a)
         if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
             raise ShapeError(f"{name}() takes a square matrix, got shape {list(a.shape)}", shape=list(a.shape))
         return a
 
-    def f_inv(self, a):
-        return apply("inv", self._square("inv", a))
-
-    def f_det(self, a):
-        return apply("det", self._square("det", a))
-
     def f_slogdet(self, a):
-        a = self._square("slogdet", a)
+        a = self.square("slogdet", a)
         return (apply("slogdet_sign", a), apply("logabsdet", a))
 
-    def f_cholesky(self, a):
-        return apply("cholesky", self._square("cholesky", a))
-
     def f_solve(self, a, b):
-        a, b = self._square("solve", a), self.as_float(b)
+        a, b = self.square("solve", a), self.as_float(b)
         if b.ndim == 1:
             if b.shape[0] != a.shape[-1]:
                 raise ShapeError(f"solve: shapes {list(a.shape)} and {list(b.shape)} are not aligned",
@@ -337,3 +317,8 @@ class Library:
 
 def dtype_name(dtype: str) -> str:
     return {FLOAT: "float64", INT: "int64", BOOL: "bool"}[dtype]
+
+
+_twice = sorted(name for name in CALLS if hasattr(Library, "f_" + name))
+if _twice:
+    raise RuntimeError(f"language names both registered by a primitive and defined here: {_twice}")

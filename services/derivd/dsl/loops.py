@@ -117,8 +117,8 @@ class Trace:
         live = {n.id for n in g.live_nodes(nodes)}
         self.size = len(live)
         used = [(p, v) for p, v in captures if p.id in live]
-        by_name = [n for n in g.inputs.values() if n.id in live and dict(n.params)["role"] in ("at", "const")]
-        self.captured_outer = [v for _, v in used] + [lo.lookup(dict(n.params)["name"], s, {}) for n in by_name]
+        by_name = [n for n in g.inputs.values() if n.id in live and n.params["role"] in ("at", "const")]
+        self.captured_outer = [v for _, v in used] + [lo.lookup(n.params["name"], s, {}) for n in by_name]
         self._outs = outs
         self._build = (g, k, [self.carried[n] for n in names], [p for p, _ in used] + by_name)
 

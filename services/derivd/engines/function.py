@@ -58,7 +58,7 @@ class CompiledFunction:
         counts as the states its vjp keeps, one per iteration (count x its carried values)."""
         def width(n) -> int:
             if n.prim == "loop":
-                p = dict(n.params)
+                p = n.params
                 return 8 * p["count"] * sum(max(1, c.size) for c in p["body"].carried)
             return 8 * max(1, n.size)
 
@@ -90,15 +90,15 @@ class CompiledFunction:
             loaded = self.shared.load(self.key.with_transform(key)) if self.shared is not None else None
             if loaded is not None:
                 graph, inputs, outputs = loaded
-                params = [n for n in inputs if n.params[1][1] != "extra"]
+                params = [n for n in inputs if n.params["role"] != "extra"]
                 tape = compile_graph(graph, inputs, outputs, name="tape")
             else:
                 extra, outputs = build()
-                params = [n for name, n in self.graph.inputs.items() if n.params[1][1] != "extra"]
+                params = [n for name, n in self.graph.inputs.items() if n.params["role"] != "extra"]
                 tape = compile_graph(self.graph, params + extra, outputs, name="tape")
                 if self.shared is not None:
                     self.shared.store(self.key.with_transform(key), self.graph, params + extra, outputs)
-            tape.arg_names = [dict(n.params)["name"] for n in params]
+            tape.arg_names = [n.params["name"] for n in params]
             self._tapes[key] = tape
             return tape, time.perf_counter() - t0
 

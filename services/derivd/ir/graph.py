@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from types import MappingProxyType
 from typing import Any, Iterable
 
 import numpy as np
@@ -29,12 +30,15 @@ from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import BOOL, FLOAT, INT
 
 DTYPE_BYTES = {FLOAT: 8, INT: 8, BOOL: 1}
+NO_PARAMS = MappingProxyType({})  # the params of every node that has none: one shared, read-only mapping
 
 
 def freeze(value: Any) -> Any:
     """A hashable, canonical form of a param value (lists become tuples)."""
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
@@ -43,6 +47,9 @@ def freeze(value: Any) -> Any:
 
 
 class Node:
+    """One SSA value. ``params`` maps each parameter's name to its (frozen, hashable) value, in
+    name order; it is read-only by convention: ``Graph.apply`` keyed the node by it."""
+
     __slots__ = ("graph", "id", "prim", "inputs", "params", "shape", "dtype", "masked", "__weakref__")
 
     def __init__(self, graph, id, prim, inputs, params, shape, dtype):
@@ -97,7 +104,7 @@ class Graph:
     def input(self, name: str, shape: tuple[int, ...], dtype: str = FLOAT, role: str = "at") -> Node:
         if name in self.inputs:
             return self.inputs[name]
-        node = self._new("input", (), (("name", name), ("role", role)), tuple(shape), dtype)
+        node = self._new("input", (), {"name": name, "role": role}, tuple(shape), dtype)
         self.inputs[name] = node
         return node
 
@@ -115,7 +122,7 @@ class Graph:
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        node = self._new("const", (), (("value", v),), (), dtype)
+        node = self._new("const", (), {"value": v}, (), dtype)
         self._memo[key] = node
         return node
 
@@ -127,17 +134,18 @@ class Graph:
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        shape, dtype = prim.shape_rule(*[(a.shape, a.dtype) for a in args], **dict(frozen))
+        named = dict(frozen) if frozen else NO_PARAMS
+        shape, dtype = prim.shape_rule(*[(a.shape, a.dtype) for a in args], **named)
         shape = tuple(int(n) for n in shape)
         simplified = self._simplify(name, args, shape, dtype)
         if simplified is not None:
             return simplified
         if shape == () and args and all(a.prim == "const" for a in args) and name != "zeros":
-            node = self._fold(prim, args, dict(frozen))
+            node = self._fold(prim, args, named)
             if node is not None:
                 self._memo[key] = node
                 return node
-        node = self._new(name, args, frozen, shape, dtype)
+        node = self._new(name, args, named, shape, dtype)
         self._memo[key] = node
         return node
 
@@ -151,7 +159,7 @@ class Graph:
         if name == "neg" and args[0].prim == "mul":
             a, b = args[0].inputs
             if a.prim == "const" and a.dtype != BOOL and b.shape == shape:
-                return self.apply("mul", (-a.params[0][1], b), {})
+                return self.apply("mul", (-a.params["value"], b), {})
         if name not in ("mul", "add", "sub", "div") or len(args) != 2:
             return None
         a, b = args
@@ -166,7 +174,7 @@ class Graph:
                 return self.apply("broadcast_to", (float(va * vb),), {"shape": shape, "in_ndim": 0})
             for c, x in ((a, b), (b, a)):  # c * (d * x) -> (c*d) * x
                 if c.prim == "const" and x.prim == "mul" and x.inputs[0].prim == "const" and x.shape == shape:
-                    return self.apply("mul", (float(c.params[0][1] * x.inputs[0].params[0][1]), x.inputs[1]), {})
+                    return self.apply("mul", (float(c.params["value"] * x.inputs[0].params["value"]), x.inputs[1]), {})
             if va is not None and a.prim != "const" and b.shape == shape:
                 return self.apply("mul", (float(va), b), {})
             if vb is not None and b.prim != "const" and a.shape == shape:
@@ -174,7 +182,7 @@ class Graph:
         if name == "add" and dtype == FLOAT:
             for base, scat in ((a, b), (b, a)):
                 if scat.prim == "index_scatter" and base.shape == shape and scat.shape == shape:
-                    return self.apply("index_add", (base, scat.inputs[0]), {"items": dict(scat.params)["items"]})
+                    return self.apply("index_add", (base, scat.inputs[0]), {"items": scat.params["items"]})
         return None
 
     def _fold(self, prim, args, params):
@@ -183,7 +191,7 @@ class Graph:
             with np.errstate(all="ignore"):
                 # numpy scalars: numpy's semantics (0/0 is nan, not ZeroDivisionError), as the tapes have
                 value = eval_primitive(prim, [np.float64(v) if type(v) is float else v
-                                              for v in (a.params[0][1] for a in args)], params)
+                                              for v in (a.params["value"] for a in args)], params)
         except (ArithmeticError, ValueError, TypeError):
             return None
         value = np.asarray(value)
@@ -233,7 +241,7 @@ class Graph:
         index = {n.id: i for i, n in enumerate(nodes)}
         return {
             "nodes": [
-                [n.prim, [index[a.id] for a in n.inputs], [[k, _jsonable(v)] for k, v in n.params],
+                [n.prim, [index[a.id] for a in n.inputs], [[k, _jsonable(v)] for k, v in n.params.items()],
                  list(n.shape), n.dtype]
                 for n in nodes
             ],
@@ -251,7 +259,7 @@ def _filled(node: Node):
     if node.prim in ("ones", "zeros"):
         return 1 if node.prim == "ones" else 0
     if node.prim == "const" and node.dtype != BOOL:
-        return node.params[0][1]
+        return node.params["value"]
     return None
 
 

@@ -34,6 +34,8 @@ class Body:
     """A loop body: ``outputs = f(counter, *carried, *captured)`` with each output shaped like
     its carried input. Compared and hashed by identity; its JSON form is its graph's."""
 
+    is_loop_body = True  # what the loop primitive's param schema asks of its body (ops/control.py)
+
     def __init__(self, graph: Graph, counter: Node, carried: list[Node], captured: list[Node],
                  outputs: list[Node]):
         self.graph = graph
@@ -90,11 +92,11 @@ def inline(dst: Graph, body: Body, counter, carried: list, captured: list) -> li
         if n.id in mapped:
             continue
         if n.prim == "input":
-            raise ValueError(f"loop body input {dict(n.params)['name']!r} is not bound")
+            raise ValueError(f"loop body input {n.params['name']!r} is not bound")
         if n.prim == "const":
-            mapped[n.id] = dst.const(n.params[0][1])
+            mapped[n.id] = dst.const(n.params["value"])
         else:
-            mapped[n.id] = dst.apply(n.prim, [mapped[a.id] for a in n.inputs], dict(n.params))
+            mapped[n.id] = dst.apply(n.prim, [mapped[a.id] for a in n.inputs], n.params)
     return [mapped[o.id] for o in body.outputs]
 
 
@@ -113,11 +115,11 @@ def hoist(graph: Graph, body: Body, captured: list) -> tuple[Body, list]:
                for n in live):
         return body, list(captured)
     g = Graph()
-    counter = g.input(body.counter.params[0][1], (), INT, "loop")
+    counter = g.input(body.counter.params["name"], (), INT, "loop")
     mapped = {body.counter.id: counter}
     carried = []
     for c in body.carried:
-        mapped[c.id] = g.input(dict(c.params)["name"], c.shape, c.dtype, "loop")
+        mapped[c.id] = g.input(c.params["name"], c.shape, c.dtype, "loop")
         carried.append(mapped[c.id])
     new_captured, new_outer = [], []
 
@@ -134,15 +136,15 @@ def hoist(graph: Graph, body: Body, captured: list) -> tuple[Body, list]:
         if n.id in mapped or n.id in outer:
             continue
         if n.prim == "const":
-            mapped[n.id] = g.const(n.params[0][1])
+            mapped[n.id] = g.const(n.params["value"])
         elif n.prim == "input":
-            raise ValueError(f"loop body input {dict(n.params)['name']!r} is not bound")
+            raise ValueError(f"loop body input {n.params['name']!r} is not bound")
         elif all(a.id in outer or a.prim == "const" for a in n.inputs):
-            args = [outer[a.id] if a.id in outer else graph.const(a.params[0][1]) for a in n.inputs]
-            outer[n.id] = graph.apply(n.prim, args, dict(n.params))
+            args = [outer[a.id] if a.id in outer else graph.const(a.params["value"]) for a in n.inputs]
+            outer[n.id] = graph.apply(n.prim, args, n.params)
         else:
             mapped[n.id] = g.apply(n.prim, [inside(a) if a.id in outer else mapped[a.id] for a in n.inputs],
-                                   dict(n.params))
+                                   n.params)
     outputs = [inside(o) if o.id in outer else mapped[o.id] for o in body.outputs]
     return Body(g, counter, carried, new_captured, outputs), new_outer
 

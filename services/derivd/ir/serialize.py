@@ -17,11 +17,14 @@ loop body (``ir.loop.Body``, the ``body`` of a ``loop`` node) is
 ``{"body": <its own document>}``, rebuilt the same way; bodies with equal
 documents come back as one object, as they were shared before.
 
-``from_json`` trusts nothing in the text: it replays every node through
-``Graph.apply`` (or ``Graph.input`` / ``Graph.const``), so each primitive name
-must exist in the registry, each shape and dtype is re-inferred by the
-primitive's own shape rule and must equal the recorded one, arguments must
-come before their use, and the graph limits hold. Replaying a graph that
+``from_json`` trusts nothing in the text, signed or not: it replays every node
+through ``Graph.apply`` (or ``Graph.input`` / ``Graph.const``), so each
+primitive name must exist in the registry, its params must be exactly the ones
+the primitive declares, each of the type and range of its schema
+(``Primitive.params``: an index item is an int, a loop's ``reverse`` a bool),
+each shape and dtype is re-inferred by the primitive's own shape rule and must
+equal the recorded one, arguments must come before their use, and the graph
+limits hold. Replaying a graph that
 ``Graph.apply`` built gives back the same graph, node for node: the
 simplifications, folding and sharing ``apply`` performs depend only on the
 arguments' structure, which the replay reproduces.
@@ -41,6 +44,7 @@ from derivd.ops.registry import BOOL, FLOAT, INT
 
 FORMAT = "derivd-graph/1"
 DTYPES = (FLOAT, INT, BOOL)
+ROLES = ("at", "const", "extra", "loop")  # a program's inputs, its constants, seeds of a transform, a loop body's
 NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
@@ -55,7 +59,7 @@ def to_json(graph: Graph, outputs: list[Node], inputs: list[Node] = ()) -> dict:
     index = {n.id: i for i, n in enumerate(nodes)}
     return {
         "format": FORMAT,
-        "nodes": [[n.prim, [index[a.id] for a in n.inputs], [[k, _encode(v)] for k, v in n.params],
+        "nodes": [[n.prim, [index[a.id] for a in n.inputs], [[k, _encode(v)] for k, v in n.params.items()],
                    list(n.shape), n.dtype] for n in nodes],
         "inputs": [index[n.id] for n in inputs],
         "outputs": [index[n.id] for n in outputs],
@@ -110,9 +114,11 @@ def _replay(doc: Any, limits) -> tuple[Graph, list[Node], list[Node]]:
         if dtype not in DTYPES:
             raise GraphFormatError(f"node {i} has unknown dtype {dtype!r}")
         if prim == "input":
-            if args or set(params) != {"name", "role"}:
-                raise GraphFormatError(f"input node {i} must have a name and a role and no arguments")
-            node = graph.input(str(params["name"]), shape, dtype, str(params["role"]))
+            if (args or set(params) != {"name", "role"} or not isinstance(params["name"], str)
+                    or params["role"] not in ROLES):
+                raise GraphFormatError(f"input node {i} must have a name and a role (a string, and one of "
+                                       f"{', '.join(ROLES)}) and no arguments")
+            node = graph.input(params["name"], shape, dtype, params["role"])
         elif prim == "const":
             if args or set(params) != {"value"} or not isinstance(params["value"], (bool, int, float)):
                 raise GraphFormatError(f"const node {i} must hold one number")
@@ -120,6 +126,10 @@ def _replay(doc: Any, limits) -> tuple[Graph, list[Node], list[Node]]:
         else:
             if prim not in ops.REGISTRY:
                 raise GraphFormatError(f"node {i} names unknown primitive {prim!r}")
+            try:
+                ops.get(prim).check_params(params)
+            except ValueError as e:
+                raise GraphFormatError(f"node {i}: {e}") from None
             node = graph.apply(prim, [built[a] for a in args], params)
         if node.shape != shape or node.dtype != dtype:
             raise GraphFormatError(f"node {i} ({prim}) rebuilds as {node.dtype}{list(node.shape)}, "

@@ -11,13 +11,11 @@ where ``x == 0``.
 
 from __future__ import annotations
 
-import numpy as np
-
-from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import (
-    AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, declare_sparsity, elementwise_cases, hint,
-    register, result_dtype, scale, bilinear, composite, constant, get, integral, linear,
+    AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, elementwise_cases, floats, register,
+    result_dtype, scale,
 )
+from derivd.ops.taylor_kernels import bilinear, composite, constant, integral, linear
 
 
 def op(name):
@@ -33,8 +31,13 @@ def _float_shape(x, **_):
     return x[0], FLOAT
 
 
-def unary(name, template, deriv, scalar=None, doc="", taylor=None):
-    """An elementwise function with derivative ``deriv(x, y)`` (``None``: zero derivative)."""
+NONLINEAR, PIECEWISE_LINEAR, ZERO = ("elementwise", "all"), ("elementwise", ()), ("zero", ())
+
+
+def unary(name, template, deriv, scalar=None, *, domain=REAL, taylor=None, sparsity=NONLINEAR, dsl=True,
+          doc=""):
+    """An elementwise function with derivative ``deriv(x, y)`` (``None``: zero derivative), swept on
+    ``domain`` (intervals), a language function of one array unless ``dsl`` is False."""
 
     def jvp(primals, tangents, out):
         (t,) = tangents
@@ -48,11 +51,13 @@ def unary(name, template, deriv, scalar=None, doc="", taylor=None):
         return [scale(ct, deriv(primals[0], out))]
 
     register(Primitive(name, _float_shape, template=template, scalar_template=scalar,
-                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True, doc=doc))
+                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True, doc=doc,
+                       sparsity=ZERO if deriv is None else sparsity, sample=elementwise_cases(domain),
+                       dsl={name: floats(name, 1)} if dsl else {}))
 
 
-# Taylor rule shapes of elementwise functions (the generic ones are in registry.py;
-# the recurrences are the taylor_* helper primitives at the end of this module).
+# Taylor rule shapes of elementwise functions (the generic ones and the taylor_* recurrences
+# are in taylor_kernels.py).
 
 
 def riccati(a, b, c):
@@ -86,44 +91,64 @@ def paired(mate, sign, second=False):
 PI_2 = 1.1283791670955126  # 2 / sqrt(pi)
 LN2, LN10 = 0.6931471805599453, 2.302585092994046
 
-unary("neg", "(-{0})", lambda x, y: -1.0, "(-{0})", taylor=linear)
+_POS = ((0.2, 3.0),)
+_UNIT = ((-0.8, 0.8),)
+_NOT_INT = ((-1.9, -1.1), (-0.9, -0.1), (0.1, 0.9), (1.1, 1.9))  # away from floor's and ceil's jumps
+_NOT_HALF = ((-1.4, -0.6), (-0.4, 0.4), (0.6, 1.4))  # away from round's
+
+unary("neg", "(-{0})", lambda x, y: -1.0, "(-{0})", taylor=linear, sparsity=PIECEWISE_LINEAR, dsl=False)
 unary("exp", "np.exp({0})", lambda x, y: y, "math.exp({0})", taylor=riccati(0.0, 1.0, 0.0))
 unary("exp2", "np.exp2({0})", lambda x, y: y * LN2, "math.pow(2.0, {0})", taylor=riccati(0.0, LN2, 0.0))
 unary("expm1", "np.expm1({0})", lambda x, y: y + 1.0, "math.expm1({0})", taylor=riccati(1.0, 1.0, 0.0))
-unary("log", "np.log({0})", lambda x, y: reciprocal(x), "math.log({0})", taylor=logarithm(1.0))
-unary("log2", "np.log2({0})", lambda x, y: reciprocal(x * LN2), "math.log2({0})", taylor=logarithm(1 / LN2))
-unary("log10", "np.log10({0})", lambda x, y: reciprocal(x * LN10), "math.log10({0})", taylor=logarithm(1 / LN10))
-unary("log1p", "np.log1p({0})", lambda x, y: reciprocal(x + 1.0), "math.log1p({0})", taylor=logarithm(1.0, shift=1.0))
+unary("log", "np.log({0})", lambda x, y: reciprocal(x), "math.log({0})", taylor=logarithm(1.0), domain=_POS)
+unary("log2", "np.log2({0})", lambda x, y: reciprocal(x * LN2), "math.log2({0})", taylor=logarithm(1 / LN2),
+      domain=_POS)
+unary("log10", "np.log10({0})", lambda x, y: reciprocal(x * LN10), "math.log10({0})", taylor=logarithm(1 / LN10),
+      domain=_POS)
+unary("log1p", "np.log1p({0})", lambda x, y: reciprocal(x + 1.0), "math.log1p({0})",
+      taylor=logarithm(1.0, shift=1.0), domain=((-0.8, 2.0),))
 unary("sin", "np.sin({0})", lambda x, y: cos(x), "math.sin({0})", taylor=paired("cos", -1.0))
 unary("cos", "np.cos({0})", lambda x, y: -sin(x), "math.cos({0})", taylor=paired("sin", -1.0, second=True))
-unary("tan", "np.tan({0})", lambda x, y: square(y) + 1.0, "math.tan({0})", taylor=riccati(1.0, 0.0, 1.0))
-unary("asin", "np.arcsin({0})", lambda x, y: reciprocal(sqrt(1.0 - square(x))), "math.asin({0})", taylor=integral)
-unary("acos", "np.arccos({0})", lambda x, y: -reciprocal(sqrt(1.0 - square(x))), "math.acos({0})", taylor=integral)
+unary("tan", "np.tan({0})", lambda x, y: square(y) + 1.0, "math.tan({0})", taylor=riccati(1.0, 0.0, 1.0),
+      domain=((-1.2, 1.2),))
+unary("asin", "np.arcsin({0})", lambda x, y: reciprocal(sqrt(1.0 - square(x))), "math.asin({0})", taylor=integral,
+      domain=_UNIT)
+unary("acos", "np.arccos({0})", lambda x, y: -reciprocal(sqrt(1.0 - square(x))), "math.acos({0})",
+      taylor=integral, domain=_UNIT)
 unary("atan", "np.arctan({0})", lambda x, y: reciprocal(square(x) + 1.0), "math.atan({0})", taylor=integral)
 unary("sinh", "np.sinh({0})", lambda x, y: cosh(x), "math.sinh({0})", taylor=paired("cosh", 1.0))
 unary("cosh", "np.cosh({0})", lambda x, y: sinh(x), "math.cosh({0})", taylor=paired("sinh", 1.0, second=True))
 unary("tanh", "np.tanh({0})", lambda x, y: 1.0 - square(y), "math.tanh({0})", taylor=riccati(1.0, 0.0, -1.0))
-unary("asinh", "np.arcsinh({0})", lambda x, y: reciprocal(sqrt(square(x) + 1.0)), "math.asinh({0})", taylor=integral)
-unary("acosh", "np.arccosh({0})", lambda x, y: reciprocal(sqrt(square(x) - 1.0)), "math.acosh({0})", taylor=integral)
-unary("atanh", "np.arctanh({0})", lambda x, y: reciprocal(1.0 - square(x)), "math.atanh({0})", taylor=integral)
-unary("sqrt", "np.sqrt({0})", lambda x, y: 0.5 * reciprocal(y), "math.sqrt({0})", taylor=power(0.5))
-unary("cbrt", "np.cbrt({0})", lambda x, y: reciprocal(3.0 * square(y)), None, taylor=power(1 / 3))
+unary("asinh", "np.arcsinh({0})", lambda x, y: reciprocal(sqrt(square(x) + 1.0)), "math.asinh({0})",
+      taylor=integral)
+unary("acosh", "np.arccosh({0})", lambda x, y: reciprocal(sqrt(square(x) - 1.0)), "math.acosh({0})",
+      taylor=integral, domain=((1.2, 3.0),))
+unary("atanh", "np.arctanh({0})", lambda x, y: reciprocal(1.0 - square(x)), "math.atanh({0})", taylor=integral,
+      domain=_UNIT)
+unary("sqrt", "np.sqrt({0})", lambda x, y: 0.5 * reciprocal(y), "math.sqrt({0})", taylor=power(0.5), domain=_POS)
+unary("cbrt", "np.cbrt({0})", lambda x, y: reciprocal(3.0 * square(y)), None, taylor=power(1 / 3),
+      domain=AWAY_FROM_0)
 unary("square", "np.square({0})", lambda x, y: 2.0 * x, "({0} * {0})", taylor=composite(lambda x, y: x * x))
-unary("reciprocal", "np.reciprocal({0})", lambda x, y: -square(y), "(1.0 / {0})", taylor=riccati(0.0, 0.0, -1.0))
-unary("abs", "np.abs({0})", lambda x, y: apply("sign", x), "abs({0})", taylor=linear)
-unary("sign", "np.sign({0})", None, "(1.0 if {0} > 0 else -1.0 if {0} < 0 else {0} * 0.0)", taylor=constant)
-unary("floor", "np.floor({0})", None, "float(math.floor({0}))", taylor=constant)
-unary("ceil", "np.ceil({0})", None, "float(math.ceil({0}))", taylor=constant)
-unary("round", "np.round({0})", None, "float(round({0}))", taylor=constant)
+unary("reciprocal", "np.reciprocal({0})", lambda x, y: -square(y), "(1.0 / {0})", taylor=riccati(0.0, 0.0, -1.0),
+      domain=AWAY_FROM_0)
+unary("abs", "np.abs({0})", lambda x, y: apply("sign", x), "abs({0})", taylor=linear, sparsity=PIECEWISE_LINEAR,
+      domain=AWAY_FROM_0)
+unary("sign", "np.sign({0})", None, "(1.0 if {0} > 0 else -1.0 if {0} < 0 else {0} * 0.0)", taylor=constant,
+      domain=AWAY_FROM_0)
+unary("floor", "np.floor({0})", None, "float(math.floor({0}))", taylor=constant, domain=_NOT_INT)
+unary("ceil", "np.ceil({0})", None, "float(math.ceil({0}))", taylor=constant, domain=_NOT_INT)
+unary("round", "np.round({0})", None, "float(round({0}))", taylor=constant, domain=_NOT_HALF)
 unary("erf", "sp.erf({0})", lambda x, y: PI_2 * exp(-square(x)), "math.erf({0})", taylor=integral)
 unary("erfc", "sp.erfc({0})", lambda x, y: -PI_2 * exp(-square(x)), "math.erfc({0})", taylor=integral)
 unary("sigmoid", "sp.expit({0})", lambda x, y: y * sigmoid(-x), None,
       doc="dedicated (not exp-based) so large |x| neither overflows nor loses digits", taylor=riccati(0.0, 1.0, -1.0))
 unary("softplus", "np.logaddexp(0.0, {0})", lambda x, y: sigmoid(x), None,
       doc="log(1 + e^x) computed as logaddexp(0, x): no overflow for large x", taylor=integral)
-unary("relu", "np.maximum({0}, 0.0)", lambda x, y: apply("step", x), "max({0}, 0.0)", taylor=linear)
+unary("relu", "np.maximum({0}, 0.0)", lambda x, y: apply("step", x), "max({0}, 0.0)", taylor=linear,
+      sparsity=PIECEWISE_LINEAR, domain=AWAY_FROM_0)
 unary("step", "np.greater({0}, 0.0).astype(np.float64)", None, "float({0} > 0.0)",
-      doc="Heaviside step (1 for x > 0): relu's derivative; its own is 0", taylor=constant)
+      doc="Heaviside step (1 for x > 0): relu's derivative; its own is 0", taylor=constant, domain=AWAY_FROM_0,
+      dsl=False)
 
 
 # ---------------------------------------------------------------- binary
@@ -137,11 +162,10 @@ def _float_binary_shape(a, b, **_):
     return broadcast_shapes(a[0], b[0]), FLOAT
 
 
-def binary(name, template, scalar, da, db, shape=_float_binary_shape, linear=False, taylor=None):
-    """A binary elementwise function with partials ``da(a, b, y)``, ``db(a, b, y)``.
-
-    ``None`` for a partial means zero. ``linear`` marks bilinear/linear maps whose
-    partials are the other operand (their jvp is the product rule).
+def binary(name, template, scalar, da, db, *, domains=(REAL, REAL), shape=_float_binary_shape, taylor=None,
+           sparsity=NONLINEAR, dsl=False):
+    """A binary elementwise function with partials ``da(a, b, y)``, ``db(a, b, y)`` (``None``: zero),
+    swept on ``domains`` (one per argument); ``dsl``: a language function of two arrays.
     """
 
     def jvp(primals, tangents, out):
@@ -162,7 +186,9 @@ def binary(name, template, scalar, da, db, shape=_float_binary_shape, linear=Fal
                 None if db is None else scale(ct, db(a, b, out))]
 
     register(Primitive(name, shape, template=template, scalar_template=scalar,
-                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True))
+                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True,
+                       sparsity=ZERO if da is None and db is None else sparsity,
+                       sample=elementwise_cases(*domains), dsl={name: floats(name, 2)} if dsl else {}))
 
 
 def _add_jvp(sign):
@@ -187,7 +213,7 @@ def _div_taylor(p, s, out, jet):
 def _integer(node, bound=2**16):
     """The value of an integer-valued literal within ±bound, else None."""
     if node.prim == "const" and node.dtype != BOOL:
-        v = node.params[0][1]
+        v = node.params["value"]
         if float(v).is_integer() and abs(v) <= bound:
             return int(v)
     return None
@@ -212,21 +238,27 @@ def _pow_taylor(p, s, out, jet):
     return None if prod is None else jet.series(reciprocal(prod) if r < 0 else prod)
 
 
+_QUOTIENT = ((-2.6, -2.3), (0.1, 0.9), (2.3, 2.6)), ((1.4, 1.5),)  # a / b stays 0.1 from an integer
+_TIE_FREE = ((-2.0, -1.0), (1.0, 2.0)), ((-0.5, 0.5),)
+
 register(Primitive("add", _binary_shape, "({0} + {1})", scalar_template="({0} + {1})",
-                   jvp=_add_jvp(1), vjp=lambda p, out, ct: [ct, ct], taylor=linear, broadcasting=True))
+                   jvp=_add_jvp(1), vjp=lambda p, out, ct: [ct, ct], taylor=linear, broadcasting=True,
+                   sparsity=PIECEWISE_LINEAR, sample=elementwise_cases(REAL, REAL)))
 register(Primitive("sub", _binary_shape, "({0} - {1})", scalar_template="({0} - {1})",
-                   jvp=_add_jvp(-1), vjp=lambda p, out, ct: [ct, -ct], taylor=linear, broadcasting=True))
+                   jvp=_add_jvp(-1), vjp=lambda p, out, ct: [ct, -ct], taylor=linear, broadcasting=True,
+                   sparsity=PIECEWISE_LINEAR, sample=elementwise_cases(REAL, REAL)))
 binary("mul", "({0} * {1})", "({0} * {1})", lambda a, b, y: b, lambda a, b, y: a, shape=_binary_shape,
-       taylor=bilinear)
+       taylor=bilinear, sparsity=("elementwise", ((0, 1),)))
 binary("div", "({0} / {1})", "({0} / {1})",
-       lambda a, b, y: reciprocal(b), lambda a, b, y: -(y / b), taylor=_div_taylor)
+       lambda a, b, y: reciprocal(b), lambda a, b, y: -(y / b), taylor=_div_taylor, domains=(REAL, AWAY_FROM_0),
+       sparsity=("elementwise", ((0, 1), (1, 1))))
 binary("pow", "np.power({0}, {1})", "math.pow({0}, {1})",
        lambda a, b, y: b * apply("pow", a, b - 1.0),
        lambda a, b, y: y * where(apply("eq", a, 0.0), 0.0, log(where(apply("eq", a, 0.0), 1.0, a))),
-       taylor=_pow_taylor)
+       taylor=_pow_taylor, domains=(_POS, REAL), dsl=True)
 binary("atan2", "np.arctan2({0}, {1})", "math.atan2({0}, {1})",
        lambda a, b, y: b / (square(a) + square(b)), lambda a, b, y: -a / (square(a) + square(b)),
-       taylor=integral)
+       taylor=integral, domains=(AWAY_FROM_0, AWAY_FROM_0), dsl=True)
 
 
 def _safe(y):
@@ -235,7 +267,8 @@ def _safe(y):
 
 binary("hypot", "np.hypot({0}, {1})", "math.hypot({0}, {1})",
        lambda a, b, y: a / _safe(y), lambda a, b, y: b / _safe(y),
-       taylor=composite(lambda a, b, y: sqrt(square(a) + square(b)), vanish_at_zero=True))
+       taylor=composite(lambda a, b, y: sqrt(square(a) + square(b)), vanish_at_zero=True),
+       domains=(AWAY_FROM_0, AWAY_FROM_0), dsl=True)
 
 
 def _tie_weight(greater):
@@ -244,13 +277,16 @@ def _tie_weight(greater):
 
 
 binary("maximum", "np.maximum({0}, {1})", "max({0}, {1})",
-       _tie_weight("gt"), lambda a, b, y: 1.0 - _tie_weight("gt")(a, b, y), taylor=linear)
+       _tie_weight("gt"), lambda a, b, y: 1.0 - _tie_weight("gt")(a, b, y), taylor=linear,
+       sparsity=PIECEWISE_LINEAR, domains=_TIE_FREE, dsl=True)
 binary("minimum", "np.minimum({0}, {1})", "min({0}, {1})",
-       _tie_weight("lt"), lambda a, b, y: 1.0 - _tie_weight("lt")(a, b, y), taylor=linear)
+       _tie_weight("lt"), lambda a, b, y: 1.0 - _tie_weight("lt")(a, b, y), taylor=linear,
+       sparsity=PIECEWISE_LINEAR, domains=_TIE_FREE, dsl=True)
 binary("mod", "np.mod({0}, {1})", "({0} % {1})",
-       lambda a, b, y: 1.0, lambda a, b, y: -floor(a / b), shape=_binary_shape, taylor=linear)
+       lambda a, b, y: 1.0, lambda a, b, y: -floor(a / b), shape=_binary_shape, taylor=linear,
+       sparsity=PIECEWISE_LINEAR, domains=_QUOTIENT)
 binary("floordiv", "np.floor_divide({0}, {1})", "({0} // {1})", None, None, shape=_binary_shape,
-       taylor=constant)
+       taylor=constant, domains=_QUOTIENT)
 
 
 def _sum_terms(terms):
@@ -268,7 +304,7 @@ register(Primitive(
     jvp=lambda p, t, out: _sum_terms([None if t[0] is None else mul0(t[0], p[1]),
                                       None if t[1] is None else mul0(p[0], t[1])]),
     vjp=lambda p, out, ct: [mul0(ct, p[1]), mul0(ct, p[0])],
-    taylor=bilinear, broadcasting=True,
+    taylor=bilinear, broadcasting=True, sparsity=("elementwise", ((0, 1),)), sample=elementwise_cases(REAL, REAL),
     doc="a * b, but 0 wherever a == 0 even if b is inf or nan: scales masked cotangents; "
         "its own rules use mul0 again so the convention survives forward-over-reverse",
 ))
@@ -281,21 +317,22 @@ def _mask_shape(*avals, **_):
     return broadcast_shapes(*[a[0] for a in avals]), BOOL
 
 
-def mask(name, template, scalar):
+def mask(name, template, scalar, *domains):
+    """A boolean elementwise function of ``domains`` (intervals, or "mask" for a mask argument)."""
     register(Primitive(name, _mask_shape, template=template, scalar_template=scalar,
-                       broadcasting=True, differentiable=False))
+                       broadcasting=True, differentiable=False, sample=elementwise_cases(*domains)))
 
 
-mask("lt", "({0} < {1})", "({0} < {1})")
-mask("le", "({0} <= {1})", "({0} <= {1})")
-mask("gt", "({0} > {1})", "({0} > {1})")
-mask("ge", "({0} >= {1})", "({0} >= {1})")
-mask("eq", "({0} == {1})", "({0} == {1})")
-mask("ne", "({0} != {1})", "({0} != {1})")
-mask("and", "np.logical_and({0}, {1})", "({0} and {1})")
-mask("or", "np.logical_or({0}, {1})", "({0} or {1})")
-mask("not", "np.logical_not({0})", "(not {0})")
-mask("isfinite", "np.isfinite({0})", "math.isfinite({0})")
+mask("lt", "({0} < {1})", "({0} < {1})", REAL, REAL)
+mask("le", "({0} <= {1})", "({0} <= {1})", REAL, REAL)
+mask("gt", "({0} > {1})", "({0} > {1})", REAL, REAL)
+mask("ge", "({0} >= {1})", "({0} >= {1})", REAL, REAL)
+mask("eq", "({0} == {1})", "({0} == {1})", REAL, REAL)
+mask("ne", "({0} != {1})", "({0} != {1})", REAL, REAL)
+mask("and", "np.logical_and({0}, {1})", "({0} and {1})", "mask", "mask")
+mask("or", "np.logical_or({0}, {1})", "({0} or {1})", "mask", "mask")
+mask("not", "np.logical_not({0})", "(not {0})", "mask")
+mask("isfinite", "np.isfinite({0})", "math.isfinite({0})", REAL)
 
 
 def _where_shape(c, a, b, **_):
@@ -319,237 +356,8 @@ def _where_vjp(primals, out, ct):
 
 register(Primitive(
     "where", _where_shape, "np.where({0}, {1}, {2})", scalar_template="({1} if {0} else {2})",
-    jvp=_where_jvp, vjp=_where_vjp, taylor=linear, broadcasting=True,
+    jvp=_where_jvp, vjp=_where_vjp, taylor=linear, broadcasting=True, sparsity=PIECEWISE_LINEAR,
+    sample=elementwise_cases("mask", REAL, REAL),
     doc="select elementwise; both sides are evaluated, and the cotangent of the untaken side "
         "is marked so that no NaN or inf of that side reaches the gradient",
 ))
-
-
-# ---------------------------------------------------------------- sweep hints (registry.hint)
-
-_POS = ((0.2, 3.0),)
-_UNIT = ((-0.8, 0.8),)
-_NOT_INT = ((-1.9, -1.1), (-0.9, -0.1), (0.1, 0.9), (1.1, 1.9))
-_NOT_HALF = ((-1.4, -0.6), (-0.4, 0.4), (0.6, 1.4))
-_QUOTIENT = ((-2.6, -2.3), (0.1, 0.9), (2.3, 2.6)), ((1.4, 1.5),)  # a / b stays 0.1 from an integer
-hint({name: elementwise_cases(REAL) for name in (
-    "neg exp exp2 expm1 sin cos atan sinh cosh tanh asinh erf erfc sigmoid softplus square").split()})
-hint({name: elementwise_cases(_POS) for name in ("log", "log2", "log10", "sqrt")})
-hint({name: elementwise_cases(_UNIT) for name in ("asin", "acos", "atanh")})
-hint({name: elementwise_cases(AWAY_FROM_0) for name in ("cbrt", "reciprocal", "abs", "sign", "relu", "step")})
-hint({
-    "log1p": elementwise_cases(((-0.8, 2.0),)),
-    "tan": elementwise_cases(((-1.2, 1.2),)),
-    "acosh": elementwise_cases(((1.2, 3.0),)),
-    "floor": elementwise_cases(_NOT_INT),
-    "ceil": elementwise_cases(_NOT_INT),
-    "round": elementwise_cases(_NOT_HALF),
-    "add": elementwise_cases(REAL, REAL),
-    "sub": elementwise_cases(REAL, REAL),
-    "mul": elementwise_cases(REAL, REAL),
-    "mul0": elementwise_cases(REAL, REAL),
-    "div": elementwise_cases(REAL, AWAY_FROM_0),
-    "pow": elementwise_cases(_POS, REAL),
-    "atan2": elementwise_cases(AWAY_FROM_0, AWAY_FROM_0),
-    "hypot": elementwise_cases(AWAY_FROM_0, AWAY_FROM_0),
-    "maximum": elementwise_cases(((-2.0, -1.0), (1.0, 2.0)), ((-0.5, 0.5),)),
-    "minimum": elementwise_cases(((-2.0, -1.0), (1.0, 2.0)), ((-0.5, 0.5),)),
-    "mod": elementwise_cases(*_QUOTIENT),
-    "floordiv": elementwise_cases(*_QUOTIENT),
-    "where": elementwise_cases("mask", REAL, REAL),
-})
-hint({name: elementwise_cases(REAL, REAL) for name in ("lt", "le", "gt", "ge", "eq", "ne")})
-hint({"and": elementwise_cases("mask", "mask"), "or": elementwise_cases("mask", "mask"),
-      "not": elementwise_cases("mask"), "isfinite": elementwise_cases(REAL)})
-
-
-# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
-# Entry i of the output depends on the (broadcast) entry i of each input; the curvature
-# lists the input pairs whose second derivative may be nonzero. abs, relu, maximum,
-# minimum and mod are piecewise linear: their derivatives are constant between kinks.
-
-declare_sparsity("neg add sub where abs relu maximum minimum mod", "elementwise")
-declare_sparsity("exp exp2 expm1 log log2 log10 log1p sin cos tan asin acos atan sinh cosh tanh asinh acosh "
-                 "atanh sqrt cbrt square reciprocal erf erfc sigmoid softplus pow atan2 hypot", "elementwise", "all")
-declare_sparsity("mul mul0", "elementwise", ((0, 1),))
-declare_sparsity("div", "elementwise", ((0, 1), (1, 1)))
-declare_sparsity("sign floor ceil round step floordiv", "zero")
-
-
-# ---------------------------------------------------------------- Taylor coefficient recurrences
-#
-# Helper primitives of the Taylor rules above. A series is an array of coefficients
-# 1..K on axis 0 (then any batch axes, then the value's own); coefficient 0 is the
-# primal. With x the input's series and k = 1..K (Griewank & Walther, "Evaluating
-# Derivatives", 2nd ed., 2008, ch. 13):
-#
-#   y' = x' (a + b y + c y²)   y_k = (1/k) Σ_{j=1..k} j x_j w_{k-j},   w = a + b y + c y²
-#   y' = x' h, h known         y_k = (1/k) Σ_{j=1..k} j x_j h_{k-j}
-#   y = log u                  y_k = (u_k - (1/k) Σ_{j=1..k-1} j y_j u_{k-j}) / u_0
-#   y = u^r                    y_k = (1/(k u_0)) Σ_{j=0..k-1} (r (k-j) - j) u_{k-j} y_j
-#   y = a / b                  y_k = (a_k - Σ_{j=1..k} b_j y_{k-j}) / b_0
-#   s, c = sin u, cos u        s_k = (1/k) Σ_{j=1..k} j u_j c_{k-j},  c_k = ∓(1/k) Σ_{j=1..k} j u_j s_{k-j}
-#   c = B(a, b), B bilinear    c_k = Σ_{j=0..k} B(a_j, b_{k-j})
-#
-# Each is a numpy loop over k whose inner sum is one vectorised contraction. An input
-# of degree p (x_j = 0 for j > p: a line x + t v has p = 1) needs only the terms with
-# j <= p (or k - j <= p) of each sum, so a function of the inputs costs O(K p), not O(K²).
-# They have no derivative rules: differentiating a Taylor program is an error, not a zero.
-
-
-def _dot(a, b):
-    """Σ over axis 0 of a * b: the inner sum of a recurrence, without a (k, ...) temporary."""
-    return np.einsum("i...,i...->...", a, b)
-
-
-def _degree(series) -> int:
-    """The index of the last nonzero coefficient of a series (0 if all are zero)."""
-    nonzero = np.flatnonzero(np.any(series != 0, axis=tuple(range(1, np.ndim(series)))))
-    return int(nonzero[-1]) + 1 if len(nonzero) else 0
-
-
-def _core_shape(*primals, series=()):
-    """The broadcast shape of primal arrays and of series (whose axis 0 is dropped)."""
-    return np.broadcast_shapes(*[np.shape(a) for a in primals], *[np.shape(s)[1:] for s in series])
-
-
-def _stack(c0, series, shape):
-    """Coefficients 0..K of one quantity in one (K+1, *shape) array."""
-    out = np.empty((len(series) + 1,) + shape)
-    out[0] = c0
-    out[1:] = series
-    return out
-
-
-def _weighted(series, shape):
-    """j x_j for j = 1..K: the coefficients of t x'(t), shape (K, *shape)."""
-    k = np.arange(1.0, len(series) + 1).reshape((-1,) + (1,) * len(shape))
-    return np.broadcast_to(series, (len(series),) + shape) * k
-
-
-def _taylor_riccati(xs, y0, a, b, c):
-    shape = _core_shape(y0, series=[xs])
-    K, jx = len(xs), _weighted(xs, shape)
-    y = np.empty((K + 1,) + shape)
-    y[0] = y0
-    p = _degree(xs)
-    if not c:  # w = a + b y: the sum is b Σ j x_j y_{k-j} plus a k x_k, with no array for w
-        for k in range(1, K + 1):
-            m = min(k, p)
-            y[k] = _dot(jx[:m], y[k - 1::-1][:m]) * (b / k)
-            if a and k <= p:
-                y[k] += a * xs[k - 1]
-        return y[1:]
-    w = np.empty((K,) + shape)
-    w[0] = a + b * y[0] + c * y[0] * y[0]
-    for k in range(1, K + 1):
-        m = min(k, p)
-        y[k] = _dot(jx[:m], w[k - 1::-1][:m]) / k
-        if k < K:
-            w[k] = b * y[k] + c * _dot(y[: k + 1], y[k::-1])
-    return y[1:]
-
-
-def _taylor_integrate(xs, h0, hs):
-    shape = _core_shape(h0, series=[xs, hs])
-    K, jx, h = len(xs), _weighted(xs, shape), _stack(h0, hs, shape)
-    y = np.empty((K,) + shape)
-    p = _degree(xs)
-    for k in range(1, K + 1):
-        m = min(k, p)
-        y[k - 1] = _dot(jx[:m], h[k - 1::-1][:m]) / k
-    return y
-
-
-def _taylor_log(us, u0):
-    shape = _core_shape(u0, series=[us])
-    u = _stack(u0, us, shape)
-    y, jy = np.empty_like(u), np.empty_like(u)
-    inverse = 1.0 / u[0]
-    p = _degree(us)
-    for k in range(1, len(u)):
-        lo = max(1, k - p)  # u_{k-j} = 0 for k - j > p
-        y[k] = (u[k] - _dot(jy[lo:k], u[k - lo:0:-1]) / k) * inverse
-        jy[k] = k * y[k]
-    return y[1:]
-
-
-def _taylor_pow(us, u0, y0, r):
-    shape = _core_shape(u0, y0, r, series=[us])
-    u = _stack(u0, us, shape)
-    y = np.empty_like(u)
-    y[0] = y0
-    p = _degree(us)
-    for k in range(1, len(u)):
-        lo = max(0, k - p)  # u_{k-j} = 0 for k - j > p
-        t = u[k - lo:0:-1] * y[lo:k]  # u_{k-j} y_j for j = lo..k-1
-        y[k] = (r * np.tensordot(np.arange(k - lo, 0, -1.0), t, 1) - np.tensordot(np.arange(lo, k, 1.0), t, 1)) / (
-            k * u[0])
-        if k == 1:  # y_1 = r u^(r-1) u_1, also where u = 0: the jvp's one-sided +-inf (sqrt, cbrt) or 0
-            y[1] = np.where(u[0] == 0, r * u[1] * np.power(np.abs(u[0]), r - 1.0), y[1])
-    return y[1:]
-
-
-def _taylor_div(as_, bs, y0, b0):
-    shape = _core_shape(y0, b0, series=[as_, bs])
-    K, b = len(bs), _stack(b0, bs, shape)
-    a = np.broadcast_to(as_, (K,) + shape)
-    y = np.empty((K + 1,) + shape)
-    y[0] = y0
-    inverse = 1.0 / b[0]
-    p = _degree(bs)
-    for k in range(1, K + 1):
-        m = min(k, p)
-        y[k] = (a[k - 1] - _dot(b[1:m + 1], y[k - 1::-1][:m])) * inverse
-    return y[1:]
-
-
-def _taylor_sincos(xs, s0, c0, sign):
-    shape = _core_shape(s0, c0, series=[xs])
-    K, jx = len(xs), _weighted(xs, shape)
-    sc = np.empty((2, K + 1) + shape)  # sin and cos together: one contraction per k for both
-    sc[0, 0], sc[1, 0] = s0, c0
-    factor = np.array([1.0, sign]).reshape((2,) + (1,) * len(shape))
-    p = _degree(xs)
-    for k in range(1, K + 1):
-        m = min(k, p)
-        sc[:, k] = np.einsum("i...,ti...->t...", jx[:m], sc[::-1, k - 1::-1][:, :m]) * (factor / k)
-    return sc[:, 1:]
-
-
-def _taylor_conv(a, b, prim):
-    K, pa, pb = len(a), _degree(a), _degree(b)
-    ranges = [(max(1, k - pb), min(k - 1, pa)) for k in range(1, K + 1)]  # the j with a_j b_{k-j} != 0
-    if prim == "mul":
-        a, b = np.broadcast_arrays(a, b)
-        out = np.zeros(a.shape)
-        for k, (lo, hi) in enumerate(ranges, start=1):
-            if lo <= hi:
-                out[k - 1] = _dot(a[lo - 1:hi], b[k - 2::-1][lo - 1:hi])
-        return out
-    bilinear_map = get(prim)
-    out = np.zeros((K,) + eval_primitive(bilinear_map, [a[:1], b[:1]], {}).shape[1:])
-    for k, (lo, hi) in enumerate(ranges, start=1):
-        if lo <= hi:
-            out[k - 1] = eval_primitive(bilinear_map, [a[lo - 1:hi], b[k - 2::-1][lo - 1:hi]], {}).sum(axis=0)
-    return out
-
-
-def _series_shape(*avals, **_):
-    return broadcast_shapes(*[a[0] for a in avals]), FLOAT
-
-
-def _series_helper(name, impl, doc, shape=_series_shape):
-    register(Primitive(name, shape, impl=impl, doc=doc))
-
-
-_series_helper("taylor_riccati", _taylor_riccati, "(x series, y0; a, b, c) -> y series for y' = x' (a + b y + c y²)")
-_series_helper("taylor_integrate", _taylor_integrate, "(x series, h0, h series) -> y series for y' = x' h")
-_series_helper("taylor_log", _taylor_log, "(u series, u0) -> series of log u")
-_series_helper("taylor_pow", _taylor_pow, "(u series, u0, y0, r) -> series of u^r")
-_series_helper("taylor_div", _taylor_div, "(a series, b series, y0, b0) -> series of a / b")
-_series_helper("taylor_sincos", _taylor_sincos, "(u series, s0, c0; sign) -> series of sin/cos (sign -1) "
-               "or sinh/cosh (+1) stacked on a new axis 0",
-               shape=lambda x, s, c, sign: ((2,) + _series_shape(x, s, c)[0], FLOAT))
-_series_helper("taylor_conv", _taylor_conv, "(a series, b series; prim) -> Σ_{j=1..k-1} B(a_j, b_{k-j}), "
-               "B the bilinear primitive prim", shape=lambda a, b, prim: get(prim).shape_rule(a, b))

@@ -21,11 +21,27 @@ BASE_NAMESPACE = {"np": np, "math": math, "sp": sp, "_mul0": _mul0, "_inf": math
 
 
 def literal(v) -> str:
-    if isinstance(v, float):
+    """Python source for a param value, formatted here from its type: a number, a bool, None, a
+    string (its repr: a literal, never code) or a tuple of these. Anything else is refused, so
+    generated source holds no text a graph carried."""
+    t = type(v)
+    if t is float:
         if math.isnan(v):
             return "_nan"
         if math.isinf(v):
             return "_inf" if v > 0 else "(-_inf)"
+        return repr(v)
+    if t in (int, bool, str) or v is None:
+        return repr(v)
+    if t is tuple:
+        return "(" + "".join(literal(x) + ", " for x in v) + ")"
+    raise TypeError(f"a param value of type {t.__name__} has no literal form")
+
+
+def integer(v) -> str:
+    """Python source for an int param (an index, a count), refused unless it is one."""
+    if type(v) is not int:
+        raise TypeError(f"expected an int, not {type(v).__name__}")
     return repr(v)
 
 

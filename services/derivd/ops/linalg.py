@@ -17,13 +17,11 @@ entry of A and agrees with finite differences.
 
 from __future__ import annotations
 
-import numpy as np
-
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    FLOAT, REAL, Primitive, apply, bilinear, broadcast_shapes, constant, declare_sparsity, hint, nullary,
-    register, scale,
+    FLOAT, Primitive, apply, broadcast_shapes, case, nullary, register, scale,
 )
+from derivd.ops.taylor_kernels import bilinear, constant
 
 
 def swap(x):
@@ -49,7 +47,20 @@ def _matmul_jvp(p, t, out):
 
 
 register(Primitive("matmul", _matmul_shape, template="({0} @ {1})", jvp=_matmul_jvp,
-                   vjp=lambda p, out, ct: [ct @ swap(p[1]), swap(p[0]) @ ct], taylor=bilinear, broadcasting=True))
+                   vjp=lambda p, out, ct: [ct @ swap(p[1]), swap(p[0]) @ ct], taylor=bilinear, broadcasting=True,
+                   sparsity=("matmul", ((0, 1),)),
+                   sample=[case(a, b) for a, b in [((2, 3), (3, 4)), ((3, 3), (3, 1)), ((2, 2, 3), (3, 2)),
+                                                   ((2, 3), (2, 3, 2))]]))
+
+
+MATRIX = ("matrix", "all")  # every output entry reads every entry of its matrix
+
+
+def of_square(prim):
+    """The language's ``f(a)`` of a square matrix (or a stack of them), as floats."""
+    return {prim: lambda lib, a: apply(prim, lib.square(prim, a))}
+
+SQUARE = [case(("invertible", (3, 3))), case(("invertible", (2, 2, 2)))]  # sweep cases of square matrices
 
 
 def _square_shape(a, **_):
@@ -72,7 +83,7 @@ register(Primitive(
     "inv", _square_shape, template="np.linalg.inv({0})",
     jvp=lambda p, t, out: None if t[0] is None else -(out @ t[0] @ out),
     vjp=lambda p, out, ct: [-(swap(out) @ ct @ swap(out))],
-    taylor=lambda p, s, out, jet: apply("taylor_inv", s[0], out),
+    taylor=lambda p, s, out, jet: apply("taylor_inv", s[0], out), sparsity=MATRIX, sample=SQUARE, dsl=of_square("inv"),
 ))
 register(Primitive(
     "det", _det_shape, template="np.linalg.det({0})",
@@ -80,17 +91,18 @@ register(Primitive(
     vjp=lambda p, out, ct: [_expand2(scale(ct, out)) * swap(apply("inv", p[0]))],
     taylor=lambda p, s, out, jet: apply(  # d det = det · d log|det|
         "taylor_riccati", jet.series(apply("logabsdet", p[0])), out, a=0.0, b=1.0, c=0.0),
+    sparsity=MATRIX, sample=SQUARE, dsl=of_square("det"),
 ))
 register(Primitive(
     "logabsdet", _det_shape, template="np.linalg.slogdet({0})[1]",
     jvp=lambda p, t, out: None if t[0] is None else _sum2(swap(apply("inv", p[0])) * t[0]),
     vjp=lambda p, out, ct: [_expand2(ct) * swap(apply("inv", p[0]))],
-    taylor=lambda p, s, out, jet: _logabsdet_taylor(p[0], s[0], jet),
+    taylor=lambda p, s, out, jet: _logabsdet_taylor(p[0], s[0], jet), sparsity=MATRIX, sample=SQUARE,
 ))
 register(Primitive(
     "slogdet_sign", _det_shape, template="np.linalg.slogdet({0})[0]",
-    jvp=lambda p, t, out: None, vjp=lambda p, out, ct: [None], taylor=constant,
-    doc="the sign of det: piecewise constant, derivative 0",
+    jvp=lambda p, t, out: None, vjp=lambda p, out, ct: [None], taylor=constant, sparsity=("zero", ()),
+    sample=SQUARE, doc="the sign of det: piecewise constant, derivative 0",
 ))
 
 
@@ -124,7 +136,10 @@ def _solve_taylor(p, s, out, jet):
 
 
 register(Primitive("solve", _solve_shape, template="np.linalg.solve({0}, {1})",
-                   jvp=_solve_jvp, vjp=_solve_vjp, taylor=_solve_taylor, broadcasting=True))
+                   jvp=_solve_jvp, vjp=_solve_vjp, taylor=_solve_taylor, broadcasting=True,
+                   sparsity=("solve", ((0, 0), (0, 1))),
+                   sample=[case(("invertible", a), b) for a, b in [((3, 3), (3, 2)), ((2, 3, 3), (3, 1)),
+                                                                   ((2, 2), (2, 2, 2))]]))
 
 
 def _phi(x):
@@ -150,88 +165,15 @@ def _cholesky_vjp(p, out, ct):
 register(Primitive(
     "cholesky", _square_shape, template="np.linalg.cholesky(0.5 * ({0} + np.swapaxes({0}, -1, -2)))",
     jvp=_cholesky_jvp, vjp=_cholesky_vjp, taylor=lambda p, s, out, jet: apply("taylor_cholesky", s[0], out),
+    sparsity=MATRIX, sample=[case(("spd", s)) for s in [(3, 3), (2, 2, 2)]], dsl=of_square("cholesky"),
 ))
 
 
-# ---------------------------------------------------------------- Taylor coefficients
-#
-# Series are (K, ..., n, n) arrays of coefficients 1..K (coefficient 0 is the primal);
-# each recurrence solves the k-th coefficient of an identity that defines the function.
+# ---------------------------------------------------------------- Taylor rules
+# (the recurrences taylor_inv, taylor_solve, taylor_cholesky are in taylor_kernels.py)
 
 
 def _logabsdet_taylor(a, sa, jet):
     """d log|det A| = <S, dA>, S = inv(A)ᵀ: L_k = (1/k) Σ_{j=1..k} j <A_j, S_{k-j}>."""
     s = swap(apply("inv", a))
     return _sum2(apply("taylor_integrate", sa, s, jet.series(s)))
-
-
-def _taylor_inv(As, X0):
-    """X = inv(A): Σ_{j=0..k} A_j X_{k-j} = 0, so X_k = -X_0 Σ_{j=1..k} A_j X_{k-j}."""
-    X = np.empty((len(As) + 1,) + np.broadcast_shapes(As.shape[1:], X0.shape))
-    X[0] = X0
-    for k in range(1, len(X)):
-        X[k] = -(X0 @ np.sum(As[:k] @ X[k - 1::-1], axis=0))
-    return X[1:]
-
-
-def _taylor_solve(A0, As, Bs, X0):
-    """X = solve(A, B): A_0 X_k = B_k - Σ_{j=1..k} A_j X_{k-j}."""
-    shape = _taylor_solve_shape((np.shape(A0),), (As.shape,), (np.shape(Bs),), (X0.shape,))[0][1:]
-    X = np.empty((len(As) + 1,) + shape)
-    X[0] = X0
-    B = np.broadcast_to(Bs, (len(As),) + shape)
-    for k in range(1, len(X)):
-        X[k] = np.linalg.solve(A0, B[k - 1] - np.sum(As[:k] @ X[k - 1::-1], axis=0))
-    return X[1:]
-
-
-def _taylor_solve_shape(a0, sa, sb, x0):
-    lead = broadcast_shapes(sa[0][1:-2], sb[0][1:-2], x0[0][:-2])
-    return (sa[0][0],) + lead + x0[0][-2:], FLOAT
-
-
-def _taylor_cholesky(As, L0):
-    """L Lᵀ = S = (A + Aᵀ)/2 gives L_0 L_kᵀ + L_k L_0ᵀ = R_k := S_k - Σ_{j=1..k-1} L_j L_{k-j}ᵀ,
-    solved by L_k = L_0 Φ(L_0⁻¹ R_k L_0⁻ᵀ), Φ keeping the lower triangle and half the diagonal."""
-    S = 0.5 * (As + np.swapaxes(As, -1, -2))
-    L = np.empty((len(As) + 1,) + np.broadcast_shapes(As.shape[1:], L0.shape))
-    L[0] = L0
-    n = L0.shape[-1]
-    phi = np.tri(n) - 0.5 * np.eye(n)
-    for k in range(1, len(L)):
-        R = S[k - 1] - np.sum(L[1:k] @ np.swapaxes(L[k - 1:0:-1], -1, -2), axis=0)
-        M = np.linalg.solve(L0, np.swapaxes(np.linalg.solve(L0, R), -1, -2))
-        L[k] = L0 @ (M * phi)
-    return L[1:]
-
-
-def _series_shape(*avals):
-    return broadcast_shapes(*[a[0] for a in avals]), FLOAT
-
-
-register(Primitive("taylor_inv", _series_shape, impl=_taylor_inv, doc="(A series, inv(A_0)) -> series of inv(A)"))
-register(Primitive("taylor_solve", _taylor_solve_shape, impl=_taylor_solve,
-                   doc="(A_0, A series, B series, X_0) -> series of solve(A, B)"))
-register(Primitive("taylor_cholesky", _series_shape, impl=_taylor_cholesky,
-                   doc="(A series, L_0) -> series of cholesky(A)"))
-
-
-# ---------------------------------------------------------------- sweep hints (registry.hint)
-
-_SQUARE = [[("invertible", (3, 3))], [("invertible", (2, 2, 2))]]
-hint({
-    "matmul": [{"args": [("real", a, REAL), ("real", b, REAL)], "params": {}}
-               for a, b in [((2, 3), (3, 4)), ((3, 3), (3, 1)), ((2, 2, 3), (3, 2)), ((2, 3), (2, 3, 2))]],
-    **{name: [{"args": args, "params": {}} for args in _SQUARE] for name in ("inv", "det", "logabsdet", "slogdet_sign")},
-    "solve": [{"args": [("invertible", a), ("real", b, REAL)], "params": {}}
-              for a, b in [((3, 3), (3, 2)), ((2, 3, 3), (3, 1)), ((2, 2), (2, 2, 2))]],
-    "cholesky": [{"args": [("spd", s)], "params": {}} for s in [(3, 3), (2, 2, 2)]],
-})
-
-
-# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
-
-declare_sparsity("matmul", "matmul", ((0, 1),))
-declare_sparsity("inv det logabsdet cholesky", "matrix", "all")
-declare_sparsity("solve", "solve", ((0, 0), (0, 1)))
-declare_sparsity("slogdet_sign", "zero")

@@ -1,4 +1,5 @@
-"""Reductions over ``axes`` (a tuple of negative axes; the empty tuple is the identity).
+"""Reductions over ``axes`` (a tuple of negative axes; the empty tuple is the identity), and
+scans along one ``axis`` (``cumsum``: linear; its transpose is the reversed cumulative sum).
 
 ``max``/``min`` split the derivative equally among tied maxima. ``prod`` is
 differentiated as a balanced tree of pairwise products (exact at zeros, and
@@ -16,9 +17,9 @@ import numpy as np
 
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    AWAY_FROM_0, FLOAT, REAL, Primitive, apply, composite, declare_sparsity, hint, linear, register,
-    result_dtype, scale,
+    AWAY_FROM_0, AXES, AXIS, FLOAT, REAL, Primitive, apply, case, register, result_dtype, scale,
 )
+from derivd.ops.taylor_kernels import composite, linear
 
 
 def reduced_shape(shape, axes):
@@ -44,16 +45,31 @@ def _shape(keep_dtype):
     return rule
 
 
-def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc="", taylor=None):
+def over_axes(prim, floats=True, nonempty=False):
+    """The language's ``f(x, axis=None)`` of a reduction: over an axis, a tuple of them, or all (None);
+    ``floats``: integers and masks become floats first; ``nonempty``: no identity, so no empty reduction."""
+    return lambda lib, x, axis=None: lib.reduce(prim, lib.as_float(x) if floats else x, axis, nonempty=nonempty)
+
+
+# Sweep cases: (shape, axes) pairs covering vectors, matrices, rank 3, partial and empty reductions.
+_AXES = [((3,), (-1,)), ((2, 3), (-2, -1)), ((2, 3), (-2,)), ((2, 3), (-1,)), ((2, 3, 2), (-3, -1)), ((3,), ())]
+
+
+def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc="", taylor=None, sparsity=("reduce", ()),
+              argument=("real", REAL), dsl=None):
+    """A reduction over ``axes``, swept with ``argument`` (a kind and its domain) at each of ``_AXES``;
+    ``dsl``: its language names (``over_axes``)."""
+    kind, domain = argument
     register(Primitive(name, _shape(keep_dtype), template=template, impl=impl, jvp=jvp, vjp=vjp, taylor=taylor,
-                       doc=doc))
+                       doc=doc, sparsity=sparsity, params={"axes": AXES}, dsl=dsl or {},
+                       sample=[{"args": [(kind, shape, domain)], "params": {"axes": axes}} for shape, axes in _AXES]))
 
 
 reduction(
     "sum", "np.sum({0}, axis={axes})",
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0], axes=axes),
     vjp=lambda p, out, ct, axes: [expand(ct, p[0].shape, axes)],
-    taylor=linear, keep_dtype=True,
+    taylor=linear, keep_dtype=True, dsl={"sum": over_axes("sum", floats=False)},
 )
 
 
@@ -68,7 +84,7 @@ for _name in ("max", "min"):
         jvp=lambda p, t, out, axes: None if t[0] is None else apply(
             "sum", t[0] * _tie_weights(p[0], out, axes), axes=axes),
         vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _tie_weights(p[0], out, axes))],
-        taylor=linear, keep_dtype=True,
+        taylor=linear, keep_dtype=True, argument=("distinct", (-2.0, 2.0)),
     )
 
 
@@ -133,7 +149,8 @@ def _prod_vjp(p, out, ct, axes):
     return [g]
 
 
-reduction("prod", "np.prod({0}, axis={axes})", jvp=_prod_jvp, vjp=_prod_vjp,
+reduction("prod", "np.prod({0}, axis={axes})", jvp=_prod_jvp, vjp=_prod_vjp, sparsity=("reduce", "all"),
+          dsl={"prod": over_axes("prod")},
           taylor=lambda p, s, out, jet, axes: apply("taylor_prod", s[0], p[0], axes=axes))
 
 
@@ -164,7 +181,8 @@ reduction(
     "logsumexp", None, impl=_logsumexp,
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0] * _softmax_of(p[0], out, axes), axes=axes),
     vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _softmax_of(p[0], out, axes))],
-    taylor=_logsumexp_taylor, doc="log(sum(exp(x))) shifted by the maximum: no overflow; derivative is the softmax",
+    taylor=_logsumexp_taylor, sparsity=("reduce", "all"), dsl={"logsumexp": over_axes("logsumexp", nonempty=True)},
+    doc="log(sum(exp(x))) shifted by the maximum: no overflow; derivative is the softmax",
 )
 
 
@@ -178,50 +196,43 @@ reduction(
     vjp=lambda p, out, ct, axes: [expand(scale(ct, apply("reciprocal", _safe_norm(out))), p[0].shape, axes) * p[0]],
     taylor=composite(lambda x, y, axes: apply("sqrt", apply("sum", apply("square", x), axes=axes)),
                      vanish_at_zero=True),
+    sparsity=("reduce", "all"), argument=("real", AWAY_FROM_0), dsl={"norm": over_axes("norm2")},
     doc="Euclidean norm; gradient 0 at the origin (minimum-norm subgradient), not 0/0",
 )
 
 
-def _taylor_prod(xs, x0, axes):
-    """Series of prod(x, axes): Cauchy products of the group's series, pairwise in log2(n)
-    rounds (no division, so exact at zeros): c_k = Σ_{j=0..k} a_j b_{k-j}."""
-    c = np.empty((len(xs) + 1,) + np.broadcast_shapes(np.shape(x0), xs.shape[1:]))
-    c[0], c[1:] = x0, xs
-    moved = np.moveaxis(c, axes, tuple(range(-len(axes), 0)))
-    flat = moved.reshape(moved.shape[: moved.ndim - len(axes)] + (-1,))
-    if flat.shape[-1] == 0:
-        return np.zeros((len(xs),) + flat.shape[1:-1])
-    while flat.shape[-1] > 1:
-        if flat.shape[-1] % 2:
-            one = np.zeros(flat.shape[:-1] + (1,))
-            one[0] = 1.0
-            flat = np.concatenate([flat, one], axis=-1)
-        a, b = flat[..., 0::2], flat[..., 1::2]
-        flat = np.stack([np.einsum("i...,i...->...", a[: k + 1], b[k::-1]) for k in range(len(a))])
-    return flat[1:, ..., 0]
+# ---------------------------------------------------------------- scans
 
 
-register(Primitive("taylor_prod", lambda xs, x0, axes: (reduced_shape(np.broadcast_shapes(xs[0], x0[0]), axes), FLOAT),
-                   impl=_taylor_prod, doc="(x series, x0; axes) -> series of prod(x, axes)"))
+def _scan_shape(x, axis: int):
+    """A scan keeps its input's shape; ``axis`` (negative) must be one of its axes."""
+    n = len(x[0])
+    if not -n <= axis < 0:
+        raise ShapeError(f"axis {axis + n} is out of range for an array of shape {list(x[0])}",
+                         shape=list(x[0]), axis=axis + n)
+    return x[0], result_dtype(x[1])
 
 
-# ---------------------------------------------------------------- sweep hints (registry.hint)
-
-_AXES = [((3,), (-1,)), ((2, 3), (-2, -1)), ((2, 3), (-2,)), ((2, 3), (-1,)), ((2, 3, 2), (-3, -1)), ((3,), ())]
-
-
-def _cases(kind, domain):
-    return [{"args": [(kind, shape, domain)], "params": {"axes": axes}} for shape, axes in _AXES]
+def _reversed(v, axis):
+    """``v`` reversed along ``axis`` (negative): an ``index`` of the axes from there on."""
+    return apply("index", v, items=((v.shape[axis] - 1, -1, -1),) + tuple((0, d, 1) for d in v.shape[axis:][1:]))
 
 
-hint({
-    "sum": _cases("real", REAL), "prod": _cases("real", REAL),
-    "logsumexp": _cases("real", REAL), "norm2": _cases("real", AWAY_FROM_0),
-    "max": _cases("distinct", (-2.0, 2.0)), "min": _cases("distinct", (-2.0, 2.0)),
-})
+def _cumsum_call(lib, x, axis=None):
+    """numpy's cumsum(x, axis): along one axis, or along the flattened array when axis is None."""
+    x = lib.arr(x)
+    if axis is None:
+        return apply("cumsum", lib.flat(x), axis=-1)
+    return apply("cumsum", x, axis=lib.axis(x, axis))
 
 
-# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
-
-declare_sparsity("sum max min", "reduce")
-declare_sparsity("prod logsumexp norm2", "reduce", "all")
+register(Primitive(
+    "cumsum", _scan_shape,
+    template="np.cumsum({0}, axis={axis})",
+    jvp=lambda p, t, out, axis: None if t[0] is None else apply("cumsum", t[0], axis=axis),
+    vjp=lambda p, out, ct, axis: [_reversed(apply("cumsum", _reversed(ct, axis), axis=axis), axis)],
+    taylor=linear, sparsity=("linear", ()), dsl={"cumsum": _cumsum_call}, params={"axis": AXIS},
+    sample=[case((4,), axis=-1), case((2, 3), axis=-2), case((2, 3), axis=-1), case((2, 3, 2), axis=-2),
+            case((1,), axis=-1)],
+    doc="cumulative sum along one axis; derivative: the same sum, transpose: the sum from the end",
+))

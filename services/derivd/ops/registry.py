@@ -1,14 +1,42 @@
 """The primitive registry: one record per primitive, holding all that it means.
 
-A ``Primitive`` carries its shape rule, its numpy implementation (as a code
-template for the compiler, with an optional ``math`` template for rank-0
-floats), and its derivative rules: ``jvp``, ``vjp`` and ``taylor``. A missing
-rule is ``None`` and the transform that needs it raises ``NoDerivativeRule``
-naming the primitive: never a silent zero.
+A primitive is one ``register(Primitive(...))`` statement (or one line of a
+helper such as ``unary``/``binary`` that makes one) in its family module, and
+that statement says everything about it:
+
+* ``shape_rule`` and its evaluation: a numpy code ``template`` for the
+  compiler (with an optional ``scalar_template`` for rank-0 floats), or an
+  ``impl`` called with the arguments and params;
+* its derivative rules ``jvp``, ``vjp`` and ``taylor`` ("Rule interface"). A
+  missing rule is ``None`` and the transform that needs it raises
+  ``NoDerivativeRule`` naming the primitive: never a silent zero. A rule that
+  needs layers above this one (a loop's rules are loops over the transforms of
+  its body) is named by its ``"module:function"`` path and resolved on first use;
+* ``sparsity``: its dependency shape (transforms/sparsity.py);
+* ``sample``: where the registry sweeps (tests/ops, tests/transforms) draw its
+  arguments ("Sweep cases" below), or ``tested_in``: the tests that cover a
+  primitive the sweeps cannot draw;
+* ``dsl``: its names in the language, each with the function that lowers a
+  call ("Language calls" below): dsl/library.py exposes every registered name,
+  and nothing else lists them;
+* ``params``: the name and schema of each parameter its nodes carry ("Parameter
+  schemas" below). A graph replayed from outside (ir/serialize.py) is checked
+  against them, so a parameter is always the type and range its rules expect.
 
 Rules build graph nodes; this layer does not import the IR. Nodes handed to a
 rule support arithmetic operators, and ``apply(name, *args, **params)`` adds
 any primitive to the graph the arguments live in.
+
+Rule interface. ``jvp(primals, tangents, out, **params)`` returns the tangent of
+``out`` (None: zero); ``vjp(primals, out, ct, **params)`` returns one cotangent
+per primal (None: zero), and ``primals.varies[i]`` says whether primal i depends
+on the differentiated inputs (a rule may skip the others; the transform drops
+them anyway); ``taylor(primals, series, out, jet, **params)`` returns the
+output's Taylor series (taylor_kernels.py has its shapes and recurrences). A
+*tuple-valued* primitive (``loop``) has one tangent, cotangent or series per
+element, passed and returned as a dict {element index: node}; the primitive
+that reads an element (``loop_get``) picks its entry from that dict and, in
+reverse, contributes ``{index: ct}``. The transforms treat every primitive alike.
 
 Batch axes. Transforms carry a *batch* of tangents or cotangents as extra
 leading axes: the tangent of a node of shape ``s`` has shape ``(B, *s)``
@@ -22,6 +50,7 @@ so their rules can be written as if no broadcasting happened.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,22 +63,91 @@ Aval = tuple[tuple[int, ...], str]  # (shape, dtype) with dtype one of "f8", "i8
 FLOAT, INT, BOOL = "f8", "i8", "b1"
 
 
+Rule = Callable | str | None  # a function, its "module:function" path, or None (no rule)
+
+
+# ---------------------------------------------------------------- parameter schemas
+
+
+@dataclass(frozen=True)
+class Param:
+    """The schema of one parameter: ``what`` it must be (for messages), and the test."""
+
+    what: str
+    ok: Callable[[Any], bool]
+
+
+INT64 = 2**62  # bound of every integer parameter: sizes and counts far past any limit, no Python bignums
+
+
+def _int(v) -> bool:
+    return type(v) is int and -INT64 <= v <= INT64
+
+
+def _size(v) -> bool:
+    return _int(v) and v >= 0
+
+
+def _shape(v) -> bool:
+    return type(v) is tuple and all(_size(d) for d in v)
+
+
+def _item(v) -> bool:
+    return _int(v) or (type(v) is tuple and len(v) == 3 and all(_int(x) for x in v) and v[2] != 0)
+
+
+SIZE = Param("a size (an int >= 0)", _size)
+AXIS = Param("a negative axis (an int < 0)", lambda v: _int(v) and v < 0)
+AXES = Param("distinct negative axes (a tuple of ints < 0)",
+             lambda v: type(v) is tuple and all(AXIS.ok(a) for a in v) and len(set(v)) == len(v))
+SHAPE = Param("a shape (a tuple of sizes)", _shape)
+PERM = Param("a permutation (a tuple of sizes)", lambda v: _shape(v) and sorted(v) == list(range(len(v))))
+ITEMS = Param("index items (a tuple of ints and (start, stop, step) triples of ints)",
+              lambda v: type(v) is tuple and all(_item(i) for i in v))
+FLAG = Param("a bool", lambda v: type(v) is bool)
+NUMBER = Param("a number", lambda v: type(v) is float or _int(v))
+
+
 @dataclass
 class Primitive:
     name: str
     shape_rule: Callable[..., Aval]
-    template: str | None = None  # e.g. "np.sin({0})"; params by name: "{axis}"
+    template: str | Callable | None = None  # e.g. "np.sin({0})"; params by name: "{axis}"
     impl: Callable | None = None  # called as impl(*args, **params) when no template
     scalar_template: str | None = None  # rank-0 float fast path on Python floats
-    jvp: Callable | None = None
-    vjp: Callable | None = None
-    taylor: Callable | None = None
+    jvp: Rule = None
+    vjp: Rule = None
+    taylor: Rule = None
     broadcasting: bool = False
     differentiable: bool = True  # False: output is not float (masks, int ops): no tangent flows
-    sparsity: tuple | None = None  # (structure, curvature), transforms/sparsity.py; None: dense, never wrong
+    # (structure, curvature), transforms/sparsity.py: which input entries each output entry reads,
+    # and the input pairs whose mixed second derivative may be nonzero ("all", ((i, j), ...), or ()
+    # for linear maps). None: dense, never wrong.
+    sparsity: tuple | None = None
+    sample: list[dict] = field(default_factory=list)  # sweep cases (below)
+    tested_in: str = ""  # the tests of a primitive the sweeps cannot draw (a loop needs a body)
+    dsl: dict[str, Callable] = field(default_factory=dict)  # language name -> call(lib, *args, **kwargs)
+    tuple_valued: bool = False  # its value is a tuple of arrays, read by another primitive
+    params: dict[str, Param] = field(default_factory=dict)  # each parameter's name and schema
     inplace_impl: Callable | None = None  # impl that may overwrite its first argument (a fresh array that dies here)
     doc: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check_params(self, params: dict) -> None:
+        """Raise ``ValueError`` unless ``params`` has exactly the declared names, each value in its schema."""
+        if set(params) != set(self.params):
+            raise ValueError(f"{self.name} takes params {sorted(self.params)}, not {sorted(params)}")
+        for name, schema in self.params.items():
+            if not schema.ok(params[name]):
+                raise ValueError(f"{self.name}'s param {name} must be {schema.what}, not {params[name]!r:.80}")
+
+    def rule(self, kind: str) -> Callable | None:
+        """The ``kind`` ("jvp", "vjp", "taylor") rule, a ``"module:function"`` path imported once."""
+        r = getattr(self, kind)
+        if isinstance(r, str):
+            module, function = r.split(":")
+            r = getattr(importlib.import_module(module), function)
+            setattr(self, kind, r)
+        return r
 
 
 REGISTRY: dict[str, Primitive] = {}
@@ -64,17 +162,6 @@ def register(prim: Primitive) -> Primitive:
 
 def get(name: str) -> Primitive:
     return REGISTRY[name]
-
-
-def declare_sparsity(names: str, structure: str, curvature=()) -> None:
-    """Say how each output entry of the primitives ``names`` depends on input entries.
-
-    ``structure`` names the first-order dependency map and ``curvature`` the pairs
-    of inputs whose mixed second derivative may be nonzero (``"all"``, or a tuple
-    of ``(i, j)``; ``()`` for linear maps); transforms/sparsity.py gives the meanings.
-    """
-    for name in names.split():
-        REGISTRY[name].sparsity = (structure, curvature)
 
 
 # ---------------------------------------------------------------- graph access
@@ -158,9 +245,9 @@ def batch_of(t, primal) -> tuple[int, ...]:
     return t.shape[: len(t.shape) - len(primal.shape)]
 
 
-# ---------------------------------------------------------------- sweep hints
+# ---------------------------------------------------------------- sweep cases
 #
-# Every primitive with inputs carries ``extra["sample"]``: cases the registry
+# Every primitive with inputs carries ``sample``: cases the registry
 # sweep (tests/ops) draws arguments from, away from kinks and domain edges by at
 # least 0.1, so that high-order finite differences are exact there. A case is
 # ``{"args": [spec, ...], "params": {...}}``; an argument spec is one of
@@ -189,9 +276,29 @@ def elementwise_cases(*domains) -> list[dict]:
     return [{"args": [spec(d, s) for d, s in zip(domains, combo)], "params": {}} for combo in shapes]
 
 
-def hint(samples: dict[str, list[dict]]) -> None:
-    for name, cases in samples.items():
-        REGISTRY[name].extra["sample"] = cases
+def case(*args, **params) -> dict:
+    """One sweep case: arguments are shapes of real inputs (on REAL), or full specs such as
+    ("index", shape, size); params are the primitive's."""
+    return {"args": [a if a and isinstance(a[0], str) else ("real", a, REAL) for a in args], "params": params}
+
+
+# ---------------------------------------------------------------- language calls
+#
+# ``Primitive.dsl`` maps a language name to ``call(lib, *args, **kwargs)``, which lowers a call
+# of that name: ``lib`` is the language's Library (dsl/library.py: ``lib.as_float``, ``lib.axes``,
+# ``lib.axis``, ``lib.arity``, ``lib.flat``...), the arguments are graph nodes or static values.
+# A Python signature error in a call is the user's "bad arguments" (dsl/lower.py).
+
+
+def floats(prim: str, arity: int, name: str | None = None) -> Callable:
+    """A call taking ``arity`` arrays, each as floats, and nothing else: ``prim(*args)``, called
+    ``name`` (default: the primitive's) in messages."""
+
+    def call(lib, *args, **kwargs):
+        lib.arity(name or prim, args, kwargs, arity)
+        return apply(prim, *[lib.as_float(a) for a in args])
+
+    return call
 
 
 # ---------------------------------------------------------------- cotangent scaling
@@ -208,82 +315,3 @@ def scale(ct, d):
     if getattr(ct, "masked", False):
         return apply("mul0", ct, d)
     return ct * d
-
-
-# ---------------------------------------------------------------- Taylor rule shapes
-#
-# A Taylor rule is ``taylor(primals, series, out, jet, **params) -> node | None``.
-# ``series[i]`` holds coefficients 1..K of input i as one node of shape
-# ``(K, *batch, *shape_i)`` (None: a constant, all zero); coefficient 0 is the
-# primal itself (``primals[i]``, ``out``). The rule returns coefficients 1..K of
-# the output. ``jet.series(node)`` gives the series of any node built from the
-# primals, propagated by these same rules (transforms/taylor.py), so a rule may
-# be written as a composition. The shapes below cover most primitives; the
-# recurrences themselves are helper primitives (``taylor_*``) in the family
-# modules, with no rules of their own: differentiating a Taylor program is an
-# error, never a silent zero.
-
-
-def add_all(terms):
-    """The sum of the nodes in ``terms`` that are not None (None if none is)."""
-    out = None
-    for t in terms:
-        if t is not None:
-            out = t if out is None else out + t
-    return out
-
-
-def linear(primals, series, out, jet, **params):
-    """Linear and piecewise-linear primitives: the jvp rule applied to the stacked
-    coefficients, which maps each coefficient on its own. At kinks (abs at 0,
-    maximum's ties, ...) this is the jvp rule's one-sided convention, order by order."""
-    return get(out.prim).jvp(primals, series, out, **params)
-
-
-def constant(primals, series, out, jet, **params):
-    """Piecewise-constant primitives (sign, floor, ...): coefficient 0 only."""
-    return None
-
-
-def bilinear(primals, series, out, jet, **params):
-    """``c = B(a, b)`` with B bilinear (mul, matmul, mul0): c_k = Σ_{j=0..k} B(a_j, b_{k-j}).
-    The two terms holding a coefficient 0 are nodes; the rest is the Cauchy
-    convolution ``taylor_conv``."""
-    (a, b), (sa, sb) = primals, series
-    name = out.prim
-    if a is b and name == "mul":  # x * x: the two first terms are one, twice
-        return 2.0 * apply(name, sa, b) + apply("taylor_conv", sa, sa, prim=name)
-    terms = [None if sa is None else apply(name, sa, b), None if sb is None else apply(name, a, sb)]
-    if sa is not None and sb is not None:
-        terms.append(apply("taylor_conv", sa, sb, prim=name))
-    return add_all(terms)
-
-
-def integral(primals, series, out, jet, **params):
-    """Elementwise primitives whose partial derivatives depend on the inputs only
-    (atan, asin, erf, atan2, ...). With h_i = ∂f/∂x_i (the jvp rule at a unit
-    tangent), y' = Σ_i h_i x_i' gives y_k = (1/k) Σ_i Σ_{j=1..k} j x_{i,j} h_{i,k-j}
-    (``taylor_integrate``), each h_i's own series coming from the jet."""
-    jvp = get(out.prim).jvp
-    terms = []
-    for i, s in enumerate(series):
-        if s is None:
-            continue
-        h = jvp(primals, [1.0 if j == i else None for j in range(len(primals))], out, **params)
-        hs = jet.series(h)
-        terms.append(s * h if hs is None else apply("taylor_integrate", s, h, hs))
-    return add_all(terms)
-
-
-def composite(build, vanish_at_zero=False):
-    """A primitive equal to a composition of others, ``build(*primals, out, **params)``:
-    its series is the composition's. ``vanish_at_zero``: the series is 0 where the
-    output is 0 (hypot and norm at the origin, the jvp's convention)."""
-
-    def rule(primals, series, out, jet, **params):
-        s = jet.series(build(*primals, out, **params))
-        if s is None or not vanish_at_zero:
-            return s
-        return apply("where", apply("eq", out, 0.0), 0.0, s)
-
-    return rule

@@ -16,22 +16,30 @@ import math
 import numpy as np
 
 from derivd.errors import IndexOutOfRange, ShapeError
+from derivd.ops.evaluate import integer, literal
 from derivd.ops.registry import (
-    FLOAT, INT, REAL, Primitive, apply, constant, declare_sparsity, hint, lead, linear, nullary, register,
-    result_dtype,
+    AXIS, FLOAT, INT, ITEMS, PERM, SHAPE, SIZE, Primitive, apply, case, lead, nullary, register, result_dtype,
 )
+from derivd.ops.taylor_kernels import constant, linear
 
 
 def _zero_shape(shape=(), **_):
     return tuple(shape), FLOAT
 
 
-register(Primitive("zeros", _zero_shape, template="np.zeros({shape})", scalar_template="0.0", taylor=constant))
-register(Primitive("ones", _zero_shape, template="np.ones({shape})", scalar_template="1.0", taylor=constant))
-register(Primitive("eye", lambda n: ((n, n), FLOAT), template="np.eye({n})", taylor=constant))
-register(Primitive("tril_ones", lambda n: ((n, n), FLOAT), template="np.tri({n})", taylor=constant))
+# Each output entry is one entry of one input, or 0: found by running the primitive on entry numbers.
+SELECT, ZERO = ("select", ()), ("zero", ())
+
+register(Primitive("zeros", _zero_shape, template="np.zeros({shape})", scalar_template="0.0", taylor=constant,
+                   sparsity=ZERO, params={"shape": SHAPE}, sample=[case(shape=()), case(shape=(2, 3))]))
+register(Primitive("ones", _zero_shape, template="np.ones({shape})", scalar_template="1.0", taylor=constant,
+                   sparsity=ZERO, params={"shape": SHAPE}, sample=[case(shape=()), case(shape=(3,))]))
+register(Primitive("eye", lambda n: ((n, n), FLOAT), template="np.eye({n})", taylor=constant, sparsity=ZERO,
+                   params={"n": SIZE}, sample=[case(n=3)]))
+register(Primitive("tril_ones", lambda n: ((n, n), FLOAT), template="np.tri({n})", taylor=constant, sparsity=ZERO,
+                   params={"n": SIZE}, sample=[case(n=3)]))
 register(Primitive("arange", lambda n: ((n,), FLOAT), template="np.arange({n}, dtype=np.float64)",
-                   taylor=constant))
+                   taylor=constant, sparsity=ZERO, params={"n": SIZE}, sample=[case(n=4)]))
 
 
 def _to_float_shape(x):
@@ -42,6 +50,7 @@ def _to_float_shape(x):
 
 register(Primitive("to_float", _to_float_shape, template="np.asarray({0}, dtype=np.float64)",
                    scalar_template="float({0})", differentiable=False,
+                   sample=[case(("mask", (2, 3))), case(("index", (3,), 5))],
                    doc="masks and integers as floats; they carry no derivative"))
 
 
@@ -59,7 +68,7 @@ def _reshape_shape(x, shape, in_ndim):
 def _reshape_template(args, params, avals):
     shape = avals[0][0]
     target = lead(shape, params["in_ndim"]) + tuple(params["shape"])
-    return f"np.reshape({args[0]}, {target})"
+    return f"np.reshape({args[0]}, {literal(target)})"
 
 
 register(Primitive(
@@ -69,6 +78,10 @@ register(Primitive(
     taylor=linear,
     vjp=lambda p, out, ct, shape, in_ndim: [apply(
         "reshape", ct, shape=p[0].shape[len(p[0].shape) - in_ndim:], in_ndim=len(shape))],
+    sparsity=SELECT, params={"shape": SHAPE, "in_ndim": SIZE},
+    sample=[case((2, 3), shape=(3, 2), in_ndim=2), case((6,), shape=(2, 3), in_ndim=1),
+            case((2, 3), shape=(6,), in_ndim=2), case((2, 3), shape=(3, 1), in_ndim=1),
+            case((), shape=(1, 1), in_ndim=0)],
 ))
 
 
@@ -86,8 +99,8 @@ def _broadcast_template(args, params, avals):
     lead_shape = lead(shape, core_n)
     core = shape[len(shape) - core_n:]
     padded = lead_shape + (1,) * (len(params["shape"]) - core_n) + core
-    x = args[0] if padded == shape else f"np.reshape({args[0]}, {padded})"
-    return f"np.broadcast_to({x}, {lead_shape + tuple(params['shape'])})"
+    x = args[0] if padded == shape else f"np.reshape({args[0]}, {literal(padded)})"
+    return f"np.broadcast_to({x}, {literal(lead_shape + tuple(params['shape']))})"
 
 
 def _broadcast_vjp(p, out, ct, shape, in_ndim):
@@ -101,7 +114,9 @@ register(Primitive(
     "broadcast_to", _broadcast_shape, template=_broadcast_template,
     jvp=lambda p, t, out, shape, in_ndim: None if t[0] is None else apply(
         "broadcast_to", t[0], shape=shape, in_ndim=in_ndim),
-    vjp=_broadcast_vjp, taylor=linear,
+    vjp=_broadcast_vjp, taylor=linear, sparsity=SELECT, params={"shape": SHAPE, "in_ndim": SIZE},
+    sample=[case((3,), shape=(2, 3), in_ndim=1), case((2, 1), shape=(2, 3), in_ndim=2),
+            case((), shape=(2, 2), in_ndim=0), case((1, 3), shape=(4, 2, 3), in_ndim=2)],
 ))
 
 
@@ -117,14 +132,15 @@ def _transpose_template(args, params, avals):
     perm = params["perm"]
     nl = len(avals[0][0]) - len(perm)
     full = tuple(range(nl)) + tuple(nl + p for p in perm)
-    return f"np.transpose({args[0]}, {full})"
+    return f"np.transpose({args[0]}, {literal(full)})"
 
 
 register(Primitive(
     "transpose", _transpose_shape, template=_transpose_template,
     jvp=lambda p, t, out, perm: None if t[0] is None else apply("transpose", t[0], perm=perm),
     vjp=lambda p, out, ct, perm: [apply("transpose", ct, perm=tuple(int(i) for i in np.argsort(perm)))],
-    taylor=linear,
+    taylor=linear, sparsity=SELECT, params={"perm": PERM},
+    sample=[case((2, 3), perm=(1, 0)), case((2, 3, 4), perm=(2, 0, 1)), case((2, 3, 4), perm=(1, 0))],
 ))
 
 
@@ -148,13 +164,14 @@ def _as_slice(item) -> slice:
 
 
 def _index_expr(items) -> str:
+    """The subscript ``..., i, start:stop:step`` of index items, each number formatted as an int."""
     parts = ["..."]
     for item in items:
         if isinstance(item, tuple):
             s = _as_slice(item)
-            parts.append(f"{s.start}:{'' if s.stop is None else s.stop}:{s.step}")
+            parts.append(f"{integer(s.start)}:{'' if s.stop is None else integer(s.stop)}:{integer(s.step)}")
         else:
-            parts.append(str(item))
+            parts.append(integer(item))
     return ", ".join(parts)
 
 
@@ -162,7 +179,10 @@ register(Primitive(
     "index", _index_shape, template=lambda args, params, avals: f"{args[0]}[{_index_expr(params['items'])}]",
     jvp=lambda p, t, out, items: None if t[0] is None else apply("index", t[0], items=items),
     vjp=lambda p, out, ct, items: [apply("index_scatter", ct, items=items, in_shape=p[0].shape[len(p[0].shape) - len(items):])],
-    taylor=linear, doc="x[...] with ints and slices on the core axes",
+    taylor=linear, sparsity=SELECT, params={"items": ITEMS},
+    sample=[case((4,), items=((1, 3, 1),)), case((5,), items=((4, -1, -2),)),
+            case((3, 4), items=(1, (0, 4, 2))), case((3, 4), items=((2, -1, -1), 3))],
+    doc="x[...] with ints and slices on the core axes",
 ))
 
 
@@ -197,7 +217,10 @@ register(Primitive(
     jvp=lambda p, t, out, items, in_shape: None if t[0] is None else apply(
         "index_scatter", t[0], items=items, in_shape=in_shape),
     vjp=lambda p, out, ct, items, in_shape: [apply("index", ct, items=items)],
-    taylor=linear, doc="zeros of in_shape with ct written at items: the transpose of index",
+    taylor=linear, sparsity=SELECT, params={"items": ITEMS, "in_shape": SHAPE},
+    sample=[case((2,), items=((1, 3, 1),), in_shape=(4,)), case((3,), items=((4, -1, -2),), in_shape=(5,)),
+            case((2,), items=(1, (0, 4, 2)), in_shape=(3, 4))],
+    doc="zeros of in_shape with ct written at items: the transpose of index",
 ))
 
 
@@ -205,7 +228,10 @@ register(Primitive(
     "index_add", lambda base, ct, items: (base[0], FLOAT), impl=_index_add,
     inplace_impl=_index_add_inplace,
     jvp=lambda p, t, out, items: _index_add_jvp(p, t, items),
-    vjp=lambda p, out, ct, items: [ct, apply("index", ct, items=items)], taylor=linear,
+    vjp=lambda p, out, ct, items: [ct, apply("index", ct, items=items)], taylor=linear, sparsity=SELECT,
+    params={"items": ITEMS},
+    sample=[case((4,), (2,), items=((1, 3, 1),)), case((5,), (3,), items=((4, -1, -2),)),
+            case((3, 4), (2,), items=(1, (0, 4, 2)))],
     doc="base + index_scatter(ct): the accumulation of slice cotangents without a zero array per slice",
 ))
 
@@ -267,7 +293,10 @@ register(Primitive(
     "gather", _gather_shape, impl=_gather,
     jvp=lambda p, t, out, axis: None if t[0] is None else apply("gather", t[0], p[1], axis=axis),
     vjp=lambda p, out, ct, axis: [apply("scatter_add", ct, p[1], axis=axis, size=p[0].shape[axis]), None],
-    taylor=linear, doc="take along one axis by an integer array (a request constant, checked when it runs)",
+    taylor=linear, sparsity=SELECT, params={"axis": AXIS},
+    sample=[case((4,), ("index", (5,), 4), axis=-1), case((3, 2), ("index", (4,), 3), axis=-2),
+            case((3, 2), ("index", (2, 2), 2), axis=-1), case((2, 3, 2), ("index", (3,), 3), axis=-2)],
+    doc="take along one axis by an integer array (a request constant, checked when it runs)",
 ))
 
 
@@ -300,7 +329,10 @@ register(Primitive(
     "scatter_add", _scatter_add_shape, impl=_scatter_add,
     jvp=lambda p, t, out, axis, size: None if t[0] is None else apply("scatter_add", t[0], p[1], axis=axis, size=size),
     vjp=lambda p, out, ct, axis, size: [apply("gather", ct, p[1], axis=axis), None],
-    taylor=linear, doc="the transpose of gather: adds, so repeated indices accumulate",
+    taylor=linear, sparsity=("scatter_add", ()), params={"axis": AXIS, "size": SIZE},
+    sample=[case((5,), ("index", (5,), 4), axis=-1, size=4), case((4, 2), ("index", (4,), 3), axis=-2, size=3),
+            case((3, 2, 2), ("index", (2, 2), 2), axis=-1, size=2)],
+    doc="the transpose of gather: adds, so repeated indices accumulate",
 ))
 
 
@@ -346,47 +378,7 @@ def _concat_vjp(p, out, ct, axis):
 
 register(Primitive(
     "concat", _concat_shape,
-    template=lambda args, params, avals: f"np.concatenate(({', '.join(args)},), axis={params['axis']})",
-    jvp=_concat_jvp, vjp=_concat_vjp, taylor=linear,
+    template=lambda args, params, avals: f"np.concatenate(({', '.join(args)},), axis={integer(params['axis'])})",
+    jvp=_concat_jvp, vjp=_concat_vjp, taylor=linear, sparsity=SELECT, params={"axis": AXIS},
+    sample=[case((2,), (3,), axis=-1), case((2, 3), (1, 3), axis=-2), case((2, 3), (2, 1), (2, 2), axis=-1)],
 ))
-
-
-# ---------------------------------------------------------------- sweep hints (registry.hint)
-
-
-def _case(*args, **params):
-    """Arguments are shapes of real inputs, or full specs such as ("index", shape, size)."""
-    return {"args": [a if a and isinstance(a[0], str) else ("real", a, REAL) for a in args], "params": params}
-
-
-hint({
-    "zeros": [_case(shape=()), _case(shape=(2, 3))], "ones": [_case(shape=()), _case(shape=(3,))],
-    "eye": [_case(n=3)], "tril_ones": [_case(n=3)], "arange": [_case(n=4)],
-    "to_float": [_case(("mask", (2, 3))), _case(("index", (3,), 5))],
-    "reshape": [_case((2, 3), shape=(3, 2), in_ndim=2), _case((6,), shape=(2, 3), in_ndim=1),
-                _case((2, 3), shape=(6,), in_ndim=2), _case((2, 3), shape=(3, 1), in_ndim=1),
-                _case((), shape=(1, 1), in_ndim=0)],
-    "broadcast_to": [_case((3,), shape=(2, 3), in_ndim=1), _case((2, 1), shape=(2, 3), in_ndim=2),
-                     _case((), shape=(2, 2), in_ndim=0), _case((1, 3), shape=(4, 2, 3), in_ndim=2)],
-    "transpose": [_case((2, 3), perm=(1, 0)), _case((2, 3, 4), perm=(2, 0, 1)), _case((2, 3, 4), perm=(1, 0))],
-    "index": [_case((4,), items=((1, 3, 1),)), _case((5,), items=((4, -1, -2),)),
-              _case((3, 4), items=(1, (0, 4, 2))), _case((3, 4), items=((2, -1, -1), 3))],
-    "index_scatter": [_case((2,), items=((1, 3, 1),), in_shape=(4,)), _case((3,), items=((4, -1, -2),), in_shape=(5,)),
-                      _case((2,), items=(1, (0, 4, 2)), in_shape=(3, 4))],
-    "index_add": [_case((4,), (2,), items=((1, 3, 1),)), _case((5,), (3,), items=((4, -1, -2),)),
-                  _case((3, 4), (2,), items=(1, (0, 4, 2)))],
-    "gather": [_case((4,), ("index", (5,), 4), axis=-1), _case((3, 2), ("index", (4,), 3), axis=-2),
-               _case((3, 2), ("index", (2, 2), 2), axis=-1), _case((2, 3, 2), ("index", (3,), 3), axis=-2)],
-    "scatter_add": [_case((5,), ("index", (5,), 4), axis=-1, size=4),
-                    _case((4, 2), ("index", (4,), 3), axis=-2, size=3),
-                    _case((3, 2, 2), ("index", (2, 2), 2), axis=-1, size=2)],
-    "concat": [_case((2,), (3,), axis=-1), _case((2, 3), (1, 3), axis=-2), _case((2, 3), (2, 1), (2, 2), axis=-1)],
-})
-
-
-# ---------------------------------------------------------------- sparsity rule shapes (transforms/sparsity.py)
-# Each output entry is one entry of one input, or 0: found by running the primitive on entry numbers.
-
-declare_sparsity("zeros ones eye tril_ones arange", "zero")
-declare_sparsity("reshape broadcast_to transpose index index_scatter index_add gather concat", "select")
-declare_sparsity("scatter_add", "scatter_add")

@@ -12,8 +12,7 @@ from __future__ import annotations
 from derivd import ops
 from derivd.errors import NoDerivativeRule
 from derivd.ops.registry import FLOAT, align
-from derivd.transforms.fit import fit
-from derivd.transforms.loops import jvp_loop
+from derivd.transforms.conform import conform
 
 
 def jvp(graph, wrt: list, tangents: list, outputs: list) -> list:
@@ -27,23 +26,16 @@ def jvp(graph, wrt: list, tangents: list, outputs: list) -> list:
         ts = [tan.get(a.id) for a in n.inputs]
         if all(t is None for t in ts):
             continue
-        if n.prim == "loop":  # its derivative is a loop too; its outputs' tangents are read by loop_get
-            tan[n.id] = jvp_loop(graph, n, ts, batch)
-            continue
-        if n.prim == "loop_get":
-            t = ts[0].get(dict(n.params)["index"])
-            if t is not None:
-                tan[n.id] = t
-            continue
         prim = ops.get(n.prim)
         if not prim.differentiable:
             continue
-        if prim.jvp is None:
+        rule = prim.rule("jvp")
+        if rule is None:
             raise NoDerivativeRule(f"no jvp rule for primitive {n.prim!r}: cannot differentiate through it",
                                    primitive=n.prim, transform="jvp")
         if prim.broadcasting:
             ts = [None if t is None else align(t, a.ndim, n.ndim) for t, a in zip(ts, n.inputs)]
-        out = prim.jvp(list(n.inputs), ts, n, **dict(n.params))
-        if out is not None:
-            tan[n.id] = fit(out, batch + n.shape, len(batch))
+        out = rule(list(n.inputs), ts, n, **n.params)
+        if out is not None:  # a tuple's tangents are a dict, one per element (ops/registry.py)
+            tan[n.id] = out if prim.tuple_valued else conform(out, batch + n.shape, len(batch))
     return [tan.get(o.id) for o in outputs]

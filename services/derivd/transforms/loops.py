@@ -10,7 +10,14 @@ collected its states) and p̄ = Σ_k (∂f/∂p at s_k)ᵀ s̄_{k+1}. The states
 from the same loop run with ``collect`` (memory proportional to N); the reverse
 loop carries (s̄, p̄), reads s_k from the stack at its counter k, and its body is
 the vjp of f there. Each derivative is an ordinary loop node, so it can be
-differentiated again (second order) by these same two functions.
+differentiated again (second order) by these same functions.
+
+These are the ``loop`` primitive's registered rules (ops/control.py names them by
+path: they build IR and call the transforms, which the ops layer cannot import),
+with the interface of every rule; a loop's value is a tuple, so its tangents,
+cotangents and series are dicts {loop_get index: node} (ops/registry.py, "Rule
+interface"). The transforms call these rules and these rules call the transforms
+on the body: a mutual recursion, at run time only, and the one in the package.
 """
 
 from __future__ import annotations
@@ -18,35 +25,36 @@ from __future__ import annotations
 from derivd.ir.graph import Graph
 from derivd.ir.loop import Body, counter_node, inline, loop
 from derivd.ops.registry import FLOAT, nullary
-
-
-def _params(node) -> dict:
-    return dict(node.params)
+from derivd.transforms.jvp import jvp as jvp_transform
+from derivd.transforms.taylor import taylor as taylor_transform
+from derivd.transforms.vjp import vjp as vjp_transform
 
 
 def _zeros(like, shape):
     return nullary(like, "zeros", shape=tuple(shape))
 
 
-def jvp_loop(graph, node, tangents: list, batch: tuple) -> dict[int, object]:
+def _batch(primals, tangents) -> tuple:
+    """The batch axes a tangent (or a series: its (K, *batch)) has in front of its primal's shape."""
+    p, t = next((p, t) for p, t in zip(primals, tangents) if t is not None)
+    return t.shape[: len(t.shape) - len(p.shape)]
+
+
+def jvp(primals, tangents, out, **params) -> dict[int, object]:
     """Tangents of the loop's outputs (by loop_get index) given its inputs' tangents (None: zero)."""
-    from derivd.transforms.jvp import jvp
-
-    return _forward_loop(graph, node, tangents, batch, jvp)
+    return _forward_loop(out, tangents, _batch(primals, tangents), jvp_transform)
 
 
-def taylor_loop(graph, node, series: list, lead: tuple) -> dict[int, object]:
-    """Taylor series of the loop's outputs given its inputs' (``lead`` = (K, *batch)): the same
-    construction as the jvp, with the body's Taylor transform (coefficient k of s_{k+1} depends
-    on coefficients 0..k of s_k and p, which the carried series hold)."""
-    from derivd.transforms.taylor import taylor
-
-    return _forward_loop(graph, node, series, lead, taylor)
+def taylor(primals, series, out, jet, **params) -> dict[int, object]:
+    """Taylor series of the loop's outputs given its inputs': the same construction as the jvp,
+    with the body's Taylor transform (coefficient k of s_{k+1} depends on coefficients 0..k of
+    s_k and p, which the carried series hold)."""
+    return _forward_loop(out, series, jet.lead, taylor_transform)
 
 
-def _forward_loop(graph, node, tangents: list, batch: tuple, transform) -> dict[int, object]:
+def _forward_loop(node, tangents: list, batch: tuple, transform) -> dict[int, object]:
     """A loop carrying (state, its tangents) over the body followed by ``transform`` of it."""
-    p = _params(node)
+    graph, p = node.graph, node.params
     body: Body = p["body"]
     m = len(body.carried)
     inits, captured = list(node.inputs[:m]), list(node.inputs[m:])
@@ -83,14 +91,14 @@ def _forward_loop(graph, node, tangents: list, batch: tuple, transform) -> dict[
     return out
 
 
-def vjp_loop(graph, node, cts: dict[int, object], batch: tuple, needed: list[bool]) -> list:
+def vjp(primals, node, cts: dict[int, object], **params) -> list:
     """Cotangents of the loop's inputs given those of its outputs (by loop_get index); only the
-    captured inputs marked ``needed`` (those that vary) get one."""
-    from derivd.transforms.vjp import vjp
-
-    p = _params(node)
+    captured inputs that vary (``primals.varies``) get one: each is a sum the reverse loop carries."""
+    graph, p, needed = node.graph, node.params, primals.varies
     body: Body = p["body"]
     count, m = p["count"], len(body.carried)
+    index, c = next(iter(cts.items()))  # a final state's cotangent (index < m), or a stack's (one more axis)
+    batch = c.shape[: len(c.shape) - len(body.carried[index % m].shape) - (index >= m)]
     inits, captured = list(node.inputs[:m]), list(node.inputs[m:])
     moving = [j for j, c in enumerate(body.carried) if c.dtype == FLOAT]
     caps = [l for l, c in enumerate(body.captured) if c.dtype == FLOAT and needed[m + l]]
@@ -114,7 +122,7 @@ def vjp_loop(graph, node, cts: dict[int, object], batch: tuple, needed: list[boo
         c.masked = masked
     s = [g.apply("gather", [stack[j], k], {"axis": -len(c.shape) - 1}) for j, c in enumerate(body.carried)]
     outs = inline(g, body, k, s, cap)
-    bars = vjp(g, [s[j] for j in moving] + [cap[l] for l in caps], [outs[j] for j in moving], ct)
+    bars = vjp_transform(g, [s[j] for j in moving] + [cap[l] for l in caps], [outs[j] for j in moving], ct)
     new_ct = []
     for pos, j in enumerate(moving):
         b = bars[pos] if bars[pos] is not None else _zeros(k, batch + body.carried[j].shape)

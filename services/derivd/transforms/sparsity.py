@@ -37,6 +37,9 @@ Rule shapes, ``Primitive.sparsity = (structure, curvature)``:
                 index, gather, concat, ...): found by running the primitive on entry
                 numbers 1..size with the other float inputs 0
 ``scatter_add`` an output entry sums the entries whose index points at it
+``linear``      any map linear in its float inputs (cumsum, ...): its Jacobian is constant,
+                so its nonzeros, found by running the primitive once on a batch of unit
+                vectors (every primitive takes leading batch axes), are exact everywhere
 ``matmul``      entry (i, j) reads row i of a and column j of b; curvature pairs only
                 a[i, k] with b[k, j], per k
 ``matrix``      every output entry reads every entry of its (stacked) input matrix
@@ -135,7 +138,7 @@ def _elementwise(node, ks, prop):
 
 def _reduce(node, ks, prop):
     (x,) = node.inputs
-    reduced = [a + x.ndim for a in dict(node.params)["axes"]]
+    reduced = [a + x.ndim for a in node.params["axes"]]
     kept = [i for i in range(x.ndim) if i not in reduced]
     width = math.prod(x.shape[i] for i in reduced)
     prop.budget(node.size * width)
@@ -146,7 +149,7 @@ def _reduce(node, ks, prop):
 def _select(node, ks, prop):
     """Run the primitive on entry numbers: output value s > 0 means "copies entry s - 1"."""
     prim = ops.get(node.prim)
-    params = dict(node.params)
+    params = node.params
     base = []
     for a in node.inputs:
         if a.dtype == FLOAT:
@@ -167,12 +170,32 @@ def _select(node, ks, prop):
     return Local(deps)
 
 
+def _linear(node, ks, prop):
+    """D_k: the nonzeros of the (constant) Jacobian of a linear map, one run on the identity."""
+    prim = ops.get(node.prim)
+    base = []
+    for a in node.inputs:
+        value = np.zeros(a.shape) if a.dtype == FLOAT else prop.known(a)
+        if value is None:
+            return None
+        base.append(value)
+    deps = {}
+    for k in ks:
+        a = node.inputs[k]
+        prop.budget(node.size * a.size)
+        args = list(base)
+        args[k] = np.eye(a.size).reshape((a.size,) + a.shape)
+        jacobian_t = np.asarray(eval_primitive(prim, args, node.params)).reshape(a.size, node.size)
+        deps[k] = sp.csr_matrix(jacobian_t.T != 0)
+    return Local(deps)
+
+
 def _scatter_add(node, ks, prop):
     ct, idx = node.inputs
     idx_value = prop.known(idx)
     if idx_value is None:
         return None
-    axis = dict(node.params)["axis"]
+    axis = node.params["axis"]
     # ct's entry j is added into the output entry dest[j]: gather the output's entry numbers.
     dest = eval_primitive(ops.get("gather"), [_entries(node.shape), idx_value], {"axis": axis})
     dest = np.asarray(dest, dtype=np.int64).ravel()
@@ -238,7 +261,7 @@ def _loop(node, ks, prop):
     """Rows: the final states' entries, state after state. The body's pattern B (outputs over
     carried and captured entries) maps the states' dependence on the loop's own inputs (U entries)
     from one iteration to the next; the counter is unknown, so whatever it indexes is dense."""
-    params = dict(node.params)
+    params = node.params
     body, count = params["body"], params["count"]
     if params["collect"]:  # stacks of every state: derivative graphs only, never worth it
         return None
@@ -282,8 +305,8 @@ def _loop_get(node, ks, prop):
     row), that row for every entry."""
     loop = node.inputs[0]
     rows = next(iter(prop.local[loop.id].deps.values())).shape[0]
-    sizes = [c.size for c in dict(loop.params)["body"].carried]
-    index = dict(node.params)["index"]
+    sizes = [c.size for c in loop.params["body"].carried]
+    index = node.params["index"]
     if index >= len(sizes) or rows != sum(sizes):
         return Local({0: _selection(np.zeros(node.size, dtype=np.int64), rows)})
     start = sum(sizes[:index])
@@ -291,7 +314,8 @@ def _loop_get(node, ks, prop):
 
 
 STRUCTURES = {
-    "elementwise": _elementwise, "reduce": _reduce, "select": _select, "scatter_add": _scatter_add,
+    "elementwise": _elementwise, "reduce": _reduce, "select": _select, "linear": _linear,
+    "scatter_add": _scatter_add,
     "matmul": _matmul, "matrix": _matrix, "solve": _solve, "dense": _dense, "loop": _loop, "loop_get": _loop_get,
 }
 
@@ -391,7 +415,7 @@ class _Propagation:
         return self._values[node.id]
 
     def _evaluate(self, n) -> np.ndarray | None:
-        params = dict(n.params)
+        params = n.params
         if n.prim == "const":
             return np.asarray(params["value"])
         if n.prim == "input":

@@ -9,7 +9,7 @@ directions (like the tangent batch of ``jvp``), then the node's own axes. Every
 primitive acts on trailing axes, so the coefficient axis is one more leading axis
 to it. With x(t) = x + t v, K = 1 is exactly ``jvp``.
 
-Each primitive's ``taylor`` rule (ops/registry.py, "Taylor rule shapes") maps the
+Each primitive's ``taylor`` rule (ops/taylor_kernels.py, "rule shapes") maps the
 input series to the output's: linear primitives coefficient by coefficient (their
 jvp rule on the stacked series), products by Cauchy convolution, exp, log, sin,
 tan, ... by their recurrences (Griewank & Walther, "Evaluating Derivatives",
@@ -23,8 +23,7 @@ from __future__ import annotations
 from derivd import ops
 from derivd.errors import NoDerivativeRule
 from derivd.ops.registry import FLOAT, align
-from derivd.transforms.fit import fit
-from derivd.transforms.loops import taylor_loop
+from derivd.transforms.conform import conform
 
 
 def taylor(graph, wrt: list, series: list, outputs: list) -> list:
@@ -100,16 +99,13 @@ class Jet:
         ss = [self._lookup(a.id)[1] for a in n.inputs]
         if all(s is None for s in ss):
             return None
-        if n.prim == "loop":  # a loop over the body's Taylor transform; loop_get reads its series
-            return taylor_loop(n.graph, n, ss, self.lead)
-        if n.prim == "loop_get":
-            return ss[0].get(dict(n.params)["index"])
-        if prim.taylor is None:
+        rule = prim.rule("taylor")
+        if rule is None:
             raise NoDerivativeRule(f"no Taylor rule for {n.prim!r}: cannot expand it in a Taylor series",
                                    primitive=n.prim, transform="taylor")
         if prim.broadcasting:
             ss = [None if s is None else align(s, a.ndim, n.ndim) for s, a in zip(ss, n.inputs)]
-        out = prim.taylor(list(n.inputs), ss, n, self, **dict(n.params))
-        if out is None:
-            return None
-        return fit(out, self.lead + n.shape, len(self.lead))
+        out = rule(list(n.inputs), ss, n, self, **n.params)
+        if out is None or prim.tuple_valued:  # a tuple's series are a dict, one per element
+            return out
+        return conform(out, self.lead + n.shape, len(self.lead))

@@ -16,8 +16,18 @@ from __future__ import annotations
 from derivd import ops
 from derivd.errors import NoDerivativeRule
 from derivd.ops.registry import FLOAT
-from derivd.transforms.fit import fit
-from derivd.transforms.loops import vjp_loop
+from derivd.transforms.conform import conform
+
+
+class Primals(list):
+    """A node's inputs, as a vjp rule receives them, with ``varies[i]``: whether input i
+    depends on the differentiated inputs (a rule may build cotangents for those only)."""
+
+    __slots__ = ("_varying",)  # ids of the nodes that vary, shared by every node's Primals
+
+    @property
+    def varies(self) -> list[bool]:
+        return [a.id in self._varying for a in self]
 
 
 def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
@@ -35,30 +45,31 @@ def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
         return [None for _ in wrt]
     first = next(iter(zip(outputs, cotangents)))
     nbatch = len(first[1].shape) - len(first[0].shape)
-    loop_cts: dict[int, dict] = {}  # loop node id -> {loop_get index: cotangent}
+    batch = first[1].shape[:nbatch]
     for n in reversed(nodes):
-        if n.prim == "loop" and n.id in loop_cts:  # a loop's derivative is a loop the other way
-            cts = loop_cts.pop(n.id)
-            c = next(iter(cts.values()))
-            contributions = vjp_loop(graph, n, cts, c.shape[:nbatch], [a.id in varies for a in n.inputs])
-        else:
-            c = ct.get(n.id)
-            if c is None or n.prim in ("input", "const"):
-                continue
-            if n.prim == "loop_get":
-                loop_cts.setdefault(n.inputs[0].id, {})[dict(n.params)["index"]] = c
-                continue
-            prim = ops.get(n.prim)
-            if prim.vjp is None:
-                raise NoDerivativeRule(f"no vjp rule for primitive {n.prim!r}: cannot differentiate through it",
-                                       primitive=n.prim, transform="vjp")
-            contributions = prim.vjp(list(n.inputs), n, c, **dict(n.params))
+        c = ct.get(n.id)
+        if c is None or n.prim in ("input", "const"):
+            continue
+        rule = ops.get(n.prim).rule("vjp")
+        if rule is None:
+            raise NoDerivativeRule(f"no vjp rule for primitive {n.prim!r}: cannot differentiate through it",
+                                   primitive=n.prim, transform="vjp")
+        primals = Primals(n.inputs)
+        primals._varying = varies
+        contributions = rule(primals, n, c, **n.params)
+        c_masked = getattr(c, "masked", False)  # a tuple's cotangents (a dict) carry their own marks
         for a, ca in zip(n.inputs, contributions):
             if ca is None or a.id not in varies:
                 continue
-            ca = fit(ca, c.shape[:nbatch] + a.shape, nbatch)
-            masked = c.masked or ca.masked
             prev = ct.get(a.id)
+            if isinstance(ca, dict):  # cotangents of elements of a tuple-valued input (ops/registry.py)
+                merged = dict(prev or {})
+                for index, e in ca.items():
+                    merged[index] = e if index not in merged else _sum(merged[index], e)
+                ct[a.id] = merged
+                continue
+            ca = conform(ca, batch + a.shape, nbatch)
+            masked = c_masked or ca.masked
             if prev is not None:
                 masked = masked or prev.masked
                 ca = prev + ca
@@ -66,3 +77,11 @@ def vjp(graph, wrt: list, outputs: list, cotangents: list) -> list:
                 ca.masked = True
             ct[a.id] = ca
     return [ct.get(x.id) for x in wrt]
+
+
+def _sum(a, b):
+    """a + b for two cotangents, masked if either is."""
+    out = a + b
+    if a.masked or b.masked:
+        out.masked = True
+    return out

@@ -1,10 +1,10 @@
-"""Shape bookkeeping shared by the transforms."""
+"""Conforming a rule's result to its node's (batched) shape: the transforms' one shape bookkeeping."""
 
 from derivd.ops import apply
 from derivd.ops.registry import unbroadcast
 
 
-def fit(x, shape: tuple[int, ...], nbatch: int):
+def conform(x, shape: tuple[int, ...], nbatch: int):
     """Make a rule's result exactly ``shape`` (= batch + primal shape).
 
     Rules may return a result that broadcasts to the primal's shape (``ta`` of
