@@ -11,6 +11,7 @@ RNG = np.random.default_rng(11)
 X = RNG.normal(size=(3, 4))
 T = RNG.normal(size=(2, 3, 4))
 V = RNG.normal(size=6)
+U = RNG.normal(size=6)
 W = RNG.uniform(0.5, 2.0, size=4)
 C = np.arange(12.0).reshape((3, 4))
 
@@ -65,6 +66,16 @@ CASES = [
     Case("sum(percentile(V, [10, 90]) ** 2)",
          lambda np, V: (np.sort(V)[0] + 0.5 * (np.sort(V)[1] - np.sort(V)[0])) ** 2
          + (np.sort(V)[5] - 0.5 * (np.sort(V)[5] - np.sort(V)[4])) ** 2, {"V": V}),
+    # elementwise
+    Case("sum(logaddexp(X, W) ** 2)", lambda np, X, W: np.sum(np.logaddexp(X, W) ** 2), {"X": X, "W": W}),
+    Case("sum(logaddexp2(V, U) * V)", lambda np, V, U: np.sum(np.logaddexp2(V, U) * V), {"V": V, "U": U}),
+    Case("sum(fmax(V, U) ** 2 + fmin(V, U) ** 3)",
+         lambda np, V, U: np.sum(np.maximum(V, U) ** 2 + np.minimum(V, U) ** 3), {"V": V, "U": U}),
+    Case("sum(sinc(V) * V)", lambda np, V: np.sum(np.sin(np.pi * V) / (np.pi * V) * V), {"V": V}),
+    Case("sum(deg2rad(V) * radians(U) + rad2deg(V) * degrees(U))",
+         lambda np, V, U: np.sum(np.deg2rad(V) * np.radians(U) + np.rad2deg(V) * np.degrees(U)), {"V": V, "U": U}),
+    Case("sum(heaviside(V, U) * U)", lambda np, V, U: np.sum(np.where(V > 0, 1.0, 0.0) * U), {"V": V, "U": U}),
+    Case("sum(nan_to_num(V) ** 2)", lambda np, V: np.sum(V ** 2), {"V": V}),
 ]
 
 
