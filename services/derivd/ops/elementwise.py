@@ -354,7 +354,8 @@ def _logaddexp_build(a, b, y, base=1.0):
 
 
 binary("logaddexp", "np.logaddexp({0}, {1})", None, lambda a, b, y: exp(a - y), lambda a, b, y: exp(b - y),
-       taylor=composite(_logaddexp_build), dsl=True, doc="log(e^a + e^b) without overflow; derivatives e^(a-y), e^(b-y)")
+       taylor=composite(_logaddexp_build), dsl=True,
+       doc="log(e^a + e^b) without overflow; derivatives e^(a-y), e^(b-y)")
 binary("logaddexp2", "np.logaddexp2({0}, {1})", None, lambda a, b, y: apply("exp2", a - y),
        lambda a, b, y: apply("exp2", b - y), taylor=composite(lambda a, b, y: _logaddexp_build(a, b, y, LN2)),
        dsl=True, doc="log2(2^a + 2^b) without overflow; derivatives 2^(a-y), 2^(b-y)")

@@ -28,7 +28,7 @@ import numpy as np
 
 from derivd.errors import ProgramError, ShapeError
 from derivd.ops.registry import (
-    AXIS, INT, REAL, SIZE, Primitive, apply, case, language, nullary, register,
+    AXIS, INT, SIZE, Primitive, apply, case, language, nullary, register,
 )
 from derivd.ops.reductions import keep, mean
 from derivd.ops.taylor_kernels import linear
