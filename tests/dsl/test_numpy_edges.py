@@ -1,6 +1,7 @@
 """numpy's values at the edges of the newer functions, and their documented derivatives there:
 sinc at 0 (smooth: its series), heaviside at 0, fmax/fmin with NaN and ties, nan_to_num of
-non-finite entries, sort/median/quantile ties, cumprod through zeros."""
+non-finite entries, sort/median/quantile ties, cumprod through zeros; and the second order of
+the compositions (forward over reverse) against finite differences of their gradients."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.dsl.support import SecondOrder, call
+from tests.references import fd_jacobian
 
 NAN, INF = float("nan"), float("inf")
 
@@ -104,3 +106,26 @@ def test_var_with_ddof_at_the_count_is_numpy_inf_or_nan():
         want = np.var([1.0, 2.0], ddof=2)
     got = call("evaluate", "var(x, ddof=2)", {"x": [1.0, 2.0]})["value"]
     np.testing.assert_array_equal(got, want)
+
+
+RNG = np.random.default_rng(3)
+SECOND_ORDER = [
+    ("sum(sort(v) ** 3 * arange(5))", {"v": RNG.normal(size=5)}),
+    ("median(v ** 3) + quantile(v ** 2, 0.3) * sum(v)", {"v": RNG.normal(size=5)}),
+    ("var(X, axis=0, ddof=1)[1] + sum(einsum('ij,kj->ik', X, X) ** 2)", {"X": RNG.normal(size=(3, 4))}),
+    ("sum(cumprod(v) ** 2) + sum(diff(v, n=2) ** 3)", {"v": RNG.normal(size=5)}),
+    ("sum(logsumexp(X, axis=1, b=X * X, keepdims=True) * X)", {"X": RNG.normal(size=(3, 4))}),
+    ("sum(logaddexp(v, v * v) + sinc(v) * fmax(v, 0.1) + logaddexp2(v, 0.5))", {"v": RNG.normal(size=5)}),
+    ("sum(cross(X[:, :3], X[:, 1:]) ** 2) + sum(kron(X[:2, :2], X[1:, 2:]) ** 2)", {"X": RNG.normal(size=(3, 4))}),
+]
+
+
+@pytest.mark.parametrize("dsl,at", SECOND_ORDER, ids=[c[0] for c in SECOND_ORDER])
+def test_second_order_of_the_compositions(dsl, at):
+    """The Hessian (forward over reverse) equals finite differences of the reverse gradient."""
+    (name,) = at
+    _, gradient0, hessian = SecondOrder(dsl, at)(at)
+    fd = fd_jacobian(lambda **kw: np.ravel(call("gradient", dsl, kw)["gradient"][name]), at)
+    np.testing.assert_allclose(hessian, fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))
+    np.testing.assert_allclose(gradient0, np.ravel(call("gradient", dsl, at, mode="forward")["gradient"][name]),
+                               rtol=1e-12, atol=1e-12)
