@@ -1,6 +1,11 @@
 """Reductions over ``axes`` (a tuple of negative axes; the empty tuple is the identity), and
 scans along one ``axis`` (``cumsum``: linear; its transpose is the reversed cumulative sum).
 
+In the language every reduction takes numpy's ``axis`` (an int, a tuple, None) and
+``keepdims``; ``mean`` (the sum over the count) and ``max``/``min`` of several arrays
+(elementwise, as Python's) are composites registered by name here, and ``logsumexp`` takes
+scipy's weights ``b``.
+
 ``max``/``min`` split the derivative equally among tied maxima. ``prod`` is
 differentiated as a balanced tree of pairwise products (exact at zeros, and
 made of primitives with rules, so derivatives of every order exist). ``logsumexp``
