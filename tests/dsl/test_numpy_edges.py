@@ -129,3 +129,12 @@ def test_second_order_of_the_compositions(dsl, at):
     np.testing.assert_allclose(hessian, fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))
     np.testing.assert_allclose(gradient0, np.ravel(call("gradient", dsl, at, mode="forward")["gradient"][name]),
                                rtol=1e-12, atol=1e-12)
+
+
+def test_a_helper_may_shadow_a_function_beyond_the_contract_but_not_the_contracts():
+    """Programs that define their own ``cross`` or ``var`` keep working (the helper wins, as a
+    Python def would); the contract's names stay reserved."""
+    program = "def var(a): return a * 2\ndef cross(a, b): return a - b\nsum(cross(var(x), x))"
+    assert float(call("evaluate", program, {"x": [1.0, 2.0]})["value"]) == 3.0
+    with pytest.raises(Exception, match="shadows a builtin"):
+        call("evaluate", "def sum(a): return a\nsum(x)", {"x": [1.0, 2.0]})
