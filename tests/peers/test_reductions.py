@@ -112,7 +112,8 @@ CASES = [
     Case("sum(sinc(V) * V)", lambda np, V: np.sum(np.sin(np.pi * V) / (np.pi * V) * V), {"V": V}),
     Case("sum(deg2rad(V) * radians(U) + rad2deg(V) * degrees(U))",
          lambda np, V, U: np.sum(np.deg2rad(V) * np.radians(U) + np.rad2deg(V) * np.degrees(U)), {"V": V, "U": U}),
-    Case("sum(heaviside(V, U) * U)", lambda np, V, U: np.sum(np.where(V > 0, 1.0, 0.0) * U), {"V": V, "U": U}),
+    Case("sum(heaviside(V, U) * U + V)", lambda np, V, U: np.sum(np.where(V > 0, 1.0, 0.0) * U + V),
+         {"V": V, "U": U}),
     Case("sum(nan_to_num(V) ** 2)", lambda np, V: np.sum(V ** 2), {"V": V}),
 ]
 
