@@ -24,7 +24,8 @@ def keepdims_and_tuples(A):
 
 def statistics(A):
     return [np.var(A, axis=0), np.std(A, axis=1, ddof=1), dd.ptp(A, axis=0), np.median(A, axis=1),
-            np.average(A, axis=1, weights=np.array([1.0, 2.0, 3.0])), np.reshape(np.quantile(A, [0.2, 0.7], axis=0), -1)]
+            np.average(A, axis=1, weights=np.array([1.0, 2.0, 3.0])),
+            np.reshape(np.quantile(A, [0.2, 0.7], axis=0), -1)]
 
 
 def order(x):

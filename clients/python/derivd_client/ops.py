@@ -239,7 +239,8 @@ def _fold(name, pairwise, x, more):
 
 # ---------------------------------------------------------------- scans along one axis
 
-SCANS = {"cumsum": np.cumsum, "cumprod": np.cumprod}  # name -> numpy's function: same shape, or flattened when axis is None
+# name -> numpy's function: same shape, or flattened when axis is None
+SCANS = {"cumsum": np.cumsum, "cumprod": np.cumprod}
 
 
 def _scan(name, numpy_fn):
