@@ -85,6 +85,10 @@ UNARY_NUMPY = {
 }
 BINARY_NUMPY = {"atan2": np.arctan2, "hypot": np.hypot, "maximum": np.maximum, "minimum": np.minimum,
                 "pow": np.power}
+UNARY_NUMPY.update({"sinc": np.sinc, "deg2rad": np.deg2rad, "rad2deg": np.rad2deg, "radians": np.radians,
+                    "degrees": np.degrees})
+BINARY_NUMPY.update({"logaddexp": np.logaddexp, "logaddexp2": np.logaddexp2, "fmax": np.fmax, "fmin": np.fmin,
+                     "heaviside": np.heaviside})
 
 
 def _unary(name):
@@ -160,39 +164,66 @@ def _axes(shape, axis) -> tuple[int, ...]:
 
 
 def _reduction(name, numpy_fn):
-    def fn(x, axis=None):
+    def fn(x, axis=None, keepdims=False):
         t = _traced(x)
+        axis = tuple(axis) if isinstance(axis, list) else axis
         if t is None:
-            return numpy_fn(x, axis=tuple(axis) if isinstance(axis, list) else axis)
+            out = numpy_fn(x, axis=axis)
+            return np.reshape(out, _kept(np.shape(x), axis, True)) if keepdims else out
         x = t.tracer.lift(x)
-        drop = _axes(x.shape, axis)
-        shape = tuple(s for i, s in enumerate(x.shape) if i not in drop)
         kwargs = {} if axis is None else {"axis": axis}
-        return t.tracer.call(name, (x,), shape, **kwargs)
+        if keepdims:
+            kwargs["keepdims"] = True
+        return t.tracer.call(name, (x,), _kept(x.shape, axis, keepdims), **kwargs)
 
     fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = f"``{name}`` over ``axis`` (an int, a tuple, or None for all axes)."
+    fn.__doc__ = f"``{name}`` over ``axis`` (an int, a tuple, or None for all axes), ``keepdims`` as numpy's."
     return fn
+
+
+def _kept(shape, axis, keepdims) -> tuple[int, ...]:
+    """The shape of a reduction of ``shape`` over ``axis``: those axes dropped, or 1 with ``keepdims``."""
+    drop = _axes(shape, axis)
+    return tuple(1 if i in drop else s for i, s in enumerate(shape) if keepdims or i not in drop)
 
 
 sum = export()(_reduction("sum", np.sum))
 prod = export()(_reduction("prod", np.prod))
 mean = export()(_reduction("mean", np.mean))
-logsumexp = export()(_reduction("logsumexp", _logsumexp))
+_logsumexp_all = _reduction("logsumexp", _logsumexp)
+
+
+@export()
+def logsumexp(x, axis=None, b=None, keepdims=False):
+    """``log(sum(b * exp(x)))`` over ``axis`` (scipy's), ``b`` broadcast against ``x``."""
+    if b is None:
+        return _logsumexp_all(x, axis, keepdims)
+    t = _traced(x, b)
+    if t is None:
+        x, b = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(b, dtype=np.float64))
+        m = np.max(x, axis=axis, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        out = np.log(np.sum(b * np.exp(x - m), axis=axis, keepdims=True)) + m
+        return out if keepdims else np.squeeze(out, axis=axis)
+    x, b = t.tracer.lift(x), t.tracer.lift(b)
+    shape = broadcast(x, b)
+    kwargs = {"axis": axis} if axis is not None else {}
+    kwargs.update({"b": b, **({"keepdims": True} if keepdims else {})})
+    return t.tracer.call("logsumexp", (x,), _kept(shape, axis, keepdims), **kwargs)
 norm = export()(_reduction("norm", lambda x, axis=None: np.sqrt(np.sum(np.square(x), axis=axis))))
 _max = _reduction("max", np.max)
 _min = _reduction("min", np.min)
 
 
 @export()
-def max(x, *more, axis=None):
+def max(x, *more, axis=None, keepdims=False):
     """``max(x, axis=...)`` reduces; ``max(a, b, ...)`` is elementwise, as in the language."""
-    return _max(x, axis=axis) if not more else _fold("max", maximum, x, more)  # noqa: F821
+    return _max(x, axis=axis, keepdims=keepdims) if not more else _fold("max", maximum, x, more)  # noqa: F821
 
 
 @export()
-def min(x, *more, axis=None):
-    return _min(x, axis=axis) if not more else _fold("min", minimum, x, more)  # noqa: F821
+def min(x, *more, axis=None, keepdims=False):
+    return _min(x, axis=axis, keepdims=keepdims) if not more else _fold("min", minimum, x, more)  # noqa: F821
 
 
 def _fold(name, pairwise, x, more):
@@ -208,7 +239,8 @@ def _fold(name, pairwise, x, more):
 
 # ---------------------------------------------------------------- scans along one axis
 
-SCANS = {"cumsum": np.cumsum}  # name -> numpy's function: same shape, or flattened when axis is None
+# name -> numpy's function: same shape, or flattened when axis is None
+SCANS = {"cumsum": np.cumsum, "cumprod": np.cumprod}
 
 
 def _scan(name, numpy_fn):
@@ -517,3 +549,185 @@ def _two_norm(x, ord, axis):
     if ord not in (None, 2) or (ord == 2 and axis is None and x.ndim > 1):
         raise TypeError("only the 2-norm (np.linalg.norm(x) or norm over an axis) is in the language")
     return norm(x, axis)
+
+
+# ---------------------------------------------------------------- statistics, order, contractions
+#
+# numpy's functions of the same names and arguments; the traced side checks numpy's shape rules.
+
+
+def _call(name, numpy_fn, args, shape, kwargs, defaults, arrays=None):
+    """numpy's ``numpy_fn`` on plain values; on traced ones the DSL call ``name`` giving ``shape``
+    (of the lifted arrays, the first ``arrays`` arguments: all by default), with the keyword
+    arguments that differ from their ``defaults`` written out."""
+    t = _traced(*args, *kwargs.values())
+    if t is None:
+        return numpy_fn(*args, **kwargs)
+    n = len(args) if arrays is None else arrays
+    args = tuple(t.tracer.lift(a) for a in args[:n]) + tuple(args[n:])
+    given = {k: t.tracer.lift(v) if isinstance(v, np.ndarray) else v
+             for k, v in kwargs.items() if not _is_default(v, defaults.get(k))}
+    return t.tracer.call(name, args, shape(*args), **given)
+
+
+def _is_default(v, default) -> bool:
+    if v is None or default is None:
+        return v is default
+    return type(v) is type(default) and isinstance(v, (bool, int, float, str, tuple)) and v == default
+
+
+def _statistic(name, numpy_fn, **defaults):
+    """A reduction with numpy's extra arguments (``ddof``, ``weights``...): the shape of a reduction."""
+
+    def fn(x, axis=None, **kwargs):
+        unknown = set(kwargs) - set(defaults) - {"keepdims"}
+        if unknown:
+            raise TypeError(f"{name}() got unexpected keyword argument(s) {sorted(unknown)}")
+        kwargs = {"axis": tuple(axis) if isinstance(axis, list) else axis, **kwargs}
+        return _call(name, numpy_fn, (x,), lambda x: _kept(x.shape, kwargs["axis"], kwargs.get("keepdims", False)),
+                     kwargs, {"axis": None, "keepdims": False, **defaults})
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"numpy's ``{name}`` over ``axis`` (an int, a tuple, None), with ``keepdims``."
+    return fn
+
+
+var = export(np.var)(_statistic("var", np.var, ddof=0))
+std = export(np.std)(_statistic("std", np.std, ddof=0))
+ptp = export(np.ptp)(_statistic("ptp", np.ptp))
+median = export(np.median)(_statistic("median", np.median))
+average = export(np.average)(_statistic("average", np.average, weights=None))
+
+
+def _quantile(name, numpy_fn):
+    def fn(x, q, axis=None, keepdims=False):
+        qs = tuple(q) if isinstance(q, (list, tuple, np.ndarray)) else None
+        q = list(np.asarray(q, dtype=np.float64).tolist()) if qs is not None else q
+        axis = tuple(axis) if isinstance(axis, list) else axis
+        return _call(name, numpy_fn, (x, q), lambda x, q: ((len(qs),) if qs is not None else ())
+                     + _kept(x.shape, axis, keepdims), {"axis": axis, "keepdims": keepdims},
+                     {"axis": None, "keepdims": False}, arrays=1)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"numpy's ``{name}`` (linear interpolation), ``q`` a number or a list of numbers."
+    return fn
+
+
+quantile = export(np.quantile)(_quantile("quantile", np.quantile))
+percentile = export(np.percentile)(_quantile("percentile", np.percentile))
+
+
+@export(np.sort)
+def sort(x, axis=-1):
+    """Ascending along ``axis`` (None: the flattened array); ties keep their order."""
+    return _call("sort", np.sort, (x,), lambda x: (x.size,) if axis is None else (_axes(x.shape, axis), x.shape)[1],
+                 {"axis": axis}, {"axis": -1})
+
+
+@export(np.diff)
+def diff(x, n=1, axis=-1):
+    """The ``n``-th forward difference along ``axis``."""
+    def shape(x):
+        a = _axes(x.shape, axis)[0]
+        return x.shape[:a] + (builtins.max(x.shape[a] - n, 0),) + x.shape[a + 1:]
+
+    return _call("diff", np.diff, (x,), shape, {"n": n, "axis": axis}, {"n": 1, "axis": -1})
+
+
+@export(np.nan_to_num)
+def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
+    """NaN, +inf, -inf replaced (numpy's defaults: 0 and the largest finite floats)."""
+    return _call("nan_to_num", np.nan_to_num, (x,), lambda x: x.shape,
+                 {"nan": nan, "posinf": posinf, "neginf": neginf}, {"nan": 0.0, "posinf": None, "neginf": None})
+
+
+def _einsum_shape(subscripts, shapes):
+    """numpy's result shape of ``einsum(subscripts, ...)`` for operands of ``shapes``."""
+    lhs, arrow, rhs = subscripts.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ValueError(f"einsum: {len(terms)} terms for {len(shapes)} operands")
+    sizes, dots, counts = {}, [], {}
+    for term, shape in zip(terms, shapes):
+        explicit = term.replace("...", "")
+        width = len(shape) - len(explicit)
+        if width < 0 or (width and "..." not in term):
+            raise ValueError(f"einsum: term {term!r} does not match shape {list(shape)}")
+        dots.append(tuple(shape[term.index("..."):term.index("...") + width]) if "..." in term else ())
+        rest = shape[:term.index("...")] + shape[term.index("...") + width:] if "..." in term else shape
+        for c, d in zip(explicit, rest):
+            if sizes.get(c, 1) not in (1, d) and d != 1:
+                raise ValueError(f"einsum: letter {c!r} has sizes {sizes[c]} and {d}")
+            sizes[c] = builtins.max(sizes.get(c, 1), d)
+            counts[c] = counts.get(c, 0) + 1
+    dot_shape = tuple(np.broadcast_shapes(*dots)) if dots else ()
+    if not arrow:
+        return dot_shape + tuple(sizes[c] for c in sorted(c for c, k in counts.items() if k == 1))
+    before, _, after = rhs.partition("...")
+    return (tuple(sizes[c] for c in before) + (dot_shape if "..." in rhs else ())
+            + tuple(sizes[c] for c in after))
+
+
+@export(np.einsum)
+def einsum(subscripts, *operands):
+    """numpy's einsum: any subscripts, ``...``, implicit output."""
+    t = _traced(*operands)
+    if t is None:
+        return np.einsum(subscripts, *operands)
+    xs = tuple(t.tracer.lift(x) for x in operands)
+    return t.tracer.call("einsum", (subscripts,) + xs, _einsum_shape(subscripts, [x.shape for x in xs]))
+
+
+@export(np.tensordot)
+def tensordot(a, b, axes=2):
+    """Sum over ``axes`` (an int N: a's last N with b's first N; or a pair of axis lists)."""
+    def shape(a, b):
+        if isinstance(axes, int):
+            pa, pb = list(range(a.ndim - axes, a.ndim)), list(range(axes))
+        else:
+            pa, pb = ([v] if isinstance(v, int) else list(v) for v in axes)
+            pa, pb = [p % a.ndim for p in pa], [p % b.ndim for p in pb]
+        if any(a.shape[i] != b.shape[j] for i, j in zip(pa, pb)) or len(pa) != len(pb):
+            raise ValueError(f"tensordot: shapes {list(a.shape)} and {list(b.shape)} do not match on {axes}")
+        return (tuple(d for i, d in enumerate(a.shape) if i not in pa)
+                + tuple(d for j, d in enumerate(b.shape) if j not in pb))
+
+    written = axes if isinstance(axes, int) else tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in axes)
+    return _call("tensordot", np.tensordot, (a, b), shape, {"axes": written}, {"axes": 2})
+
+
+@export(np.inner)
+def inner(a, b):
+    """The sum over the last axes of both."""
+    return _call("inner", np.inner, (a, b), lambda a, b: a.shape[:-1] + b.shape[:-1] if a.ndim and b.ndim
+                 else broadcast(a, b), {}, {})
+
+
+@export(np.kron)
+def kron(a, b):
+    """The Kronecker product."""
+    def shape(a, b):
+        n = builtins.max(a.ndim, b.ndim)
+        sa, sb = (1,) * (n - a.ndim) + a.shape, (1,) * (n - b.ndim) + b.shape
+        return tuple(x * y for x, y in zip(sa, sb))
+
+    return _call("kron", np.kron, (a, b), shape, {}, {})
+
+
+@export(np.cross)
+def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """The cross product of 3-vectors (2-vectors: the z-component) along the given axes."""
+    def shape(a, b):
+        return np.cross(np.zeros(a.shape), np.zeros(b.shape), axisa, axisb, axisc, axis).shape
+
+    return _call("cross", np.cross, (a, b), shape, {"axisa": axisa, "axisb": axisb, "axisc": axisc, "axis": axis},
+                 {"axisa": -1, "axisb": -1, "axisc": -1, "axis": None})
+
+
+UFUNCS.update({np.logaddexp: PUBLIC["logaddexp"], np.logaddexp2: PUBLIC["logaddexp2"], np.fmax: PUBLIC["fmax"],
+               np.fmin: PUBLIC["fmin"], np.heaviside: PUBLIC["heaviside"]})
+FUNCTIONS.update({np.sinc: PUBLIC["sinc"], np.sum: sum, np.prod: prod, np.mean: mean,
+                  np.max: lambda x, axis=None, keepdims=False: max(x, axis=axis, keepdims=keepdims),
+                  np.min: lambda x, axis=None, keepdims=False: min(x, axis=axis, keepdims=keepdims)})
+if hasattr(np, "amax"):
+    FUNCTIONS.update({np.amax: FUNCTIONS[np.max], np.amin: FUNCTIONS[np.min]})

@@ -2,7 +2,7 @@
 
 Two sources, one namespace: every name a primitive declares in its
 registration (``Primitive.dsl``, ops/registry.py: ``sin``, ``atan2``, ...),
-and the ``f_<name>`` methods here: composites (``mean``, ``softmax``,
+and the ``f_<name>`` methods here: composites (``softmax``,
 ``clip``, ``outer``, ``trace``...) built from primitives, which inherit their
 derivative rules. Both receive already-lowered arguments: graph nodes, or
 static Python values (ints, floats, bools, tuples) for shapes, axes and loop
@@ -15,10 +15,11 @@ import math
 
 from derivd.errors import ProgramError, ShapeError
 from derivd.ops import REGISTRY, apply
-from derivd.ops.registry import BOOL, FLOAT, INT, nullary
+from derivd.ops.registry import BOOL, FLOAT, INT, LANGUAGE, nullary
 
-# The language's names for primitives, as their registrations declare them: name -> call(lib, ...).
-CALLS = {name: call for prim in REGISTRY.values() for name, call in prim.dsl.items()}
+# The language's names for primitives, as their registrations declare them, and its composite
+# functions (ops.registry.language): name -> call(lib, ...).
+CALLS = {**LANGUAGE, **{name: call for prim in REGISTRY.values() for name, call in prim.dsl.items()}}
 
 
 class Library:
@@ -95,32 +96,6 @@ class Library:
                                    code="bad_arguments")
 
     # ------------------------------------------------------------ reductions
-
-    def f_mean(self, x, axis=None):
-        x = self.arr(x)
-        axes = self.axes(x, axis)
-        count = math.prod(x.shape[a] for a in axes)
-        if count == 0:
-            raise ShapeError(f"mean() of an empty array (shape {list(x.shape)})", shape=list(x.shape))
-        return apply("sum", self.as_float(x), axes=axes) / float(count)
-
-    def f_max(self, x, *more, axis=None):
-        if more:  # max(a, b, ...) is elementwise, as in Python
-            return self._fold("maximum", x, more, axis)
-        return self.reduce("max", x, axis, nonempty=True)
-
-    def f_min(self, x, *more, axis=None):
-        if more:
-            return self._fold("minimum", x, more, axis)
-        return self.reduce("min", x, axis, nonempty=True)
-
-    def _fold(self, prim, x, more, axis):
-        if axis is not None:
-            raise ProgramError("axis= is for reductions of one array", code="bad_arguments")
-        out = self.as_float(x)
-        for y in more:
-            out = apply(prim, out, self.as_float(y))
-        return out
 
     def reduce(self, prim, x, axis, nonempty=False):
         """``prim`` over ``axis`` (an int, a tuple, None: all); ``nonempty``: an empty reduction

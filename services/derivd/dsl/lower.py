@@ -31,6 +31,16 @@ from derivd.ops.shape import normalize_items
 
 INT_MAX = 2**63 - 1
 CONSTANTS = {"pi": math.pi, "e": math.e, "True": True, "False": False}
+# The contract's functions (CONTRACT §1): a helper may not take their names. Functions the language
+# gained beyond them (var, cross, sort...) a helper may shadow, as a Python def would, so programs
+# that define their own keep working.
+RESERVED = frozenset((
+    "abs sign sqrt cbrt exp exp2 expm1 log log2 log10 log1p sin cos tan asin acos atan sinh cosh tanh "
+    "asinh acosh atanh erf erfc sigmoid softplus relu square reciprocal floor ceil round atan2 hypot "
+    "maximum minimum pow clip sum prod mean max min logsumexp norm softmax where dot matmul outer "
+    "transpose trace diag reshape concat concatenate stack zeros ones eye arange len solve inv det slogdet "
+    "cholesky range"
+).split())
 
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow",
           ast.Mod: "mod", ast.FloorDiv: "floordiv", ast.BitAnd: "and", ast.BitOr: "or"}
@@ -198,7 +208,7 @@ class Lowerer:
                 current = self.lookup(s.target.id, s.target, env)
                 env[s.target.id] = self.binop(s.op, current, self.expr(s.value, env))
             elif isinstance(s, ast.FunctionDef):
-                if s.name in CONSTANTS or self.lib.known(s.name):
+                if s.name in CONSTANTS or s.name in RESERVED:
                     raise refuse(f"helper name {s.name!r} shadows a builtin", s)
                 self.helpers[s.name] = Helper(s, dict(self.helpers))
                 self.defined.add(s.name)

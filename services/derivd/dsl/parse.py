@@ -130,6 +130,10 @@ def validate(tree: ast.Module, max_depth: int) -> None:
             what = DESCRIBE.get(type(node), type(node).__name__)
             raise refuse(f"{what} is not part of the language", node, code="unsupported_syntax")
         _check(node)
+        if isinstance(node, (ast.Call, ast.keyword)):  # a string is a call's argument, nothing else
+            for arg in (node.args if isinstance(node, ast.Call) else [node.value]):
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    arg.argument = True
         for field, value in ast.iter_fields(node):
             children = value if isinstance(value, list) else [value]
             for child in children:
@@ -143,6 +147,8 @@ def _check(node: ast.AST) -> None:
     if isinstance(node, ast.Constant):
         if node.value is None or isinstance(node.value, (bool, int, float)):
             return  # None: a new axis in a subscript (lowering refuses it anywhere else)
+        if isinstance(node.value, str) and getattr(node, "argument", False):
+            return  # a call's option, such as einsum's subscripts: never an array, never arithmetic
         raise refuse(f"literal {type(node.value).__name__} values are not part of the language", node,
                      code="unsupported_syntax")
     if isinstance(node, ast.Attribute) and node.attr not in ATTRIBUTES:

@@ -6,14 +6,21 @@ derivative of ``abs``, ``sign``, ``relu`` at 0 is 0; ``sqrt`` and ``cbrt`` at 0
 have the one-sided derivative +inf; ``floor ceil round`` and ``//`` have
 derivative 0 everywhere; ``maximum``/``minimum`` split a tie equally (½, ½);
 ``hypot`` at (0, 0) has derivative 0; ``x ** y`` has derivative 0 in ``y``
-where ``x == 0``.
+where ``x == 0``, and ``x ** 0`` (a literal or a value) is the constant 1, derivative 0 also at
+``x == 0`` (in every order). ``fmax``/``fmin`` split a tie as ``maximum``/``minimum`` and give a
+NaN argument's derivative to the other; ``heaviside(x, h0)`` has derivative 0 in ``x`` and 1 in
+``h0`` where ``x == 0``; ``sinc`` is smooth at 0 (its series there).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from derivd.ops.registry import (
-    AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, elementwise_cases, floats, register,
-    result_dtype, scale,
+    AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, elementwise_cases, floats, language,
+    register, result_dtype, scale,
 )
 from derivd.ops.taylor_kernels import bilinear, composite, constant, integral, linear
 
@@ -35,9 +42,10 @@ NONLINEAR, PIECEWISE_LINEAR, ZERO = ("elementwise", "all"), ("elementwise", ()),
 
 
 def unary(name, template, deriv, scalar=None, *, domain=REAL, taylor=None, sparsity=NONLINEAR, dsl=True,
-          doc=""):
+          doc="", aliases=()):
     """An elementwise function with derivative ``deriv(x, y)`` (``None``: zero derivative), swept on
-    ``domain`` (intervals), a language function of one array unless ``dsl`` is False."""
+    ``domain`` (intervals), a language function of one array unless ``dsl`` is False (also called
+    ``aliases``)."""
 
     def jvp(primals, tangents, out):
         (t,) = tangents
@@ -53,7 +61,7 @@ def unary(name, template, deriv, scalar=None, *, domain=REAL, taylor=None, spars
     register(Primitive(name, _float_shape, template=template, scalar_template=scalar,
                        jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True, doc=doc,
                        sparsity=ZERO if deriv is None else sparsity, sample=elementwise_cases(domain),
-                       dsl={name: floats(name, 1)} if dsl else {}))
+                       dsl={n: floats(name, 1, n) for n in (name, *aliases)} if dsl else {}))
 
 
 # Taylor rule shapes of elementwise functions (the generic ones and the taylor_* recurrences
@@ -90,6 +98,7 @@ def paired(mate, sign, second=False):
 
 PI_2 = 1.1283791670955126  # 2 / sqrt(pi)
 LN2, LN10 = 0.6931471805599453, 2.302585092994046
+PI, DEGREE = math.pi, math.pi / 180.0
 
 _POS = ((0.2, 3.0),)
 _UNIT = ((-0.8, 0.8),)
@@ -149,6 +158,56 @@ unary("relu", "np.maximum({0}, 0.0)", lambda x, y: apply("step", x), "max({0}, 0
 unary("step", "np.greater({0}, 0.0).astype(np.float64)", None, "float({0} > 0.0)",
       doc="Heaviside step (1 for x > 0): relu's derivative; its own is 0", taylor=constant, domain=AWAY_FROM_0,
       dsl=False)
+unary("deg2rad", "np.deg2rad({0})", lambda x, y: DEGREE, "math.radians({0})", taylor=linear, sparsity=PIECEWISE_LINEAR,
+      aliases=("radians",), doc="degrees to radians: x·π/180")
+unary("rad2deg", "np.rad2deg({0})", lambda x, y: 1.0 / DEGREE, "math.degrees({0})", taylor=linear,
+      sparsity=PIECEWISE_LINEAR, aliases=("degrees",), doc="radians to degrees: x·180/π")
+
+
+def _sinc_near_0(x, derivative=False):
+    """sinc(x) = Σ_k (-π²x²)^k / (2k+1)! (or its derivative), to 10 terms: exact in double
+    precision for |x| < 0.1, and so are its derivatives of every order the rules take."""
+    x2 = square(x)
+    terms = [(-PI * PI) ** k / math.factorial(2 * k + 1) * (2 * k if derivative else 1) for k in range(11)]
+    if derivative:
+        terms = terms[1:]
+    out = terms[-1]
+    for c in reversed(terms[:-1]):
+        out = out * x2 + c
+    return out * x if derivative else out
+
+
+def _sinc_parts(x):
+    near = apply("lt", apply("abs", x), 0.1)
+    return near, where(near, 1.0, x)
+
+
+def _sinc_deriv(x, y):
+    """(cos(πx) - sinc(x)) / x, by the series near 0 (its limit there is 0, its own derivative -π²/3)."""
+    near, safe = _sinc_parts(x)
+    return where(near, _sinc_near_0(x, derivative=True), (cos(PI * x) - y) / safe)
+
+
+def _sinc_build(x, y):
+    near, safe = _sinc_parts(x)
+    return where(near, _sinc_near_0(x), sin(PI * safe) / (PI * safe))
+
+
+unary("sinc", "np.sinc({0})", _sinc_deriv, taylor=composite(_sinc_build),
+      doc="numpy's normalised sinc, sin(πx)/(πx), 1 at 0; derivatives of every order near 0 from its series")
+
+
+@language("nan_to_num")
+def nan_to_num(lib, x, copy=True, nan=0.0, posinf=None, neginf=None):
+    """nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None): NaN, +inf and -inf replaced
+    (by default with 0 and the largest finite floats, numpy's); derivative 1 in x where x is
+    finite, and 1 in the replacement where it is used."""
+    x = lib.as_float(x)
+    big = float(np.finfo(np.float64).max)
+    pos = lib.as_float(big if posinf is None else posinf)
+    neg = lib.as_float(-big if neginf is None else neginf)
+    other = where(apply("ne", x, x), lib.as_float(nan), where(apply("gt", x, 0.0), pos, neg))
+    return where(apply("isfinite", x), x, other)
 
 
 # ---------------------------------------------------------------- binary
@@ -163,7 +222,7 @@ def _float_binary_shape(a, b, **_):
 
 
 def binary(name, template, scalar, da, db, *, domains=(REAL, REAL), shape=_float_binary_shape, taylor=None,
-           sparsity=NONLINEAR, dsl=False):
+           sparsity=NONLINEAR, dsl=False, doc=""):
     """A binary elementwise function with partials ``da(a, b, y)``, ``db(a, b, y)`` (``None``: zero),
     swept on ``domains`` (one per argument); ``dsl``: a language function of two arrays.
     """
@@ -186,7 +245,7 @@ def binary(name, template, scalar, da, db, *, domains=(REAL, REAL), shape=_float
                 None if db is None else scale(ct, db(a, b, out))]
 
     register(Primitive(name, shape, template=template, scalar_template=scalar,
-                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True,
+                       jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True, doc=doc,
                        sparsity=ZERO if da is None and db is None else sparsity,
                        sample=elementwise_cases(*domains), dsl={name: floats(name, 2)} if dsl else {}))
 
@@ -226,8 +285,8 @@ def _pow_taylor(p, s, out, jet):
     if se is not None:
         return apply("taylor_riccati", jet.series(e * log(x)), out, a=0.0, b=1.0, c=0.0)
     r = _integer(e)
-    if r is None:
-        return apply("taylor_pow", sx, x, out, e)
+    if r is None:  # x ** 0 is the constant 1, also at x = 0 (where the recurrence divides by 0)
+        return where(apply("eq", e, 0.0), 0.0, apply("taylor_pow", sx, x, out, e))
     prod, base, n = None, x, abs(r)
     while n:
         if n & 1:
@@ -253,7 +312,7 @@ binary("div", "({0} / {1})", "({0} / {1})",
        lambda a, b, y: reciprocal(b), lambda a, b, y: -(y / b), taylor=_div_taylor, domains=(REAL, AWAY_FROM_0),
        sparsity=("elementwise", ((0, 1), (1, 1))))
 binary("pow", "np.power({0}, {1})", "math.pow({0}, {1})",
-       lambda a, b, y: b * apply("pow", a, b - 1.0),
+       lambda a, b, y: mul0(b, apply("pow", a, b - 1.0)),
        lambda a, b, y: y * where(apply("eq", a, 0.0), 0.0, log(where(apply("eq", a, 0.0), 1.0, a))),
        taylor=_pow_taylor, domains=(_POS, REAL), dsl=True)
 binary("atan2", "np.arctan2({0}, {1})", "math.atan2({0}, {1})",
@@ -282,6 +341,40 @@ binary("maximum", "np.maximum({0}, {1})", "max({0}, {1})",
 binary("minimum", "np.minimum({0}, {1})", "min({0}, {1})",
        _tie_weight("lt"), lambda a, b, y: 1.0 - _tie_weight("lt")(a, b, y), taylor=linear,
        sparsity=PIECEWISE_LINEAR, domains=_TIE_FREE, dsl=True)
+
+
+def _logaddexp_build(a, b, y, base=1.0):
+    """log(e^a + e^b) = m + log(e^(a-m) + e^(b-m)) for any m; m = max(a, b) (finite) keeps the
+    exponents <= 0, and whatever rule m's derivative follows cancels."""
+    a, b = (a, b) if base == 1.0 else (a * base, b * base)
+    m = apply("maximum", a, b)
+    m = where(apply("isfinite", m), m, 0.0)
+    out = m + log(exp(a - m) + exp(b - m))
+    return out if base == 1.0 else out / base
+
+
+binary("logaddexp", "np.logaddexp({0}, {1})", None, lambda a, b, y: exp(a - y), lambda a, b, y: exp(b - y),
+       taylor=composite(_logaddexp_build), dsl=True,
+       doc="log(e^a + e^b) without overflow; derivatives e^(a-y), e^(b-y)")
+binary("logaddexp2", "np.logaddexp2({0}, {1})", None, lambda a, b, y: apply("exp2", a - y),
+       lambda a, b, y: apply("exp2", b - y), taylor=composite(lambda a, b, y: _logaddexp_build(a, b, y, LN2)),
+       dsl=True, doc="log2(2^a + 2^b) without overflow; derivatives 2^(a-y), 2^(b-y)")
+
+
+def _nan_ignoring(weight):
+    """fmax/fmin: a NaN argument loses (the other gets derivative 1), else maximum's or minimum's weights."""
+    return lambda a, b, y: where(apply("ne", b, b), 1.0, where(apply("ne", a, a), 0.0, weight(a, b, y)))
+
+
+binary("fmax", "np.fmax({0}, {1})", None, _nan_ignoring(_tie_weight("gt")),
+       lambda a, b, y: 1.0 - _nan_ignoring(_tie_weight("gt"))(a, b, y), taylor=linear, sparsity=PIECEWISE_LINEAR,
+       domains=_TIE_FREE, dsl=True, doc="maximum ignoring NaN (numpy's); a tie gives ½ to each")
+binary("fmin", "np.fmin({0}, {1})", None, _nan_ignoring(_tie_weight("lt")),
+       lambda a, b, y: 1.0 - _nan_ignoring(_tie_weight("lt"))(a, b, y), taylor=linear, sparsity=PIECEWISE_LINEAR,
+       domains=_TIE_FREE, dsl=True, doc="minimum ignoring NaN (numpy's); a tie gives ½ to each")
+binary("heaviside", "np.heaviside({0}, {1})", None, None, lambda a, b, y: where(apply("eq", a, 0.0), 1.0, 0.0),
+       taylor=linear, sparsity=PIECEWISE_LINEAR, domains=(AWAY_FROM_0, REAL), dsl=True,
+       doc="heaviside(x, h0): 0 below 0, 1 above, h0 at 0; derivative 0 in x (the jump too), 1 in h0 where x == 0")
 binary("mod", "np.mod({0}, {1})", "({0} % {1})",
        lambda a, b, y: 1.0, lambda a, b, y: -floor(a / b), shape=_binary_shape, taylor=linear,
        sparsity=PIECEWISE_LINEAR, domains=_QUOTIENT)

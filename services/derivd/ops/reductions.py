@@ -1,6 +1,11 @@
 """Reductions over ``axes`` (a tuple of negative axes; the empty tuple is the identity), and
 scans along one ``axis`` (``cumsum``: linear; its transpose is the reversed cumulative sum).
 
+In the language every reduction takes numpy's ``axis`` (an int, a tuple, None) and
+``keepdims``; ``mean`` (the sum over the count) and ``max``/``min`` of several arrays
+(elementwise, as Python's) are composites registered by name here, and ``logsumexp`` takes
+scipy's weights ``b``.
+
 ``max``/``min`` split the derivative equally among tied maxima. ``prod`` is
 differentiated as a balanced tree of pairwise products (exact at zeros, and
 made of primitives with rules, so derivatives of every order exist). ``logsumexp``
@@ -15,9 +20,10 @@ import math
 
 import numpy as np
 
-from derivd.errors import ShapeError
+from derivd.errors import ProgramError, ShapeError
 from derivd.ops.registry import (
-    AWAY_FROM_0, AXES, AXIS, FLOAT, REAL, Primitive, apply, case, register, result_dtype, scale,
+    AWAY_FROM_0, AXES, AXIS, FLOAT, REAL, Primitive, apply, broadcast_shapes, case, language, register,
+    result_dtype, scale,
 )
 from derivd.ops.taylor_kernels import composite, linear
 
@@ -45,10 +51,62 @@ def _shape(keep_dtype):
     return rule
 
 
+def flag(v, what: str) -> bool:
+    """A static boolean argument (``keepdims=True``); 0 and 1 are numpy's too."""
+    if type(v) is bool or (type(v) is int and v in (0, 1)):
+        return bool(v)
+    raise ProgramError(f"{what} must be True or False", code="type_error")
+
+
+def keep(lib, y, x, axis, keepdims):
+    """numpy's ``keepdims``: when true, ``y`` (``x`` reduced over ``axis``) keeps those axes with length 1."""
+    if not flag(keepdims, "keepdims"):
+        return y
+    axes = lib.axes(x, axis)
+    return lib.reshape_to(y, tuple(1 if i - x.ndim in axes else d for i, d in enumerate(x.shape)))
+
+
 def over_axes(prim, floats=True, nonempty=False):
-    """The language's ``f(x, axis=None)`` of a reduction: over an axis, a tuple of them, or all (None);
-    ``floats``: integers and masks become floats first; ``nonempty``: no identity, so no empty reduction."""
-    return lambda lib, x, axis=None: lib.reduce(prim, lib.as_float(x) if floats else x, axis, nonempty=nonempty)
+    """The language's ``f(x, axis=None, keepdims=False)`` of a reduction: over an axis, a tuple of them,
+    or all (None); ``floats``: integers and masks become floats first; ``nonempty``: no identity, so no
+    empty reduction."""
+
+    def call(lib, x, axis=None, keepdims=False):
+        x = lib.arr(x)
+        return keep(lib, lib.reduce(prim, lib.as_float(x) if floats else x, axis, nonempty=nonempty), x, axis, keepdims)
+
+    return call
+
+
+@language("mean")
+def mean(lib, x, axis=None, keepdims=False):
+    """mean(x, axis=None, keepdims=False): the sum over ``axis`` (an int, a tuple, None: all) divided
+    by the count; an empty mean is refused."""
+    x = lib.as_float(x)
+    axes = lib.axes(x, axis)
+    count = math.prod(x.shape[a] for a in axes)
+    if count == 0:
+        raise ShapeError(f"mean() of an empty array (shape {list(x.shape)})", shape=list(x.shape))
+    return keep(lib, apply("sum", x, axes=axes) / float(count), x, axis, keepdims)
+
+
+def _extreme(prim, pairwise):
+    """``max(x, axis=None, keepdims=False)`` reduces (ties share the derivative equally);
+    ``max(a, b, ...)`` is elementwise, as in Python (a tie: ½ to each)."""
+
+    def call(lib, x, *more, axis=None, keepdims=False):
+        if more:
+            if axis is not None or keepdims:
+                raise ProgramError("axis= and keepdims= are for reductions of one array", code="bad_arguments")
+            out = lib.as_float(x)
+            for y in more:
+                out = apply(pairwise, out, lib.as_float(y))
+            return out
+        x = lib.arr(x)
+        return keep(lib, lib.reduce(prim, x, axis, nonempty=True), x, axis, keepdims)
+
+    call.__doc__ = _extreme.__doc__.replace("max", prim)
+    return call
 
 
 # Sweep cases: (shape, axes) pairs covering vectors, matrices, rank 3, partial and empty reductions.
@@ -70,6 +128,7 @@ reduction(
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0], axes=axes),
     vjp=lambda p, out, ct, axes: [expand(ct, p[0].shape, axes)],
     taylor=linear, keep_dtype=True, dsl={"sum": over_axes("sum", floats=False)},
+    doc="sum over axes (sum(x, axis=None, keepdims=False))",
 )
 
 
@@ -85,6 +144,8 @@ for _name in ("max", "min"):
             "sum", t[0] * _tie_weights(p[0], out, axes), axes=axes),
         vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _tie_weights(p[0], out, axes))],
         taylor=linear, keep_dtype=True, argument=("distinct", (-2.0, 2.0)),
+        dsl={_name: _extreme(_name, "maximum" if _name == "max" else "minimum")},
+        doc=f"{_name} over axes; a tie shares the derivative equally (1/k to each of k tied entries)",
     )
 
 
@@ -150,7 +211,7 @@ def _prod_vjp(p, out, ct, axes):
 
 
 reduction("prod", "np.prod({0}, axis={axes})", jvp=_prod_jvp, vjp=_prod_vjp, sparsity=("reduce", "all"),
-          dsl={"prod": over_axes("prod")},
+          dsl={"prod": over_axes("prod")}, doc="product over axes; exact where factors are 0 (no division)",
           taylor=lambda p, s, out, jet, axes: apply("taylor_prod", s[0], p[0], axes=axes))
 
 
@@ -177,11 +238,31 @@ def _logsumexp_taylor(p, s, out, jet, axes):
     return jet.series(apply("log", apply("sum", shifted, axes=axes)), constants=[c])
 
 
+def _logsumexp_call(lib, x, axis=None, b=None, keepdims=False):
+    """logsumexp(x, axis=None, b=None, keepdims=False): log Σ b·exp(x) over ``axis`` (scipy's). With
+    ``b``, computed as m + log Σ b·exp(x - m), m the maximum (held fixed: the result does not depend
+    on it); b >= 0 (a negative sum is NaN, as scipy without return_sign)."""
+    x = lib.as_float(x)
+    if b is None:
+        return over_axes("logsumexp", nonempty=True)(lib, x, axis, keepdims)
+    b = lib.as_float(b)
+    shape = broadcast_shapes(x.shape, b.shape)
+    if shape != x.shape:
+        x = apply("broadcast_to", x, shape=shape, in_ndim=x.ndim)
+    axes = lib.axes(x, axis)
+    if any(x.shape[a] == 0 for a in axes):
+        raise ShapeError(f"logsumexp() of an empty array (shape {list(x.shape)})", shape=list(x.shape))
+    m = apply("max", x, axes=axes)
+    m = apply("where", apply("isfinite", m), m, 0.0)
+    out = apply("log", apply("sum", b * apply("exp", x - expand(m, x.shape, axes)), axes=axes)) + m
+    return keep(lib, out, x, axis, keepdims)
+
+
 reduction(
     "logsumexp", None, impl=_logsumexp,
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0] * _softmax_of(p[0], out, axes), axes=axes),
     vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _softmax_of(p[0], out, axes))],
-    taylor=_logsumexp_taylor, sparsity=("reduce", "all"), dsl={"logsumexp": over_axes("logsumexp", nonempty=True)},
+    taylor=_logsumexp_taylor, sparsity=("reduce", "all"), dsl={"logsumexp": _logsumexp_call},
     doc="log(sum(exp(x))) shifted by the maximum: no overflow; derivative is the softmax",
 )
 

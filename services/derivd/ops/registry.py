@@ -18,7 +18,8 @@ that statement says everything about it:
   primitive the sweeps cannot draw;
 * ``dsl``: its names in the language, each with the function that lowers a
   call ("Language calls" below): dsl/library.py exposes every registered name,
-  and nothing else lists them;
+  and nothing else lists them (a function composed of several primitives, such
+  as ``var``, is registered by name with ``language``);
 * ``params``: the name and schema of each parameter its nodes carry ("Parameter
   schemas" below). A graph replayed from outside (ir/serialize.py) is checked
   against them, so a parameter is always the type and range its rules expect.
@@ -288,6 +289,24 @@ def case(*args, **params) -> dict:
 # of that name: ``lib`` is the language's Library (dsl/library.py: ``lib.as_float``, ``lib.axes``,
 # ``lib.axis``, ``lib.arity``, ``lib.flat``...), the arguments are graph nodes or static values.
 # A Python signature error in a call is the user's "bad arguments" (dsl/lower.py).
+
+
+LANGUAGE: dict[str, Callable] = {}  # the language's composite functions: name -> call(lib, *args, **kwargs)
+
+
+def language(*names: str) -> Callable:
+    """Make ``call(lib, ...)`` the language's function(s) ``names``: a composition of primitives
+    (``var``, ``einsum``...), which inherits their rules; its docstring is its documentation
+    (arguments, conventions at non-smooth points)."""
+
+    def register_call(call: Callable) -> Callable:
+        for name in names:
+            if name in LANGUAGE:
+                raise ValueError(f"language function {name!r} registered twice")
+            LANGUAGE[name] = call
+        return call
+
+    return register_call
 
 
 def floats(prim: str, arity: int, name: str | None = None) -> Callable:
