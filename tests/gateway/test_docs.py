@@ -1,0 +1,103 @@
+"""The documentation the service serves: offline API docs whose every example answers, and the
+language reference generated from the registry (served, and committed as docs/language.md)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from derivd.config import Settings
+from derivd.core import ENDPOINTS
+from derivd.dsl.library import Library
+from derivd.dsl.reference import markdown
+from derivd.ops import REGISTRY
+from tests.conftest import LiveServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_committed_language_reference_is_the_generated_one():
+    committed = (ROOT / "docs" / "language.md").read_text()
+    assert committed == markdown(), "docs/language.md is stale: run python scripts/gen_language_reference.py"
+
+
+def test_the_reference_names_every_language_function_with_its_modes(client):
+    page = client.get("/docs/language")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    names = {n for p in REGISTRY.values() for n in p.dsl} | {a[2:] for a in dir(Library) if a.startswith("f_")}
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"<tr id='([^']+)'>(.*?)</tr>", page.text)}
+    assert set(rows) == names
+    for prim in REGISTRY.values():
+        for name in prim.dsl:
+            assert ("taylor" in rows[name]) == (prim.taylor is not None), name
+            assert ("reverse" in rows[name]) == (prim.vjp is not None and prim.differentiable), name
+    assert client.get("/docs/language.md").text == markdown()
+
+
+def test_docs_page_loads_only_local_assets(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert any(r.endswith("swagger-ui-bundle.js") for r in refs)
+    for ref in refs:
+        assert ref.startswith("/"), f"{ref} is not served by the service"
+        asset = client.get(ref)
+        assert asset.status_code == 200, ref
+    assert len(client.get("/docs/assets/swagger-ui-bundle.js").content) > 100_000
+
+
+def _post_examples(doc):
+    for path, methods in doc["paths"].items():
+        body = methods.get("post", {}).get("requestBody", {}).get("content", {}).get("application/json", {})
+        if "example" in body:
+            yield path, body["example"], methods["post"]["responses"]["200"]
+
+
+def _resolve(schema, doc):
+    return {**schema, "components": doc["components"]} if "$ref" not in schema else schema
+
+
+def test_every_documented_example_answers_200_with_the_documented_response():
+    settings = Settings(blackbox_deny=[])  # the black-box example's host is localhost
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        doc = http.get("/openapi.json").json()
+        examples = list(_post_examples(doc))
+        posted = {path for path, _, _ in examples}
+        assert {f"/v1/{e}" for e in ENDPOINTS} | {"/v1/functions", "/v1/blackboxes"} <= posted
+        for path, example, ok in examples:
+            r = http.post(path, json=example)
+            assert r.status_code == 200, (path, r.text)
+            schema = ok.get("content", {}).get("application/json", {}).get("schema")
+            if path.removeprefix("/v1/") in ENDPOINTS:
+                jsonschema.validate(r.json(), schema)
+            if path == "/v1/functions":
+                stored = http.get(f"/v1/functions/{r.json()['id']}")
+                assert stored.status_code == 200 and stored.json()["dsl"] == example["dsl"]
+
+
+def test_the_derivative_examples_answers_are_right(client):
+    """Two examples against their closed forms: the documentation shows correct numbers."""
+    doc = client.get("/openapi.json").json()
+    ex = {p: e for p, e, _ in _post_examples(doc)}
+    g = client.post("/v1/gradient", json=ex["/v1/gradient"]).json()["gradient"]["x"]
+    x = ex["/v1/gradient"]["at"]["x"]
+    expect = [-400 * x[0] * (x[1] - x[0] ** 2) - 2 * (1 - x[0]),
+              200 * (x[1] - x[0] ** 2) - 400 * x[1] * (x[2] - x[1] ** 2) - 2 * (1 - x[1]),
+              200 * (x[2] - x[1] ** 2)]
+    assert g == pytest.approx(expect, rel=1e-13)
+    h = client.post("/v1/hvp", json=ex["/v1/hvp"]).json()["hvp"]["x"]
+    assert h == pytest.approx([12 * 1.0 ** 2 * 1.0, 0.0])
+
+
+def test_docs_are_public_on_a_service_with_keys_and_advertise_the_key():
+    with LiveServer(Settings(api_keys=["k1"])) as server, httpx.Client(base_url=server.url) as http:
+        for path in ("/docs", "/docs/assets/swagger-ui.css", "/docs/language", "/openapi.json"):
+            assert http.get(path).status_code == 200, path
+        assert http.post("/v1/gradient", json={}).status_code == 401
+        doc = http.get("/openapi.json").json()
+        assert doc["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header",
+                                                                  "name": "X-API-Key"}
