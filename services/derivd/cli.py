@@ -158,23 +158,27 @@ def _serve(args, settings) -> int:
     if supervisor is not None:
         supervisor.on_restart = lambda slot: dispatcher.service.metrics.worker_restarts.labels("local").inc()
     grpc_server = None
-    if args.grpc_port:
-        from derivd.grpc_api.server import GrpcServer
-
-        grpc_server = GrpcServer(dispatcher, settings, args.grpc_port).start()
     # uvicorn shuts down on SIGTERM, then re-raises it to the handler it found: make that an exit
     # that runs the `finally` below (stopping gRPC and the workers), not the default instant death.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    grpc_port = grpc_server.port if grpc_server is not None else None
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets=None):
-            await super().startup(sockets)
-            if self.started:  # bound: the port is the real one (also with --port 0)
-                port = self.servers[0].sockets[0].getsockname()[1] if self.servers else args.port
-                announce(args.host, port, grpc_port)
-
     try:  # uvicorn logs through the root handler; its access log is replaced by derivd.access
+        if args.grpc_port:
+            from derivd.grpc_api.server import GrpcServer
+
+            try:
+                grpc_server = GrpcServer(dispatcher, settings, args.grpc_port).start()
+            except OSError as e:  # a taken port: one line, status 1, after the cleanup below
+                print(f"derivd: {e}", file=sys.stderr)
+                return 1
+        grpc_port = grpc_server.port if grpc_server is not None else None
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets=None):
+                await super().startup(sockets)
+                if self.started:  # bound: the port is the real one (also with --port 0)
+                    port = self.servers[0].sockets[0].getsockname()[1] if self.servers else args.port
+                    announce(args.host, port, grpc_port)
+
         if args.gateways == 1:
             Server(server.config(create_app(settings, dispatcher), args.host, args.port, log_config=None,
                                  access_log=False)).run()
