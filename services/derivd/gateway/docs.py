@@ -4,8 +4,9 @@
 served under ``/docs/assets`` (no CDN, so it renders offline);
 ``GET /docs/language`` is the language reference generated from the primitive
 registry (``dsl.reference``). ``describe_routes`` completes the OpenAPI
-document: every derivative route gets its response schema and a working
-example (``EXAMPLES``, each one answered 200 in tests/gateway/test_docs.py),
+document: every route gets its response schema (the error body for 4xx), and
+every request body a working example (``EXAMPLES``, each one answered 200 and
+checked against its response schema in tests/gateway/test_docs.py),
 and the ``X-API-Key`` scheme so "Authorize" works on a service with keys.
 Pages are public (``PUBLIC_PREFIXES``): a browser cannot send a key with a
 page load, and they hold nothing but documentation; every request they make
@@ -99,6 +100,34 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
                    "detail": {"type": "object", "description": "e.g. line and column of a parse error"}}}}}
 
 
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_BLACKBOX = {"type": "object", "required": ["name", "url", "input_size", "output_size"],
+             "description": "the registration (credentials in headers are never echoed)",
+             "properties": {"name": {"type": "string"}, "url": {"type": "string"},
+                            "input_size": {"type": "integer"}, "output_size": {"type": "integer"},
+                            "batch": {"type": "boolean"}, "timeout_s": {"type": "number"}}}
+# The framework's routes: (method, path) -> (status, description, JSON schema; None: not JSON).
+_OTHER_RESPONSES = {
+    ("post", "/v1/functions"): ("200", "stored", {"type": "object", "required": ["id", "inputs"], "properties": {
+        "id": {"type": "string", "description": "a stable hash of the program and constants"},
+        "inputs": {**_STRINGS, "description": "its inputs, in the order the source reads them"}}}),
+    ("get", "/v1/functions/{fid}"): ("200", "the stored program", {
+        "type": "object", "required": ["id", "dsl", "inputs", "constants"],
+        "properties": {"id": {"type": "string"}, "dsl": {"type": "string"}, "inputs": _STRINGS,
+                       "constants": {**_STRINGS, "description": "the names bound at registration"}}}),
+    ("post", "/v1/blackboxes"): ("200", "registered", _BLACKBOX),
+    ("get", "/v1/blackboxes"): ("200", "every registered black box", {
+        "type": "object", "required": ["blackboxes"], "properties": {"blackboxes": {"type": "array",
+                                                                                    "items": _BLACKBOX}}}),
+    ("delete", "/v1/blackboxes/{name}"): ("204", "deleted", None),
+    ("get", "/healthz"): ("200", "alive", {"type": "object", "required": ["status"],
+                                           "properties": {"status": {"const": "ok"}}}),
+    ("get", "/readyz"): ("200", "ready (503 with the same body when not)", {
+        "type": "object", "required": ["status"], "properties": {"status": {"enum": ["ready", "not ready"]}}}),
+    ("get", "/metrics"): ("200", "Prometheus text exposition", None),
+}
+
+
 def describe_routes(schema: dict) -> dict:
     """Complete the OpenAPI ``schema`` in place: responses and examples of the derivative routes,
     the function and black-box examples, the error body, the API-key scheme."""
@@ -115,6 +144,12 @@ def describe_routes(schema: dict) -> dict:
                                                     "encoding: base64",
                                      "content": {"application/json": {"schema": response_schema(endpoint)}}},
                              "4XX": error}
+    for (method, path), (status, description, body) in _OTHER_RESPONSES.items():
+        op = schema["paths"][path][method]
+        content = ({"application/json": {"schema": body}} if body is not None else
+                   {} if status == "204" else {"text/plain": {"schema": {"type": "string"}}})
+        op["responses"] = {status: {"description": description, **({"content": content} if content else {})},
+                           **({"4XX": error} if path.startswith("/v1/") else {})}
     post = schema["paths"]["/v1/functions"]["post"]
     post["requestBody"]["content"]["application/json"]["example"] = FUNCTION_EXAMPLE
     post["summary"] = "Store a program; its id (a stable hash) names it in any request"
