@@ -116,9 +116,11 @@ def test_the_derivative_examples_answers_are_right(client):
 
 def test_docs_are_public_on_a_service_with_keys_and_advertise_the_key():
     with LiveServer(Settings(api_keys=["k1"])) as server, httpx.Client(base_url=server.url) as http:
-        for path in ("/docs", "/docs/assets/swagger-ui.css", "/docs/language", "/openapi.json"):
+        for path in ("/", "/docs", "/docs/assets/swagger-ui.css", "/docs/language", "/openapi.json", "/playground",
+                     "/playground/static/playground.js"):
             assert http.get(path).status_code == 200, path
-        assert http.post("/v1/gradient", json={}).status_code == 401
+        for path in ("/v1/gradient", "//v1/gradient", "/docsx", "/v1/blackboxes"):  # the API stays closed
+            assert http.post(path, json={}).status_code == 401, path
         doc = http.get("/openapi.json").json()
         assert doc["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header",
                                                                   "name": "X-API-Key"}

@@ -89,8 +89,9 @@ class GatewayMiddleware:
 
 
 def _public(path: str) -> bool:
-    """The documentation and playground pages (``docs.PUBLIC_PREFIXES``), which a browser loads keyless."""
-    return any(path == p or path.startswith(p + "/") for p in docs.PUBLIC_PREFIXES)
+    """The documentation and playground pages (``docs.PUBLIC_PATHS``, ``docs.PUBLIC_PREFIXES``), which a
+    browser loads keyless."""
+    return path in docs.PUBLIC_PATHS or any(path == p or path.startswith(p + "/") for p in docs.PUBLIC_PREFIXES)
 
 
 class AccessGuard:

@@ -8,7 +8,7 @@ document: every route gets its response schema (the error body for 4xx), and
 every request body a working example (``EXAMPLES``, each one answered 200 and
 checked against its response schema in tests/gateway/test_docs.py),
 and the ``X-API-Key`` scheme so "Authorize" works on a service with keys.
-Pages are public (``PUBLIC_PREFIXES``): a browser cannot send a key with a
+Pages are public (``PUBLIC_PATHS``, ``PUBLIC_PREFIXES``): a browser cannot send a key with a
 page load, and they hold nothing but documentation; every request they make
 to the API carries the key the reader gives.
 """
@@ -21,7 +21,8 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
-PUBLIC_PREFIXES = ("/", "/docs", "/openapi.json", "/playground")  # "/": the page of links, itself only
+PUBLIC_PATHS = frozenset({"/", "/openapi.json"})
+PUBLIC_PREFIXES = ("/docs", "/playground")  # each, and everything under it
 
 _ROSENBROCK = {"dsl": "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"}
 _TWO_OUTPUTS = {"dsl": "[x[0]*sin(x[1]), exp(x[0]) + x[1]**2]"}
