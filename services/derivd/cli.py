@@ -70,8 +70,10 @@ def announce(host: str, port: int, grpc_port: int | None) -> None:
         print(banner(host, port, grpc_port), file=sys.stderr, flush=True)
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start/stop chatter: the banner says it
     else:
+        base = f"http://{host}:{port}"
         logging.getLogger("derivd").info("listening", extra={"fields": {
-            "rest": f"http://{host}:{port}", "grpc": f"{host}:{grpc_port}" if grpc_port else None}})
+            "rest": base, "docs": f"{base}/docs", "playground": f"{base}/playground",
+            "grpc": f"{host}:{grpc_port}" if grpc_port else None}})
 
 
 def build_parser(settings) -> argparse.ArgumentParser:

@@ -39,6 +39,23 @@ EXAMPLES: dict[str, dict] = {
     "taylor": {"function": {"dsl": "exp(x)"}, "at": {"x": 0.0}, "v": {"x": 1.0}, "order": 4},
     "derivatives": {"function": {"dsl": "x[0]**2 * x[1] + sin(x[1])"}, "at": {"x": [0.3, 0.5]}, "order": 3},
 }
+SUMMARIES = {
+    "evaluate": "The function's value",
+    "gradient": "Gradient of a one-element output: {name: array shaped like the input}",
+    "jacobian": "Jacobian, m×n over the flat outputs and the flat wrt inputs (COO with sparse)",
+    "jvp": "Jacobian-vector product J v",
+    "vjp": "Vector-Jacobian product uᵀ J",
+    "hvp": "Hessian-vector product(s) H v of a one-element output (vs: many directions, one pass)",
+    "hessian": "Gradient and Hessian of a one-element output (COO with sparse)",
+    "taylor": "Taylor coefficients c_k = (1/k!) d^k/dt^k f(x + t v) at t = 0, k = 0..order",
+    "derivatives": "Every derivative tensor of order 1..order (≤ 4) at once",
+}
+TAGS = [{"name": "derivatives", "description": "POST a function and a point, get derivatives. The function is "
+                                               "{\"dsl\": program} (see /docs/language), {\"id\": stored id} "
+                                               "or {\"blackbox\": name}."},
+        {"name": "functions", "description": "Programs stored once and named by id"},
+        {"name": "black boxes", "description": "Functions derivd can only call: derivatives by finite differences"},
+        {"name": "operations", "description": "Liveness, readiness, Prometheus metrics"}]
 FUNCTION_EXAMPLE = {"dsl": "sum(a * x)", "constants": {"a": [1, 2]}}
 BLACKBOX_EXAMPLE = {"name": "sim", "url": "http://localhost:9000/simulate", "input_size": 2, "output_size": 1,
                     "batch": False, "timeout_s": 10}
@@ -138,6 +155,13 @@ def describe_routes(schema: dict) -> dict:
     schema["security"] = [{}, {"ApiKey": []}]  # optional: only a service with keys asks for one
     error = {"description": "refused: code, message and detail (a parse error's line and column)",
              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    schema["tags"] = TAGS
+    derivative_paths = [p for p in schema["paths"] if p.removeprefix("/v1/") in SUMMARIES]
+    schema["paths"] = {p: schema["paths"][p] for p in derivative_paths + [p for p in schema["paths"]
+                                                                         if p not in derivative_paths]}
+    for endpoint, summary in SUMMARIES.items():
+        if f"/v1/{endpoint}" in schema["paths"]:
+            schema["paths"][f"/v1/{endpoint}"]["post"]["summary"] = summary
     for endpoint, example in EXAMPLES.items():
         post = schema["paths"][f"/v1/{endpoint}"]["post"]
         post["requestBody"]["content"]["application/json"]["example"] = example

@@ -97,7 +97,7 @@ function drawSparsity(coo) {
   coo.rows.forEach((r, k) => g.fillRect(coo.cols[k] * cell, r * cell, Math.max(cell - 1, 1), Math.max(cell - 1, 1)));
 }
 
-function drawPlot(ts, fs, polys) {
+function drawPlot(ts, fs, polys, several) {
   const c = $("plot"), g = c.getContext("2d"), W = c.width, H = c.height, pad = 30;
   const finite = fs.filter(Number.isFinite);
   let lo = Math.min(...finite), hi = Math.max(...finite);
@@ -125,7 +125,7 @@ function drawPlot(ts, fs, polys) {
   };
   polys.forEach((p, i) => curve(p.ys, COLORS[i % COLORS.length], 1.5));
   curve(fs, "#000", 2.5);
-  $("legend").innerHTML = '<span style="color:#000">■ f</span>' +
+  $("legend").innerHTML = `<span style="color:#000">■ f${several ? " (its first output element)" : ""}</span>` +
     polys.map((p, i) => `<span style="color:${COLORS[i % COLORS.length]}">■ order ${p.order}</span>`).join("");
 }
 
@@ -195,13 +195,14 @@ async function plot(fn, at, v, s) {
   const shift = (t) => Object.fromEntries(Object.entries(at).map(([k, x]) => [k, shifted(x, t, v[k])]));
   const values = await Promise.all(ts.map((t) => api("evaluate", {function: fn, at: shift(t)})));
   const fs = values.map((r) => num(flat(r.value)[0]));
+  const several = flat(values[0].value).length > 1;
   let polys = [];
   if (orders.length) {
     const tay = await api("taylor", {function: fn, at, v, order: Math.max(...orders)});
     const c = tay.coefficients.map((ck) => num(flat(ck)[0]));
     polys = orders.map((K) => ({order: K, ys: ts.map((t) => c.slice(0, K + 1).reduce((acc, ck, k) => acc + ck * t ** k, 0))}));
   }
-  drawPlot(ts, fs, polys);
+  drawPlot(ts, fs, polys, several);
 }
 
 // ---------------------------------------------------------------- wiring
