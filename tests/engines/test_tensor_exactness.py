@@ -49,7 +49,8 @@ def test_tensors_are_exact_where_the_analytic_tensor_is(client, expr, point, ord
         assert (g[zeros] == 0.0).all(), f"order {e}: {g[zeros]} where the tensor is exactly 0"
         # the documented bound: a few units in the last place of the largest directional coefficient
         scale = max(1.0, np.abs(want).max()) * order ** e
-        np.testing.assert_allclose(g, want, rtol=0, atol=4 * order * 2**-53 * scale * math.comb(len(point) + order, order))
+        bound = 4 * order * 2**-53 * scale * math.comb(len(point) + order, order)
+        np.testing.assert_allclose(g, want, rtol=0, atol=bound)
 
 
 def test_the_reported_case_gives_0_3_and_zeros(client):

@@ -96,7 +96,8 @@ def _public(path: str) -> bool:
 
 class AccessGuard:
     """Pure ASGI: the ``X-API-Key`` check and rate limit on every path but health, readiness,
-    metrics and the documentation pages. Installed only when keys or a limit are configured (an open service pays nothing)."""
+    metrics and the documentation pages. Installed only when keys or a limit are configured (an
+    open service pays nothing)."""
 
     def __init__(self, app, access: AccessControl, metrics):
         self.app, self.access, self.metrics = app, access, metrics
