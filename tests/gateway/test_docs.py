@@ -29,12 +29,15 @@ def test_the_reference_names_every_language_function_with_its_modes(client):
     page = client.get("/docs/language")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     names = {n for p in REGISTRY.values() for n in p.dsl} | {a[2:] for a in dir(Library) if a.startswith("f_")}
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"<tr id='([^']+)'>(.*?)</tr>", page.text)}
+    rows = {m.group(1): re.findall(r"<td>(.*?)</td>", m.group(2), re.S)
+            for m in re.finditer(r"<tr id='([^']+)'>(.*?)</tr>", page.text, re.S)}
     assert set(rows) == names
     for prim in REGISTRY.values():
         for name in prim.dsl:
-            assert ("taylor" in rows[name]) == (prim.taylor is not None), name
-            assert ("reverse" in rows[name]) == (prim.vjp is not None and prim.differentiable), name
+            modes = rows[name][2].split(", ")  # function, primitive, modes, notes
+            assert ("taylor" in modes) == (prim.taylor is not None and prim.differentiable), name
+            assert ("reverse" in modes) == (prim.vjp is not None and prim.differentiable), name
+            assert ("forward" in modes) == (prim.jvp is not None and prim.differentiable), name
     assert client.get("/docs/language.md").text == markdown()
 
 

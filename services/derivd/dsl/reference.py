@@ -40,9 +40,13 @@ def _arguments(call, skip: int) -> str:
     """The argument list of a language call: its signature after ``skip`` leading parameters
     (``lib``, ``self``), or, for a call taking ``*args`` and a fixed ``arity`` (ops.registry.floats),
     that many array names."""
-    params = list(inspect.signature(call).parameters.values())[skip:]
-    if any(p.kind is p.VAR_POSITIONAL for p in params) and call.__closure__:
-        cells = dict(zip(call.__code__.co_freevars, (c.cell_contents for c in call.__closure__)))
+    try:
+        params = list(inspect.signature(call).parameters.values())[skip:]
+    except (TypeError, ValueError):  # a callable without a signature Python can read
+        return "..."
+    closure, code = getattr(call, "__closure__", None), getattr(call, "__code__", None)
+    if any(p.kind is p.VAR_POSITIONAL for p in params) and closure and code:
+        cells = dict(zip(code.co_freevars, (c.cell_contents for c in closure)))
         arity = cells.get("arity")
         if isinstance(arity, int):
             return ", ".join(_ARG_NAMES.get(arity, [f"x{i}" for i in range(arity)]))
