@@ -46,8 +46,8 @@ def _arguments(call, skip: int) -> str:
         return "..."
     closure, code = getattr(call, "__closure__", None), getattr(call, "__code__", None)
     if any(p.kind is p.VAR_POSITIONAL for p in params) and closure and code:
-        cells = dict(zip(code.co_freevars, (c.cell_contents for c in closure)))
-        arity = cells.get("arity")
+        cell = dict(zip(code.co_freevars, closure)).get("arity")
+        arity = cell.cell_contents if cell is not None else None
         if isinstance(arity, int):
             return ", ".join(_ARG_NAMES.get(arity, [f"x{i}" for i in range(arity)]))
     out = []
