@@ -15,6 +15,7 @@ to the API carries the key the reader gives.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -206,12 +207,17 @@ def swagger_assets() -> Path:
     return Path(str(swagger_ui_bundle.swagger_ui_path))
 
 
-def install(app: FastAPI) -> None:
-    """``GET /docs``, its assets and ``GET /docs/language`` (and ``/docs/language.md``) on ``app``."""
+@functools.cache
+def _language(form: str) -> str:
+    """The language reference as ``html`` or ``markdown``, made on first use (the registry is complete
+    once imported)."""
     from derivd.dsl import reference
 
-    language_html, language_md = reference.html(), reference.markdown()  # the registry is fixed once imported
+    return reference.html() if form == "html" else reference.markdown()
 
+
+def install(app: FastAPI) -> None:
+    """``GET /docs``, its assets and ``GET /docs/language`` (and ``/docs/language.md``) on ``app``."""
     @app.get("/docs", include_in_schema=False)
     async def docs():
         return HTMLResponse(_SWAGGER_PAGE)
@@ -222,10 +228,10 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs/language", include_in_schema=False)
     async def language():
-        return HTMLResponse(language_html)
+        return HTMLResponse(_language("html"))
 
     @app.get("/docs/language.md", include_in_schema=False)
     async def language_markdown():
-        return PlainTextResponse(language_md, media_type="text/markdown")
+        return PlainTextResponse(_language("markdown"), media_type="text/markdown")
 
     app.mount("/docs/assets", StaticFiles(directory=swagger_assets()), name="docs-assets")
