@@ -1,6 +1,10 @@
 """The server's verbs: ``derivd serve``, the gateway (with ``--workers N`` local worker processes,
 else everything in one process); ``derivd worker``, one worker process for a remote gateway's pool.
 
+Once bound, ``serve`` announces where it listens: a banner (REST, docs, playground, gRPC and a
+curl to try) on a terminal's text logs, one ``listening`` record in JSON logs. Ctrl+C stops
+either verb quietly: the shutdown runs, no traceback, exit status 130.
+
 They reach ``derivd`` through the ``derivd.commands`` entry points this package registers
 (pyproject.toml), which whichever ``derivd`` script is installed dispatches (``derivd.commands``);
 ``derivd-server`` (and ``python -m derivd.cli``) runs this parser directly. This module never
@@ -33,9 +37,43 @@ EXAMPLES = {"serve": ["derivd serve", "derivd serve --port 8080 --grpc-port 0",
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     args = build_parser(settings).parse_args(argv)
-    if args.command == "serve":
-        return serve_command(args, settings)
-    return worker_command(args, settings)
+    try:
+        if args.command == "serve":
+            return serve_command(args, settings)
+        return worker_command(args, settings)
+    except KeyboardInterrupt:  # Ctrl+C: everything was stopped on the way out; no traceback
+        print("derivd: stopped", file=sys.stderr)
+        return 130
+
+
+def banner(host: str, port: int, grpc_port: int | None) -> str:
+    """Where ``derivd serve`` listens, and one request to try (printed once the port is bound)."""
+    from derivd import __version__
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown}:{port}"
+    lines = [f"derivd {__version__} is serving", f"  REST        {base}/v1/...",
+             f"  docs        {base}/docs   (the language: {base}/docs/language)",
+             f"  playground  {base}/playground",
+             f"  gRPC        {f'{shown}:{grpc_port} (derivd.v1)' if grpc_port else 'off (--grpc-port)'}",
+             "  try         curl -s " + base + "/v1/gradient -H 'content-type: application/json' "
+             + """-d '{"function": {"dsl": "sum(x**2)"}, "at": {"x": [1, 2]}}'""",
+             "Ctrl+C stops it."]
+    return "\n".join(lines)
+
+
+def announce(host: str, port: int, grpc_port: int | None) -> None:
+    """The banner on a terminal's text logs; one ``listening`` record with the addresses in JSON logs."""
+    from derivd.observability import human_logs
+
+    if human_logs():
+        print(banner(host, port, grpc_port), file=sys.stderr, flush=True)
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start/stop chatter: the banner says it
+    else:
+        base = f"http://{host}:{port}"
+        logging.getLogger("derivd").info("listening", extra={"fields": {
+            "rest": base, "docs": f"{base}/docs", "playground": f"{base}/playground",
+            "grpc": f"{host}:{grpc_port}" if grpc_port else None}})
 
 
 def build_parser(settings) -> argparse.ArgumentParser:
@@ -122,19 +160,32 @@ def _serve(args, settings) -> int:
     if supervisor is not None:
         supervisor.on_restart = lambda slot: dispatcher.service.metrics.worker_restarts.labels("local").inc()
     grpc_server = None
-    if args.grpc_port:
-        from derivd.grpc_api.server import GrpcServer
-
-        grpc_server = GrpcServer(dispatcher, settings, args.grpc_port).start()
-        logging.getLogger("derivd").info("gRPC derivd.v1 on %s:%d", args.host, grpc_server.port)
     # uvicorn shuts down on SIGTERM, then re-raises it to the handler it found: make that an exit
     # that runs the `finally` below (stopping gRPC and the workers), not the default instant death.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:  # uvicorn logs through the root handler (JSON); its access log is replaced by derivd.access
+    try:  # uvicorn logs through the root handler; its access log is replaced by derivd.access
+        if args.grpc_port:
+            from derivd.grpc_api.server import GrpcServer
+
+            try:
+                grpc_server = GrpcServer(dispatcher, settings, args.grpc_port).start()
+            except OSError as e:  # a taken port: one line, status 1, after the cleanup below
+                print(f"derivd: {e}", file=sys.stderr)
+                return 1
+        grpc_port = grpc_server.port if grpc_server is not None else None
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets=None):
+                await super().startup(sockets)
+                if self.started:  # bound: the port is the real one (also with --port 0)
+                    port = self.servers[0].sockets[0].getsockname()[1] if self.servers else args.port
+                    announce(args.host, port, grpc_port)
+
         if args.gateways == 1:
-            uvicorn.Server(server.config(create_app(settings, dispatcher), args.host, args.port, log_config=None,
-                                         access_log=False)).run()
+            Server(server.config(create_app(settings, dispatcher), args.host, args.port, log_config=None,
+                                 access_log=False)).run()
         else:
+            announce(args.host, args.port, grpc_port)
             server.run_processes(args.gateways, args.host, args.port)
     finally:
         if grpc_server is not None:

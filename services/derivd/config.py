@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     # refused (429) until the window ends, whatever key it sends (0 = no limit).
     auth_failures_max: int = 10
     auth_failures_window_s: float = 60.0
-    log_format: str = "json"
+    log_format: str = "auto"  # json, text (lines for people), auto: text on a terminal, else json
     log_level: str = "INFO"
 
     # Finite differences: evaluations one request may spend (points of f).

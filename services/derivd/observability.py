@@ -21,9 +21,13 @@ With several gateway processes (``derivd serve --gateways N``) every metric is
 kept in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``, whichever process
 answers, reports the sum over all of them (in-flight: over the live ones).
 
-Logs are one JSON object per line (``JsonFormatter``) with a request id that
-is taken from an incoming ``X-Request-Id`` when it is a sane token and made up
-otherwise, and echoed in the response.
+Logs carry a request id that is taken from an incoming ``X-Request-Id`` when it
+is a sane token and made up otherwise, and echoed in the response. They are one
+JSON object per line (``JsonFormatter``) for machines, or lines for people
+(``TextFormatter``: ``GET /v1/gradient 400 parse_error 0.8 ms``); the setting
+``log_format`` (``DERIVD_LOG_FORMAT``) picks one, and ``auto`` picks text on a
+terminal and JSON otherwise. An access line of a refusal (status 400 and up)
+names the error's ``code``.
 """
 
 from __future__ import annotations
@@ -179,13 +183,59 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+class TextFormatter(logging.Formatter):
+    """One line for people: local time, level, and the message; an access line reads
+    ``POST /v1/gradient 200 reverse 1.2 ms`` (the error code instead of the engine for a refusal,
+    the request id last), other records' ``fields`` follow as key=value. ``color``: ANSI colours
+    for levels and statuses (on a terminal)."""
+
+    _COLORS = {"WARNING": "33", "ERROR": "31", "CRITICAL": "31;1", 2: "32", 3: "36", 4: "33", 5: "31"}
+
+    def __init__(self, color: bool = False):
+        super().__init__()
+        self.color = color
+
+    def _paint(self, text: str, key) -> str:
+        code = self._COLORS.get(key)
+        return f"\033[{code}m{text}\033[0m" if self.color and code else text
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        fields = dict(getattr(record, "fields", {}))
+        if record.name == access_log.name and "status" in fields:
+            status = fields.pop("status")
+            what = fields.get("error") or fields.get("engine") or ""
+            target = fields.get("path") or fields.get("route") or ""
+            method = fields.get("method") or fields.get("transport", "").upper()
+            text = " ".join(str(p) for p in (method, target, self._paint(str(status), status // 100), what,
+                                             f"{fields.get('ms', 0):.1f} ms", f"[{fields.get('request_id', '')}]")
+                            if p != "")
+        else:
+            extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            text = record.getMessage() + (f"  {extra}" if extra else "")
+        line = f"{stamp} {self._paint(record.levelname.ljust(7), record.levelname)} {text}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(fmt: str = "auto", level: str = "INFO", stream=None) -> None:
+    """Log to ``stream`` (stderr) in ``fmt``: "json", "text", or "auto" (text on a terminal)."""
+    stream = stream or sys.stderr
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    if fmt not in ("json", "text", "auto"):
+        raise ValueError(f"log format {fmt!r}: one of json, text, auto")
+    handler = logging.StreamHandler(stream)
+    text = fmt == "text" or (fmt == "auto" and tty)
+    handler.setFormatter(TextFormatter(color=tty) if text else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def human_logs() -> bool:
+    """Whether the root logger writes lines for people (``TextFormatter``)."""
+    return any(isinstance(h.formatter, TextFormatter) for h in logging.getLogger().handlers)
 
 
 def log_request(**fields) -> None:
@@ -215,13 +265,16 @@ class RequestTelemetry:
         rid = request_id(incoming)
         state = scope.setdefault("state", {})
         state["request_id"] = rid
-        status = 500
+        status, error = 500, None
 
         async def send_with_id(message):
-            nonlocal status
+            nonlocal status, error
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            elif status >= 400 and error is None:  # a refusal's body is the error body: its code for the log
+                found = _ERROR_CODE.search(message.get("body", b"")[:512])
+                error = found.group(1).decode() if found else ""
             await send(message)
 
         if scope["path"] == "/metrics":  # the scrape itself is neither counted nor in flight
@@ -239,9 +292,13 @@ class RequestTelemetry:
             self.metrics.record("rest", route, engine, status, seconds, queue_s, compile_s, compute_s)
             if access_log.isEnabledFor(logging.INFO):  # the fields cost more than the check
                 log_request(request_id=rid, transport="rest", method=scope["method"], path=scope["path"],
-                            route=route, status=status, engine=engine or None, ms=round(seconds * 1e3, 3),
+                            route=route, status=status, error=error or None, engine=engine or None,
+                            ms=round(seconds * 1e3, 3),
                             compile_ms=_ms(compile_s), queue_ms=_ms(queue_s), compute_ms=_ms(compute_s),
                             client=(scope.get("client") or ("",))[0])
+
+
+_ERROR_CODE = re.compile(rb'"code"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')
 
 
 def _ms(seconds: float | None) -> float | None:

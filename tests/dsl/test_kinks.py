@@ -1,5 +1,5 @@
-"""Points of non-differentiability: the documented one-sided conventions (README, "Language"),
-the same in forward and reverse mode, never NaN."""
+"""Points of non-differentiability: the documented one-sided conventions (docs/language.md,
+"Non-differentiable points"), the same in forward and reverse mode, never NaN."""
 
 from __future__ import annotations
 

@@ -16,8 +16,11 @@ written with the SDK's operations (traced on the fly at the shapes of ``at``).
 from __future__ import annotations
 
 import asyncio
+import difflib
+import inspect
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +73,18 @@ class SparseJacobian:
         np.add.at(dense, (self.rows, self.cols), self.values)
         return dense
 
+    def to_scipy(self):
+        """The same entries as a ``scipy.sparse.coo_matrix`` (scipy is needed for this alone)."""
+        try:
+            from scipy import sparse
+        except ImportError:
+            raise ImportError("SparseJacobian.to_scipy() needs scipy: pip install scipy") from None
+        return sparse.coo_matrix((self.values, (self.rows, self.cols)), shape=self.shape)
+
+    def tocsr(self):
+        """As a ``scipy.sparse.csr_matrix`` (repeated entries summed, as ``toarray``)."""
+        return self.to_scipy().tocsr()
+
 
 class Result(dict):
     """A response with arrays decoded to numpy; keys read as attributes (``r.gradient``).
@@ -111,12 +126,23 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
 
 
 RAW_FIELDS = ("engine", "verification", "id", "inputs", "directions")  # kept as JSON gave them
+METADATA_FIELDS = ("sparsity", "fd")  # counts stay ints, estimates floats (non-finite strings decoded)
+
+
+def _metadata(value):
+    if isinstance(value, dict):
+        return {k: _metadata(v) for k, v in value.items()}
+    if isinstance(value, str) and value in arrays.NONFINITE:
+        return float(arrays.NONFINITE[value])
+    return value
 
 
 def decode_result(body: dict, resp: httpx.Response | None = None) -> Result:
     out = Result()
     for key, value in body.items():
-        if key in RAW_FIELDS or value is None or isinstance(value, bool) or (
+        if key in METADATA_FIELDS:
+            out[key] = _metadata(value)
+        elif key in RAW_FIELDS or value is None or isinstance(value, bool) or (
                 isinstance(value, str) and value not in arrays.NONFINITE):
             out[key] = value
         elif key == "shape":
@@ -204,7 +230,7 @@ class _Api:
             program = program.dsl
         body = {"dsl": program, "constants": self._arrays(constants or {})}
         return self._send(Call("POST", "/v1/functions", body,
-                               lambda b, r: FunctionRef(b["id"], list(b.get("inputs", [])))))
+                               lambda b, r: FunctionRef(b["id"], list(b.get("inputs", [])))))  # source order
 
     def get_function(self, function_id: str):
         """The stored program and its inputs."""
@@ -232,10 +258,21 @@ class _Api:
 
     def _derivative(self, endpoint: str, function, at, options: dict, **extra) -> Call:
         at = dict(at or {})
+        inputs = known_inputs(function)
         for key in list(options):
-            if key not in OPTIONS:
-                at[key] = options.pop(key)  # jax-like: gradient(f, x=...) binds an input
+            if key not in OPTIONS:  # jax-like: gradient(f, x=...) binds an input; a typo is not one
+                if inputs is not None and key not in inputs:
+                    raise TypeError(_unknown_keyword(endpoint, key, inputs, extra))
+                at[key] = options.pop(key)
         constants = dict(options.pop("constants", None) or {})
+        for where, values in (("input", at), ("constant", constants)):
+            for name, value in values.items():
+                if value is None:
+                    raise TypeError(f"{endpoint}: {where} {name!r} is None; give it a number or an array")
+                try:
+                    arrays.as_array(value)
+                except TypeError as e:
+                    raise TypeError(f"{endpoint}: {where} {name!r}: {e}") from None
         spec, constants = resolve_function(function, at, constants)
         body: dict[str, Any] = {"function": spec, "at": self._arrays(at)}
         if constants:
@@ -379,6 +416,35 @@ def resolve_function(function, at: dict, constants: dict) -> tuple[dict, dict]:
         return {"dsl": program.dsl}, {**program.constants, **constants}
     raise TypeError("function must be DSL text, a traced Program, a FunctionRef, a Blackbox, "
                     f"a {{'dsl'|'id'|'blackbox': ...}} dict or a Python function; got {type(function).__name__}")
+
+
+def known_inputs(function) -> set[str] | None:
+    """The names ``function`` can bind, where the SDK can tell (None: it cannot): the identifiers of
+    DSL text, a (traced) Python function's parameters, a stored function's inputs, a black box's ``x``."""
+    if isinstance(function, Program):  # its parameters, used or not, and the names its text reads
+        return set(function.inputs) | known_inputs(function.dsl)
+    if isinstance(function, Mapping):
+        function = function.get("dsl")
+    if isinstance(function, str):
+        return set(re.findall(r"[A-Za-z_]\w*", function))
+    if isinstance(function, FunctionRef):
+        return set(function.inputs) or None
+    if isinstance(function, Blackbox):
+        return {"x"}
+    if callable(function):
+        try:
+            return set(inspect.signature(function).parameters)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _unknown_keyword(endpoint: str, key: str, inputs: set[str], extra: dict) -> str:
+    options = [*OPTIONS, *extra]
+    close = difflib.get_close_matches(key, options, n=1)
+    hint = f" (did you mean {close[0]}=?)" if close else ""
+    return (f"{endpoint}() got an unknown keyword {key}={hint}: it is neither an option ({', '.join(options)}) "
+            f"nor an input of the function")
 
 
 def direction_dict(v, names: list[str]) -> dict:

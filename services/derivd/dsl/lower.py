@@ -75,7 +75,8 @@ class Helper:
 
 
 def free_inputs(text: str, settings) -> list[str]:
-    """Names a program reads that it neither assigns nor defines: its inputs, in order of use."""
+    """Names a program reads that it neither assigns nor defines: its inputs, in the order the source
+    first reads them."""
     tree = parse(text, settings)
     assigned, defined, seen = set(), set(), []
     for node in ast.walk(tree):
@@ -85,12 +86,12 @@ def free_inputs(text: str, settings) -> list[str]:
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             assigned.add(node.id)
     lib = Library(None)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            n = node.id
-            if (n not in assigned and n not in defined and n not in CONSTANTS and n != "range"
-                    and not lib.known(n) and n not in seen):
-                seen.append(n)
+    loads = sorted((node.lineno, node.col_offset, node.id) for node in ast.walk(tree)  # ast.walk is breadth-first
+                   if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load))
+    for _, _, n in loads:
+        if (n not in assigned and n not in defined and n not in CONSTANTS and n != "range"
+                and not lib.known(n) and n not in seen):
+            seen.append(n)
     return seen
 
 

@@ -23,7 +23,9 @@ Everything else is read off univariate series:
   multi-index binomials being products over coordinates (generalised binomials
   for the real d k_l / |k|). γ_ij vanishes unless supp j ⊆ supp i, so it depends
   only on i and j restricted to supp i: a small table per d, exact in rationals.
-  The Hessian is the case d = 2.
+  The Hessian is the case d = 2. The sum is taken in extended precision and
+  rounded once, and an entry within its rounding bound of 0 is 0
+  (``_interpolate``), so exact entries come back exact where the series are.
 """
 
 from __future__ import annotations
@@ -168,11 +170,30 @@ def tensors(fn, values, wrt_names, order: int, settings):
     out = []
     for e in range(1, order + 1):
         rows, cols, weights, entry_rows = plan.orders[e - 1]
-        derivs = np.zeros((int(entry_rows.max(initial=-1)) + 1, m))
-        np.add.at(derivs, rows, weights[:, None] * c[e - 1][cols])
-        t = np.moveaxis(derivs[entry_rows].reshape((n,) * e + (m,)), -1, 0)
+        t = np.moveaxis(_interpolate(rows, weights, c[e - 1][cols], order)[entry_rows].reshape((n,) * e + (m,)), -1, 0)
         out.append(t[0] if m == 1 else t)
     return y, out, count, seconds
+
+
+def _interpolate(rows, weights, terms, d: int) -> np.ndarray:
+    """Σ_j γ_ij c(j) for every multi-index row i: summed in extended precision and rounded once, and
+    0 where it is within the interpolation's rounding bound 4d·2⁻⁵³·Σ_j |γ_ij c(j)| of 0.
+
+    Why: the sum cancels (γ has both signs and thirds), so in float64 an entry that is exactly 0
+    came out as ±1e-16 and 0.3 as 0.29999999999999993. Summed in ``np.longdouble`` (64-bit
+    mantissa on x86) and rounded once, an exact entry comes back as the float nearest it whenever
+    the series c(j) are exact; a sum within the bound of 0 cannot be told from 0 and is 0. Either
+    way an entry moves by at most that bound, the rounding level the float64 sum had anyway.
+    """
+    size = int(rows.max(initial=-1)) + 1
+    terms = weights.astype(np.longdouble)[:, None] * terms.astype(np.longdouble)
+    total = np.zeros((size, terms.shape[1]), dtype=np.longdouble)
+    np.add.at(total, rows, terms)
+    scale = np.zeros((size, terms.shape[1]))
+    np.add.at(scale, rows, np.abs(terms).astype(np.float64))
+    out = total.astype(np.float64)
+    out[np.abs(out) <= 4 * d * np.finfo(np.float64).eps / 2 * scale] = 0.0
+    return out
 
 
 def hessian(fn, values, wrt_names, settings):
@@ -219,7 +240,7 @@ def _plan(n: int, d: int) -> Plan:
                 for j, gamma in _gammas(i, d):
                     rows.append(r)
                     cols.append(lattice_rank[_codes(np.repeat(supports, j, axis=1), n)])
-                    weights.append(np.full(len(r), gamma))
+                    weights.append(np.full(len(r), _extended(gamma), dtype=np.longdouble))
         entries = np.sort(np.indices((n,) * e).reshape(e, -1).T, axis=1)
         orders.append((np.concatenate(rows), np.concatenate(cols), np.concatenate(weights), rank[_codes(entries, n)]))
     return Plan(lattice, orders)
@@ -243,7 +264,7 @@ def _ranks(tuples: np.ndarray, n: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _gammas(i: tuple[int, ...], d: int) -> tuple[tuple[tuple[int, ...], float], ...]:
+def _gammas(i: tuple[int, ...], d: int) -> tuple[tuple[tuple[int, ...], Fraction], ...]:
     """The nonzero γ_ij for a multi-index i with full support (all parts positive) and every
     j with |j| = d on that support, computed exactly in rationals."""
     s, e = len(i), sum(i)
@@ -259,8 +280,13 @@ def _gammas(i: tuple[int, ...], d: int) -> tuple[tuple[tuple[int, ...], float], 
                 term *= _binom(Fraction(d * q, size), jl)
             total += term * Fraction(size, d) ** e
         if total:
-            out.append((j, float(total)))
+            out.append((j, total))
     return tuple(out)
+
+
+def _extended(q: Fraction) -> np.longdouble:
+    """A rational weight in extended precision (one rounding, not the two of float(q) then widening)."""
+    return np.longdouble(q.numerator) / np.longdouble(q.denominator)
 
 
 def _compositions(total: int, parts: int):

@@ -26,7 +26,7 @@ from derivd.config import Settings, get_settings
 from derivd.core import Service, describe
 from derivd.dispatch import Dispatcher
 from derivd.errors import DerivdError, ValidationFailed
-from derivd.gateway import codecs, schemas
+from derivd.gateway import codecs, docs, playground, schemas
 from derivd.gateway.content_type import RequireJson
 from derivd.gateway.derivatives import DerivativeRoutes
 from derivd.gateway.http import (INTERNAL, NO_TIMING, BodyTooLarge, error_response, parse_json, send_json,
@@ -88,15 +88,22 @@ class GatewayMiddleware:
             await send_json(send, 500, codecs.dumps(INTERNAL))
 
 
+def _public(path: str) -> bool:
+    """The documentation and playground pages (``docs.PUBLIC_PATHS``, ``docs.PUBLIC_PREFIXES``), which a
+    browser loads keyless."""
+    return path in docs.PUBLIC_PATHS or any(path == p or path.startswith(p + "/") for p in docs.PUBLIC_PREFIXES)
+
+
 class AccessGuard:
-    """Pure ASGI: the ``X-API-Key`` check and rate limit on every path but health, readiness and
-    metrics. Installed only when keys or a limit are configured (an open service pays nothing)."""
+    """Pure ASGI: the ``X-API-Key`` check and rate limit on every path but health, readiness,
+    metrics and the documentation pages. Installed only when keys or a limit are configured (an
+    open service pays nothing)."""
 
     def __init__(self, app, access: AccessControl, metrics):
         self.app, self.access, self.metrics = app, access, metrics
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or _public(scope["path"]):
             return await self.app(scope, receive, send)
         key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-api-key"), None)
         client = (scope.get("client") or ("",))[0]
@@ -119,8 +126,11 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     settings = settings or get_settings()
     dispatcher = dispatcher or Dispatcher(Service(settings))
     service = dispatcher.service
-    app = FastAPI(title="derivd", version=__version__,
-                  description="Exact derivatives of array programs and black boxes, as a service.")
+    app = FastAPI(title="derivd", version=__version__, docs_url=None, redoc_url=None,
+                  description="Exact derivatives of array programs and black boxes, as a service. "
+                              "The language: [/docs/language](/docs/language); try it: [/playground](/playground).")
+    docs.install(app)
+    playground.install(app)
 
     async def read_json(request: Request):
         try:
@@ -235,7 +245,7 @@ def _add_schemas(app: FastAPI) -> None:
             js = model.model_json_schema(ref_template="#/components/schemas/{model}")
             comps.update(js.pop("$defs", {}))
             comps[model.__name__] = js
-        app.openapi_schema = schema
+        app.openapi_schema = docs.describe_routes(schema)
         return schema
 
     app.openapi = openapi

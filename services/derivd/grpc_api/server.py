@@ -8,6 +8,10 @@ ordinary request. Handlers run on gRPC's thread pool; the work runs on the
 dispatcher's compute threads (unless quick) so that a handler can give up at
 its deadline.
 
+The port is this server's alone: ``grpc.so_reuseport`` is off, so a port another
+process listens on (a second ``derivd serve`` with the same ``--grpc-port``) is
+an ``OSError`` at start, not a second server taking half the requests at random.
+
 Health (``grpc.health.v1``) reports SERVING for ``""`` and the service while
 ``Dispatcher.ready()`` holds, refreshed every few seconds, and NOT_SERVING once
 shutting down. Reflection lists the services.
@@ -88,6 +92,7 @@ class GrpcServer:
             concurrent.futures.ThreadPoolExecutor(settings.grpc_threads, thread_name_prefix="grpc"),
             interceptors=[AccessInterceptor(access, dispatcher.service.metrics)],
             options=channel_options(settings.grpc_max_message_bytes) + [
+                ("grpc.so_reuseport", 0),
                 ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
                 ("grpc.max_connection_age_grace_ms", int(1000 * (settings.request_timeout_s + 5)))])
         pb_grpc.add_DifferentiatorServicer_to_server(DifferentiatorServicer(dispatcher), self.server)
@@ -96,7 +101,14 @@ class GrpcServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server)
-        self.port = self.server.add_insecure_port(f"{host or settings.host}:{port}")
+        address = f"{host or settings.host}:{port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpcio raises where older versions returned 0
+            self.port = 0
+        if self.port == 0:
+            raise OSError(f"gRPC cannot listen on {address}: the port is taken (or the address is not this "
+                          f"machine's); choose another with --grpc-port, or 0 to turn gRPC off")
         self._stopping = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_health, name="grpc-health", daemon=True)
 

@@ -46,7 +46,7 @@ class Call:
         incoming = next((v for k, v in context.invocation_metadata() if k == "x-request-id"), None)
         self.request_id = request_id(incoming)
         self.metadata = [("x-request-id", self.request_id)]
-        self.engine, self.status, self.timings = "", 200, (None, None, None)
+        self.engine, self.status, self.timings, self.error = "", 200, (None, None, None), None
         metrics.in_flight.labels("grpc").inc()
 
     def finish(self):
@@ -55,10 +55,10 @@ class Call:
         compile_s, queue_s, compute_s = self.timings
         self.metrics.record("grpc", self.route, self.engine, self.status, seconds, queue_s, compile_s, compute_s)
         log_request(request_id=self.request_id, transport="grpc", route=self.route, status=self.status,
-                    engine=self.engine or None, ms=round(seconds * 1e3, 3), peer=self.context.peer())
+                    error=self.error, engine=self.engine or None, ms=round(seconds * 1e3, 3), peer=self.context.peer())
 
     def fail(self, err: DerivdError):
-        self.status = err.status
+        self.status, self.error = err.status, err.code
         abort(self.context, err, self.metadata)
 
     @contextlib.contextmanager
