@@ -23,7 +23,7 @@ def test_sdk_stubs_are_generated_from_the_current_proto():
     from derivd_client._grpc import derivd_pb2 as sdk_pb
 
     assert sdk_pb.DESCRIPTOR.serialized_pb == server_pb.DESCRIPTOR.serialized_pb, \
-        "proto/derivd/v1/derivd.proto changed: run bash clients/python/scripts/gen_grpc.sh"
+        "proto/derivd/v1/derivd.proto changed: run bash scripts/gen_proto.sh"
 
 
 @pytest.fixture(scope="module")

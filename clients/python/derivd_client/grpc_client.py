@@ -2,7 +2,7 @@
 
 Needs the ``grpc`` extra (``pip install 'derivd-client[grpc]'``); the message
 classes are the SDK's own copy generated from ``proto/derivd/v1/derivd.proto``
-(``scripts/gen_grpc.sh``), so the server package is never imported.
+(``scripts/gen_proto.sh``), so the server package is never imported.
 
 Answers come back as the REST client's :class:`~derivd_client.client.Result`
 with the same keys (a sparse Jacobian under ``jacobian``, timings from the
@@ -11,6 +11,8 @@ Errors carry the contract's ``code``/``message``/``detail`` from the trailing
 metadata ``derivd-error-bin`` and raise the same typed exceptions.
 ``hvp_stream`` keeps one stream open at one point: the server compiles once
 and computes the gradient once, then answers each direction as it comes.
+``session`` keeps one function open for requests of any kind carrying only the
+point (:mod:`derivd_client.session`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from . import arrays, errors
 from ._grpc import derivd_pb2 as pb
 from ._grpc import derivd_pb2_grpc as pb_grpc
 from .client import OPTIONS, Result, SparseJacobian, direction_dict, resolve_function
+from .session import Session
 
 MODES = {"auto": pb.MODE_AUTO, "forward": pb.MODE_FORWARD, "reverse": pb.MODE_REVERSE,
          "taylor": pb.MODE_TAYLOR, "finite": pb.MODE_FINITE}
@@ -57,7 +60,8 @@ class GrpcClient:
     :meth:`hvp_stream`. ``credentials`` (``grpc.ssl_channel_credentials()``) makes the channel secure."""
 
     def __init__(self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, timeout: float = 60.0,
-                 retries: int = 3, backoff: float = 0.2, credentials: grpc.ChannelCredentials | None = None):
+                 retries: int = 3, backoff: float = 0.2, credentials: grpc.ChannelCredentials | None = None,
+                 session_timeout: float | None = None):
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         self.target = target
@@ -66,6 +70,7 @@ class GrpcClient:
         self.stub = pb_grpc.DifferentiatorStub(self.channel)
         self.metadata = (("x-api-key", api_key),) if api_key else ()
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.session_timeout = session_timeout  # a session's whole life (None: until closed)
 
     def close(self) -> None:
         self.channel.close()
@@ -141,7 +146,13 @@ class GrpcClient:
             fields["mode"] = MODES[options["mode"]]
         return fields, list(options.get("wrt") or at)
 
-    # ------------------------------------------------------------ streamed Hessian-vector products
+    # ------------------------------------------------------------ sessions and streams
+
+    def session(self, function, at=None, **options) -> Session:
+        """Open a :class:`~derivd_client.session.Session`: ``function`` compiled once at the shapes of
+        ``at``, then value, gradient, Jacobian, HVP, Hessian or Taylor requests at flat points."""
+        return Session(self, function, dict(at or {}), options)
+
 
     def hvp_stream(self, function, at=None, directions: Iterable = (), **options) -> HvpStream:
         """Open one stream at ``at`` and yield H v for each direction, in order, as each arrives.

@@ -1,0 +1,231 @@
+"""Function sessions: one function, one connection, many requests carrying only the point.
+
+``GrpcClient.session(f, at, ...)`` opens a gRPC ``Session``: the server
+compiles ``f`` once at the shapes of ``at``; each call then sends the
+differentiated inputs as one flat vector (concatenated in ``wrt`` order) and
+gets flat answers back, which is what optimisers work with::
+
+    with client.session(f, {"x": x0}) as s:
+        value, grad = s.value_and_grad(x)
+        hv = s.hvp(x, v)
+
+Every call is one round trip on the open stream (no HTTP, no JSON, no
+re-sent program). ``requests`` counts them and ``server_seconds`` adds up the
+server's compile, queue and compute time. ``open_session(client, ...)``
+gives a session on any client: the gRPC one above, or for the REST client
+``UnarySession``, the same methods over one unary request each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import errors
+from .client import OPTIONS, resolve_function
+
+KINDS = ("value", "gradient", "jacobian", "hvp", "hessian", "taylor")
+
+
+class _SessionBase:
+    """What both kinds of session share: the flat layout of the wrt inputs, counts, ``with``."""
+
+    wrt: list[str]
+    sizes: list[int]
+    shapes: list[tuple[int, ...]]
+    out_shape: tuple[int, ...]
+
+    def __init__(self):
+        self.requests = 0
+        self.server_seconds = 0.0
+
+    @property
+    def n(self) -> int:
+        return sum(self.sizes)
+
+    def flatten(self, x) -> np.ndarray:
+        """A point as the session's flat vector: a flat array as is, or {name: array} in wrt order."""
+        if isinstance(x, Mapping):
+            return np.concatenate([np.asarray(x[w], dtype=np.float64).reshape(-1) for w in self.wrt])
+        return np.asarray(x, dtype=np.float64).reshape(-1)
+
+    def split(self, flat) -> dict[str, np.ndarray]:
+        """A flat vector as {name: array shaped like that input}."""
+        out, start = {}, 0
+        flat = np.asarray(flat)
+        for name, shape, size in zip(self.wrt, self.shapes, self.sizes):
+            out[name] = flat[start:start + size].reshape(shape)
+            start += size
+        return out
+
+    # ------------------------------------------------------------ the requests, flat in, flat out
+
+    def value(self, x) -> np.ndarray | np.float64:
+        """The output at ``x`` (a float for a one-element output, else shaped like the output)."""
+        a = self._ask("value", x)
+        return self._shaped_value(a["value"])
+
+    def value_and_grad(self, x) -> tuple[np.float64, np.ndarray]:
+        """(f(x), the flat gradient) from one request."""
+        a = self._ask("gradient", x)
+        return np.float64(a["value"][0]), a["gradient"]
+
+    def gradient(self, x) -> np.ndarray:
+        return self.value_and_grad(x)[1]
+
+    def jacobian(self, x) -> np.ndarray:
+        """The m x n Jacobian at ``x`` (m: the output's size)."""
+        return self._ask("jacobian", x)["jacobian"].reshape(math.prod(self.out_shape), self.n)
+
+    def value_and_jacobian(self, x) -> tuple[np.ndarray, np.ndarray]:
+        a = self._ask("jacobian", x)
+        return a["value"], a["jacobian"].reshape(math.prod(self.out_shape), self.n)
+
+    def hvp(self, x, v) -> np.ndarray:
+        """H(x) v, flat."""
+        return self._ask("hvp", x, v=v)["hvp"]
+
+    def hessian(self, x) -> np.ndarray:
+        """The n x n Hessian at ``x``."""
+        return self._ask("hessian", x)["hessian"].reshape(self.n, self.n)
+
+    def taylor(self, x, v, order: int) -> np.ndarray:
+        """(order + 1) x m coefficients c_k = (1/k!) d^k/dt^k f(x + t v) at t = 0."""
+        return self._ask("taylor", x, v=v, order=order)["coefficients"].reshape(order + 1, -1)
+
+    def _shaped_value(self, flat: np.ndarray):
+        return np.float64(flat[0]) if flat.size == 1 else flat.reshape(self.out_shape)
+
+    def _ask(self, kind: str, x, v=None, order: int = 0) -> dict:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
+class Session(_SessionBase):
+    """A gRPC ``Session``: opened by :meth:`GrpcClient.session`; each call is one message each way."""
+
+    def __init__(self, client, function, at: dict, options: dict):
+        import grpc
+
+        from .grpc_client import from_message, pb, to_error, to_message
+
+        super().__init__()
+        self._rpc_error = grpc.RpcError
+        self._pb, self._to_message, self._from_message, self._to_error = pb, to_message, from_message, to_error
+        fields, _ = client._fields(function, at, dict(options))
+        self._outbox: queue.Queue = queue.Queue()
+        self._outbox.put(pb.SessionRequest(open=pb.SessionOpen(**fields)))
+        self._call = client.stub.Session(iter(self._outbox.get, None), timeout=client.session_timeout,
+                                         metadata=client.metadata)
+        self._kinds = {name: getattr(pb, f"SESSION_{name.upper()}") for name in KINDS}
+        self._ids = 0
+        opened = self._next().opened
+        self.requests = 1  # the opening: the function compiled and evaluated at ``at``
+        self.wrt, self.sizes = list(opened.wrt), list(opened.n)
+        self.shapes = [tuple(np.shape(at[w])) if w in at else (size,) for w, size in zip(self.wrt, self.sizes)]
+        self.out_shape = tuple(opened.out_shape)
+        self.opening_value = self._shaped_value(from_message(opened.value).reshape(-1))
+        self.timing = {"compile": opened.timing.compile_ms, "queue": opened.timing.queue_ms,
+                       "compute": opened.timing.compute_ms}
+        self.server_seconds += (opened.timing.compile_ms + opened.timing.queue_ms + opened.timing.compute_ms) / 1e3
+
+    def _next(self):
+        try:
+            return next(self._call)
+        except self._rpc_error as e:
+            raise self._to_error(e) from None
+
+    def _ask(self, kind: str, x, v=None, order: int = 0) -> dict:
+        pb = self._pb
+        self._ids += 1
+        ask = pb.SessionAsk(id=self._ids, kind=self._kinds[kind], x=self._to_message(self.flatten(x)), order=order)
+        if v is not None:
+            ask.v.CopyFrom(self._to_message(self.flatten(v)))
+        self._outbox.put(pb.SessionRequest(ask=ask))
+        answer = self._next().answer
+        self.requests += 1
+        t = answer.timing
+        self.server_seconds += (t.compile_ms + t.queue_ms + t.compute_ms) / 1e3
+        if answer.HasField("error"):
+            e = answer.error
+            raise errors.from_response(answer.status, {"error": {
+                "code": e.code, "message": e.message, "detail": json.loads(e.detail_json) if e.detail_json else {}}})
+        return {fd.name: self._from_message(value) for fd, value in answer.ListFields()
+                if isinstance(value, pb.Array)}
+
+    def close(self) -> None:
+        """End the stream (the server finishes it cleanly)."""
+        if self._outbox is not None:
+            self._outbox.put(None)
+            self._outbox = None
+            for _ in self._call:  # drain to the server's end of the stream
+                pass
+
+
+class UnarySession(_SessionBase):
+    """The session's methods over any client's unary requests (one request per call): for the REST
+    client, which has no stream. The function is registered once when it is a program."""
+
+    def __init__(self, client, function, at: dict, options: dict):
+        super().__init__()
+        self.client = client
+        options = dict(options)
+        at = dict(at or {})
+        for key in list(options):
+            if key not in OPTIONS:
+                at[key] = options.pop(key)
+        constants = dict(options.pop("constants", None) or {})
+        spec, constants = resolve_function(function, at, constants)
+        if "dsl" in spec:
+            self.function = client.register_function(spec["dsl"], constants)
+            constants = {}
+        else:
+            self.function = spec
+        self.options = {**options, "constants": constants} if constants else options
+        self.wrt = list(options.get("wrt") or at)
+        self.at = {k: np.asarray(v, dtype=np.float64) for k, v in at.items()}
+        self.shapes = [self.at[w].shape for w in self.wrt]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.options["wrt"] = self.wrt
+        self.opening_value = self.value(self.at)
+        self.out_shape = np.shape(self.opening_value)
+
+    def _ask(self, kind: str, x, v=None, order: int = 0) -> dict:
+        at = {**self.at, **self.split(self.flatten(x))}
+        extra = {}
+        if v is not None:
+            extra["v"] = self.split(self.flatten(v))
+        if kind == "taylor":
+            extra["order"] = order
+        method = getattr(self.client, "evaluate" if kind == "value" else kind)
+        r = method(self.function, at, **extra, **self.options)
+        self.requests += 1
+        self.server_seconds += sum((getattr(r, "timing", None) or {}).values()) / 1e3
+        out = {"value": np.asarray(r["value"], dtype=np.float64).reshape(-1)}
+        for name in ("gradient", "hvp"):
+            if name in r:
+                out[name] = self.flatten(r[name])
+        for name in ("jacobian", "hessian", "coefficients"):
+            if name in r:
+                out[name] = np.asarray(r[name], dtype=np.float64)
+        return out
+
+
+def open_session(client, function, at: dict, **options) -> _SessionBase:
+    """A session on ``client``: a gRPC ``Session`` when it has one, else one request per call."""
+    if hasattr(client, "session"):
+        return client.session(function, at, **options)
+    return UnarySession(client, function, at, options)
+
