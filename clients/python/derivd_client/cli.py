@@ -468,6 +468,7 @@ def run_export(args) -> int:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)
+        print(f"wrote {args.out}: {args.derivative}, {text.count(chr(10))} lines", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
