@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 
 from . import __version__, arrays, errors
-from .trace import Program, trace
+from .trace import Program, cached_trace, trace
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError,
@@ -409,7 +409,7 @@ def resolve_function(function, at: dict, constants: dict) -> tuple[dict, dict]:
         return dict(function), constants
     if callable(function):
         examples = {k: arrays.as_array(v) for k, v in {**at, **constants}.items()}
-        program = trace(function, **examples)
+        program = cached_trace(function, **examples)
         return {"dsl": program.dsl}, {**program.constants, **constants}
     raise TypeError("function must be DSL text, a traced Program, a FunctionRef, a Blackbox, "
                     f"a {{'dsl'|'id'|'blackbox': ...}} dict or a Python function; got {type(function).__name__}")
