@@ -170,33 +170,30 @@ class GrpcClient:
 
 
 class HvpStream:
-    """An iterator of {name: H v}, one per direction, in order; ``value``/``gradient`` after the start."""
+    """An iterator of {name: H v}, one per direction, in order; ``value`` and ``gradient`` at the point are
+    read when the stream opens, before any direction is pulled."""
 
     def __init__(self, responses, requests: _Requests):
         self._responses, self._requests = responses, requests
-        self._answers = 0
-        self.value = self.gradient = self.engine = None
         self.timing: dict[str, float] = {}
+        try:  # the start's answer first: value and gradient are there before any direction is pulled
+            s = next(self._responses).started
+        except grpc.RpcError as e:
+            raise to_error(e) from None
+        self.value = np.float64(s.value)
+        self.gradient = {k: from_message(v) for k, v in s.gradient.items()}
+        self.engine, self.timing = s.engine, _timing(s.timing)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        if self._answers:  # the caller is done with the last product: a lazy source may use it now
-            self._requests.answered()
+        self._requests.answered()  # the caller is done with what came before: a lazy source may use it now
         try:
-            while True:
-                msg = next(self._responses)
-                if msg.HasField("started"):
-                    s = msg.started
-                    self.value = np.float64(s.value)
-                    self.gradient = {k: from_message(v) for k, v in s.gradient.items()}
-                    self.engine, self.timing = s.engine, _timing(s.timing)
-                    continue
-                self._answers += 1
-                return {k: from_message(v) for k, v in msg.hvp.hvp.items()}
+            msg = next(self._responses)
         except grpc.RpcError as e:
             raise to_error(e) from None
+        return {k: from_message(v) for k, v in msg.hvp.hvp.items()}
 
     def cancel(self) -> None:
         self._responses.cancel()
@@ -207,16 +204,15 @@ class _Requests:
 
     A collection of directions is sent as fast as gRPC pulls it (the answers
     pipeline). A lazy iterable is throttled: gRPC pulls requests on its own
-    thread, so the next direction is pulled only when the caller asks for the
-    next product, i.e. once it has handled the previous one; a generator can
-    thus compute each direction from the products before it (as CG does)."""
+    thread, so each direction is pulled only when the caller asks for its
+    product, i.e. once it has handled the gradient (which the stream reads
+    first) and the products before; a generator can thus compute each
+    direction from them (as CG does, starting from the gradient)."""
 
     def __init__(self, first, rest, throttle: bool):
         self._first, self._rest = first, iter(rest)
         self._turns: queue.Queue | None = queue.Queue() if throttle else None
         self._started = False
-        if self._turns is not None:
-            self._turns.put(True)
 
     def answered(self) -> None:
         if self._turns is not None:
