@@ -12,11 +12,13 @@ metadata ``derivd-error-bin`` and raise the same typed exceptions.
 ``hvp_stream`` keeps one stream open at one point: the server compiles once
 and computes the gradient once, then answers each direction as it comes.
 ``session`` keeps one function open for requests of any kind carrying only the
-point (:mod:`derivd_client.session`).
+point (:mod:`derivd_client.session`). ``AsyncGrpcClient`` is the unary calls for
+asyncio, many in flight on one connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import time
@@ -111,7 +113,7 @@ class GrpcClient:
     def derivatives(self, function, at=None, *, order: int, **options):
         return self._unary("Derivatives", pb.DerivativesRequest, function, at, options, order=order)
 
-    def _unary(self, method: str, message, function, at, options: dict, **extra):
+    def _request(self, message, function, at, options: dict, **extra):
         fields, names = self._fields(function, at, options)
         if "v" in extra:
             extra["v"] = _directions(extra["v"], names)
@@ -120,7 +122,10 @@ class GrpcClient:
             fields["fd"] = pb.FiniteDifferences(**options["fd"])
         if options.get("verify"):
             fields["verify"] = True
-        request = message(**fields)
+        return message(**fields)
+
+    def _unary(self, method: str, message, function, at, options: dict, **extra):
+        request = self._request(message, function, at, options, **extra)
         call = getattr(self.stub, method)
         for attempt in range(self.retries + 1):
             try:
@@ -167,6 +172,55 @@ class GrpcClient:
                               for v in directions), throttle=not isinstance(directions, Sized))
         responses = self.stub.HessianVectorProducts(requests, timeout=self.timeout, metadata=self.metadata)
         return HvpStream(responses, requests)
+
+
+class AsyncGrpcClient(GrpcClient):
+    """The unary calls for asyncio over one HTTP/2 connection (``grpc.aio``): every method is a
+    coroutine. Many calls in flight share the connection, and the client's own cost per call is a
+    fraction of an HTTP/JSON client's, so concurrent requests reach a throughput a blocking client
+    cannot (the README's numbers). ``async with AsyncGrpcClient(target) as c: await c.gradient(...)``.
+    Streams and sessions are the blocking client's."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, timeout: float = 60.0,
+                 retries: int = 3, backoff: float = 0.2, credentials: grpc.ChannelCredentials | None = None):
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        self.target = target
+        self.channel = (grpc.aio.secure_channel(target, credentials, options) if credentials
+                        else grpc.aio.insecure_channel(target, options))
+        self.stub = pb_grpc.DifferentiatorStub(self.channel)
+        self.metadata = (("x-api-key", api_key),) if api_key else ()
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+
+    async def _unary(self, method: str, message, function, at, options: dict, **extra):
+        request = self._request(message, function, at, options, **extra)
+        call = getattr(self.stub, method)
+        for attempt in range(self.retries + 1):
+            try:
+                return decode(await call(request, timeout=self.timeout, metadata=self.metadata))
+            except grpc.RpcError as e:
+                err = to_error(e)
+                if not isinstance(err, errors.ConnectionFailed) or attempt == self.retries:
+                    raise err from None
+                await asyncio.sleep(self.backoff * 2 ** attempt)
+
+    def session(self, *args, **kwargs):
+        raise TypeError("sessions are the blocking GrpcClient's: open one there")
+
+    def hvp_stream(self, *args, **kwargs):
+        raise TypeError("HVP streams are the blocking GrpcClient's: open one there")
+
+    def close(self) -> None:
+        raise TypeError("use `await client.aclose()` (or `async with`)")
+
+    async def aclose(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
 
 
 class HvpStream:
