@@ -114,3 +114,17 @@ def test_a_module_runs_in_a_venv_without_derivd(sdk, tmp_path):
     answer = json.loads(proc.stdout)
     assert answer["derivd"] is False
     np.testing.assert_allclose(answer["H"], sdk.hessian(ROSEN, x=x).hessian, rtol=1e-13, atol=1e-12)
+
+
+def test_input_names_never_shadow_the_modules_own(sdk):
+    """Inputs named like the exported function's own variables still answer as the analytic gradient."""
+    program = "sum(N * y**2) + seeds * sum(y)"
+    at = {"N": np.array([1.0, 2.0]), "y": np.array([0.5, -1.5]), "seeds": 3.0}
+    vg = sdk.export(program, at, derivative="value_and_gradient", load=True)
+    jac = sdk.export(program, at, derivative="jacobian", load=True)
+    N, y, seeds = at["N"], at["y"], at["seeds"]
+    want = np.concatenate([y**2, 2 * N * y + seeds, [np.sum(y)]])
+    value, grad = vg(N, y, seeds)
+    assert value == pytest.approx(np.sum(N * y**2) + seeds * np.sum(y), rel=1e-15)
+    np.testing.assert_allclose(grad, want, rtol=1e-15)
+    np.testing.assert_allclose(jac(N, y, seeds)[1], want[None, :], rtol=1e-15)

@@ -121,7 +121,7 @@ def export_module(fn, wrt: list[str], constants: dict[str, np.ndarray], derivati
     ]
     if needs_scipy:
         lines.append("import scipy.special as sp")
-    lines += ["", f"N = {n}", f"SHAPES = {tuple(tuple(s) for s in slots.shapes)!r}", ""]
+    lines += ["", f"_N = {n}", f"_SHAPES = {tuple(tuple(s) for s in slots.shapes)!r}", ""]
     for name in const_names:
         lines.append(f"_const_{name} = {_array(np.asarray(constants[name]))}")
     lines += ["", *runtime, "", code]
@@ -189,52 +189,49 @@ def _array(arr: np.ndarray) -> str:
 
 def _usage(derivative: str, args: str) -> str:
     return {
-        "value_and_gradient": f"value, gradient = value_and_gradient({args})  # gradient: flat, length N",
-        "jacobian": f"value, J = jacobian({args})  # value: flat, length m; J: (m, N)",
-        "hvp": f"value, gradient, Hv = hvp({args}{', ' if args else ''}v)  # v, gradient, Hv: flat, length N",
-        "hessian": f"value, gradient, H = hessian({args})  # H: (N, N)",
+        "value_and_gradient": f"value, gradient = value_and_gradient({args})  # gradient: flat, length n",
+        "jacobian": f"value, J = jacobian({args})  # value: flat, length m; J: (m, n)",
+        "hvp": f"value, gradient, Hv = hvp({args}{', ' if args else ''}v)  # v, gradient, Hv: flat, length n",
+        "hessian": f"value, gradient, H = hessian({args})  # H: (n, n)",
     }[derivative]
 
 
 def _wrapper(derivative: str, args: str, call: str, at_names: list[str], wrt: list[str], slots: Wrt) -> list[str]:
-    """The exported function: inputs as float64 arrays, the tape, the answers flat in wrt order."""
+    """The exported function: inputs as float64 arrays, the tape, the answers flat in wrt order. Its own
+    names start with ``_`` (no input's can) or are ``v`` (reserved), so no input shadows them."""
     k = len(wrt)
     offsets = [0]
     for s in slots.shapes:
         offsets.append(offsets[-1] + math.prod(s))
-    out = []
     sep = ", " if args else ""
-    if derivative == "hvp":
-        out.append(f"def hvp({args}{sep}v):")
-    else:
-        out.append(f"def {derivative}({args}):")
+    out = [f"def hvp({args}{sep}v):" if derivative == "hvp" else f"def {derivative}({args}):"]
     out += [f"    {name} = np.asarray({name}, dtype=np.float64)" for name in at_names]
-    flat = "np.concatenate([np.reshape(g, -1) for g in {}]) if {} else np.zeros(0)"
+    flat = "np.concatenate([np.reshape(_p, -1) for _p in {0}]) if {0} else np.zeros(0)"
     if derivative == "value_and_gradient":
-        out += [f"    y, *grads = _tape({call})",
-                f"    return float(np.reshape(y, -1)[0]), {flat.format('grads', 'grads')}"]
+        out += [f"    _y, *_grads = _tape({call})",
+                f"    return float(np.reshape(_y, -1)[0]), {flat.format('_grads')}"]
     elif derivative == "jacobian":
-        seeds = [f"seeds[:, {offsets[i]}:{offsets[i + 1]}].reshape((N,) + SHAPES[{i}])" for i in range(k)]
-        out += ["    seeds = np.eye(N)",
-                f"    y, dy = _tape({call}{', ' if call else ''}{', '.join(seeds)})",
-                "    y = np.reshape(np.asarray(y, dtype=np.float64), -1)",
-                "    return y, np.reshape(dy, (N, y.size)).T.copy()"]
+        seeds = [f"_seeds[:, {offsets[i]}:{offsets[i + 1]}].reshape((_N,) + _SHAPES[{i}])" for i in range(k)]
+        out += ["    _seeds = np.eye(_N)",
+                f"    _y, _dy = _tape({call}{', ' if call else ''}{', '.join(seeds)})",
+                "    _y = np.reshape(np.asarray(_y, dtype=np.float64), -1)",
+                "    return _y, np.reshape(_dy, (_N, _y.size)).T.copy()"]
     else:
         if derivative == "hvp":
-            out.append("    v = np.asarray(v, dtype=np.float64).reshape(-1)")
-            dirs = [f"v[{offsets[i]}:{offsets[i + 1]}].reshape(SHAPES[{i}])" for i in range(k)]
+            out.append("    _v = np.asarray(v, dtype=np.float64).reshape(-1)")
+            dirs = [f"_v[{offsets[i]}:{offsets[i + 1]}].reshape(_SHAPES[{i}])" for i in range(k)]
         else:
-            out.append("    v = np.eye(N)")
-            dirs = [f"v[:, {offsets[i]}:{offsets[i + 1]}].reshape((N,) + SHAPES[{i}])" for i in range(k)]
-        out += [f"    y, *rest = _tape({call}{', ' if call else ''}{', '.join(dirs)})",
-                f"    grads, hv = rest[:{k}], rest[{k}:]",
-                f"    gradient = {flat.format('grads', 'grads')}"]
+            out.append("    _v = np.eye(_N)")
+            dirs = [f"_v[:, {offsets[i]}:{offsets[i + 1]}].reshape((_N,) + _SHAPES[{i}])" for i in range(k)]
+        out += [f"    _y, *_rest = _tape({call}{', ' if call else ''}{', '.join(dirs)})",
+                f"    _grads, _hv = _rest[:{k}], _rest[{k}:]",
+                f"    _gradient = {flat.format('_grads')}"]
         if derivative == "hvp":
-            out.append(f"    return float(np.reshape(y, -1)[0]), gradient, {flat.format('hv', 'hv')}")
+            out.append(f"    return float(np.reshape(_y, -1)[0]), _gradient, {flat.format('_hv')}")
         else:
-            out.append("    H = np.stack([np.concatenate([np.reshape(h[i], -1) for h in hv]) for i in range(N)])"
-                       " if N else np.zeros((0, 0))")
-            out.append("    return float(np.reshape(y, -1)[0]), gradient, H.T.copy()")
+            out.append("    _H = np.stack([np.concatenate([np.reshape(_h[_i], -1) for _h in _hv]) for _i in range(_N)])"
+                       " if _N else np.zeros((0, 0))")
+            out.append("    return float(np.reshape(_y, -1)[0]), _gradient, _H.T.copy()")
     return out
 
 
