@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 
 from . import __version__, arrays, errors
-from .trace import Program, cached_trace, trace
+from .trace import Program, cached_trace
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError,
