@@ -31,7 +31,7 @@ from . import arrays, errors
 from ._grpc import derivd_pb2 as pb
 from ._grpc import derivd_pb2_grpc as pb_grpc
 from .client import OPTIONS, Result, SparseJacobian, direction_dict, resolve_function
-from .session import Session
+from .session import AsyncSession, Session
 
 MODES = {"auto": pb.MODE_AUTO, "forward": pb.MODE_FORWARD, "reverse": pb.MODE_REVERSE,
          "taylor": pb.MODE_TAYLOR, "finite": pb.MODE_FINITE}
@@ -179,10 +179,11 @@ class AsyncGrpcClient(GrpcClient):
     coroutine. Many calls in flight share the connection, and the client's own cost per call is a
     fraction of an HTTP/JSON client's, so concurrent requests reach a throughput a blocking client
     cannot (the README's numbers). ``async with AsyncGrpcClient(target) as c: await c.gradient(...)``.
-    Streams and sessions are the blocking client's."""
+    ``session`` opens an asynchronous session; HVP streams are the blocking client's."""
 
     def __init__(self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, timeout: float = 60.0,
-                 retries: int = 3, backoff: float = 0.2, credentials: grpc.ChannelCredentials | None = None):
+                 retries: int = 3, backoff: float = 0.2, credentials: grpc.ChannelCredentials | None = None,
+                 session_timeout: float | None = None):
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         self.target = target
@@ -191,6 +192,7 @@ class AsyncGrpcClient(GrpcClient):
         self.stub = pb_grpc.DifferentiatorStub(self.channel)
         self.metadata = (("x-api-key", api_key),) if api_key else ()
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.session_timeout = session_timeout
 
     async def _unary(self, method: str, message, function, at, options: dict, **extra):
         request = self._request(message, function, at, options, **extra)
@@ -204,8 +206,10 @@ class AsyncGrpcClient(GrpcClient):
                     raise err from None
                 await asyncio.sleep(self.backoff * 2 ** attempt)
 
-    def session(self, *args, **kwargs):
-        raise TypeError("sessions are the blocking GrpcClient's: open one there")
+    async def session(self, function, at=None, **options) -> AsyncSession:
+        """An :class:`~derivd_client.session.AsyncSession`: :meth:`GrpcClient.session`'s methods as
+        coroutines (``s = await client.session(f, at); g = await s.gradient(x)``)."""
+        return await AsyncSession.open(self, function, dict(at or {}), options)
 
     def hvp_stream(self, *args, **kwargs):
         raise TypeError("HVP streams are the blocking GrpcClient's: open one there")

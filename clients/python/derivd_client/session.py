@@ -14,6 +14,8 @@ re-sent program). ``requests`` counts them and ``server_seconds`` adds up the
 server's compile, queue and compute time. ``open_session(client, ...)``
 gives a session on any client: the gRPC one above, or for the REST client
 ``UnarySession``, the same methods over one unary request each.
+``await AsyncGrpcClient.session(...)`` is an ``AsyncSession``: the same methods
+as coroutines.
 """
 
 from __future__ import annotations
@@ -63,39 +65,45 @@ class _SessionBase:
         return out
 
     # ------------------------------------------------------------ the requests, flat in, flat out
+    # Each method is ``_request(kind, ..., post)``: the answer's arrays, then ``post`` shapes them (an
+    # asynchronous session awaits the answer in its ``_request``, so the same methods are coroutines there).
 
-    def value(self, x) -> np.ndarray | np.float64:
+    def value(self, x):
         """The output at ``x`` (a float for a one-element output, else shaped like the output)."""
-        a = self._ask("value", x)
-        return self._shaped_value(a["value"])
+        return self._request("value", x, post=lambda a: self._shaped_value(a["value"]))
 
-    def value_and_grad(self, x) -> tuple[np.float64, np.ndarray]:
+    def value_and_grad(self, x):
         """(f(x), the flat gradient) from one request."""
-        a = self._ask("gradient", x)
-        return np.float64(a["value"][0]), a["gradient"]
+        return self._request("gradient", x, post=lambda a: (np.float64(a["value"][0]), a["gradient"]))
 
-    def gradient(self, x) -> np.ndarray:
-        return self.value_and_grad(x)[1]
+    def gradient(self, x):
+        return self._request("gradient", x, post=lambda a: a["gradient"])
 
-    def jacobian(self, x) -> np.ndarray:
+    def jacobian(self, x):
         """The m x n Jacobian at ``x`` (m: the output's size)."""
-        return self._ask("jacobian", x)["jacobian"].reshape(math.prod(self.out_shape), self.n)
+        return self._request("jacobian", x, post=lambda a: self._matrix(a["jacobian"]))
 
-    def value_and_jacobian(self, x) -> tuple[np.ndarray, np.ndarray]:
-        a = self._ask("jacobian", x)
-        return a["value"], a["jacobian"].reshape(math.prod(self.out_shape), self.n)
+    def value_and_jacobian(self, x):
+        return self._request("jacobian", x, post=lambda a: (a["value"], self._matrix(a["jacobian"])))
 
-    def hvp(self, x, v) -> np.ndarray:
+    def hvp(self, x, v):
         """H(x) v, flat."""
-        return self._ask("hvp", x, v=v)["hvp"]
+        return self._request("hvp", x, v=v, post=lambda a: a["hvp"])
 
-    def hessian(self, x) -> np.ndarray:
+    def hessian(self, x):
         """The n x n Hessian at ``x``."""
-        return self._ask("hessian", x)["hessian"].reshape(self.n, self.n)
+        return self._request("hessian", x, post=lambda a: a["hessian"].reshape(self.n, self.n))
 
-    def taylor(self, x, v, order: int) -> np.ndarray:
+    def taylor(self, x, v, order: int):
         """(order + 1) x m coefficients c_k = (1/k!) d^k/dt^k f(x + t v) at t = 0."""
-        return self._ask("taylor", x, v=v, order=order)["coefficients"].reshape(order + 1, -1)
+        return self._request("taylor", x, v=v, order=order,
+                             post=lambda a: a["coefficients"].reshape(order + 1, -1))
+
+    def _request(self, kind: str, x, v=None, order: int = 0, *, post):
+        return post(self._ask(kind, x, v, order))
+
+    def _matrix(self, jac: np.ndarray) -> np.ndarray:
+        return jac.reshape(math.prod(self.out_shape), self.n)
 
     def _shaped_value(self, flat: np.ndarray):
         return np.float64(flat[0]) if flat.size == 1 else flat.reshape(self.out_shape)
@@ -113,48 +121,42 @@ class _SessionBase:
         pass
 
 
-class Session(_SessionBase):
-    """A gRPC ``Session``: opened by :meth:`GrpcClient.session`; each call is one message each way."""
+class _Stream(_SessionBase):
+    """The ``Session`` RPC's messages, for both kinds of call: the opening, each ask, each answer."""
 
-    def __init__(self, client, function, at: dict, options: dict):
-        import grpc
-
+    def _setup(self, client, function, at: dict, options: dict):
         from .grpc_client import from_message, pb, to_error, to_message
 
         super().__init__()
-        self._rpc_error = grpc.RpcError
         self._pb, self._to_message, self._from_message, self._to_error = pb, to_message, from_message, to_error
-        fields, _ = client._fields(function, at, dict(options))
-        self._outbox: queue.Queue = queue.Queue()
-        self._outbox.put(pb.SessionRequest(open=pb.SessionOpen(**fields)))
-        self._call = client.stub.Session(iter(self._outbox.get, None), timeout=client.session_timeout,
-                                         metadata=client.metadata)
         self._kinds = {name: getattr(pb, f"SESSION_{name.upper()}") for name in KINDS}
         self._ids = 0
-        opened = self._next().opened
+        self._at = at
+        fields, _ = client._fields(function, at, dict(options))
+        return pb.SessionRequest(open=pb.SessionOpen(**fields))
+
+    def _opened(self, response) -> None:
+        opened = response.opened
         self.requests = 1  # the opening: the function compiled and evaluated at ``at``
         self.wrt, self.sizes = list(opened.wrt), list(opened.n)
-        self.shapes = [tuple(np.shape(at[w])) if w in at else (size,) for w, size in zip(self.wrt, self.sizes)]
+        self.shapes = [tuple(np.shape(self._at[w])) if w in self._at else (size,)
+                       for w, size in zip(self.wrt, self.sizes)]
         self.out_shape = tuple(opened.out_shape)
-        self.opening_value = self._shaped_value(from_message(opened.value).reshape(-1))
-        self.timing = {"compile": opened.timing.compile_ms, "queue": opened.timing.queue_ms,
-                       "compute": opened.timing.compute_ms}
-        self.server_seconds += (opened.timing.compile_ms + opened.timing.queue_ms + opened.timing.compute_ms) / 1e3
+        self.opening_value = self._shaped_value(self._from_message(opened.value).reshape(-1))
+        t = opened.timing
+        self.timing = {"compile": t.compile_ms, "queue": t.queue_ms, "compute": t.compute_ms}
+        self.server_seconds += (t.compile_ms + t.queue_ms + t.compute_ms) / 1e3
 
-    def _next(self):
-        try:
-            return next(self._call)
-        except self._rpc_error as e:
-            raise self._to_error(e) from None
-
-    def _ask(self, kind: str, x, v=None, order: int = 0) -> dict:
+    def _message(self, kind: str, x, v, order: int):
         pb = self._pb
         self._ids += 1
         ask = pb.SessionAsk(id=self._ids, kind=self._kinds[kind], x=self._to_message(self.flatten(x)), order=order)
         if v is not None:
             ask.v.CopyFrom(self._to_message(self.flatten(v)))
-        self._outbox.put(pb.SessionRequest(ask=ask))
-        answer = self._next().answer
+        return pb.SessionRequest(ask=ask)
+
+    def _answer(self, response) -> dict:
+        answer = response.answer
         self.requests += 1
         t = answer.timing
         self.server_seconds += (t.compile_ms + t.queue_ms + t.compute_ms) / 1e3
@@ -163,7 +165,32 @@ class Session(_SessionBase):
             raise errors.from_response(answer.status, {"error": {
                 "code": e.code, "message": e.message, "detail": json.loads(e.detail_json) if e.detail_json else {}}})
         return {fd.name: self._from_message(value) for fd, value in answer.ListFields()
-                if isinstance(value, pb.Array)}
+                if isinstance(value, self._pb.Array)}
+
+
+class Session(_Stream):
+    """A gRPC ``Session``: opened by :meth:`GrpcClient.session`; each call is one message each way."""
+
+    def __init__(self, client, function, at: dict, options: dict):
+        import grpc
+
+        self._rpc_error = grpc.RpcError
+        opening = self._setup(client, function, at, options)
+        self._outbox: queue.Queue | None = queue.Queue()
+        self._outbox.put(opening)
+        self._call = client.stub.Session(iter(self._outbox.get, None), timeout=client.session_timeout,
+                                         metadata=client.metadata)
+        self._opened(self._next())
+
+    def _next(self):
+        try:
+            return next(self._call)
+        except self._rpc_error as e:
+            raise self._to_error(e) from None
+
+    def _ask(self, kind: str, x, v=None, order: int = 0) -> dict:
+        self._outbox.put(self._message(kind, x, v, order))
+        return self._answer(self._next())
 
     def close(self) -> None:
         """End the stream (the server finishes it cleanly)."""
@@ -172,6 +199,53 @@ class Session(_SessionBase):
             self._outbox = None
             for _ in self._call:  # drain to the server's end of the stream
                 pass
+
+
+class AsyncSession(_Stream):
+    """A gRPC ``Session`` for asyncio (``await AsyncGrpcClient.session(...)``): the same methods, as
+    coroutines; calls on one session are answered in order, one at a time."""
+
+    @classmethod
+    async def open(cls, client, function, at: dict, options: dict) -> "AsyncSession":
+        import asyncio
+
+        import grpc
+
+        self = cls()
+        self._rpc_error, self._eof = grpc.RpcError, grpc.aio.EOF
+        self._lock = asyncio.Lock()
+        opening = self._setup(client, function, at, options)
+        self._call = client.stub.Session(timeout=client.session_timeout, metadata=client.metadata)
+        await self._exchange(opening, self._opened)
+        return self
+
+    async def _exchange(self, message, read):
+        async with self._lock:  # one message each way at a time: answers match their asks
+            try:
+                await self._call.write(message)
+                response = await self._call.read()
+            except self._rpc_error as e:
+                raise self._to_error(e) from None
+        if response is self._eof:
+            raise errors.ConnectionFailed("the session's stream ended", "connection_failed", {})
+        return read(response)
+
+    async def _ask(self, kind: str, x, v=None, order: int = 0) -> dict:
+        return await self._exchange(self._message(kind, x, v, order), self._answer)
+
+    async def _request(self, kind: str, x, v=None, order: int = 0, *, post):
+        return post(await self._ask(kind, x, v, order))
+
+    async def close(self) -> None:
+        await self._call.done_writing()
+        while await self._call.read() is not self._eof:  # drain to the server's end of the stream
+            pass
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
 
 
 class UnarySession(_SessionBase):
