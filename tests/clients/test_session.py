@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.clients.conftest import dd  # noqa: F401  (puts the SDK on the path)
+from tests.clients.conftest import dd
 from tests.references import rosenbrock, rosenbrock_gradient, rosenbrock_hessian
 
 pytest.importorskip("grpc")
@@ -67,3 +67,12 @@ def test_a_refused_call_raises_and_the_session_goes_on(rpc):
         np.testing.assert_allclose(s.gradient(x), rosenbrock_gradient(x), rtol=1e-13)
     with pytest.raises(errors.ClientError):
         rpc.session("sum(x", {"x": np.zeros(2)})
+
+
+def test_open_session_refuses_an_asynchronous_client(rpc, server):
+    from derivd_client.grpc_client import AsyncGrpcClient
+
+    with pytest.raises(TypeError, match="blocking"):
+        open_session(AsyncGrpcClient(rpc.target), ROSEN, {"x": np.zeros(3)})
+    with pytest.raises(TypeError, match="blocking"):
+        open_session(dd.AsyncClient(server.url), ROSEN, {"x": np.zeros(3)})

@@ -1,6 +1,7 @@
 """scipy.optimize with derivd's derivatives: ``minimize``, ``least_squares``, ``root`` and ``Objective``.
 
-    from derivd_client import GrpcClient, scipy as dds
+    from derivd_client import scipy as dds
+    from derivd_client.grpc_client import GrpcClient
     res = dds.minimize("sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)", x0, method="trust-ncg",
                        client=GrpcClient("127.0.0.1:50051"))
     res.x, res.nit, res.requests, res.server_seconds_per_iteration

@@ -20,6 +20,7 @@ as coroutines.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import queue
@@ -300,7 +301,12 @@ class UnarySession(_SessionBase):
 
 
 def open_session(client, function, at: dict, **options) -> _SessionBase:
-    """A session on ``client``: a gRPC ``Session`` when it has one, else one request per call."""
+    """A session on ``client``, a blocking one: a gRPC ``Session`` when it has one, else one request per
+    call. (An asynchronous client's is awaited: ``await AsyncGrpcClient.session(...)``.)"""
+    if inspect.iscoroutinefunction(getattr(client, "session", None)) or inspect.iscoroutinefunction(
+            getattr(client, "_send", None)):
+        raise TypeError("open_session needs a blocking client (Client or GrpcClient); with AsyncGrpcClient, "
+                        "`await client.session(...)`")
     if hasattr(client, "session"):
         return client.session(function, at, **options)
     return UnarySession(client, function, at, options)
