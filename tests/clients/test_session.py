@@ -46,6 +46,13 @@ def test_stream_and_unary_sessions_answer_as_the_references(rpc, sdk):
                 np.testing.assert_allclose(session.hessian(x), rosenbrock_hessian(x), rtol=1e-12, atol=1e-11)
                 assert np.isclose(session.value({"x": x}), rosenbrock(x), rtol=1e-14)
         assert s.requests == u.requests == 1 + 12  # the opening, then one request per call
+        x, v = rng.normal(size=5), rng.normal(size=5)
+        for session in (s, u):  # along v: c1 = g.v, c2 = v.H.v / 2
+            np.testing.assert_allclose(session.taylor(x, v, 2).reshape(-1), [
+                rosenbrock(x), rosenbrock_gradient(x) @ v, v @ rosenbrock_hessian(x) @ v / 2], rtol=1e-11)
+            value, jac = session.value_and_jacobian(x)
+            np.testing.assert_allclose(jac, rosenbrock_gradient(x)[None, :], rtol=1e-12, atol=1e-12)
+            assert value.shape == (1,) and np.isclose(value[0], rosenbrock(x), rtol=1e-14)
         assert s.server_seconds > 0
 
 
