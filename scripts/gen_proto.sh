@@ -39,6 +39,13 @@ for f in derivd_pb2.py derivd_pb2.pyi derivd_pb2_grpc.py; do
 done
 echo "generated $(cd "$out" && ls derivd_pb2*) in services/derivd/grpc_api with grpcio-tools $GRPCIO_TOOLS_VERSION"
 
+# The SDK's own copy (the client never imports the server package).
+for f in derivd_pb2.py derivd_pb2.pyi derivd_pb2_grpc.py; do
+    sed -e 's/^from derivd\.v1 import derivd_pb2 as/from derivd_client._grpc import derivd_pb2 as/' \
+        "$tmp/gen/derivd/v1/$f" > "$root/clients/python/derivd_client/_grpc/$f"
+done
+echo "generated derivd_pb2* in clients/python/derivd_client/_grpc"
+
 # The internal API between gateways and workers (not public), the same way, into derivd.dispatch.
 for f in worker_pb2.py worker_pb2.pyi worker_pb2_grpc.py; do
     sed -e 's/^from derivd\.internal import worker_pb2 as/from derivd.dispatch import worker_pb2 as/' \

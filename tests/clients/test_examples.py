@@ -30,3 +30,20 @@ def test_newton_cg(cli_env):
 def test_blackbox_gradient_check(cli_env, loopback_server):
     out = run_example("blackbox_gradient_check.py", {**cli_env, "DERIVD_URL": loopback_server.url})
     assert "gradient check PASSED" in out
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_scipy_minimize(cli_env, server, transport):
+    args = []
+    if transport == "grpc":
+        from derivd.config import Settings
+        from derivd.grpc_api.server import GrpcServer
+
+        g = GrpcServer(server.app.dispatcher, Settings(), port=0, host="127.0.0.1").start()
+        args = ["--grpc", f"127.0.0.1:{g.port}"]
+    try:
+        out = run_example("scipy_minimize.py", cli_env, "--n", "8", *args)
+    finally:
+        if args:
+            g.stop(grace=0.5)
+    assert out.strip().endswith("both converged") and "NOT" not in out

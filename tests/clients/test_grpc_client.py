@@ -23,7 +23,7 @@ def test_sdk_stubs_are_generated_from_the_current_proto():
     from derivd_client._grpc import derivd_pb2 as sdk_pb
 
     assert sdk_pb.DESCRIPTOR.serialized_pb == server_pb.DESCRIPTOR.serialized_pb, \
-        "proto/derivd/v1/derivd.proto changed: run bash clients/python/scripts/gen_grpc.sh"
+        "proto/derivd/v1/derivd.proto changed: run bash scripts/gen_proto.sh"
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,39 @@ def test_hvp_stream_drives_conjugate_gradients(rpc):
     for product in rpc.hvp_stream(ROSENBROCK, x=X, directions=directions()):
         state["hp"] = product["x"]
     np.testing.assert_allclose(state["x"], np.linalg.solve(H, -g), rtol=1e-8)
+
+
+def test_conjugate_gradients_start_from_the_streams_own_gradient(rpc):
+    """The gradient arrives with the stream, before the lazy source's first direction is pulled."""
+    pulled = []
+
+    def directions(stream_of):
+        g = stream_of().gradient["x"]  # read when the first direction is pulled: the stream has it by then
+        r = -g
+        p = r.copy()
+        x = np.zeros_like(g)
+        for _ in range(len(g)):
+            pulled.append(p)
+            yield p
+            hp = products[-1]
+            alpha = (r @ r) / (p @ hp)
+            x = x + alpha * p
+            r_new = r - alpha * hp
+            if np.linalg.norm(r_new) < 1e-12 * np.linalg.norm(g):
+                break
+            p = r_new + (r_new @ r_new) / (r @ r) * p
+            r = r_new
+        solution.append(x)
+
+    products, solution, holder = [], [], []
+    stream = rpc.hvp_stream(ROSENBROCK, x=X, directions=directions(lambda: holder[0]))
+    holder.append(stream)
+    assert not pulled  # opened: value and gradient known, no direction pulled yet
+    np.testing.assert_allclose(stream.gradient["x"], rosenbrock_gradient(X), rtol=1e-13)
+    for product in stream:
+        products.append(product["x"])
+    np.testing.assert_allclose(solution[0], np.linalg.solve(rosenbrock_hessian(X), -rosenbrock_gradient(X)),
+                               rtol=1e-8)
 
 
 def test_grpc_errors_are_typed(rpc):

@@ -23,8 +23,8 @@ def test_reflection_lists_and_describes_the_service(stack):
     assert svc.file.name == "derivd/v1/derivd.proto"
     methods = {m.name: m for m in svc.methods}
     assert set(methods) == {"Evaluate", "Gradient", "Jacobian", "Jvp", "Vjp", "Hvp", "Hessian", "Taylor",
-                            "Derivatives", "HessianVectorProducts"}
-    stream = methods["HessianVectorProducts"]
-    assert stream.client_streaming and stream.server_streaming
+                            "Derivatives", "HessianVectorProducts", "Session"}
+    for name in ("HessianVectorProducts", "Session"):
+        assert methods[name].client_streaming and methods[name].server_streaming
     array = pool.FindMessageTypeByName("derivd.v1.Array")
     assert [f.name for f in array.fields] == ["shape", "data", "dtype"]

@@ -20,7 +20,8 @@ when it does not fit the terminal (a number is never cut), several directions
 as one table with a row each; the answer's metadata (``fd``, ``blackbox``,
 ``sparsity``, ``verification``) a line each after the arrays. Or ``--json``, or
 ``--out file.npy`` (``.npz`` keeps each input's array by name). Every verb's
-``--help`` ends with examples (``EXAMPLES``).
+``--help`` ends with examples (``EXAMPLES``). ``export PROGRAM --at x=... --out f.py`` writes the
+derivative program as a standalone numpy module (``Client.export``).
 
 Failures never print a traceback: a usage error is one line and exit 2, an
 error answer one line (or the contract's body with ``--json``) and exit 1, and
@@ -71,7 +72,8 @@ VERBS = {"evaluate": "the function's value", "gradient": "value and gradient (on
          "derivatives": "every derivative tensor up to --order (at most 4)",
          "spy": "draw a Jacobian's sparsity pattern", "register": "store a program; prints its id",
          "show": "a stored program and its inputs", "blackbox": "register, list or delete black boxes",
-         "trace": "print the DSL of a Python function written with derivd_client ops"}
+         "trace": "print the DSL of a Python function written with derivd_client ops",
+         "export": "write a derivative program as a standalone numpy module"}
 
 
 # Shown by each verb's --help; tests/clients/test_cli.py parses every one and runs those it can.
@@ -106,6 +108,8 @@ EXAMPLES = {
                  "derivd blackbox delete sim"],
     "trace": ["derivd trace model.py:f --shape x=3 --shape W=2,3",
               "derivd trace model:f --shape x=3 --shape W=2,3 --json   # model.py in the current directory"],
+    "export": ["derivd export 'sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)' --at x=0,0,0,0 --out rosen_grad.py",
+               "derivd export 'sum(w*x**2)' --at x=1,2 --const w=3,4 --derivative hvp"],
 }
 
 
@@ -224,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("name")
         p.add_argument("--json", action="store_true")
         p.set_defaults(run=run_blackbox)
+
+    p = add_verb(sub, "export", [common])
+    p.add_argument("program", help="DSL text or @file")
+    p.add_argument("--at", action="append", default=[], metavar="NAME=VALUES|@FILE",
+                   help="an input at its shape (repeatable): the module is written for these shapes")
+    p.add_argument("--const", action="append", default=[], metavar="NAME=VALUES|@FILE",
+                   help="a constant, embedded in the module (repeatable)")
+    p.add_argument("--wrt", help="comma-separated names to differentiate (default: all of --at)")
+    p.add_argument("--derivative", default="value_and_gradient",
+                   choices=("value_and_gradient", "jacobian", "hvp", "hessian"))
+    p.add_argument("--out", metavar="FILE.py", help="write the module here (default: print it)")
+    p.set_defaults(run=run_export)
 
     p = add_verb(sub, "trace", [])
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
@@ -439,6 +455,22 @@ def run_register(args) -> int:
     with client_of(args) as client:
         ref = client.register_function(program_of(args.program), parse_inputs(args.const, "--const"))
     print(json.dumps({"id": ref.id, "inputs": ref.inputs}) if args.json else ref.id)
+    return 0
+
+
+def run_export(args) -> int:
+    options = {"constants": parse_inputs(args.const, "--const")}
+    if args.wrt:
+        options["wrt"] = args.wrt.split(",")
+    with client_of(args) as client:
+        text = client.export(program_of(args.program), parse_inputs(args.at, "--at"),
+                             derivative=args.derivative, **options)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {args.out}: {args.derivative}, {text.count(chr(10))} lines", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -11,6 +11,7 @@ A function is DSL text, a :class:`~derivd_client.trace.Program` from
 :func:`~derivd_client.trace`, a :class:`FunctionRef` from
 :meth:`register_function`, a :class:`Blackbox`, or a plain Python function
 written with the SDK's operations (traced on the fly at the shapes of ``at``).
+``Client.export`` fetches a function's derivative program as a standalone numpy module.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ import os
 import random
 import re
 import time
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
 
 from . import __version__, arrays, errors
-from .trace import Program, trace
+from .trace import Program, cached_trace
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError,
@@ -108,6 +111,7 @@ class Call:
     path: str
     body: dict | None = None
     read: Callable[[Any, httpx.Response], Any] = lambda body, resp: body
+    text: bool = False  # a successful answer is text (read gets it as the body), not JSON
 
 
 def parse_server_timing(header: str | None) -> dict[str, float]:
@@ -307,6 +311,8 @@ class _Api:
     def _read(self, call: Call, resp: httpx.Response):
         if resp.status_code == 204:
             return call.read(None, resp)
+        if call.text and resp.status_code < 400:
+            return call.read(resp.text, resp)
         try:
             body = resp.json()
         except ValueError:
@@ -352,6 +358,34 @@ class Client(_Api):
 
     def close(self) -> None:
         self._http.close()
+
+    def export(self, function, at=None, *, derivative: str = "value_and_gradient", load: bool = False,
+               **options):
+        """The derivative program of ``function`` at the shapes of ``at``, as the text of a standalone
+        Python module that needs only numpy (``GET /v1/functions/{id}/program``): ``derivative`` is
+        ``value_and_gradient``, ``jacobian``, ``hvp`` or ``hessian``; ``constants`` are embedded.
+
+        ``load=True`` returns the module's function (``value_and_gradient(x)`` and so on) instead of its
+        text. That runs code the server wrote in this process: an explicit opt-in, for a server you trust."""
+        at = dict(at or {})
+        for key in list(options):
+            if key not in OPTIONS:
+                at[key] = options.pop(key)
+        spec, constants = resolve_function(function, at, dict(options.get("constants") or {}))
+        if "dsl" not in spec:
+            raise TypeError("export needs a program (DSL text, a traced or Python function); "
+                            f"got a {next(iter(spec))!r} reference")
+        ref = self.register_function(spec["dsl"], constants)
+        query = [("derivative", derivative)]
+        query += [("shape", f"{k}:{'x'.join(str(d) for d in np.shape(v))}") for k, v in at.items()]
+        if options.get("wrt"):
+            query.append(("wrt", ",".join(options["wrt"])))
+        text = self._send(Call("GET", f"/v1/functions/{ref.id}/program?{urlencode(query)}", text=True))
+        if not load:
+            return text
+        module = types.ModuleType(f"derivd_export_{ref.id}")
+        exec(compile(text, f"<derivd export {ref.id} {derivative}>", "exec"), module.__dict__)  # opted in above
+        return getattr(module, derivative)
 
     def __enter__(self):
         return self
@@ -412,7 +446,7 @@ def resolve_function(function, at: dict, constants: dict) -> tuple[dict, dict]:
         return dict(function), constants
     if callable(function):
         examples = {k: arrays.as_array(v) for k, v in {**at, **constants}.items()}
-        program = trace(function, **examples)
+        program = cached_trace(function, **examples)
         return {"dsl": program.dsl}, {**program.constants, **constants}
     raise TypeError("function must be DSL text, a traced Program, a FunctionRef, a Blackbox, "
                     f"a {{'dsl'|'id'|'blackbox': ...}} dict or a Python function; got {type(function).__name__}")

@@ -20,11 +20,16 @@ on numpy when given arrays).
 
 Shapes are tracked while tracing (numpy's rules), so mistakes surface in
 Python at the line that made them, not as a server error later.
+
+``cached_trace`` (what the clients call) remembers programs per function,
+shapes and closed-over values, so a loop calling ``client.gradient(f, ...)``
+traces ``f`` once.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import inspect
 import keyword
 import math
@@ -529,3 +534,70 @@ def _traced_in(v):
     elif isinstance(v, dict):
         for x in v.values():
             yield from _traced_in(x)
+
+
+# ---------------------------------------------------------------- the trace cache
+
+TRACE_CACHE_SIZE = 256
+_traces: dict[tuple, Program] = {}
+
+
+class _Unknown(Exception):
+    """A value whose content cannot be fingerprinted: the trace is not cached."""
+
+
+def cached_trace(fn, **examples) -> Program:
+    """``trace(fn, **examples)``, remembered per (function, input shapes and dtypes, closed-over values).
+
+    The key fingerprints what the function can read besides its inputs: its closure cells, defaults
+    and the globals its code names (arrays by content, numbers and strings by value, containers by
+    their items, functions recursively, modules and classes by identity). A function that reads
+    anything else (an object's attributes, say) is traced every time, as is one whose values changed
+    since: a cached program never carries stale constants."""
+    try:
+        key = (fn, tuple((k, _example(v)) for k, v in sorted(examples.items())), _fingerprint(fn, 0))
+        hash(key)
+    except (_Unknown, TypeError):
+        return trace(fn, **examples)
+    program = _traces.get(key)
+    if program is None:
+        program = trace(fn, **examples)
+        if len(_traces) >= TRACE_CACHE_SIZE:
+            _traces.clear()
+        _traces[key] = program
+    return program
+
+
+def _fingerprint(v, depth: int):
+    if depth > 4:
+        raise _Unknown
+    if v is None or isinstance(v, (bool, int, float, complex, str, bytes, np.number, np.bool_)):
+        return (type(v).__name__, v)
+    if isinstance(v, np.ndarray):
+        if v.dtype.hasobject:
+            raise _Unknown
+        return ("array", v.dtype.str, v.shape, hashlib.blake2b(np.ascontiguousarray(v).tobytes()).digest())
+    if isinstance(v, (tuple, list)):
+        return (type(v).__name__, tuple(_fingerprint(x, depth + 1) for x in v))
+    if isinstance(v, dict):
+        return ("dict", tuple((repr(k), _fingerprint(x, depth + 1)) for k, x in v.items()))
+    if inspect.ismodule(v) or inspect.isclass(v) or inspect.isbuiltin(v) or isinstance(v, np.ufunc):
+        return ("id", id(v))
+    if inspect.isfunction(v):
+        code = v.__code__
+        cells = tuple(_fingerprint(c.cell_contents, depth + 1) for c in v.__closure__ or ())
+        defaults = _fingerprint(v.__defaults__, depth + 1) if v.__defaults__ else ()
+        names = sorted(n for n in _names(code) if n in v.__globals__)
+        # functions and modules a function names are compared by what they are; values by content
+        named = tuple((n, _fingerprint(v.__globals__[n], depth + 1)) for n in names)
+        return ("function", id(code), cells, defaults, named)
+    raise _Unknown
+
+
+def _names(code) -> set[str]:
+    """The global names ``code`` and the code nested in it (lambdas, comprehensions) may read."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _names(const)
+    return names

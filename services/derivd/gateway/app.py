@@ -26,7 +26,7 @@ from derivd.config import Settings, get_settings
 from derivd.core import Service, describe
 from derivd.dispatch import Dispatcher
 from derivd.errors import DerivdError, ValidationFailed
-from derivd.gateway import codecs, docs, playground, schemas
+from derivd.gateway import codecs, docs, export, playground, schemas
 from derivd.gateway.content_type import RequireJson
 from derivd.gateway.derivatives import DerivativeRoutes
 from derivd.gateway.http import (INTERNAL, NO_TIMING, BodyTooLarge, error_response, parse_json, send_json,
@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.add_api_route("/functions", create_function, methods=["POST"], include_in_schema=False)
     app.add_api_route("/v1/functions/{fid}", get_function, methods=["GET"], tags=["functions"])
     app.add_api_route("/functions/{fid}", get_function, methods=["GET"], include_in_schema=False)
+    export.add_route(app, service, dispatcher)
 
     async def register_blackbox(request: Request):
         body = await read_json(request)

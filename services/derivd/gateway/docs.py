@@ -134,6 +134,8 @@ _OTHER_RESPONSES = {
         "type": "object", "required": ["id", "dsl", "inputs", "constants"],
         "properties": {"id": {"type": "string"}, "dsl": {"type": "string"}, "inputs": _STRINGS,
                        "constants": {**_STRINGS, "description": "the names bound at registration"}}}),
+    ("get", "/v1/functions/{fid}/program"): ("200", "the derivative program: a standalone Python module "
+                                                     "(text/x-python) that needs only numpy", None),
     ("post", "/v1/blackboxes"): ("200", "registered", _BLACKBOX),
     ("get", "/v1/blackboxes"): ("200", "every registered black box", {
         "type": "object", "required": ["blackboxes"], "properties": {"blackboxes": {"type": "array",

@@ -84,6 +84,11 @@ class DifferentiatorStub:
                 request_serializer=derivd_dot_v1_dot_derivd__pb2.HvpStreamRequest.SerializeToString,
                 response_deserializer=derivd_dot_v1_dot_derivd__pb2.HvpStreamResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/derivd.v1.Differentiator/Session',
+                request_serializer=derivd_dot_v1_dot_derivd__pb2.SessionRequest.SerializeToString,
+                response_deserializer=derivd_dot_v1_dot_derivd__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class DifferentiatorServicer:
@@ -155,6 +160,17 @@ class DifferentiatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """One function, many requests of any kind on one connection: the first message is `open` (the
+        function, a point fixing the inputs' shapes, constants, wrt, mode), which the server compiles and
+        answers with `opened`; each later message is an `ask` carrying only the point (the wrt inputs
+        flattened and concatenated in wrt order) and what to compute there. Answers come in order, one per
+        ask; an ask the server refuses is answered with its `error` and the session stays open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DifferentiatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +223,11 @@ def add_DifferentiatorServicer_to_server(servicer, server):
                     servicer.HessianVectorProducts,
                     request_deserializer=derivd_dot_v1_dot_derivd__pb2.HvpStreamRequest.FromString,
                     response_serializer=derivd_dot_v1_dot_derivd__pb2.HvpStreamResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=derivd_dot_v1_dot_derivd__pb2.SessionRequest.FromString,
+                    response_serializer=derivd_dot_v1_dot_derivd__pb2.SessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +500,33 @@ class Differentiator:
             '/derivd.v1.Differentiator/HessianVectorProducts',
             derivd_dot_v1_dot_derivd__pb2.HvpStreamRequest.SerializeToString,
             derivd_dot_v1_dot_derivd__pb2.HvpStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/derivd.v1.Differentiator/Session',
+            derivd_dot_v1_dot_derivd__pb2.SessionRequest.SerializeToString,
+            derivd_dot_v1_dot_derivd__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

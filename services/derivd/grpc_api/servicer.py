@@ -10,6 +10,8 @@ body in ``derivd-error-bin``); the status details are the contract's ``message``
 
 ``HessianVectorProducts`` asks the dispatcher once for an HVP stream at the
 stream's point and then feeds it each direction, answering in order.
+``Session`` (``grpc_api.session``) keeps one function open for asks of any kind,
+each submitted to the dispatcher like a unary call.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 
 from derivd.core import ENDPOINTS
 from derivd.errors import DerivdError, ValidationFailed
-from derivd.grpc_api import convert
+from derivd.grpc_api import convert, session
 from derivd.grpc_api import derivd_pb2 as pb
 from derivd.grpc_api import derivd_pb2_grpc as pb_grpc
 from derivd.observability import log_request, request_id
@@ -101,6 +103,14 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
         call = Call(self.metrics, context, "hvp_stream")
         try:
             yield from self._hvp_stream(request_iterator, context, call)
+            context.set_trailing_metadata(call.metadata)
+        finally:
+            call.finish()
+
+    def Session(self, request_iterator, context):
+        call = Call(self.metrics, context, "session")
+        try:
+            yield from session.serve(self.dispatcher, self.metrics, request_iterator, context, call)
             context.set_trailing_metadata(call.metadata)
         finally:
             call.finish()

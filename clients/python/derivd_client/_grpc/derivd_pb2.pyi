@@ -14,11 +14,26 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_REVERSE: _ClassVar[Mode]
     MODE_TAYLOR: _ClassVar[Mode]
     MODE_FINITE: _ClassVar[Mode]
+
+class SessionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_VALUE: _ClassVar[SessionKind]
+    SESSION_GRADIENT: _ClassVar[SessionKind]
+    SESSION_JACOBIAN: _ClassVar[SessionKind]
+    SESSION_HVP: _ClassVar[SessionKind]
+    SESSION_HESSIAN: _ClassVar[SessionKind]
+    SESSION_TAYLOR: _ClassVar[SessionKind]
 MODE_AUTO: Mode
 MODE_FORWARD: Mode
 MODE_REVERSE: Mode
 MODE_TAYLOR: Mode
 MODE_FINITE: Mode
+SESSION_VALUE: SessionKind
+SESSION_GRADIENT: SessionKind
+SESSION_JACOBIAN: SessionKind
+SESSION_HVP: SessionKind
+SESSION_HESSIAN: SessionKind
+SESSION_TAYLOR: SessionKind
 
 class Array(_message.Message):
     __slots__ = ("shape", "data", "dtype")
@@ -651,6 +666,104 @@ class HvpStreamResponse(_message.Message):
     started: HvpStarted
     hvp: HvpAnswer
     def __init__(self, started: _Optional[_Union[HvpStarted, _Mapping]] = ..., hvp: _Optional[_Union[HvpAnswer, _Mapping]] = ...) -> None: ...
+
+class SessionOpen(_message.Message):
+    __slots__ = ("function", "at", "constants", "wrt", "mode")
+    class AtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Array
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    function: Function
+    at: _containers.MessageMap[str, Array]
+    constants: _containers.MessageMap[str, Array]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    mode: Mode
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ...) -> None: ...
+
+class SessionAsk(_message.Message):
+    __slots__ = ("id", "kind", "x", "v", "order")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    V_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    kind: SessionKind
+    x: Array
+    v: Array
+    order: int
+    def __init__(self, id: _Optional[int] = ..., kind: _Optional[_Union[SessionKind, str]] = ..., x: _Optional[_Union[Array, _Mapping]] = ..., v: _Optional[_Union[Array, _Mapping]] = ..., order: _Optional[int] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("open", "ask")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    ASK_FIELD_NUMBER: _ClassVar[int]
+    open: SessionOpen
+    ask: SessionAsk
+    def __init__(self, open: _Optional[_Union[SessionOpen, _Mapping]] = ..., ask: _Optional[_Union[SessionAsk, _Mapping]] = ...) -> None: ...
+
+class SessionOpened(_message.Message):
+    __slots__ = ("wrt", "n", "out_shape", "value", "timing")
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    OUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    n: _containers.RepeatedScalarFieldContainer[int]
+    out_shape: _containers.RepeatedScalarFieldContainer[int]
+    value: Array
+    timing: Timing
+    def __init__(self, wrt: _Optional[_Iterable[str]] = ..., n: _Optional[_Iterable[int]] = ..., out_shape: _Optional[_Iterable[int]] = ..., value: _Optional[_Union[Array, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class SessionAnswer(_message.Message):
+    __slots__ = ("id", "value", "gradient", "jacobian", "hvp", "hessian", "coefficients", "engine", "timing", "error", "status")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    JACOBIAN_FIELD_NUMBER: _ClassVar[int]
+    HVP_FIELD_NUMBER: _ClassVar[int]
+    HESSIAN_FIELD_NUMBER: _ClassVar[int]
+    COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    value: Array
+    gradient: Array
+    jacobian: Array
+    hvp: Array
+    hessian: Array
+    coefficients: Array
+    engine: str
+    timing: Timing
+    error: Error
+    status: int
+    def __init__(self, id: _Optional[int] = ..., value: _Optional[_Union[Array, _Mapping]] = ..., gradient: _Optional[_Union[Array, _Mapping]] = ..., jacobian: _Optional[_Union[Array, _Mapping]] = ..., hvp: _Optional[_Union[Array, _Mapping]] = ..., hessian: _Optional[_Union[Array, _Mapping]] = ..., coefficients: _Optional[_Union[Array, _Mapping]] = ..., engine: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., status: _Optional[int] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("opened", "answer")
+    OPENED_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    opened: SessionOpened
+    answer: SessionAnswer
+    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., answer: _Optional[_Union[SessionAnswer, _Mapping]] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "detail_json")

@@ -1,0 +1,128 @@
+"""Function sessions (gRPC ``Session``): one function compiled once, then many asks carrying only the point.
+
+The first message, ``open``, names the function, a point (whose shapes the
+session keeps), constants, ``wrt`` and ``mode``; a stored id is resolved once
+here, and the opening point is evaluated through the dispatcher, which
+compiles the program and checks the request as any other. Each ``ask`` then
+carries the wrt inputs as one flat vector ``x`` (and a flat direction ``v``
+for ``hvp`` and ``taylor``) and becomes the endpoint request of its kind at
+that point, submitted to the same ``Dispatcher.submit`` as a unary call: the
+same deadline, inline-or-thread policy and per-route metrics
+(``session.<endpoint>``). Answers are flat in the same order. An ask the
+server refuses is answered with its ``error``; the session stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from derivd.errors import DerivdError, ValidationFailed
+from derivd.grpc_api import convert
+from derivd.grpc_api import derivd_pb2 as pb
+
+log = logging.getLogger("derivd.grpc")
+
+ENDPOINT_OF = {pb.SESSION_VALUE: "evaluate", pb.SESSION_GRADIENT: "gradient", pb.SESSION_JACOBIAN: "jacobian",
+               pb.SESSION_HVP: "hvp", pb.SESSION_HESSIAN: "hessian", pb.SESSION_TAYLOR: "taylor"}
+NEEDS_V = ("hvp", "taylor")
+
+
+def _flat(a) -> pb.Array:
+    arr = np.ascontiguousarray(a, dtype="<f8")
+    return pb.Array(shape=arr.shape, data=arr.tobytes(), dtype="float64")
+
+
+class FunctionSession:
+    """The opening request (resolved) and the flat layout of its wrt inputs."""
+
+    def __init__(self, dispatcher, metrics, opening, remaining: float | None):
+        self.dispatcher, self.metrics = dispatcher, metrics
+        base = dispatcher.service.resolve(opening)
+        body, timings = dispatcher.submit("evaluate", replace(base), remaining)
+        self.base = base
+        self.wrt = list(base.wrt)
+        self.shapes = [np.shape(base.at[w]) for w in self.wrt]  # wrt names are checked by the evaluate above
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.n = sum(self.sizes)
+        value = np.asarray(body["value"], dtype=np.float64)
+        self.opened = pb.SessionOpened(wrt=self.wrt, n=self.sizes, out_shape=value.shape, value=_flat(value),
+                                       timing=convert.timing(timings.compile, timings.queue, timings.compute))
+
+    def _split(self, flat: pb.Array, where: str) -> dict[str, np.ndarray]:
+        x = convert.to_numpy(flat, where)
+        if x.ndim != 1 or x.size != self.n:
+            raise ValidationFailed(f"{where} must be a flat vector of the {self.n} wrt values (in wrt order "
+                                   f"{self.wrt}); got shape {list(x.shape)}", field=where)
+        out, start = {}, 0
+        for name, shape, size in zip(self.wrt, self.shapes, self.sizes):
+            out[name] = x[start:start + size].reshape(shape)
+            start += size
+        return out
+
+    def _join(self, parts: dict) -> np.ndarray:
+        return np.concatenate([np.asarray(parts[w], dtype=np.float64).reshape(-1) for w in self.wrt])
+
+    def answer(self, ask: pb.SessionAsk, remaining: float | None) -> pb.SessionAnswer:
+        t0 = time.perf_counter()
+        name = ENDPOINT_OF.get(ask.kind)
+        route = f"session.{name}"
+        try:
+            if name is None:
+                raise ValidationFailed(f"unknown session kind {ask.kind}", field="ask.kind")
+            req = replace(self.base, at={**self.base.at, **self._split(ask.x, "ask.x")})
+            if name in NEEDS_V:
+                req.v = self._split(ask.v, "ask.v")
+            if name == "taylor":
+                req.order = ask.order
+            body, timings = self.dispatcher.submit(name, req, remaining)
+            out = self._fill(ask.id, body)
+            out.timing.CopyFrom(convert.timing(timings.compile, timings.queue, timings.compute))
+            self.metrics.record("grpc", route, out.engine, 200, time.perf_counter() - t0,
+                                timings.queue, timings.compile, timings.compute)
+            return out
+        except DerivdError as e:
+            err = e
+        except Exception:
+            log.exception("internal error on a session's %s", route)
+            err = DerivdError("internal error; it has been logged", code="internal_error", status=500)
+        self.metrics.record("grpc", route, "", err.status, time.perf_counter() - t0)
+        return pb.SessionAnswer(id=ask.id, status=err.status, error=pb.Error(
+            code=err.code, message=err.message, detail_json=json.dumps(err.detail, default=str)))
+
+    def _fill(self, ask_id: int, body: dict) -> pb.SessionAnswer:
+        out = pb.SessionAnswer(id=ask_id, engine=body.get("engine", ""),
+                               value=_flat(np.asarray(body["value"], dtype=np.float64).reshape(-1)))
+        if "gradient" in body:
+            out.gradient.CopyFrom(_flat(self._join(body["gradient"])))
+        if "hvp" in body:
+            out.hvp.CopyFrom(_flat(self._join(body["hvp"])))
+        if "jacobian" in body:
+            out.jacobian.CopyFrom(_flat(body["jacobian"]))
+        if "hessian" in body:
+            out.hessian.CopyFrom(_flat(body["hessian"]))
+        if "coefficients" in body:
+            out.coefficients.CopyFrom(_flat(body["coefficients"]))
+        return out
+
+
+def serve(dispatcher, metrics, request_iterator, context, call):
+    """The ``Session`` RPC: ``opened`` for the first message, then one ``answer`` per ask, in order."""
+    with call.answering("opening a session"):
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("message") != "open":
+            raise ValidationFailed("the first message of Session must be `open`: the function and a point",
+                                   field="open")
+        session = FunctionSession(dispatcher, metrics, convert.to_request(first.open), context.time_remaining())
+    yield pb.SessionResponse(opened=session.opened)
+    for index, message in enumerate(request_iterator):
+        with call.answering("on a session"):
+            if message.WhichOneof("message") != "ask":
+                raise ValidationFailed(f"message {index + 1} of the session must be an `ask`",
+                                       field=f"ask[{index}]", index=index)
+        yield pb.SessionResponse(answer=session.answer(message.ask, context.time_remaining()))

@@ -1,0 +1,108 @@
+"""derivd_client.scipy through a real server (gRPC sessions and the REST client): the Objective's pieces
+equal scipy's own rosen_der / rosen_hess_prod / rosen_hess, and minimize, least_squares and root reach
+the answers scipy reaches with analytic derivatives, in one request per point for ``jac=True``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+from scipy.optimize import rosen, rosen_der, rosen_hess, rosen_hess_prod
+
+from tests.clients.conftest import dd
+
+pytest.importorskip("grpc")
+server_grpc = pytest.importorskip("derivd.grpc_api.server")
+from derivd_client import scipy as dds  # noqa: E402
+from derivd_client.grpc_client import GrpcClient  # noqa: E402
+
+ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
+X0 = np.array([1.3, 0.7, 0.8, 1.9, 1.2, 0.9, 1.1, 0.6])  # scipy tutorial's start, extended
+
+
+@pytest.fixture(scope="module")
+def rpc(server):
+    from derivd.config import Settings
+
+    g = server_grpc.GrpcServer(server.app.dispatcher, Settings(), port=0, host="127.0.0.1").start()
+    try:
+        with GrpcClient(f"127.0.0.1:{g.port}", timeout=60, retries=1) as c:
+            yield c
+    finally:
+        g.stop(grace=0.5)
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+def test_objective_pieces_equal_scipys_rosenbrock(transport, rpc, sdk):
+    client = rpc if transport == "grpc" else sdk
+    rng = np.random.default_rng(5)
+    with dds.Objective(client, ROSEN, X0) as obj:
+        for _ in range(3):
+            x, p = rng.normal(size=X0.size), rng.normal(size=X0.size)
+            value, grad = obj.value_and_grad(x)
+            assert np.isclose(value, rosen(x), rtol=1e-14)
+            np.testing.assert_allclose(grad, rosen_der(x), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(obj.hessp(x, p), rosen_hess_prod(x, p), rtol=1e-12, atol=1e-11)
+            np.testing.assert_allclose(obj.hess(x), rosen_hess(x), rtol=1e-12, atol=1e-11)
+        before = obj.requests
+        x = rng.normal(size=X0.size)
+        obj.fun(x), obj.jac(x), obj.fun(x), obj.value_and_grad(x)
+        assert obj.requests == before + 1, "value and gradient at one point are one request"
+
+
+@pytest.mark.parametrize("method", ["trust-ncg", "Newton-CG", "trust-constr", "L-BFGS-B", "BFGS", "trust-exact"])
+def test_minimize_reaches_what_scipy_reaches_with_analytic_derivatives(method, rpc):
+    res = dds.minimize(ROSEN, X0, method=method, client=rpc)
+    hess = {"trust-exact": {"hess": rosen_hess}, "trust-constr": {"hessp": rosen_hess_prod},
+            "trust-ncg": {"hessp": rosen_hess_prod}, "Newton-CG": {"hessp": rosen_hess_prod}}.get(method, {})
+    ref = so.minimize(rosen, X0, method=method, jac=rosen_der, **hess)
+    assert res.success and ref.success
+    np.testing.assert_allclose(res.x, np.ones(X0.size), atol=2e-3)  # Newton-CG stops at its xtol
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
+    assert abs(res.nit - ref.nit) <= max(2, ref.nit // 10)
+    assert res.requests >= res.nit and res.server_seconds > 0
+    if method in ("L-BFGS-B", "BFGS"):  # jac=True: one request per function evaluation, plus the opening
+        assert res.requests == res.nfev + 1
+        assert res.requests_per_iteration <= 1.2 * res.nfev / res.nit + 1 / res.nit
+
+
+def test_minimize_a_python_function_with_constants_over_rest(sdk):
+    """min_x ||A x - b||^2 + lam ||x||^2 has x = (A^T A + lam I)^{-1} A^T b."""
+    rng = np.random.default_rng(2)
+    A, b, lam = rng.normal(size=(12, 4)), rng.normal(size=12), 0.3
+
+    def f(w, A, b):
+        r = A @ w - b
+        return dd.sum(r * r) + 0.3 * dd.sum(w * w)
+
+    res = dds.minimize(f, np.zeros(4), method="trust-ncg", client=sdk, constants={"A": A, "b": b},
+                       options={"gtol": 1e-10})  # passed on to scipy
+    want = np.linalg.solve(A.T @ A + lam * np.eye(4), A.T @ b)
+    np.testing.assert_allclose(res.x, want, rtol=1e-7, atol=1e-9)
+
+
+def test_least_squares_recovers_an_exponential(rpc):
+    t = np.linspace(0, 1, 15)
+    y = 2.5 * np.exp(-1.3 * t) + 0.5
+    res = dds.least_squares("p[0] * exp(p[1] * t) + p[2] - y", np.array([1.0, 0.0, 0.0]), client=rpc,
+                            constants={"t": t, "y": y}, name="p")
+    np.testing.assert_allclose(res.x, [2.5, -1.3, 0.5], rtol=1e-8)
+    assert res.requests <= res.nfev + 1  # residuals and Jacobian at a point: one request
+
+
+def test_root_solves_scipys_example(rpc):
+    """scipy's root example: x0 + (x0 - x1)^3 / 2 = 1, (x1 - x0)^3 / 2 + x1 = 0."""
+    F = "stack([x[0] + 0.5*(x[0] - x[1])**3 - 1, 0.5*(x[1] - x[0])**3 + x[1]])"
+    res = dds.root(F, np.zeros(2), client=rpc)
+
+    def ref_F(x):
+        return [x[0] + 0.5 * (x[0] - x[1]) ** 3 - 1.0, 0.5 * (x[1] - x[0]) ** 3 + x[1]]
+
+    def ref_J(x):
+        d = 1.5 * (x[0] - x[1]) ** 2
+        return np.array([[1 + d, -d], [-d, 1 + d]])
+
+    ref = so.root(ref_F, np.zeros(2), jac=ref_J, method="hybr")
+    assert res.success
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-10)
+    np.testing.assert_allclose(ref_F(res.x), 0, atol=1e-10)

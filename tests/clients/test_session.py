@@ -1,0 +1,90 @@
+"""The SDK's sessions: ``GrpcClient.session`` (one stream) and ``UnarySession`` (REST, one request per call)
+answer alike and as the analytic references do; a refused call raises the typed error and the session
+goes on; ``open_session`` picks the stream where the client has one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from tests.clients.conftest import dd
+from tests.references import rosenbrock, rosenbrock_gradient, rosenbrock_hessian
+
+pytest.importorskip("grpc")
+server_grpc = pytest.importorskip("derivd.grpc_api.server")
+from derivd_client import errors  # noqa: E402
+from derivd_client.grpc_client import GrpcClient  # noqa: E402
+from derivd_client.session import Session, UnarySession, open_session  # noqa: E402
+
+ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
+
+
+@pytest.fixture(scope="module")
+def rpc(server):
+    from derivd.config import Settings
+
+    g = server_grpc.GrpcServer(server.app.dispatcher, Settings(), port=0, host="127.0.0.1").start()
+    try:
+        with GrpcClient(f"127.0.0.1:{g.port}", timeout=60, retries=1) as c:
+            yield c
+    finally:
+        g.stop(grace=0.5)
+
+
+def test_stream_and_unary_sessions_answer_as_the_references(rpc, sdk):
+    rng = np.random.default_rng(11)
+    x0 = rng.normal(size=5)
+    with open_session(rpc, ROSEN, {"x": x0}) as s, open_session(sdk, ROSEN, {"x": x0}) as u:
+        assert isinstance(s, Session) and isinstance(u, UnarySession)
+        for _ in range(3):
+            x, v = rng.normal(size=5), rng.normal(size=5)
+            for session in (s, u):
+                value, grad = session.value_and_grad(x)
+                assert np.isclose(value, rosenbrock(x), rtol=1e-14)
+                np.testing.assert_allclose(grad, rosenbrock_gradient(x), rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(session.hvp(x, v), rosenbrock_hessian(x) @ v, rtol=1e-12, atol=1e-11)
+                np.testing.assert_allclose(session.hessian(x), rosenbrock_hessian(x), rtol=1e-12, atol=1e-11)
+                assert np.isclose(session.value({"x": x}), rosenbrock(x), rtol=1e-14)
+        assert s.requests == u.requests == 1 + 12  # the opening, then one request per call
+        x, v = rng.normal(size=5), rng.normal(size=5)
+        for session in (s, u):  # along v: c1 = g.v, c2 = v.H.v / 2
+            np.testing.assert_allclose(session.taylor(x, v, 2).reshape(-1), [
+                rosenbrock(x), rosenbrock_gradient(x) @ v, v @ rosenbrock_hessian(x) @ v / 2], rtol=1e-11)
+            value, jac = session.value_and_jacobian(x)
+            np.testing.assert_allclose(jac, rosenbrock_gradient(x)[None, :], rtol=1e-12, atol=1e-12)
+            assert value.shape == (1,) and np.isclose(value[0], rosenbrock(x), rtol=1e-14)
+        assert s.server_seconds > 0
+
+
+def test_several_inputs_flat_in_wrt_order(rpc):
+    with rpc.session("stack([x[0]*y, sin(x[1]) + y**2])", {"x": [0.5, 1.0], "y": 2.0}, wrt=["x", "y"]) as s:
+        assert s.n == 3 and s.out_shape == (2,)
+        x0, x1, y = 0.3, -1.2, 1.7
+        np.testing.assert_allclose(s.jacobian([x0, x1, y]), [[y, 0, x0], [0, np.cos(x1), 2 * y]], rtol=1e-15)
+        np.testing.assert_allclose(s.value(s.flatten({"x": [x0, x1], "y": y})), [x0 * y, np.sin(x1) + y**2])
+        assert s.split(np.arange(3.0))["x"].tolist() == [0.0, 1.0] and s.split(np.arange(3.0))["y"].shape == ()
+
+
+def test_a_refused_call_raises_and_the_session_goes_on(rpc):
+    with rpc.session(ROSEN, {"x": np.zeros(4)}) as s:
+        with pytest.raises(errors.ClientError) as e:
+            s.gradient(np.zeros(3))
+        assert e.value.code == "invalid_request" and e.value.status == 422
+        x = np.array([0.1, 0.2, 0.3, 0.4])
+        np.testing.assert_allclose(s.gradient(x), rosenbrock_gradient(x), rtol=1e-13)
+    with pytest.raises(errors.ClientError):
+        rpc.session("sum(x", {"x": np.zeros(2)})
+
+
+def test_open_session_refuses_an_asynchronous_client(rpc, server):
+    from derivd_client.grpc_client import AsyncGrpcClient
+
+    async def refused():  # an asyncio channel is made inside a running loop, as users make it
+        with pytest.raises(TypeError, match="blocking"):
+            open_session(AsyncGrpcClient(rpc.target), ROSEN, {"x": np.zeros(3)})
+
+    asyncio.run(refused())
+    with pytest.raises(TypeError, match="blocking"):
+        open_session(dd.AsyncClient(server.url), ROSEN, {"x": np.zeros(3)})
