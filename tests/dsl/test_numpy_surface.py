@@ -232,3 +232,31 @@ def test_an_input_named_like_a_builtin_is_refused_naming_it(field, name):
         call("gradient", "sum(x)", at, constants)
     assert 400 <= e.value.status < 500
     assert repr(name) in e.value.message and field in e.value.message
+
+
+SECOND_ORDER = [
+    ("pad(x, (2, 3), mode='reflect')", lambda x: np.pad(x, (2, 3), mode="reflect")),
+    ("roll(tile(x, 2), 3)", lambda x: np.roll(np.tile(x, 2), 3)),
+    ("x[[0, 2, 2, -1]]", lambda x: x[[0, 2, 2, -1]]),
+    ("reshape(x, (2, 3))[[1, 0, 1], [2, 2, 0]]", lambda x: np.reshape(x, (2, 3))[[1, 0, 1], [2, 2, 0]]),
+    ("diag(x, 1)", lambda x: np.diag(x, 1)),
+    ("triu(reshape(x, (2, 3)), 1) + repeat(x, 2)[:6].reshape(2, 3)",
+     lambda x: np.triu(x.reshape(2, 3), 1) + np.repeat(x, 2)[:6].reshape(2, 3)),
+]
+
+
+@pytest.mark.parametrize("dsl,f", SECOND_ORDER, ids=[c[0] for c in SECOND_ORDER])
+def test_hessians_and_taylor_coefficients_of_layout_maps(dsl, f):
+    """For a linear map P (numpy's, applied to the identity's columns), g(x) = sum(w * P(x)**2) has the
+    Hessian 2 P^T diag(w) P, and along v its Taylor coefficients are g(x), 2 sum(w P x P v), sum(w (P v)**2)."""
+    n = X.size
+    P = np.stack([np.ravel(f(e)) for e in np.eye(n)], axis=1)
+    w = RNG.normal(size=P.shape[0])
+    v = RNG.normal(size=n)
+    program = f"y = ravel({dsl})\nsum(w * y * y)"
+    hessian = np.asarray(call("hessian", program, {"x": X}, {"w": w})["hessian"])
+    np.testing.assert_allclose(hessian, 2 * P.T @ np.diag(w) @ P, rtol=1e-12, atol=1e-12)
+    coefficients = np.ravel(call("taylor", program, {"x": X}, {"w": w}, v={"x": v}, order=3)["coefficients"])
+    px, pv = P @ X, P @ v
+    np.testing.assert_allclose(coefficients, [np.sum(w * px * px), 2 * np.sum(w * px * pv), np.sum(w * pv * pv), 0],
+                               rtol=1e-12, atol=1e-12)
