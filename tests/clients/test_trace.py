@@ -105,6 +105,11 @@ def advanced_indexing(A):
     return A[[0, 2], [1, 3]] + A[2, 1:3] + A[[True, False, True], 0] + dd.sum(A[:, [3, 0, 0]], axis=0)[:2]
 
 
+def scipy_special_ufuncs(x):
+    import scipy.special
+    return dd.sum(scipy.special.expit(x) * scipy.special.erf(x)) + np.sum(np.arctan2(x, 2.0) + np.absolute(x))
+
+
 def layout(x, A):
     """numpy's shape functions on traced values, as dd.* and as numpy's own."""
     return (dd.sum(np.roll(x, 1) * dd.flip(x)) + dd.sum(np.pad(A, 1, mode="reflect") ** 2)
@@ -132,6 +137,7 @@ CASES = [
     (methods_and_attributes, {"A": RNG.normal(size=(3, 4))}),
     (new_axes_and_ellipsis, {"x": np.array([0.5, -1.0, 2.0]), "A": RNG.normal(size=(3, 4))}),
     (advanced_indexing, {"A": RNG.normal(size=(3, 4))}),
+    (scipy_special_ufuncs, {"x": np.array([0.5, -1.0, 2.0])}),
     (layout, {"x": np.array([0.5, -1.0, 2.0, 0.25]), "A": RNG.normal(size=(3, 4))}),
 ]
 

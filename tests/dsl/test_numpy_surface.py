@@ -48,6 +48,10 @@ NAMESPACED = [
     ("row_stack([x, x])", lambda x: np.vstack([x, x]), "x"),
     ("column_stack([x, x * 2])", lambda x: np.column_stack([x, x * 2]), "x"),
     ("np.dstack([m, m])", lambda m: np.dstack([m, m]), "m"),
+    ("np.linalg.trace(t) + np.trace(m)", lambda t, m: np.linalg.trace(t) + np.trace(m), "t", "m"),
+    ("scipy.special.softmax(m) + softmax(m)", lambda m: np.exp(m) / np.exp(m).sum() + np.exp(m) / np.exp(
+        m).sum(axis=-1, keepdims=True), "m"),
+    ("np.array([x[0], x[1] * 2]) + np.asarray(x[2:4])", lambda x: np.array([x[0], x[1] * 2]) + x[2:4], "x"),
 ]
 
 METHODS = [

@@ -675,6 +675,14 @@ for _name, _fn in {"hstack": np.hstack, "vstack": np.vstack, "dstack": np.dstack
 
 # ---------------------------------------------------------------- numpy's array methods on traced values
 
+try:  # scipy.special's ufuncs on traced values, where scipy is installed (the SDK does not need it)
+    import scipy.special as _special
+except ImportError:
+    _special = None
+if _special is not None:
+    UFUNCS.update({_special.expit: PUBLIC["sigmoid"], _special.erf: PUBLIC["erf"], _special.erfc: PUBLIC["erfc"]})
+
+
 def _positional_axis(fn):
     return lambda x, axis=None: fn(x, axis=axis)
 
@@ -682,7 +690,7 @@ def _positional_axis(fn):
 METHOD_FORMS = {  # a method whose arguments differ from the function's
     "reshape": lambda x, *shape: reshape(x, shape[0] if len(shape) == 1 else shape),
     "transpose": lambda x, *axes: transpose(x, (axes[0] if len(axes) == 1 else axes) if axes else None),
-    "flatten": lambda x: ravel(x),  # noqa: F821
+    "flatten": lambda x: PUBLIC["ravel"](x),
     "astype": lambda x, dtype: _astype(x, dtype),
     "max": _positional_axis(max), "min": _positional_axis(min),
 }

@@ -71,7 +71,7 @@ def _item(lo, r, env):
                          "only from its values: use where(mask, x, 0), or pass the indices of its True entries "
                          "as an integer constant (x[idx])", r, code="unsupported_syntax")
         if v.dtype != INT:
-            raise refuse(f"an index array must hold integers, got float64", r, code="type_error")
+            raise refuse("an index array must hold integers, got float64", r, code="type_error")
         return v
     if isinstance(v, list):
         if any(isinstance(i, Node) for i in _leaves(v)):

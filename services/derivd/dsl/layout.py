@@ -65,9 +65,11 @@ class Layout:
     # ------------------------------------------------------------ new and removed axes
 
     def f_ravel(self, x):
+        """numpy's ravel: the entries in C order, as a vector."""
         return self.flat(x)
 
     def f_expand_dims(self, x, axis):
+        """numpy's expand_dims: length-1 axes inserted at ``axis`` (an int or a tuple), counted in the result."""
         x = self.arr(x)
         n = x.ndim + len(self.int_list(axis, "axis"))
         new = sorted(a % n if -n <= a < n else self._axis_error(a, n) for a in self.int_list(axis, "axis"))
@@ -83,6 +85,7 @@ class Layout:
         raise ShapeError(f"axis {a} is out of range for a result of {n} dimensions", axis=a)
 
     def f_squeeze(self, x, axis=None):
+        """numpy's squeeze: the length-1 axes removed (all, or those of ``axis``, each checked to be 1)."""
         x = self.arr(x)
         if axis is None:
             drop = [i for i, d in enumerate(x.shape) if d == 1]
@@ -105,17 +108,21 @@ class Layout:
         return outs[0] if len(outs) == 1 else outs
 
     def f_atleast_1d(self, *xs):
+        """numpy's atleast_1d: a scalar as shape (1,); one array per argument (a list of several)."""
         return self._atleast(xs, 1)
 
     def f_atleast_2d(self, *xs):
+        """numpy's atleast_2d: (n,) as (1, n), a scalar as (1, 1)."""
         return self._atleast(xs, 2)
 
     def f_atleast_3d(self, *xs):
+        """numpy's atleast_3d: (n,) as (1, n, 1), (m, n) as (m, n, 1), a scalar as (1, 1, 1)."""
         return self._atleast(xs, 3)
 
     # ------------------------------------------------------------ axis order
 
     def f_moveaxis(self, x, source, destination):
+        """numpy's moveaxis: axes ``source`` moved to ``destination``, the others kept in order."""
         x = self.arr(x)
         src = [a % x.ndim for a in self.axes_in_order(x, source)]
         dst = [a % x.ndim for a in self.axes_in_order(x, destination)]
@@ -131,6 +138,7 @@ class Layout:
         return [self.axis(x, a) for a in self.int_list(axis, "axis")]
 
     def f_swapaxes(self, x, axis1, axis2):
+        """numpy's swapaxes: two axes exchanged."""
         x = self.arr(x)
         a, b = self.axis(x, axis1) % x.ndim, self.axis(x, axis2) % x.ndim
         perm = list(range(x.ndim))
@@ -138,6 +146,7 @@ class Layout:
         return self.permute(x, perm)
 
     def f_rollaxis(self, x, axis, start=0):
+        """numpy's rollaxis: ``axis`` moved to stand before ``start``."""
         x = self.arr(x)
         a = self.axis(x, axis) % x.ndim
         start = self.lo.static_int(start, "start")
@@ -155,6 +164,7 @@ class Layout:
     # ------------------------------------------------------------ reversal and rotation
 
     def f_flip(self, x, axis=None):
+        """numpy's flip: reversed along ``axis`` (an int, a tuple, or None: every axis)."""
         x = self.arr(x)
         items = [(0, n, 1) for n in x.shape]
         for a in self.axes(x, axis):
@@ -162,18 +172,22 @@ class Layout:
         return self.slices(x, items)
 
     def f_fliplr(self, x):
+        """numpy's fliplr: reversed along axis 1."""
         x = self.arr(x)
         if x.ndim < 2:
             raise ShapeError("fliplr() takes an array of at least 2 dimensions")
         return self.f_flip(x, 1)
 
     def f_flipud(self, x):
+        """numpy's flipud: reversed along axis 0."""
         x = self.arr(x)
         if x.ndim < 1:
             raise ShapeError("flipud() takes an array of at least 1 dimension")
         return self.f_flip(x, 0)
 
     def f_rot90(self, m, k=1, axes=(0, 1)):
+        """numpy's rot90: rotated by 90 degrees ``k`` times in the plane of ``axes``, from the first axis
+        towards the second."""
         m = self.arr(m)
         a, b = self.axes_in_order(m, axes) if len(self.int_list(axes, "axes")) == 2 else self._rot_axes()
         a, b = a % m.ndim, b % m.ndim
@@ -195,6 +209,8 @@ class Layout:
         raise ShapeError("rot90: axes must be two axes")
 
     def f_roll(self, x, shift, axis=None):
+        """numpy's roll: entries shifted by ``shift`` along ``axis`` (ints or tuples), wrapping around; the
+        flattened array when ``axis`` is None."""
         x = self.arr(x)
         if axis is None:
             s = sum(self.int_list(shift, "shift"))
@@ -218,6 +234,7 @@ class Layout:
     # ------------------------------------------------------------ repetition and padding
 
     def f_tile(self, x, reps):
+        """numpy's tile: the array repeated ``reps`` times along each axis (new leading axes as needed)."""
         x = self.arr(x)
         reps = self.int_list(reps, "reps")
         if any(r < 0 for r in reps):
@@ -231,6 +248,8 @@ class Layout:
         return self.reshape_to(y, tuple(r * s for r, s in zip(reps, shape)))
 
     def f_repeat(self, x, repeats, axis=None):
+        """numpy's repeat: each entry repeated (a count, or one count per entry) along ``axis``, or along the
+        flattened array when None."""
         x = self.arr(x)
         if axis is None:
             x, axis = self.flat(x), 0
@@ -244,6 +263,9 @@ class Layout:
         return self.take_static(x, np.repeat(np.arange(n), counts if len(counts) == n else counts[0]), a)
 
     def f_pad(self, x, pad_width, mode="constant", constant_values=0):
+        """numpy's pad: ``pad_width`` (an int, (before, after), or one pair per axis) entries added per axis, by
+        ``mode``: constant (``constant_values``, which may be an array), edge, reflect, symmetric, wrap (numpy's
+        index maps, so widths beyond the size repeat numpy's reflections)."""
         x = self.arr(x)
         widths = np.broadcast_to(np.asarray(self._static_nested(pad_width, "pad_width"), dtype=np.int64),
                                  (x.ndim, 2)) if x.ndim else np.zeros((0, 2), np.int64)
@@ -295,9 +317,11 @@ class Layout:
         return apply("where", mask, m, zero) if upper else apply("where", mask, zero, m)
 
     def f_triu(self, m, k=0):
+        """numpy's triu: entries below the ``k``-th diagonal of the last two axes zeroed (a vector as a row)."""
         return self._triangle("triu", m, k, upper=True)
 
     def f_tril(self, m, k=0):
+        """numpy's tril: entries above the ``k``-th diagonal of the last two axes zeroed."""
         return self._triangle("tril", m, k, upper=False)
 
     def f_diagonal(self, x, offset=0, axis1=0, axis2=1):
@@ -345,40 +369,51 @@ class Layout:
         return out
 
     def f_split(self, x, indices_or_sections, axis=0):
+        """numpy's split: a list of equal sections (an int), or of the pieces between the indices (a list)."""
         return self._split(x, indices_or_sections, axis, True, "split")
 
     def f_array_split(self, x, indices_or_sections, axis=0):
+        """numpy's array_split: as split, the first n % k sections one longer when k does not divide n."""
         return self._split(x, indices_or_sections, axis, False, "array_split")
 
     def f_hsplit(self, x, indices_or_sections):
+        """numpy's hsplit: split along axis 1 (axis 0 for a vector)."""
         x = self.arr(x)
         return self._split(x, indices_or_sections, 1 if x.ndim > 1 else 0, True, "hsplit")
 
     def f_vsplit(self, x, indices_or_sections):
+        """numpy's vsplit: split along axis 0."""
         return self._split(x, indices_or_sections, 0, True, "vsplit")
 
     def f_dsplit(self, x, indices_or_sections):
+        """numpy's dsplit: split along axis 2."""
         return self._split(x, indices_or_sections, 2, True, "dsplit")
 
     # ------------------------------------------------------------ stacking
 
     def f_hstack(self, xs):
+        """numpy's hstack: joined along axis 1 (axis 0 for vectors)."""
         xs = [self._atleast([x], 1) for x in self._sequence("hstack", xs)]
         return self.f_concat(xs, 0 if xs[0].ndim == 1 else 1)
 
     def f_vstack(self, xs):
+        """numpy's vstack (row_stack): vectors as rows, joined along axis 0."""
         return self.f_concat([self._atleast([x], 2) for x in self._sequence("vstack", xs)], 0)
 
     def f_dstack(self, xs):
+        """numpy's dstack: joined along axis 2, each at least 3-d."""
         return self.f_concat([self._atleast([x], 3) for x in self._sequence("dstack", xs)], 2)
 
     def f_column_stack(self, xs):
+        """numpy's column_stack: vectors as columns, joined along axis 1."""
         cols = [self.reshape_to(x, (x.size, 1)) if x.ndim < 2 else x for x in self._sequence("column_stack", xs)]
         return self.f_concat(cols, 1)
 
     # ------------------------------------------------------------ taking
 
     def f_take(self, a, indices, axis=None):
+        """numpy's take: entries at ``indices`` (static ints or an integer constant) along ``axis``, or of the
+        flattened array when None; a static index is checked here, a constant when it runs."""
         a = self.arr(a)
         if axis is None:
             a, axis = self.flat(a), 0
@@ -451,6 +486,7 @@ class Layout:
         return out
 
     def f_full(self, shape, fill_value):
+        """numpy's full: an array of ``shape`` holding ``fill_value`` (a number, or an array that broadcasts)."""
         shape = self.shape_arg(shape)
         if isinstance(fill_value, (int, float)) and not isinstance(fill_value, bool):
             return self.lo.graph.apply("zeros", (), {"shape": shape}) + float(fill_value)
@@ -458,12 +494,15 @@ class Layout:
         return apply("broadcast_to", v, shape=shape, in_ndim=v.ndim)
 
     def f_zeros_like(self, x):
+        """numpy's zeros_like: zeros of ``x``'s shape (float64)."""
         return self.f_zeros(self.arr(x).shape)
 
     def f_ones_like(self, x):
+        """numpy's ones_like: ones of ``x``'s shape (float64)."""
         return self.f_ones(self.arr(x).shape)
 
     def f_full_like(self, x, fill_value):
+        """numpy's full_like: ``fill_value`` in ``x``'s shape (float64)."""
         return self.f_full(self.arr(x).shape, fill_value)
 
     def f_select(self, condlist, choicelist, default=0):

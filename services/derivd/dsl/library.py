@@ -352,6 +352,12 @@ class Library(Layout):
             out = out * float(step)
         return out + float(start) if start != 0 else out
 
+    def f_array(self, x):
+        """numpy's ``array(x)``/``asarray(x)``: a list of arrays stacked, an array as it is (float64)."""
+        return self.as_float(x) if not isinstance(x, (int, float)) else self.arr(float(x))
+
+    f_asarray = f_array
+
     def f_len(self, x):
         if isinstance(x, (list, tuple)):
             return len(x)
