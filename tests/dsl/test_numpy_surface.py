@@ -171,6 +171,11 @@ LAYOUT = [
      lambda x: np.select([x < -0.5, x < 0.5], [x * x, x], default=1 - x), "x"),
     ("clip(x, a_min=-0.3) + clip(x, a_max=0.2) + clip(x, 0.5, -0.5) + np.clip(x, -0.4, 0.6)",
      lambda x: np.clip(x, -0.3, None) + np.clip(x, None, 0.2) + np.clip(x, 0.5, -0.5) + np.clip(x, -0.4, 0.6), "x"),
+    ("np.broadcast_to(x, (2, 6)) + broadcast_to(m[:, :1], (4, 6))[:2]",
+     lambda x, m: np.broadcast_to(x, (2, 6)) + np.broadcast_to(m[:, :1], (4, 6))[:2], "x", "m"),
+    ("np.append(m, x[:5]) + 1", lambda m, x: np.append(m, x[:5]) + 1, "m", "x"),
+    ("append(m, m[:1], axis=0) * 2", lambda m: np.append(m, m[:1], axis=0) * 2, "m"),
+    ("diagflat(m[:2, :2], -1)", lambda m: np.diagflat(m[:2, :2], -1), "m"),
     ("sum(m, 0) + mean(m, 0) + np.max(m, 0)", lambda m: np.sum(m, 0) + np.mean(m, 0) + np.max(m, 0), "m"),
 ]
 

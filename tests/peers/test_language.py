@@ -74,6 +74,8 @@ CASES = [
     weighted("np.vstack([m, m * m]) + np.dstack([m, m])[..., 1].sum()",
              lambda np, m: np.vstack([m, m * m]) + np.dstack([m, m])[..., 1].sum(), M),
     weighted("column_stack([x, x * x])", lambda np, x: np.column_stack([x, x * x]), X),
+    weighted("broadcast_to(x, (2, 6)) * np.append(x, x[:1])[1:]",
+             lambda np, x: np.ones((2, 1)) * x * np.concatenate([x, x[:1]])[1:], X),
     weighted("clip(x, -0.5, 0.5) + clip(x, a_min=0.1)", lambda np, x: np.clip(x, -0.5, 0.5) + np.clip(x, 0.1, None), X),
 ]
 

@@ -528,7 +528,8 @@ LAYOUT = {
     "tile": np.tile, "repeat": np.repeat, "pad": np.pad, "triu": np.triu, "tril": np.tril,
     "diagonal": np.diagonal, "expand_dims": np.expand_dims, "squeeze": np.squeeze, "moveaxis": np.moveaxis,
     "swapaxes": np.swapaxes, "rollaxis": np.rollaxis, "ravel": np.ravel, "atleast_1d": np.atleast_1d,
-    "atleast_2d": np.atleast_2d, "atleast_3d": np.atleast_3d,
+    "atleast_2d": np.atleast_2d, "atleast_3d": np.atleast_3d, "broadcast_to": np.broadcast_to,
+    "diagflat": np.diagflat,
 }
 # the same, returning a list of arrays
 SPLITS = {"split": np.split, "array_split": np.array_split, "hsplit": np.hsplit, "vsplit": np.vsplit,

@@ -231,6 +231,14 @@ class Layout:
                 x = self.take_static(x, (np.arange(n) - s) % n, a)
         return x
 
+    def f_broadcast_to(self, x, shape):
+        """numpy's broadcast_to: ``x`` repeated along new leading axes and its length-1 axes."""
+        x = self.arr(x)
+        shape = self.shape_arg(shape)
+        if shape == x.shape:
+            return x
+        return apply("broadcast_to", x, shape=shape, in_ndim=x.ndim)
+
     # ------------------------------------------------------------ repetition and padding
 
     def f_tile(self, x, reps):
@@ -298,6 +306,13 @@ class Layout:
             return [self._static_nested(i, what) for i in v]
         return self.lo.static_int(v, what)
 
+    def f_append(self, arr, values, axis=None):
+        """numpy's append: both flattened and joined when ``axis`` is None, else joined along ``axis``."""
+        arr, values = self.arr(arr), self.arr(values)
+        if axis is None:
+            return self.f_concat([self.flat(arr), self.flat(values)], 0)
+        return self.f_concat([arr, values], axis)
+
     # ------------------------------------------------------------ triangles and diagonals
 
     def tri_mask(self, rows, cols, k, compare="ge"):
@@ -342,6 +357,10 @@ class Layout:
         flat = self.reshape_to(y, y.shape[:-2] + (rows * cols,))
         positions = (np.arange(count) + start_r) * cols + np.arange(count) + start_c
         return self.take_static(flat, positions, flat.ndim - 1)
+
+    def f_diagflat(self, v, k=0):
+        """numpy's diagflat: the flattened ``v`` on the ``k``-th diagonal of a square matrix."""
+        return self.f_diag(self.flat(v), k)
 
     # ------------------------------------------------------------ splitting
 
