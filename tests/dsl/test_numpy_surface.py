@@ -269,3 +269,19 @@ def test_hessians_and_taylor_coefficients_of_layout_maps(dsl, f):
     px, pv = P @ X, P @ v
     np.testing.assert_allclose(coefficients, [np.sum(w * px * px), 2 * np.sum(w * px * pv), np.sum(w * pv * pv), 0],
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dsl,f", SECOND_ORDER, ids=[c[0] for c in SECOND_ORDER])
+def test_sparsity_patterns_of_layout_maps_are_exact(dsl, f):
+    """Each output entry of a layout map reads exactly the input entries numpy's map copies into it
+    (triu's mask is a `where`, whose pattern is elementwise: there, a superset)."""
+    from tests.transforms.test_sparsity import patterns
+    n = X.size
+    P = np.stack([np.ravel(f(e)) for e in np.eye(n)], axis=1)
+    j, _ = patterns(f"ravel({dsl})", {"x": (n,)})
+    _, h = patterns(f"y = ravel({dsl})\nsum(y * y)", {"x": (n,)})
+    if "triu" in dsl:
+        assert (j >= (P != 0)).all() and (h >= ((P.T @ P) != 0)).all()
+    else:
+        np.testing.assert_array_equal(j, P != 0)
+        np.testing.assert_array_equal(h, (P.T @ P) != 0)

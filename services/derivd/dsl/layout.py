@@ -355,8 +355,21 @@ class Layout:
         start_r, start_c = max(0, -offset), max(0, offset)
         count = max(0, min(rows - start_r, cols - start_c))
         flat = self.reshape_to(y, y.shape[:-2] + (rows * cols,))
-        positions = (np.arange(count) + start_r) * cols + np.arange(count) + start_c
-        return self.take_static(flat, positions, flat.ndim - 1)
+        first = start_r * cols + start_c  # the diagonal is a strided slice of the flattened matrix
+        diagonal = (first, first + (count - 1) * (cols + 1) + 1, cols + 1) if count else (0, 0, 1)
+        return self.slices(flat, [(0, d, 1) for d in flat.shape[:-1]] + [diagonal])
+
+    def vector_on_diagonal(self, v, k):
+        """The square matrix with ``v`` on its ``k``-th diagonal: ``v`` written at a strided slice of the
+        flattened zeros (``index_scatter``), so each entry reads one entry of ``v``, or none."""
+        n = v.shape[0]
+        size = n + abs(k)
+        if n == 0:
+            return self.lo.graph.apply("zeros", (), {"shape": (size, size)})
+        first = k if k >= 0 else -k * size
+        flat = apply("index_scatter", self.as_float(v), items=((first, first + (n - 1) * (size + 1) + 1, size + 1),),
+                     in_shape=(size * size,))
+        return self.reshape_to(flat, (size, size))
 
     def f_diagflat(self, v, k=0):
         """numpy's diagflat: the flattened ``v`` on the ``k``-th diagonal of a square matrix."""

@@ -242,11 +242,7 @@ class Library(Layout):
         x = self.arr(x)
         k = self.lo.static_int(k, "k")
         if x.ndim == 1:
-            n = x.shape[0] + abs(k)
-            zeros = self.lo.graph.apply("zeros", (), {"shape": (abs(k),)})
-            row = x if k == 0 else self.concat_axis([zeros, self.as_float(x)] if k > 0 else
-                                                    [self.as_float(x), zeros], 0)
-            return self.reshape_to(row, (1, n)) * self.f_eye(n, k=k)
+            return self.vector_on_diagonal(x, k)
         if x.ndim == 2:
             return self.f_diagonal(x, k)
         raise ShapeError(f"diag() takes a vector or a matrix, got shape {list(x.shape)}", shape=list(x.shape))
