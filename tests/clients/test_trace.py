@@ -116,7 +116,9 @@ def layout(x, A):
             + dd.sum(dd.tril(A, -1) * np.triu(A)) + dd.sum(dd.split(x, 2)[1]) + dd.sum(np.diagonal(A, 1))
             + dd.sum(dd.tile(x, 2)[:5] * dd.repeat(x, 2)[:5]) + dd.sum(np.moveaxis(dd.expand_dims(A, 0), 0, -1))
             + dd.sum(dd.take_along_axis(A, np.argsort(W[:3], axis=1), 1)[:, 0]) + dd.sum(dd.rot90(A)[0])
-            + dd.sum(dd.linspace(x[0], x[1], 3)) + dd.sum(np.hstack([x, x ** 2])) + dd.sum(dd.take(A, [0, 5])))
+            + dd.sum(dd.linspace(x[0], x[1], 3)) + dd.sum(np.hstack([x, x ** 2])) + dd.sum(dd.take(A, [0, 5]))
+            + np.trace(A, 1) * dd.trace(A) + dd.sum(np.diag(x, -1) ** 2) + dd.sum(dd.diag(A, 1))
+            + dd.sum(np.clip(x, None, 0.3) + dd.clip(x, a_min=-0.2)))
 
 
 CASES = [

@@ -138,12 +138,16 @@ def where(cond, a, b):
 
 
 @export()
-def clip(x, lo, hi):
-    t = _traced(x, lo, hi)
+def clip(x, a_min=None, a_max=None):
+    """numpy's clip: ``minimum(maximum(x, a_min), a_max)``; either bound may be None."""
+    t = _traced(x, a_min, a_max)
     if t is None:
-        return np.clip(x, lo, hi)
-    x, lo, hi = (t.tracer.lift(v) for v in (x, lo, hi))
-    return t.tracer.call("clip", (x, lo, hi), broadcast(x, lo, hi))
+        return np.clip(x, a_min, a_max)
+    bounds = [(k, t.tracer.lift(v)) for k, v in (("a_min", a_min), ("a_max", a_max)) if v is not None]
+    x = t.tracer.lift(x)
+    if len(bounds) == 2:
+        return t.tracer.call("clip", (x, bounds[0][1], bounds[1][1]), broadcast(x, *[b for _, b in bounds]))
+    return t.tracer.call("clip", (x,), broadcast(x, *[b for _, b in bounds]), **dict(bounds))
 
 
 # ---------------------------------------------------------------- reductions
@@ -305,26 +309,25 @@ def transpose(x, axes=None):
 
 
 @export()
-def trace(x):
-    """The sum of a matrix's diagonal (``dd.trace``; the tracer itself is ``derivd_client.trace``)."""
+def trace(x, offset=0, axis1=0, axis2=1):
+    """The sum of a diagonal (``dd.trace``; the tracer itself is ``derivd_client.trace``), numpy's arguments."""
     t = _traced(x)
     if t is None:
-        return np.trace(x)
-    if x.ndim != 2:
-        raise ValueError(f"trace() takes a matrix, got shape {list(x.shape)}")
-    return t.tracer.call("trace", (x,), ())
+        return np.trace(x, offset, axis1, axis2)
+    shape = _numpy_shape("trace", np.trace, x, (offset, axis1, axis2), {}).shape
+    extra = {k: v for k, v, d in (("offset", offset, 0), ("axis1", axis1, 0), ("axis2", axis2, 1)) if v != d}
+    return t.tracer.call("trace", (x,), shape, **extra)
 
 
 @export()
-def diag(x):
+def diag(x, k=0):
     t = _traced(x)
     if t is None:
-        return np.diag(x)
-    if x.ndim == 1:
-        return t.tracer.call("diag", (x,), (x.shape[0], x.shape[0]))
-    if x.ndim == 2:
-        return t.tracer.call("diag", (x,), (builtins.min(x.shape),))
-    raise ValueError(f"diag() takes a vector or a matrix, got shape {list(x.shape)}")
+        return np.diag(x, k)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"diag() takes a vector or a matrix, got shape {list(x.shape)}")
+    shape = _numpy_shape("diag", np.diag, x, (k,), {}).shape
+    return t.tracer.call("diag", (x,), shape, **({} if k == 0 else {"k": k}))
 
 
 def _square(name, a):
