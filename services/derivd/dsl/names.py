@@ -41,7 +41,8 @@ ARRAY_METHODS = frozenset(n for n in dir(numpy.ndarray) if not n.startswith("_")
 # numpy's and scipy's constants (a namespace attribute that is a value, not a function)
 NAMESPACE_CONSTANTS = {"pi": numpy.pi, "e": numpy.e, "inf": numpy.inf, "newaxis": None}
 
-# numpy's names for what the language has under another name
+# numpy's names for what the language has under another name (a primitive that registers one of
+# these names itself takes it: dsl/library.py)
 ALIASES = {
     "absolute": "abs", "fabs": "abs", "arcsin": "asin", "arccos": "acos", "arctan": "atan", "arcsinh": "asinh",
     "arccosh": "acosh", "arctanh": "atanh", "arctan2": "atan2", "power": "pow", "true_divide": "divide",
