@@ -201,6 +201,9 @@ def test_tracing_refuses_what_cannot_be_written_down():
 
     with pytest.raises(TypeError, match="dd.where"):
         dd.trace(assigns, x=3)
+    with pytest.raises(TypeError, match="np.sin"):
+        import math
+        dd.trace(lambda x: math.sin(x), x=())
     with pytest.raises(AttributeError, match="call dd.sin"):
         dd.trace(lambda x: x.sin(), x=3)
     with pytest.raises(TypeError, match="float only"):

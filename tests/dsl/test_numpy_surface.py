@@ -224,6 +224,7 @@ def test_take_along_axis_with_constant_indices():
     ("pad(x, 1, mode='median')", {}, "not supported"),
     ("split(x, 4)", {}, "equal sections"),
     ("take(x, [6])", {}, "index 6"),
+    ("y = x * 2\ny[0] = 1.0\nsum(y)", {}, "where(arange(len(y)) == i, v, y)"),
 ])
 def test_refusals_say_what_is_missing(dsl, constants, what):
     with pytest.raises(DerivdError) as e:

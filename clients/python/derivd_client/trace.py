@@ -163,6 +163,12 @@ class Traced:
         raise TypeError("a traced value has no truth value while tracing: `if`/`and`/`or` on it cannot be "
                         "written down; use dd.where(cond, a, b), or `&`, `|`, `~` on masks")
 
+    def __float__(self):
+        raise TypeError("a traced value is not a Python number while tracing: math.sin(x) and float(x) cannot be "
+                        "written down; use np.sin(x) or dd.sin(x)")
+
+    __complex__ = __float__
+
     def __array__(self, *args, **kwargs):
         raise TypeError("a traced value cannot become a numpy array; use the dd.* operations on it")
 

@@ -7,6 +7,10 @@ and the ``f_<name>`` methods here: composites (``mean``, ``softmax``,
 derivative rules. Both receive already-lowered arguments: graph nodes, or
 static Python values (ints, floats, bools, tuples) for shapes, axes and loop
 indices; a registered call receives this Library as ``lib`` for the helpers below.
+
+numpy's shape and layout functions (``roll``, ``pad``, ``take_along_axis``...) are
+the ``f_`` methods of dsl/layout.py, mixed in; numpy's other spellings of these
+names (``np.``, ``scipy.special.``, ``absolute``, ``x.sum()``) are dsl/names.py's.
 """
 
 from __future__ import annotations

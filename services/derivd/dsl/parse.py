@@ -173,6 +173,10 @@ def _check(node: ast.AST) -> None:
     if isinstance(node, ast.Assign):
         for t in node.targets:
             names = t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t]
+            if any(isinstance(n, ast.Subscript) for n in names):
+                raise refuse("in-place assignment (y[i] = v) is not part of the language: arrays are values, "
+                             "so build the new one: where(arange(len(y)) == i, v, y), or concat([y[:i], "
+                             "v[None], y[i + 1:]])", node, code="unsupported_syntax")
             if not all(isinstance(n, ast.Name) for n in names):
                 raise refuse("assignment targets are names (or a tuple of names)", node, code="unsupported_syntax")
     if isinstance(node, ast.AugAssign) and not isinstance(node.target, ast.Name):
