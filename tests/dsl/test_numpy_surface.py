@@ -286,3 +286,16 @@ def test_sparsity_patterns_of_layout_maps_are_exact(dsl, f):
     else:
         np.testing.assert_array_equal(j, P != 0)
         np.testing.assert_array_equal(h, (P.T @ P) != 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_static_index_lists_match_numpy_as_slices_or_tables(seed):
+    """Static index maps are joined strided slices when they are a few runs, a gather table otherwise:
+    either way numpy's take, whatever the runs (ascending, descending, repeated, lone entries)."""
+    rng = np.random.default_rng(seed)
+    pieces = [np.arange(rng.integers(0, 6), rng.integers(0, 6)) % 6, rng.integers(-6, 6, size=3),
+              np.arange(5, -1, -1)[: rng.integers(1, 7)], np.repeat(rng.integers(0, 6), 2)]
+    index = [int(i) for i in np.concatenate([pieces[k] for k in rng.permutation(4)])]
+    check(f"take(x, {index}) * x[{index}]", lambda x: np.take(x, index) * x[index], "x")
+    check(f"roll(x, {seed - 3}) + pad(x, ({seed}, 7 - {seed}), mode='symmetric')[:6]",
+          lambda x: np.roll(x, seed - 3) + np.pad(x, (seed, 7 - seed), mode="symmetric")[:6], "x")

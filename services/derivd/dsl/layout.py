@@ -37,13 +37,24 @@ class Layout:
                                                 "shape": tuple(values.shape)})
 
     def take_static(self, x, index, axis):
-        """``np.take(x, index, axis)`` for a static integer array ``index`` (already in range)."""
+        """``np.take(x, index, axis)`` for a static integer array ``index`` (already in range, non-negative).
+
+        A vector index made of a few runs of evenly spaced positions (roll, pad, flip: two or three)
+        is those strided slices joined, so no index table as long as the axis is written into the
+        program; any other index is one gather by a table."""
         index = np.asarray(index, dtype=np.int64)
-        if index.ndim == 1 and index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
-            items = [(0, n, 1) for n in x.shape]
-            items[axis] = (int(index[0]), int(index[0]) + index.size, 1)
-            return self.slices(x, items)
-        return apply("gather", x, self.table(x, index), axis=axis - x.ndim if axis >= 0 else axis)
+        axis = axis % x.ndim
+        runs = _runs(index) if index.ndim == 1 else None
+        if runs is not None and len(runs) <= max(4, index.size // 64):
+            parts = []
+            for start, step, count in runs:
+                items = [(0, n, 1) for n in x.shape]
+                stop = start + step * (count - 1) + (1 if step > 0 else -1)
+                items[axis] = (start, stop, step)
+                parts.append(self.slices(x, items))
+            return self.concat_axis(parts, axis) if parts else self.slices(
+                x, [(0, n, 1) if a != axis else (0, 0, 1) for a, n in enumerate(x.shape)])
+        return apply("gather", x, self.table(x, index), axis=axis - x.ndim)
 
     def slices(self, x, items):
         if all(it == (0, n, 1) for it, n in zip(items, x.shape)):
@@ -268,7 +279,13 @@ class Layout:
         n = x.shape[a]
         if len(counts) not in (1, n):
             raise ShapeError(f"repeat: {len(counts)} repetition counts for an axis of size {n}")
-        return self.take_static(x, np.repeat(np.arange(n), counts if len(counts) == n else counts[0]), a)
+        if len(counts) == 1 and n != 1:  # each entry c times: a new axis after ``a``, broadcast, merged
+            c = counts[0]
+            spread = x.shape[:a + 1] + (1,) + x.shape[a + 1:]
+            wide = x.shape[:a + 1] + (c,) + x.shape[a + 1:]
+            y = apply("broadcast_to", self.reshape_to(x, spread), shape=wide, in_ndim=len(spread))
+            return self.reshape_to(y, x.shape[:a] + (n * c,) + x.shape[a + 1:])
+        return self.take_static(x, np.repeat(np.arange(n), counts), a)
 
     def f_pad(self, x, pad_width, mode="constant", constant_values=0):
         """numpy's pad: ``pad_width`` (an int, (before, after), or one pair per axis) entries added per axis, by
@@ -470,7 +487,7 @@ class Layout:
     def checked_index(self, idx, n):
         """An integer index array checked against an axis of size ``n`` when it runs (an index out of range
         is an error naming it) and made non-negative: ``arange(n)[idx]`` as a gather of integers."""
-        return apply("gather", self.table(idx, np.arange(n)), idx, axis=-1)
+        return apply("gather", idx.graph.apply("iota", (), {"n": n}), idx, axis=-1)
 
     def f_take_along_axis(self, arr, indices, axis):
         """numpy's take_along_axis: along ``axis``, each position picks the entry ``indices`` names;
@@ -491,7 +508,8 @@ class Layout:
         x = apply("broadcast_to", x, shape=lead_shape + (n,), in_ndim=x.ndim) if x.shape[:-1] != lead_shape else x
         idx = apply("broadcast_to", idx, shape=lead_shape + idx.shape[-1:], in_ndim=idx.ndim) \
             if idx.shape[:-1] != lead_shape else idx
-        rows = self.table(idx, np.arange(math.prod(lead_shape)).reshape(lead_shape + (1,)) * n)
+        count = math.prod(lead_shape)
+        rows = self.reshape_to(idx.graph.apply("iota", (), {"n": count}), lead_shape + (1,)) * n
         linear = rows + self.checked_index(idx, n)
         out = apply("gather", self.flat(x), linear, axis=-1)
         return self.f_moveaxis(out, -1, a)
@@ -550,3 +568,19 @@ class Layout:
                 raise ProgramError("select: conditions must be masks (comparisons)", code="type_error")
             out = apply("where", c, self.as_float(v), out)
         return out
+
+
+def _runs(index: np.ndarray) -> list[tuple[int, int, int]] | None:
+    """``index`` as maximal runs (start, step, count) with step +1 or -1 (a lone entry: step 1)."""
+    runs, k, n = [], 0, index.size
+    while k < n:
+        step = int(index[k + 1] - index[k]) if k + 1 < n else 0
+        if step not in (1, -1):
+            step, length = 1, 1
+        else:
+            length = 2
+            while k + length < n and index[k + length] - index[k + length - 1] == step:
+                length += 1
+        runs.append((int(index[k]), step, length))
+        k += length
+    return runs

@@ -387,6 +387,10 @@ register(Primitive(
 
 # ---------------------------------------------------------------- constant index tables
 
+register(Primitive("iota", lambda n: ((n,), INT), template="np.arange({n}, dtype=np.int64)", differentiable=False,
+                   taylor=constant, sparsity=ZERO, params={"n": SIZE}, sample=[case(n=4)],
+                   doc="0, 1, ..., n - 1 as integers: positions for index arithmetic (it carries no derivative)"))
+
 
 def _indices_shape(values, shape):
     if math.prod(shape) != len(values):
