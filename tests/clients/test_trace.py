@@ -89,6 +89,38 @@ def scans(A):
     return dd.cumsum(A, axis=1)[:, -1] * dd.sum(np.cumsum(A) ** 2) + A.cumsum(0)[-1] ** 2 + dd.cumsum(A, -2)[0]
 
 
+def methods_and_attributes(A):
+    """numpy's array methods on traced values, with numpy's arguments (positional axes too)."""
+    return (A.sum() * A.mean(1) + A.max(0)[:3] * A.min(axis=1) + A.prod(1) + A.reshape(4, 3)[:3, 0]
+            + A.T.dot(A)[0, :3] + A.clip(-0.5, 0.5).sum(0)[1:] + A.ravel()[:3] + A.flatten()[3:6]
+            + A.transpose()[0, :3] + A.swapaxes(0, 1)[1, :3] + (A > 0).astype(float)[:, 0] * A.size
+            + A[:, :1].squeeze() * A.ndim + A.round()[0, :3] + A.cumsum(1)[:, -1] + A.shape[0])
+
+
+def new_axes_and_ellipsis(x, A):
+    return dd.sum(x[:, None] * x[None, :] + A[..., 1][:, None, np.newaxis]) + A[None, ..., 2][0]
+
+
+def advanced_indexing(A):
+    return A[[0, 2], [1, 3]] + A[2, 1:3] + A[[True, False, True], 0] + dd.sum(A[:, [3, 0, 0]], axis=0)[:2]
+
+
+def scipy_special_ufuncs(x):
+    import scipy.special
+    return dd.sum(scipy.special.expit(x) * scipy.special.erf(x)) + np.sum(np.arctan2(x, 2.0) + np.absolute(x))
+
+
+def layout(x, A):
+    """numpy's shape functions on traced values, as dd.* and as numpy's own."""
+    return (dd.sum(np.roll(x, 1) * dd.flip(x)) + dd.sum(np.pad(A, 1, mode="reflect") ** 2)
+            + dd.sum(dd.tril(A, -1) * np.triu(A)) + dd.sum(dd.split(x, 2)[1]) + dd.sum(np.diagonal(A, 1))
+            + dd.sum(dd.tile(x, 2)[:5] * dd.repeat(x, 2)[:5]) + dd.sum(np.moveaxis(dd.expand_dims(A, 0), 0, -1))
+            + dd.sum(dd.take_along_axis(A, np.argsort(W[:3], axis=1), 1)[:, 0]) + dd.sum(dd.rot90(A)[0])
+            + dd.sum(dd.linspace(x[0], x[1], 3)) + dd.sum(np.hstack([x, x ** 2])) + dd.sum(dd.take(A, [0, 5]))
+            + np.trace(A, 1) * dd.trace(A) + dd.sum(np.diag(x, -1) ** 2) + dd.sum(dd.diag(A, 1))
+            + dd.sum(np.clip(x, None, 0.3) + dd.clip(x, a_min=-0.2)))
+
+
 CASES = [
     (polar, {"r": np.array(1.7), "theta": np.array(0.4)}),
     (rosenbrock, {"x": np.array([1.2, 0.5, -0.3, 0.8])}),
@@ -104,6 +136,11 @@ CASES = [
     (reshape_stack_concat, {"x": np.array([0.5, -1.0, 2.0, 0.25, 1.5, -0.3])}),
     (elementwise_zoo, {"x": np.array([0.35, -0.8, 1.3])}),
     (scans, {"A": RNG.normal(size=(3, 3))}),
+    (methods_and_attributes, {"A": RNG.normal(size=(3, 4))}),
+    (new_axes_and_ellipsis, {"x": np.array([0.5, -1.0, 2.0]), "A": RNG.normal(size=(3, 4))}),
+    (advanced_indexing, {"A": RNG.normal(size=(3, 4))}),
+    (scipy_special_ufuncs, {"x": np.array([0.5, -1.0, 2.0])}),
+    (layout, {"x": np.array([0.5, -1.0, 2.0, 0.25]), "A": RNG.normal(size=(3, 4))}),
 ]
 
 
@@ -156,6 +193,21 @@ def test_tracing_refuses_what_cannot_be_written_down():
         dd.trace(lambda x, y: x + y, x=3)
     with pytest.raises(IndexError):
         dd.trace(lambda x: x[3], x=3)
+
+    def assigns(x):
+        y = x * 2
+        y[0] = 1.0
+        return y
+
+    with pytest.raises(TypeError, match="dd.where"):
+        dd.trace(assigns, x=3)
+    with pytest.raises(TypeError, match="np.sin"):
+        import math
+        dd.trace(lambda x: math.sin(x), x=())
+    with pytest.raises(AttributeError, match="call dd.sin"):
+        dd.trace(lambda x: x.sin(), x=3)
+    with pytest.raises(TypeError, match="float only"):
+        dd.trace(lambda x: x.astype(int), x=3)
 
 
 # ---------------------------------------------------------------- precedence, by random expressions

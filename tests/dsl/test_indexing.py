@@ -121,8 +121,12 @@ def test_index_arithmetic_with_loop_variables():
     ("x[f]", {"f": np.array([0.0, 1.0])}, "integers"),
     ("x[::0]", {}, "step"),
     ("x[1, 2]", {}, "too many indices"),
-    ("t[1, :, i]", {"i": np.array([0])}, "ambiguous"),  # numpy would move the indexed axes to the front
-    ("m[i, i]", {"i": np.array([0])}, "one index array"),
+    ("m[i, j]", {"i": np.array([0, 1]), "j": np.array([0, 1, 2])}, "do not broadcast"),
+    ("m[i, 0]", {"i": np.array([4])}, "index 4"),
+    ("m[[0, 4], i]", {"i": np.array([0])}, "index 4"),
+    ("m[[True, False]]", {}, "does not match"),
+    ("x[x > 0]", {}, "where(mask, x, 0)"),
+    ("x[..., ...]", {}, "single ellipsis"),
 ])
 def test_out_of_range_and_bad_indices_are_4xx_naming_them(dsl, constants, what):
     with pytest.raises(DerivdError) as e:

@@ -142,12 +142,16 @@ def where(cond, a, b):
 
 
 @export()
-def clip(x, lo, hi):
-    t = _traced(x, lo, hi)
+def clip(x, a_min=None, a_max=None):
+    """numpy's clip: ``minimum(maximum(x, a_min), a_max)``; either bound may be None."""
+    t = _traced(x, a_min, a_max)
     if t is None:
-        return np.clip(x, lo, hi)
-    x, lo, hi = (t.tracer.lift(v) for v in (x, lo, hi))
-    return t.tracer.call("clip", (x, lo, hi), broadcast(x, lo, hi))
+        return np.clip(x, a_min, a_max)
+    bounds = [(k, t.tracer.lift(v)) for k, v in (("a_min", a_min), ("a_max", a_max)) if v is not None]
+    x = t.tracer.lift(x)
+    if len(bounds) == 2:
+        return t.tracer.call("clip", (x, bounds[0][1], bounds[1][1]), broadcast(x, *[b for _, b in bounds]))
+    return t.tracer.call("clip", (x,), broadcast(x, *[b for _, b in bounds]), **dict(bounds))
 
 
 # ---------------------------------------------------------------- reductions
@@ -337,26 +341,25 @@ def transpose(x, axes=None):
 
 
 @export()
-def trace(x):
-    """The sum of a matrix's diagonal (``dd.trace``; the tracer itself is ``derivd_client.trace``)."""
+def trace(x, offset=0, axis1=0, axis2=1):
+    """The sum of a diagonal (``dd.trace``; the tracer itself is ``derivd_client.trace``), numpy's arguments."""
     t = _traced(x)
     if t is None:
-        return np.trace(x)
-    if x.ndim != 2:
-        raise ValueError(f"trace() takes a matrix, got shape {list(x.shape)}")
-    return t.tracer.call("trace", (x,), ())
+        return np.trace(x, offset, axis1, axis2)
+    shape = _numpy_shape("trace", np.trace, x, (offset, axis1, axis2), {}).shape
+    extra = {k: v for k, v, d in (("offset", offset, 0), ("axis1", axis1, 0), ("axis2", axis2, 1)) if v != d}
+    return t.tracer.call("trace", (x,), shape, **extra)
 
 
 @export()
-def diag(x):
+def diag(x, k=0):
     t = _traced(x)
     if t is None:
-        return np.diag(x)
-    if x.ndim == 1:
-        return t.tracer.call("diag", (x,), (x.shape[0], x.shape[0]))
-    if x.ndim == 2:
-        return t.tracer.call("diag", (x,), (builtins.min(x.shape),))
-    raise ValueError(f"diag() takes a vector or a matrix, got shape {list(x.shape)}")
+        return np.diag(x, k)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"diag() takes a vector or a matrix, got shape {list(x.shape)}")
+    shape = _numpy_shape("diag", np.diag, x, (k,), {}).shape
+    return t.tracer.call("diag", (x,), shape, **({} if k == 0 else {"k": k}))
 
 
 def _square(name, a):
@@ -731,3 +734,196 @@ FUNCTIONS.update({np.sinc: PUBLIC["sinc"], np.sum: sum, np.prod: prod, np.mean: 
                   np.min: lambda x, axis=None, keepdims=False: min(x, axis=axis, keepdims=keepdims)})
 if hasattr(np, "amax"):
     FUNCTIONS.update({np.amax: FUNCTIONS[np.max], np.amin: FUNCTIONS[np.min]})
+
+
+# ---------------------------------------------------------------- numpy's shape and layout functions
+
+# name -> numpy's function: the array first, then static arguments (ints, tuples, strings); the traced
+# shape is numpy's own, found by running it on a zero-stride stand-in of the array
+LAYOUT = {
+    "roll": np.roll, "flip": np.flip, "fliplr": np.fliplr, "flipud": np.flipud, "rot90": np.rot90,
+    "tile": np.tile, "repeat": np.repeat, "pad": np.pad, "triu": np.triu, "tril": np.tril,
+    "diagonal": np.diagonal, "expand_dims": np.expand_dims, "squeeze": np.squeeze, "moveaxis": np.moveaxis,
+    "swapaxes": np.swapaxes, "rollaxis": np.rollaxis, "ravel": np.ravel, "atleast_1d": np.atleast_1d,
+    "atleast_2d": np.atleast_2d, "atleast_3d": np.atleast_3d, "broadcast_to": np.broadcast_to,
+    "diagflat": np.diagflat,
+}
+# the same, returning a list of arrays
+SPLITS = {"split": np.split, "array_split": np.array_split, "hsplit": np.hsplit, "vsplit": np.vsplit,
+          "dsplit": np.dsplit}
+
+
+def _stand_in(x):
+    return np.broadcast_to(np.zeros((), dtype=np.int8), x.shape)
+
+
+def _numpy_shape(name, numpy_fn, x, args, kwargs):
+    try:
+        return numpy_fn(_stand_in(x), *args, **kwargs)
+    except (ValueError, IndexError, TypeError) as e:
+        raise ValueError(f"{name}: {e} (array of shape {list(x.shape)})") from None
+
+
+def _layout(name, numpy_fn):
+    def fn(x, *args, **kwargs):
+        t = _traced(x)
+        if t is None:
+            return numpy_fn(x, *args, **kwargs)
+        x = t.tracer.lift(x)
+        shape = _numpy_shape(name, numpy_fn, x, args, kwargs).shape
+        return t.tracer.call(name, (x, *args), shape, x.dtype, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"numpy's ``{name}`` (the DSL's ``{name}``): it moves entries, so its derivative moves cotangents."
+    return fn
+
+
+def _splitting(name, numpy_fn):
+    def fn(x, *args, **kwargs):
+        t = _traced(x)
+        if t is None:
+            return numpy_fn(x, *args, **kwargs)
+        x = t.tracer.lift(x)
+        parts = _numpy_shape(name, numpy_fn, x, args, kwargs)
+        both = t.tracer.call(name, (x, *args), None, "tuple", **kwargs)
+        return [t.tracer.node("item", (both, i), p.shape, x.dtype, 15) for i, p in enumerate(parts)]
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"numpy's ``{name}``: a list of arrays."
+    return fn
+
+
+for _name, _fn in LAYOUT.items():
+    globals()[_name] = export(_fn)(_layout(_name, _fn))
+for _name, _fn in SPLITS.items():
+    globals()[_name] = export(_fn)(_splitting(_name, _fn))
+
+
+@export(np.take)
+def take(a, indices, axis=None):
+    t = _traced(a, indices)
+    if t is None:
+        return np.take(a, indices, axis=axis)
+    a = t.tracer.lift(a)
+    idx = indices if isinstance(indices, (int, np.integer)) else t.tracer.lift(np.asarray(indices)
+                                                                          if isinstance(indices, list) else indices)
+    probe = np.zeros(idx.shape, dtype=np.intp) if isinstance(idx, Traced) else indices
+    shape = np.take(_stand_in(a), probe, axis=axis).shape
+    return t.tracer.call("take", (a, idx), shape, a.dtype, **({} if axis is None else {"axis": axis}))
+
+
+@export(np.take_along_axis)
+def take_along_axis(arr, indices, axis):
+    t = _traced(arr, indices)
+    if t is None:
+        return np.take_along_axis(arr, indices, axis)
+    arr, idx = t.tracer.lift(arr), t.tracer.lift(indices)
+    if idx.dtype != "i":
+        raise IndexError("take_along_axis: indices must be integers")
+    shape = np.take_along_axis(_stand_in(arr), np.zeros(idx.shape, dtype=np.intp), axis).shape
+    return t.tracer.call("take_along_axis", (arr, idx, axis), shape, arr.dtype)
+
+
+@export(np.full)
+def full(shape, fill_value):
+    tracer = active_tracer()
+    if tracer is None or not isinstance(fill_value, Traced):
+        if tracer is None:
+            return np.full(shape, fill_value, dtype=np.float64)
+        return tracer.call("full", (tuple(shape) if isinstance(shape, list) else shape, fill_value), _dims(shape))
+    return tracer.call("full", (tuple(shape) if isinstance(shape, list) else shape, fill_value), _dims(shape))
+
+
+def _like(name, numpy_fn, with_fill=False):
+    def fn(x, *fill):
+        t = _traced(x, *fill)
+        if t is None:
+            return numpy_fn(x, *fill, dtype=np.float64)
+        return t.tracer.call(name, (t.tracer.lift(x), *fill), x.shape)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"numpy's ``{name}``: an array of ``x``'s shape."
+    return fn
+
+
+zeros_like = export(np.zeros_like)(_like("zeros_like", np.zeros_like))
+ones_like = export(np.ones_like)(_like("ones_like", np.ones_like))
+full_like = export(np.full_like)(_like("full_like", np.full_like))
+
+
+@export(np.linspace)
+def linspace(start, stop, num=50, endpoint=True):
+    t = _traced(start, stop)
+    if t is None:
+        return np.linspace(start, stop, num, endpoint=endpoint)
+    start, stop = t.tracer.lift(start), t.tracer.lift(stop)
+    return t.tracer.call("linspace", (start, stop, num), (num,) + broadcast(start, stop),
+                         **({} if endpoint else {"endpoint": False}))
+
+
+@export(np.select)
+def select(condlist, choicelist, default=0):
+    t = _traced(condlist, choicelist, default)
+    if t is None:
+        return np.select(condlist, choicelist, default)
+    conds = [t.tracer.lift(c) for c in condlist]
+    choices = [t.tracer.lift(c) for c in choicelist]
+    default = t.tracer.lift(default)
+    return t.tracer.call("select", (conds, choices, default), broadcast(*conds, *choices, default))
+
+
+def _stacking(name, numpy_fn):
+    def fn(xs):
+        t = _traced(*xs)
+        if t is None:
+            return numpy_fn(xs)
+        xs = [t.tracer.lift(x) for x in xs]
+        shape = numpy_fn([_stand_in(x) for x in xs]).shape
+        return t.tracer.call(name, (xs,), shape)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"numpy's ``{name}``."
+    return fn
+
+
+for _name, _fn in {"hstack": np.hstack, "vstack": np.vstack, "dstack": np.dstack,
+                   "column_stack": np.column_stack}.items():
+    globals()[_name] = export(_fn)(_stacking(_name, _fn))
+
+
+# ---------------------------------------------------------------- numpy's array methods on traced values
+
+try:  # scipy.special's ufuncs on traced values, where scipy is installed (the SDK does not need it)
+    import scipy.special as _special
+except ImportError:
+    _special = None
+if _special is not None:
+    UFUNCS.update({_special.expit: PUBLIC["sigmoid"], _special.erf: PUBLIC["erf"], _special.erfc: PUBLIC["erfc"]})
+
+
+def _positional_axis(fn):
+    return lambda x, axis=None: fn(x, axis=axis)
+
+
+METHOD_FORMS = {  # a method whose arguments differ from the function's
+    "reshape": lambda x, *shape: reshape(x, shape[0] if len(shape) == 1 else shape),
+    "transpose": lambda x, *axes: transpose(x, (axes[0] if len(axes) == 1 else axes) if axes else None),
+    "flatten": lambda x: PUBLIC["ravel"](x),
+    "astype": lambda x, dtype: _astype(x, dtype),
+    "max": _positional_axis(max), "min": _positional_axis(min),
+}
+
+
+def _astype(x, dtype):
+    if np.dtype(dtype) != np.float64:
+        raise TypeError("astype() converts to float only: integer or boolean values have no derivative")
+    return x if x.dtype == "f" else x * 1.0
+
+
+def method(name):
+    """numpy's array method ``name`` on a traced value: the SDK function of that name, array first."""
+    if name in METHOD_FORMS:
+        return METHOD_FORMS[name]
+    if name in PUBLIC and hasattr(np.ndarray, name):
+        return PUBLIC[name]
+    return None

@@ -2,7 +2,8 @@
 
 ``trace(f, x=3, A=(2, 3))`` calls ``f`` with a :class:`Traced` stand-in per
 parameter, shaped as asked. Every operation on a stand-in (``+ - * / ** @``,
-indexing, ``.T``, comparisons, the SDK's ``dd.sin``, ``dd.sum``,
+indexing (``None`` and ``...`` too), ``.T`` and numpy's array methods
+(``x.sum()``, ``x.reshape(2, 3)``), comparisons, the SDK's ``dd.sin``, ``dd.sum``,
 ``dd.where``..., and numpy's own ufuncs and common functions) records a node
 and returns a new stand-in; Python control flow runs normally, so a Python
 ``for`` loop is unrolled and ``len(x)``/``x.shape`` are plain ints. What comes
@@ -50,8 +51,14 @@ BUILTINS = frozenset((
     "asinh acosh atanh erf erfc sigmoid softplus relu square reciprocal floor ceil round atan2 hypot "
     "maximum minimum pow clip sum prod mean max min logsumexp norm softmax where dot matmul outer "
     "transpose trace diag reshape concat concatenate stack zeros ones eye arange len solve inv det slogdet "
-    "cholesky range pi e True False"
+    "cholesky range pi e True False np numpy jnp scipy special float"
 ).split())
+
+
+def reserved() -> frozenset:
+    """``BUILTINS`` and every function the SDK exports (each is a language name)."""
+    from . import ops
+    return BUILTINS | frozenset(ops.PUBLIC)
 
 _active: contextvars.ContextVar[Tracer | None] = contextvars.ContextVar("derivd_tracer", default=None)
 
@@ -74,7 +81,7 @@ class Tracer:
     def __init__(self):
         self.nodes: list[Traced] = []
         self.constants: dict[str, np.ndarray] = {}
-        self.const_nodes: dict[int, Traced] = {}  # id(array) -> its node, so a reused array is one constant
+        self.const_nodes: dict[int, tuple] = {}  # id(array) -> (array, its node): a reused array is one constant
         self.local_names: dict[int, str] = {}  # id(object) -> the function's local variable holding it
         self.global_names: dict[int, str] = {}  # id(array) -> a module-level name of an array it reads
 
@@ -108,13 +115,13 @@ class Tracer:
     def constant(self, value, arr: np.ndarray) -> Traced:
         known = self.const_nodes.get(id(value))
         if known is not None:
-            return known
+            return known[1]
         name = f"c{len(self.constants) + 1}"
         kind = "i" if arr.dtype.kind in "iu" else "b" if arr.dtype.kind == "b" else "f"
         self.constants[name] = arr.astype(np.int64) if kind == "i" else arr.astype(np.float64) if kind == "f" else arr
         node = self.node("const", (name,), arr.shape, kind)
-        if isinstance(value, np.ndarray):
-            self.const_nodes[id(value)] = node
+        if isinstance(value, np.ndarray):  # kept alive with its node, so its id is never another array's
+            self.const_nodes[id(value)] = (value, node)
         return node
 
     def call(self, fname: str, args: tuple, shape, dtype: str = "f", **kwargs) -> Traced:
@@ -160,6 +167,12 @@ class Traced:
     def __bool__(self):
         raise TypeError("a traced value has no truth value while tracing: `if`/`and`/`or` on it cannot be "
                         "written down; use dd.where(cond, a, b), or `&`, `|`, `~` on masks")
+
+    def __float__(self):
+        raise TypeError("a traced value is not a Python number while tracing: math.sin(x) and float(x) cannot be "
+                        "written down; use np.sin(x) or dd.sin(x)")
+
+    __complex__ = __float__
 
     def __array__(self, *args, **kwargs):
         raise TypeError("a traced value cannot become a numpy array; use the dd.* operations on it")
@@ -236,17 +249,16 @@ class Traced:
 
     def __getitem__(self, index) -> Traced:
         items = list(index) if isinstance(index, tuple) else [index]
-        if any(it is None for it in items):
-            raise IndexError("np.newaxis/None is not in the language; use dd.reshape")
-        if sum(it is Ellipsis for it in items) > 1:
-            raise IndexError("an index can only have one ellipsis")
-        if Ellipsis in [it for it in items if not isinstance(it, (Traced, np.ndarray))]:
-            k = next(i for i, it in enumerate(items) if it is Ellipsis)
-            fill = self.ndim - (len(items) - 1)
-            items[k:k + 1] = [slice(None)] * max(fill, 0)
         clean, probe = [], []
         for it in items:
-            if isinstance(it, slice):
+            if it is None or it is Ellipsis:
+                clean.append(it)
+                probe.append(it)
+            elif isinstance(it, (list, np.ndarray)) and np.asarray(it).dtype == np.bool_:
+                mask = np.asarray(it)  # a mask written in the function: its True positions
+                clean.extend(self.tracer.lift(p.astype(np.int64)) for p in np.nonzero(mask))
+                probe.append(mask)
+            elif isinstance(it, slice):
                 clean.append(slice(*(_static_int(p, "a slice bound") for p in (it.start, it.stop, it.step))))
                 probe.append(clean[-1])
             elif isinstance(it, (Traced, np.ndarray, list)):
@@ -263,6 +275,24 @@ class Traced:
         if all(isinstance(c, slice) and c == slice(None) for c in clean):
             return self
         return self.tracer.node("index", (self, tuple(clean)), shape, self.dtype, POSTFIX)
+
+    def __setitem__(self, index, value):
+        raise TypeError("in-place assignment (y[i] = v) cannot be traced: the language's arrays are values. "
+                        "Build the new array instead: dd.where(mask, v, y) to replace entries, or "
+                        "dd.concat([y[:i], v[None], y[i + 1:]]) to replace row i")
+
+    # ------------------------------------------------------------ numpy's methods
+
+    def __getattr__(self, name):
+        """``x.sum(axis=0)`` is ``dd.sum(x, axis=0)``: numpy's array methods that are SDK functions."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from . import ops
+        fn = ops.method(name)
+        if fn is None:
+            raise AttributeError(f"a traced array has no method or attribute {name!r}"
+                                 + ("" if name not in ops.PUBLIC else f"; call dd.{name}(x)"))
+        return lambda *args, **kwargs: fn(self, *args, **kwargs)
 
     # ------------------------------------------------------------ numpy interop
 
@@ -333,7 +363,7 @@ def trace(fn, **examples) -> Program:
         raise TypeError(f"trace: give an example shape for every parameter of {getattr(fn, '__name__', fn)!r}; "
                         + (f"missing {missing}" if missing else f"unknown {extra}"))
     for p in params:
-        if not p.isidentifier() or keyword.iskeyword(p) or p in BUILTINS:
+        if not p.isidentifier() or keyword.iskeyword(p) or p in reserved():
             raise ValueError(f"parameter {p!r} is a name the language reserves; rename it")
     tracer = Tracer()
     args = {}
@@ -401,7 +431,7 @@ class Writer:
 
     def __init__(self, tracer: Tracer, reserved: set[str]):
         self.tracer = tracer
-        self.taken = set(reserved) | BUILTINS | set(tracer.constants)
+        self.taken = set(reserved) | globals()["reserved"]() | set(tracer.constants)
         self.text: dict[int, tuple[str, int]] = {}
         self.counter = 0
 
@@ -447,7 +477,7 @@ class Writer:
 
     def _rename_constants(self, live: set[int]) -> None:
         """Constants the function held in a variable (its own, else its module's) keep that name."""
-        for key, node in list(self.tracer.const_nodes.items()):
+        for key, (_, node) in list(self.tracer.const_nodes.items()):
             wanted = self.tracer.local_names.get(key) or self.tracer.global_names.get(key)
             old = node.args[0]
             if id(node) in live and wanted and wanted not in self.taken:
@@ -511,6 +541,10 @@ class Writer:
         raise AssertionError(k)
 
     def index_item(self, it) -> str:
+        if it is None:
+            return "None"
+        if it is Ellipsis:
+            return "..."
         if isinstance(it, Traced):
             return self.text[id(it)][0]
         if isinstance(it, slice):

@@ -7,12 +7,19 @@ and the ``f_<name>`` methods here: composites (``softmax``,
 derivative rules. Both receive already-lowered arguments: graph nodes, or
 static Python values (ints, floats, bools, tuples) for shapes, axes and loop
 indices; a registered call receives this Library as ``lib`` for the helpers below.
+
+numpy's shape and layout functions (``roll``, ``pad``, ``take_along_axis``...) are
+the ``f_`` methods of dsl/layout.py, mixed in; numpy's other spellings of these
+names (``np.``, ``scipy.special.``, ``absolute``, ``x.sum()``) are dsl/names.py's.
 """
 
 from __future__ import annotations
 
+import ast
 import math
 
+from derivd.dsl.layout import Layout
+from derivd.dsl.names import ALIASES
 from derivd.errors import ProgramError, ShapeError
 from derivd.ops import REGISTRY, apply
 from derivd.ops.registry import BOOL, FLOAT, INT, LANGUAGE, nullary
@@ -22,8 +29,9 @@ from derivd.ops.registry import BOOL, FLOAT, INT, LANGUAGE, nullary
 CALLS = {**LANGUAGE, **{name: call for prim in REGISTRY.values() for name, call in prim.dsl.items()}}
 
 
-class Library:
-    """Builds the language's functions on a lowering context ``lo`` (see lower.py)."""
+class Library(Layout):
+    """Builds the language's functions on a lowering context ``lo`` (see lower.py); numpy's shape and
+    layout functions are in dsl/layout.py, numpy's other spellings in dsl/names.py."""
 
     def __init__(self, lo):
         self.lo = lo
@@ -78,9 +86,16 @@ class Library:
     # ------------------------------------------------------------ dispatch
 
     def known(self, name: str) -> bool:
-        return name in CALLS or hasattr(self, "f_" + name)
+        return name in CALLS or name in ALIASES or hasattr(self, "f_" + name)
+
+    @staticmethod
+    def names() -> set[str]:
+        """Every function name of the language (for suggestions)."""
+        return NAMES
 
     def call(self, name, args, kwargs):
+        if name not in CALLS:  # a primitive that registers numpy's name itself takes it
+            name = ALIASES.get(name, name)
         registered = CALLS.get(name)
         if registered is not None:
             return registered(self, *args, **kwargs)
@@ -117,13 +132,46 @@ class Library:
 
     # ------------------------------------------------------------ elementwise extras
 
-    def f_where(self, c, a, b):
-        return apply("where", self.arr(c), self.arr(a), self.arr(b))
+    def f_where(self, c, *ab):
+        if len(ab) != 2:
+            raise ProgramError("where(cond) with one argument returns indices, which the language has no use "
+                               "for: write where(cond, a, b), or use the mask (x * cond, sum(cond))",
+                               code="bad_arguments")
+        return apply("where", self.arr(c), self.arr(ab[0]), self.arr(ab[1]))
 
-    def f_clip(self, x, lo, hi):
-        x, lo, hi = self.as_float(x), self.arr(lo), self.arr(hi)
-        # derivative 1 in x on [lo, hi] (bounds included), 1 in lo below it, 1 in hi above it
-        return apply("where", apply("lt", x, lo), lo, apply("where", apply("gt", x, hi), hi, x))
+    def f_clip(self, x, a_min=None, a_max=None, *, lo=None, hi=None):
+        """numpy's clip: ``minimum(maximum(x, a_min), a_max)``, so crossed bounds give ``a_max``; a bound
+        may be None. Derivative 1 in x on [a_min, a_max] (bounds included), 1 in a bound beyond it."""
+        a_min, a_max = (a_min if a_min is not None else lo), (a_max if a_max is not None else hi)
+        if a_min is None and a_max is None:
+            raise ProgramError("clip() needs a_min or a_max", code="bad_arguments")
+        out = self.as_float(x)
+        if a_min is not None:
+            a_min = self.arr(a_min)
+            out = apply("where", apply("lt", out, a_min), a_min, out)
+        if a_max is not None:
+            a_max = self.arr(a_max)
+            out = apply("where", apply("gt", out, a_max), a_max, out)
+        return out
+
+    # numpy's arithmetic functions: the operators
+    def f_add(self, a, b):
+        return self.lo.binop(ast.Add(), a, b)
+
+    def f_subtract(self, a, b):
+        return self.lo.binop(ast.Sub(), a, b)
+
+    def f_multiply(self, a, b):
+        return self.lo.binop(ast.Mult(), a, b)
+
+    def f_divide(self, a, b):
+        return self.lo.binop(ast.Div(), a, b)
+
+    def f_mod(self, a, b):
+        return self.lo.binop(ast.Mod(), a, b)
+
+    def f_negative(self, a):
+        return self.lo.unary(ast.USub(), a)
 
     # ------------------------------------------------------------ linear algebra
 
@@ -169,22 +217,18 @@ class Library:
             return x
         return apply("transpose", x, perm=perm)
 
-    def f_diag(self, x):
+    def f_diag(self, x, k=0):
+        """A vector on the ``k``-th diagonal of a square matrix, or a matrix's ``k``-th diagonal."""
         x = self.arr(x)
+        k = self.lo.static_int(k, "k")
         if x.ndim == 1:
-            n = x.shape[0]
-            return self.reshape_to(x, (1, n)) * nullary(x, "eye", n=n)
+            return self.vector_on_diagonal(x, k)
         if x.ndim == 2:
-            k = min(x.shape)
-            sq = x if x.shape == (k, k) else apply("index", x, items=((0, k, 1), (0, k, 1)))
-            return apply("sum", sq * nullary(x, "eye", n=k), axes=(-1,))
+            return self.f_diagonal(x, k)
         raise ShapeError(f"diag() takes a vector or a matrix, got shape {list(x.shape)}", shape=list(x.shape))
 
-    def f_trace(self, x):
-        x = self.arr(x)
-        if x.ndim != 2:
-            raise ShapeError(f"trace() takes a matrix, got shape {list(x.shape)}", shape=list(x.shape))
-        return apply("sum", self.f_diag(x), axes=(-1,))
+    def f_trace(self, x, offset=0, axis1=0, axis2=1):
+        return apply("sum", self.as_float(self.f_diagonal(x, offset, axis1, axis2)), axes=(-1,))
 
     def square(self, name, a):
         """``a`` as floats, refused unless its last two axes are a square matrix."""
@@ -240,8 +284,6 @@ class Library:
             return xs[0]
         return apply("concat", *xs, axis=axis - n if axis >= 0 else axis)
 
-    f_concatenate = f_concat
-
     def f_stack(self, xs, axis=0):
         xs = self._sequence("stack", xs)
         axis = self.lo.static_int(axis, "axis")
@@ -262,8 +304,13 @@ class Library:
     def f_ones(self, shape):
         return self.lo.graph.apply("ones", (), {"shape": self.shape_arg(shape)})
 
-    def f_eye(self, n):
-        return self.lo.graph.apply("eye", (), {"n": self.shape_arg(n)[0]})
+    def f_eye(self, n, M=None, k=0):
+        n = self.shape_arg(n)[0]
+        m = n if M is None else self.shape_arg(M)[0]
+        k = self.lo.static_int(k, "k")
+        if m == n and k == 0:
+            return self.lo.graph.apply("eye", (), {"n": n})
+        return self.as_float(self.tri_mask(n, m, k, "eq"))
 
     def f_arange(self, start, stop=None, step=1):
         """``arange(n)``, or numpy's ``arange(start, stop[, step])`` of static numbers, built as
@@ -281,6 +328,12 @@ class Library:
             out = out * float(step)
         return out + float(start) if start != 0 else out
 
+    def f_array(self, x):
+        """numpy's ``array(x)``/``asarray(x)``: a list of arrays stacked, an array as it is (float64)."""
+        return self.as_float(x) if not isinstance(x, (int, float)) else self.arr(float(x))
+
+    f_asarray = f_array
+
     def f_len(self, x):
         if isinstance(x, (list, tuple)):
             return len(x)
@@ -297,3 +350,4 @@ def dtype_name(dtype: str) -> str:
 _twice = sorted(name for name in CALLS if hasattr(Library, "f_" + name))
 if _twice:
     raise RuntimeError(f"language names both registered by a primitive and defined here: {_twice}")
+NAMES = frozenset(CALLS) | frozenset(ALIASES) | frozenset(n[2:] for n in dir(Library) if n.startswith("f_"))

@@ -21,13 +21,13 @@ import operator
 from dataclasses import dataclass
 
 from derivd.dsl.library import Library
+from derivd.dsl import indexing, names
 from derivd.dsl.loops import NotUniform, lower_loop
 from derivd.dsl.parse import at, parse, refuse
-from derivd.errors import DerivdError, LimitExceeded, ProgramError, ShapeError, UnknownName
+from derivd.errors import DerivdError, LimitExceeded, ProgramError, ShapeError, UnknownName, ValidationFailed
 from derivd.ir.graph import Graph, Node
 from derivd.ops import apply
 from derivd.ops.registry import BOOL, FLOAT, INT
-from derivd.ops.shape import normalize_items
 
 INT_MAX = 2**63 - 1
 CONSTANTS = {"pi": math.pi, "e": math.e, "True": True, "False": False}
@@ -89,14 +89,31 @@ def free_inputs(text: str, settings) -> list[str]:
     loads = sorted((node.lineno, node.col_offset, node.id) for node in ast.walk(tree)  # ast.walk is breadth-first
                    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load))
     for _, _, n in loads:
-        if (n not in assigned and n not in defined and n not in CONSTANTS and n != "range"
-                and not lib.known(n) and n not in seen):
+        if n not in assigned and n not in defined and not builtin(n, lib) and n != "range" and n not in seen:
             seen.append(n)
     return seen
 
 
+def builtin(name: str, lib: Library) -> bool:
+    """A name the language defines: a constant, a function, a namespace (np) or a dtype word (float)."""
+    return name in CONSTANTS or lib.known(name) or name in names.ROOTS or name in names.FLOAT_DTYPES
+
+
+def check_input_names(inputs: dict[str, InputSpec]) -> None:
+    """An input named like a builtin would be shadowed by it (or shadow it): refused, named."""
+    lib = Library(None)
+    for name, spec in inputs.items():
+        if builtin(name, lib):
+            what = "a constant" if name in CONSTANTS else "a namespace" if name in names.ROOTS else (
+                "a dtype" if name in names.FLOAT_DTYPES else "a function")
+            field = "at" if spec.role == "at" else "constants"
+            raise ValidationFailed(f"input {name!r} in `{field}` has the name of {what} of the language; "
+                                   "rename it", name=name, field=field)
+
+
 def lower(text: str, inputs: dict[str, InputSpec], settings) -> Program:
     tree = parse(text, settings)
+    check_input_names(inputs)
     lo = Lowerer(inputs, settings)
     try:
         output = lo.program(tree)
@@ -150,6 +167,11 @@ class Lowerer:
             if not parts:
                 raise ShapeError("an empty list is not an array")
             return self.lib.f_stack(parts)
+        if isinstance(v, str):
+            raise ProgramError(f"a string ({v!r:.40}) is only an argument such as mode=\"reflect\", not an array",
+                               code="type_error")
+        if v is Ellipsis:
+            raise ProgramError("... is only a subscript (x[..., 0]), not an array", code="type_error")
         raise ProgramError(f"expected an array, got a {type(v).__name__}", code="type_error")
 
     def static_int(self, v, what: str) -> int:
@@ -270,6 +292,8 @@ class Lowerer:
             if e.value is None:
                 raise refuse("None is only a subscript, where it adds an axis (x[None, :])", e,
                              code="unsupported_syntax")
+            if isinstance(e.value, str) or e.value is Ellipsis:
+                return e.value
             return self.check_int(e.value)
         if isinstance(e, ast.Name):
             return self.lookup(e.id, e, env)
@@ -315,7 +339,11 @@ class Lowerer:
         if spec is None:
             if name in self.helpers or self.lib.known(name):
                 raise refuse(f"{name!r} is a function; call it", e, code="type_error")
-            raise UnknownName(f"name {name!r} is not bound: pass it in `at` or `constants`, or assign it",
+            if name in names.ROOTS:
+                raise refuse(f"{name!r} is a namespace: use its functions ({name}.sin(x))", e, code="type_error")
+            hint = names.suggest(name, set(env) | set(self.specs) | set(self.helpers) | set(CONSTANTS)
+                                 | self.lib.names())
+            raise UnknownName(f"name {name!r} is not bound: pass it in `at` or `constants`, or assign it{hint}",
                               name=name, **at(e))
         return self.graph.input(name, spec.shape, spec.dtype, spec.role)
 
@@ -432,14 +460,23 @@ class Lowerer:
 
     # ------------------------------------------------------------ calls
 
-    def call(self, e: ast.Call, env):
-        name = e.func.id
-        if name in env:
-            raise refuse(f"{name!r} is a value, not a function", e, code="type_error")
+    def arguments(self, e: ast.Call, env):
         args = [self.expr(a, env) for a in e.args]
         kwargs = {k.arg: self.expr(k.value, env) for k in e.keywords}
         if None in kwargs:
             raise refuse("**kwargs are not part of the language", e, code="unsupported_syntax")
+        return args, kwargs
+
+    def call(self, e: ast.Call, env):
+        if isinstance(e.func, ast.Attribute):
+            path = names.dotted(e.func)
+            if path is not None and path[0] in names.ROOTS and path[0] not in env:
+                return self.namespace_call(path, e, env)
+            return self.method_call(e, env)
+        name = e.func.id
+        if name in env:
+            raise refuse(f"{name!r} is a value, not a function", e, code="type_error")
+        args, kwargs = self.arguments(e, env)
         helper = self.helpers.get(name)
         if helper is not None:
             return self.inline(helper, args, kwargs, e)
@@ -448,15 +485,85 @@ class Lowerer:
         if name in self.defined:
             raise refuse(f"helper {name}() is not visible here: a helper calls only helpers defined before it, "
                          "so there is no recursion", e, code="recursion")
+        if name in self.specs:
+            raise refuse(f"{name!r} is an input, not a function", e, code="type_error")
+        if not self.lib.known(name):
+            raise self.unknown_function(name, e)
+        return self.library_call(name, args, kwargs, e)
+
+    def library_call(self, name, args, kwargs, e, shown=None):
         try:
-            result = self.lib.call(name, args, kwargs)
+            return self.lib.call(name, args, kwargs)
         except TypeError as err:
-            raise refuse(f"bad arguments to {name}(): {_type_error(err)}", e, code="bad_arguments") from None
-        if result is None:
-            if name in self.specs:
-                raise refuse(f"{name!r} is an input, not a function", e, code="type_error")
-            raise UnknownName(f"unknown function {name!r}", name=name, **at(e))
-        return result
+            raise refuse(f"bad arguments to {shown or name}(): {_type_error(err)}", e, code="bad_arguments") from None
+
+    def unknown_function(self, name, e, prefix=("np",), shown=None) -> DerivdError:
+        """The refusal of a function the language does not have: complex, numpy's, or a near miss."""
+        shown = shown or name
+        if name in names.COMPLEX or name.split(".")[0] == "fft":
+            return names.real_valued(f"{shown}()")
+        if name in names.MEMBERS.get(prefix, ()):
+            module = names.NAMESPACES[prefix].__name__
+            return ProgramError(f"{module}'s `{name}` is not part of the language", code="unsupported_function",
+                                name=name, **at(e))
+        hint = names.suggest(name, self.lib.names() | set(self.helpers))
+        return UnknownName(f"unknown function {shown!r}{hint}", name=name, **at(e))
+
+    def namespace_call(self, path, e, env):
+        """``np.sin(x)``, ``scipy.special.expit(x)``: the language's function of that name, when the
+        module the prefix stands for has one (dsl/names.py)."""
+        found = names.split(path)
+        shown = ".".join(path)
+        if found is None:
+            if "fft" in path:
+                raise names.real_valued(f"{shown}()")
+            raise refuse(f"`{shown}` is not part of the language", e, code="unsupported_function")
+        prefix, name = found
+        if shown in {".".join(k) for k in names.DIFFERENT}:
+            raise refuse(names.DIFFERENT[path], e, code="unsupported_function")
+        if not (self.lib.known(name) and name in names.MEMBERS[prefix]):
+            if self.lib.known(name):
+                homes = [".".join(p + (name,)) for p in names.NAMESPACES if name in names.MEMBERS[p]
+                         and p[0] == path[0]]
+                where = f"; it is {homes[0]}" if homes else f"; call it as {name}()"
+                raise UnknownName(f"{'.'.join(prefix)} has no function `{name}`{where}", name=shown, **at(e))
+            raise self.unknown_function(name, e, prefix, shown)
+        args, kwargs = names.numpy_arguments(name, *self.arguments(e, env))
+        for key, value in names.DEFAULTS.get(names.default_key(prefix, name), {}).items():
+            kwargs.setdefault(key, value)
+        return self.library_call(name, args, kwargs, e, shown)
+
+    def method_call(self, e: ast.Call, env):
+        """``x.sum(axis=0)`` is ``sum(x, axis=0)``: numpy's array methods that are language functions."""
+        name = e.func.attr
+        x = self.expr(e.func.value, env)
+        if not isinstance(x, Node):
+            raise refuse(f".{name}() is a method of arrays, not of {_kind(x)}", e, code="type_error")
+        if name == "astype":
+            return self.astype(x, e, env)
+        args, kwargs = self.arguments(e, env)
+        if name in ("reshape", "transpose") and len(args) > 1:  # x.reshape(2, 3), x.transpose(1, 0)
+            args = [tuple(args)]
+        if name in names.ARRAY_METHODS and self.lib.known(name):
+            args, kwargs = names.numpy_arguments(name, [x] + args, kwargs)
+            return self.library_call(name, args, kwargs, e, f"x.{name}")
+        if self.lib.known(name):
+            raise refuse(f"arrays have no method .{name}(); call {name}(x)", e, code="unsupported_function")
+        if name in names.ARRAY_METHODS:
+            raise refuse(f"numpy's method .{name}() is not part of the language", e, code="unsupported_function")
+        hint = names.suggest(name, {m for m in names.ARRAY_METHODS if self.lib.known(m)} | {"astype"})
+        raise refuse(f"arrays have no method .{name}(){hint}", e, code="unknown_name")
+
+    def astype(self, x, e, env):
+        """``x.astype(float)``: the only dtype a differentiable value has (integers and masks become floats)."""
+        if len(e.args) != 1 or e.keywords:
+            raise refuse("astype() takes one dtype: astype(float)", e, code="bad_arguments")
+        path = names.dotted(e.args[0])
+        word = path[-1] if path else None
+        if word in names.FLOAT_DTYPES:
+            return self.lib.as_float(x)
+        raise refuse("astype() converts to float only (float, np.float64): integer or boolean values "
+                     "have no derivative", e, code="unsupported_function")
 
     def inline(self, helper: Helper, args, kwargs, e):
         params = [a.arg for a in helper.node.args.args]
@@ -479,86 +586,51 @@ class Lowerer:
     # ------------------------------------------------------------ indexing
 
     def attribute(self, e: ast.Attribute, env):
+        path = names.dotted(e)
+        if path is not None and path[0] in names.ROOTS and path[0] not in env:
+            return self.namespace_attribute(path, e)
         v = self.expr(e.value, env)
         if _static(v) or isinstance(v, (tuple, list)):
             raise refuse(f".{e.attr} applies to arrays", e, code="type_error")
+        if not isinstance(v, Node):
+            raise refuse(f".{e.attr} applies to arrays, not to {_kind(v)}", e, code="type_error")
         if e.attr == "T":
             return self.lib.f_transpose(v)
         if e.attr == "shape":
             return tuple(v.shape)
         if e.attr == "ndim":
             return v.ndim
-        return v.size
+        if e.attr == "size":
+            return v.size
+        if e.attr in ("real", "imag"):
+            raise names.real_valued(f".{e.attr}")
+        if e.attr in names.ARRAY_METHODS:
+            raise refuse(f".{e.attr} is a method; call it: x.{e.attr}()", e, code="type_error")
+        hint = names.suggest(e.attr, ATTRIBUTES | {m for m in names.ARRAY_METHODS if self.lib.known(m)})
+        raise refuse(f"arrays have no attribute .{e.attr}{hint}", e, code="unknown_name")
+
+    def namespace_attribute(self, path, e):
+        """``np.pi``, ``np.newaxis`` (a value); ``np.sin`` without a call is refused."""
+        shown = ".".join(path)
+        if len(path) == 2 and path[1] in names.NAMESPACE_CONSTANTS:
+            return names.NAMESPACE_CONSTANTS[path[1]]
+        found = names.split(path)
+        if found is not None and self.lib.known(found[1]) and found[1] in names.MEMBERS[found[0]]:
+            raise refuse(f"{shown} is a function; call it", e, code="type_error")
+        if tuple(path) in names.NAMESPACES:
+            raise refuse(f"{shown} is a namespace: use its functions", e, code="type_error")
+        raise refuse(f"`{shown}` is not part of the language", e, code="unsupported_function")
 
     def subscript(self, e: ast.Subscript, env):
-        value = self.expr(e.value, env)
-        if isinstance(value, (tuple, list)):
-            i = self.static_int(self.expr(e.slice, env), "a tuple index")
-            if not -len(value) <= i < len(value):
-                raise refuse(f"index {i} out of range for a tuple of {len(value)}", e, code="index_out_of_range")
-            return value[i]
-        if _static(value):
-            raise refuse("cannot index a scalar constant", e, code="type_error")
-        x = value
-        raw = e.slice.elts if isinstance(e.slice, ast.Tuple) else [e.slice]
-        items = []
-        new_axes = []  # where a None puts a length-1 axis, counted in the result's axes
-        produced = 0
-        for r in raw:
-            if isinstance(r, ast.Constant) and r.value is None:
-                new_axes.append(produced)
-                produced += 1
-            elif isinstance(r, ast.Slice):
-                parts = [None if p is None else self.static_int(self.expr(p, env), "a slice bound")
-                         for p in (r.lower, r.upper, r.step)]
-                if parts[2] == 0:
-                    raise refuse("slice step must not be zero", r)
-                items.append(slice(*parts))
-                produced += 1
-            else:
-                v = self.expr(r, env)
-                if isinstance(v, Node):
-                    if v.dtype != INT:
-                        raise refuse(f"an index array must hold integers, got {_dt(v)}", r, code="type_error")
-                    items.append(v)
-                    produced += v.ndim
-                else:
-                    items.append(self.static_int(v, "an index"))
-        out = self.index_items(x, items, e)
-        if new_axes:
-            shape = list(out.shape)
-            for axis in new_axes:
-                shape.insert(axis, 1)
-            out = self.lib.reshape_to(out, tuple(shape))
-        return out
+        return indexing.subscript(self, e, env)
 
-    def index_items(self, x, items, e):
-        """``x`` indexed by ints, slices and at most one integer index array (numpy's rules)."""
-        if len(items) > x.ndim:
-            raise refuse(f"too many indices ({len(items)}) for an array of shape {list(x.shape)}", e,
-                         code="index_out_of_range")
-        arrays = [i for i, it in enumerate(items) if isinstance(it, Node)]
-        if len(arrays) > 1:
-            raise refuse("one index array per subscript (index again for another axis)", e,
-                         code="unsupported_syntax")
-        if arrays:
-            p = arrays[0]
-            ints = [i for i, it in enumerate(items) if isinstance(it, int)]
-            if ints and any(isinstance(items[k], slice) for k in range(min(ints + [p]), max(ints + [p]))):
-                raise refuse("an index array and an integer index separated by a slice are ambiguous; "
-                             "index in two steps", e, code="unsupported_syntax")
-            idx = items[p]
-            items[p] = slice(None)
-            basic = self.basic_index(x, items, e)
-            axis = p - sum(1 for it in items[:p] if isinstance(it, int))
-            return apply("gather", basic, idx, axis=axis - basic.ndim)
-        return self.basic_index(x, items, e)
 
-    def basic_index(self, x, items, e):
-        norm = normalize_items(x.shape, items, where=f" of an array of shape {list(x.shape)}")
-        if all(isinstance(it, tuple) and it == (0, n, 1) for it, n in zip(norm, x.shape)):
-            return x
-        return apply("index", x, items=norm)
+ATTRIBUTES = {"T", "shape", "ndim", "size"}
+
+
+def _kind(v) -> str:
+    return "a number" if _static(v) else "a tuple" if isinstance(v, tuple) else "a list" if isinstance(
+        v, list) else "a string" if isinstance(v, str) else type(v).__name__
 
 
 def _static(v) -> bool:

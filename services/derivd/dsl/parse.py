@@ -49,8 +49,6 @@ DESCRIBE = {
     ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in",
 }
 
-ATTRIBUTES = {"T", "shape", "ndim", "size"}
-
 _AST_LOCK = threading.Lock()
 _CHAIN = re.compile(r"(?:[-+~]\s*){2,}|(?:\bnot\b\s*){2,}")
 
@@ -145,19 +143,21 @@ def validate(tree: ast.Module, max_depth: int) -> None:
 
 def _check(node: ast.AST) -> None:
     if isinstance(node, ast.Constant):
-        if node.value is None or isinstance(node.value, (bool, int, float)):
-            return  # None: a new axis in a subscript (lowering refuses it anywhere else)
+        if node.value is None or node.value is Ellipsis or isinstance(node.value, (bool, int, float)):
+            return  # None and ...: subscripts (lowering refuses them anywhere else)
         if isinstance(node.value, str) and getattr(node, "argument", False):
-            return  # a call's option, such as einsum's subscripts: never an array, never arithmetic
+            return  # a call's option (einsum's subscripts, mode="reflect"): never an array, never arithmetic
+        if isinstance(node.value, complex):
+            raise refuse("complex literals are not part of the language: it is real-valued (float64 arrays)", node,
+                         code="unsupported_syntax")
         raise refuse(f"literal {type(node.value).__name__} values are not part of the language", node,
                      code="unsupported_syntax")
-    if isinstance(node, ast.Attribute) and node.attr not in ATTRIBUTES:
-        raise refuse(f"attribute .{node.attr} is not part of the language (only .T, .shape, .ndim, .size)",
-                     node, code="unsupported_syntax")
+    if isinstance(node, ast.Attribute) and node.attr.startswith("__"):
+        raise refuse(f"attribute .{node.attr} is not allowed", node, code="unsupported_syntax")
     if isinstance(node, ast.Call):
-        if not isinstance(node.func, ast.Name):
-            raise refuse("only named functions can be called (no calls on attributes or expressions)", node,
-                         code="unsupported_syntax")
+        if not isinstance(node.func, (ast.Name, ast.Attribute)):
+            raise refuse("only functions (sin, np.sin) and array methods (x.sum()) can be called, not the value "
+                         "of an expression", node, code="unsupported_syntax")
     if isinstance(node, ast.Name) and node.id.startswith("__"):
         raise refuse(f"name {node.id!r} is not allowed", node, code="unsupported_syntax")
     if isinstance(node, ast.FunctionDef):
@@ -179,6 +179,10 @@ def _check(node: ast.AST) -> None:
     if isinstance(node, ast.Assign):
         for t in node.targets:
             names = t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t]
+            if any(isinstance(n, ast.Subscript) for n in names):
+                raise refuse("in-place assignment (y[i] = v) is not part of the language: arrays are values, "
+                             "so build the new one: where(arange(len(y)) == i, v, y), or concat([y[:i], "
+                             "v[None], y[i + 1:]])", node, code="unsupported_syntax")
             if not all(isinstance(n, ast.Name) for n in names):
                 raise refuse("assignment targets are names (or a tuple of names)", node, code="unsupported_syntax")
     if isinstance(node, ast.AugAssign) and not isinstance(node.target, ast.Name):

@@ -6,7 +6,7 @@ Query: ``derivative`` (``value_and_gradient``, ``jacobian``, ``hvp`` or
 (comma-separated; default: those inputs, in the program's order). The
 function is lowered afresh at those shapes (its own graph: the derivative's
 transforms never touch the tape cache's) within the request's deadline, and
-``compile.export`` writes the module; the answer is ``text/x-python``.
+``engines.export`` writes the module; the answer is ``text/x-python``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 
-from derivd.compile.export import export_module, program_sha256
+from derivd.engines.export import export_module, program_sha256
 from derivd.core.prepare import input_specs, wrt_names
 from derivd.engines.function import CompiledFunction
 from derivd.errors import ValidationFailed

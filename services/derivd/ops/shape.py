@@ -18,7 +18,8 @@ import numpy as np
 from derivd.errors import IndexOutOfRange, ShapeError
 from derivd.ops.evaluate import integer, literal
 from derivd.ops.registry import (
-    AXIS, FLOAT, INT, ITEMS, PERM, SHAPE, SIZE, Primitive, apply, case, lead, nullary, register, result_dtype,
+    AXIS, FLOAT, INT, ITEMS, PERM, SHAPE, SIZE, Param, Primitive, apply, case, lead, nullary, register,
+    result_dtype,
 )
 from derivd.ops.taylor_kernels import constant, linear
 
@@ -381,4 +382,30 @@ register(Primitive(
     template=lambda args, params, avals: f"np.concatenate(({', '.join(args)},), axis={integer(params['axis'])})",
     jvp=_concat_jvp, vjp=_concat_vjp, taylor=linear, sparsity=SELECT, params={"axis": AXIS},
     sample=[case((2,), (3,), axis=-1), case((2, 3), (1, 3), axis=-2), case((2, 3), (2, 1), (2, 2), axis=-1)],
+))
+
+
+# ---------------------------------------------------------------- constant index tables
+
+register(Primitive("iota", lambda n: ((n,), INT), template="np.arange({n}, dtype=np.int64)", differentiable=False,
+                   taylor=constant, sparsity=ZERO, params={"n": SIZE}, sample=[case(n=4)],
+                   doc="0, 1, ..., n - 1 as integers: positions for index arithmetic (it carries no derivative)"))
+
+
+def _indices_shape(values, shape):
+    if math.prod(shape) != len(values):
+        raise ShapeError(f"{len(values)} index values do not fill shape {list(shape)}", shape=list(shape))
+    return tuple(shape), INT
+
+
+INDEX_VALUES = Param("index values (a tuple of ints)", lambda v: type(v) is tuple and all(type(i) is int for i in v))
+
+register(Primitive(
+    "indices", _indices_shape,
+    template=lambda args, params, avals: (f"np.array({literal(params['values'])}, dtype=np.int64)"
+                                          f".reshape({literal(params['shape'])})"),
+    differentiable=False, taylor=constant, sparsity=ZERO, params={"values": INDEX_VALUES, "shape": SHAPE},
+    sample=[case(values=(0, 2, 1), shape=(3,)), case(values=(1, 0, 0, 1), shape=(2, 2))],
+    doc="a constant integer array written into the program (x[[0, 2]], the index maps of pad, diag, repeat): "
+        "it carries no derivative",
 ))
