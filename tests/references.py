@@ -158,7 +158,7 @@ def sample(spec, draws) -> np.ndarray:
     """An argument drawn as the registry's sample spec says (ops/registry.py, "sweep hints"), from
     ``draws`` (``NumpyDraws`` or ``HypothesisDraws``)."""
     kind, shape = spec[0], tuple(spec[1])
-    if kind == "real":
+    if kind in ("real", "fixed"):
         return draws.reals(shape, spec[2])
     if kind == "distinct":  # ranks spread over (lo, hi), jittered by under half a gap: no ties
         lo, hi = spec[2]
