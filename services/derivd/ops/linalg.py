@@ -18,8 +18,10 @@ entry of A and agrees with finite differences.
 from __future__ import annotations
 
 from derivd.errors import ShapeError
+import numpy as np
+
 from derivd.ops.registry import (
-    FLOAT, Primitive, apply, broadcast_shapes, case, nullary, register, scale,
+    FLAG, FLOAT, Param, Primitive, apply, broadcast_shapes, case, nullary, register, scale,
 )
 from derivd.ops.taylor_kernels import bilinear, constant
 
@@ -177,3 +179,400 @@ def _logabsdet_taylor(a, sa, jet):
     """d log|det A| = <S, dA>, S = inv(A)ᵀ: L_k = (1/k) Σ_{j=1..k} j <A_j, S_{k-j}>."""
     s = swap(apply("inv", a))
     return _sum2(apply("taylor_integrate", sa, s, jet.series(s)))
+
+
+# ---------------------------------------------------------------- tuple-valued decompositions
+#
+# eigh, svd and qr are tuple-valued (ops/registry.py, "Rule interface"): one node holds the
+# factorisation, and ``loop_get`` nodes read its elements, so the rules of one element reuse the
+# others. Their Taylor rules are refused (NoDerivativeRule): no practical recurrence.
+
+DEGENERATE_RTOL = 1e-9  # two eigenvalues (squared singular values) closer than this times the largest are repeated
+
+
+def element(t, index: int, shape: tuple[int, ...]):
+    """Element ``index`` of the tuple-valued node ``t`` (of ``shape``)."""
+    return apply("loop_get", t, index=index, aval=(tuple(shape), FLOAT))
+
+
+def _row(x):
+    """A (..., n) vector as a (..., 1, n) row: scales the columns of a matrix."""
+    return apply("reshape", x, shape=x.shape[:-1] + (1, x.shape[-1]), in_ndim=len(x.shape))
+
+
+def _col(x):
+    return apply("reshape", x, shape=x.shape + (1,), in_ndim=len(x.shape))
+
+
+def _diagonal(m):
+    return apply("sum", m * nullary(m, "eye", n=m.shape[-1]), axes=(-1,))
+
+
+def _gaps(w, nonzero: bool):
+    """F_ij = 1/(w_j - w_i) off the diagonal, 0 on it: a LinAlgError (422) where two w are repeated."""
+    return apply("spectral_gaps", w, nonzero=nonzero)
+
+
+def _spectral_gaps(w, nonzero):
+    w = np.asarray(w)
+    d = w[..., None, :] - w[..., :, None]
+    n = w.shape[-1]
+    scale = np.max(np.abs(w), axis=-1, initial=0.0)[..., None, None]
+    off = ~np.eye(n, dtype=bool)
+    close = off & (np.abs(d) <= DEGENERATE_RTOL * scale)
+    if np.any(close) or (nonzero and np.any(np.abs(w) <= DEGENERATE_RTOL * scale[..., 0])):
+        raise np.linalg.LinAlgError(
+            "the derivative of eigenvectors (singular vectors) is undefined where eigenvalues (singular values) "
+            f"repeat{' or vanish' if nonzero else ''} (closer than {DEGENERATE_RTOL:g} times the largest); "
+            "a function of the eigenvalues alone has one")
+    with np.errstate(divide="ignore"):
+        return np.where(off, 1.0 / np.where(off, d, 1.0), 0.0)
+
+
+def _gaps_jvp(p, t, out, nonzero):
+    """dF_ij = -F_ij² (dw_j - dw_i)."""
+    if t[0] is None:
+        return None
+    return -(out * out) * (_row(t[0]) - _col(t[0]))
+
+
+def _gaps_vjp(p, out, ct, nonzero):
+    h = -(out * out) * ct
+    return [apply("sum", h, axes=(-2,)) - apply("sum", h, axes=(-1,))]
+
+
+register(Primitive(
+    "spectral_gaps", lambda w, nonzero: (w[0] + (w[0][-1],), FLOAT), impl=_spectral_gaps,
+    jvp=_gaps_jvp, vjp=_gaps_vjp, params={"nonzero": FLAG},
+    sample=[case(("distinct", (3,), (-2.0, 2.0)), nonzero=False), case(("distinct", (2, 3), (0.5, 3.0)), nonzero=True)],
+    doc=f"F_ij = 1/(w_j - w_i) off the diagonal: the eigenvector derivative's weights; a 422 where two w are "
+        f"closer than {DEGENERATE_RTOL:g} times the largest |w| (and, nonzero=True, where one is that close to 0)",
+))
+
+
+def _tril_parts(n, like):
+    lower = nullary(like, "tril_ones", n=n)
+    eye = nullary(like, "eye", n=n)
+    return lower - eye, eye
+
+
+def _lower_symmetric(d):
+    """The symmetric matrix eigh reads from ``d``: its lower triangle, mirrored."""
+    strict, eye = _tril_parts(d.shape[-1], d)
+    return d * (strict + eye) + swap(d * strict)
+
+
+def _lower_gradient(g):
+    """The cotangent of A given G, the one of the symmetric matrix read from A's lower triangle."""
+    strict, eye = _tril_parts(g.shape[-1], g)
+    return g * eye + (g + swap(g)) * strict
+
+
+def _eigh_shape(a):
+    _square_shape(a)
+    return (), FLOAT
+
+
+def eigh_parts(t):
+    """(w, V) of an eigh node."""
+    s = t.inputs[0].shape
+    return element(t, 0, s[:-1]), element(t, 1, s)
+
+
+def _eigh_jvp(p, t, out):
+    if t[0] is None:
+        return None
+    w, v = eigh_parts(out)
+    m = swap(v) @ _lower_symmetric(t[0]) @ v
+    return {0: _diagonal(m), 1: v @ (_gaps(w, False) * m)}
+
+
+def _eigh_vjp(p, out, ct):
+    w, v = eigh_parts(out)
+    inner = None
+    if ct.get(0) is not None:
+        inner = _row(ct[0]) * nullary(w, "eye", n=w.shape[-1])
+    if ct.get(1) is not None:
+        term = _gaps(w, False) * (swap(v) @ ct[1])
+        inner = term if inner is None else inner + term
+    return [_lower_gradient(v @ inner @ swap(v))]
+
+
+register(Primitive(
+    "eigh", _eigh_shape, template="np.linalg.eigh({0})", jvp=_eigh_jvp, vjp=_eigh_vjp, tuple_valued=True,
+    tested_in="tests/peers/test_linalg.py",
+    doc="(w, V), numpy's eigh of the symmetric matrix in A's lower triangle (A's upper triangle is not read: "
+        "its derivative is 0); the eigenvector derivative is a 422 at a repeated eigenvalue",
+))
+
+
+def svd_parts(t):
+    s = t.inputs[0].shape
+    m, n = s[-2:]
+    k = min(m, n)
+    return element(t, 0, s[:-2] + (m, k)), element(t, 1, s[:-2] + (k,)), element(t, 2, s[:-2] + (k, n))
+
+
+def _svd_jvp(p, t, out):
+    if t[0] is None:
+        return None
+    u, s, vt = svd_parts(out)
+    v, da = swap(vt), t[0]
+    m, n = u.shape[-2], vt.shape[-1]
+    dp = swap(u) @ da @ v
+    f = _gaps(s * s, m != n)
+    du = u @ (f * (dp * _row(s) + _col(s) * swap(dp)))
+    dv = v @ (f * (_col(s) * dp + swap(dp) * _row(s)))
+    if m > n:
+        du = du + (da @ v - u @ dp) / _row(s)
+    if m < n:
+        dv = dv + (swap(da) @ u - v @ swap(dp)) / _row(s)
+    return {0: du, 1: _diagonal(dp), 2: swap(dv)}
+
+
+def _svd_vjp(p, out, ct):
+    u, s, vt = svd_parts(out)
+    v = swap(vt)
+    m, n = u.shape[-2], vt.shape[-1]
+    gu, gs, gvt = ct.get(0), ct.get(1), ct.get(2)
+    inner = None
+    if gs is not None:
+        inner = _row(gs) * nullary(s, "eye", n=s.shape[-1])
+    if gu is not None or gvt is not None:
+        f = _gaps(s * s, m != n)
+        for g, left in ((gu, u), (None if gvt is None else swap(gvt), v)):
+            if g is None:
+                continue
+            a = swap(left) @ g
+            term = (f * (a - swap(a))) * _row(s) if left is u else _col(s) * (f * (a - swap(a)))
+            inner = term if inner is None else inner + term
+    grad = u @ inner @ vt
+    if m > n and gu is not None:
+        grad = grad + ((gu - u @ (swap(u) @ gu)) / _row(s)) @ vt
+    if m < n and gvt is not None:
+        gv = swap(gvt)
+        grad = grad + u @ swap((gv - v @ (swap(v) @ gv)) / _row(s))
+    return [grad]
+
+
+def _matrix_shape(name):
+    def shape(a, **_):
+        if len(a[0]) < 2:
+            raise ShapeError(f"{name}() takes a matrix (or a stack of them), got shape {list(a[0])}", shape=list(a[0]))
+        return (), FLOAT
+    return shape
+
+
+register(Primitive(
+    "svd", _matrix_shape("svd"), template="np.linalg.svd({0}, full_matrices=False)",
+    jvp=_svd_jvp, vjp=_svd_vjp, tuple_valued=True, tested_in="tests/peers/test_linalg.py",
+    doc="(U, s, Vt) of the thin SVD (full_matrices=False); the singular vectors' derivative is a 422 at a "
+        "repeated singular value (or, for a non-square matrix, a zero one)",
+))
+
+
+def _right_solve(b, r):
+    """b R⁻¹."""
+    return swap(apply("solve", swap(r), swap(b)))
+
+
+def _copyltu(m):
+    """The symmetric matrix with m's lower triangle (diagonal included)."""
+    strict, eye = _tril_parts(m.shape[-1], m)
+    return m * (strict + eye) + swap(m * strict)
+
+
+def qr_parts(t):
+    s = t.inputs[0].shape
+    m, n = s[-2:]
+    k = min(m, n)
+    return element(t, 0, s[:-2] + (m, k)), element(t, 1, s[:-2] + (k, n))
+
+
+def _qr_tall_jvp(q, r, da):
+    """m >= n: X = Qᵀ dA R⁻¹, Ω = tril(X, -1) - its transpose, dR = (X - Ω) R, dQ = dA R⁻¹ - Q (X - Ω)."""
+    strict, _ = _tril_parts(r.shape[-1], r)
+    dar = _right_solve(da, r)
+    x = swap(q) @ dar
+    low = x * strict
+    rest = x - (low - swap(low))
+    return dar - q @ rest, rest @ r
+
+
+def _qr_tall_vjp(q, r, gq, gr):
+    """m >= n: M = R R̄ᵀ - Q̄ᵀ Q, Ā = (Q̄ + Q copyltu(M)) R⁻ᵀ (absent cotangents are zero)."""
+    m = None
+    if gr is not None:
+        m = r @ swap(gr)
+    if gq is not None:
+        m = -(swap(gq) @ q) if m is None else m - swap(gq) @ q
+    b = q @ _copyltu(m)
+    if gq is not None:
+        b = gq + b
+    return swap(apply("solve", r, swap(b)))
+
+
+def _qr_jvp(p, t, out):
+    if t[0] is None:
+        return None
+    q, r = qr_parts(out)
+    m, n = q.shape[-2], r.shape[-1]
+    if m >= n:
+        dq, dr = _qr_tall_jvp(q, r, t[0])
+        return {0: dq, 1: dr}
+    # wide: A = [X | Y] with X square, Q U = X, R = [U | Qᵀ Y]
+    a, da = p[0], t[0]
+    u, y = _columns(r, 0, m), _columns(a, m, n)
+    dq, du = _qr_tall_jvp(q, u, _columns(da, 0, m))
+    dv = swap(dq) @ y + swap(q) @ _columns(da, m, n)
+    return {0: dq, 1: apply("concat", du, dv, axis=-1)}
+
+
+def _qr_vjp(p, out, ct):
+    q, r = qr_parts(out)
+    m, n = q.shape[-2], r.shape[-1]
+    gq, gr = ct.get(0), ct.get(1)
+    if m >= n:
+        return [_qr_tall_vjp(q, r, gq, gr)]
+    a = p[0]
+    u, y = _columns(r, 0, m), _columns(a, m, n)
+    gu = None if gr is None else _columns(gr, 0, m)
+    gv = None if gr is None else _columns(gr, m, n)
+    if gv is not None:
+        extra = y @ swap(gv)
+        gq = extra if gq is None else gq + extra
+    gx = _qr_tall_vjp(q, u, gq, gu)
+    gy = q @ gv if gv is not None else 0.0 * _columns(a, m, n)
+    return [apply("concat", gx, gy, axis=-1)]
+
+
+def _columns(x, start, stop):
+    return apply("index", x, items=tuple((0, d, 1) for d in x.shape[:-1]) + ((start, stop, 1),))
+
+
+register(Primitive(
+    "qr", _matrix_shape("qr"), template="np.linalg.qr({0})", jvp=_qr_jvp, vjp=_qr_vjp, tuple_valued=True,
+    tested_in="tests/peers/test_linalg.py",
+    doc="(Q, R), numpy's reduced QR (R's diagonal as LAPACK signs it); derivatives where the leading square "
+        "block is invertible",
+))
+
+
+# ---------------------------------------------------------------- matrix functions
+#
+# expm, sqrtm, logm are primary matrix functions f, and for them (Higham, "Functions of Matrices",
+# 2008, §3.2 and Thm 4.? on block triangular Toeplitz matrices) f of a block upper triangular
+# Toeplitz matrix built from A_0, A_1, ..., A_K is block Toeplitz with blocks the Taylor
+# coefficients of f(A(t)). So the Fréchet derivative L(A, E) is the upper right block of
+# f([[A, E], [0, A]]), its adjoint is L(Aᵀ, ·), the second derivative L2(A, E, D) is block (1, 4)
+# of f([[A, E, D, 0], [0, A, 0, D], [0, 0, A, E], [0, 0, 0, A]]) (Higham & Relton 2014), and the
+# Taylor series of f(A(t)) is the first block row of f of the Toeplitz matrix. Exact up to rounding
+# for every A where f is defined; the perturbation blocks are scaled to A's size first.
+
+MATFUNS = {"expm": "expm", "sqrtm": "sqrtm", "logm": "logm"}
+
+
+def _apply_matfun(f, x):
+    import scipy.linalg as sla
+
+    with np.errstate(all="ignore"):
+        out = getattr(sla, f)(x)
+    if np.iscomplexobj(out):  # a real matrix with no real principal root or logarithm: nan
+        bad = np.any(np.abs(out.imag) > 1e-10 * (1.0 + np.abs(out.real)), axis=(-2, -1), keepdims=True)
+        out = np.where(bad, np.nan, out.real)
+    return out
+
+
+def _blocks(a, parts, layout):
+    """The block matrix of ``layout`` (rows of indices into ``parts``, -1: A, None: 0)."""
+    n = a.shape[-1]
+    size = len(layout)
+    shape = np.broadcast_shapes(a.shape, *[np.shape(p) for p in parts])
+    out = np.zeros(shape[:-2] + (size * n, size * n))
+    for i, row in enumerate(layout):
+        for j, which in enumerate(row):
+            if which is not None:
+                out[..., i * n:(i + 1) * n, j * n:(j + 1) * n] = a if which == -1 else parts[which]
+    return out
+
+
+def _scaled(a, parts):
+    """Scale factors making each perturbation's size that of A (exactness does not depend on it;
+    rounding does)."""
+    big = max(float(np.max(np.abs(a), initial=0.0)), 1e-300)
+    return [big / max(float(np.max(np.abs(p), initial=0.0)), 1e-300) for p in parts]
+
+
+def _frechet(a, e, f):
+    n = a.shape[-1]
+    (c,) = _scaled(a, [e])
+    out = _apply_matfun(f, _blocks(a, [e * c], [[-1, 0], [None, -1]]))
+    return out[..., :n, n:] / c
+
+
+def _frechet2(a, e, d, f):
+    n = a.shape[-1]
+    c1, c2 = _scaled(a, [e, d])
+    x = _blocks(a, [e * c1, d * c2], [[-1, 0, 1, None], [None, -1, None, 1], [None, None, -1, 0],
+                                       [None, None, None, -1]])
+    return _apply_matfun(f, x)[..., :n, 3 * n:] / (c1 * c2)
+
+
+def _taylor_matfun(a0, series, f):
+    K, n = len(series), a0.shape[-1]
+    (c,) = _scaled(a0, [series])
+    parts = [series[k] * c ** (k + 1) for k in range(K)]
+    layout = [[-1 if j == i else (j - i - 1 if j > i else None) for j in range(K + 1)] for i in range(K + 1)]
+    out = _apply_matfun(f, _blocks(a0, parts, layout))
+    return np.stack([out[..., :n, (k + 1) * n:(k + 2) * n] / c ** (k + 1) for k in range(K)])
+
+
+FUNCTION = Param("a matrix function (expm, sqrtm, logm)", lambda v: v in MATFUNS)
+
+
+def _frechet_jvp(p, t, out, f):
+    (a, e), (ta, te) = p, t
+    terms = [None if te is None else apply("frechet", a, te, f=f),
+             None if ta is None else apply("frechet2", a, e, ta, f=f)]
+    terms = [x for x in terms if x is not None]
+    return None if not terms else terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+def _frechet_vjp(p, out, ct, f):
+    a, e = p
+    return [apply("frechet2", swap(a), swap(e), ct, f=f) if p.varies[0] else None,
+            apply("frechet", swap(a), ct, f=f)]
+
+
+def _pair_shape(a, e, **_):
+    return broadcast_shapes(a[0], e[0]), FLOAT
+
+
+register(Primitive(
+    "frechet", _pair_shape, impl=_frechet, jvp=_frechet_jvp, vjp=_frechet_vjp, broadcasting=True,
+    params={"f": FUNCTION}, tested_in="tests/ops/test_registry_sweep.py (the first and second order of expm, "
+    "sqrtm, logm)", doc="L(A, E), the Fréchet derivative of the matrix function f at A in the direction E",
+))
+register(Primitive(
+    "frechet2", lambda a, e, d, f: (broadcast_shapes(a[0], e[0], d[0]), FLOAT), impl=_frechet2,
+    params={"f": FUNCTION}, tested_in="tests/ops/test_registry_sweep.py (the second order of expm, sqrtm, logm)",
+    doc="L2(A, E, D), the second Fréchet derivative of f: a third derivative of a matrix function is refused",
+))
+register(Primitive("taylor_matfun", lambda a, s, f: (broadcast_shapes(s[0], (1,) + a[0]), FLOAT),
+                   impl=_taylor_matfun, params={"f": FUNCTION},
+                   doc="(A_0, A series; f) -> series of the matrix function f(A)"))
+
+
+def matfun(name, doc):
+    register(Primitive(
+        name, _square_shape, impl=lambda a, _f=name: _apply_matfun(_f, a),
+        jvp=lambda p, t, out: None if t[0] is None else apply("frechet", p[0], t[0], f=name),
+        vjp=lambda p, out, ct: [apply("frechet", swap(p[0]), ct, f=name)],
+        taylor=lambda p, s, out, jet: apply("taylor_matfun", p[0], s[0], f=name), sparsity=MATRIX,
+        sample=[case(("spd", (3, 3))), case(("spd", (2, 2, 2)))], dsl=of_square(name), doc=doc,
+    ))
+
+
+matfun("expm", "the matrix exponential (scipy.linalg.expm)")
+matfun("sqrtm", "the principal square root (scipy.linalg.sqrtm); nan where it is not real")
+matfun("logm", "the principal logarithm (scipy.linalg.logm); nan where it is not real")
