@@ -5,7 +5,7 @@ batched tangent is just one more stack axis. Rules (standard, e.g. Giles 2008,
 "Collected matrix derivative results"), with X = inv(A), S = swap(X):
 
     inv:      dX = -X dA X                    Ā = -S X̄ S
-    det:      d det = det * <S, dA>           Ā = ct * det * S
+    det:      d det = <adj(A)ᵀ, dA>           Ā = ct * adj(A)ᵀ   (adj = det · inv, also at singular A)
     logabsdet d = <S, dA>                     Ā = ct * S
     solve:    dX = solve(A, dB - dA X)        B̄ = solve(Aᵀ, X̄), Ā = -B̄ Xᵀ
     cholesky: dL = L Φ(L⁻¹ dA L⁻ᵀ)            Ā = sym(L⁻ᵀ Φ(Lᵀ L̄) L⁻¹)
@@ -52,7 +52,9 @@ register(Primitive("matmul", _matmul_shape, template="({0} @ {1})", jvp=_matmul_
                    vjp=lambda p, out, ct: [ct @ swap(p[1]), swap(p[0]) @ ct], taylor=bilinear, broadcasting=True,
                    sparsity=("matmul", ((0, 1),)),
                    sample=[case(a, b) for a, b in [((2, 3), (3, 4)), ((3, 3), (3, 1)), ((2, 2, 3), (3, 2)),
-                                                   ((2, 3), (2, 3, 2))]]))
+                                                   ((2, 3), (2, 3, 2))]],
+                   dsl={"multi_dot": lambda *a, **k: _multi_dot_call(*a, **k),
+                        "matrix_power": lambda *a, **k: _matrix_power_call(*a, **k)}))
 
 
 MATRIX = ("matrix", "all")  # every output entry reads every entry of its matrix
@@ -87,10 +89,43 @@ register(Primitive(
     vjp=lambda p, out, ct: [-(swap(out) @ ct @ swap(out))],
     taylor=lambda p, s, out, jet: apply("taylor_inv", s[0], out), sparsity=MATRIX, sample=SQUARE, dsl=of_square("inv"),
 ))
+def _adjugate(a):
+    """adj(A) = det(Vt) Vtᵀ diag(Π_{j≠i} s_j) det(U) Uᵀ from A = U S Vt: exact at a singular A too
+    (the products skip s_i without dividing by it)."""
+    u, s, vt = np.linalg.svd(a)
+    n = s.shape[-1]
+    ones = np.ones(s.shape[:-1] + (1,))
+    left = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    right = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    sign = (np.linalg.det(u) * np.linalg.det(vt))[..., None, None]
+    others = (left * right)[..., None, :] if n else s[..., None, :]
+    return sign * (np.swapaxes(vt, -1, -2) * others) @ np.swapaxes(u, -1, -2)
+
+
+def _adjugate_jvp(p, t, out):
+    """adj = det · inv away from singular matrices: d adj = tr(inv dA) adj - adj dA inv (a 422 at an
+    exactly singular matrix: the second derivative of det there is not computed)."""
+    if t[0] is None:
+        return None
+    x = apply("inv", p[0])
+    return _expand2(_sum2(swap(x) * t[0])) * out - out @ t[0] @ x
+
+
+def _adjugate_vjp(p, out, ct):
+    xt = swap(apply("inv", p[0]))
+    return [_expand2(_sum2(ct * out)) * xt - swap(out) @ ct @ xt]
+
+
+register(Primitive(
+    "adjugate", _square_shape, impl=_adjugate, jvp=_adjugate_jvp, vjp=_adjugate_vjp,
+    taylor=lambda p, s, out, jet: jet.series(_expand2(apply("det", p[0])) * apply("inv", p[0])),
+    sparsity=MATRIX, sample=SQUARE, doc="adj(A), det(A) inv(A) where A is invertible: det's gradient (transposed), "
+    "also at a singular A",
+))
 register(Primitive(
     "det", _det_shape, template="np.linalg.det({0})",
-    jvp=lambda p, t, out: None if t[0] is None else out * _sum2(swap(apply("inv", p[0])) * t[0]),
-    vjp=lambda p, out, ct: [_expand2(scale(ct, out)) * swap(apply("inv", p[0]))],
+    jvp=lambda p, t, out: None if t[0] is None else _sum2(swap(apply("adjugate", p[0])) * t[0]),
+    vjp=lambda p, out, ct: [_expand2(ct) * swap(apply("adjugate", p[0]))],
     taylor=lambda p, s, out, jet: apply(  # d det = det · d log|det|
         "taylor_riccati", jet.series(apply("logabsdet", p[0])), out, a=0.0, b=1.0, c=0.0),
     sparsity=MATRIX, sample=SQUARE, dsl=of_square("det"),
@@ -140,6 +175,7 @@ def _solve_taylor(p, s, out, jet):
 register(Primitive("solve", _solve_shape, template="np.linalg.solve({0}, {1})",
                    jvp=_solve_jvp, vjp=_solve_vjp, taylor=_solve_taylor, broadcasting=True,
                    sparsity=("solve", ((0, 0), (0, 1))),
+                   dsl={"solve_triangular": lambda *a, **k: _solve_triangular_call(*a, **k)},
                    sample=[case(("invertible", a), b) for a, b in [((3, 3), (3, 2)), ((2, 3, 3), (3, 1)),
                                                                    ((2, 2), (2, 2, 2))]]))
 
@@ -300,6 +336,7 @@ def _eigh_vjp(p, out, ct):
 
 register(Primitive(
     "eigh", _eigh_shape, template="np.linalg.eigh({0})", jvp=_eigh_jvp, vjp=_eigh_vjp, tuple_valued=True,
+    dsl={"eigh": lambda *a, **k: _eigh_call(*a, **k), "eigvalsh": lambda *a, **k: _eigvalsh_call(*a, **k)},
     tested_in="tests/peers/test_linalg.py",
     doc="(w, V), numpy's eigh of the symmetric matrix in A's lower triangle (A's upper triangle is not read: "
         "its derivative is 0); the eigenvector derivative is a 422 at a repeated eigenvalue",
@@ -366,6 +403,7 @@ def _matrix_shape(name):
 register(Primitive(
     "svd", _matrix_shape("svd"), template="np.linalg.svd({0}, full_matrices=False)",
     jvp=_svd_jvp, vjp=_svd_vjp, tuple_valued=True, tested_in="tests/peers/test_linalg.py",
+    dsl={"svd": lambda *a, **k: _svd_call(*a, **k)},
     doc="(U, s, Vt) of the thin SVD (full_matrices=False); the singular vectors' derivative is a 422 at a "
         "repeated singular value (or, for a non-square matrix, a zero one)",
 ))
@@ -452,6 +490,7 @@ def _columns(x, start, stop):
 
 register(Primitive(
     "qr", _matrix_shape("qr"), template="np.linalg.qr({0})", jvp=_qr_jvp, vjp=_qr_vjp, tuple_valued=True,
+    dsl={"qr": lambda *a, **k: _qr_call(*a, **k)},
     tested_in="tests/peers/test_linalg.py",
     doc="(Q, R), numpy's reduced QR (R's diagonal as LAPACK signs it); derivatives where the leading square "
         "block is invertible",
@@ -576,3 +615,175 @@ def matfun(name, doc):
 matfun("expm", "the matrix exponential (scipy.linalg.expm)")
 matfun("sqrtm", "the principal square root (scipy.linalg.sqrtm); nan where it is not real")
 matfun("logm", "the principal logarithm (scipy.linalg.logm); nan where it is not real")
+
+
+# ---------------------------------------------------------------- pseudo-inverse
+
+
+def _eye_like(x, n):
+    return nullary(x, "eye", n=n)
+
+
+def _pinv_jvp(p, t, out):
+    """Constant rank (Golub & Pereyra 1973): dP = -P dA P + P Pᵀ dAᵀ (I - A P) + (I - P A) dAᵀ Pᵀ P."""
+    if t[0] is None:
+        return None
+    a, pa, da = p[0], out, t[0]
+    m, n = a.shape[-2:]
+    dat = swap(da)
+    return (-(pa @ da @ pa) + pa @ swap(pa) @ dat @ (_eye_like(a, m) - a @ pa)
+            + (_eye_like(a, n) - pa @ a) @ dat @ swap(pa) @ pa)
+
+
+def _pinv_vjp(p, out, ct):
+    """Ā = -Pᵀ Ḡ Pᵀ + (I - A P) Ḡᵀ P Pᵀ + Pᵀ P Ḡᵀ (I - P A)."""
+    a, pa = p[0], out
+    m, n = a.shape[-2:]
+    gt, pt = swap(ct), swap(pa)
+    return [-(pt @ ct @ pt) + (_eye_like(a, m) - a @ pa) @ gt @ pa @ pt
+            + pt @ pa @ gt @ (_eye_like(a, n) - pa @ a)]
+
+
+def _pinv_taylor(p, s, out, jet):
+    """Full rank: P = (AᵀA)⁻¹Aᵀ (m >= n) or Aᵀ(AAᵀ)⁻¹ (m < n), series by composition."""
+    a = p[0]
+    m, n = a.shape[-2:]
+    at = swap(a)
+    build = apply("solve", at @ a, at) if m >= n else swap(apply("solve", a @ at, a))
+    return jet.series(build)
+
+
+def _pinv_shape(a):
+    s = a[0]
+    if len(s) < 2:
+        raise ShapeError(f"pinv() takes a matrix (or a stack of them), got shape {list(s)}", shape=list(s))
+    return s[:-2] + (s[-1], s[-2]), FLOAT
+
+
+# ---------------------------------------------------------------- language calls
+
+
+def _refuse(message):
+    from derivd.errors import ProgramError
+
+    raise ProgramError(message, code="bad_arguments")
+
+
+def _matrix_arg(lib, name, a):
+    a = lib.as_float(a)
+    if a.ndim < 2:
+        raise ShapeError(f"{name}() takes a matrix (or a stack of them), got shape {list(a.shape)}", shape=list(a.shape))
+    return a
+
+
+def _eigh_call(lib, a, UPLO="L"):
+    a = lib.square("eigh", a)
+    if UPLO not in ("L", "U"):
+        _refuse(f"eigh(UPLO=...) is 'L' or 'U', not {UPLO!r}")
+    return eigh_parts(apply("eigh", a if UPLO == "L" else swap(a)))
+
+
+def _eigvalsh_call(lib, a, UPLO="L"):
+    return _eigh_call(lib, a, UPLO)[0]
+
+
+def _svd_call(lib, a, full_matrices=True, compute_uv=True, hermitian=False):
+    a = _matrix_arg(lib, "svd", a)
+    if hermitian:
+        _refuse("svd(hermitian=True) is not supported: use eigh")
+    parts = svd_parts(apply("svd", a))
+    if not compute_uv:
+        return parts[1]
+    if full_matrices and a.shape[-1] != a.shape[-2]:
+        _refuse("svd() of a non-square matrix answers the thin factors only: pass full_matrices=False")
+    return parts
+
+
+def _qr_call(lib, a, mode="reduced"):
+    a = _matrix_arg(lib, "qr", a)
+    if mode == "complete" and a.shape[-2] > a.shape[-1]:
+        _refuse("qr(mode='complete') of a tall matrix is not supported: use mode='reduced'")
+    if mode not in ("reduced", "complete", "r"):
+        _refuse(f"qr(mode=...) is 'reduced', 'complete' or 'r', not {mode!r}")
+    q, r = qr_parts(apply("qr", a))
+    return r if mode == "r" else (q, r)
+
+
+def _solve_triangular_call(lib, a, b, trans=0, lower=False, unit_diagonal=False):
+    """A solve with the other triangle masked away (and the diagonal set to 1 for unit_diagonal):
+    the same value as scipy's, and a derivative 0 in the entries it does not read."""
+    a = lib.square("solve_triangular", a)
+    n = a.shape[-1]
+    tri = nullary(a, "tril_ones", n=n)
+    if not lower:
+        tri = swap(tri)
+    if unit_diagonal:
+        eye = nullary(a, "eye", n=n)
+        a = a * (tri - eye) + eye
+    else:
+        a = a * tri
+    if trans in (1, "T", "C"):
+        a = swap(a)
+    elif trans not in (0, "N"):
+        _refuse(f"solve_triangular(trans=...) is 0, 1, 'N' or 'T', not {trans!r}")
+    return lib.f_solve(a, b)
+
+
+def _pinv_call(lib, a):
+    return apply("pinv", _matrix_arg(lib, "pinv", a))
+
+
+def _lstsq_call(lib, a, b, rcond=None):
+    """numpy's (x, residuals, rank, s) for a full-rank A: x = pinv(A) b; residuals the squared
+    norms of A x - b per column when A is tall (else empty); rank min(m, n)."""
+    a, b = lib.as_float(a), lib.as_float(b)
+    if a.ndim != 2 or b.ndim not in (1, 2) or b.shape[0] != a.shape[0]:
+        raise ShapeError(f"lstsq: shapes {list(a.shape)} and {list(b.shape)} are not aligned",
+                         shapes=[list(a.shape), list(b.shape)])
+    m, n = a.shape
+    x = lib.f_matmul(apply("pinv", a), b)
+    if m > n:
+        r = lib.f_matmul(a, x) - b
+        residuals = apply("sum", r * r, axes=(0 - r.ndim,))
+        residuals = lib.reshape_to(residuals, (1,)) if b.ndim == 1 else residuals
+    else:
+        residuals = a.graph.apply("zeros", (), {"shape": (0,)})
+    return x, residuals, min(m, n), svd_parts(apply("svd", a))[1]
+
+
+def _matrix_power_call(lib, a, n):
+    """By repeated squaring; a negative power of the inverse; 0: the identity."""
+    a = lib.square("matrix_power", a)
+    n = lib.lo.static_int(n, "matrix_power's n")
+    if n < 0:
+        a, n = apply("inv", a), -n
+    out = None
+    while n:
+        if n & 1:
+            out = a if out is None else out @ a
+        n >>= 1
+        if n:
+            a = a @ a
+    if out is None:
+        eye = nullary(a, "eye", n=a.shape[-1])
+        return eye if a.ndim == 2 else apply("broadcast_to", eye, shape=a.shape, in_ndim=2)
+    return out
+
+
+def _multi_dot_call(lib, arrays):
+    if not isinstance(arrays, (list, tuple)) or len(arrays) < 2:
+        _refuse("multi_dot() takes a list of at least two arrays")
+    out = arrays[0]
+    for x in arrays[1:]:
+        out = lib.f_matmul(out, x)
+    return out
+
+
+register(Primitive(
+    "pinv", _pinv_shape, template="np.linalg.pinv({0})", jvp=_pinv_jvp, vjp=_pinv_vjp, taylor=_pinv_taylor,
+    sparsity=MATRIX, sample=[case(("spread", (3, 2), (0.5, 2.0))), case(("spread", (2, 3), (0.5, 2.0))),
+                             case(("invertible", (2, 2, 2)))],
+    dsl={"pinv": _pinv_call, "lstsq": _lstsq_call},
+    doc="the Moore-Penrose pseudo-inverse; derivatives where the rank is locally constant (full rank for the "
+        "Taylor rule)",
+))

@@ -256,6 +256,8 @@ def batch_of(t, primal) -> tuple[int, ...]:
 #   ("distinct", shape, (lo, hi)) float, differentiated; elements at least (hi-lo)/(2n) apart (no ties)
 #   ("invertible", shape)         float, differentiated; well-conditioned square matrices
 #   ("spd", shape)                float, differentiated; symmetric positive definite matrices
+#   ("spread", shape, (lo, hi))   float, differentiated; matrices whose singular values are spread over
+#                                 (lo, hi) as "distinct" spreads elements (full rank, no repeats)
 #   ("mask", shape)               boolean constant
 #   ("index", shape, size)        int64 constant in [-size, size), repeats included
 
