@@ -93,14 +93,15 @@ def test_an_order_or_shape_parameter_takes_no_derivative(dsl, argument, mode):
     assert np.all(np.isfinite(call("gradient", dsl, {"x": at["x"]}, {"v": at["v"]}, mode=mode)["gradient"]["x"]))
 
 
-def test_taylor_series_of_the_inverse_functions_are_the_derivatives():
-    """erfinv's Taylor coefficients (its own recurrence) against erf's inverse: erf(erfinv(x)) = x
-    has the series of x itself, and the 2nd derivative of erfinv is 2 y y'² (y' = √π/2 e^{y²})."""
-    x0 = 0.3
-    got = call("taylor", "erfinv(x)", {"x": np.array(x0)}, order=3, v={"x": np.array(1.0)})
+def test_erfinv_taylor_series_has_the_inverse_functions_derivatives():
+    """erfinv's Taylor coefficients (its own recurrence) against the derivatives of an inverse function:
+    erf(erfinv(x)) = x gives y1 = √π/2 e^{y²}, y2 = 2 y y1², y3 = 2 y1³ + 4 y y1 y2 (y_k the k-th derivative)."""
     from scipy.special import erfinv
 
+    x0 = 0.3
+    got = call("taylor", "erfinv(x)", {"x": np.array(x0)}, order=3, v={"x": np.array(1.0)})
     y = erfinv(x0)
     d1 = np.sqrt(np.pi) / 2 * np.exp(y * y)
     d2 = 2 * y * d1 * d1
-    np.testing.assert_allclose(np.ravel(got["derivatives"])[1:3], [d1, d2], rtol=1e-10)
+    d3 = 2 * d1 ** 3 + 4 * y * d1 * d2
+    np.testing.assert_allclose(np.ravel(got["derivatives"])[1:4], [d1, d2, d3], rtol=1e-10)
