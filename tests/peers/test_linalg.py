@@ -120,6 +120,18 @@ CASES = [
     Case("sum(expm(A) * W)", lambda np, A, W: np.sum(expm(np, A) * W), {"A": 0.5 * general(2, 3, 3)}, {"W": W3}),
     Case("sum(logm(0.5 * (A + transpose(A))) * W)", lambda np, A, W: np.sum(sym_log(np, A) * W), {"A": spd(3, 3)},
          {"W": W3}),
+    # norm's orders (peered by their definitions)
+    Case("norm(x, 1) + norm(x, 3) + norm(x, 0.5)", lambda np, x: np.sum(np.abs(x)) + np.sum(np.abs(x) ** 3) ** (1 / 3)
+         + np.sum(np.abs(x) ** 0.5) ** 2, {"x": general(4)}),
+    Case("norm(X, 2) + norm(X, -2)", lambda np, X: (lambda s: np.max(s) + np.min(s))(np.linalg.svd(X, compute_uv=False)),
+         {"X": general(3, 4)}),
+    Case("norm(X, 1) + norm(X, -1)", lambda np, X: np.max(np.sum(np.abs(X), 0)) + np.min(np.sum(np.abs(X), 0)),
+         {"X": general(3, 4)}),
+    Case("sum(norm(S, 2, axis=(2, 0)))", lambda np, S: np.sum(np.max(np.linalg.svd(np.transpose(S, (1, 2, 0)),
+                                                                                       compute_uv=False), -1)),
+         {"S": general(2, 3, 4)}),
+    Case("sum(norm(S, 4, axis=1, keepdims=True) * S)",
+         lambda np, S: np.sum(np.sum(np.abs(S) ** 4, axis=1, keepdims=True) ** 0.25 * S), {"S": general(2, 3, 4)}),
     # the existing functions on stacks
     Case("sum(inv(A) * W)", lambda np, A, W: np.sum(np.linalg.inv(A) * W), {"A": invertible(2, 3, 3)}, {"W": W3}),
     Case("sum(det(A) ** 2)", lambda np, A: np.sum(np.linalg.det(A) ** 2), {"A": invertible(2, 2, 3, 3)}),

@@ -17,9 +17,11 @@ entry of A and agrees with finite differences.
 
 from __future__ import annotations
 
-from derivd.errors import ShapeError
+import math
+
 import numpy as np
 
+from derivd.errors import ShapeError
 from derivd.ops.registry import (
     FLAG, FLOAT, Param, Primitive, apply, broadcast_shapes, case, nullary, register, scale,
 )
@@ -403,7 +405,7 @@ def _matrix_shape(name):
 register(Primitive(
     "svd", _matrix_shape("svd"), template="np.linalg.svd({0}, full_matrices=False)",
     jvp=_svd_jvp, vjp=_svd_vjp, tuple_valued=True, tested_in="tests/peers/test_linalg.py",
-    dsl={"svd": lambda *a, **k: _svd_call(*a, **k)},
+    dsl={"svd": lambda *a, **k: _svd_call(*a, **k), "norm": lambda *a, **k: _norm_call(*a, **k)},
     doc="(U, s, Vt) of the thin SVD (full_matrices=False); the singular vectors' derivative is a 422 at a "
         "repeated singular value (or, for a non-square matrix, a zero one)",
 ))
@@ -787,3 +789,61 @@ register(Primitive(
     doc="the Moore-Penrose pseudo-inverse; derivatives where the rank is locally constant (full rank for the "
         "Taylor rule)",
 ))
+
+
+def _norm_call(lib, x, ord=None, axis=None, keepdims=False):
+    """numpy.linalg.norm: the 2-norm of everything (ord None, axis None), a vector norm along one
+    axis (ord 2, 1, inf, -inf, 0, any p), or a matrix norm over two ('fro', 'nuc', 2, -2, 1, -1,
+    inf, -inf); all compositions, so ties of max/min split their derivative (reductions' convention)
+    and the 2-norm's gradient at 0 is 0."""
+    x = lib.as_float(x)
+    if axis is None:
+        if ord is not None and x.ndim not in (1, 2):
+            raise ShapeError(f"norm(ord=...) without axis takes a vector or a matrix, got shape {list(x.shape)}",
+                             shape=list(x.shape))
+        given = tuple(range(x.ndim)) if ord is not None else None
+    else:
+        given = axis if isinstance(axis, tuple) else (axis,)
+    axes = lib.axes(x, given)
+    pair = tuple(a % x.ndim - x.ndim for a in (given or ()) if isinstance(a, int))
+    if ord is None or (ord == "fro" and len(axes) == 2) or (ord == 2 and len(axes) == 1):
+        out = apply("norm2", x, axes=axes)
+    elif len(axes) == 1:
+        out = _vector_norm(x, ord, axes)
+    elif len(axes) == 2:
+        out = _matrix_norm(lib, x, ord, pair)
+    else:
+        raise ShapeError(f"norm(ord={ord!r}) takes one axis or two, not {len(axes)}")
+    if keepdims:
+        out = lib.reshape_to(out, tuple(1 if i - x.ndim in axes else d for i, d in enumerate(x.shape)))
+    return out
+
+
+def _vector_norm(x, ord, axes):
+    a = apply("abs", x)
+    if ord == math.inf:
+        return apply("max", a, axes=axes)
+    if ord == -math.inf:
+        return apply("min", a, axes=axes)
+    if ord == 0:
+        return apply("sum", apply("to_float", apply("ne", x, 0.0)), axes=axes)
+    if isinstance(ord, bool) or not isinstance(ord, (int, float)):
+        _refuse(f"norm(ord=...) of a vector is a number, not {ord!r}")
+    if ord == 1:
+        return apply("sum", a, axes=axes)
+    return apply("pow", apply("sum", apply("pow", a, float(ord)), axes=axes), 1.0 / ord)
+
+
+def _matrix_norm(lib, x, ord, pair):
+    row, col = pair
+    if ord in ("nuc", 2, -2):
+        rest = [i for i in range(x.ndim) if i - x.ndim not in pair]
+        moved = lib.f_transpose(x, tuple(rest) + (row % x.ndim, col % x.ndim))
+        s = svd_parts(apply("svd", moved))[1]
+        return apply({"nuc": "sum", 2: "max", -2: "min"}[ord], s, axes=(-1,))
+    if ord not in (1, -1, math.inf, -math.inf):
+        _refuse(f"norm(ord=...) of a matrix is 'fro', 'nuc', 1, -1, 2, -2, inf or -inf, not {ord!r}")
+    summed, over = (row, col) if ord in (1, -1) else (col, row)
+    sums = apply("sum", apply("abs", x), axes=(summed,))
+    over = over + 1 if over < summed else over
+    return apply("max" if ord > 0 else "min", sums, axes=(over,))
