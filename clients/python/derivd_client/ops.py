@@ -507,16 +507,9 @@ FUNCTIONS.update({
     np.outer: outer, np.transpose: transpose, np.trace: trace, np.diag: diag, np.reshape: reshape,
     np.concatenate: lambda xs, axis=0: concat(xs, axis), np.stack: stack, np.linalg.inv: inv,
     np.linalg.det: det, np.linalg.slogdet: slogdet, np.linalg.cholesky: cholesky, np.linalg.solve: solve,
-    np.linalg.norm: lambda x, ord=None, axis=None: _two_norm(x, ord, axis),
 })
 if hasattr(np, "amax"):
     FUNCTIONS.update({np.amax: FUNCTIONS[np.max], np.amin: FUNCTIONS[np.min]})
-
-
-def _two_norm(x, ord, axis):
-    if ord not in (None, 2) or (ord == 2 and axis is None and x.ndim > 1):
-        raise TypeError("only the 2-norm (np.linalg.norm(x) or norm over an axis) is in the language")
-    return norm(x, axis)
 
 
 # ---------------------------------------------------------------- scipy.special
@@ -711,3 +704,15 @@ def lstsq(a, b, rcond=None):
     four = t.tracer.call("lstsq", (a, b), None, "tuple")
     return (t.tracer.node("item", (four, 0), x_shape, "f", 15), t.tracer.node("item", (four, 1), res_shape, "f", 15),
             builtins.min(m, n), t.tracer.node("item", (four, 3), (builtins.min(m, n),), "f", 15))
+
+
+def _linalg_norm(x, ord=None, axis=None, keepdims=False):
+    """numpy.linalg.norm on traced values: the language's ``norm`` with numpy's orders and axes."""
+    x = _traced(x).tracer.lift(x)
+    axes = _axes(x.shape, axis)
+    shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape) if keepdims or i not in axes)
+    kwargs = {k: v for k, v in (("axis", axis), ("keepdims", keepdims)) if v not in (None, False)}
+    return x.tracer.call("norm", (x,) if ord is None else (x, ord), shape, **kwargs)
+
+
+FUNCTIONS[np.linalg.norm] = _linalg_norm
