@@ -13,6 +13,12 @@ batched tangent is just one more stack axis. Rules (standard, e.g. Giles 2008,
 where Φ keeps the lower triangle and halves the diagonal. ``cholesky(A)`` is the
 factor of the symmetric part ½(A + Aᵀ), so its derivative is defined for every
 entry of A and agrees with finite differences.
+
+Further down: the decompositions ``eigh svd qr`` (tuple-valued, their elements read by
+``loop_get``; eigenvector and singular-vector derivatives weighted by ``spectral_gaps``, which
+refuses repeated spectra), ``pinv``, the matrix functions ``expm sqrtm logm`` by block
+matrices, and the language's calls built from these (``eigvalsh lstsq solve_triangular
+matrix_power multi_dot norm``).
 """
 
 from __future__ import annotations
