@@ -123,7 +123,8 @@ CASES = [
     # norm's orders (peered by their definitions)
     Case("norm(x, 1) + norm(x, 3) + norm(x, 0.5)", lambda np, x: np.sum(np.abs(x)) + np.sum(np.abs(x) ** 3) ** (1 / 3)
          + np.sum(np.abs(x) ** 0.5) ** 2, {"x": general(4)}),
-    Case("norm(X, 2) + norm(X, -2)", lambda np, X: (lambda s: np.max(s) + np.min(s))(np.linalg.svd(X, compute_uv=False)),
+    Case("norm(X, 2) + norm(X, -2)",
+         lambda np, X: (lambda s: np.max(s) + np.min(s))(np.linalg.svd(X, compute_uv=False)),
          {"X": general(3, 4)}),
     Case("norm(X, 1) + norm(X, -1)", lambda np, X: np.max(np.sum(np.abs(X), 0)) + np.min(np.sum(np.abs(X), 0)),
          {"X": general(3, 4)}),
@@ -185,7 +186,8 @@ def test_decompositions_have_no_taylor_rule(dsl):
 # ---------------------------------------------------------------- edges
 
 
-@pytest.mark.parametrize("dsl", ["w, V = eigh(A)\nsum(V * V * W)", "U, s, Vt = svd(A, full_matrices=False)\nsum(U * W)"])
+@pytest.mark.parametrize("dsl", ["w, V = eigh(A)\nsum(V * V * W)",
+                                 "U, s, Vt = svd(A, full_matrices=False)\nsum(U * W)"])
 def test_a_repeated_spectrum_refuses_the_vector_derivative(dsl):
     """At a repeated eigenvalue (singular value) the vectors' derivative does not exist: a 422 that
     says so, never a NaN; the values' derivative is still answered."""

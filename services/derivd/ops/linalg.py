@@ -29,7 +29,7 @@ import numpy as np
 
 from derivd.errors import ShapeError
 from derivd.ops.registry import (
-    FLAG, FLOAT, Param, Primitive, apply, broadcast_shapes, case, nullary, register, scale,
+    FLAG, FLOAT, Param, Primitive, apply, broadcast_shapes, case, nullary, register,
 )
 from derivd.ops.taylor_kernels import bilinear, constant
 
@@ -680,7 +680,8 @@ def _refuse(message):
 def _matrix_arg(lib, name, a):
     a = lib.as_float(a)
     if a.ndim < 2:
-        raise ShapeError(f"{name}() takes a matrix (or a stack of them), got shape {list(a.shape)}", shape=list(a.shape))
+        raise ShapeError(f"{name}() takes a matrix (or a stack of them), got shape {list(a.shape)}",
+                         shape=list(a.shape))
     return a
 
 

@@ -295,8 +295,8 @@ unary("log_expit", "sp.log_expit({0})", lambda x, y: apply("sigmoid", -x),
       taylor=composite(lambda x, y: -softplus(-x)), doc="log(expit(x)) without overflow or lost digits")
 unary("entr", "sp.entr({0})", lambda x, y: -(log(x) + 1.0), domain=_POS, taylor=composite(lambda x, y: -(x * log(x))),
       doc="-x log x for x > 0, 0 at 0, -inf below")
-binary("xlogy", "sp.xlogy({0}, {1})", None, lambda a, b, y: log(b), lambda a, b, y: a / b, domains=((((-2.0, 2.0),)), _POS),
-       taylor=composite(lambda a, b, y: a * log(b)), dsl=True)
+binary("xlogy", "sp.xlogy({0}, {1})", None, lambda a, b, y: log(b), lambda a, b, y: a / b,
+       domains=(((-2.0, 2.0),), _POS), taylor=composite(lambda a, b, y: a * log(b)), dsl=True)
 binary("xlog1py", "sp.xlog1py({0}, {1})", None, lambda a, b, y: apply("log1p", b), lambda a, b, y: a / (1.0 + b),
        domains=(((-2.0, 2.0),), ((-0.7, 2.0),)), taylor=composite(lambda a, b, y: a * apply("log1p", b)), dsl=True)
 binary("rel_entr", "sp.rel_entr({0}, {1})", None, lambda a, b, y: log(a / b) + 1.0, lambda a, b, y: -(a / b),
@@ -312,7 +312,8 @@ unary("i0e", "sp.i0e({0})", lambda x, y: apply("i1e", x) - sign(x) * y, domain=(
 unary("i1e", "sp.i1e({0})", lambda x, y: 0.5 * (apply("i0e", x) + ive(2.0, x)) - sign(x) * y,
       domain=((-3.0, -0.1), (0.1, 3.0)), taylor=composite(lambda x, y: exp(-apply("abs", x)) * i1(x)),
       doc="exp(-|x|) i1(x)")
-unary("j0", "sp.j0({0})", lambda x, y: -j1(x), taylor=bessel("jn", -1, 0.0), doc="Bessel function of the first kind, order 0")
+unary("j0", "sp.j0({0})", lambda x, y: -j1(x), taylor=bessel("jn", -1, 0.0),
+      doc="Bessel function of the first kind, order 0")
 unary("j1", "sp.j1({0})", lambda x, y: 0.5 * (j0(x) - jn(2.0, x)), taylor=bessel("jn", -1, 1.0))
 unary("y0", "sp.y0({0})", lambda x, y: -y1(x), domain=_BESSEL_Y, taylor=bessel("yn", -1, 0.0),
       doc="Bessel function of the second kind, order 0")
