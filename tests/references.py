@@ -97,7 +97,7 @@ def fd_jacobian(f, at: dict, step: float = 1e-3) -> np.ndarray:
 # ---------------------------------------------------------------- sample draws
 
 
-DIFFERENTIATED = ("real", "distinct", "invertible", "spd")  # the spec kinds of float arguments; the rest are constants
+DIFFERENTIATED = ("real", "distinct", "invertible", "spd", "spread")  # the spec kinds of float arguments; the rest are constants
 
 
 class NumpyDraws:
@@ -158,7 +158,7 @@ def sample(spec, draws) -> np.ndarray:
     """An argument drawn as the registry's sample spec says (ops/registry.py, "sweep hints"), from
     ``draws`` (``NumpyDraws`` or ``HypothesisDraws``)."""
     kind, shape = spec[0], tuple(spec[1])
-    if kind == "real":
+    if kind in ("real", "fixed"):
         return draws.reals(shape, spec[2])
     if kind == "distinct":  # ranks spread over (lo, hi), jittered by under half a gap: no ties
         lo, hi = spec[2]
@@ -171,6 +171,13 @@ def sample(spec, draws) -> np.ndarray:
         a = 2.5 * np.eye(shape[-1]) + 0.5 * r
         a[..., 0, :] *= np.where(r[..., :1, 0] > 0, -1.0, 1.0)
         return a
+    if kind == "spread":  # U diag(s) Vᵀ with singular values spread over (lo, hi) as "distinct" spreads them
+        m, n = shape[-2:]
+        k = min(m, n)
+        u = np.linalg.qr(draws.reals(shape[:-2] + (m, k), [(-1.0, 1.0)]) + 2 * np.eye(m, k))[0]
+        v = np.linalg.qr(draws.reals(shape[:-2] + (n, k), [(-1.0, 1.0)]) + 2 * np.eye(n, k))[0]
+        s = sample(("distinct", shape[:-2] + (k,), spec[2]), draws)
+        return (u * s[..., None, :]) @ np.swapaxes(v, -1, -2)
     if kind == "spd":
         r = draws.reals(shape, [(-1.0, 1.0)])
         return r @ np.swapaxes(r, -1, -2) / shape[-1] + np.eye(shape[-1])

@@ -542,7 +542,6 @@ FUNCTIONS.update({
     np.outer: outer, np.transpose: transpose, np.trace: trace, np.diag: diag, np.reshape: reshape,
     np.concatenate: lambda xs, axis=0: concat(xs, axis), np.stack: stack, np.linalg.inv: inv,
     np.linalg.det: det, np.linalg.slogdet: slogdet, np.linalg.cholesky: cholesky, np.linalg.solve: solve,
-    np.linalg.norm: lambda x, ord=None, axis=None: _two_norm(x, ord, axis),
 })
 if hasattr(np, "amax"):
     FUNCTIONS.update({np.amax: FUNCTIONS[np.max], np.amin: FUNCTIONS[np.min]})
@@ -927,3 +926,209 @@ def method(name):
     if name in PUBLIC and hasattr(np.ndarray, name):
         return PUBLIC[name]
     return None
+
+
+# ---------------------------------------------------------------- scipy.special
+
+try:
+    import scipy.special as _sp
+except ImportError:  # the SDK needs only numpy: without scipy these trace, but do not compute on plain arrays
+    _sp = None
+
+
+def _special(name):
+    if _sp is not None:
+        return getattr(_sp, name)
+
+    def missing(*args, **kwargs):
+        raise ImportError(f"{name}() on plain arrays needs scipy (traced values need nothing)")
+
+    return missing
+
+
+for _name in ("gammaln", "gamma", "digamma", "psi", "gammasgn", "erfinv", "erfcinv", "logit", "log_expit", "entr",
+              "ndtr", "log_ndtr", "ndtri", "i0", "i1", "i0e", "i1e", "j0", "j1", "y0", "y1"):
+    UNARY_NUMPY[_name] = _special(_name)
+    globals()[_name] = export(*([UNARY_NUMPY[_name]] if isinstance(UNARY_NUMPY[_name], np.ufunc) else []))(
+        _unary(_name))
+for _name in ("beta", "betaln", "xlogy", "xlog1py", "rel_entr", "iv", "ive", "jn", "yn", "gammainc", "gammaincc"):
+    BINARY_NUMPY[_name] = _special(_name)
+    globals()[_name] = export(*([BINARY_NUMPY[_name]] if isinstance(BINARY_NUMPY[_name], np.ufunc) else []))(
+        _binary(_name))
+
+
+@export()
+def polygamma(n, x):
+    """The n-th derivative of digamma; ``n`` a literal integer."""
+    t = _traced(x)
+    if t is None:
+        return _special("polygamma")(n, x)
+    if isinstance(n, Traced) or int(n) != n or n < 0:
+        raise ValueError("polygamma(n, x) takes a literal integer order n >= 0")
+    x = t.tracer.lift(x)
+    return t.tracer.call("polygamma", (int(n), x), x.shape)
+
+
+@export()
+def multigammaln(a, d):
+    """log of the multivariate gamma function; ``d`` a literal integer."""
+    t = _traced(a)
+    if t is None:
+        return _special("multigammaln")(a, d)
+    a = t.tracer.lift(a)
+    return t.tracer.call("multigammaln", (a, int(d)), a.shape)
+
+
+# ---------------------------------------------------------------- more linear algebra
+
+
+def _square_function(name, numpy_fn):
+    def fn(a):
+        t = _traced(a)
+        if t is None:
+            return numpy_fn(a)
+        _square(name, a)
+        return t.tracer.call(name, (a,), a.shape)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"``{name}`` of a square matrix (or a stack of them)."
+    return fn
+
+
+def _scipy_linalg(name):
+    def fn(a):
+        import scipy.linalg
+
+        return getattr(scipy.linalg, name)(a)
+
+    return fn
+
+
+expm = export()(_square_function("expm", _scipy_linalg("expm")))
+sqrtm = export()(_square_function("sqrtm", _scipy_linalg("sqrtm")))
+logm = export()(_square_function("logm", _scipy_linalg("logm")))
+
+
+def _items(t, node, shapes):
+    return tuple(t.tracer.node("item", (node, i), s, "f", 15) for i, s in enumerate(shapes))
+
+
+@export(np.linalg.eigh)
+def eigh(a, UPLO="L"):
+    """``(w, V)`` of the symmetric matrix in ``a``'s lower triangle (``UPLO='U'``: the upper)."""
+    t = _traced(a)
+    if t is None:
+        return tuple(np.linalg.eigh(a, UPLO))
+    _square("eigh", a)
+    both = t.tracer.call("eigh", (a,), None, "tuple", **({} if UPLO == "L" else {"UPLO": UPLO}))
+    return _items(t, both, (a.shape[:-1], a.shape))
+
+
+@export(np.linalg.eigvalsh)
+def eigvalsh(a, UPLO="L"):
+    t = _traced(a)
+    if t is None:
+        return np.linalg.eigvalsh(a, UPLO)
+    _square("eigvalsh", a)
+    return t.tracer.call("eigvalsh", (a,), a.shape[:-1], **({} if UPLO == "L" else {"UPLO": UPLO}))
+
+
+@export(np.linalg.svd)
+def svd(a, full_matrices=True, compute_uv=True):
+    """The thin SVD ``(U, s, Vt)`` (``full_matrices=True`` only for square matrices), or ``s``."""
+    t = _traced(a)
+    if t is None:
+        out = np.linalg.svd(a, full_matrices=full_matrices, compute_uv=compute_uv)
+        return tuple(out) if compute_uv else out
+    m, n = a.shape[-2:]
+    k, lead = builtins.min(m, n), a.shape[:-2]
+    if not compute_uv:
+        return t.tracer.call("svd", (a,), lead + (k,), compute_uv=False)
+    if full_matrices and m != n:
+        raise ValueError("svd() of a non-square matrix traces the thin factors only: pass full_matrices=False")
+    both = t.tracer.call("svd", (a,), None, "tuple", full_matrices=False)
+    return _items(t, both, (lead + (m, k), lead + (k,), lead + (k, n)))
+
+
+@export(np.linalg.qr)
+def qr(a, mode="reduced"):
+    """numpy's reduced ``(Q, R)`` (``mode='r'``: R)."""
+    t = _traced(a)
+    if t is None:
+        out = np.linalg.qr(a, mode=mode)
+        return out if mode == "r" else tuple(out)
+    m, n = a.shape[-2:]
+    k, lead = builtins.min(m, n), a.shape[:-2]
+    if mode == "r":
+        return t.tracer.call("qr", (a,), lead + (k, n), mode="r")
+    both = t.tracer.call("qr", (a,), None, "tuple")
+    return _items(t, both, (lead + (m, k), lead + (k, n)))
+
+
+@export(np.linalg.pinv)
+def pinv(a):
+    t = _traced(a)
+    if t is None:
+        return np.linalg.pinv(a)
+    return t.tracer.call("pinv", (a,), a.shape[:-2] + (a.shape[-1], a.shape[-2]))
+
+
+@export(np.linalg.matrix_power)
+def matrix_power(a, n):
+    t = _traced(a)
+    if t is None:
+        return np.linalg.matrix_power(a, n)
+    _square("matrix_power", a)
+    return t.tracer.call("matrix_power", (a, int(n)), a.shape)
+
+
+@export(np.linalg.multi_dot)
+def multi_dot(arrays):
+    t = _traced(*arrays)
+    if t is None:
+        return np.linalg.multi_dot(arrays)
+    out = arrays[0]
+    for x in arrays[1:]:
+        out = out @ x
+    return out
+
+
+@export()
+def solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False):
+    """scipy.linalg.solve_triangular: ``a``'s other triangle is not read."""
+    t = _traced(a, b)
+    if t is None:
+        import scipy.linalg
+
+        return scipy.linalg.solve_triangular(a, b, trans=trans, lower=lower, unit_diagonal=unit_diagonal)
+    a, b = t.tracer.lift(a), t.tracer.lift(b)
+    _square("solve_triangular", a)
+    kwargs = {k: v for k, v in (("trans", trans), ("lower", lower), ("unit_diagonal", unit_diagonal)) if v}
+    return t.tracer.call("solve_triangular", (a, b), b.shape, **kwargs)
+
+
+@export(np.linalg.lstsq)
+def lstsq(a, b, rcond=None):
+    """numpy's ``(x, residuals, rank, s)`` for a full-rank ``a``."""
+    t = _traced(a, b)
+    if t is None:
+        return np.linalg.lstsq(a, b, rcond=rcond)
+    a, b = t.tracer.lift(a), t.tracer.lift(b)
+    m, n = a.shape
+    x_shape = (n,) + b.shape[1:]
+    res_shape = ((1,) if b.ndim == 1 else b.shape[1:]) if m > n else (0,)
+    four = t.tracer.call("lstsq", (a, b), None, "tuple")
+    return (t.tracer.node("item", (four, 0), x_shape, "f", 15), t.tracer.node("item", (four, 1), res_shape, "f", 15),
+            builtins.min(m, n), t.tracer.node("item", (four, 3), (builtins.min(m, n),), "f", 15))
+
+
+def _linalg_norm(x, ord=None, axis=None, keepdims=False):
+    """numpy.linalg.norm on traced values: the language's ``norm`` with numpy's orders and axes."""
+    x = _traced(x).tracer.lift(x)
+    axes = _axes(x.shape, axis)
+    shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape) if keepdims or i not in axes)
+    kwargs = {k: v for k, v in (("axis", axis), ("keepdims", keepdims)) if v not in (None, False)}
+    return x.tracer.call("norm", (x,) if ord is None else (x, ord), shape, **kwargs)
+
+
+FUNCTIONS[np.linalg.norm] = _linalg_norm

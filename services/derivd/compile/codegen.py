@@ -164,7 +164,8 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
                     and last_use.get(first.id) == pos and first.id not in keep):
                 kw = "".join(f", {k}={literal(v)}" for k, v in n.params.items())
                 expr = f"_inplace_{prim.name}({', '.join(args)}{kw})"
-            if scalar and n.shape == () and n.dtype == FLOAT and not (use_scalar and prim.scalar_template):
+            if (scalar and n.shape == () and n.dtype == FLOAT and not (use_scalar and prim.scalar_template)
+                    and not prim.tuple_valued):
                 expr = f"float({expr})"  # numpy scalars out of arrays: Python floats from here on
         v = f"t{n.id}"
         var[n.id] = v

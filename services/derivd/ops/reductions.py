@@ -277,7 +277,7 @@ reduction(
     vjp=lambda p, out, ct, axes: [expand(scale(ct, apply("reciprocal", _safe_norm(out))), p[0].shape, axes) * p[0]],
     taylor=composite(lambda x, y, axes: apply("sqrt", apply("sum", apply("square", x), axes=axes)),
                      vanish_at_zero=True),
-    sparsity=("reduce", "all"), argument=("real", AWAY_FROM_0), dsl={"norm": over_axes("norm2")},
+    sparsity=("reduce", "all"), argument=("real", AWAY_FROM_0),  # the language's norm: ops/linalg.py
     doc="Euclidean norm; gradient 0 at the origin (minimum-norm subgradient), not 0/0",
 )
 

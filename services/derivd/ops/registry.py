@@ -253,9 +253,12 @@ def batch_of(t, primal) -> tuple[int, ...]:
 # least 0.1, so that high-order finite differences are exact there. A case is
 # ``{"args": [spec, ...], "params": {...}}``; an argument spec is one of
 #   ("real", shape, intervals)    float, differentiated; uniform on a union of (lo, hi)
+#   ("fixed", shape, intervals)   float constant (an order, a shape parameter), drawn as "real"
 #   ("distinct", shape, (lo, hi)) float, differentiated; elements at least (hi-lo)/(2n) apart (no ties)
 #   ("invertible", shape)         float, differentiated; well-conditioned square matrices
 #   ("spd", shape)                float, differentiated; symmetric positive definite matrices
+#   ("spread", shape, (lo, hi))   float, differentiated; matrices whose singular values are spread over
+#                                 (lo, hi) as "distinct" spreads elements (full rank, no repeats)
 #   ("mask", shape)               boolean constant
 #   ("index", shape, size)        int64 constant in [-size, size), repeats included
 

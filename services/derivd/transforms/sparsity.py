@@ -47,7 +47,7 @@ Rule shapes, ``Primitive.sparsity = (structure, curvature)``:
 ``loop``        the final states of a loop, one row per state entry: the body's own
                 pattern iterated from the initial states (exactly for short loops, to
                 its fixed point for long ones, which contains every iteration's)
-``loop_get``    a final state: its rows of the loop's
+``loop_get``    a final state: its rows of the loop's (an element of another tuple: the tuple's one row)
 ``None``        no declaration: dense (every entry reads every entry; curvature all),
                 never wrong
 ==============  =======================================================================
@@ -305,6 +305,8 @@ def _loop_get(node, ks, prop):
     row), that row for every entry."""
     loop = node.inputs[0]
     rows = next(iter(prop.local[loop.id].deps.values())).shape[0]
+    if loop.prim != "loop":  # an element of another tuple-valued primitive (eigh, svd, qr): dense, one row
+        return Local({0: _selection(np.zeros(node.size, dtype=np.int64), rows)})
     sizes = [c.size for c in loop.params["body"].carried]
     index = node.params["index"]
     if index >= len(sizes) or rows != sum(sizes):
