@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 
-from derivd.config import get_settings
+from derivd.config import get_settings, placeholder_secrets
 
 
 # One line per verb: this parser's help and the dispatcher's listing (``derivd --help``).
@@ -33,6 +33,11 @@ EXAMPLES = {"serve": ["derivd serve", "derivd serve --port 8080 --grpc-port 0",
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     args = build_parser(settings).parse_args(argv)
+    placeholders = placeholder_secrets(settings)
+    if placeholders:  # a key everyone can read signs nothing: refuse rather than run open
+        print(f"derivd: {', '.join(placeholders)} is a placeholder; set a secret of your own, e.g. "
+              "`openssl rand -hex 32`", file=sys.stderr)
+        return 2
     if args.command == "serve":
         return serve_command(args, settings)
     return worker_command(args, settings)
@@ -73,7 +78,11 @@ def worker_command(args, settings) -> int:
         print(f"derivd: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    serve(settings, args.listen, engines)
+    try:
+        serve(settings, args.listen, engines)
+    except ValueError as e:  # no worker token: nothing would stop a caller from skipping the gateway
+        print(f"derivd: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -115,9 +124,10 @@ def _serve(args, settings) -> int:
         from derivd.workers.supervisor import Supervisor
 
         supervisor = Supervisor(settings, args.workers).start()
-        settings = settings.model_copy(update={"pool_default": supervisor.target})
+        settings = supervisor.settings.model_copy(update={"pool_default": supervisor.target})
         if args.gateways > 1:  # the gateway processes read their settings from the environment
             os.environ["DERIVD_POOL_DEFAULT"] = supervisor.target
+            os.environ["DERIVD_WORKER_TOKEN"] = settings.worker_token.get_secret_value()
     dispatcher = Dispatcher(Service(settings))
     if supervisor is not None:
         supervisor.on_restart = lambda slot: dispatcher.service.metrics.worker_restarts.labels("local").inc()

@@ -17,6 +17,11 @@ Jacobian's shape; taylor for taylor and derivatives). Black boxes and HVP
 streams stay in process (the dispatcher sends them to ``in_process``): a black
 box is I/O on the gateway's own caller, and a stream keeps its compiled session.
 
+Callers. A worker answers only calls carrying the shared ``worker_token`` in
+the metadata ``x-derivd-worker-token`` (``workers.server.CallerCheck``); the
+pool sends it with every request. ``ready()`` says which family is reachable,
+never where its workers are (``/readyz`` is open).
+
 Failures. A request carries its remaining deadline as the gRPC timeout; past
 it the answer is 504 (and the worker recycles itself, see ``workers.server``). A
 worker that dies under a request (UNAVAILABLE: connection reset or refused)
@@ -40,6 +45,7 @@ from derivd.errors import DeadlineExceeded, DerivdError
 log = logging.getLogger("derivd.pool")
 
 FAMILIES = ("forward", "reverse", "taylor", "finite")
+TOKEN_METADATA = "x-derivd-worker-token"  # the gRPC metadata carrying worker_token
 POOL_SETTINGS = ("pool_default",) + tuple(f"pool_{f}" for f in FAMILIES)
 
 
@@ -90,6 +96,8 @@ class GrpcPool:
             ("grpc.dns_min_time_between_resolutions_ms", 5_000),
         ])
         self.stub = pb_grpc.WorkerStub(self.channel)
+        token = settings.worker_token
+        self.metadata = ((TOKEN_METADATA, token.get_secret_value()),) if token is not None else ()
         self._state = grpc.ChannelConnectivity.IDLE
         self.channel.subscribe(self._on_state, try_to_connect=True)
 
@@ -111,7 +119,8 @@ class GrpcPool:
             if remaining <= 0:
                 raise self._deadline()
             try:  # the first attempt fails fast when no worker is connected; the retry waits for one
-                reply = self.stub.Run(message, timeout=remaining, wait_for_ready=attempt == 2)
+                reply = self.stub.Run(message, timeout=remaining, wait_for_ready=attempt == 2,
+                                      metadata=self.metadata)
                 break
             except grpc.RpcError as e:
                 code = e.code()
@@ -127,6 +136,8 @@ class GrpcPool:
                                       f"worker_max_message_bytes={self.settings.worker_max_message_bytes}",
                                       code="limit_exceeded", status=413, limit="worker_max_message_bytes",
                                       max=self.settings.worker_max_message_bytes) from None
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    log.error("a worker of pool %s refused this gateway's DERIVD_WORKER_TOKEN", self.name)
                 log.error("worker pool %s failed %s: %s %s", self.name, endpoint, code, e.details())
                 raise DerivdError(f"no worker of pool {self.name} could take the request ({code.name.lower()})",
                                   code="pool_unavailable", status=503, pool=self.name) from None
@@ -183,8 +194,7 @@ class Router:
         return self.pools[family_of(row, mode)] is self.in_process
 
     def ready(self) -> tuple[bool, dict]:
-        states = {family: ("ready" if pool.ready() else "unreachable") + f" ({pool.name})"
-                  for family, pool in self.pools.items()}
+        states = {family: "ready" if pool.ready() else "unreachable" for family, pool in self.pools.items()}
         return all(p.ready() for p in self.pools.values()), {"pools": states}
 
     def close(self) -> None:

@@ -4,7 +4,9 @@ Each worker is a ``spawn`` process (never ``fork``: gRPC's threads and locks
 do not survive a fork) listening on its own loopback port, fixed for the life
 of the gateway, so the gateway's one channel to
 ``ipv4:127.0.0.1:p1,127.0.0.1:p2,...`` never changes: a replaced worker comes
-back on the same port and gRPC reconnects to it by itself.
+back on the same port and gRPC reconnects to it by itself. A worker answers
+only callers with the supervisor's ``worker_token`` (the one set, else one made
+for this run; ``Supervisor.settings`` carries it to the gateway's pool).
 
 A worker that exits for any reason (killed, crashed, or recycled by its
 watchdog after overrunning a deadline) is started again at once, and the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 import grpc
+from pydantic import SecretStr
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from derivd.dispatch.pools import FAMILIES
@@ -53,6 +57,8 @@ class Supervisor:
                  stuck_margin_s: float = 10.0):
         if n < 1:
             raise ValueError("a supervisor needs at least one worker")
+        if settings.worker_token is None:  # a secret for this run: only this gateway may call its workers
+            settings = settings.model_copy(update={"worker_token": SecretStr(secrets.token_urlsafe(32))})
         self.settings = settings
         self.engines = set(engines)
         self.on_restart = on_restart or (lambda slot: None)
