@@ -52,7 +52,12 @@ class Settings(BaseSettings):
     inline_compute_s: float = 0.002  # requests known to take less run on the event loop (no thread hop)
     compute_threads: int = 40  # the dispatcher's threads for every other request, REST and gRPC alike
 
+    # In-process caches, bounded in bytes (and the tape cache in entries too): compiled functions with
+    # their tapes (the program text, graph and tape sources), and stored functions (text and constants;
+    # without Redis this is the store itself: past it the least recently used are forgotten).
     tape_cache_size: int = 256
+    tape_cache_bytes: int = 128 * 1024 * 1024
+    function_cache_bytes: int = 128 * 1024 * 1024
 
     # Tape cache in Redis (redis_url, below): entries are signed with HMAC-SHA256 under this key
     # (the same on every gateway and worker); without it nothing is shared. Short timeouts: a slow

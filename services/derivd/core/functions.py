@@ -4,6 +4,12 @@ The id is a hash of the text and the constants (dtype, shape, bytes), so storing
 the same function twice gives the same id. With Redis (``cache.FunctionStore``)
 the functions are shared by every gateway, so an id stored through one answers
 through all.
+
+This process keeps the functions it stored or read in a ``BoundedLRU`` of at
+most ``function_cache_bytes`` (text and constants): with Redis a forgotten one
+is read again; without it, the least recently used are forgotten (404), as a
+Redis under ``allkeys-lru`` does, instead of memory growing with every
+registration. One function over the whole bound is refused (413).
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ from typing import Any
 import numpy as np
 
 from derivd.cache import FunctionStore
+from derivd.cache.lru import BoundedLRU
 from derivd.dsl import free_inputs
-from derivd.errors import NotFound, ValidationFailed
+from derivd.errors import LimitExceeded, NotFound, ValidationFailed
+
+ENTRY_BYTES = 512  # a StoredFunction's own objects, beside its text and constants
 
 
 @dataclass
@@ -26,13 +35,17 @@ class StoredFunction:
     inputs: list[str]
     constants: dict[str, np.ndarray]
 
+    @property
+    def nbytes(self) -> int:
+        return ENTRY_BYTES + len(self.dsl) + sum(np.asarray(c).nbytes for c in self.constants.values())
+
 
 class Functions:
     """This process's stored functions, in front of the shared ones (None without Redis)."""
 
     def __init__(self, settings, redis):
         self.settings = settings
-        self.local: dict[str, StoredFunction] = {}
+        self.local = BoundedLRU(settings.function_cache_bytes, 2**62, lambda f: f.nbytes)
         self.shared = FunctionStore(redis, settings.function_ttl_s) if redis else None
 
     def register(self, dsl: str, constants: dict[str, np.ndarray] | None = None) -> StoredFunction:
@@ -47,7 +60,12 @@ class Functions:
             digest.update(np.ascontiguousarray(arr).tobytes())
         fid = digest.hexdigest()[:32]
         stored = StoredFunction(fid, dsl, inputs, dict(constants))
-        self.local[fid] = stored
+        limit = self.settings.function_cache_bytes
+        if stored.nbytes > limit:
+            raise LimitExceeded(f"the function and its constants take {stored.nbytes} bytes, over the limit "
+                                f"function_cache_bytes={limit}", limit="function_cache_bytes",
+                                value=stored.nbytes, max=limit)
+        self.local.put(fid, stored)
         if self.shared is not None:
             self.shared.put(fid, dsl, inputs, stored.constants)
         return stored
@@ -57,7 +75,8 @@ class Functions:
         if stored is None and self.shared is not None:  # stored through another gateway
             shared = self.shared.get(fid)
             if shared is not None:
-                stored = self.local[fid] = StoredFunction(fid, *shared)
+                stored = StoredFunction(fid, *shared)
+                self.local.put(fid, stored)
         if stored is None:
             raise NotFound(f"unknown function id {fid!r}", code="unknown_function", id=fid)
         return stored
