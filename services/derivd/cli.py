@@ -4,7 +4,11 @@ else everything in one process); ``derivd worker``, one worker process for a rem
 They reach ``derivd`` through the ``derivd.commands`` entry points this package registers
 (pyproject.toml), which whichever ``derivd`` script is installed dispatches (``derivd.commands``);
 ``derivd-server`` (and ``python -m derivd.cli``) runs this parser directly. This module never
-imports the SDK: the client verbs are the SDK's own entry points."""
+imports the SDK: the client verbs are the SDK's own entry points.
+
+On SIGTERM (or SIGINT) ``serve`` makes the computations it is running fail their next deadline
+check (503 ``shutting_down``: ``derivd.deadlines.stop_all``) before uvicorn waits for the requests
+in flight, stops gRPC and its workers, and exits within ``SHUTDOWN_BOUND_S`` whatever still runs."""
 
 from __future__ import annotations
 
@@ -15,9 +19,16 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
+import time
 
+from derivd import deadlines
 from derivd.config import get_settings, placeholder_secrets
 
+
+# On SIGTERM, computations stop at their next deadline check, workers get their own grace; past this
+# the process exits whatever still runs (Kubernetes' default grace period is 30 s).
+SHUTDOWN_BOUND_S = 10.0
 
 # One line per verb: this parser's help and the dispatcher's listing (``derivd --help``).
 VERBS = {"serve": "run the service: the REST gateway, gRPC beside it, local workers",
@@ -106,8 +117,6 @@ def serve_command(args, settings) -> int:
 
 
 def _serve(args, settings) -> int:
-    import uvicorn
-
     from derivd.core import Service
     from derivd.dispatch import Dispatcher
     from derivd.gateway import server
@@ -142,17 +151,49 @@ def _serve(args, settings) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:  # uvicorn logs through the root handler (JSON); its access log is replaced by derivd.access
         if args.gateways == 1:
-            uvicorn.Server(server.config(create_app(settings, dispatcher), args.host, args.port, log_config=None,
-                                         access_log=False)).run()
+            _stopping_server(server.config(create_app(settings, dispatcher), args.host, args.port,
+                                           log_config=None, access_log=False)).run()
         else:
             server.run_processes(args.gateways, args.host, args.port)
     finally:
+        _stop_computing()
         if grpc_server is not None:
             grpc_server.stop()
         dispatcher.close()
         if supervisor is not None:
             supervisor.stop()
     return 0
+
+
+def _stop_computing() -> None:
+    """Computations still running end at their next check, not at their deadlines; and a bound."""
+    if not deadlines.STOPPING.is_set():
+        deadlines.stop_all()
+        _exit_after(SHUTDOWN_BOUND_S)
+
+
+def _exit_after(seconds: float) -> None:
+    """The bound on shutdown: should anything still hold the process (one numpy call that cannot be
+    stopped, a thread that will not join) ``seconds`` from now, exit anyway."""
+    def bound():
+        time.sleep(seconds)
+        logging.getLogger("derivd").error("shutdown took over %g s: exiting now", seconds)
+        os._exit(0)
+
+    threading.Thread(target=bound, name="derivd-shutdown-bound", daemon=True).start()
+
+
+def _stopping_server(config):
+    """A uvicorn server that, on SIGTERM or SIGINT, stops this process's computations first: uvicorn
+    waits for the requests in flight before it returns, and they would run to their deadlines."""
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            _stop_computing()
+            super().handle_exit(sig, frame)
+
+    return StoppingServer(config)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ Taylor directions, finite differences), between a loop node's iterations
 (``compile.codegen``). A single numpy call cannot be interrupted; the cost
 estimate (``ir.cost``) refuses up front a program whose steps could not finish.
 
+A process that is shutting down (``stop_all``, on SIGTERM) makes every check
+fail at once, so that its computations end within a step instead of at their
+deadlines.
+
 Time is ``clock.now()`` (``time.monotonic``'s scale, on which the skins stamp
 deadlines), read through the module so that tests can make time pass.
 """
@@ -17,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 
 from derivd import clock
-from derivd.errors import DeadlineExceeded
+from derivd.errors import DeadlineExceeded, DerivdError
 
 # (instant on clock.now(), budget in seconds) of the request this thread is computing, if it has one.
 _DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("deadline", default=None)
+STOPPING = threading.Event()  # set once: the process is shutting down
 
 
 @contextlib.contextmanager
@@ -36,10 +42,23 @@ def deadline(at: float | None, budget_s: float):
 
 
 def check() -> None:
-    """Raise ``DeadlineExceeded`` when the request being computed is past its deadline."""
+    """Raise ``DeadlineExceeded`` when the request being computed is past its deadline (a 503 once the
+    process is shutting down)."""
     current = _DEADLINE.get()
     if current is not None and clock.now() > current[0]:
         raise late(current[1])
+    if STOPPING.is_set():
+        raise stopping()
+
+
+def stop_all() -> None:
+    """Shutting down: every computation in this process fails its next check."""
+    STOPPING.set()
+
+
+def stopping() -> DerivdError:
+    return DerivdError("the server is shutting down; retry on another instance", code="shutting_down",
+                       status=503)
 
 
 def current() -> tuple[float, float] | None:
