@@ -38,8 +38,11 @@ def children(pid: int) -> list[int]:
     """Every child of ``pid``, whichever of its threads started it (the supervisor's thread, say)."""
     out = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            out += [int(p) for p in f.read().split()]
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(p) for p in f.read().split()]
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
     return out
 
 
@@ -68,10 +71,11 @@ def test_serve_with_workers_replaces_a_killed_worker(shared_redis_url):
         np.testing.assert_allclose(gradient_of_cubes(base), 3 * np.array(X) ** 2, rtol=1e-15)
         ready = httpx.get(f"{base}/readyz")
         assert ready.json()["pools"]["reverse"] == "ready" and "127.0.0.1" not in ready.text
-        workers = [p for p in children(gateway.pid) if _is_worker(p)]
+        wait_for(lambda: len(children_of(gateway.pid)) == 3, "two workers and their spare", 60)
+        workers = [p for p in children_of(gateway.pid) if _listening(p)]
         assert len(workers) == 2
         for pid in workers:  # on loopback only, and closed to a caller without this run's token
-            (listening,) = [c for c in psutil.Process(pid).net_connections() if c.status == psutil.CONN_LISTEN]
+            (listening,) = _listening(pid)
             address = ipaddress.ip_address(listening.laddr.ip)
             assert (getattr(address, "ipv4_mapped", None) or address).is_loopback, address
             assert worker_call(f"127.0.0.1:{listening.laddr.port}", None) == grpc.StatusCode.UNAUTHENTICATED
@@ -80,8 +84,8 @@ def test_serve_with_workers_replaces_a_killed_worker(shared_redis_url):
         np.testing.assert_allclose(gradient_of_cubes(base), 3 * np.array(X) ** 2, rtol=1e-15)
         wait_for(lambda: re.search(r'^derivd_worker_restarts_total\{pool="local"\} 1\.0$',
                                    httpx.get(f"{base}/metrics").text, re.M), "the restart in /metrics", 30)
-        wait_for(lambda: sum(map(_is_worker, children(gateway.pid))) == 2, "a replacement worker", 30)
-        workers = [p for p in children(gateway.pid) if _is_worker(p)]
+        wait_for(lambda: sum(1 for p in children_of(gateway.pid) if _listening(p)) == 2, "a replacement worker", 30)
+        workers = children_of(gateway.pid)
     finally:
         stop(gateway)
     assert gateway.returncode == 0  # SIGTERM: a graceful stop, workers included
@@ -164,6 +168,18 @@ def _up(base: str) -> bool:
         return httpx.get(f"{base}/readyz", timeout=0.5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def children_of(pid: int) -> list[int]:
+    """The gateway's worker processes, the spare included."""
+    return [p for p in children(pid) if _is_worker(p)]
+
+
+def _listening(pid: int) -> list:
+    try:
+        return [c for c in psutil.Process(pid).net_connections() if c.status == psutil.CONN_LISTEN]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _is_worker(pid: int) -> bool:

@@ -23,10 +23,11 @@ pool sends it with every request. ``ready()`` says which family is reachable,
 never where its workers are (``/readyz`` is open).
 
 Failures. A request carries its remaining deadline as the gRPC timeout; past
-it the answer is 504 (and the worker recycles itself, see ``workers.server``). A
+it the answer is 504 (and the work stops there, see ``workers.server``). A
 worker that dies under a request (UNAVAILABLE: connection reset or refused)
-costs one retry, on another worker, within the same deadline. A pool with no
-reachable worker answers 503 ``pool_unavailable`` once it has waited
+costs a retry on another worker, within the same deadline; the next one waits
+for a connected worker (a replacement: ``MAX_ATTEMPTS`` tries in all). A pool
+with no reachable worker answers 503 ``pool_unavailable`` once it has waited
 ``pool_wait_s`` for one.
 """
 
@@ -46,6 +47,10 @@ log = logging.getLogger("derivd.pool")
 
 FAMILIES = ("forward", "reverse", "taylor", "finite")
 TOKEN_METADATA = "x-derivd-worker-token"  # the gRPC metadata carrying worker_token
+# Tries of one request on a pool whose workers fail under it (UNAVAILABLE: reset, refused): two workers
+# killed at once cost two, the third waits for a replacement. A request that kills every worker it
+# reaches stops there.
+MAX_ATTEMPTS = 3
 POOL_SETTINGS = ("pool_default",) + tuple(f"pool_{f}" for f in FAMILIES)
 
 
@@ -112,24 +117,25 @@ class GrpcPool:
         deadline = req.deadline if req.deadline is not None else time.monotonic() + self.settings.request_timeout_s
         fields = {k: v for k, v in vars(req).items() if k != "deadline"}
         message = pb.WorkRequest(endpoint=endpoint, family=family, request=codec.encode_struct(fields))
-        for attempt in (1, 2):
-            if attempt == 2:
-                self._await_worker(deadline)
+        first_unavailable = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._deadline()
-            try:  # the first attempt fails fast when no worker is connected; the retry waits for one
-                reply = self.stub.Run(message, timeout=remaining, wait_for_ready=attempt == 2,
+            try:  # the first attempt fails fast when no worker is connected; a retry waits for one
+                reply = self.stub.Run(message, timeout=remaining, wait_for_ready=attempt > 1,
                                       metadata=self.metadata)
                 break
             except grpc.RpcError as e:
                 code = e.code()
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise self._deadline() from None
-                if code == grpc.StatusCode.UNAVAILABLE and attempt == 1:
+                if code == grpc.StatusCode.UNAVAILABLE and attempt < MAX_ATTEMPTS:
                     self.retries += 1
-                    log.warning("worker in pool %s unavailable (%s); retrying %s once on another worker",
+                    log.warning("worker in pool %s unavailable (%s); retrying %s on another worker",
                                 self.name, e.details(), endpoint)
+                    first_unavailable = first_unavailable or time.monotonic()
+                    self._await_worker(deadline, first_unavailable)
                     continue
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise DerivdError(f"the request or its answer is over the worker message limit "
@@ -148,19 +154,20 @@ class GrpcPool:
         return codec.decode_struct(reply.response), Timings(compile=reply.compile_seconds,
                                                             compute=reply.compute_seconds)
 
-    def _await_worker(self, deadline: float) -> None:
-        """Wait (at most ``pool_wait_s``, never past the deadline) until a worker is connected: a
-        replacement for one that died, say. 503 if none comes."""
-        wait_s = min(deadline - time.monotonic(), self.settings.pool_wait_s)
+    def _await_worker(self, deadline: float, since: float) -> None:
+        """Wait until a worker is connected (a replacement for one that died, say): never past the
+        deadline, nor ``pool_wait_s`` after the first failure (``since``). 503 if none comes."""
+        wait_s = min(deadline, since + self.settings.pool_wait_s) - time.monotonic()
         ready = grpc.channel_ready_future(self.channel)
         try:
             ready.result(timeout=max(wait_s, 0.0))
         except grpc.FutureTimeoutError:
             ready.cancel()  # stop its watch of the channel
-            if wait_s < self.settings.pool_wait_s:
+            if deadline <= since + self.settings.pool_wait_s:
                 raise self._deadline() from None
-            raise DerivdError(f"no worker of pool {self.name} is reachable (waited {wait_s:.1f} s)",
-                              code="pool_unavailable", status=503, pool=self.name) from None
+            raise DerivdError(f"no worker of pool {self.name} is reachable (waited "
+                              f"{self.settings.pool_wait_s:.1f} s)", code="pool_unavailable", status=503,
+                              pool=self.name) from None
 
     def _deadline(self) -> DeadlineExceeded:
         budget = self.settings.request_timeout_s

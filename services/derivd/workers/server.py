@@ -217,3 +217,18 @@ def run_local(settings, listen: str, engines: set[str]) -> None:
     except (OSError, ValueError) as e:
         log.error("worker cannot start: %s", e)
         sys.exit(1)
+
+
+def run_spare(settings, engines: set[str], port_pipe) -> None:
+    """Entry point of a spare worker: started ahead of need (imports done, the slow part of a start),
+    it says so, waits for the port of a worker that died, then serves there. Its pipe closing (the
+    supervisor stopping or gone) ends it."""
+    try:
+        port_pipe.send("ready")
+    except OSError:  # the supervisor sent a port before we were ready, and closed its end: still readable
+        pass
+    try:
+        port = port_pipe.recv()
+    except (EOFError, OSError):
+        return
+    run_local(settings, f"127.0.0.1:{port}", engines)
