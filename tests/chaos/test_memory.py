@@ -34,6 +34,7 @@ def test_registrations_are_bounded_in_bytes_the_oldest_forgotten():
         w = np.full(MiB // 2, float(k))  # 4 MiB
         ids.append(service.register_function("sum(w) * x[0]", {"w": w}).id)
     grown = rss() - before
+    print(f"chaos memory: 60 registrations of 4 MiB, bound 32 MiB: RSS +{grown / MiB:.0f} MiB")
     assert grown <= 32 * MiB + SLACK, f"RSS grew by {grown / MiB:.0f} MiB"
     assert service.functions.local.nbytes <= 32 * MiB
     out, _ = service.compute("gradient", Request(function={"id": ids[-1]}, at={"x": np.array([2.0])}))
@@ -58,6 +59,7 @@ def test_new_programs_are_bounded_in_bytes():
         out, _ = dispatcher.submit("gradient", Request(function={"dsl": program}, at={"x": x}))
         np.testing.assert_allclose(out["gradient"]["x"], 2 * x * (k + 1), rtol=1e-15)
     grown = rss() - before
+    print(f"chaos memory: 300 new programs of 200 KB, bound 16 MiB: RSS +{grown / MiB:.0f} MiB")
     dispatcher.close()
     assert grown <= 16 * MiB + SLACK, f"RSS grew by {grown / MiB:.0f} MiB"
     assert dispatcher.service.cache._items.nbytes <= 16 * MiB

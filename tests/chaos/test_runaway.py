@@ -52,7 +52,9 @@ def test_in_process_a_504_stops_the_work(dispatcher, program):
     with pytest.raises(DeadlineExceeded):
         dispatcher.submit("evaluate", Request(function={"dsl": program}, at={"x": np.array(0.1)}))
     assert time.monotonic() - t0 < 2.0
-    assert cpu_after(AFTER_S, time.process_time) <= CPU_AFTER_MAX_S
+    spent = cpu_after(AFTER_S, time.process_time)
+    print(f"chaos runaway in process: 504 after {time.monotonic() - t0 - AFTER_S:.2f} s, then {spent:.3f} s CPU in 2 s")
+    assert spent <= CPU_AFTER_MAX_S
 
 
 def test_a_program_that_cannot_finish_is_refused_before_it_runs(dispatcher):
@@ -100,7 +102,9 @@ def test_through_a_worker_the_504_stops_the_work_without_recycling_it(worker_poo
     before = supervisor.restarts
     with pytest.raises(DeadlineExceeded):
         pool.run("evaluate", _req(LOOPED, time.monotonic() + 0.5), "forward")
-    assert cpu_after(AFTER_S, lambda: sum(process.cpu_times()[:2])) <= CPU_AFTER_MAX_S
+    spent = cpu_after(AFTER_S, lambda: sum(process.cpu_times()[:2]))
+    print(f"chaos runaway in a worker: then {spent:.3f} s CPU in 2 s")
+    assert spent <= CPU_AFTER_MAX_S
     assert supervisor.restarts == before and process.is_running()
 
 

@@ -3,7 +3,9 @@
 The id is a hash of the text and the constants (dtype, shape, bytes), so storing
 the same function twice gives the same id. With Redis (``cache.FunctionStore``)
 the functions are shared by every gateway, so an id stored through one answers
-through all.
+through all; a registration Redis did not take is refused (503
+``store_unavailable`` with ``retry_after_s``), never answered with an id that
+other gateways would not know.
 
 This process keeps the functions it stored or read in a ``BoundedLRU`` of at
 most ``function_cache_bytes`` (text and constants): with Redis a forgotten one
@@ -23,7 +25,7 @@ import numpy as np
 from derivd.cache import FunctionStore
 from derivd.cache.lru import BoundedLRU
 from derivd.dsl import free_inputs
-from derivd.errors import LimitExceeded, NotFound, ValidationFailed
+from derivd.errors import DerivdError, LimitExceeded, NotFound, ValidationFailed
 
 ENTRY_BYTES = 512  # a StoredFunction's own objects, beside its text and constants
 
@@ -65,9 +67,12 @@ class Functions:
             raise LimitExceeded(f"the function and its constants take {stored.nbytes} bytes, over the limit "
                                 f"function_cache_bytes={limit}", limit="function_cache_bytes",
                                 value=stored.nbytes, max=limit)
+        if self.shared is not None and not self.shared.put(fid, dsl, inputs, stored.constants):
+            wait = max(1.0, self.shared.redis.retry_in_s)
+            raise DerivdError("the function could not be stored where every gateway finds it (Redis is "
+                              f"unreachable); retry in {wait:.0f} s", code="store_unavailable", status=503,
+                              retry_after_s=round(wait, 3))
         self.local.put(fid, stored)
-        if self.shared is not None:
-            self.shared.put(fid, dsl, inputs, stored.constants)
         return stored
 
     def get(self, fid: str) -> StoredFunction:
