@@ -15,11 +15,6 @@ Three specialisations make programs fast:
   exception: the same numbers numpy gives, at numpy's speed, only then.
 * a temporary is deleted after its last use, so peak memory follows the
   live set, not the length of the tape.
-
-A tape checks the request's deadline (``derivd.deadlines``) after every
-``CHECK_FLOPS`` of work or ``CHECK_LINES`` lines (``ir.cost`` estimates each
-node's work), so a long tape stops soon after its caller's 504; a short one
-(the warm path) has no check at all. A loop node checks between iterations.
 * a large product used only by a sum over some of its axes (a matrix-vector
   product written with broadcasting, and the vjp of any broadcast product) is
   one ``np.einsum`` of the two factors, size-1 axes squeezed, instead of the
@@ -27,6 +22,11 @@ node's work), so a long tape stops soon after its caller's 504; a short one
   shared (GMM's ``sum(Q * xc, axis=3)``: 1.6 ms -> 0.07 ms), else numpy's
   plain loops (a column-wise dot: 122 -> 70 us). A factor is read before a
   same-rank ``broadcast_to``, so a vjp contracts its cotangent itself.
+
+A tape checks the request's deadline (``derivd.deadlines``) after every
+``CHECK_FLOPS`` of work or ``CHECK_LINES`` lines (``ir.cost`` estimates each
+node's work), so a long tape stops soon after its caller's 504; a short one
+(the warm path) has no check at all. A loop node checks between iterations.
 """
 
 from __future__ import annotations
