@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "services" / "derivd"
 SUPPORT = 0  # errors, settings, clocks, logging and metrics: usable from anywhere
 LAYERS = {
     "derivd": SUPPORT, "errors": SUPPORT, "config": SUPPORT, "clock": SUPPORT, "allocator": SUPPORT,
-    "breaker": SUPPORT, "observability": SUPPORT,
+    "breaker": SUPPORT, "observability": SUPPORT, "deadlines": SUPPORT,
     "ops": 1,
     "ir": 2,
     "dsl": 3, "transforms": 3, "compile": 3,

@@ -8,7 +8,11 @@ either verb quietly: the shutdown runs, no traceback, exit status 130.
 They reach ``derivd`` through the ``derivd.commands`` entry points this package registers
 (pyproject.toml), which whichever ``derivd`` script is installed dispatches (``derivd.commands``);
 ``derivd-server`` (and ``python -m derivd.cli``) runs this parser directly. This module never
-imports the SDK: the client verbs are the SDK's own entry points."""
+imports the SDK: the client verbs are the SDK's own entry points.
+
+On SIGTERM (or SIGINT) ``serve`` makes the computations it is running fail their next deadline
+check (503 ``shutting_down``: ``derivd.deadlines.stop_all``) before uvicorn waits for the requests
+in flight, stops gRPC and its workers, and exits within ``SHUTDOWN_BOUND_S`` whatever still runs."""
 
 from __future__ import annotations
 
@@ -19,9 +23,16 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
+import time
 
-from derivd.config import get_settings
+from derivd import deadlines
+from derivd.config import get_settings, placeholder_secrets
 
+
+# On SIGTERM, computations stop at their next deadline check, workers get their own grace; past this
+# the process exits whatever still runs (Kubernetes' default grace period is 30 s).
+SHUTDOWN_BOUND_S = 10.0
 
 # One line per verb: this parser's help and the dispatcher's listing (``derivd --help``).
 VERBS = {"serve": "run the service: the REST gateway, gRPC beside it, local workers",
@@ -37,6 +48,11 @@ EXAMPLES = {"serve": ["derivd serve", "derivd serve --port 8080 --grpc-port 0",
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     args = build_parser(settings).parse_args(argv)
+    placeholders = placeholder_secrets(settings)
+    if placeholders:  # a key everyone can read signs nothing: refuse rather than run open
+        print(f"derivd: {', '.join(placeholders)} is a placeholder; set a secret of your own, e.g. "
+              "`openssl rand -hex 32`", file=sys.stderr)
+        return 2
     try:
         if args.command == "serve":
             return serve_command(args, settings)
@@ -111,7 +127,11 @@ def worker_command(args, settings) -> int:
         print(f"derivd: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    serve(settings, args.listen, engines)
+    try:
+        serve(settings, args.listen, engines)
+    except ValueError as e:  # no worker token: nothing would stop a caller from skipping the gateway
+        print(f"derivd: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -135,14 +155,13 @@ def serve_command(args, settings) -> int:
 
 
 def _serve(args, settings) -> int:
-    import uvicorn
-
     from derivd.core import Service
     from derivd.dispatch import Dispatcher
     from derivd.gateway import server
     from derivd.gateway.app import create_app
     from derivd.observability import configure_logging
     from derivd.allocator import tune_allocator
+    import uvicorn
 
     tune_allocator()
     configure_logging(settings.log_format, settings.log_level)
@@ -153,9 +172,10 @@ def _serve(args, settings) -> int:
         from derivd.workers.supervisor import Supervisor
 
         supervisor = Supervisor(settings, args.workers).start()
-        settings = settings.model_copy(update={"pool_default": supervisor.target})
+        settings = supervisor.settings.model_copy(update={"pool_default": supervisor.target})
         if args.gateways > 1:  # the gateway processes read their settings from the environment
             os.environ["DERIVD_POOL_DEFAULT"] = supervisor.target
+            os.environ["DERIVD_WORKER_TOKEN"] = settings.worker_token.get_secret_value()
     dispatcher = Dispatcher(Service(settings))
     if supervisor is not None:
         supervisor.on_restart = lambda slot: dispatcher.service.metrics.worker_restarts.labels("local").inc()
@@ -175,6 +195,10 @@ def _serve(args, settings) -> int:
         grpc_port = grpc_server.port if grpc_server is not None else None
 
         class Server(uvicorn.Server):
+            def handle_exit(self, sig, frame):  # SIGTERM, SIGINT: stop this process's computations
+                _stop_computing()               # first, or uvicorn waits for them to reach their deadlines
+                super().handle_exit(sig, frame)
+
             async def startup(self, sockets=None):
                 await super().startup(sockets)
                 if self.started:  # bound: the port is the real one (also with --port 0)
@@ -188,12 +212,32 @@ def _serve(args, settings) -> int:
             announce(args.host, args.port, grpc_port)
             server.run_processes(args.gateways, args.host, args.port)
     finally:
+        _stop_computing()
         if grpc_server is not None:
             grpc_server.stop()
         dispatcher.close()
         if supervisor is not None:
             supervisor.stop()
     return 0
+
+
+def _stop_computing() -> None:
+    """Computations still running end at their next check, not at their deadlines; and a bound."""
+    if not deadlines.STOPPING.is_set():
+        deadlines.stop_all()
+        _exit_after(SHUTDOWN_BOUND_S)
+
+
+def _exit_after(seconds: float) -> None:
+    """The bound on shutdown: should anything still hold the process (one numpy call that cannot be
+    stopped, a thread that will not join) ``seconds`` from now, exit anyway."""
+    def bound():
+        time.sleep(seconds)
+        logging.getLogger("derivd").error("shutdown took over %g s: exiting now", seconds)
+        os._exit(0)
+
+    threading.Thread(target=bound, name="derivd-shutdown-bound", daemon=True).start()
+
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_tensor_entries: int = 10**7
     forward_chunk_bytes: int = 64 * 1024 * 1024
     request_timeout_s: float = 60.0
+    # A program whose one evaluation needs more floating-point operations than this (ir/cost.py: a
+    # floor, from its shapes) is refused before it runs (413): 1e13 is minutes of a core's BLAS at
+    # ~50 GFLOP/s, far past request_timeout_s; what is under it and still too slow stops at the deadline.
+    max_program_flops: float = 1e13
 
     # What one HTTP connection may cost (gateway/connection.py; Envoy's header limits): header lines and
     # bytes of a request head (431 past them), and time for the head from its first byte and for
@@ -48,7 +52,12 @@ class Settings(BaseSettings):
     inline_compute_s: float = 0.002  # requests known to take less run on the event loop (no thread hop)
     compute_threads: int = 40  # the dispatcher's threads for every other request, REST and gRPC alike
 
+    # In-process caches, bounded in bytes (and the tape cache in entries too): compiled functions with
+    # their tapes (the program text, graph and tape sources), and stored functions (text and constants;
+    # without Redis this is the store itself: past it the least recently used are forgotten).
     tape_cache_size: int = 256
+    tape_cache_bytes: int = 128 * 1024 * 1024
+    function_cache_bytes: int = 128 * 1024 * 1024
 
     # Tape cache in Redis (redis_url, below): entries are signed with HMAC-SHA256 under this key
     # (the same on every gateway and worker); without it nothing is shared. Short timeouts: a slow
@@ -70,6 +79,9 @@ class Settings(BaseSettings):
     pool_reverse: str | None = None
     pool_taylor: str | None = None
     pool_finite: str | None = None
+    # The shared secret a gateway sends its workers (gRPC metadata) and a worker requires of every call
+    # but health checks: required by `derivd worker`; `derivd serve --workers N` makes one per run.
+    worker_token: SecretStr | None = None
     worker_threads: int = 4
     worker_stop_grace_s: float = 1.0  # past its deadline plus this, a busy worker exits and is replaced
     worker_max_message_bytes: int = 256 * 1024 * 1024
@@ -111,6 +123,20 @@ class Settings(BaseSettings):
     blackbox_retries: int = 3
     blackbox_backoff_s: float = 0.05
     blackbox_default_max_concurrency: int = 16
+
+
+# Values that only ever stood in for a secret (docs, old manifests): a server refuses to start with one.
+PLACEHOLDER_SECRETS = {"change-me-in-production", "change-me", "changeme", "replace-me", "secret", "placeholder"}
+
+
+def placeholder_secrets(settings: Settings) -> list[str]:
+    """The DERIVD_* names of secrets set to a placeholder (``derivd serve`` and ``worker`` refuse them)."""
+    found = []
+    for name in ("tape_cache_hmac_key", "worker_token"):
+        value = getattr(settings, name)
+        if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            found.append(f"DERIVD_{name.upper()}")
+    return found
 
 
 @lru_cache

@@ -58,5 +58,5 @@ def test_counts_arrive_as_ints(sdk):
 
 def test_a_stored_function_lists_its_inputs_in_source_order(sdk):
     assert sdk.register_function("sum(y * (w @ X))").inputs == ["y", "w", "X"]
-    program = "def f(q): return q * zeta\nb = alpha + f(m)\nsum(b * beta)"
-    assert sdk.register_function(program).inputs == ["zeta", "alpha", "m", "beta"]
+    program = "def f(q): return q * zeta\nb = alpha + f(m)\nsum(b * omega)"
+    assert sdk.register_function(program).inputs == ["zeta", "alpha", "m", "omega"]

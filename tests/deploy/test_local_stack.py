@@ -3,7 +3,7 @@
 Each worker service's command and the gateway's command are taken from
 docker-compose.yml; only addresses change (free loopback ports instead of
 container ports, ``dns:///localhost:<port>`` instead of the service names) and
-Redis is the tests' own. Then the gateway must be live, ready once its pools
+Redis is the tests' own, the secrets the tests' (compose takes them from the environment). Then the gateway must be live, ready once its pools
 are reachable, answer over REST and gRPC through the workers, and turn
 unready when a pool's only worker goes away.
 """
@@ -56,22 +56,21 @@ STARTING = (httpx.HTTPError, grpc.RpcError)  # while the stack starts, a refused
 def stack(shared_redis_url):
     services = compose()["services"]
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("DERIVD_")}
-    base_env.update(OMP_NUM_THREADS="1", DERIVD_TAPE_CACHE_HMAC_KEY="deploy-test-key")
+    secrets = {"DERIVD_TAPE_CACHE_HMAC_KEY": "deploy-test-key", "DERIVD_WORKER_TOKEN": "deploy-test-token"}
+    base_env.update(OMP_NUM_THREADS="1", **secrets)
     procs, workers = [], {}
     try:
         for name, svc in services.items():
             if svc.get("command", [None])[:2] != ["derivd", "worker"]:
                 continue
             port = free_port()
-            env = {**base_env, **svc["environment"], "DERIVD_REDIS_URL": shared_redis_url}
-            env["DERIVD_TAPE_CACHE_HMAC_KEY"] = "deploy-test-key"
+            env = {**base_env, **svc["environment"], "DERIVD_REDIS_URL": shared_redis_url, **secrets}
             proc = spawn(with_option(svc["command"], "--listen", f"127.0.0.1:{port}"), env)
             procs.append(proc)
             workers[name] = (proc, port, worker_command(svc["command"])[0])
 
         gateway = services["gateway"]
-        env = {**base_env, **gateway["environment"], "DERIVD_REDIS_URL": shared_redis_url,
-               "DERIVD_TAPE_CACHE_HMAC_KEY": "deploy-test-key"}
+        env = {**base_env, **gateway["environment"], "DERIVD_REDIS_URL": shared_redis_url, **secrets}
         for name, (_, port, engines) in workers.items():
             for family in engines:
                 key = f"DERIVD_POOL_{family.upper()}"

@@ -7,6 +7,7 @@ on the wrong path, a Deployment without its headless Service or HPA).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -133,7 +134,6 @@ def test_k8s_gateway_probes_and_service():
 
 def test_k8s_config_names_real_settings_and_redis_is_bounded():
     check_settings_names(by_kind("ConfigMap")["derivd-config"]["data"])
-    check_settings_names(by_kind("Secret")["derivd-secrets"]["stringData"])
     redis = by_kind("Deployment")["redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert redis[redis.index("--maxmemory-policy") + 1] == "allkeys-lru"
     assert by_kind("Service")["redis"]["spec"]["ports"][0]["port"] == 6379
@@ -163,3 +163,40 @@ def test_commands_are_valid_cli_invocations(sub):
     for cmd in cmds:
         for flag in cmd[2::2]:
             assert flag in r.stdout.split(), f"{shlex.join(cmd)}: {flag} is not an option of derivd {sub}"
+
+
+SECRETS = ("DERIVD_TAPE_CACHE_HMAC_KEY", "DERIVD_WORKER_TOKEN")
+
+
+def test_no_file_ships_a_secret_and_compose_refuses_to_start_without_them():
+    """Compose interpolates each secret with ``${NAME:?message}`` (no default: `docker compose up`
+    stops naming it); k8s has no Secret object to apply (the instructions create it, from
+    `openssl rand`); every pod that needs them reads derivd-secrets."""
+    env = compose()["x-derivd-env"]
+    for name in SECRETS:
+        assert re.fullmatch(r"\$\{" + name + r":\?[^}]+\}", env[name]), env[name]
+    for svc in compose()["services"].values():
+        if svc.get("command", [""])[0] == "derivd":
+            assert all(svc["environment"][name] == env[name] for name in SECRETS)
+    assert "Secret" not in {d["kind"] for d in k8s_docs()}
+    instructions = (K8S / "config.yaml").read_text()
+    for name in SECRETS:
+        assert f'--from-literal={name}="$(openssl rand -hex 32)"' in instructions
+    for dep in by_kind("Deployment").values():
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            if c.get("command", [""])[0] == "derivd":
+                assert {"secretRef": {"name": "derivd-secrets"}} in c["envFrom"]
+
+
+@pytest.mark.parametrize("sub", ["serve", "worker"])
+def test_a_placeholder_secret_is_refused_at_start(sub):
+    """What the manifests used to ship: the server exits 2 naming the setting, before listening."""
+    import subprocess
+    import sys
+
+    for name in SECRETS:
+        env = {**os.environ, "DERIVD_WORKER_TOKEN": "tests-token", name: "change-me-in-production"}
+        r = subprocess.run([sys.executable, "-m", "derivd.cli", sub, "--port" if sub == "serve" else "--listen",
+                            "1" if sub == "serve" else "127.0.0.1:1"], capture_output=True, text=True,
+                           timeout=60, env=env)
+        assert r.returncode == 2 and name in r.stderr and "placeholder" in r.stderr, r.stderr

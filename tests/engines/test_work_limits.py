@@ -67,3 +67,27 @@ def test_verify_is_refused_before_the_answer_it_would_check(tape_runs, endpoint,
     (limit, _), = settings.items()
     refused(Service(Settings(**settings)), endpoint, dsl, limit, verify=True, **fields)
     assert tape_runs["n"] == 0
+
+
+@pytest.mark.parametrize("mode", ["auto", "forward", "reverse", "taylor", "finite"])
+def test_a_dense_hessian_over_the_entries_limit_is_refused_in_every_mode(tape_runs, mode):
+    """A diagonal Hessian at n = 40 (auto mode finds its pattern, then writes it out whole): 1600
+    entries over a limit of 1599, refused before any pass; with ``sparse`` its 40 nonzeros fit where
+    a mode colours the pattern (Taylor mode and finite differences build the whole matrix)."""
+    x = np.linspace(0.1, 1.0, 40)
+    service = Service(Settings(max_jacobian_entries=1599))
+    with pytest.raises(LimitExceeded) as e:
+        service.compute("hessian", Request(function={"dsl": "sum(x ** 3)"}, at={"x": x}, mode=mode))
+    assert e.value.status == 413 and e.value.detail["limit"] == "max_jacobian_entries"
+    assert e.value.detail["value"] == 1600 and "40 x 40" in e.value.message
+    assert tape_runs["n"] == 0
+    sparse = Request(function={"dsl": "sum(x ** 3)"}, at={"x": x}, mode=mode, sparse=True)
+    if mode in ("taylor", "finite"):
+        with pytest.raises(LimitExceeded):
+            service.compute("hessian", sparse)
+        assert tape_runs["n"] == 0
+    else:
+        out, _ = service.compute("hessian", sparse)
+        rows, cols = np.asarray(out["hessian"]["rows"]), np.asarray(out["hessian"]["cols"])
+        np.testing.assert_allclose(out["hessian"]["values"], 6 * x[rows], rtol=1e-13)
+        assert (rows == cols).all() and sorted(rows) == list(range(40))

@@ -15,7 +15,7 @@ from tests.conftest import LiveServer
 @pytest.fixture(scope="module")
 def worker_settings(shared_redis_url):
     return shared_settings(shared_redis_url, f"derivd-test-{uuid.uuid4().hex[:12]}", worker_stop_grace_s=0.3,
-                           pool_wait_s=10.0)
+                           pool_wait_s=10.0, worker_token=f"tests-{uuid.uuid4().hex}")
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,11 @@ class RedisTier:
         """False while the breaker is open (Redis failed within the current backoff)."""
         return clock.now() >= self._open_until
 
+    @property
+    def retry_in_s(self) -> float:
+        """Seconds until the breaker lets Redis be tried again (0 when it is closed)."""
+        return max(0.0, self._open_until - clock.now())
+
     def get_sealed(self, key: str, refresh_ttl_s: int | None = None) -> bytes | None:
         """The payload at ``key`` once its MAC checks (``TamperedEntry`` if not); None on a miss or
         while Redis is unreachable. ``refresh_ttl_s`` restarts the entry's TTL (GETEX)."""

@@ -1,7 +1,9 @@
 """The tape cache: an in-process LRU in front of Redis.
 
 Level ``local`` holds compiled functions (a lowered program and the tapes
-compiled from it) in this process, least recently used out first. Level
+compiled from it) in this process, least recently used out first, within
+``tape_cache_bytes`` (``weigh``: the program text, every tape's source, and
+``NODE_BYTES`` per node of its graph) and ``tape_cache_size`` entries. Level
 ``redis`` holds *graphs*, shared by every gateway and worker pointed at the
 same Redis: the lowered program (``xf=lower``) and each transform's graph
 (``xf=vjp(...)``, ...), in the canonical JSON of ``ir.serialize``, sealed
@@ -23,10 +25,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from typing import Callable
 
 from derivd.cache.keys import TapeKey
+from derivd.cache.lru import BoundedLRU
 from derivd.cache.redis_tier import RedisTier
 from derivd.cache.signing import TamperedEntry
 from derivd.ir import serialize
@@ -34,6 +36,18 @@ from derivd.ir import serialize
 log = logging.getLogger("derivd.cache")
 
 LEVELS = ("local", "redis")
+# What one IR node costs in memory, with its params and inputs (measured: ~300-500 bytes), and what a
+# line of compiled tape costs beside its text (its code object): weights, not exact counts.
+NODE_BYTES = 512
+CODE_FACTOR = 3
+
+
+def weigh(compiled) -> int:
+    """Bytes a compiled function holds: its text, its graph (which transforms grow) and its tapes."""
+    graph = getattr(compiled, "graph", None)
+    tapes = getattr(compiled, "_tapes", {})
+    return (len(getattr(compiled, "source", "")) + NODE_BYTES * len(getattr(graph, "nodes", ()))
+            + CODE_FACTOR * sum(len(t.source) for t in list(tapes.values())))
 RESULTS = ("hit", "miss", "rejected")
 
 
@@ -75,30 +89,21 @@ class CacheStats:
 class TapeCache:
     def __init__(self, settings, redis: RedisTier | None = None, stats: CacheStats | None = None):
         self.settings = settings
-        self.size = settings.tape_cache_size
         self.redis = redis
         self.stats = stats or CacheStats()
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+        self._items = BoundedLRU(settings.tape_cache_bytes, settings.tape_cache_size, weigh)
 
     # ------------------------------------------------------------ local level
 
     def get_or_compile(self, key: TapeKey, make: Callable[[], object]) -> tuple[object, bool]:
         """The compiled function at ``key`` from this process's LRU, else ``make()`` (not under the lock)."""
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
+        value = self._items.get(key)
         if value is not None:
             self.stats.count("local", "hit")
             return value, True
         self.stats.count("local", "miss")
         value = make()
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        self._items.put(key, value)
         return value, False
 
     @property

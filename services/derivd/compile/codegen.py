@@ -22,6 +22,11 @@ Three specialisations make programs fast:
   shared (GMM's ``sum(Q * xc, axis=3)``: 1.6 ms -> 0.07 ms), else numpy's
   plain loops (a column-wise dot: 122 -> 70 us). A factor is read before a
   same-rank ``broadcast_to``, so a vjp contracts its cotangent itself.
+
+A tape checks the request's deadline (``derivd.deadlines``) after every
+``CHECK_FLOPS`` of work or ``CHECK_LINES`` lines (``ir.cost`` estimates each
+node's work), so a long tape stops soon after its caller's 504; a short one
+(the warm path) has no check at all. A loop node checks between iterations.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import string
 from dataclasses import dataclass
 from typing import Callable
 
+from derivd.deadlines import check as check_deadline
+from derivd.ir.cost import node_flops
 from derivd.ir.loop import run_loop
 from derivd.ops.evaluate import BASE_NAMESPACE, expression, integer, literal
 from derivd.ops.registry import FLOAT
@@ -44,6 +51,11 @@ FRESH = {"index_scatter", "index_add"}
 # than the temporary it saves).
 CONTRACT_MIN_SIZE = 4096
 MAX_BLAS_BATCH = 8  # batch entries (axes both factors keep) up to which einsum may go through BLAS
+
+# A tape checks the deadline once this much work (ir.cost: about a millisecond of numpy) or this many
+# lines have run since its last check.
+CHECK_FLOPS = 2 * 10**6
+CHECK_LINES = 64
 
 
 @dataclass
@@ -64,7 +76,7 @@ def compile_graph(graph, inputs: list, outputs: list, name: str = "tape") -> Tap
         and all(a.shape == () for a in n.inputs)
         for n in nodes if n.prim not in ("input", "const")
     )
-    ns = dict(BASE_NAMESPACE, _run_loop=run_loop)
+    ns = dict(BASE_NAMESPACE, _run_loop=run_loop, _check_deadline=check_deadline)
     for n in nodes:
         if n.prim == "loop":  # its body, compiled once: the loop runs it count times
             body = n.params["body"]
@@ -129,6 +141,7 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
         for i, n in enumerate(inputs):
             if n.shape == () and n.dtype == FLOAT:
                 lines.append(f"    a{i} = float(a{i})")
+    work, lines_unchecked = 0, 0  # since the last deadline check
     for pos, n in enumerate(nodes):
         if n.prim == "input":
             if n.id not in var:  # an input the caller did not pass: cannot happen after validation
@@ -175,6 +188,10 @@ def _source(nodes, inputs, outputs, scalar: bool, name: str) -> str:
                 and (a.shape != () or a.prim == "loop") and a.id not in twins]
         if dead:
             lines.append(f"    del {', '.join(sorted(set(dead)))}")
+        work, lines_unchecked = work + (0 if n.prim == "loop" else node_flops(n)), lines_unchecked + 1
+        if (work >= CHECK_FLOPS or lines_unchecked >= CHECK_LINES) and pos < len(nodes) - 1:
+            lines.append("    _check_deadline()")
+            work, lines_unchecked = 0, 0
     lines.append(f"    return ({''.join(var[o.id] + ', ' for o in outputs)})")
     return "\n".join(lines) + "\n"
 

@@ -3,7 +3,15 @@
 The id is a hash of the text and the constants (dtype, shape, bytes), so storing
 the same function twice gives the same id. With Redis (``cache.FunctionStore``)
 the functions are shared by every gateway, so an id stored through one answers
-through all.
+through all; a registration Redis did not take is refused (503
+``store_unavailable`` with ``retry_after_s``), never answered with an id that
+other gateways would not know.
+
+This process keeps the functions it stored or read in a ``BoundedLRU`` of at
+most ``function_cache_bytes`` (text and constants): with Redis a forgotten one
+is read again; without it, the least recently used are forgotten (404), as a
+Redis under ``allkeys-lru`` does, instead of memory growing with every
+registration. One function over the whole bound is refused (413).
 """
 
 from __future__ import annotations
@@ -15,8 +23,11 @@ from typing import Any
 import numpy as np
 
 from derivd.cache import FunctionStore
+from derivd.cache.lru import BoundedLRU
 from derivd.dsl import free_inputs
-from derivd.errors import NotFound, ValidationFailed
+from derivd.errors import DerivdError, LimitExceeded, NotFound, ValidationFailed
+
+ENTRY_BYTES = 512  # a StoredFunction's own objects, beside its text and constants
 
 
 @dataclass
@@ -26,13 +37,17 @@ class StoredFunction:
     inputs: list[str]
     constants: dict[str, np.ndarray]
 
+    @property
+    def nbytes(self) -> int:
+        return ENTRY_BYTES + len(self.dsl) + sum(np.asarray(c).nbytes for c in self.constants.values())
+
 
 class Functions:
     """This process's stored functions, in front of the shared ones (None without Redis)."""
 
     def __init__(self, settings, redis):
         self.settings = settings
-        self.local: dict[str, StoredFunction] = {}
+        self.local = BoundedLRU(settings.function_cache_bytes, 2**62, lambda f: f.nbytes)
         self.shared = FunctionStore(redis, settings.function_ttl_s) if redis else None
 
     def register(self, dsl: str, constants: dict[str, np.ndarray] | None = None) -> StoredFunction:
@@ -47,9 +62,17 @@ class Functions:
             digest.update(np.ascontiguousarray(arr).tobytes())
         fid = digest.hexdigest()[:32]
         stored = StoredFunction(fid, dsl, inputs, dict(constants))
-        self.local[fid] = stored
-        if self.shared is not None:
-            self.shared.put(fid, dsl, inputs, stored.constants)
+        limit = self.settings.function_cache_bytes
+        if stored.nbytes > limit:
+            raise LimitExceeded(f"the function and its constants take {stored.nbytes} bytes, over the limit "
+                                f"function_cache_bytes={limit}", limit="function_cache_bytes",
+                                value=stored.nbytes, max=limit)
+        if self.shared is not None and not self.shared.put(fid, dsl, inputs, stored.constants):
+            wait = max(1.0, self.shared.redis.retry_in_s)
+            raise DerivdError("the function could not be stored where every gateway finds it (Redis is "
+                              f"unreachable); retry in {wait:.0f} s", code="store_unavailable", status=503,
+                              retry_after_s=round(wait, 3))
+        self.local.put(fid, stored)
         return stored
 
     def get(self, fid: str) -> StoredFunction:
@@ -57,7 +80,8 @@ class Functions:
         if stored is None and self.shared is not None:  # stored through another gateway
             shared = self.shared.get(fid)
             if shared is not None:
-                stored = self.local[fid] = StoredFunction(fid, *shared)
+                stored = StoredFunction(fid, *shared)
+                self.local.put(fid, stored)
         if stored is None:
             raise NotFound(f"unknown function id {fid!r}", code="unknown_function", id=fid)
         return stored

@@ -20,8 +20,9 @@ import numpy as np
 
 from derivd.dsl import InputSpec
 from derivd.engines import finite_answers as fd
-from derivd.engines.common import Wrt, require_scalar
+from derivd.engines.common import Wrt, require_dense, require_scalar
 from derivd.errors import DerivdError, LimitExceeded, ShapeError, UnknownName, ValidationFailed
+from derivd.ir.cost import describe, graph_flops
 from derivd.ops.registry import BOOL, FLOAT, INT
 
 MODES = ("auto", "forward", "reverse", "taylor", "finite")
@@ -115,10 +116,14 @@ def require_finite(row) -> None:
 def prepare(row, req, settings, *, wrt: list[str], values: dict, out_shape, fn=None,
             box_points=None) -> Prepared:
     """``req`` for ``row`` once its function's shapes are known: every check the endpoint needs."""
+    if fn is not None:
+        require_affordable(fn, settings)
     if row.scalar:
         require_scalar(out_shape, row.name)
     p = Prepared(row.name, req.mode, settings, wrt, values, tuple(out_shape), fn, req.fd, req.verify, req.sparse,
                  box_points=box_points, pattern=req.pattern)
+    if row.name in DENSE_ANSWERS and not (req.sparse and req.mode in COLOURED):
+        dense_answer(p)
     reads = row.reads
     if "v" in reads or ("v|vs" in reads and req.vs is None):
         p.v = directions(req.v, wrt, values, "v")
@@ -134,6 +139,33 @@ def prepare(row, req, settings, *, wrt: list[str], values: dict, out_shape, fn=N
     if "order" in reads:
         p.order = req.order  # checked by check_request
     return p
+
+
+# The endpoints whose answer is a matrix, built dense unless the caller asks ``sparse`` in a mode that
+# colours a pattern (Taylor mode and finite differences build it whole, whatever they answer).
+DENSE_ANSWERS = ("jacobian", "hessian")
+COLOURED = ("auto", "forward", "reverse")
+
+
+def dense_answer(p: Prepared) -> None:
+    """Refuse a dense Jacobian or Hessian over ``max_jacobian_entries``, whatever the mode or the engine
+    (an ``auto`` Hessian found sparse is still written out whole), before any pass or detection."""
+    n = sum(math.prod(np.shape(p.values[w])) for w in p.wrt)  # no slots: the warm path needs none
+    rows = p.m if p.endpoint == "jacobian" else n
+    advice = fd.FD_WHOLE if p.mode == "finite" else "`sparse: true` answers with its nonzeros where the pattern allows"
+    require_dense(rows, n, f"dense {p.endpoint.capitalize()}", p.settings, advice)
+
+
+def require_affordable(fn, settings) -> None:
+    """Refuse a program whose one evaluation costs more than ``max_program_flops`` (``ir.cost``'s
+    floor from its shapes: a chain of large matrix products in a long loop, say): it could not finish
+    within its deadline, and a single numpy call in it could not be stopped there."""
+    flops = graph_flops(fn.program_nodes)
+    limit = settings.max_program_flops
+    if flops > limit:
+        raise LimitExceeded(f"the program needs at least {describe(flops)} floating-point operations per "
+                            f"evaluation, over the limit max_program_flops={describe(int(limit))}",
+                            limit="max_program_flops", value=flops, max=limit)
 
 
 def taylor_order(order, settings) -> int:

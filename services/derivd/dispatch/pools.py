@@ -17,11 +17,17 @@ Jacobian's shape; taylor for taylor and derivatives). Black boxes and HVP
 streams stay in process (the dispatcher sends them to ``in_process``): a black
 box is I/O on the gateway's own caller, and a stream keeps its compiled session.
 
+Callers. A worker answers only calls carrying the shared ``worker_token`` in
+the metadata ``x-derivd-worker-token`` (``workers.server.CallerCheck``); the
+pool sends it with every request. ``ready()`` says which family is reachable,
+never where its workers are (``/readyz`` is open).
+
 Failures. A request carries its remaining deadline as the gRPC timeout; past
-it the answer is 504 (and the worker recycles itself, see ``workers.server``). A
+it the answer is 504 (and the work stops there, see ``workers.server``). A
 worker that dies under a request (UNAVAILABLE: connection reset or refused)
-costs one retry, on another worker, within the same deadline. A pool with no
-reachable worker answers 503 ``pool_unavailable`` once it has waited
+costs a retry on another worker, within the same deadline; the next one waits
+for a connected worker (a replacement: ``MAX_ATTEMPTS`` tries in all). A pool
+with no reachable worker answers 503 ``pool_unavailable`` once it has waited
 ``pool_wait_s`` for one.
 """
 
@@ -40,6 +46,11 @@ from derivd.errors import DeadlineExceeded, DerivdError
 log = logging.getLogger("derivd.pool")
 
 FAMILIES = ("forward", "reverse", "taylor", "finite")
+TOKEN_METADATA = "x-derivd-worker-token"  # the gRPC metadata carrying worker_token
+# Tries of one request on a pool whose workers fail under it (UNAVAILABLE: reset, refused): two workers
+# killed at once cost two, the third waits for a replacement. A request that kills every worker it
+# reaches stops there.
+MAX_ATTEMPTS = 3
 POOL_SETTINGS = ("pool_default",) + tuple(f"pool_{f}" for f in FAMILIES)
 
 
@@ -90,6 +101,8 @@ class GrpcPool:
             ("grpc.dns_min_time_between_resolutions_ms", 5_000),
         ])
         self.stub = pb_grpc.WorkerStub(self.channel)
+        token = settings.worker_token
+        self.metadata = ((TOKEN_METADATA, token.get_secret_value()),) if token is not None else ()
         self._state = grpc.ChannelConnectivity.IDLE
         self.channel.subscribe(self._on_state, try_to_connect=True)
 
@@ -104,29 +117,33 @@ class GrpcPool:
         deadline = req.deadline if req.deadline is not None else time.monotonic() + self.settings.request_timeout_s
         fields = {k: v for k, v in vars(req).items() if k != "deadline"}
         message = pb.WorkRequest(endpoint=endpoint, family=family, request=codec.encode_struct(fields))
-        for attempt in (1, 2):
-            if attempt == 2:
-                self._await_worker(deadline)
+        first_unavailable = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._deadline()
-            try:  # the first attempt fails fast when no worker is connected; the retry waits for one
-                reply = self.stub.Run(message, timeout=remaining, wait_for_ready=attempt == 2)
+            try:  # the first attempt fails fast when no worker is connected; a retry waits for one
+                reply = self.stub.Run(message, timeout=remaining, wait_for_ready=attempt > 1,
+                                      metadata=self.metadata)
                 break
             except grpc.RpcError as e:
                 code = e.code()
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise self._deadline() from None
-                if code == grpc.StatusCode.UNAVAILABLE and attempt == 1:
+                if code == grpc.StatusCode.UNAVAILABLE and attempt < MAX_ATTEMPTS:
                     self.retries += 1
-                    log.warning("worker in pool %s unavailable (%s); retrying %s once on another worker",
+                    log.warning("worker in pool %s unavailable (%s); retrying %s on another worker",
                                 self.name, e.details(), endpoint)
+                    first_unavailable = first_unavailable or time.monotonic()
+                    self._await_worker(deadline, first_unavailable)
                     continue
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise DerivdError(f"the request or its answer is over the worker message limit "
                                       f"worker_max_message_bytes={self.settings.worker_max_message_bytes}",
                                       code="limit_exceeded", status=413, limit="worker_max_message_bytes",
                                       max=self.settings.worker_max_message_bytes) from None
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    log.error("a worker of pool %s refused this gateway's DERIVD_WORKER_TOKEN", self.name)
                 log.error("worker pool %s failed %s: %s %s", self.name, endpoint, code, e.details())
                 raise DerivdError(f"no worker of pool {self.name} could take the request ({code.name.lower()})",
                                   code="pool_unavailable", status=503, pool=self.name) from None
@@ -137,19 +154,20 @@ class GrpcPool:
         return codec.decode_struct(reply.response), Timings(compile=reply.compile_seconds,
                                                             compute=reply.compute_seconds)
 
-    def _await_worker(self, deadline: float) -> None:
-        """Wait (at most ``pool_wait_s``, never past the deadline) until a worker is connected: a
-        replacement for one that died, say. 503 if none comes."""
-        wait_s = min(deadline - time.monotonic(), self.settings.pool_wait_s)
+    def _await_worker(self, deadline: float, since: float) -> None:
+        """Wait until a worker is connected (a replacement for one that died, say): never past the
+        deadline, nor ``pool_wait_s`` after the first failure (``since``). 503 if none comes."""
+        wait_s = min(deadline, since + self.settings.pool_wait_s) - time.monotonic()
         ready = grpc.channel_ready_future(self.channel)
         try:
             ready.result(timeout=max(wait_s, 0.0))
         except grpc.FutureTimeoutError:
             ready.cancel()  # stop its watch of the channel
-            if wait_s < self.settings.pool_wait_s:
+            if deadline <= since + self.settings.pool_wait_s:
                 raise self._deadline() from None
-            raise DerivdError(f"no worker of pool {self.name} is reachable (waited {wait_s:.1f} s)",
-                              code="pool_unavailable", status=503, pool=self.name) from None
+            raise DerivdError(f"no worker of pool {self.name} is reachable (waited "
+                              f"{self.settings.pool_wait_s:.1f} s)", code="pool_unavailable", status=503,
+                              pool=self.name) from None
 
     def _deadline(self) -> DeadlineExceeded:
         budget = self.settings.request_timeout_s
@@ -183,8 +201,7 @@ class Router:
         return self.pools[family_of(row, mode)] is self.in_process
 
     def ready(self) -> tuple[bool, dict]:
-        states = {family: ("ready" if pool.ready() else "unreachable") + f" ({pool.name})"
-                  for family, pool in self.pools.items()}
+        states = {family: "ready" if pool.ready() else "unreachable" for family, pool in self.pools.items()}
         return all(p.ready() for p in self.pools.values()), {"pools": states}
 
     def close(self) -> None:

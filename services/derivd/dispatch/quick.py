@@ -5,7 +5,8 @@ more than a compiled small derivative costs. A request whose function, shapes
 and endpoint last ran in under ``limit_s`` (compile included), in this process
 and without a black box, runs inline; anything slower or new goes to the
 compute threads, so the receiving thread (REST: the event loop) is never held
-for long.
+for long. The table holds at most ``size`` kinds, each as a hash (bytes, not
+program text).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class QuickRequests:
         self.router, self.limit_s, self.size = router, limit_s, size
         self.seconds: dict[tuple, float] = {}
 
-    def key(self, row, req) -> tuple | None:
+    def key(self, row, req) -> int | None:
         """What identifies a kind of request (None: never inline: a black box, a worker's request)."""
         function = req.function
         if not isinstance(function, dict) or len(function) != 1 or "blackbox" in function:
@@ -30,12 +31,14 @@ class QuickRequests:
         (kind, value), = function.items()
         shapes = tuple((k, np.shape(v)) for k, v in req.at.items())
         consts = tuple((k, np.shape(v)) for k, v in req.constants.items())
-        return row.name, kind, str(value), shapes, consts, req.mode, req.verify, req.sparse
+        # Kept as its hash, never the program text (up to max_source_bytes a kind): a collision only
+        # makes one kind of request run inline or not, never changes an answer.
+        return hash((row.name, kind, str(value), shapes, consts, req.mode, req.verify, req.sparse))
 
-    def is_quick(self, key: tuple | None) -> bool:
+    def is_quick(self, key: int | None) -> bool:
         return key is not None and self.seconds.get(key, float("inf")) < self.limit_s
 
-    def record(self, key: tuple | None, seconds: float) -> None:
+    def record(self, key: int | None, seconds: float) -> None:
         if key is None:
             return
         if len(self.seconds) >= self.size:

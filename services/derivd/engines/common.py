@@ -1,41 +1,14 @@
-"""What every engine shares: wrt bookkeeping, chunking, and the request's deadline."""
+"""What every engine shares: wrt bookkeeping, chunking, the dense-answer limit, and the request's deadline."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import itertools
 import math
 
 import numpy as np
 
-from derivd import clock
-from derivd.errors import DeadlineExceeded, LimitExceeded, ShapeError
-
-# (instant on clock.now(), budget in seconds) of the request this thread is computing, if it has one.
-_DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("deadline", default=None)
-
-
-@contextlib.contextmanager
-def deadline(at: float | None, budget_s: float):
-    """Engines in this block stop at their next pass once ``at`` (on ``clock.now()``'s scale) is past.
-
-    A tape cannot be interrupted, but Jacobians, Hessians, Taylor directions and
-    finite differences are many passes: a request whose caller already had its
-    504 stops burning a core between two of them instead of running to the end."""
-    token = _DEADLINE.set(None if at is None else (at, budget_s))
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
-
-
-def check_deadline() -> None:
-    """Raise ``DeadlineExceeded`` when the request being computed is past its deadline."""
-    current = _DEADLINE.get()
-    if current is not None and clock.now() > current[0]:
-        raise DeadlineExceeded(f"the request ran past its deadline of {current[1]:g} s; stopped between passes",
-                               deadline_s=current[1])
+from derivd.deadlines import check as check_deadline, deadline  # noqa: F401  (the engines' names for them)
+from derivd.errors import LimitExceeded, ShapeError
 
 
 class Wrt:

@@ -255,7 +255,9 @@ def _add_schemas(app: FastAPI) -> None:
 def _install_error_handlers(app: FastAPI) -> None:
     async def refused(request, exc):
         status, body = error_response(exc)
-        return Response(body, status_code=status, media_type="application/json")
+        wait = getattr(exc, "detail", {}).get("retry_after_s")  # a 503 that says when, as a 429 does
+        headers = {"retry-after": str(math.ceil(wait))} if wait is not None else None
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     app.add_exception_handler(DerivdError, refused)
     app.add_exception_handler(ValidationError, refused)

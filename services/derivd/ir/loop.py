@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from derivd import clock, deadlines
 from derivd.ir.graph import Graph, Node
 from derivd.ops.registry import INT
 
@@ -168,10 +169,17 @@ def counter_node(graph: Graph) -> Node:
 
 
 def run_loop(body_fn, carried: tuple, captured: tuple, count: int, reverse: bool, collect: bool) -> tuple:
-    """What a compiled ``loop`` node runs."""
+    """What a compiled ``loop`` node runs; it stops between two iterations once the request being
+    computed is past its deadline or the process is stopping (a clock read and a flag per
+    iteration: far less than a body costs)."""
     states = []
     order = range(count - 1, -1, -1) if reverse else range(count)
+    limit = deadlines.current()
     for k in order:
+        if limit is not None and clock.now() > limit[0]:
+            raise deadlines.late(limit[1])
+        if deadlines.STOPPING.is_set():
+            raise deadlines.stopping()
         if collect:
             states.append(carried)
         carried = body_fn(k, *carried, *captured)

@@ -7,18 +7,26 @@ cache, in front of the same Redis as everyone else), answers the standard gRPC
 health service, and refuses a request routed for an engine family it was not
 started for (a misconfigured pool target), with 503 ``misrouted``.
 
+Callers. Every call but a health check must carry the shared secret
+``worker_token`` in the metadata ``x-derivd-worker-token`` (``CallerCheck``);
+anything else is UNAUTHENTICATED before the request is even decoded, so the
+internal API is no way around the gateway's keys and rate limits. A worker
+refuses to start without a token; local ones get their gateway's, made per run.
+
 Deadlines. The call's gRPC deadline is the request's remaining deadline; the
-gateway answers 504 when it passes. The work itself cannot be interrupted (a
-tape is one numpy call after another), so the ``Watchdog`` recycles the
-worker instead: a request still running ``worker_stop_grace_s`` after its
-deadline makes the process exit (status 75), and its supervisor (or
-Kubernetes) starts a fresh one. Requests that were sharing the worker fail as
+gateway answers 504 when it passes, and the work stops at its next check
+(``derivd.deadlines``: between passes, loop iterations and tape steps). One
+numpy call cannot be interrupted, so the ``Watchdog`` recycles the worker if
+it must: a request still running ``worker_stop_grace_s`` after its deadline
+makes the process exit (status 75), and its supervisor (or Kubernetes) starts
+a fresh one. Requests that were sharing the worker fail as
 UNAVAILABLE and are retried once on another worker by the gateway.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import logging
 import multiprocessing
 import os
@@ -37,7 +45,7 @@ from derivd.allocator import tune_allocator
 from derivd.core import ENDPOINTS, Request, Service
 from derivd.errors import DerivdError
 from derivd.dispatch import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
-from derivd.dispatch.pools import FAMILIES, POOL_SETTINGS, grpc_options
+from derivd.dispatch.pools import FAMILIES, POOL_SETTINGS, TOKEN_METADATA, grpc_options
 
 log = logging.getLogger("derivd.worker")
 
@@ -80,6 +88,26 @@ class Watchdog:
                           "is replaced", overdue[0], self.grace_s)
                 logging.shutdown()
                 self._exit(EXIT_OVERRUN)
+
+
+class CallerCheck(grpc.ServerInterceptor):
+    """Refuses (UNAUTHENTICATED) a Worker call without the shared token; health checks stay open."""
+
+    def __init__(self, token: str):
+        self._token = token.encode()
+
+        def refuse(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a worker answers its gateways only: the worker "
+                          "token is missing or wrong")
+
+        self._refuse = grpc.unary_unary_rpc_method_handler(refuse)
+
+    def intercept_service(self, continuation, details):
+        if details.method.startswith(f"/{SERVICE_NAME}/"):
+            sent = dict(details.invocation_metadata).get(TOKEN_METADATA, "")
+            if not hmac.compare_digest(sent.encode(), self._token):
+                return self._refuse
+        return continuation(details)
 
 
 class WorkerServicer(pb_grpc.WorkerServicer):
@@ -137,7 +165,11 @@ def parse_engines(text: str) -> set[str]:
 
 
 def build_server(settings, listen: str, engines: set[str]) -> tuple[grpc.Server, int]:
-    """A started worker server on ``listen`` (host:port, port 0 for any) and the port it bound."""
+    """A started worker server on ``listen`` (host:port, port 0 for any) and the port it bound; it
+    answers only callers with ``settings.worker_token`` (ValueError without one)."""
+    if settings.worker_token is None or not settings.worker_token.get_secret_value():
+        raise ValueError("a worker needs DERIVD_WORKER_TOKEN, the secret its gateways send (e.g. "
+                         "`openssl rand -hex 32`, the same on the gateways and the workers)")
     settings = settings.model_copy(update=dict.fromkeys(POOL_SETTINGS))  # a worker computes, never forwards
     service = Service(settings)
     server = grpc.server(
@@ -147,7 +179,7 @@ def build_server(settings, listen: str, engines: set[str]) -> tuple[grpc.Server,
             # Clients reconnect (and re-resolve DNS) at least this often, so new workers get traffic.
             ("grpc.max_connection_age_ms", 300_000),
             ("grpc.max_connection_age_grace_ms", int(1000 * (settings.request_timeout_s + 5))),
-        ])
+        ], interceptors=[CallerCheck(settings.worker_token.get_secret_value())])
     pb_grpc.add_WorkerServicer_to_server(
         WorkerServicer(service, engines, Watchdog(settings.worker_stop_grace_s)), server)
     health_servicer = health.HealthServicer()
@@ -182,6 +214,21 @@ def run_local(settings, listen: str, engines: set[str]) -> None:
                         format=f"%(asctime)s %(levelname)s worker-{os.getpid()} %(name)s %(message)s")
     try:
         serve(settings, listen, engines)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         log.error("worker cannot start: %s", e)
         sys.exit(1)
+
+
+def run_spare(settings, engines: set[str], port_pipe) -> None:
+    """Entry point of a spare worker: started ahead of need (imports done, the slow part of a start),
+    it says so, waits for the port of a worker that died, then serves there. Its pipe closing (the
+    supervisor stopping or gone) ends it."""
+    try:
+        port_pipe.send("ready")
+    except OSError:  # the supervisor sent a port before we were ready, and closed its end: still readable
+        pass
+    try:
+        port = port_pipe.recv()
+    except (EOFError, OSError):
+        return
+    run_local(settings, f"127.0.0.1:{port}", engines)

@@ -4,11 +4,17 @@ Each worker is a ``spawn`` process (never ``fork``: gRPC's threads and locks
 do not survive a fork) listening on its own loopback port, fixed for the life
 of the gateway, so the gateway's one channel to
 ``ipv4:127.0.0.1:p1,127.0.0.1:p2,...`` never changes: a replaced worker comes
-back on the same port and gRPC reconnects to it by itself.
+back on the same port and gRPC reconnects to it by itself. A worker answers
+only callers with the supervisor's ``worker_token`` (the one set, else one made
+for this run; ``Supervisor.settings`` carries it to the gateway's pool).
 
 A worker that exits for any reason (killed, crashed, or recycled by its
 watchdog after overrunning a deadline) is started again at once, and the
-restart counted (``on_restart``). A worker that is alive but has not answered
+restart counted (``on_restart``). Starting a Python worker takes seconds
+(interpreter, numpy, gRPC), so one spare process is kept with all that done:
+it takes the dead worker's port within milliseconds, and a new spare starts
+behind it; requests wait for a connected worker within their deadline
+(``dispatch.pools``). A worker that is alive but has not answered
 a health check for longer than any request may run (the request deadline
 plus the watchdog's grace plus ``stuck_margin_s``) is stuck holding its
 interpreter: it is killed, then replaced the same way. A slot whose workers
@@ -20,6 +26,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -28,12 +35,16 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 import grpc
+from pydantic import SecretStr
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from derivd.dispatch.pools import FAMILIES
-from derivd.workers.server import EXIT_OVERRUN, run_local
+from derivd.workers.server import EXIT_OVERRUN, run_local, run_spare
 
 log = logging.getLogger("derivd.supervisor")
+
+
+SPARE_DELAY_S = 2.0  # a used spare's successor starts this long after, not beside the replacements
 
 
 @dataclass
@@ -53,6 +64,8 @@ class Supervisor:
                  stuck_margin_s: float = 10.0):
         if n < 1:
             raise ValueError("a supervisor needs at least one worker")
+        if settings.worker_token is None:  # a secret for this run: only this gateway may call its workers
+            settings = settings.model_copy(update={"worker_token": SecretStr(secrets.token_urlsafe(32))})
         self.settings = settings
         self.engines = set(engines)
         self.on_restart = on_restart or (lambda slot: None)
@@ -62,6 +75,9 @@ class Supervisor:
         self.exit_codes: list[int | None] = []  # of every worker that died, in order (negative: a signal)
         self.slots = [Slot(port) for port in _free_ports(n)]
         self._context = multiprocessing.get_context("spawn")
+        self._spare: tuple[multiprocessing.Process, object] | None = None  # (process, its port pipe)
+        self._spare_due: float | None = None  # when to start the next spare
+        self._spare_ready = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -87,6 +103,7 @@ class Supervisor:
                     raise RuntimeError(f"worker on port {slot.port} did not start (exit code "
                                        f"{slot.process.exitcode})")
                 time.sleep(0.05)
+        self._start_spare()
         self._thread = threading.Thread(target=self._watch, name="derivd-supervisor", daemon=True)
         self._thread.start()
         log.info("%d workers ready at %s", len(self.slots), self.target)
@@ -98,6 +115,10 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join()
         procs = [s.process for s in self.slots if s.process is not None]
+        if self._spare is not None:
+            spare, pipe = self._spare
+            pipe.close()  # the spare ends on its pipe's end
+            procs.append(spare)
         for p in procs:
             if p.is_alive():
                 p.terminate()
@@ -114,12 +135,43 @@ class Supervisor:
     # ------------------------------------------------------------ internals
 
     def _spawn(self, slot: Slot) -> None:
+        """A worker on ``slot``'s port: the spare if one is ready (then a new spare), else a new process."""
         slot.restart_at = slot.probe = None
-        slot.process = self._context.Process(
-            target=run_local, args=(self.settings, f"127.0.0.1:{slot.port}", self.engines),
-            name=f"derivd-worker-{slot.port}", daemon=False)
-        slot.process.start()
+        spare, self._spare = self._spare, None
+        if spare is not None and spare[0].is_alive():
+            process, pipe = spare
+            pipe.send(slot.port)
+            pipe.close()
+            self._spare_due = time.monotonic() + SPARE_DELAY_S  # after the replacements, not beside them
+        else:
+            process = self._context.Process(
+                target=run_local, args=(self.settings, f"127.0.0.1:{slot.port}", self.engines),
+                name=f"derivd-worker-{slot.port}", daemon=False)
+            process.start()
+        slot.process = process
         slot.started = slot.last_healthy = time.monotonic()
+
+    @property
+    def spare_ready(self) -> bool:
+        """Whether the spare is alive and has said its imports are done (it waits for a port)."""
+        if self._spare is None:
+            return False
+        process, pipe = self._spare
+        try:
+            if not self._spare_ready and pipe.poll():
+                self._spare_ready = pipe.recv() == "ready"
+        except (EOFError, OSError):
+            return False
+        return self._spare_ready and process.is_alive()
+
+    def _start_spare(self) -> None:
+        self._spare_due, self._spare_ready = None, False
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(target=run_spare, args=(self.settings, self.engines, theirs),
+                                        name="derivd-worker-spare", daemon=False)
+        process.start()
+        theirs.close()
+        self._spare = (process, ours)
 
     def _watch(self) -> None:
         next_check = time.monotonic()
@@ -133,6 +185,11 @@ class Supervisor:
                     self._schedule(slot)
                 if slot.restart_at is not None and time.monotonic() >= slot.restart_at:
                     self._spawn(slot)
+            if self._spare is not None and not self._spare[0].is_alive():  # the spare itself died
+                self._spare = None
+                self._spare_due = self._spare_due or time.monotonic() + SPARE_DELAY_S
+            if self._spare is None and self._spare_due is not None and time.monotonic() >= self._spare_due:
+                self._start_spare()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.health_interval_s
                 for slot in self.slots:
