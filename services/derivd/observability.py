@@ -78,6 +78,9 @@ class Metrics:
                                          registry=r)
         self.cache_hits = Counter("derivd_tape_cache_hits", "Tape-cache hits by level", ["level"], registry=r)
         self.cache_misses = Counter("derivd_tape_cache_misses", "Tape-cache misses by level", ["level"], registry=r)
+        self.tier2_tapes = Counter("derivd_tier2_tapes", "Tapes by what became of their XLA tier: accepted, "
+                                   "rejected (disagreed with numpy at a point), unlowerable", ["result"], registry=r)
+        self._tier2_seen: dict[str, int] = {}
         self._cache_levels: dict[str, list] = {}  # level -> [stats, hits seen, misses seen, counters]
         self._cache_lock = threading.Lock()
         self._series: dict[tuple, tuple] = {}
@@ -94,8 +97,15 @@ class Metrics:
             self._cache_levels[level] = [stats, *seen, self.cache_hits.labels(level), self.cache_misses.labels(level)]
 
     def _sync_cache(self) -> None:
-        """Carry the caches' counts into the counters."""
+        """Carry the caches' and the compile tiers' counts of this process into the counters."""
+        from derivd.engines import tiers
+
         with self._cache_lock:
+            for result, n in tiers.COUNTS.items():
+                seen = self._tier2_seen.get(result, 0)
+                if n > seen:
+                    self.tier2_tapes.labels(result).inc(n - seen)
+                    self._tier2_seen[result] = n
             for entry in self._cache_levels.values():
                 stats, hits_seen, misses_seen, hits_counter, misses_counter = entry
                 hits, misses = stats()

@@ -207,13 +207,19 @@ def _index_add_inplace(base, ct, items):
     return base
 
 
+def _index_scatter_xla(jx, ct, items, in_shape):
+    core_out_ndim = sum(isinstance(i, tuple) for i in items)
+    shape = jx.np.shape(ct)
+    return jx.np.zeros(shape[: len(shape) - core_out_ndim] + tuple(in_shape)).at[_item_tuple(items)].set(ct)
+
+
 def _index_scatter_shape(ct, items, in_shape):
     core_out = _index_shape((tuple(in_shape), "f8"), items)[0]
     return ct[0][: len(ct[0]) - len(core_out)] + tuple(in_shape), FLOAT
 
 
 register(Primitive(
-    "index_scatter", _index_scatter_shape, impl=_index_scatter,
+    "index_scatter", _index_scatter_shape, impl=_index_scatter, xla=_index_scatter_xla,
     jvp=lambda p, t, out, items, in_shape: None if t[0] is None else apply(
         "index_scatter", t[0], items=items, in_shape=in_shape),
     vjp=lambda p, out, ct, items, in_shape: [apply("index", ct, items=items)],
@@ -227,6 +233,7 @@ register(Primitive(
 register(Primitive(
     "index_add", lambda base, ct, items: (base[0], FLOAT), impl=_index_add,
     inplace_impl=_index_add_inplace,
+    xla=lambda jx, base, ct, items: jx.np.asarray(base, dtype=jx.np.float64).at[_item_tuple(items)].add(ct),
     jvp=lambda p, t, out, items: _index_add_jvp(p, t, items),
     vjp=lambda p, out, ct, items: [ct, apply("index", ct, items=items)], taylor=linear, sparsity=SELECT,
     params={"items": ITEMS},
@@ -289,8 +296,31 @@ def _gather(x, idx, axis):
     return np.take(x, idx, axis=axis)
 
 
+def _out_of_range(jx, idx, n):
+    """NaN where an index array leaves an axis of size ``n``, else 0: tier 2's answer is then not
+    finite, and tier 1 answers with its error (jax would clamp or drop the index silently)."""
+    return jx.np.where(jx.np.any((idx >= n) | (idx < -n)), jx.np.nan, 0.0)
+
+
+def _gather_xla(jx, x, idx, axis):
+    if not jx.np.issubdtype(x.dtype, jx.np.floating):
+        raise NotImplementedError("tier 2 gathers floats only")
+    n = x.shape[axis]
+    return jx.np.take(x, jx.np.where(idx < 0, idx + n, idx), axis=axis, mode="clip") + _out_of_range(jx, idx, n)
+
+
+def _scatter_add_xla(jx, ct, idx, axis, size):
+    trail = -axis - 1
+    shape = jx.np.shape(ct)
+    k = jx.np.ndim(idx)
+    lead_shape, tail = shape[: len(shape) - trail - k], shape[len(shape) - trail:]
+    flat = jx.np.reshape(ct, lead_shape + (-1,) + tail)
+    out = jx.np.zeros(lead_shape + (size,) + tail).at[(Ellipsis, jx.np.reshape(idx, -1)) + (slice(None),) * trail]
+    return out.add(flat, mode="drop") + _out_of_range(jx, idx, size)
+
+
 register(Primitive(
-    "gather", _gather_shape, impl=_gather,
+    "gather", _gather_shape, impl=_gather, xla=_gather_xla,
     jvp=lambda p, t, out, axis: None if t[0] is None else apply("gather", t[0], p[1], axis=axis),
     vjp=lambda p, out, ct, axis: [apply("scatter_add", ct, p[1], axis=axis, size=p[0].shape[axis]), None],
     taylor=linear, sparsity=SELECT, params={"axis": AXIS},
@@ -326,7 +356,7 @@ def _scatter_add(ct, idx, axis, size):
 
 
 register(Primitive(
-    "scatter_add", _scatter_add_shape, impl=_scatter_add,
+    "scatter_add", _scatter_add_shape, impl=_scatter_add, xla=_scatter_add_xla,
     jvp=lambda p, t, out, axis, size: None if t[0] is None else apply("scatter_add", t[0], p[1], axis=axis, size=size),
     vjp=lambda p, out, ct, axis, size: [apply("gather", ct, p[1], axis=axis), None],
     taylor=linear, sparsity=("scatter_add", ()), params={"axis": AXIS, "size": SIZE},

@@ -1,0 +1,194 @@
+"""Two tiers for one tape: numpy answers at once, XLA takes over what is hot.
+
+A ``TieredTape`` is what ``CompiledFunction.tape`` hands out. Tier 1 is the
+numpy tape of compile/codegen.py, ready in milliseconds; tier 2 is the same
+graph compiled by XLA (compile/xla.py), which costs 0.1-2 s to compile and then
+fuses elementwise chains and runs loops without Python. With ``xla_tier``:
+
+* ``auto``: tier 1 answers; once a tape has run ``xla_after_runs`` times or
+  spent ``xla_after_seconds`` of compute, one background thread compiles it
+  (one tape at a time, so compiling never takes more than one core);
+* ``always``: every tape is compiled before its first answer (for testing);
+* ``off``, or jax not installed: tier 1 only, as without this module.
+
+Tier 2 answers only after it agreed with tier 1 at a real point: the point of
+the run that made the tape hot (``auto``) or of its first run (``always``),
+every output within ``xla_rtol`` (relative to that output's largest entry). A
+tape that disagrees stays on tier 1 for good and is logged and counted
+(``derivd_tier2_tapes{result="rejected"}`` in /metrics); so is one using a
+primitive without a tier-2 lowering (``result="unlowerable"``). An answer of
+tier 2 holding a non-finite number is recomputed on tier 1, which has the
+numpy conventions (and the errors: a singular matrix, an index out of range)
+that XLA would otherwise turn into NaN.
+
+``answering()`` collects which tiers answered a request: the service puts the
+highest in the response (``tier``) and the gateway in ``Server-Timing``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from derivd.compile import xla
+
+log = logging.getLogger("derivd.tiers")
+
+MODES = ("auto", "always", "off")
+RESULTS = ("accepted", "rejected", "unlowerable")
+COUNTS = dict.fromkeys(RESULTS, 0)  # tapes of this process by what became of their tier 2
+_COUNT_LOCK = threading.Lock()
+_COMPILER: list = []  # the one background compile thread, made on first use
+_ANSWERED: contextvars.ContextVar[set | None] = contextvars.ContextVar("tiers_answered", default=None)
+
+
+def enabled(settings) -> bool:
+    """Whether tier 2 may run here: asked for, and jax installed."""
+    if settings.xla_tier not in MODES:
+        raise ValueError(f"xla_tier must be one of {', '.join(MODES)}, not {settings.xla_tier!r}")
+    return settings.xla_tier != "off" and xla.available()
+
+
+@contextlib.contextmanager
+def answering():
+    """Collect, in the yielded set, the tiers (1, 2) that answered the tape runs in this block."""
+    used: set = set()
+    token = _ANSWERED.set(used)
+    try:
+        yield used
+    finally:
+        _ANSWERED.reset(token)
+
+
+def _answered(tier: int) -> None:
+    used = _ANSWERED.get()
+    if used is not None:
+        used.add(tier)
+
+
+def _count(result: str) -> None:
+    with _COUNT_LOCK:
+        COUNTS[result] += 1
+
+
+def _compiler() -> ThreadPoolExecutor:
+    with _COUNT_LOCK:
+        if not _COMPILER:
+            _COMPILER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="derivd-xla"))
+        return _COMPILER[0]
+
+
+def agree(got, want, rtol: float) -> bool:
+    """Every output of tier 2 within ``rtol`` of tier 1's, relative to that output's largest entry;
+    non-finite entries must match exactly."""
+    for a, b in zip(got, want):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            return False
+        finite = np.isfinite(b)
+        if not np.array_equal(np.isfinite(a), finite) or not np.array_equal(a[~finite], b[~finite]):
+            return False
+        scale = float(np.max(np.abs(b[finite]), initial=0.0))
+        if not np.allclose(a[finite], b[finite], rtol=rtol, atol=rtol * max(scale, 1e-300)):
+            return False
+    return True
+
+
+def _finite(outputs) -> bool:
+    return all(np.all(np.isfinite(o)) for o in outputs if np.asarray(o).dtype.kind == "f")
+
+
+class TieredTape:
+    """A tape with its numpy tier and, once compiled and checked, its XLA tier (same interface as
+    codegen's ``Tape``: ``run``, ``source``, ``n_nodes``, ``arg_names``)."""
+
+    def __init__(self, tape, graph, inputs: list, outputs: list, settings):
+        self.tier1 = tape
+        self.source, self.n_nodes = tape.source, tape.n_nodes
+        self.settings = settings
+        self._graph, self._inputs, self._outputs = graph, list(inputs), list(outputs)
+        self.tier2 = None  # an XlaTape that agreed with tier 1
+        self.state = "cold"  # cold -> compiling -> (on tier 2 | rejected | unlowerable)
+        self.runs, self.seconds = 0, 0.0
+        self._candidate = None  # always: compiled, to be checked at its first run
+        self._lock = threading.Lock()
+        if settings.xla_tier == "always":
+            self._candidate = self._compile()
+
+    @property
+    def tier(self) -> int:
+        return 2 if self.tier2 is not None else 1
+
+    def _compile(self):
+        """The graph compiled by XLA, or None (counted, logged) if tier 2 cannot run it."""
+        try:
+            return xla.compile_graph(self._graph, self._inputs, self._outputs, self.settings)
+        except xla.NotLowerable as e:
+            self.state = "unlowerable"
+            self._graph = self._inputs = self._outputs = None
+            _count("unlowerable")
+            log.info("tape stays on tier 1: %s", e)
+            return None
+
+    def run(self, *args):
+        tier2 = self.tier2
+        if tier2 is not None:
+            out = tier2.run(*args)
+            if _finite(out):
+                _answered(2)
+                return out
+        t0 = time.perf_counter()
+        out = self.tier1.run(*args)
+        seconds = time.perf_counter() - t0
+        candidate = self._candidate
+        if candidate is not None:
+            got = self._check(candidate, args, out)
+            if got is not None and _finite(got):
+                _answered(2)
+                return got
+            _answered(1)
+            return out
+        _answered(1)
+        if self.state == "cold":
+            with self._lock:
+                self.runs += 1
+                self.seconds += seconds
+                hot = (self.state == "cold" and (self.runs >= self.settings.xla_after_runs
+                                                 or self.seconds >= self.settings.xla_after_seconds))
+                if hot:
+                    self.state = "compiling"
+            if hot:
+                _compiler().submit(self._promote, [np.array(a) for a in args], out)  # the caller's may change
+        return out
+
+    def _promote(self, args, want) -> None:
+        """Background: compile, check at the point that made the tape hot, swap in if it agrees."""
+        try:
+            candidate = self._compile()
+            if candidate is not None:
+                self._check(candidate, args, want)
+        except Exception:  # never let a background failure pass silently, nor reach a request
+            log.exception("tier-2 compile failed; the tape stays on tier 1")
+            self.state = "rejected"
+            _count("rejected")
+
+    def _check(self, candidate, args, want):
+        """Swap ``candidate`` in if it agrees with tier 1's ``want`` at ``args``: its outputs, else None."""
+        self._candidate = None
+        self._graph = self._inputs = self._outputs = None
+        with np.errstate(all="ignore"):
+            got = candidate.run(*args)
+        if agree(got, want, self.settings.xla_rtol):
+            self.tier2, self.state = candidate, "tier 2"
+            _count("accepted")
+            return got
+        self.state = "rejected"
+        _count("rejected")
+        log.warning("tier 2 disagreed with tier 1 at a point; the tape stays on tier 1")
+        return None
