@@ -15,6 +15,9 @@ and traces it with jax:
 * a ``loop`` node is one ``lax.scan`` over its body (a nested function of the
   same source); with ``collect`` the scan stacks the states, so memory stays
   proportional to the iterations, as on tier 1;
+* a lowering may record a check (``jx.fail_if``: an index out of range, which
+  jax would clamp where numpy raises); the executable returns whether any
+  failed, and ``XlaTape.run`` then returns None so that tier 1 answers;
 * literals are arguments, not constants baked into the executable: the source
   names them ``c0, c1, ...``, so programs that differ only in their literal
   values share one source and one XLA executable per signature (``_EXECUTABLES``).
@@ -56,7 +59,10 @@ class NotLowerable(Exception):
 @functools.lru_cache(maxsize=1)
 def available() -> bool:
     """Whether jax is installed here (the ``xla`` extra), found without importing it (a second)."""
-    return importlib.util.find_spec("jax") is not None
+    try:
+        return importlib.util.find_spec("jax") is not None
+    except ValueError:  # sys.modules["jax"] = None: hidden on purpose
+        return False
 
 
 def configure(settings) -> object:
@@ -90,6 +96,7 @@ def configure(settings) -> object:
 
 
 def _namespace(jax) -> dict:
+    """What the generated source sees, made per compile: ``_jx.checks`` collects that trace's checks."""
     import jax.numpy as jnp
     import jax.scipy.special as jsp
     from jax import lax
@@ -97,25 +104,46 @@ def _namespace(jax) -> dict:
     def mul0(a, b):
         return jnp.where(a == 0, 0.0, a * b)
 
-    jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp)
+    def fail_if(condition):
+        """Record a condition under which tier 1 must answer instead (its error or convention)."""
+        jx.checks.append(jnp.asarray(condition, dtype=bool))
+
+    jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp, checks=[], fail_if=fail_if)
     return {"np": jnp, "sp": jsp, "lax": lax, "_jx": jx, "_mul0": mul0, "_inf": float("inf"),
-            "_nan": float("nan"), "_scan": _scan_loop}
+            "_nan": float("nan"), "_scan": _scan_loop, "_failed": _failed}
 
 
-def _scan_loop(body, carried, captured, avals, count, reverse, collect):
+def _failed(jx):
+    """Whether any check recorded so far failed (False without checks)."""
+    import jax.numpy as jnp
+
+    return jnp.any(jnp.stack(jx.checks)) if jx.checks else jnp.asarray(False)
+
+
+def _scan_loop(jx, body, carried, captured, avals, count, reverse, collect):
     """A ``loop`` node as one ``lax.scan``: state k+1 = body(k, state k, captured); with ``collect``
     the states before each iteration, stacked at index k whichever way the loop runs. ``avals``:
-    each state's shape and dtype code ("f8", "i8", "b1": numpy's names), which the scan keeps."""
+    each state's shape and dtype code ("f8", "i8", "b1": numpy's names), which the scan keeps.
+    The checks of the body's iterations are carried out of the scan as one flag."""
     import jax.numpy as jnp
     from jax import lax
 
     def typed(values):
         return tuple(jnp.broadcast_to(jnp.asarray(v, dtype=d), s) for v, (s, d) in zip(values, avals))
 
-    def step(state, k):
-        return typed(body(k, *state, *captured)), (state if collect else None)
+    def step(carry, k):
+        state, failed = carry
+        mark = len(jx.checks)
+        new = typed(body(k, *state, *captured))
+        inner = jx.checks[mark:]
+        del jx.checks[mark:]  # tracers of this body: they leave the scan only through its carry
+        if inner:
+            failed = failed | jnp.any(jnp.stack(inner))
+        return (new, failed), (state if collect else None)
 
-    final, stacks = lax.scan(step, typed(carried), jnp.arange(count, dtype=jnp.int64), reverse=reverse)
+    (final, failed), stacks = lax.scan(step, (typed(carried), jnp.asarray(False)),
+                                       jnp.arange(count, dtype=jnp.int64), reverse=reverse)
+    jx.checks.append(failed)
     return final + (tuple(stacks) if collect else ())
 
 
@@ -185,7 +213,7 @@ def _emit(src: _Source, graph, inputs, outputs, name: str, indent: str) -> None:
             m = len(body.carried)
             avals = literal(tuple((tuple(c.shape), c.dtype) for c in body.carried))
             carried, captured = "".join(a + ", " for a in args[:m]), "".join(a + ", " for a in args[m:])
-            expr = (f"_scan(_body{loop.id}, ({carried}), ({captured}), {avals}, {integer(p['count'])}, "
+            expr = (f"_scan(_jx, _body{loop.id}, ({carried}), ({captured}), {avals}, {integer(p['count'])}, "
                     f"{_flag(p['reverse'])}, {_flag(p['collect'])})")
             var[loop.id] = var[n.id] = f"t{loop.id}"
             src.lines.append(f"{inner}t{loop.id} = {expr}")
@@ -211,7 +239,8 @@ def _flag(v) -> str:
 
 
 class XlaTape:
-    """A graph compiled by XLA: ``run(*inputs)`` returns the tuple of outputs as numpy arrays."""
+    """A graph compiled by XLA: ``run(*inputs)`` returns the tuple of outputs as numpy arrays, or None
+    where a lowering's check failed (an index out of range): there tier 1 answers, with its error."""
 
     def __init__(self, executable: Callable, consts: list, source: str):
         self.executable = executable
@@ -219,7 +248,8 @@ class XlaTape:
         self.source = source
 
     def run(self, *args):
-        return tuple(np.asarray(o) for o in self.executable(*args, *self.consts))
+        *outputs, failed = self.executable(*args, *self.consts)
+        return None if failed else tuple(np.asarray(o) for o in outputs)
 
 
 def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
@@ -235,7 +265,7 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
     names = [f"a{i}" for i in range(consts_from)] + [f"c{i}" for i in range(len(src.consts))]
     header = f"def lowered({', '.join(names)}):"
     source = "\n".join([header] + ["    " + line for line in src.lines]
-                       + [f"    return tape({', '.join(f'a{i}' for i in range(consts_from))})"]) + "\n"
+                       + [f"    return tape({', '.join(f'a{i}' for i in range(consts_from))}) + (_failed(_jx),)"]) + "\n"
     consts = [np.asarray(c, dtype=np.float64 if type(c) is float else np.int64) for c in src.consts]
     signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple((c.shape, c.dtype.str) for c in consts)
     key = (source, signature)

@@ -17,9 +17,9 @@ every output within ``xla_rtol`` (relative to that output's largest entry). A
 tape that disagrees stays on tier 1 for good and is logged and counted
 (``derivd_tier2_tapes{result="rejected"}`` in /metrics); so is one using a
 primitive without a tier-2 lowering (``result="unlowerable"``). An answer of
-tier 2 holding a non-finite number is recomputed on tier 1, which has the
-numpy conventions (and the errors: a singular matrix, an index out of range)
-that XLA would otherwise turn into NaN.
+tier 2 holding a non-finite number, or refused by a lowering's check (an index
+out of range, which jax would clamp), is recomputed on tier 1, which has the
+numpy conventions and the errors (a singular matrix, that index) XLA lacks.
 
 ``answering()`` collects which tiers answered a request: the service puts the
 highest in the response (``tier``) and the gateway in ``Server-Timing``.
@@ -140,7 +140,7 @@ class TieredTape:
         tier2 = self.tier2
         if tier2 is not None:
             out = tier2.run(*args)
-            if _finite(out):
+            if out is not None and _finite(out):
                 _answered(2)
                 return out
         t0 = time.perf_counter()
@@ -184,7 +184,7 @@ class TieredTape:
         self._graph = self._inputs = self._outputs = None
         with np.errstate(all="ignore"):
             got = candidate.run(*args)
-        if agree(got, want, self.settings.xla_rtol):
+        if got is not None and agree(got, want, self.settings.xla_rtol):
             self.tier2, self.state = candidate, "tier 2"
             _count("accepted")
             return got

@@ -296,17 +296,10 @@ def _gather(x, idx, axis):
     return np.take(x, idx, axis=axis)
 
 
-def _out_of_range(jx, idx, n):
-    """NaN where an index array leaves an axis of size ``n``, else 0: tier 2's answer is then not
-    finite, and tier 1 answers with its error (jax would clamp or drop the index silently)."""
-    return jx.np.where(jx.np.any((idx >= n) | (idx < -n)), jx.np.nan, 0.0)
-
-
 def _gather_xla(jx, x, idx, axis):
-    if not jx.np.issubdtype(x.dtype, jx.np.floating):
-        raise NotImplementedError("tier 2 gathers floats only")
     n = x.shape[axis]
-    return jx.np.take(x, jx.np.where(idx < 0, idx + n, idx), axis=axis, mode="clip") + _out_of_range(jx, idx, n)
+    jx.fail_if(jx.np.any((idx >= n) | (idx < -n)))  # tier 1 raises; jax would clamp
+    return jx.np.take(x, jx.np.where(idx < 0, idx + n, idx), axis=axis, mode="clip")
 
 
 def _scatter_add_xla(jx, ct, idx, axis, size):
@@ -315,8 +308,9 @@ def _scatter_add_xla(jx, ct, idx, axis, size):
     k = jx.np.ndim(idx)
     lead_shape, tail = shape[: len(shape) - trail - k], shape[len(shape) - trail:]
     flat = jx.np.reshape(ct, lead_shape + (-1,) + tail)
+    jx.fail_if(jx.np.any((idx >= size) | (idx < -size)))  # tier 1 raises; jax would drop
     out = jx.np.zeros(lead_shape + (size,) + tail).at[(Ellipsis, jx.np.reshape(idx, -1)) + (slice(None),) * trail]
-    return out.add(flat, mode="drop") + _out_of_range(jx, idx, size)
+    return out.add(flat, mode="drop")
 
 
 register(Primitive(
