@@ -110,14 +110,19 @@ def _namespace(jax) -> dict:
 
     jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp, checks=[], fail_if=fail_if)
     return {"np": jnp, "sp": jsp, "lax": lax, "_jx": jx, "_mul0": mul0, "_inf": float("inf"),
-            "_nan": float("nan"), "_scan": _scan_loop, "_failed": _failed}
+            "_nan": float("nan"), "_scan": _scan_loop, "_finish": _finish}
 
 
-def _failed(jx):
-    """Whether any check recorded so far failed (False without checks)."""
+def _finish(jx, outputs):
+    """The outputs and one flag: whether a check failed or a float output holds a non-finite number
+    (then tier 1 answers: numpy raises or has its conventions where XLA gives NaN). Fused into the
+    executable, the test costs next to nothing, where numpy would read every output again."""
     import jax.numpy as jnp
 
-    return jnp.any(jnp.stack(jx.checks)) if jx.checks else jnp.asarray(False)
+    for o in outputs:
+        if jnp.issubdtype(jnp.result_type(o), jnp.floating):
+            jx.fail_if(~jnp.all(jnp.isfinite(o)))
+    return tuple(outputs) + (jnp.any(jnp.stack(jx.checks)) if jx.checks else jnp.asarray(False),)
 
 
 def _scan_loop(jx, body, carried, captured, avals, count, reverse, collect):
@@ -240,7 +245,9 @@ def _flag(v) -> str:
 
 class XlaTape:
     """A graph compiled by XLA: ``run(*inputs)`` returns the tuple of outputs as numpy arrays, or None
-    where a lowering's check failed (an index out of range): there tier 1 answers, with its error."""
+    where a lowering's check failed (an index out of range) or an output is not finite: there tier 1
+    answers, with its error or its numbers. ``executable`` is jitted (jax's fast dispatch), compiled
+    already; the literals wait on the device."""
 
     def __init__(self, executable: Callable, consts: list, source: str):
         self.executable = executable
@@ -265,7 +272,7 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
     names = [f"a{i}" for i in range(consts_from)] + [f"c{i}" for i in range(len(src.consts))]
     header = f"def lowered({', '.join(names)}):"
     source = "\n".join([header] + ["    " + line for line in src.lines]
-                       + [f"    return tape({', '.join(f'a{i}' for i in range(consts_from))}) + (_failed(_jx),)"]) + "\n"
+                       + [f"    return _finish(_jx, tape({', '.join(f'a{i}' for i in range(consts_from))}))"]) + "\n"
     consts = [np.asarray(c, dtype=np.float64 if type(c) is float else np.int64) for c in src.consts]
     signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple((c.shape, c.dtype.str) for c in consts)
     key = (source, signature)
@@ -278,12 +285,13 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
         exec(compile(source, "<derivd xla>", "exec"), scope)  # from the IR only
         avals = [jax.ShapeDtypeStruct(tuple(n.shape), np.dtype(n.dtype)) for n in inputs]
         avals += [jax.ShapeDtypeStruct(c.shape, c.dtype) for c in consts]
+        executable = jax.jit(scope["lowered"])
         try:
-            executable = jax.jit(scope["lowered"]).lower(*avals).compile()
+            executable.lower(*avals).compile()  # jit's own calls find it compiled
         except Exception as e:  # a lowering that does not trace at these shapes: tier 1 keeps the tape
             raise NotLowerable(f"tier 2 could not compile the tape: {type(e).__name__}: {e}") from e
         with _LOCK:
             _EXECUTABLES[key] = executable
             while len(_EXECUTABLES) > EXECUTABLES_KEPT:
                 _EXECUTABLES.popitem(last=False)
-    return XlaTape(executable, consts, source)
+    return XlaTape(executable, [jax.device_put(c) for c in consts], source)

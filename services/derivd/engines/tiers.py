@@ -11,9 +11,10 @@ fuses elementwise chains and runs loops without Python. With ``xla_tier``:
 * ``always``: every tape is compiled before its first answer (for testing);
 * ``off``, or jax not installed: tier 1 only, as without this module.
 
-Tier 2 answers only after it agreed with tier 1 at a real point: the point of
-the run that made the tape hot (``auto``) or of its first run (``always``),
-every output within ``xla_rtol`` (relative to that output's largest entry). A
+Tier 2 answers only after it agreed with tier 1 at a real point: the first run
+after it was compiled runs both tiers and compares every output within
+``xla_rtol`` (relative to that output's largest entry), answering with tier 2's
+when they agree. A
 tape that disagrees stays on tier 1 for good and is logged and counted
 (``derivd_tier2_tapes{result="rejected"}`` in /metrics); so is one using a
 primitive without a tier-2 lowering (``result="unlowerable"``). An answer of
@@ -100,10 +101,6 @@ def agree(got, want, rtol: float) -> bool:
     return True
 
 
-def _finite(outputs) -> bool:
-    return all(np.all(np.isfinite(o)) for o in outputs if np.asarray(o).dtype.kind == "f")
-
-
 class TieredTape:
     """A tape with its numpy tier and, once compiled and checked, its XLA tier (same interface as
     codegen's ``Tape``: ``run``, ``source``, ``n_nodes``, ``arg_names``)."""
@@ -116,7 +113,7 @@ class TieredTape:
         self.tier2 = None  # an XlaTape that agreed with tier 1
         self.state = "cold"  # cold -> compiling -> (on tier 2 | rejected | unlowerable)
         self.runs, self.seconds = 0, 0.0
-        self._candidate = None  # always: compiled, to be checked at its first run
+        self._candidate = None  # compiled, not yet checked: the next run checks it
         self._lock = threading.Lock()
         if settings.xla_tier == "always":
             self._candidate = self._compile()
@@ -139,22 +136,22 @@ class TieredTape:
     def run(self, *args):
         tier2 = self.tier2
         if tier2 is not None:
-            out = tier2.run(*args)
-            if out is not None and _finite(out):
+            out = tier2.run(*args)  # None where tier 1 must answer
+            if out is not None:
                 _answered(2)
                 return out
         t0 = time.perf_counter()
         out = self.tier1.run(*args)
         seconds = time.perf_counter() - t0
-        candidate = self._candidate
+        _answered(1)
+        with self._lock:  # one run checks a candidate
+            candidate, self._candidate = self._candidate, None
         if candidate is not None:
             got = self._check(candidate, args, out)
-            if got is not None and _finite(got):
+            if got is not None:
                 _answered(2)
                 return got
-            _answered(1)
             return out
-        _answered(1)
         if self.state == "cold":
             with self._lock:
                 self.runs += 1
@@ -164,27 +161,29 @@ class TieredTape:
                 if hot:
                     self.state = "compiling"
             if hot:
-                _compiler().submit(self._promote, [np.array(a) for a in args], out)  # the caller's may change
+                _compiler().submit(self._promote)
         return out
 
-    def _promote(self, args, want) -> None:
-        """Background: compile, check at the point that made the tape hot, swap in if it agrees."""
+    def _promote(self) -> None:
+        """Background: compile; the next run checks the candidate at its point and swaps it in."""
         try:
-            candidate = self._compile()
-            if candidate is not None:
-                self._check(candidate, args, want)
+            self._candidate = self._compile()
         except Exception:  # never let a background failure pass silently, nor reach a request
             log.exception("tier-2 compile failed; the tape stays on tier 1")
             self.state = "rejected"
             _count("rejected")
 
     def _check(self, candidate, args, want):
-        """Swap ``candidate`` in if it agrees with tier 1's ``want`` at ``args``: its outputs, else None."""
-        self._candidate = None
-        self._graph = self._inputs = self._outputs = None
+        """Tier 2's outputs at ``args`` if they agree with tier 1's ``want`` (then it answers from
+        now on), else None: discarded for good if it disagreed, kept for the next point if it
+        declined this one (a non-finite number, an index out of range: tier 1's answer stands)."""
         with np.errstate(all="ignore"):
             got = candidate.run(*args)
-        if got is not None and agree(got, want, self.settings.xla_rtol):
+        if got is None:
+            self._candidate = candidate
+            return None
+        self._graph = self._inputs = self._outputs = None
+        if agree(got, want, self.settings.xla_rtol):
             self.tier2, self.state = candidate, "tier 2"
             _count("accepted")
             return got
