@@ -15,7 +15,10 @@ Prometheus text on ``GET /metrics``:
   in-process LRU; a shared level such as Redis registers itself the same way);
 * ``derivd_worker_restarts_total{pool}``: incremented by the pool supervisor;
 * ``derivd_access_denied_total{reason}``: 401s and 429s;
-* ``derivd_hvp_stream_directions_total``: directions answered on HVP streams.
+* ``derivd_hvp_stream_directions_total``: directions answered on HVP streams;
+* ``derivd_tier2_tapes_total{result}``: tapes whose XLA tier was accepted,
+  rejected (it disagreed with numpy) or unlowerable (engines/tiers.py), counted
+  in the process that serves ``/metrics`` (a worker's own are in its logs).
 
 With several gateway processes (``derivd serve --gateways N``) every metric is
 kept in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``, whichever process

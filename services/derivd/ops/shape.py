@@ -208,9 +208,29 @@ def _index_add_inplace(base, ct, items):
 
 
 def _index_scatter_xla(jx, ct, items, in_shape):
-    core_out_ndim = sum(isinstance(i, tuple) for i in items)
-    shape = jx.np.shape(ct)
-    return jx.np.zeros(shape[: len(shape) - core_out_ndim] + tuple(in_shape)).at[_item_tuple(items)].set(ct)
+    """The zeros around ``ct`` by ``lax.pad``, one (low, high, interior) per axis: XLA fuses a pad into
+    what reads it, where a scatter is a loop of its own. An int item is a size-1 axis padded around,
+    a slice with step s is interior padding s - 1 (a downward slice: the reversed upward one)."""
+    lead_n = jx.np.ndim(ct) - sum(isinstance(i, tuple) for i in items)
+    x = jx.np.reshape(ct, jx.np.shape(ct)[:lead_n] + tuple(
+        len(range(*i)) if isinstance(i, tuple) else 1 for i in items))
+    pads = [(0, 0, 0)] * lead_n
+    for axis, (item, n) in enumerate(zip(items, in_shape)):
+        start, stop, step = item if isinstance(item, tuple) else (item, item + 1, 1)
+        count = len(range(start, stop, step))
+        if count == 0:
+            return jx.np.zeros(jx.np.shape(ct)[:lead_n] + tuple(in_shape))
+        if step < 0:
+            x = jx.np.flip(x, axis=lead_n + axis)
+            start, step = start + (count - 1) * step, -step
+        last = start + (count - 1) * step
+        pads.append((start, n - 1 - last, step - 1))
+    return jx.lax.pad(x, jx.np.zeros((), x.dtype), pads)
+
+
+def _index_add_xla(jx, base, ct, items):
+    shape = jx.np.shape(base)
+    return base + _index_scatter_xla(jx, ct, items, shape[len(shape) - len(items):])
 
 
 def _index_scatter_shape(ct, items, in_shape):
@@ -233,7 +253,7 @@ register(Primitive(
 register(Primitive(
     "index_add", lambda base, ct, items: (base[0], FLOAT), impl=_index_add,
     inplace_impl=_index_add_inplace,
-    xla=lambda jx, base, ct, items: jx.np.asarray(base, dtype=jx.np.float64).at[_item_tuple(items)].add(ct),
+    xla=_index_add_xla,
     jvp=lambda p, t, out, items: _index_add_jvp(p, t, items),
     vjp=lambda p, out, ct, items: [ct, apply("index", ct, items=items)], taylor=linear, sparsity=SELECT,
     params={"items": ITEMS},
