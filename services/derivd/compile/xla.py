@@ -87,10 +87,14 @@ def configure(settings) -> object:
             jax.config.update("jax_platforms", settings.xla_platform)
         if settings.xla_cache_dir:
             path = os.path.expanduser(settings.xla_cache_dir)
-            os.makedirs(path, exist_ok=True)
-            jax.config.update("jax_compilation_cache_dir", path)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as e:  # compiles still work, they just do not outlive the process
+                log.warning("no XLA compilation cache in %s: %s", path, e)
+            else:
+                jax.config.update("jax_compilation_cache_dir", path)
+                jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+                jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         _STATE["jax"] = jax
         return jax
 

@@ -126,17 +126,20 @@ class TieredTape:
         """The graph compiled by XLA, or None (counted, logged) if tier 2 cannot run it."""
         try:
             return xla.compile_graph(self._graph, self._inputs, self._outputs, self.settings)
-        except xla.NotLowerable as e:
+        except Exception as e:  # tier 2 never fails a request: the tape stays on tier 1
             self.state = "unlowerable"
             self._graph = self._inputs = self._outputs = None
             _count("unlowerable")
-            log.info("tape stays on tier 1: %s", e)
+            if isinstance(e, xla.NotLowerable):
+                log.info("tape stays on tier 1: %s", e)
+            else:
+                log.exception("tier-2 compile failed; the tape stays on tier 1")
             return None
 
     def run(self, *args):
         tier2 = self.tier2
         if tier2 is not None:
-            out = tier2.run(*args)  # None where tier 1 must answer
+            out = self._run2(tier2, args)  # None where tier 1 must answer
             if out is not None:
                 _answered(2)
                 return out
@@ -166,21 +169,16 @@ class TieredTape:
 
     def _promote(self) -> None:
         """Background: compile; the next run checks the candidate at its point and swaps it in."""
-        try:
-            self._candidate = self._compile()
-        except Exception:  # never let a background failure pass silently, nor reach a request
-            log.exception("tier-2 compile failed; the tape stays on tier 1")
-            self.state = "rejected"
-            _count("rejected")
+        self._candidate = self._compile()
 
     def _check(self, candidate, args, want):
         """Tier 2's outputs at ``args`` if they agree with tier 1's ``want`` (then it answers from
         now on), else None: discarded for good if it disagreed, kept for the next point if it
         declined this one (a non-finite number, an index out of range: tier 1's answer stands)."""
-        with np.errstate(all="ignore"):
-            got = candidate.run(*args)
+        got = self._run2(candidate, args)
         if got is None:
-            self._candidate = candidate
+            if self.state != "rejected":
+                self._candidate = candidate
             return None
         self._graph = self._inputs = self._outputs = None
         if agree(got, want, self.settings.xla_rtol):
@@ -191,3 +189,14 @@ class TieredTape:
         _count("rejected")
         log.warning("tier 2 disagreed with tier 1 at a point; the tape stays on tier 1")
         return None
+
+    def _run2(self, tape, args):
+        """Tier 2's outputs, or None: declined at this point, or failed (logged; tier 2 dropped for good)."""
+        try:
+            return tape.run(*args)
+        except Exception:
+            log.exception("tier 2 failed to run; the tape stays on tier 1")
+            if self.state != "rejected":
+                self.tier2, self.state = None, "rejected"
+                _count("rejected")
+            return None
