@@ -111,24 +111,22 @@ class TieredTape:
         self.settings = settings
         self._graph, self._inputs, self._outputs = graph, list(inputs), list(outputs)
         self.tier2 = None  # an XlaTape that agreed with tier 1
-        self.state = "cold"  # cold -> compiling -> (on tier 2 | rejected | unlowerable)
+        self.state = "cold"  # cold -> compiling (then checked at a run) -> tier 2 | rejected | unlowerable
         self.runs, self.seconds = 0, 0.0
         self._candidate = None  # compiled, not yet checked: the next run checks it
         self._lock = threading.Lock()
         if settings.xla_tier == "always":
+            self.state = "compiling"
             self._candidate = self._compile()
-
-    @property
-    def tier(self) -> int:
-        return 2 if self.tier2 is not None else 1
 
     def _compile(self):
         """The graph compiled by XLA, or None (counted, logged) if tier 2 cannot run it."""
+        graph, inputs, outputs = self._graph, self._inputs, self._outputs
+        self._graph = self._inputs = self._outputs = None
         try:
-            return xla.compile_graph(self._graph, self._inputs, self._outputs, self.settings)
+            return xla.compile_graph(graph, inputs, outputs, self.settings)
         except Exception as e:  # tier 2 never fails a request: the tape stays on tier 1
             self.state = "unlowerable"
-            self._graph = self._inputs = self._outputs = None
             _count("unlowerable")
             if isinstance(e, xla.NotLowerable):
                 log.info("tape stays on tier 1: %s", e)
@@ -180,7 +178,6 @@ class TieredTape:
             if self.state != "rejected":
                 self._candidate = candidate
             return None
-        self._graph = self._inputs = self._outputs = None
         if agree(got, want, self.settings.xla_rtol):
             self.tier2, self.state = candidate, "tier 2"
             _count("accepted")
