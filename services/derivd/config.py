@@ -1,6 +1,7 @@
 """All settings in one place, read from the environment as ``DERIVD_*``."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,7 +58,7 @@ class Settings(BaseSettings):
     # before its first answer (for testing). XLA runs on xla_platform ("cpu"; "" lets jax pick an
     # accelerator, e.g. "cuda") with xla_threads CPU threads (0: XLA's default, all cores) and keeps
     # its compiled executables in xla_cache_dir across restarts ("" for none).
-    xla_tier: str = "auto"
+    xla_tier: Literal["auto", "always", "off"] = "auto"
     xla_after_runs: int = 20
     xla_after_seconds: float = 0.05
     xla_rtol: float = 1e-9
