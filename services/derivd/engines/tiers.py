@@ -11,10 +11,11 @@ fuses elementwise chains and runs loops without Python. With ``xla_tier``:
 * ``always``: every tape is compiled before its first answer (for testing);
 * ``off``, or jax not installed: tier 1 only, as without this module.
 
-Tier 2 answers only after it agreed with tier 1 at a real point: the first run
-after it was compiled runs both tiers and compares every output within
-``xla_rtol`` (relative to that output's largest entry), answering with tier 2's
-when they agree. A
+Tier 2 answers only after it agreed with tier 1 at a real point: the compile
+thread runs it at the point that made the tape hot (``auto``; if tier 2 declines
+that point, the next run checks it at its own), or the first run does
+(``always``), comparing every output within ``xla_rtol`` (relative to that
+output's largest entry). A
 tape that disagrees stays on tier 1 for good and is logged and counted
 (``derivd_tier2_tapes{result="rejected"}`` in /metrics); so is one using a
 primitive without a tier-2 lowering (``result="unlowerable"``). An answer of
@@ -158,13 +159,16 @@ class TieredTape:
                                                  or self.seconds >= self.settings.xla_after_seconds))
                 if hot:
                     self.state = "compiling"
-            if hot:
-                _compiler().submit(self._promote)
+            if hot:  # the point and tier 1's answer there, copied: the caller's arrays may change
+                _compiler().submit(self._promote, [np.array(a) for a in args], [np.array(o) for o in out])
         return out
 
-    def _promote(self) -> None:
-        """Background: compile; the next run checks the candidate at its point and swaps it in."""
-        self._candidate = self._compile()
+    def _promote(self, args, want) -> None:
+        """Background: compile, then check at the point that made the tape hot, off the request path
+        (an executable XLA made slow stalls this thread, never a request); swap in if it agrees."""
+        candidate = self._compile()
+        if candidate is not None:
+            self._check(candidate, args, want)  # declined that point: the next run checks it at its own
 
     def _check(self, candidate, args, want):
         """Tier 2's outputs at ``args`` if they agree with tier 1's ``want`` (then it answers from
