@@ -10,7 +10,7 @@ and traces it with jax:
 
 * a primitive's tier-2 form is declared with it (``Primitive.xla``); by default
   its numpy ``template`` serves, evaluated with ``jax.numpy`` as ``np`` and
-  ``jax.scipy.special`` as ``sp``. A primitive with neither (an ``impl`` alone)
+  ``jax.scipy.special`` as ``sp`` (``_Spelled``: numpy's names where jax's differ). A primitive with neither (an ``impl`` alone)
   has no lowering: ``missing_lowering`` names it and its tapes stay on tier 1;
 * a ``loop`` node is one ``lax.scan`` over its body (a nested function of the
   same source); with ``collect`` the scan stacks the states, so memory stays
@@ -112,9 +112,36 @@ def _namespace(jax) -> dict:
         """Record a condition under which tier 1 must answer instead (its error or convention)."""
         jx.checks.append(jnp.asarray(condition, dtype=bool))
 
+    np_, sp_ = _Spelled(jnp, NUMPY_SPELLINGS), _Spelled(jsp, SCIPY_SPELLINGS)
     jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp, checks=[], fail_if=fail_if)
-    return {"np": jnp, "sp": jsp, "lax": lax, "_jx": jx, "_mul0": mul0, "_inf": float("inf"),
+    return {"np": np_, "sp": sp_, "lax": lax, "_jx": jx, "_mul0": mul0, "_inf": float("inf"),
             "_nan": float("nan"), "_scan": _scan_loop, "_finish": _finish}
+
+
+class _Spelled:
+    """A jax module read with numpy's and scipy's spellings where jax's differ (``spellings``), so
+    that a template written for numpy serves as it stands."""
+
+    def __init__(self, module, spellings: dict):
+        self._module, self._spellings = module, spellings
+
+    def __getattr__(self, name):
+        found = self._spellings.get(name)
+        return found(self._module) if found is not None else getattr(self._module, name)
+
+
+# name -> (jax module -> the function under numpy's/scipy's name and signature)
+NUMPY_SPELLINGS = {
+    # kind="stable" (the only kind a template should ask for: ties in order) is jax's stable sort
+    "argsort": lambda jnp: lambda a, axis=-1, kind=None: jnp.argsort(a, axis=axis, stable=True),
+}
+def _log_sigmoid(jsp):
+    import jax
+
+    return jax.nn.log_sigmoid
+
+
+SCIPY_SPELLINGS = {"log_expit": _log_sigmoid}
 
 
 def _finish(jx, outputs):
