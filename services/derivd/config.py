@@ -1,6 +1,7 @@
 """All settings in one place, read from the environment as ``DERIVD_*``."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,21 @@ class Settings(BaseSettings):
     tape_cache_size: int = 256
     tape_cache_bytes: int = 128 * 1024 * 1024
     function_cache_bytes: int = 128 * 1024 * 1024
+
+    # Tier 2 (compile/xla.py, engines/tiers.py; needs `pip install derivd[xla]`, else off): a tape run
+    # xla_after_runs times, or whose runs took xla_after_seconds of compute in all, is compiled by XLA
+    # in the background and answers from then on, once its answer at the current point agreed with
+    # tier 1's within xla_rtol. xla_tier "auto" does that, "off" never, "always" compiles every tape
+    # before its first answer (for testing). XLA runs on xla_platform ("cpu"; "" lets jax pick an
+    # accelerator, e.g. "cuda") with xla_threads CPU threads (0: XLA's default, all cores) and keeps
+    # its compiled executables in xla_cache_dir across restarts ("" for none).
+    xla_tier: Literal["auto", "always", "off"] = "auto"
+    xla_after_runs: int = 20
+    xla_after_seconds: float = 0.05
+    xla_rtol: float = 1e-9
+    xla_platform: str = "cpu"
+    xla_threads: int = 1
+    xla_cache_dir: str = "~/.cache/derivd/xla"
 
     # Tape cache in Redis (redis_url, below): entries are signed with HMAC-SHA256 under this key
     # (the same on every gateway and worker); without it nothing is shared. Short timeouts: a slow

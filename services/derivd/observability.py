@@ -15,7 +15,10 @@ Prometheus text on ``GET /metrics``:
   in-process LRU; a shared level such as Redis registers itself the same way);
 * ``derivd_worker_restarts_total{pool}``: incremented by the pool supervisor;
 * ``derivd_access_denied_total{reason}``: 401s and 429s;
-* ``derivd_hvp_stream_directions_total``: directions answered on HVP streams.
+* ``derivd_hvp_stream_directions_total``: directions answered on HVP streams;
+* ``derivd_tier2_tapes_total{result}``: tapes whose XLA tier was accepted,
+  rejected (it disagreed with numpy) or unlowerable (engines/tiers.py), counted
+  in the process that serves ``/metrics`` (a worker's own are in its logs).
 
 With several gateway processes (``derivd serve --gateways N``) every metric is
 kept in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``, whichever process
@@ -82,6 +85,10 @@ class Metrics:
                                          registry=r)
         self.cache_hits = Counter("derivd_tape_cache_hits", "Tape-cache hits by level", ["level"], registry=r)
         self.cache_misses = Counter("derivd_tape_cache_misses", "Tape-cache misses by level", ["level"], registry=r)
+        self.tier2_tapes = Counter("derivd_tier2_tapes", "Tapes by what became of their XLA tier: accepted, "
+                                   "rejected (disagreed with numpy at a point), unlowerable", ["result"], registry=r)
+        self._tier2_seen: dict[str, int] = {}
+        self.tier2_counts: Callable[[], dict[str, int]] = dict  # set by the core: engines.tiers.COUNTS
         self._cache_levels: dict[str, list] = {}  # level -> [stats, hits seen, misses seen, counters]
         self._cache_lock = threading.Lock()
         self._series: dict[tuple, tuple] = {}
@@ -98,8 +105,13 @@ class Metrics:
             self._cache_levels[level] = [stats, *seen, self.cache_hits.labels(level), self.cache_misses.labels(level)]
 
     def _sync_cache(self) -> None:
-        """Carry the caches' counts into the counters."""
+        """Carry the caches' and the compile tiers' counts of this process into the counters."""
         with self._cache_lock:
+            for result, n in self.tier2_counts().items():
+                seen = self._tier2_seen.get(result, 0)
+                if n > seen:
+                    self.tier2_tapes.labels(result).inc(n - seen)
+                    self._tier2_seen[result] = n
             for entry in self._cache_levels.values():
                 stats, hits_seen, misses_seen, hits_counter, misses_counter = entry
                 hits, misses = stats()

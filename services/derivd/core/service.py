@@ -5,7 +5,8 @@ request is checked (``prepare``), its function resolved (a stored id here, a
 black box to ``blackboxes``) and compiled through the tape cache, and the
 endpoint's row of the table (``endpoints``) answers it, by AD or Taylor
 series, or by finite differences in mode ``finite`` (``engines.finite_answers``),
-with ``verify``'s comparison when asked. The engines stop between passes once
+with ``verify``'s comparison when asked; with tier 2 on (engines/tiers.py) the
+response says which tier answered (``tier``: 2 if any tape ran on XLA). The engines stop between passes once
 the request's deadline is past.
 """
 
@@ -25,6 +26,7 @@ from derivd.core.prepare import check_mode, check_request, input_specs, prepare,
 from derivd.core.request import Request, Timings
 from derivd.core.streams import HvpStream
 from derivd.engines import finite_answers as fd
+from derivd.engines import tiers
 from derivd.engines.common import check_deadline, deadline, require_scalar
 from derivd.engines.function import load_or_lower
 from derivd.engines.forward_over_reverse import HvpSession
@@ -42,6 +44,7 @@ class Service:
         self.functions = Functions(settings, redis)
         self.blackboxes = make_registry(settings)
         self.metrics = Metrics()
+        self.metrics.tier2_counts = lambda: dict(tiers.COUNTS)
         self.metrics.add_cache_level("local", lambda: (self.cache.hits, self.cache.misses))
         self.metrics.add_cache_level("redis", lambda: self.cache.stats.hits_misses("redis"))
 
@@ -104,7 +107,10 @@ class Service:
                 verify = row.verify if req.verify else None
                 if verify is not None:
                     fd.require_verifiable(p)  # before the answer it would check
-                response, compile_seconds = row.compute(p)
+                with tiers.answering() as answered:
+                    response, compile_seconds = row.compute(p)
+                if answered and tiers.enabled(self.settings):
+                    response["tier"] = max(answered)
                 if verify is not None:
                     response["verification"] = verify(p, response)
             timings.compile += compile_seconds

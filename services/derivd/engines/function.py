@@ -9,6 +9,9 @@ With a shared tape cache (``derivd.cache.TapeCache`` with Redis), the lowered
 program and each transform's graph are looked up there before being built
 here, and stored after: a function another process compiled costs only code
 generation from its verified graph (``load_or_lower``, ``CompiledFunction.tape``).
+
+Each tape is a ``TieredTape`` (engines/tiers.py) when tier 2 is on: numpy
+answers first, XLA takes over once the tape is hot.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from derivd.compile.codegen import Tape, compile_graph
 from derivd.dsl import InputSpec, Program, lower
+from derivd.engines import tiers
 from derivd.errors import DerivdError
 
 
@@ -95,9 +99,12 @@ class CompiledFunction:
             else:
                 extra, outputs = build()
                 params = [n for name, n in self.graph.inputs.items() if n.params["role"] != "extra"]
-                tape = compile_graph(self.graph, params + extra, outputs, name="tape")
+                graph, inputs = self.graph, params + extra
+                tape = compile_graph(graph, inputs, outputs, name="tape")
                 if self.shared is not None:
                     self.shared.store(self.key.with_transform(key), self.graph, params + extra, outputs)
+            if tiers.enabled(self.settings):
+                tape = tiers.TieredTape(tape, graph, inputs, outputs, self.settings)
             tape.arg_names = [n.params["name"] for n in params]
             self._tapes[key] = tape
             return tape, time.perf_counter() - t0

@@ -73,7 +73,7 @@ class DerivativeRoutes:
         state["engine"] = resp.get("engine", "")
         state["timings"] = (timings.compile, timings.queue, timings.compute)
         body = codecs.dumps(codecs.encode(resp, m.encoding == "base64"))
-        return body, server_timing(timings.compile, timings.queue, timings.compute)
+        return body, server_timing(timings.compile, timings.queue, timings.compute, resp.get("tier"))
 
     async def _body(self, receive) -> bytes:
         chunks = []

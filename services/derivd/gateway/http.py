@@ -16,8 +16,12 @@ class BodyTooLarge(Exception):
     """Raised by the capped ``receive`` of ``GatewayMiddleware``: the body ran past ``max_request_bytes``."""
 
 
-def server_timing(compile_s: float, queue_s: float, compute_s: float) -> str:
-    return f"compile;dur={compile_s * 1e3:.3f}, queue;dur={queue_s * 1e3:.3f}, compute;dur={compute_s * 1e3:.3f}"
+def server_timing(compile_s: float, queue_s: float, compute_s: float, tier: int | None = None) -> str:
+    """The three durations, and which compile tier answered (``tier;desc="xla"``) when tier 2 is on."""
+    timing = f"compile;dur={compile_s * 1e3:.3f}, queue;dur={queue_s * 1e3:.3f}, compute;dur={compute_s * 1e3:.3f}"
+    if tier is not None:
+        timing += f', tier;desc="{"xla" if tier == 2 else "numpy"}"'
+    return timing
 
 
 NO_TIMING = server_timing(0, 0, 0).encode()

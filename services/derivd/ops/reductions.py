@@ -114,12 +114,12 @@ _AXES = [((3,), (-1,)), ((2, 3), (-2, -1)), ((2, 3), (-2,)), ((2, 3), (-1,)), ((
 
 
 def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc="", taylor=None, sparsity=("reduce", ()),
-              argument=("real", REAL), dsl=None):
+              argument=("real", REAL), dsl=None, xla=None):
     """A reduction over ``axes``, swept with ``argument`` (a kind and its domain) at each of ``_AXES``;
     ``dsl``: its language names (``over_axes``)."""
     kind, domain = argument
     register(Primitive(name, _shape(keep_dtype), template=template, impl=impl, jvp=jvp, vjp=vjp, taylor=taylor,
-                       doc=doc, sparsity=sparsity, params={"axes": AXES}, dsl=dsl or {},
+                       xla=xla, doc=doc, sparsity=sparsity, params={"axes": AXES}, dsl=dsl or {},
                        sample=[{"args": [(kind, shape, domain)], "params": {"axes": axes}} for shape, axes in _AXES]))
 
 
@@ -222,6 +222,12 @@ def _logsumexp(x, axes):
         return np.log(np.sum(np.exp(x - m), axis=axes)) + np.squeeze(m, axis=axes)
 
 
+def _logsumexp_xla(jx, x, axes):
+    m = jx.np.max(x, axis=axes, keepdims=True)
+    m = jx.np.where(jx.np.isfinite(m), m, 0.0)
+    return jx.np.log(jx.np.sum(jx.np.exp(x - m), axis=axes)) + jx.np.squeeze(m, axis=axes)
+
+
 def _softmax_of(x, out, axes):
     """exp(x - logsumexp(x)), with the maximum taken out of both terms first: x - out would
     lose the digits of a large |x| (at x ~ 1e8, half of them)."""
@@ -259,7 +265,7 @@ def _logsumexp_call(lib, x, axis=None, b=None, keepdims=False):
 
 
 reduction(
-    "logsumexp", None, impl=_logsumexp,
+    "logsumexp", None, impl=_logsumexp, xla=_logsumexp_xla,
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0] * _softmax_of(p[0], out, axes), axes=axes),
     vjp=lambda p, out, ct, axes: [scale(expand(ct, p[0].shape, axes), _softmax_of(p[0], out, axes))],
     taylor=_logsumexp_taylor, sparsity=("reduce", "all"), dsl={"logsumexp": _logsumexp_call},

@@ -20,6 +20,8 @@ that statement says everything about it:
   call ("Language calls" below): dsl/library.py exposes every registered name,
   and nothing else lists them (a function composed of several primitives, such
   as ``var``, is registered by name with ``language``);
+* ``xla``: its tier-2 lowering to jax (compile/xla.py), when its numpy
+  ``template`` does not serve with jax.numpy in place of numpy;
 * ``params``: the name and schema of each parameter its nodes carry ("Parameter
   schemas" below). A graph replayed from outside (ir/serialize.py) is checked
   against them, so a parameter is always the type and range its rules expect.
@@ -131,6 +133,10 @@ class Primitive:
     tuple_valued: bool = False  # its value is a tuple of arrays, read by another primitive
     params: dict[str, Param] = field(default_factory=dict)  # each parameter's name and schema
     inplace_impl: Callable | None = None  # impl that may overwrite its first argument (a fresh array that dies here)
+    # Tier 2 (compile/xla.py): ``xla(jx, *args, **params)`` on jax arrays, ``jx`` holding ``jx.np``
+    # (jax.numpy), ``jx.lax`` and ``jx.sp`` (jax.scipy.special). None: the numpy ``template`` evaluated
+    # with jax.numpy in place of numpy; a primitive with neither (an ``impl`` alone) keeps its tapes on tier 1.
+    xla: Callable | None = None
     doc: str = ""
 
     def check_params(self, params: dict) -> None:

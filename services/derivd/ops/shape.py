@@ -208,13 +208,39 @@ def _index_add_inplace(base, ct, items):
     return base
 
 
+def _index_scatter_xla(jx, ct, items, in_shape):
+    """The zeros around ``ct`` by ``lax.pad``, one (low, high, interior) per axis: XLA fuses a pad into
+    what reads it, where a scatter is a loop of its own. An int item is a size-1 axis padded around,
+    a slice with step s is interior padding s - 1 (a downward slice: the reversed upward one)."""
+    lead_n = jx.np.ndim(ct) - sum(isinstance(i, tuple) for i in items)
+    x = jx.np.reshape(ct, jx.np.shape(ct)[:lead_n] + tuple(
+        len(range(*i)) if isinstance(i, tuple) else 1 for i in items))
+    pads = [(0, 0, 0)] * lead_n
+    for axis, (item, n) in enumerate(zip(items, in_shape)):
+        start, stop, step = item if isinstance(item, tuple) else (item, item + 1, 1)
+        count = len(range(start, stop, step))
+        if count == 0:
+            return jx.np.zeros(jx.np.shape(ct)[:lead_n] + tuple(in_shape))
+        if step < 0:
+            x = jx.np.flip(x, axis=lead_n + axis)
+            start, step = start + (count - 1) * step, -step
+        last = start + (count - 1) * step
+        pads.append((start, n - 1 - last, step - 1))
+    return jx.lax.pad(x, jx.np.zeros((), x.dtype), pads)
+
+
+def _index_add_xla(jx, base, ct, items):
+    shape = jx.np.shape(base)
+    return base + _index_scatter_xla(jx, ct, items, shape[len(shape) - len(items):])
+
+
 def _index_scatter_shape(ct, items, in_shape):
     core_out = _index_shape((tuple(in_shape), "f8"), items)[0]
     return ct[0][: len(ct[0]) - len(core_out)] + tuple(in_shape), FLOAT
 
 
 register(Primitive(
-    "index_scatter", _index_scatter_shape, impl=_index_scatter,
+    "index_scatter", _index_scatter_shape, impl=_index_scatter, xla=_index_scatter_xla,
     jvp=lambda p, t, out, items, in_shape: None if t[0] is None else apply(
         "index_scatter", t[0], items=items, in_shape=in_shape),
     vjp=lambda p, out, ct, items, in_shape: [apply("index", ct, items=items)],
@@ -228,6 +254,7 @@ register(Primitive(
 register(Primitive(
     "index_add", lambda base, ct, items: (base[0], FLOAT), impl=_index_add,
     inplace_impl=_index_add_inplace,
+    xla=_index_add_xla,
     jvp=lambda p, t, out, items: _index_add_jvp(p, t, items),
     vjp=lambda p, out, ct, items: [ct, apply("index", ct, items=items)], taylor=linear, sparsity=SELECT,
     params={"items": ITEMS},
@@ -290,8 +317,25 @@ def _gather(x, idx, axis):
     return np.take(x, idx, axis=axis)
 
 
+def _gather_xla(jx, x, idx, axis):
+    n = x.shape[axis]
+    jx.fail_if(jx.np.any((idx >= n) | (idx < -n)))  # tier 1 raises; jax would clamp
+    return jx.np.take(x, jx.np.where(idx < 0, idx + n, idx), axis=axis, mode="clip")
+
+
+def _scatter_add_xla(jx, ct, idx, axis, size):
+    trail = -axis - 1
+    shape = jx.np.shape(ct)
+    k = jx.np.ndim(idx)
+    lead_shape, tail = shape[: len(shape) - trail - k], shape[len(shape) - trail:]
+    flat = jx.np.reshape(ct, lead_shape + (-1,) + tail)
+    jx.fail_if(jx.np.any((idx >= size) | (idx < -size)))  # tier 1 raises; jax would drop
+    out = jx.np.zeros(lead_shape + (size,) + tail).at[(Ellipsis, jx.np.reshape(idx, -1)) + (slice(None),) * trail]
+    return out.add(flat, mode="drop")
+
+
 register(Primitive(
-    "gather", _gather_shape, impl=_gather,
+    "gather", _gather_shape, impl=_gather, xla=_gather_xla,
     jvp=lambda p, t, out, axis: None if t[0] is None else apply("gather", t[0], p[1], axis=axis),
     vjp=lambda p, out, ct, axis: [apply("scatter_add", ct, p[1], axis=axis, size=p[0].shape[axis]), None],
     taylor=linear, sparsity=SELECT, params={"axis": AXIS},
@@ -327,7 +371,7 @@ def _scatter_add(ct, idx, axis, size):
 
 
 register(Primitive(
-    "scatter_add", _scatter_add_shape, impl=_scatter_add,
+    "scatter_add", _scatter_add_shape, impl=_scatter_add, xla=_scatter_add_xla,
     jvp=lambda p, t, out, axis, size: None if t[0] is None else apply("scatter_add", t[0], p[1], axis=axis, size=size),
     vjp=lambda p, out, ct, axis, size: [apply("gather", ct, p[1], axis=axis), None],
     taylor=linear, sparsity=("scatter_add", ()), params={"axis": AXIS, "size": SIZE},

@@ -255,24 +255,151 @@ def _taylor_conv(a, b, prim):
     return out
 
 
+# ---------------------------------------------------------------- tier 2
+#
+# The recurrences above as jax code (compile/xla.py; ``jx.np`` is jax.numpy): the same sums, over
+# every coefficient (no degree test: it reads values) and unrolled over k, since K is a shape.
+
+
+def _coefficients(jx, c0, series, shape):
+    """Coefficients 0..K of one quantity as a list of arrays of ``shape``."""
+    return [jx.np.broadcast_to(c0, shape)] + [jx.np.broadcast_to(series[j], shape) for j in range(series.shape[0])]
+
+
+def _xla_shape(jx, *primals, series=()):
+    return jx.np.broadcast_shapes(*[jx.np.shape(a) for a in primals], *[jx.np.shape(s)[1:] for s in series])
+
+
+def _riccati_xla(jx, xs, y0, a, b, c):
+    shape = _xla_shape(jx, y0, series=[xs])
+    x, y = _coefficients(jx, 0.0, xs, shape), [jx.np.broadcast_to(y0, shape)]
+    w = [a + b * y[0] + c * y[0] * y[0]]
+    for k in range(1, len(x)):
+        y.append(sum(j * x[j] * w[k - j] for j in range(1, k + 1)) / k)
+        w.append(b * y[k] + c * sum(y[j] * y[k - j] for j in range(k + 1)))
+    return jx.np.stack(y[1:])
+
+
+def _integrate_xla(jx, xs, h0, hs):
+    shape = _xla_shape(jx, h0, series=[xs, hs])
+    x, h = _coefficients(jx, 0.0, xs, shape), _coefficients(jx, h0, hs, shape)
+    return jx.np.stack([sum(j * x[j] * h[k - j] for j in range(1, k + 1)) / k for k in range(1, len(x))])
+
+
+def _log_xla(jx, us, u0):
+    shape = _xla_shape(jx, u0, series=[us])
+    u, y = _coefficients(jx, u0, us, shape), [None]
+    for k in range(1, len(u)):
+        y.append((u[k] - sum(j * y[j] * u[k - j] for j in range(1, k)) / k) / u[0])
+    return jx.np.stack(y[1:])
+
+
+def _pow_xla(jx, us, u0, y0, r):
+    shape = _xla_shape(jx, u0, y0, r, series=[us])
+    u, y = _coefficients(jx, u0, us, shape), [jx.np.broadcast_to(y0, shape)]
+    for k in range(1, len(u)):
+        y.append(sum((r * (k - j) - j) * u[k - j] * y[j] for j in range(k)) / (k * u[0]))
+    y[1] = jx.np.where(u[0] == 0, r * u[1] * jx.np.power(jx.np.abs(u[0]), r - 1.0), y[1])
+    return jx.np.stack(y[1:])
+
+
+def _div_xla(jx, as_, bs, y0, b0):
+    shape = _xla_shape(jx, y0, b0, series=[as_, bs])
+    K = bs.shape[0]
+    a = jx.np.broadcast_to(as_, (K,) + shape)
+    b, y = _coefficients(jx, b0, bs, shape), [jx.np.broadcast_to(y0, shape)]
+    for k in range(1, K + 1):
+        y.append((a[k - 1] - sum(b[j] * y[k - j] for j in range(1, k + 1))) / b[0])
+    return jx.np.stack(y[1:])
+
+
+def _sincos_xla(jx, xs, s0, c0, sign):
+    shape = _xla_shape(jx, s0, c0, series=[xs])
+    x, s, c = _coefficients(jx, 0.0, xs, shape), [jx.np.broadcast_to(s0, shape)], [jx.np.broadcast_to(c0, shape)]
+    for k in range(1, len(x)):
+        s.append(sum(j * x[j] * c[k - j] for j in range(1, k + 1)) / k)
+        c.append(sign * sum(j * x[j] * s[k - j] for j in range(1, k + 1)) / k)
+    return jx.np.stack([jx.np.stack(s[1:]), jx.np.stack(c[1:])])
+
+
+def _conv_xla(jx, a, b, prim):
+    bilinear_map = {"mul": lambda p, q: p * q, "matmul": lambda p, q: p @ q,
+                    "mul0": lambda p, q: jx.np.where(p == 0, 0.0, p * q)}[prim]
+    K = a.shape[0]
+    first = bilinear_map(a[0], b[0])
+    out = [jx.np.zeros(first.shape)]
+    for k in range(2, K + 1):
+        out.append(sum(bilinear_map(a[j - 1], b[k - j - 1]) for j in range(1, k)))
+    return jx.np.stack([jx.np.broadcast_to(o, first.shape) for o in out])
+
+
+def _inv_xla(jx, As, X0):
+    X = [X0]
+    for k in range(1, As.shape[0] + 1):
+        X.append(-(X0 @ sum(As[j - 1] @ X[k - j] for j in range(1, k + 1))))
+    return jx.np.stack(jx.np.broadcast_arrays(*X[1:]))
+
+
+def _solve_xla(jx, A0, As, Bs, X0):
+    K = As.shape[0]
+    shape = _taylor_solve_shape((jx.np.shape(A0),), (As.shape,), (jx.np.shape(Bs),), (X0.shape,))[0][1:]
+    B = jx.np.broadcast_to(Bs, (K,) + shape)
+    X = [jx.np.broadcast_to(X0, shape)]
+    for k in range(1, K + 1):
+        X.append(jx.np.linalg.solve(A0, B[k - 1] - sum(As[j - 1] @ X[k - j] for j in range(1, k + 1))))
+    return jx.np.stack(X[1:])
+
+
+def _cholesky_xla(jx, As, L0):
+    np_ = jx.np
+    S = 0.5 * (As + np_.swapaxes(As, -1, -2))
+    n = L0.shape[-1]
+    phi = np_.tri(n) - 0.5 * np_.eye(n)
+    L = [L0]
+    for k in range(1, As.shape[0] + 1):
+        R = S[k - 1] - sum(L[j] @ np_.swapaxes(L[k - j], -1, -2) for j in range(1, k))
+        M = np_.linalg.solve(L0, np_.swapaxes(np_.linalg.solve(L0, R), -1, -2))
+        L.append(L0 @ (M * phi))
+    return np_.stack(np_.broadcast_arrays(*L[1:]))
+
+
+def _prod_xla(jx, xs, x0, axes):
+    np_ = jx.np
+    c = np_.concatenate([np_.broadcast_to(x0, np_.broadcast_shapes(np_.shape(x0), xs.shape[1:]))[None],
+                         np_.broadcast_to(xs, (xs.shape[0],) + np_.broadcast_shapes(np_.shape(x0), xs.shape[1:]))])
+    moved = np_.moveaxis(c, axes, tuple(range(-len(axes), 0)))
+    flat = moved.reshape(moved.shape[: moved.ndim - len(axes)] + (-1,))
+    if flat.shape[-1] == 0:
+        return np_.zeros((xs.shape[0],) + flat.shape[1:-1])
+    while flat.shape[-1] > 1:
+        if flat.shape[-1] % 2:
+            one = np_.zeros(flat.shape[:-1] + (1,)).at[0].set(1.0)
+            flat = np_.concatenate([flat, one], axis=-1)
+        a, b = flat[..., 0::2], flat[..., 1::2]
+        flat = np_.stack([sum(a[i] * b[k - i] for i in range(k + 1)) for k in range(a.shape[0])])
+    return flat[1:, ..., 0]
+
+
 def _series_shape(*avals, **_):
     return broadcast_shapes(*[a[0] for a in avals]), FLOAT
 
 
-def _series_helper(name, impl, doc, shape=_series_shape, params=None):
-    register(Primitive(name, shape, impl=impl, doc=doc, params=params or {}))
+def _series_helper(name, impl, xla, doc, shape=_series_shape, params=None):
+    register(Primitive(name, shape, impl=impl, xla=xla, doc=doc, params=params or {}))
 
 
-_series_helper("taylor_riccati", _taylor_riccati, "(x series, y0; a, b, c) -> y series for y' = x' (a + b y + c y²)",
+_series_helper("taylor_riccati", _taylor_riccati, _riccati_xla,
+               "(x series, y0; a, b, c) -> y series for y' = x' (a + b y + c y²)",
                params={"a": NUMBER, "b": NUMBER, "c": NUMBER})
-_series_helper("taylor_integrate", _taylor_integrate, "(x series, h0, h series) -> y series for y' = x' h")
-_series_helper("taylor_log", _taylor_log, "(u series, u0) -> series of log u")
-_series_helper("taylor_pow", _taylor_pow, "(u series, u0, y0, r) -> series of u^r")
-_series_helper("taylor_div", _taylor_div, "(a series, b series, y0, b0) -> series of a / b")
-_series_helper("taylor_sincos", _taylor_sincos, "(u series, s0, c0; sign) -> series of sin/cos (sign -1) "
+_series_helper("taylor_integrate", _taylor_integrate, _integrate_xla,
+               "(x series, h0, h series) -> y series for y' = x' h")
+_series_helper("taylor_log", _taylor_log, _log_xla, "(u series, u0) -> series of log u")
+_series_helper("taylor_pow", _taylor_pow, _pow_xla, "(u series, u0, y0, r) -> series of u^r")
+_series_helper("taylor_div", _taylor_div, _div_xla, "(a series, b series, y0, b0) -> series of a / b")
+_series_helper("taylor_sincos", _taylor_sincos, _sincos_xla, "(u series, s0, c0; sign) -> series of sin/cos (sign -1) "
                "or sinh/cosh (+1) stacked on a new axis 0",
                shape=lambda x, s, c, sign: ((2,) + _series_shape(x, s, c)[0], FLOAT), params={"sign": NUMBER})
-_series_helper("taylor_conv", _taylor_conv, "(a series, b series; prim) -> Σ_{j=1..k-1} B(a_j, b_{k-j}), "
+_series_helper("taylor_conv", _taylor_conv, _conv_xla, "(a series, b series; prim) -> Σ_{j=1..k-1} B(a_j, b_{k-j}), "
                "B the bilinear primitive prim", shape=lambda a, b, prim: get(prim).shape_rule(a, b),
                params={"prim": Param("a bilinear primitive (mul, mul0, matmul)", lambda v: v in BILINEAR)})
 
@@ -323,10 +450,11 @@ def _taylor_cholesky(As, L0):
     return L[1:]
 
 
-register(Primitive("taylor_inv", _series_shape, impl=_taylor_inv, doc="(A series, inv(A_0)) -> series of inv(A)"))
-register(Primitive("taylor_solve", _taylor_solve_shape, impl=_taylor_solve,
+register(Primitive("taylor_inv", _series_shape, impl=_taylor_inv, xla=_inv_xla,
+                   doc="(A series, inv(A_0)) -> series of inv(A)"))
+register(Primitive("taylor_solve", _taylor_solve_shape, impl=_taylor_solve, xla=_solve_xla,
                    doc="(A_0, A series, B series, X_0) -> series of solve(A, B)"))
-register(Primitive("taylor_cholesky", _series_shape, impl=_taylor_cholesky,
+register(Primitive("taylor_cholesky", _series_shape, impl=_taylor_cholesky, xla=_cholesky_xla,
                    doc="(A series, L_0) -> series of cholesky(A)"))
 
 
@@ -353,9 +481,11 @@ def _taylor_prod(xs, x0, axes):
 
 
 register(Primitive("taylor_prod", lambda xs, x0, axes: (_reduced(broadcast_shapes(xs[0], x0[0]), axes), FLOAT),
-                   impl=_taylor_prod, doc="(x series, x0; axes) -> series of prod(x, axes)", params={"axes": AXES}))
+                   impl=_taylor_prod, xla=_prod_xla, doc="(x series, x0; axes) -> series of prod(x, axes)",
+                   params={"axes": AXES}))
 
 
 def _reduced(shape, axes):
     n = len(shape)
     return tuple(d for i, d in enumerate(shape) if i - n not in axes)
+

@@ -1,0 +1,328 @@
+"""Tier 2: a compiled graph lowered to ``jax.numpy``/``lax`` and compiled by XLA.
+
+What runs is our graph, after our transforms: the derivative rules, Taylor
+series and sparsity stay ours; XLA is only the code generator that fuses the
+elementwise chains numpy pays a temporary for and compiles loops. JAX's own
+differentiation is never used.
+
+The lowering writes Python source from the validated IR, like compile/codegen.py,
+and traces it with jax:
+
+* a primitive's tier-2 form is declared with it (``Primitive.xla``); by default
+  its numpy ``template`` serves, evaluated with ``jax.numpy`` as ``np`` and
+  ``jax.scipy.special`` as ``sp`` (``_Spelled``: numpy's names where jax's differ). A primitive with neither (an ``impl`` alone)
+  has no lowering: ``missing_lowering`` names it and its tapes stay on tier 1;
+* a ``loop`` node is one ``lax.scan`` over its body (a nested function of the
+  same source); with ``collect`` the scan stacks the states, so memory stays
+  proportional to the iterations, as on tier 1;
+* a lowering may record a check (``jx.fail_if``: an index out of range, which
+  jax would clamp where numpy raises); the executable returns whether any
+  failed, and ``XlaTape.run`` then returns None so that tier 1 answers;
+* literals are arguments, not constants baked into the executable: the source
+  names them ``c0, c1, ...``, so programs that differ only in their literal
+  values share one source and one XLA executable per signature (``_EXECUTABLES``).
+
+``configure(settings)`` runs once per process before jax starts: float64 on,
+the platform (CPU unless configured), XLA's CPU threads (one unless configured)
+and the persistent compilation cache, so executables survive restarts.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+
+from derivd.compile.codegen import _collecting_twins
+from derivd.ops.evaluate import expression, integer, literal
+
+log = logging.getLogger("derivd.xla")
+
+EXECUTABLES_KEPT = 512  # compiled executables held per process, least recently used out first
+_EXECUTABLES: OrderedDict[tuple, Callable] = OrderedDict()
+_LOCK = threading.Lock()
+_STATE: dict = {}  # "jax": the module once configured, or "error": why it is unavailable
+
+
+class NotLowerable(Exception):
+    """A graph tier 2 cannot run: a primitive without a lowering, or one that failed to trace."""
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    """Whether jax is installed here (the ``xla`` extra), found without importing it (a second)."""
+    try:
+        return importlib.util.find_spec("jax") is not None
+    except ValueError:  # sys.modules["jax"] = None: hidden on purpose
+        return False
+
+
+def configure(settings) -> object:
+    """Set jax up once for this process and return the module (``NotLowerable`` if it is missing).
+
+    XLA reads its thread flags when its CPU backend starts, so they are set in the
+    environment first; the platform, float64 and the cache directory are jax settings."""
+    with _LOCK:
+        if "jax" in _STATE:
+            return _STATE["jax"]
+        threads = settings.xla_threads
+        if threads > 0 and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+            flags = "--xla_cpu_multi_thread_eigen=false" if threads == 1 else ""
+            os.environ["XLA_FLAGS"] = " ".join(
+                f for f in (os.environ.get("XLA_FLAGS", ""), flags, f"intra_op_parallelism_threads={threads}") if f)
+        try:
+            import jax
+        except ImportError as e:
+            raise NotLowerable(f"jax is not installed (pip install derivd[xla]): {e}") from None
+        jax.config.update("jax_enable_x64", True)
+        if settings.xla_platform:
+            jax.config.update("jax_platforms", settings.xla_platform)
+        if settings.xla_cache_dir:
+            path = os.path.expanduser(settings.xla_cache_dir)
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as e:  # compiles still work, they just do not outlive the process
+                log.warning("no XLA compilation cache in %s: %s", path, e)
+            else:
+                jax.config.update("jax_compilation_cache_dir", path)
+                jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+                jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        _STATE["jax"] = jax
+        return jax
+
+
+def _namespace(jax) -> dict:
+    """What the generated source sees, made per compile: ``_jx.checks`` collects that trace's checks."""
+    import jax.numpy as jnp
+    import jax.scipy.special as jsp
+    from jax import lax
+
+    def mul0(a, b):
+        return jnp.where(a == 0, 0.0, a * b)
+
+    def fail_if(condition):
+        """Record a condition under which tier 1 must answer instead (its error or convention)."""
+        jx.checks.append(jnp.asarray(condition, dtype=bool))
+
+    np_, sp_ = _Spelled(jnp, NUMPY_SPELLINGS), _Spelled(jsp, SCIPY_SPELLINGS)
+    jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp, checks=[], fail_if=fail_if)
+    return {"np": np_, "sp": sp_, "lax": lax, "_jx": jx, "_mul0": mul0, "_inf": float("inf"),
+            "_nan": float("nan"), "_scan": _scan_loop, "_finish": _finish}
+
+
+class _Spelled:
+    """A jax module read with numpy's and scipy's spellings where jax's differ (``spellings``), so
+    that a template written for numpy serves as it stands."""
+
+    def __init__(self, module, spellings: dict):
+        self._module, self._spellings = module, spellings
+
+    def __getattr__(self, name):
+        found = self._spellings.get(name)
+        return found(self._module) if found is not None else getattr(self._module, name)
+
+
+# name -> (jax module -> the function under numpy's/scipy's name and signature)
+NUMPY_SPELLINGS = {
+    # kind="stable" (the only kind a template should ask for: ties in order) is jax's stable sort
+    "argsort": lambda jnp: lambda a, axis=-1, kind=None: jnp.argsort(a, axis=axis, stable=True),
+}
+def _log_sigmoid(jsp):
+    import jax
+
+    return jax.nn.log_sigmoid
+
+
+SCIPY_SPELLINGS = {"log_expit": _log_sigmoid}
+
+
+def _finish(jx, outputs):
+    """The outputs and one flag: whether a check failed or a float output holds a non-finite number
+    (then tier 1 answers: numpy raises or has its conventions where XLA gives NaN). Fused into the
+    executable, the test costs next to nothing, where numpy would read every output again."""
+    import jax.numpy as jnp
+
+    for o in outputs:
+        if jnp.issubdtype(jnp.result_type(o), jnp.floating):
+            jx.fail_if(~jnp.all(jnp.isfinite(o)))
+    return tuple(outputs) + (jnp.any(jnp.stack(jx.checks)) if jx.checks else jnp.asarray(False),)
+
+
+def _scan_loop(jx, body, carried, captured, avals, count, reverse, collect):
+    """A ``loop`` node as one ``lax.scan``: state k+1 = body(k, state k, captured); with ``collect``
+    the states before each iteration, stacked at index k whichever way the loop runs. ``avals``:
+    each state's shape and dtype code ("f8", "i8", "b1": numpy's names), which the scan keeps.
+    The checks of the body's iterations are carried out of the scan as one flag."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    def typed(values):
+        return tuple(jnp.broadcast_to(jnp.asarray(v, dtype=d), s) for v, (s, d) in zip(values, avals))
+
+    def step(carry, k):
+        state, failed = carry
+        mark = len(jx.checks)
+        new = typed(body(k, *state, *captured))
+        inner = jx.checks[mark:]
+        del jx.checks[mark:]  # tracers of this body: they leave the scan only through its carry
+        if inner:
+            failed = failed | jnp.any(jnp.stack(inner))
+        return (new, failed), (state if collect else None)
+
+    (final, failed), stacks = lax.scan(step, (typed(carried), jnp.asarray(False)),
+                                       jnp.arange(count, dtype=jnp.int64), reverse=reverse)
+    jx.checks.append(failed)
+    return final + (tuple(stacks) if collect else ())
+
+
+def missing_lowering(graph, outputs) -> str | None:
+    """The name of a primitive the graph (or a loop body in it) uses that has no tier-2 lowering."""
+    from derivd import ops
+
+    for n in graph.live_nodes(outputs):
+        if n.prim in ("input", "const"):
+            continue
+        if n.prim == "loop":
+            body = n.params["body"]
+            inner = missing_lowering(body.graph, body.outputs)
+            if inner is not None:
+                return inner
+            continue
+        prim = ops.get(n.prim)
+        if prim.xla is None and prim.template is None:
+            return n.prim
+    return None
+
+
+@dataclass
+class _Source:
+    """Source being written: its lines, the literals made arguments, the primitives' lowerings."""
+
+    lines: list = field(default_factory=list)
+    consts: list = field(default_factory=list)  # literal values, argument c<i>
+    const_var: dict = field(default_factory=dict)  # (type, value) -> name
+    lowerings: dict = field(default_factory=dict)  # "_x_<name>" -> function
+
+    def const(self, value) -> str:
+        if type(value) is bool:
+            return literal(value)
+        key = (type(value), repr(value))
+        if key not in self.const_var:
+            self.const_var[key] = f"c{len(self.consts)}"
+            self.consts.append(value)
+        return self.const_var[key]
+
+
+def _emit(src: _Source, graph, inputs, outputs, name: str, indent: str) -> None:
+    """Append ``def name(a0, ...)`` computing ``outputs`` from ``inputs`` to ``src.lines``."""
+    from derivd import ops
+
+    nodes = graph.live_nodes(outputs)
+    var = {n.id: f"a{i}" for i, n in enumerate(inputs)}
+    twins = _collecting_twins(nodes)
+    src.lines.append(f"{indent}def {name}({', '.join(f'a{i}' for i in range(len(inputs)))}):")
+    inner = indent + "    "
+    for n in nodes:
+        if n.prim == "input":
+            if n.id not in var:
+                raise KeyError(f"input {n.params['name']!r} not bound")
+            continue
+        if n.prim == "const":
+            var[n.id] = src.const(n.params["value"])
+            continue
+        args = [var[a.id] for a in n.inputs]
+        if n.prim == "loop":
+            if n.id in twins and twins[n.id].id in var:  # the collecting twin ran already: its finals lead
+                var[n.id] = var[twins[n.id].id]
+                continue
+            loop = twins.get(n.id, n)
+            body, p = loop.params["body"], loop.params
+            _emit(src, body.graph, body.inputs, body.outputs, f"_body{loop.id}", inner)
+            m = len(body.carried)
+            avals = literal(tuple((tuple(c.shape), c.dtype) for c in body.carried))
+            carried, captured = "".join(a + ", " for a in args[:m]), "".join(a + ", " for a in args[m:])
+            expr = (f"_scan(_jx, _body{loop.id}, ({carried}), ({captured}), {avals}, {integer(p['count'])}, "
+                    f"{_flag(p['reverse'])}, {_flag(p['collect'])})")
+            var[loop.id] = var[n.id] = f"t{loop.id}"
+            src.lines.append(f"{inner}t{loop.id} = {expr}")
+            continue
+        prim = ops.get(n.prim)
+        if prim.xla is not None:
+            src.lowerings[f"_x_{prim.name}"] = prim.xla
+            kw = "".join(f", {k}={literal(v)}" for k, v in n.params.items())
+            expr = f"_x_{prim.name}(_jx, {', '.join(args)}{kw})"
+        elif prim.template is not None:
+            expr = expression(prim, args, n.params, [(a.shape, a.dtype) for a in n.inputs], scalar=False)
+        else:
+            raise NotLowerable(f"primitive {prim.name!r} has no tier-2 lowering")
+        var[n.id] = f"t{n.id}"
+        src.lines.append(f"{inner}t{n.id} = {expr}")
+    src.lines.append(f"{inner}return ({''.join(var[o.id] + ', ' for o in outputs)})")
+
+
+def _flag(v) -> str:
+    if type(v) is not bool:
+        raise TypeError(f"expected a bool, not {type(v).__name__}")
+    return repr(v)
+
+
+class XlaTape:
+    """A graph compiled by XLA: ``run(*inputs)`` returns the tuple of outputs as numpy arrays, or None
+    where a lowering's check failed (an index out of range) or an output is not finite: there tier 1
+    answers, with its error or its numbers. ``executable`` is jitted (jax's fast dispatch), compiled
+    already; the literals wait on the device."""
+
+    def __init__(self, executable: Callable, consts: list, source: str):
+        self.executable = executable
+        self.consts = consts
+        self.source = source
+
+    def run(self, *args):
+        *outputs, failed = self.executable(*args, *self.consts)
+        return None if failed else tuple(np.asarray(o) for o in outputs)
+
+
+def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
+    """Lower the graph and compile it now (seconds: call it off the request path). Raises
+    ``NotLowerable`` (a primitive without a lowering, a lowering that failed to trace)."""
+    jax = configure(settings)
+    missing = missing_lowering(graph, outputs)
+    if missing is not None:
+        raise NotLowerable(f"primitive {missing!r} has no tier-2 lowering")
+    src = _Source()
+    _emit(src, graph, inputs, outputs, "tape", "")
+    consts_from = len(inputs)
+    names = [f"a{i}" for i in range(consts_from)] + [f"c{i}" for i in range(len(src.consts))]
+    header = f"def lowered({', '.join(names)}):"
+    source = "\n".join([header] + ["    " + line for line in src.lines]
+                       + [f"    return _finish(_jx, tape({', '.join(f'a{i}' for i in range(consts_from))}))"]) + "\n"
+    consts = [np.asarray(c, dtype=np.float64 if type(c) is float else np.int64) for c in src.consts]
+    signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple((c.shape, c.dtype.str) for c in consts)
+    key = (source, signature)
+    with _LOCK:
+        executable = _EXECUTABLES.get(key)
+        if executable is not None:
+            _EXECUTABLES.move_to_end(key)
+    if executable is None:
+        scope = dict(_namespace(jax), **src.lowerings)
+        exec(compile(source, "<derivd xla>", "exec"), scope)  # from the IR only
+        avals = [jax.ShapeDtypeStruct(tuple(n.shape), np.dtype(n.dtype)) for n in inputs]
+        avals += [jax.ShapeDtypeStruct(c.shape, c.dtype) for c in consts]
+        executable = jax.jit(scope["lowered"])
+        try:
+            executable.lower(*avals).compile()  # jit's own calls find it compiled
+        except Exception as e:  # a lowering that does not trace at these shapes: tier 1 keeps the tape
+            raise NotLowerable(f"tier 2 could not compile the tape: {type(e).__name__}: {e}") from e
+        with _LOCK:
+            _EXECUTABLES[key] = executable
+            while len(_EXECUTABLES) > EXECUTABLES_KEPT:
+                _EXECUTABLES.popitem(last=False)
+    return XlaTape(executable, [jax.device_put(c) for c in consts], source)

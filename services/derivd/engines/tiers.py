@@ -1,0 +1,200 @@
+"""Two tiers for one tape: numpy answers at once, XLA takes over what is hot.
+
+A ``TieredTape`` is what ``CompiledFunction.tape`` hands out. Tier 1 is the
+numpy tape of compile/codegen.py, ready in milliseconds; tier 2 is the same
+graph compiled by XLA (compile/xla.py), which costs 0.1-2 s to compile and then
+fuses elementwise chains and runs loops without Python. With ``xla_tier``:
+
+* ``auto``: tier 1 answers; once a tape has run ``xla_after_runs`` times or
+  spent ``xla_after_seconds`` of compute, one background thread compiles it
+  (one tape at a time, so compiling never takes more than one core);
+* ``always``: every tape is compiled before its first answer (for testing);
+* ``off``, or jax not installed: tier 1 only, as without this module.
+
+Tier 2 answers only after it agreed with tier 1 at a real point: the compile
+thread runs it at the point that made the tape hot (``auto``; if tier 2 declines
+that point, the next run checks it at its own), or the first run does
+(``always``), comparing every output within ``xla_rtol`` (relative to that
+output's largest entry). A
+tape that disagrees stays on tier 1 for good and is logged and counted
+(``derivd_tier2_tapes{result="rejected"}`` in /metrics); so is one using a
+primitive without a tier-2 lowering (``result="unlowerable"``). An answer of
+tier 2 holding a non-finite number, or refused by a lowering's check (an index
+out of range, which jax would clamp), is recomputed on tier 1, which has the
+numpy conventions and the errors (a singular matrix, that index) XLA lacks.
+
+``answering()`` collects which tiers answered a request: the service puts the
+highest in the response (``tier``) and the gateway in ``Server-Timing``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from derivd.compile import xla
+
+log = logging.getLogger("derivd.tiers")
+
+RESULTS = ("accepted", "rejected", "unlowerable")
+COUNTS = dict.fromkeys(RESULTS, 0)  # tapes of this process by what became of their tier 2
+_COUNT_LOCK = threading.Lock()
+_COMPILER: list = []  # the one background compile thread, made on first use
+_ANSWERED: contextvars.ContextVar[set | None] = contextvars.ContextVar("tiers_answered", default=None)
+
+
+def enabled(settings) -> bool:
+    """Whether tier 2 may run here: asked for (``xla_tier``, checked by the settings), and jax installed."""
+    return settings.xla_tier != "off" and xla.available()
+
+
+@contextlib.contextmanager
+def answering():
+    """Collect, in the yielded set, the tiers (1, 2) that answered the tape runs in this block."""
+    used: set = set()
+    token = _ANSWERED.set(used)
+    try:
+        yield used
+    finally:
+        _ANSWERED.reset(token)
+
+
+def _answered(tier: int) -> None:
+    used = _ANSWERED.get()
+    if used is not None:
+        used.add(tier)
+
+
+def _count(result: str) -> None:
+    with _COUNT_LOCK:
+        COUNTS[result] += 1
+
+
+def _compiler() -> ThreadPoolExecutor:
+    with _COUNT_LOCK:
+        if not _COMPILER:
+            _COMPILER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="derivd-xla"))
+        return _COMPILER[0]
+
+
+def agree(got, want, rtol: float) -> bool:
+    """Every output of tier 2 within ``rtol`` of tier 1's, relative to that output's largest entry;
+    non-finite entries must match exactly."""
+    for a, b in zip(got, want):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            return False
+        finite = np.isfinite(b)
+        if not np.array_equal(np.isfinite(a), finite) or not np.array_equal(a[~finite], b[~finite]):
+            return False
+        scale = float(np.max(np.abs(b[finite]), initial=0.0))
+        if not np.allclose(a[finite], b[finite], rtol=rtol, atol=rtol * max(scale, 1e-300)):
+            return False
+    return True
+
+
+class TieredTape:
+    """A tape with its numpy tier and, once compiled and checked, its XLA tier (same interface as
+    codegen's ``Tape``: ``run``, ``source``, ``n_nodes``, ``arg_names``)."""
+
+    def __init__(self, tape, graph, inputs: list, outputs: list, settings):
+        self.tier1 = tape
+        self.source, self.n_nodes = tape.source, tape.n_nodes
+        self.settings = settings
+        self._graph, self._inputs, self._outputs = graph, list(inputs), list(outputs)
+        self.tier2 = None  # an XlaTape that agreed with tier 1
+        self.state = "cold"  # cold -> compiling (then checked at a run) -> tier 2 | rejected | unlowerable
+        self.runs, self.seconds = 0, 0.0
+        self._candidate = None  # compiled, not yet checked: the next run checks it
+        self._lock = threading.Lock()
+        if settings.xla_tier == "always":
+            self.state = "compiling"
+            self._candidate = self._compile()
+
+    def _compile(self):
+        """The graph compiled by XLA, or None (counted, logged) if tier 2 cannot run it."""
+        graph, inputs, outputs = self._graph, self._inputs, self._outputs
+        self._graph = self._inputs = self._outputs = None
+        try:
+            return xla.compile_graph(graph, inputs, outputs, self.settings)
+        except Exception as e:  # tier 2 never fails a request: the tape stays on tier 1
+            self.state = "unlowerable"
+            _count("unlowerable")
+            if isinstance(e, xla.NotLowerable):
+                log.info("tape stays on tier 1: %s", e)
+            else:
+                log.exception("tier-2 compile failed; the tape stays on tier 1")
+            return None
+
+    def run(self, *args):
+        tier2 = self.tier2
+        if tier2 is not None:
+            out = self._run2(tier2, args)  # None where tier 1 must answer
+            if out is not None:
+                _answered(2)
+                return out
+        t0 = time.perf_counter()
+        out = self.tier1.run(*args)
+        seconds = time.perf_counter() - t0
+        _answered(1)
+        with self._lock:  # one run checks a candidate
+            candidate, self._candidate = self._candidate, None
+        if candidate is not None:
+            got = self._check(candidate, args, out)
+            if got is not None:
+                _answered(2)
+                return got
+            return out
+        if self.state == "cold":
+            with self._lock:
+                self.runs += 1
+                self.seconds += seconds
+                hot = (self.state == "cold" and (self.runs >= self.settings.xla_after_runs
+                                                 or self.seconds >= self.settings.xla_after_seconds))
+                if hot:
+                    self.state = "compiling"
+            if hot:  # the point and tier 1's answer there, copied: the caller's arrays may change
+                _compiler().submit(self._promote, [np.array(a) for a in args], [np.array(o) for o in out])
+        return out
+
+    def _promote(self, args, want) -> None:
+        """Background: compile, then check at the point that made the tape hot, off the request path
+        (an executable XLA made slow stalls this thread, never a request); swap in if it agrees."""
+        candidate = self._compile()
+        if candidate is not None:
+            self._check(candidate, args, want)  # declined that point: the next run checks it at its own
+
+    def _check(self, candidate, args, want):
+        """Tier 2's outputs at ``args`` if they agree with tier 1's ``want`` (then it answers from
+        now on), else None: discarded for good if it disagreed, kept for the next point if it
+        declined this one (a non-finite number, an index out of range: tier 1's answer stands)."""
+        got = self._run2(candidate, args)
+        if got is None:
+            if self.state != "rejected":
+                self._candidate = candidate
+            return None
+        if agree(got, want, self.settings.xla_rtol):
+            self.tier2, self.state = candidate, "tier 2"
+            _count("accepted")
+            return got
+        self.state = "rejected"
+        _count("rejected")
+        log.warning("tier 2 disagreed with tier 1 at a point; the tape stays on tier 1")
+        return None
+
+    def _run2(self, tape, args):
+        """Tier 2's outputs, or None: declined at this point, or failed (logged; tier 2 dropped for good)."""
+        try:
+            return tape.run(*args)
+        except Exception:
+            log.exception("tier 2 failed to run; the tape stays on tier 1")
+            if self.state != "rejected":
+                self.tier2, self.state = None, "rejected"
+                _count("rejected")
+            return None

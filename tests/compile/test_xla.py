@@ -1,0 +1,192 @@
+"""Tier 2 (compile/xla.py) and the tiering (engines/tiers.py) through the service.
+
+Tier 2's numbers: loops (lax.scan, forward and reverse, collected states) and the
+endpoints on them against tier 1 and analytic references; literals as arguments
+(one executable for programs that differ only in a literal's value). The
+tiering: a hot tape moves to tier 2 in the background and says so; a tier 2
+that disagrees with tier 1 is discarded and counted; a non-finite answer of
+tier 2 is recomputed by tier 1 (its errors included); a lowering that fails
+keeps the tape on tier 1. Without jax nothing changes (a subprocess with jax
+hidden), and the XLA cache persists compiled executables in its directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+
+from derivd.compile import xla  # noqa: E402
+from derivd.config import Settings  # noqa: E402
+from derivd.core import Request, Service  # noqa: E402
+from derivd.engines import tiers  # noqa: E402
+from derivd.errors import DerivdError  # noqa: E402
+from derivd.ops import REGISTRY  # noqa: E402
+from tests.references import central_difference  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ALWAYS = Service(Settings(xla_tier="always", loop_unroll_nodes=0, xla_cache_dir=""))
+OFF = Service(Settings(xla_tier="off", loop_unroll_nodes=0))
+
+X = np.array([0.3, -0.8, 1.2, 0.5, -0.1, 0.9])
+W = np.array([0.5, -0.2, 0.9])
+LOOPS = [  # (program, inputs, constants): loop nodes (loop_unroll_nodes=0)
+    ("h = x[0]\nfor i in range(6):\n    h = h + 0.1 * sin(h * w[i % 3] + i) * x[i]\nh", {"x": X, "w": W}, None),
+    ("h = x[:3]\nfor t in range(5, 0, -2):\n    h = tanh(W @ h + b * t)\nsum(h ** 2)",
+     {"x": X, "W": np.outer(W, W) - 0.3, "b": W}, None),
+    ("acc = zeros(2)\nfor i in range(4):\n    acc = acc + x[idx[i]] * m[i]\nsum(acc ** 2)",
+     {"x": X, "m": np.arange(8.0).reshape(4, 2) / 7}, {"idx": np.array([2, 2, -1, 0])}),
+]
+
+
+def compute(service, endpoint, dsl, at, constants=None, **fields):
+    at = {k: np.asarray(v, dtype=np.float64) for k, v in at.items()}
+    return service.compute(endpoint, Request(function={"dsl": dsl}, at=at, constants=constants or {}, **fields))[0]
+
+
+@pytest.mark.parametrize("dsl,at,constants", LOOPS, ids=["scalar", "matrix", "gather"])
+def test_loops_on_tier_2_agree_with_tier_1(dsl, at, constants):
+    v = {k: np.linspace(-0.5, 0.7, np.size(a)).reshape(np.shape(a)) for k, a in at.items()}
+    for endpoint, fields in [("gradient", {}), ("hvp", {"v": v})]:
+        got = compute(ALWAYS, endpoint, dsl, at, constants, **fields)
+        want = compute(OFF, endpoint, dsl, at, constants, **fields)
+        assert got["tier"] == 2 and "tier" not in want
+        key = "gradient" if endpoint == "gradient" else "hvp"
+        for name in want[key]:
+            np.testing.assert_allclose(got[key][name], want[key][name], rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(got["value"], want["value"], rtol=1e-12)
+
+
+def test_a_reverse_loop_gradient_on_tier_2_matches_finite_differences():
+    dsl = "h = x[0]\nfor i in range(40):\n    h = h + 0.05 * sin(h * w[i % 3] + i) * x[i % 6]\nh"
+    got = compute(ALWAYS, "gradient", dsl, {"x": X, "w": W})
+    assert got["tier"] == 2
+
+    def f(x):
+        h = x[0]
+        for i in range(40):
+            h = h + 0.05 * np.sin(h * W[i % 3] + i) * x[i % 6]
+        return h
+
+    for j in range(6):
+        e = np.eye(6)[j]
+        fd = central_difference(lambda t: np.array([f(X + t * e)]), 1e-3)[0]
+        assert abs(got["gradient"]["x"][j] - fd) < 1e-9
+
+
+def test_literals_are_arguments_one_executable_serves_every_value():
+    before = len(xla._EXECUTABLES)
+    for c in (2.5, 3.5):
+        got = compute(ALWAYS, "gradient", f"sum(sin(x) * {c} + x ** 3)", {"x": X})
+        assert got["tier"] == 2
+        np.testing.assert_allclose(got["gradient"]["x"], c * np.cos(X) + 3 * X ** 2, rtol=1e-13)
+    assert len(xla._EXECUTABLES) == before + 1
+
+
+def test_a_hot_tape_moves_to_tier_2_in_the_background():
+    service = Service(Settings(xla_tier="auto", xla_after_runs=3, xla_after_seconds=1e9, xla_cache_dir=""))
+    dsl, at = "sum(exp(0.1 * x) * cos(x))", {"x": X}
+    want = np.exp(0.1 * X) * (0.1 * np.cos(X) - np.sin(X))
+    accepted = tiers.COUNTS["accepted"]
+    tiers_seen = [compute(service, "gradient", dsl, at)["tier"] for _ in range(3)]
+    assert tiers_seen == [1, 1, 1]  # the third run made it hot: compiling now, off the request
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the first run after the compile checks it and answers on tier 2
+        got = compute(service, "gradient", dsl, at)
+        np.testing.assert_allclose(got["gradient"]["x"], want, rtol=1e-13)
+        if got["tier"] == 2:
+            break
+        time.sleep(0.05)
+    assert got["tier"] == 2 and tiers.COUNTS["accepted"] == accepted + 1
+
+
+def test_a_tier_2_that_disagrees_is_discarded_and_counted(monkeypatch):
+    real = xla.compile_graph
+
+    def skewed(*args):
+        tape = real(*args)
+        run = tape.run
+        tape.run = lambda *a: tuple(o * (1 + 1e-6) for o in run(*a))
+        return tape
+
+    monkeypatch.setattr(xla, "compile_graph", skewed)
+    rejected = tiers.COUNTS["rejected"]
+    for _ in range(2):
+        got = compute(ALWAYS, "gradient", "sum(x ** 4) * 1.25", {"x": X})
+        assert got["tier"] == 1
+        np.testing.assert_allclose(got["gradient"]["x"], 5 * X ** 3, rtol=1e-14)
+    assert tiers.COUNTS["rejected"] == rejected + 1
+
+
+def test_a_lowering_that_fails_keeps_the_tape_on_tier_1(monkeypatch):
+    def broken(jx, *args, **params):
+        raise NotImplementedError("not this one")
+
+    monkeypatch.setattr(REGISTRY["logsumexp"], "xla", broken)
+    unlowerable = tiers.COUNTS["unlowerable"]
+    got = compute(ALWAYS, "gradient", "logsumexp(x * 2.0)", {"x": X})
+    assert got["tier"] == 1 and tiers.COUNTS["unlowerable"] == unlowerable + 1
+    softmax = np.exp(2 * X) / np.sum(np.exp(2 * X))
+    np.testing.assert_allclose(got["gradient"]["x"], 2 * softmax, rtol=1e-13)
+
+
+def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():
+    """XLA answers NaN where numpy raises (a singular matrix) or where jax would clamp an index."""
+    dsl = "sum(inv(a))"
+    regular = np.array([[2.0, 1.0], [1.0, 3.0]])
+    assert compute(ALWAYS, "gradient", dsl, {"a": regular})["tier"] == 2
+    with pytest.raises(DerivdError) as e:
+        compute(ALWAYS, "gradient", dsl, {"a": np.ones((2, 2))})
+    assert e.value.code == "linalg_error"
+    dsl = "sum(x[idx] ** 2)"
+    assert compute(ALWAYS, "gradient", dsl, {"x": X}, {"idx": np.array([0, 5])})["tier"] == 2
+    with pytest.raises(DerivdError, match="out of range"):
+        compute(ALWAYS, "gradient", dsl, {"x": X}, {"idx": np.array([0, 6])})
+
+
+def test_rest_says_which_tier_answered(server, client):
+    """The live gateway's default settings (auto): tier 1 answers a new program first."""
+    r = client.post("/v1/gradient", json={"function": {"dsl": "sum(x ** 2) * 0.5"}, "at": {"x": [1.0, 2.0]}})
+    assert r.status_code == 200, r.text
+    assert r.json()["tier"] == 1 and r.json()["gradient"]["x"] == [1.0, 2.0]
+    assert 'tier;desc="numpy"' in r.headers["server-timing"]
+    assert "derivd_tier2_tapes" in client.get("/metrics").text
+
+
+def test_without_jax_nothing_changes():
+    """jax hidden: the service imports and answers as before, with no ``tier`` anywhere."""
+    code = (
+        "import sys; sys.modules['jax'] = None\n"
+        "import numpy as np\n"
+        "from derivd.config import Settings\n"
+        "from derivd.core import Request, Service\n"
+        "from derivd.compile import xla\n"
+        "assert not xla.available()\n"
+        "r = Service(Settings(xla_tier='always')).compute('gradient', Request(function={'dsl': 'sum(x ** 3)'},"
+        " at={'x': np.array([1.0, 2.0])}))[0]\n"
+        "assert 'tier' not in r and list(r['gradient']['x']) == [3.0, 12.0], r\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "services")})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_compiled_executables_persist_in_the_cache_directory(tmp_path):
+    """A fresh process with xla_cache_dir set leaves XLA's compiled executable there."""
+    code = (
+        "import numpy as np\n"
+        "from derivd.config import Settings\n"
+        "from derivd.core import Request, Service\n"
+        f"s = Service(Settings(xla_tier='always', xla_cache_dir={str(tmp_path)!r}))\n"
+        "r = s.compute('gradient', Request(function={'dsl': 'sum(cos(x) * x)'}, at={'x': np.ones(3)}))[0]\n"
+        "assert r['tier'] == 2, r\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "services")})
+    assert out.returncode == 0, out.stderr
+    assert any(tmp_path.iterdir()), "no compiled executable in the cache directory"
