@@ -27,6 +27,28 @@ def sdk(server):
         yield c
 
 
+@pytest.fixture(scope="module")
+def grpc_target(server):
+    """The public gRPC API beside the session's REST server, on a free port: its address."""
+    server_grpc = pytest.importorskip("derivd.grpc_api.server")
+    from derivd.config import Settings
+
+    g = server_grpc.GrpcServer(server.app.dispatcher, Settings(), port=0, host="127.0.0.1").start()
+    try:
+        yield f"127.0.0.1:{g.port}"
+    finally:
+        g.stop(grace=0.5)
+
+
+@pytest.fixture(scope="module")
+def rpc(grpc_target):
+    """A blocking gRPC client of ``grpc_target``."""
+    from derivd_client.grpc_client import GrpcClient
+
+    with GrpcClient(grpc_target, timeout=60, retries=1) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def cli_env(server):
     """Environment for `python -m derivd_client.cli ...` subprocesses pointed at the live server."""

@@ -13,40 +13,32 @@ from tests.clients.conftest import dd
 from tests.references import rosenbrock_gradient, rosenbrock_hessian
 
 pytest.importorskip("grpc")
-server_grpc = pytest.importorskip("derivd.grpc_api.server")
+pytest.importorskip("derivd.grpc_api.server")
 from derivd_client.grpc_client import AsyncGrpcClient  # noqa: E402
 
 ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
 
 
-@pytest.fixture(scope="module")
-def target(server):
-    from derivd.config import Settings
 
-    g = server_grpc.GrpcServer(server.app.dispatcher, Settings(), port=0, host="127.0.0.1").start()
-    try:
-        yield f"127.0.0.1:{g.port}"
-    finally:
-        g.stop(grace=0.5)
-
-
-def test_fifty_concurrent_gradients(target, sdk):
+def test_fifty_concurrent_gradients(grpc_target, sdk):
     points = np.random.default_rng(9).normal(size=(50, 7))
 
     async def main():
-        async with AsyncGrpcClient(target, timeout=60) as c:
+        async with AsyncGrpcClient(grpc_target, timeout=60) as c:
             return await asyncio.gather(*[c.gradient(ROSEN, x=p) for p in points])
 
     answers = asyncio.run(main())
     for p, r in zip(points, answers):
         np.testing.assert_allclose(r.gradient["x"], rosenbrock_gradient(p), rtol=1e-12, atol=1e-12)
-        np.testing.assert_array_equal(r.gradient["x"], sdk.gradient(ROSEN, x=p).gradient["x"])
+        # the same answer as the blocking client's, to the agreement the two compile tiers keep (a hot
+        # tape may answer from XLA, whose sums round differently from numpy's in the last bits)
+        np.testing.assert_allclose(r.gradient["x"], sdk.gradient(ROSEN, x=p).gradient["x"], rtol=1e-13)
         assert set(r.timing) == {"compile", "queue", "compute"}
 
 
-def test_errors_are_typed_and_hvp_streams_stay_with_the_blocking_client(target):
+def test_errors_are_typed_and_hvp_streams_stay_with_the_blocking_client(grpc_target):
     async def main():
-        async with AsyncGrpcClient(target, timeout=30) as c:
+        async with AsyncGrpcClient(grpc_target, timeout=30) as c:
             with pytest.raises(dd.ParseError):
                 await c.evaluate("x +* 1", x=1.0)
             with pytest.raises(dd.UnknownName):
@@ -59,14 +51,14 @@ def test_errors_are_typed_and_hvp_streams_stay_with_the_blocking_client(target):
     np.testing.assert_allclose(asyncio.run(main()), rosenbrock_hessian(np.array([1.0, 2.0])), rtol=1e-14)
 
 
-def test_an_async_session_answers_as_the_references(target):
+def test_an_async_session_answers_as_the_references(grpc_target):
     from derivd_client.session import AsyncSession
 
     rng = np.random.default_rng(12)
     x0 = rng.normal(size=6)
 
     async def main():
-        async with AsyncGrpcClient(target, timeout=60) as c:
+        async with AsyncGrpcClient(grpc_target, timeout=60) as c:
             async with await c.session(ROSEN, {"x": x0}) as s:
                 assert isinstance(s, AsyncSession) and s.n == 6
                 checks = []

@@ -12,7 +12,7 @@ from tests.clients.test_client import ROSENBROCK, VECTOR, X, X3, vector_jac
 from tests.references import rosenbrock_gradient, rosenbrock_hessian
 
 grpc = pytest.importorskip("grpc")
-server_grpc = pytest.importorskip("derivd.grpc_api.server")
+pytest.importorskip("derivd.grpc_api.server")
 from derivd_client.grpc_client import GrpcClient  # noqa: E402
 
 
@@ -25,17 +25,6 @@ def test_sdk_stubs_are_generated_from_the_current_proto():
     assert sdk_pb.DESCRIPTOR.serialized_pb == server_pb.DESCRIPTOR.serialized_pb, \
         "proto/derivd/v1/derivd.proto changed: run bash scripts/gen_proto.sh"
 
-
-@pytest.fixture(scope="module")
-def rpc(server):
-    from derivd.config import Settings
-
-    g = server_grpc.GrpcServer(server.app.dispatcher, Settings(), port=0, host="127.0.0.1").start()
-    try:
-        with GrpcClient(f"127.0.0.1:{g.port}", timeout=60, retries=1) as c:
-            yield c
-    finally:
-        g.stop(grace=0.5)
 
 
 def test_unary_calls_match_rest_and_references(rpc, sdk):

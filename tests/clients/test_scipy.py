@@ -12,24 +12,12 @@ from scipy.optimize import rosen, rosen_der, rosen_hess, rosen_hess_prod
 from tests.clients.conftest import dd
 
 pytest.importorskip("grpc")
-server_grpc = pytest.importorskip("derivd.grpc_api.server")
+pytest.importorskip("derivd.grpc_api.server")
 from derivd_client import scipy as dds  # noqa: E402
-from derivd_client.grpc_client import GrpcClient  # noqa: E402
 
 ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
 X0 = np.array([1.3, 0.7, 0.8, 1.9, 1.2, 0.9, 1.1, 0.6])  # scipy tutorial's start, extended
 
-
-@pytest.fixture(scope="module")
-def rpc(server):
-    from derivd.config import Settings
-
-    g = server_grpc.GrpcServer(server.app.dispatcher, Settings(), port=0, host="127.0.0.1").start()
-    try:
-        with GrpcClient(f"127.0.0.1:{g.port}", timeout=60, retries=1) as c:
-            yield c
-    finally:
-        g.stop(grace=0.5)
 
 
 @pytest.mark.parametrize("transport", ["grpc", "rest"])

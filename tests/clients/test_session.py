@@ -13,24 +13,12 @@ from tests.clients.conftest import dd
 from tests.references import rosenbrock, rosenbrock_gradient, rosenbrock_hessian
 
 pytest.importorskip("grpc")
-server_grpc = pytest.importorskip("derivd.grpc_api.server")
+pytest.importorskip("derivd.grpc_api.server")
 from derivd_client import errors  # noqa: E402
-from derivd_client.grpc_client import GrpcClient  # noqa: E402
 from derivd_client.session import Session, UnarySession, open_session  # noqa: E402
 
 ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
 
-
-@pytest.fixture(scope="module")
-def rpc(server):
-    from derivd.config import Settings
-
-    g = server_grpc.GrpcServer(server.app.dispatcher, Settings(), port=0, host="127.0.0.1").start()
-    try:
-        with GrpcClient(f"127.0.0.1:{g.port}", timeout=60, retries=1) as c:
-            yield c
-    finally:
-        g.stop(grace=0.5)
 
 
 def test_stream_and_unary_sessions_answer_as_the_references(rpc, sdk):

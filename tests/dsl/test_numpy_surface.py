@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from derivd.errors import DerivdError
-from tests.dsl.support import call, check_against_numpy
+from tests.dsl.support import assert_close, call, check_against_numpy
+from tests.references import fd_jacobian
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=6)
@@ -299,3 +300,17 @@ def test_static_index_lists_match_numpy_as_slices_or_tables(seed):
     check(f"take(x, {index}) * x[{index}]", lambda x: np.take(x, index) * x[index], "x")
     check(f"roll(x, {seed - 3}) + pad(x, ({seed}, 7 - {seed}), mode='symmetric')[:6]",
           lambda x: np.roll(x, seed - 3) + np.pad(x, (seed, 7 - seed), mode="symmetric")[:6], "x")
+
+
+@pytest.mark.parametrize("src, numpy_fn", [
+    ("sum(x, axis=None)", lambda x: np.sum(x, axis=None)),
+    ("np.var(x, axis=None, keepdims=True).sum()", lambda x: np.var(x, axis=None, keepdims=True).sum()),
+    ("np.sum(np.clip(x, None, 0.5))", lambda x: np.sum(np.clip(x, None, 0.5))),
+    ("np.linalg.norm(x, None)", lambda x: np.linalg.norm(x, None)),
+])
+def test_none_is_numpys_none_as_an_argument(src, numpy_fn):
+    """``axis=None``, a None bound, ``ord=None``: a literal None argument means what it means to numpy."""
+    x = np.array([[0.3, -1.2, 0.9], [2.0, 0.1, -0.4]])
+    r = call("gradient", src, {"x": x})
+    assert_close(r["value"], numpy_fn(x), rtol=1e-12)
+    assert_close(r["gradient"]["x"], fd_jacobian(numpy_fn, {"x": x}).reshape(x.shape), rtol=1e-7)

@@ -461,8 +461,12 @@ class Lowerer:
     # ------------------------------------------------------------ calls
 
     def arguments(self, e: ast.Call, env):
-        args = [self.expr(a, env) for a in e.args]
-        kwargs = {k.arg: self.expr(k.value, env) for k in e.keywords}
+        """A call's arguments; a literal None among them is numpy's None (``axis=None``: all axes)."""
+        def value(a):
+            return None if isinstance(a, ast.Constant) and a.value is None else self.expr(a, env)
+
+        args = [value(a) for a in e.args]
+        kwargs = {k.arg: value(k.value) for k in e.keywords}
         if None in kwargs:
             raise refuse("**kwargs are not part of the language", e, code="unsupported_syntax")
         return args, kwargs

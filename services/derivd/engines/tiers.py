@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from derivd.compile import xla
+from derivd.deadlines import check as check_deadline
 
 log = logging.getLogger("derivd.tiers")
 
@@ -135,6 +136,7 @@ class TieredTape:
     def run(self, *args):
         tier2 = self.tier2
         if tier2 is not None:
+            check_deadline()  # an XLA executable runs to its end: a request already late starts nothing
             out = self._run2(tier2, args)  # None where tier 1 must answer
             if out is not None:
                 _answered(2)

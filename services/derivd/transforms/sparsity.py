@@ -150,15 +150,9 @@ def _select(node, ks, prop):
     """Run the primitive on entry numbers: output value s > 0 means "copies entry s - 1"."""
     prim = ops.get(node.prim)
     params = node.params
-    base = []
-    for a in node.inputs:
-        if a.dtype == FLOAT:
-            base.append(np.zeros(a.shape))
-        else:
-            value = prop.known(a)
-            if value is None:
-                return None
-            base.append(value)
+    base = _base_arguments(node, prop)
+    if base is None:
+        return None
     deps = {}
     for k in ks:
         a = node.inputs[k]
@@ -170,15 +164,24 @@ def _select(node, ks, prop):
     return Local(deps)
 
 
-def _linear(node, ks, prop):
-    """D_k: the nonzeros of the (constant) Jacobian of a linear map, one run on the identity."""
-    prim = ops.get(node.prim)
+def _base_arguments(node, prop):
+    """The arguments a probe run starts from: zeros for the float inputs, the known values of the
+    others (indices, masks); None when one of those is not known."""
     base = []
     for a in node.inputs:
         value = np.zeros(a.shape) if a.dtype == FLOAT else prop.known(a)
         if value is None:
             return None
         base.append(value)
+    return base
+
+
+def _linear(node, ks, prop):
+    """D_k: the nonzeros of the (constant) Jacobian of a linear map, one run on the identity."""
+    prim = ops.get(node.prim)
+    base = _base_arguments(node, prop)
+    if base is None:
+        return None
     deps = {}
     for k in ks:
         a = node.inputs[k]
