@@ -35,6 +35,7 @@ import inspect
 import keyword
 import math
 import sys
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -169,8 +170,8 @@ class Traced:
                         "written down; use dd.where(cond, a, b), or `&`, `|`, `~` on masks")
 
     def __float__(self):
-        raise TypeError("a traced value is not a Python number while tracing: math.sin(x) and float(x) cannot be "
-                        "written down; use np.sin(x) or dd.sin(x)")
+        raise TypeError("a traced value is not a Python number while tracing: float(x), and math functions the "
+                        "language lacks (math.copysign), cannot be written down; use the np.* or dd.* function")
 
     __complex__ = __float__
 
@@ -372,7 +373,7 @@ def trace(fn, **examples) -> Program:
         args[name] = tracer.node("input", (name,), shape, dtype)
     token = _active.set(tracer)
     try:
-        out = _call_reading_locals(fn, args, tracer)
+        out = _call_reading_locals(_with_traced_math(fn), args, tracer)
     finally:
         _active.reset(token)
     outputs = list(out) if isinstance(out, (list, tuple)) else [out]
@@ -391,6 +392,62 @@ def _example(v) -> tuple[tuple[int, ...], str]:
         return tuple(int(s) for s in v), "f"
     arr = np.asarray(v)
     return arr.shape, "i" if arr.dtype.kind in "iu" else "f"
+
+
+MATH_NAMES = {"fabs": "abs", "lgamma": "gammaln"}  # math's names for the SDK's functions of other names
+
+
+def _traced_math() -> types.ModuleType:
+    """A ``math`` whose functions the language has write that function of a traced value and stay
+    math's own on plain numbers (``math.log(x, base)`` too); its other names are math's."""
+    from . import ops
+
+    shim = types.ModuleType("math", "math, tracing (derivd_client.trace)")
+    for name in dir(math):
+        real = getattr(math, name)
+        ours = ops.PUBLIC.get(MATH_NAMES.get(name, name))
+        setattr(shim, name, _either(real, ours) if callable(real) and ours is not None else real)
+    return shim
+
+
+def _either(real, ours):
+    def call(*args):
+        if not any(isinstance(a, Traced) for a in args):
+            return real(*args)
+        if real is math.log and len(args) == 2:
+            return ours(args[0]) / ours(args[1])
+        return ours(*args)
+
+    call.__name__ = call.__qualname__ = real.__name__
+    return call
+
+
+def _with_traced_math(fn):
+    """``fn`` with ``math`` tracing where it reads it: the module and functions imported from it
+    (``from math import sin``) among its globals and closed-over values are swapped for
+    ``_traced_math``'s. Only ``fn``'s own: a helper of another module keeps the real ``math``."""
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    shim = _traced_math()
+
+    def swapped(value):
+        if value is math:
+            return shim
+        if getattr(value, "__module__", None) == "math" and getattr(math, getattr(value, "__name__", ""), None) is value:
+            return getattr(shim, value.__name__)
+        return value
+
+    def cell(c):
+        try:
+            return types.CellType(swapped(c.cell_contents))
+        except ValueError:  # a cell not filled yet (a name the enclosing function binds later)
+            return c
+
+    globals_ = {k: swapped(v) for k, v in fn.__globals__.items()}
+    closure = None if fn.__closure__ is None else tuple(cell(c) for c in fn.__closure__)
+    copy = types.FunctionType(fn.__code__, globals_, fn.__name__, fn.__defaults__, closure)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    return copy
 
 
 def _call_reading_locals(fn, args: dict, tracer: Tracer):
