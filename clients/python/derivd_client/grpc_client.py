@@ -61,14 +61,16 @@ class GrpcClient:
     """``GrpcClient("127.0.0.1:50051", api_key=..., timeout=...)``; the REST client's methods, plus
     :meth:`hvp_stream`. ``credentials`` (``grpc.ssl_channel_credentials()``) makes the channel secure."""
 
+    channels = grpc  # the module that makes its channel: grpc.aio for AsyncGrpcClient
+
     def __init__(self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, timeout: float = 60.0,
                  retries: int = 3, backoff: float = 0.2, credentials: grpc.ChannelCredentials | None = None,
                  session_timeout: float | None = None):
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         self.target = target
-        self.channel = (grpc.secure_channel(target, credentials, options) if credentials
-                        else grpc.insecure_channel(target, options))
+        self.channel = (self.channels.secure_channel(target, credentials, options) if credentials
+                        else self.channels.insecure_channel(target, options))
         self.stub = pb_grpc.DifferentiatorStub(self.channel)
         self.metadata = (("x-api-key", api_key),) if api_key else ()
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
@@ -181,18 +183,7 @@ class AsyncGrpcClient(GrpcClient):
     cannot (the README's numbers). ``async with AsyncGrpcClient(target) as c: await c.gradient(...)``.
     ``session`` opens an asynchronous session; HVP streams are the blocking client's."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, timeout: float = 60.0,
-                 retries: int = 3, backoff: float = 0.2, credentials: grpc.ChannelCredentials | None = None,
-                 session_timeout: float | None = None):
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        self.target = target
-        self.channel = (grpc.aio.secure_channel(target, credentials, options) if credentials
-                        else grpc.aio.insecure_channel(target, options))
-        self.stub = pb_grpc.DifferentiatorStub(self.channel)
-        self.metadata = (("x-api-key", api_key),) if api_key else ()
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self.session_timeout = session_timeout
+    channels = grpc.aio
 
     async def _unary(self, method: str, message, function, at, options: dict, **extra):
         request = self._request(message, function, at, options, **extra)
