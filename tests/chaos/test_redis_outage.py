@@ -10,7 +10,7 @@ import uuid
 import httpx
 import numpy as np
 
-from tests.cache.conftest import own_redis, shared_settings  # noqa: F401  (own_redis: a fixture)
+from tests.cache.conftest import shared_settings
 from tests.conftest import LiveServer
 from tests.support import wait_for
 
