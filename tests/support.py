@@ -7,6 +7,7 @@ serves at paths of its own; it records what reached it.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import math
@@ -23,6 +24,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def python_ast(text: str) -> ast.Module:
+    """``ast.parse`` under the server's parse lock: CPython 3.11 corrupts the AST constructor's
+    interpreter-wide depth counter when two threads build trees at once, and a test runs beside
+    in-process servers parsing programs (see ``derivd.dsl.parse``)."""
+    from derivd.dsl.parse import AST_LOCK
+    with AST_LOCK:
+        return ast.parse(text)
 
 
 def wait_for(condition, what: str, timeout_s: float = 30.0, ignoring: tuple = ()):

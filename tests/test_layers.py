@@ -16,6 +16,8 @@ import pathlib
 
 import pytest
 
+from tests.support import python_ast
+
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "services" / "derivd"
 
 SUPPORT = 0  # errors, settings, clocks, logging and metrics: usable from anywhere
@@ -45,7 +47,7 @@ def imports(path: pathlib.Path) -> set[str]:
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(python_ast(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:

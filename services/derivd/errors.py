@@ -87,3 +87,14 @@ class UpstreamTimeout(DerivdError):
 class DeadlineExceeded(DerivdError):
     status = 504
     code = "deadline_exceeded"
+
+
+def rebuild(message: str, code: str, status: int, **detail: Any) -> DerivdError:
+    """An error that crossed a process boundary (a worker's reply) as its own class again, so that a
+    caller catching ``DeadlineExceeded`` catches it whichever side of the wire stopped the work."""
+    kinds = {kind.code: kind for kind in _subclasses(DerivdError)}
+    return kinds.get(code, DerivdError)(message, code=code, status=status, **detail)
+
+
+def _subclasses(kind: type) -> list[type]:
+    return [sub for direct in kind.__subclasses__() for sub in (direct, *_subclasses(direct))]

@@ -28,6 +28,7 @@ from derivd_client import cli, commands, spy
 from tests.clients.conftest import ROOT, SDK
 from tests.clients.test_client import ROSENBROCK, VECTOR, vector_jac
 from tests.references import rosenbrock_gradient, rosenbrock_hessian
+from tests.support import python_ast
 
 SERVICES = ROOT / "services"
 
@@ -235,7 +236,7 @@ def test_each_package_runs_only_its_own_verbs(cli_env):
 def test_neither_package_imports_the_other():
     for tree, other in ((SERVICES / "derivd", "derivd_client"), (SDK / "derivd_client", "derivd")):
         for path in tree.rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
+            for node in ast.walk(python_ast(path.read_text())):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
                 assert not [n for n in names if n.split(".")[0] == other], f"{path} imports {other}"

@@ -10,7 +10,6 @@ traced function computed.
 
 from __future__ import annotations
 
-import ast
 import math
 from math import sqrt
 
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 
 from tests.clients.conftest import dd
 from tests.references import fd_jacobian
+from tests.support import python_ast
 
 RNG = np.random.default_rng(7)
 W = RNG.normal(size=(3, 4))
@@ -164,7 +164,7 @@ CASES = [
 @pytest.mark.parametrize("f, point", CASES, ids=[c[0].__name__ for c in CASES])
 def test_traced_function_round_trips(sdk, f, point):
     program = dd.trace(f, **point)
-    ast.parse(program.dsl)  # valid Python syntax, hence valid DSL syntax
+    python_ast(program.dsl)  # valid Python syntax, hence valid DSL syntax
     expected = f(**point)
     expected = np.concatenate([np.ravel(e) for e in expected]) if isinstance(expected, list) else expected
     r = sdk.jacobian(program, point)

@@ -5,13 +5,13 @@ eighth-order central differences), as tests/clients/test_trace.py does for the r
 
 from __future__ import annotations
 
-import ast
 
 import numpy as np
 import pytest
 
 from tests.clients.conftest import dd
 from tests.references import fd_jacobian
+from tests.support import python_ast
 
 RNG = np.random.default_rng(5)
 M = RNG.normal(size=(4, 3))
@@ -55,7 +55,7 @@ CASES = [
 @pytest.mark.parametrize("f, point", CASES, ids=[c[0].__name__ for c in CASES])
 def test_traced_function_round_trips(sdk, f, point):
     program = dd.trace(f, **point)
-    ast.parse(program.dsl)
+    python_ast(program.dsl)
     expected = f(**point)
     expected = np.concatenate([np.ravel(e) for e in expected]) if isinstance(expected, list) else expected
     r = sdk.jacobian(program, point)

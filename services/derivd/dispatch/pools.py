@@ -41,6 +41,7 @@ import grpc
 
 from derivd.core import Timings
 from derivd.dispatch import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
+from derivd import errors
 from derivd.errors import DeadlineExceeded, DerivdError
 
 log = logging.getLogger("derivd.pool")
@@ -150,7 +151,7 @@ class GrpcPool:
         self.stats.add(dict(reply.cache_counts))
         if reply.HasField("error"):
             err = reply.error
-            raise DerivdError(err.message, code=err.code, status=err.status, **codec.decode_struct(err.detail))
+            raise errors.rebuild(err.message, err.code, err.status, **codec.decode_struct(err.detail))
         return codec.decode_struct(reply.response), Timings(compile=reply.compile_seconds,
                                                             compute=reply.compute_seconds)
 

@@ -49,7 +49,7 @@ DESCRIBE = {
     ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in",
 }
 
-_AST_LOCK = threading.Lock()
+AST_LOCK = threading.Lock()
 _CHAIN = re.compile(r"(?:[-+~]\s*){2,}|(?:\bnot\b\s*){2,}")
 
 
@@ -98,7 +98,7 @@ def parse(text: str, settings) -> ast.Module:
         raise ParseError("program text contains a NUL character")
     prescan(text, settings.max_nesting_depth)
     try:
-        with _AST_LOCK:
+        with AST_LOCK:
             tree = ast.parse(text, mode="exec")
     except SyntaxError as e:
         raise ParseError(f"syntax error: {e.msg} (line {e.lineno}, column {e.offset})",
