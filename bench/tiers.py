@@ -10,7 +10,7 @@ never jax's differentiation.
 * LSTM: ADBench's 2 layers, hidden 14, 1023 steps (bench/models.py), value+gradient;
   jax: ``lax.scan`` and ``value_and_grad``.
 * Rosenbrock n = 1e6, value+gradient; jax: ``value_and_grad``.
-* HVP of Rosenbrock n = 1e6 (our tape also gives f and the gradient); jax: jvp of grad.
+* HVP of Rosenbrock n = 1e6 (our tape also gives f, as the endpoint answers it); jax: jvp of grad.
 * Scalar-heavy: ~500 scalar operations on 10 inputs (bench/foundation.py), value+gradient.
 * A 2000-step scalar loop ``h = h + 0.001 sin(h w[i % 3] + i)``, value+gradient; jax:
   ``fori_loop``.

@@ -105,7 +105,7 @@ def hvp(p):
         return taylor_mode.hvp(p)
     out = {"engine": "forward-over-reverse"}
     if not p.many:
-        y, _, hv, seconds = forward_over_reverse.hvp(p.fn, p.values, p.wrt, p.v)
+        y, hv, seconds = forward_over_reverse.hvp(p.fn, p.values, p.wrt, p.v)
         out["hvp"] = dict(zip(p.wrt, hv))
     else:
         y, _, block, seconds = forward_over_reverse.hvp_blocks(p.fn, p.values, p.wrt, p.directions, p.settings)

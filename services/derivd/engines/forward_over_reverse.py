@@ -13,8 +13,9 @@ last chunk padded with zero rows so one tape serves all. Column j is H e_j, so
 the result is symmetric to rounding, not bit for bit.
 
 ``HvpSession`` answers many directions at one point: the function, point and
-tape are resolved once, the value and gradient are computed once, and each
-direction then costs one run of the HVP tape.
+tape are resolved once, the value and gradient are computed once (by the
+reverse tape), and each direction then costs one run of the HVP tape, whose
+only outputs are f and H v: what the caller does not read is not computed.
 """
 
 from __future__ import annotations
@@ -22,41 +23,45 @@ from __future__ import annotations
 import numpy as np
 
 from derivd.engines.common import Wrt, check_deadline, chunk_size, or_zeros, require_dense, require_scalar
+from derivd.engines import reverse
 from derivd.engines.reverse import gradient_nodes
 from derivd.transforms import jvp as jvp_transform
 
 
-def _hvp_tape(fn, wrt: Wrt, batch: tuple[int, ...]):
-    """Tape (point, directions) -> (f, grad per input, H v per input), zeros where structurally zero."""
+def _hvp_tape(fn, wrt: Wrt, batch: tuple[int, ...], gradient: bool):
+    """Tape (point, directions) -> (f, [grad per input,] H v per input), zeros where structurally
+    zero. Without ``gradient`` the gradient is no output, so the tape keeps only what H v needs
+    (no final accumulation into the gradient, one output array fewer to write)."""
 
     def build():
         grads = gradient_nodes(fn, wrt)
         tangents = [fn.extra_input(f"__hv_{name}", batch + s) for name, s in zip(wrt.names, wrt.shapes)]
         hv = or_zeros(fn, jvp_transform(fn.graph, wrt.nodes, tangents, grads), [batch + s for s in wrt.shapes])
-        return tangents, [fn.output] + grads + hv
+        return tangents, [fn.output] + (grads if gradient else []) + hv
 
-    return fn.tape(("hvp", tuple(wrt.names), batch), build)
+    return fn.tape(("hvp" if gradient else "hv", tuple(wrt.names), batch), build)
 
 
 def hvp(fn, values, wrt_names, v: dict[str, np.ndarray]):
-    """f(x), grad f(x) and H v for one direction ``v`` (per-input arrays)."""
+    """f(x) and H v for one direction ``v`` (per-input arrays)."""
     require_scalar(fn.out_shape, "hvp")
     wrt = Wrt(fn, wrt_names)
-    tape, seconds = _hvp_tape(fn, wrt, ())
-    y, *rest = fn.run(tape, values, *[v[n] for n in wrt.names])
-    k = len(wrt.names)
-    return np.asarray(y), [np.asarray(g) for g in rest[:k]], [np.asarray(h) for h in rest[k:]], seconds
+    tape, seconds = _hvp_tape(fn, wrt, (), gradient=False)
+    y, *hv = fn.run(tape, values, *[v[n] for n in wrt.names])
+    return np.asarray(y), [np.asarray(h) for h in hv], seconds
 
 
-def hvps(fn, values, wrt_names, directions: np.ndarray):
-    """f(x), grad f(x) and the ``(k, n)`` block H V^T for ``k`` flat directions, in one pass."""
+def hvps(fn, values, wrt_names, directions: np.ndarray, gradient: bool = False):
+    """f(x), grad f(x) (None unless ``gradient``) and the ``(k, n)`` block H V^T for ``k`` flat
+    directions, in one pass."""
     require_scalar(fn.out_shape, "hvp")
     wrt = Wrt(fn, wrt_names)
     k = directions.shape[0]
-    tape, seconds = _hvp_tape(fn, wrt, (k,))
+    tape, seconds = _hvp_tape(fn, wrt, (k,), gradient)
     y, *rest = fn.run(tape, values, *wrt.split(directions, (k,)))
-    m = len(wrt.names)
-    return (np.asarray(y), [np.asarray(g) for g in rest[:m]], wrt.join(rest[m:], (k,)), seconds)
+    m = len(wrt.names) if gradient else 0
+    grads = [np.asarray(g) for g in rest[:m]] if gradient else None
+    return np.asarray(y), grads, wrt.join(rest[m:], (k,)), seconds
 
 
 # Tangents of the forward-over-reverse graph: about as wide as the widest primal
@@ -64,8 +69,9 @@ def hvps(fn, values, wrt_names, directions: np.ndarray):
 WIDTH_FACTOR = 4
 
 
-def hvp_blocks(fn, values, wrt_names, directions: np.ndarray, settings):
-    """f(x), grad f(x) and V H for ``(k, n)`` flat directions V, in passes of a bounded batch."""
+def hvp_blocks(fn, values, wrt_names, directions: np.ndarray, settings, gradient: bool = False):
+    """f(x), grad f(x) (None unless ``gradient``) and V H for ``(k, n)`` flat directions V, in passes
+    of a bounded batch."""
     k = directions.shape[0]
     b = chunk_size(max(k, 1), fn.widest_node_bytes * WIDTH_FACTOR, settings.forward_chunk_bytes)
     blocks, seconds, y, grads = [], 0.0, None, None
@@ -74,7 +80,7 @@ def hvp_blocks(fn, values, wrt_names, directions: np.ndarray, settings):
         chunk = directions[start:start + b]
         if chunk.shape[0] < b:
             chunk = np.concatenate([chunk, np.zeros((b - chunk.shape[0], directions.shape[1]))])
-        y, grads, block, s = hvps(fn, values, wrt_names, chunk)
+        y, grads, block, s = hvps(fn, values, wrt_names, chunk, gradient)
         seconds += s
         blocks.append(block[: max(0, min(b, k - start))])
     return y, grads, np.concatenate(blocks, axis=0), seconds
@@ -85,7 +91,7 @@ def hessian(fn, values, wrt_names, settings):
     require_scalar(fn.out_shape, "hessian")
     n = Wrt(fn, wrt_names).n
     require_dense(n, n, "Hessian", settings)
-    y, grads, rows, seconds = hvp_blocks(fn, values, wrt_names, np.eye(n), settings)
+    y, grads, rows, seconds = hvp_blocks(fn, values, wrt_names, np.eye(n), settings, gradient=True)
     return y, grads, rows.T, seconds
 
 
@@ -97,14 +103,13 @@ class HvpSession:
         self.fn = fn
         self.values = values
         self.wrt = Wrt(fn, wrt_names)
-        self.tape, self.compile_seconds = _hvp_tape(fn, self.wrt, ())
-        zero = [np.zeros(s) for s in self.wrt.shapes]
-        y, *rest = fn.run(self.tape, values, *zero)
+        self.tape, self.compile_seconds = _hvp_tape(fn, self.wrt, (), gradient=False)
+        y, grads, seconds = reverse.gradient(fn, values, wrt_names)
+        self.compile_seconds += seconds
         self.value = float(np.asarray(y).reshape(-1)[0])
-        self.gradient = dict(zip(self.wrt.names, (np.asarray(g, dtype=np.float64) for g in rest[: len(zero)])))
+        self.gradient = dict(zip(self.wrt.names, (np.asarray(g, dtype=np.float64) for g in grads)))
 
     def hvp(self, v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """H v for one direction, per-input arrays already shaped like the inputs."""
         out = self.fn.run(self.tape, self.values, *[v[n] for n in self.wrt.names])
-        k = len(self.wrt.names)
-        return dict(zip(self.wrt.names, (np.asarray(h, dtype=np.float64) for h in out[1 + k:])))
+        return dict(zip(self.wrt.names, (np.asarray(h, dtype=np.float64) for h in out[1:])))

@@ -202,6 +202,7 @@ def hessian(fn, values, wrt_names, plan: Plan, settings):
     if plan.pattern is None:
         require_dense(wrt.n, wrt.n, "Hessian", settings)
     rows, cols = _entries(plan, (wrt.n, wrt.n))
-    y, grads, b, seconds = forward_over_reverse.hvp_blocks(fn, values, wrt_names, coloring.seeds(plan.colors), settings)
+    y, grads, b, seconds = forward_over_reverse.hvp_blocks(fn, values, wrt_names, coloring.seeds(plan.colors), settings,
+                                                             gradient=True)
     vals = coloring.decompress_star(rows, cols, plan.colors, b.T)
     return y, grads, rows, cols, vals, seconds
