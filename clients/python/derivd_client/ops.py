@@ -794,6 +794,34 @@ def _splitting(name, numpy_fn):
 
 for _name, _fn in LAYOUT.items():
     globals()[_name] = export(_fn)(_layout(_name, _fn))
+partition = export(np.partition)(_layout("partition", np.partition))
+partition.__doc__ = "numpy's ``partition(x, kth, axis=-1)``, in numpy's order (the DSL's ``partition``)."
+
+# numpy's complex parts, of the language's real arrays: x itself, zeros, 0 or pi
+PARTS = {"real": np.real, "imag": np.imag, "conj": np.conj, "conjugate": np.conjugate,
+         "real_if_close": np.real_if_close, "angle": np.angle}
+for _name, _fn in PARTS.items():
+    globals()[_name] = export(_fn)(_layout(_name, _fn))
+    globals()[_name].__doc__ = f"numpy's ``{_name}`` of a real array (the DSL's ``{_name}``)."
+
+
+@export(np.gradient)
+def gradient(f, *varargs, axis=None, edge_order=1):
+    """numpy's ``gradient``: central differences inside, one-sided at the ends; scalar spacings;
+    one array for one axis, a list for several."""
+    t = _traced(f)
+    if t is None:
+        return np.gradient(f, *varargs, axis=axis, edge_order=edge_order)
+    x = t.tracer.lift(f)
+    try:
+        parts = np.gradient(np.zeros(x.shape), *varargs, axis=axis, edge_order=edge_order)
+    except (ValueError, IndexError, TypeError) as e:
+        raise ValueError(f"gradient: {e} (array of shape {list(x.shape)})") from None
+    kwargs = {k: v for k, v, default in (("axis", axis, None), ("edge_order", edge_order, 1)) if v != default}
+    if isinstance(parts, np.ndarray):
+        return t.tracer.call("gradient", (x, *varargs), parts.shape, x.dtype, **kwargs)
+    both = t.tracer.call("gradient", (x, *varargs), None, "tuple", **kwargs)
+    return [t.tracer.node("item", (both, i), p.shape, x.dtype, 15) for i, p in enumerate(parts)]
 for _name, _fn in SPLITS.items():
     globals()[_name] = export(_fn)(_splitting(_name, _fn))
 

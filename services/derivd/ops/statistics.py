@@ -1,17 +1,24 @@
-"""Statistics and order along axes: ``var std average ptp cumprod diff sort median quantile
-percentile``, numpy's definitions and argument names.
+"""Statistics and order along axes: ``var std average ptp cumprod diff gradient sort partition
+median quantile percentile``, numpy's definitions and argument names.
 
-Two primitives carry the order statistics: ``argsort`` (integers: no derivative) and
+Three primitives carry the order statistics: ``argsort`` and ``argpartition`` (integers: no
+derivative) and
 ``take_along`` (numpy's ``take_along_axis``, linear; its transpose ``put_along_add`` adds
 back, so repeated indices accumulate). ``sort(x)`` is ``take_along(x, argsort(x))`` with a
 *stable* argsort: where entries tie, the k-th sorted entry is the k-th of the tied entries in
 input order, and it carries that entry's derivative (one of the one-sided derivatives; the
-values agree). Everything else is a composition of primitives registered by name
+values agree). ``partition(x, kth)`` is ``take_along(x, argpartition(x, kth))`` with numpy's
+own selection, so its entries come out in numpy's order (which numpy leaves unspecified off the
+``kth`` positions); numpy's order cannot be reproduced by XLA, so such tapes stay on tier 1.
+Everything else is a composition of primitives registered by name
 (``ops.registry.language``) and inherits their rules to every order:
 
 * ``var``: the mean of squared deviations from the mean, divided by ``n - ddof``;
   ``std = sqrt(var)`` (its derivative is infinite, NaN in a product, where ``var`` is 0, as
   numpy's formula's);
+* ``gradient``: numpy's second-order central differences inside, one-sided first- or
+  second-order ones (``edge_order``) at the ends, with numpy's formulas term by term, so the
+  values are numpy's to the last bit; linear, so its derivative is the same stencil;
 * ``cumprod``: a prefix-product scan of pairwise products in log2(n) rounds (no division: exact
   where entries are 0);
 * ``median``: the middle of the sorted entries, the mean of the two middle ones for an even count
@@ -28,7 +35,7 @@ import numpy as np
 
 from derivd.errors import ProgramError, ShapeError
 from derivd.ops.registry import (
-    AXIS, INT, SIZE, Primitive, apply, case, language, nullary, register,
+    AXIS, INT, SIZE, Param, Primitive, apply, case, language, nullary, register,
 )
 from derivd.ops.reductions import keep, mean
 from derivd.ops.taylor_kernels import linear
@@ -48,6 +55,25 @@ register(Primitive(
     "argsort", _argsort_shape, template="np.argsort({0}, axis={axis}, kind='stable')", differentiable=False,
     params={"axis": AXIS}, sample=[case((4,), axis=-1), case((2, 3), axis=-2)],
     doc="the stable sorting permutation along one axis (integers; ties keep their order)",
+))
+
+
+def _argpartition_shape(x, kth, axis):
+    shape = _argsort_shape(x, axis)[0]
+    if any(k >= shape[axis] for k in kth):
+        raise ShapeError(f"kth {max(kth)} is out of range for an axis of size {shape[axis]}",
+                         shape=list(shape), kth=max(kth))
+    return shape, INT
+
+
+register(Primitive(
+    "argpartition", _argpartition_shape, differentiable=False,
+    impl=lambda x, kth, axis: np.argpartition(x, list(kth), axis=axis),
+    params={"kth": Param("partition positions (a tuple of ints >= 0)", lambda v: type(v) is tuple and all(
+        type(k) is int and 0 <= k < 2**62 for k in v)), "axis": AXIS},
+    sample=[case((5,), kth=(2,), axis=-1), case((2, 4), kth=(0, 3), axis=-1), case((4, 2), kth=(1,), axis=-2)],
+    doc="numpy's argpartition along one axis (integers): the kth entries in sorted position, smaller "
+        "ones before, larger after, in numpy's order",
 ))
 
 
@@ -240,6 +266,44 @@ def diff(lib, x, n=1, axis=-1, prepend=None, append=None):
     return x
 
 
+@language("gradient")
+def gradient(lib, f, *varargs, axis=None, edge_order=1):
+    """gradient(f, *varargs, axis=None, edge_order=1): numpy's finite-difference gradient of sampled
+    values, (f[i+1] - f[i-1]) / 2h inside and one-sided differences of order ``edge_order`` (1 or 2)
+    at the ends, along each of ``axis`` (None: all), with static scalar spacings ``varargs`` (none:
+    1; one: for every axis; else one per axis; coordinate arrays are refused). One axis gives an
+    array, several a list, as numpy."""
+    x = lib.as_float(f)
+    lib.axes(x, axis)  # checked (range, repeats); numpy answers in the order given
+    axes = lib.axes(x, None) if axis is None else lib.axes_in_order(x, axis)
+    if len(varargs) not in (0, 1, len(axes)):
+        raise ProgramError(f"gradient: give no spacing, one, or one per axis ({len(axes)}), not {len(varargs)}",
+                           code="bad_arguments")
+    steps = [float(_static_number(v, "gradient's spacing (coordinate arrays are not supported)"))
+             for v in varargs] or [1.0]
+    steps = steps * len(axes) if len(steps) == 1 else steps
+    order = lib.lo.static_int(edge_order, "edge_order")
+    if order not in (1, 2):
+        raise ProgramError("gradient: edge_order must be 1 or 2", code="bad_arguments")
+    out = [_gradient_along(x, ax, h, order) for ax, h in zip(axes, steps)]
+    return out[0] if len(out) == 1 else out
+
+
+def _gradient_along(x, ax, h, order):
+    n = x.shape[ax]
+    if n < order + 1:
+        raise ShapeError(f"gradient: an axis of size {n} is too small for edge_order={order} (at least "
+                         f"{order + 1} entries)", shape=list(x.shape), axis=ax)
+    parts = [(_cut(x, ax, 1, 2) - _cut(x, ax, 0, 1)) / h] if order == 1 else [
+        (-1.5 / h) * _cut(x, ax, 0, 1) + (2.0 / h) * _cut(x, ax, 1, 2) + (-0.5 / h) * _cut(x, ax, 2, 3)]
+    if n > 2:
+        parts.append((_cut(x, ax, 2, n) - _cut(x, ax, 0, n - 2)) / (2.0 * h))
+    parts.append((_cut(x, ax, n - 1, n) - _cut(x, ax, n - 2, n - 1)) / h if order == 1 else
+                 (0.5 / h) * _cut(x, ax, n - 3, n - 2) + (-2.0 / h) * _cut(x, ax, n - 2, n - 1)
+                 + (1.5 / h) * _cut(x, ax, n - 1, n))
+    return apply("concat", *parts, axis=ax)
+
+
 # ---------------------------------------------------------------- order statistics
 
 
@@ -254,6 +318,21 @@ def sort(lib, x, axis=-1):
     derivative."""
     y, ax = _lane(lib, x, axis)
     return _sorted(y, ax)
+
+
+@language("partition")
+def partition(lib, x, kth, axis=-1):
+    """partition(x, kth, axis=-1): numpy's partial sort, with numpy's own selection: the entries at
+    the ``kth`` positions (an int or a list, negative from the end) are where sorting would put them,
+    smaller ones before and larger ones after in numpy's order. Each output entry is an input entry
+    and carries its derivative; ties as any order of equal entries (the values agree)."""
+    y, ax = _lane(lib, x, axis)
+    n = y.shape[ax]
+    ks = [lib.lo.static_int(k, "kth") for k in (kth if isinstance(kth, (list, tuple)) else [kth])]
+    if not ks or any(not -n <= k < n for k in ks):
+        raise ShapeError(f"partition: kth {ks} out of range for an axis of size {n}", shape=list(y.shape))
+    order = apply("argpartition", y, kth=tuple(sorted({k % n for k in ks})), axis=ax)
+    return apply("take_along", y, order, axis=ax)
 
 
 def _lerp(a, b, t):
