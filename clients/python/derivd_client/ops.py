@@ -797,13 +797,6 @@ for _name, _fn in LAYOUT.items():
 partition = export(np.partition)(_layout("partition", np.partition))
 partition.__doc__ = "numpy's ``partition(x, kth, axis=-1)``, in numpy's order (the DSL's ``partition``)."
 
-# numpy's complex parts, of the language's real arrays: x itself, zeros, 0 or pi
-PARTS = {"real": np.real, "imag": np.imag, "conj": np.conj, "conjugate": np.conjugate,
-         "real_if_close": np.real_if_close, "angle": np.angle}
-for _name, _fn in PARTS.items():
-    globals()[_name] = export(_fn)(_layout(_name, _fn))
-    globals()[_name].__doc__ = f"numpy's ``{_name}`` of a real array (the DSL's ``{_name}``)."
-
 
 @export(np.gradient)
 def gradient(f, *varargs, axis=None, edge_order=1):

@@ -165,14 +165,6 @@ class Traced:
             return self
         return self.tracer.node("attr", (self, "T"), self.shape[::-1], self.dtype, POSTFIX)
 
-    @property
-    def real(self) -> Traced:  # a traced array is real: itself
-        return self
-
-    @property
-    def imag(self) -> Traced:  # ... and its imaginary part is zeros
-        return self.tracer.node("attr", (self, "imag"), self.shape, self.dtype, POSTFIX)
-
     def __bool__(self):
         raise TypeError("a traced value has no truth value while tracing: `if`/`and`/`or` on it cannot be "
                         "written down; use dd.where(cond, a, b), or `&`, `|`, `~` on masks")

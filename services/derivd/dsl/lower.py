@@ -606,8 +606,8 @@ class Lowerer:
             return v.ndim
         if e.attr == "size":
             return v.size
-        if e.attr in ("real", "imag"):  # of a real array: itself, and zeros
-            return self.lib.call(e.attr, [v], {})
+        if e.attr in ("real", "imag"):
+            raise names.real_valued(f".{e.attr}")
         if e.attr in names.ARRAY_METHODS:
             raise refuse(f".{e.attr} is a method; call it: x.{e.attr}()", e, code="type_error")
         hint = names.suggest(e.attr, ATTRIBUTES | {m for m in names.ARRAY_METHODS if self.lib.known(m)})
@@ -629,7 +629,7 @@ class Lowerer:
         return indexing.subscript(self, e, env)
 
 
-ATTRIBUTES = {"T", "shape", "ndim", "size", "real", "imag"}
+ATTRIBUTES = {"T", "shape", "ndim", "size"}
 
 
 def _kind(v) -> str:

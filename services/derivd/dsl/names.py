@@ -67,9 +67,9 @@ DIFFERENT = {
 }
 
 # numpy names that only make sense for complex numbers
-# (real, imag, conj, angle... are the language's: their values on real arrays)
-COMPLEX = frozenset({"fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "fftn", "ifftn", "iscomplex", "iscomplexobj",
-                     "isreal", "isrealobj", "sort_complex", "complex64", "complex128", "csingle", "cdouble"})
+COMPLEX = frozenset({"fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "fftn", "ifftn", "real", "imag", "angle",
+                     "conj", "conjugate", "iscomplex", "iscomplexobj", "isreal", "isrealobj", "real_if_close",
+                     "sort_complex", "complex64", "complex128", "csingle", "cdouble"})
 
 # dtype words accepted by astype (float64 is the only dtype of a differentiable value)
 FLOAT_DTYPES = {"float", "float64", "double", "f8"}

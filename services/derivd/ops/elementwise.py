@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 
-from derivd.errors import ProgramError
 from derivd.ops.registry import (
     AWAY_FROM_0, BOOL, FLOAT, REAL, Primitive, apply, broadcast_shapes, elementwise_cases, floats, language,
     register, result_dtype, scale,
@@ -209,41 +208,6 @@ def nan_to_num(lib, x, copy=True, nan=0.0, posinf=None, neginf=None):
     neg = lib.as_float(-big if neginf is None else neginf)
     other = where(apply("ne", x, x), lib.as_float(nan), where(apply("gt", x, 0.0), pos, neg))
     return where(apply("isfinite", x), x, other)
-
-
-# ---------------------------------------------------------------- complex parts of real arrays
-
-
-@language("real", "conj", "conjugate")
-def real_part(lib, x):
-    """real(x), conj(x), conjugate(x): on the language's real arrays, ``x`` itself (derivative 1),
-    as numpy's on a float array."""
-    return lib.as_float(x)
-
-
-@language("real_if_close")
-def real_if_close(lib, x, tol=100):
-    """real_if_close(x, tol=100): ``x`` itself on real arrays (numpy's answer for a float array)."""
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)):
-        raise ProgramError("real_if_close: tol must be a static number", code="type_error")
-    return lib.as_float(x)
-
-
-@language("imag")
-def imag(lib, x):
-    """imag(x): zeros of x's shape on real arrays (no derivative)."""
-    return lib.f_zeros(lib.as_float(x).shape)
-
-
-@language("angle")
-def angle(lib, x, deg=False):
-    """angle(x, deg=False): numpy's angle of a real number, arctan2(0, x): 0 for x >= +0, π (180 with
-    ``deg``) for x < 0 and for -0.0; piecewise constant, so its derivative is 0 everywhere."""
-    x = lib.as_float(x)
-    if not isinstance(deg, bool):
-        raise ProgramError("angle: deg must be True or False", code="type_error")
-    negative = apply("gt", apply("atan2", lib.f_zeros(x.shape), x), 0.0)
-    return where(negative, 180.0 if deg else math.pi, 0.0)
 
 
 # ---------------------------------------------------------------- binary
