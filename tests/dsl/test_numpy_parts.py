@@ -1,4 +1,4 @@
-"""numpy's ``gradient`` and ``partition``: values equal numpy's bit for bit, derivatives equal an
+"""numpy's ``gradient``, ``partition``, ``np.r_[...]`` and ``np.c_[...]``: values equal numpy's bit for bit, derivatives equal an
 8th-order finite difference of numpy itself, and autograd's where autograd differentiates them."""
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ CASES = [
     ("np.partition(x, 3)", lambda np, x: np.partition(x, 3), [(7,), (5, 6)]),
     ("np.partition(x, [0, 2, -1], axis=0)", lambda np, x: np.partition(x, [0, 2, -1], axis=0), [(5,), (5, 6)]),
     ("np.partition(x, 1, axis=None)", lambda np, x: np.partition(x, 1, axis=None), [(3, 4)]),
+    ("np.r_[x, 2.0 * x, 1:4, 0:1:5j, -2.5]", lambda np, x: np.r_[x, 2.0 * x, 1:4, 0:1:5j, -2.5], [(3,)]),
+    ("np.r_[x, 2.0 * x]", lambda np, x: np.r_[x, 2.0 * x], [(2, 2)]),
+    ("np.c_[x, x ** 2, 0:1:0.25]", lambda np, x: np.c_[x, x ** 2, 0:1:0.25], [(4,)]),
+    ("np.c_[x, np.sin(x)]", lambda np, x: np.c_[x, np.sin(x)], [(3, 2)]),
 ]
 PARAMS = [(dsl, f, shape) for dsl, f, shapes in CASES for shape in shapes]
 
@@ -70,7 +74,7 @@ def test_value_is_numpys_and_the_gradient_is_the_finite_difference_of_numpy(dsl,
 
 
 # what autograd takes: no spacing or edge_order; partition of vectors; np.gradient up to 2-d
-AUTOGRAD = [(d, f, s) for d, f, s in PARAMS if not any(w in d for w in ("0.", "axis=("))
+AUTOGRAD = [(d, f, s) for d, f, s in PARAMS if not any(w in d for w in ("0.", "axis=(", "_["))
             and len(s) <= (1 if "partition" in d else 2)]
 
 
@@ -98,6 +102,9 @@ def test_autograd_agrees(dsl, f, shape):
     ("np.gradient(x, edge_order=3)", "edge_order"),
     ("np.gradient(x, x)", "coordinate arrays"),
     ("np.partition(x, 7)", "out of range"),
+    ("np.c_[x, 2.0]", "concatenate"),
+    ("np.r_[x, 'r']", "str"),
+    ("np.r_[1:]", "stop"),
 ])
 def test_bad_arguments_are_clear_refusals(dsl, message):
     with pytest.raises(DerivdError, match=message) as e:

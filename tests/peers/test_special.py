@@ -68,11 +68,15 @@ CASES = [
     Case("sum(gammainc(a, x) + gammaincc(a, 2.0 * x))", lambda np, x, a: np.sum(sp(np).gammainc(a, x)
                                                                                + sp(np).gammaincc(a, 2.0 * x)),
          {"x": pos(4)}, constants={"a": pos(4)}),
+    Case("sum(rgamma(x) * special.rgamma(-x))", lambda np, x: np.sum(sp(np).rgamma(x) * sp(np).rgamma(-x)),
+         {"x": pos(4, lo=0.3, hi=2.0)}),
+    Case("sum(betainc(a, 2.5, x))", lambda np, x, a: np.sum(sp(np).betainc(a, 2.5, x)),
+         {"x": pos(4, lo=0.1, hi=0.9)}, constants={"a": pos(4, lo=0.6, hi=3.0)}),
 ]
 
 
 # functions JAX's scipy.special does not have: autograd is their peer
-AUTOGRAD_ONLY = ("iv(", "ive(", "j0(", "jn(", "y0(", "yn(")
+AUTOGRAD_ONLY = ("iv(", "ive(", "j0(", "jn(", "y0(", "yn(", "rgamma(")
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -83,12 +87,13 @@ def test_gradient_matches_the_peer(case, monkeypatch):
 
 
 @pytest.mark.parametrize("dsl,argument", [("sum(iv(v, x))", "v"), ("sum(jn(v, x))", "n"), ("sum(yn(v, x))", "n"),
-                                          ("sum(gammainc(v, x))", "a"), ("sum(gammaincc(v, x))", "a")])
+                                          ("sum(gammainc(v, x))", "a"), ("sum(gammaincc(v, x))", "a"),
+                                          ("sum(betainc(v, 2.0, x))", "a"), ("sum(betainc(1.5, v, x))", "b")])
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
 def test_an_order_or_shape_parameter_takes_no_derivative(dsl, argument, mode):
     """Differentiated in its order (or gammainc's shape a), a function is refused naming that argument;
     as a constant it is fine."""
-    at = {"v": np.array([1.0, 2.0]), "x": np.array([0.7, 1.3])}
+    at = {"v": np.array([1.0, 2.0]), "x": np.array([0.3, 0.7])}  # in betainc's domain too
     with pytest.raises(NoDerivativeRule, match=f"argument {argument}"):
         call("gradient", dsl, at, mode=mode)
     assert np.all(np.isfinite(call("gradient", dsl, {"x": at["x"]}, {"v": at["v"]}, mode=mode)["gradient"]["x"]))

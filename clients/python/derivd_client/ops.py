@@ -968,7 +968,7 @@ def _special(name):
 
 
 for _name in ("gammaln", "gamma", "digamma", "psi", "gammasgn", "erfinv", "erfcinv", "logit", "log_expit", "entr",
-              "ndtr", "log_ndtr", "ndtri", "i0", "i1", "i0e", "i1e", "j0", "j1", "y0", "y1"):
+              "ndtr", "log_ndtr", "ndtri", "i0", "i1", "i0e", "i1e", "j0", "j1", "y0", "y1", "rgamma"):
     UNARY_NUMPY[_name] = _special(_name)
     globals()[_name] = export(*([UNARY_NUMPY[_name]] if isinstance(UNARY_NUMPY[_name], np.ufunc) else []))(
         _unary(_name))
@@ -976,6 +976,16 @@ for _name in ("beta", "betaln", "xlogy", "xlog1py", "rel_entr", "iv", "ive", "jn
     BINARY_NUMPY[_name] = _special(_name)
     globals()[_name] = export(*([BINARY_NUMPY[_name]] if isinstance(BINARY_NUMPY[_name], np.ufunc) else []))(
         _binary(_name))
+
+
+@export(*([_sp.betainc] if _sp is not None else []))
+def betainc(a, b, x):
+    """The regularized incomplete beta function I_x(a, b); a and b constants (no derivative)."""
+    t = _traced(a, b, x)
+    if t is None:
+        return _special("betainc")(a, b, x)
+    a, b, x = t.tracer.lift(a), t.tracer.lift(b), t.tracer.lift(x)
+    return t.tracer.call("betainc", (a, b, x), broadcast(a, b, x))
 
 
 @export()

@@ -440,6 +440,19 @@ class Layout:
 
     # ------------------------------------------------------------ stacking
 
+    def concatenator(self, kind, items):
+        """numpy's ``np.r_[a, b, ...]`` (``kind`` "r_": joined along the first axis, each item at least
+        1-d) and ``np.c_[...]`` ("c_": along the last axis, each at least 2-d, a vector as a column);
+        numpy's string directives ("0,2,1", "r") are not read."""
+        if any(isinstance(v, str) for v in items):
+            raise ProgramError(f"np.{kind}[...] with a string directive is not supported; use concatenate",
+                               code="bad_arguments")
+        xs = [self.as_float(float(v) if isinstance(v, int) and not isinstance(v, bool) else v) for v in items]
+        if kind == "r_":
+            return self.f_concat([self._atleast([x], 1) for x in xs], 0)
+        cols = [self.reshape_to(x, (x.size, 1) if x.ndim == 1 else (1, 1)) if x.ndim < 2 else x for x in xs]
+        return self.f_concat(cols, -1)
+
     def f_hstack(self, xs):
         """numpy's hstack: joined along axis 1 (axis 0 for vectors)."""
         xs = [self._atleast([x], 1) for x in self._sequence("hstack", xs)]

@@ -626,7 +626,26 @@ class Lowerer:
         raise refuse(f"`{shown}` is not part of the language", e, code="unsupported_function")
 
     def subscript(self, e: ast.Subscript, env):
+        path = names.dotted(e.value)
+        if path is not None and len(path) == 2 and path[0] in names.ROOTS and path[0] not in env \
+                and path[1] in ("r_", "c_"):
+            raw = e.slice.elts if isinstance(e.slice, ast.Tuple) else [e.slice]
+            return self.lib.concatenator(path[1], [self.concatenator_item(r, env) for r in raw])
         return indexing.subscript(self, e, env)
+
+    def concatenator_item(self, r, env):
+        """An item of ``np.r_[...]``: a slice of static numbers as ``arange`` (a complex step ``nj``:
+        ``linspace`` of n, numpy's spelling), else the value."""
+        if not isinstance(r, ast.Slice):
+            return self.expr(r, env)
+        step = r.step
+        if isinstance(step, ast.Constant) and isinstance(step.value, complex) and not step.value.real:
+            start, stop = (0.0 if p is None else self.expr(p, env) for p in (r.lower, r.upper))
+            return self.lib.f_linspace(start, stop, self.check_int(int(abs(step.value))))
+        start, stop, step = (None if p is None else self.expr(p, env) for p in (r.lower, r.upper, r.step))
+        if stop is None:
+            raise refuse("a slice in np.r_[...] needs its stop", r, code="bad_arguments")
+        return self.lib.f_arange(0 if start is None else start, stop, 1 if step is None else step)
 
 
 ATTRIBUTES = {"T", "shape", "ndim", "size"}

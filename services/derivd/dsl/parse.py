@@ -127,6 +127,10 @@ def validate(tree: ast.Module, max_depth: int) -> None:
         if not isinstance(node, ALLOWED):
             what = DESCRIBE.get(type(node), type(node).__name__)
             raise refuse(f"{what} is not part of the language", node, code="unsupported_syntax")
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr in ("r_", "c_"):
+            for item in node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]:
+                if isinstance(item, ast.Slice) and isinstance(item.step, ast.Constant):
+                    item.step.argument = True  # np.r_[0:1:5j]: numpy's spelling of a count of points
         _check(node)
         if isinstance(node, (ast.Call, ast.keyword)):  # a string is a call's argument, nothing else
             for arg in (node.args if isinstance(node, ast.Call) else [node.value]):
@@ -148,6 +152,8 @@ def _check(node: ast.AST) -> None:
         if isinstance(node.value, str) and getattr(node, "argument", False):
             return  # a call's option (einsum's subscripts, mode="reflect"): never an array, never arithmetic
         if isinstance(node.value, complex):
+            if getattr(node, "argument", False) and not node.value.real:
+                return
             raise refuse("complex literals are not part of the language: it is real-valued (float64 arrays)", node,
                          code="unsupported_syntax")
         raise refuse(f"literal {type(node.value).__name__} values are not part of the language", node,

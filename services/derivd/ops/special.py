@@ -8,9 +8,11 @@ Derivatives (DLMF: 5.15 polygamma, 7.10 erf, 10.6 and 10.29 Bessel, 8.8 incomple
     erfinv' = (√π/2) e^{y²}    ndtri' = √(2π) e^{y²/2}  ndtr' = φ    log_ndtr' = φ / Φ
     j0' = -j1   j1' = (j0 - jn(2, ·))/2   jn' = (jn(n-1, ·) - jn(n+1, ·))/2   (y the same)
     i0' = i1    i1' = (i0 + iv(2, ·))/2   iv' = (iv(v-1, ·) + iv(v+1, ·))/2
-    gammainc_x = e^{-x} x^{a-1} / Γ(a) = -gammaincc_x
+    gammainc_x = e^{-x} x^{a-1} / Γ(a) = -gammaincc_x      rgamma' = -rgamma · digamma
+    betainc_x = x^{a-1} (1 - x)^{b-1} / B(a, b)
 
-The order of a Bessel function and the shape parameter ``a`` of ``gammainc``/``gammaincc`` take
+The order of a Bessel function, the shape parameter ``a`` of ``gammainc``/``gammaincc`` and ``a``,
+``b`` of ``betainc`` take
 no derivative here (none exists in closed form, and an integer order has none at all): they are
 constants, and differentiating through one is a ``NoDerivativeRule`` (422) naming the argument.
 ``polygamma``'s ``n`` and ``multigammaln``'s ``d`` are integer literals (params).
@@ -125,6 +127,9 @@ unary("gammaln", "sp.gammaln({0})", lambda x, y: digamma(x), domain=_GAMMA,
       doc="log |gamma(x)|")
 unary("gamma", "sp.gamma({0})", lambda x, y: y * digamma(x), domain=_GAMMA,
       taylor=composite(lambda x, y: gammasgn(x) * exp(gammaln(x))))
+unary("rgamma", "sp.rgamma({0})", lambda x, y: -y * digamma(x), domain=_GAMMA,
+      taylor=composite(lambda x, y: gammasgn(x) * exp(-gammaln(x))),
+      doc="1 / gamma(x), entire: 0 at the poles of gamma")
 unary("digamma", "sp.digamma({0})", lambda x, y: polygamma(x, n=1), domain=_GAMMA,
       taylor=by_derivatives(lambda m, x: polygamma(x, n=m)),
       doc="psi(x), the derivative of gammaln")
@@ -244,6 +249,34 @@ in_second("gammainc", "sp.gammainc({0}, {1})", _gammainc_dx, "a", domains=(((0.5
           doc="the regularized lower incomplete gamma function P(a, x)")
 in_second("gammaincc", "sp.gammaincc({0}, {1})", lambda a, x, y: -_gammainc_dx(a, x, y), "a",
           domains=(((0.5, 3.0),), _POS), doc="the regularized upper incomplete gamma function Q(a, x) = 1 - P(a, x)")
+
+
+def _betainc_dx(a, b, x):
+    return exp((a - 1.0) * log(x) + (b - 1.0) * apply("log1p", -x) - apply("betaln", a, b))
+
+
+def _betainc_jvp(p, t, out):
+    for i, argument in ((0, "a"), (1, "b")):
+        if t[i] is not None:
+            no_derivative("betainc", argument)()
+    return None if t[2] is None else t[2] * _betainc_dx(*p)
+
+
+def _betainc_vjp(p, out, ct):
+    for i, argument in ((0, "a"), (1, "b")):
+        if p.varies[i]:
+            no_derivative("betainc", argument)()
+    return [None, None, scale(ct, _betainc_dx(*p))]
+
+
+register(Primitive(
+    "betainc", lambda a, b, x: (broadcast_shapes(a[0], b[0], x[0]), FLOAT), template="sp.betainc({0}, {1}, {2})",
+    jvp=_betainc_jvp, vjp=_betainc_vjp, taylor=integral, broadcasting=True, sparsity=("elementwise", "all"),
+    sample=[{"args": [("fixed", sa, ((0.6, 3.0),)), ("fixed", sb, ((0.6, 3.0),)), ("real", sx, ((0.1, 0.9),))],
+             "params": {}} for sa, sb, sx in [((), (), ()), ((3,), (3,), (3,)), ((), (2, 1), (1, 3))]],
+    dsl={"betainc": floats("betainc", 3)},
+    doc="the regularized incomplete beta function I_x(a, b); a and b are constants (no derivative)",
+))
 
 
 # ---------------------------------------------------------------- error function family
