@@ -1040,6 +1040,21 @@ sqrtm = export()(_square_function("sqrtm", _scipy_linalg("sqrtm")))
 logm = export()(_square_function("logm", _scipy_linalg("logm")))
 
 
+@export()
+def solve_sylvester(a, b, q):
+    """scipy.linalg's solve_sylvester: X with A X + X B = Q (the DSL's ``solve_sylvester``)."""
+    t = _traced(a, b, q)
+    if t is None:
+        import scipy.linalg
+
+        return scipy.linalg.solve_sylvester(a, b, q)
+    a, b, q = t.tracer.lift(a), t.tracer.lift(b), t.tracer.lift(q)
+    if a.ndim < 2 or b.ndim < 2 or q.shape[-2:] != (a.shape[-1], b.shape[-1]):
+        raise ValueError(f"solve_sylvester: shapes {list(a.shape)}, {list(b.shape)}, {list(q.shape)} do not fit")
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2], q.shape[:-2])
+    return t.tracer.call("solve_sylvester", (a, b, q), tuple(lead) + q.shape[-2:])
+
+
 def _items(t, node, shapes):
     return tuple(t.tracer.node("item", (node, i), s, "f", 15) for i, s in enumerate(shapes))
 
