@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 0
-    gateways: int = 1  # REST gateway processes on one port (derivd serve --gateways); above 1 needs redis_url
+    gateways: int = 1  # REST processes on one port (derivd serve --gateways); above 1 share redis_url or data_dir
 
     # Compile limits (CONTRACT §1): refused with a 4xx naming the limit, before anything runs.
     max_source_bytes: int = 256 * 1024

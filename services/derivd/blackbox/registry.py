@@ -11,10 +11,11 @@ Re-registering a name replaces the old registration.
 Whoever can write to Redis or to the data directory must not be able to point
 a registered name at a URL of their choosing, nor read its credentials. So an
 entry there is sealed like a tape (``cache/signing``: HMAC-SHA256 under
-``tape_cache_hmac_key`` (or the data directory's own key) over the entry's key,
-the name and the payload) and its headers are encrypted (AES-GCM, key derived
-from the same secret). An entry that fails either check is never served: ``get`` refuses it with ``registry_tampered`` and logs it,
-``list`` leaves it out and logs it; registering the name again replaces it.
+``tape_cache_hmac_key``, or the data directory's own key, over the entry's key
+and the payload) and its headers are encrypted (AES-GCM, key derived from the
+same secret). An entry that fails either check is never served: ``get``
+refuses it with ``registry_tampered`` and logs it, ``list`` leaves it out and
+logs it; registering the name again replaces it.
 Without an HMAC key nothing is stored in or read from Redis (503 saying which
 setting is missing), as Redis itself refuses outside clients in protected mode
 rather than serve them unauthenticated.

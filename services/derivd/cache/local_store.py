@@ -42,12 +42,21 @@ DB_FILE = "store.sqlite3"
 KEY_FILE = "secret.key"
 BUSY_TIMEOUT_S = 5.0
 
-SCHEMA = """CREATE TABLE IF NOT EXISTS entries (
-    key TEXT PRIMARY KEY, value BLOB NOT NULL, bytes INTEGER NOT NULL, used REAL NOT NULL)"""
-
-# Keeps the most recently used rows whose bytes add up to at most ?, deletes the others.
-EVICT = """DELETE FROM entries WHERE key IN (SELECT key FROM (
-    SELECT key, SUM(bytes) OVER (ORDER BY used DESC, key) AS kept FROM entries) WHERE kept > ?)"""
+# The rows, least recently used first by the index; and their total, kept by triggers in the
+# writing transaction, so the bound is checked in constant time whichever process wrote.
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, bytes INTEGER NOT NULL, used REAL NOT NULL, "
+    "value BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used)",
+    "CREATE TABLE IF NOT EXISTS total (bytes INTEGER NOT NULL)",
+    "INSERT INTO total SELECT 0 WHERE NOT EXISTS (SELECT * FROM total)",
+    "CREATE TRIGGER IF NOT EXISTS entry_added AFTER INSERT ON entries BEGIN "
+    "UPDATE total SET bytes = bytes + new.bytes; END",
+    "CREATE TRIGGER IF NOT EXISTS entry_removed AFTER DELETE ON entries BEGIN "
+    "UPDATE total SET bytes = bytes - old.bytes; END",
+    "CREATE TRIGGER IF NOT EXISTS entry_replaced AFTER UPDATE OF bytes ON entries BEGIN "
+    "UPDATE total SET bytes = bytes - old.bytes + new.bytes; END",
+]
 
 
 class StoreUnavailable(RuntimeError):
@@ -70,6 +79,7 @@ class LocalStore:
     def __init__(self, directory: str, max_bytes: int, secret: bytes | None = None):
         self.path = Path(directory)
         self.max_bytes = max_bytes
+        self._lock = threading.Lock()  # one connection for the process's threads
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.secret = secret or _key(self.path / KEY_FILE)
@@ -78,11 +88,11 @@ class LocalStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # in WAL: durable across a crash of the process
             with self._transaction():  # proves the file writable now, not at the first registration
-                self._db.execute(SCHEMA)
+                for statement in SCHEMA:
+                    self._db.execute(statement)
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailable(f"data directory {self.path} cannot hold the store ({e}); pass --data DIR "
                                    "(DERIVD_DATA_DIR) for another, or --data none to keep nothing") from None
-        self._lock = threading.Lock()  # one connection for the process's threads
 
     # ------------------------------------------------------------ rows (sqlite3.Error when the disk fails)
 
@@ -103,9 +113,9 @@ class LocalStore:
                                 f"{self.max_bytes}", limit="data_max_bytes", value=size, max=self.max_bytes)
         with self._lock, self._transaction():
             self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                             "value = excluded.value, bytes = excluded.bytes, used = excluded.used",
-                             (key, value, size, time.time()))
-            self._db.execute(EVICT, (self.max_bytes,))
+                             "bytes = excluded.bytes, used = excluded.used, value = excluded.value",
+                             (key, size, time.time(), value))
+            self._evict()
 
     def delete(self, key: str) -> bool:
         with self._lock:
@@ -121,7 +131,7 @@ class LocalStore:
     @property
     def nbytes(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()[0]
+            return self._db.execute("SELECT bytes FROM total").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()
@@ -147,15 +157,28 @@ class LocalStore:
             return False
         return True
 
+    def _evict(self) -> None:
+        """Deletes the least recently used rows until the others fit the bound (the row just written,
+        the most recent and within the bound alone, stays)."""
+        excess = self._db.execute("SELECT bytes FROM total").fetchone()[0] - self.max_bytes
+        doomed = []
+        for key, size in self._db.execute("SELECT key, bytes FROM entries ORDER BY used"):
+            if excess <= 0:
+                break
+            doomed.append((key,))
+            excess -= size
+        self._db.executemany("DELETE FROM entries WHERE key = ?", doomed)
+
     @contextmanager
     def _transaction(self):
         self._db.execute("BEGIN IMMEDIATE")  # the write lock now: waits (busy timeout) for another writer
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
 
 def _key(path: Path) -> bytes:
