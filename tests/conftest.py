@@ -20,7 +20,15 @@ from tests.support import free_port, wait_for
 # A Redis named in the environment is the one the Redis tests use (shared_redis_url); every other
 # service a test builds from Settings() starts without one, as on a fresh machine.
 ENV_REDIS_URL = os.environ.pop("REDIS_URL", None) or os.environ.pop("DERIVD_REDIS_URL", None)
+# Nothing the suite starts keeps registrations in the user's data directory: services built from Settings()
+# (and `derivd serve` subprocesses, which inherit this) keep them in memory; the tests of the data directory
+# (tests/cache/test_local_store.py) give theirs a temporary one.
+os.environ["DERIVD_DATA_DIR"] = "none"
 os.environ.pop("DERIVD_REDIS_URL", None)
+# Nothing the suite starts keeps registrations in the user's data directory: services built from Settings()
+# (and `derivd serve` subprocesses, which inherit this) keep them in memory; the tests of the data directory
+# (tests/cache/test_local_store.py) give theirs a temporary one.
+os.environ["DERIVD_DATA_DIR"] = "none"
 
 
 class LiveServer:

@@ -41,6 +41,7 @@ VERBS = {"serve": "run the service: the REST gateway, gRPC beside it, local work
 # Shown by each verb's --help; tests/workers/test_cli.py parses every one.
 EXAMPLES = {"serve": ["derivd serve", "derivd serve --port 8080 --grpc-port 0",
                       "derivd serve --host 0.0.0.0 --workers 4",
+                      "derivd serve --data ./derivd-data --gateways 2", "derivd serve --data none",
                       "REDIS_URL=redis://localhost:6379/0 derivd serve --gateways 2"],
             "worker": ["derivd worker --engines forward,reverse --listen 0.0.0.0:50052"]}
 
@@ -109,7 +110,12 @@ def build_parser(settings) -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=settings.grpc_port,
                        help="public gRPC (derivd.v1) on this port beside REST; 0 = off")
     serve.add_argument("--gateways", type=int, default=settings.gateways,
-                       help="REST gateway processes on the one port (one core each); above 1 needs REDIS_URL")
+                       help="REST gateway processes on the one port (one core each); above 1 they share stored "
+                            "functions and black boxes through REDIS_URL or the data directory")
+    serve.add_argument("--data", metavar="DIR", default=settings.data_dir,
+                       help="without REDIS_URL, stored functions and black boxes are kept here across restarts "
+                            "(SQLite, at most DERIVD_DATA_MAX_BYTES); 'none' keeps them in memory only "
+                            "(default: %(default)s)")
     worker = add_verb("worker")
     worker.add_argument("--engines", default="forward,reverse,taylor,finite",
                         help="comma-separated engine families this worker serves")
@@ -140,18 +146,58 @@ def serve_command(args, settings) -> int:
         print("derivd: --workers takes 0 (everything in this process) or a number of worker processes",
               file=sys.stderr)
         return 2
-    if args.gateways < 1 or (args.gateways > 1 and not settings.redis_url):
-        print("derivd: --gateways takes 1, or more with REDIS_URL set: the processes share stored functions, "
-              "black boxes and rate limits through Redis", file=sys.stderr)
+    settings = settings.model_copy(update={"data_dir": args.data})
+    problem = _gateways_problem(args.gateways, settings)
+    if problem:
+        print(f"derivd: {problem}", file=sys.stderr)
         return 2
     metrics_dir = None
     if args.gateways > 1:  # before prometheus_client is imported, here and in every gateway process
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="derivd-metrics-")
+        if settings.data_path:  # the gateway processes read their settings from the environment
+            os.environ["DERIVD_DATA_DIR"] = settings.data_path
     try:
+        problem = _data_dir_problem(settings)
+        if problem:
+            print(f"derivd: {problem}", file=sys.stderr)
+            return 2
         return _serve(args, settings)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _gateways_problem(n: int, settings) -> str | None:
+    """Why ``n`` gateway processes cannot run with ``settings`` (None if they can). Without Redis they
+    share stored functions and black boxes through the data directory, but rate limits and failed-
+    authentication counts would be each process's own, so N times the configured limit."""
+    if n < 1:
+        return "--gateways takes 1 or more"
+    if n == 1 or settings.redis_url:
+        return None
+    if settings.data_path is None:
+        return ("--gateways above 1 needs REDIS_URL or a data directory (--data DIR): the processes share "
+                "stored functions and black boxes through it")
+    if settings.rate_limit_requests or (settings.api_keys and settings.auth_failures_max):
+        return ("--gateways above 1 with rate limits (DERIVD_RATE_LIMIT_REQUESTS, DERIVD_AUTH_FAILURES_MAX with "
+                "API keys) needs REDIS_URL: without it each process would count alone")
+    return None
+
+
+def _data_dir_problem(settings) -> str | None:
+    """Why the data directory cannot hold the store, said before anything starts (None if it can, or
+    when Redis or "none" leave it unused)."""
+    from derivd.cache import LocalStore, StoreUnavailable
+
+    if settings.redis_url:
+        return None
+    try:
+        store = LocalStore.from_settings(settings)
+    except StoreUnavailable as e:
+        return str(e)
+    if store is not None:
+        store.close()
+    return None
 
 
 def _serve(args, settings) -> int:

@@ -1,10 +1,18 @@
 """All settings in one place, read from the environment as ``DERIVD_*``."""
 
+import os
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> str:
+    """The user's data directory for derivd: $XDG_DATA_HOME/derivd, else ~/.local/share/derivd
+    (%LOCALAPPDATA%\\derivd on Windows)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.environ.get("LOCALAPPDATA") or "~/.local/share"
+    return os.path.join(os.path.expanduser(base), "derivd")
 
 
 class Settings(BaseSettings):
@@ -13,7 +21,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 0
-    gateways: int = 1  # REST gateway processes on one port (derivd serve --gateways); above 1 needs redis_url
+    gateways: int = 1  # REST processes on one port (derivd serve --gateways); above 1 share redis_url or data_dir
 
     # Compile limits (CONTRACT §1): refused with a 4xx naming the limit, before anything runs.
     max_source_bytes: int = 256 * 1024
@@ -74,6 +82,12 @@ class Settings(BaseSettings):
     xla_platform: str = "cpu"
     xla_threads: int = 1
     xla_cache_dir: str = "~/.cache/derivd/xla"
+
+    # Without Redis, stored functions and black boxes are kept in SQLite under data_dir (cache/local_store.py)
+    # across restarts and shared by the gateway processes of one machine; "none" (or "") keeps them in
+    # memory only. The store holds at most data_max_bytes of entries: past it the least recently used go.
+    data_dir: str = Field(default_factory=default_data_dir)
+    data_max_bytes: int = 1024 * 1024 * 1024
 
     # Tape cache in Redis (redis_url, below): entries are signed with HMAC-SHA256 under this key
     # (the same on every gateway and worker); without it nothing is shared. Short timeouts: a slow
@@ -139,6 +153,12 @@ class Settings(BaseSettings):
     blackbox_retries: int = 3
     blackbox_backoff_s: float = 0.05
     blackbox_default_max_concurrency: int = 16
+
+    @property
+    def data_path(self) -> str | None:
+        """``data_dir`` with ~ expanded, or None when it is off ("none" or "")."""
+        value = self.data_dir.strip()
+        return None if value.lower() in ("", "none") else os.path.abspath(os.path.expanduser(value))
 
 
 # Values that only ever stood in for a secret (docs, old manifests): a server refuses to start with one.

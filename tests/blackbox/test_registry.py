@@ -1,4 +1,4 @@
-"""Registrations: in memory and in a real Redis, with the SSRF check on register; entries in Redis
+"""Registrations: in memory, in the data directory and in a real Redis, with the SSRF check on register; entries in Redis
 are signed and their headers encrypted, and a tampered entry is refused, never served."""
 
 import logging
@@ -10,7 +10,9 @@ import pytest
 import redis
 from pydantic import SecretStr, ValidationError
 
-from derivd.blackbox import BlackBoxRefused, BlackBoxSpec, MemoryRegistry, RedisRegistry, make_registry
+from derivd.blackbox import (BlackBoxRefused, BlackBoxSpec, LocalRegistry, MemoryRegistry, RedisRegistry,
+                             make_registry)
+from derivd.cache import LocalStore
 from derivd.config import Settings, get_settings
 from derivd.core import Request, Service
 from derivd.errors import DerivdError, NotFound
@@ -36,10 +38,12 @@ def signed_settings(local_settings) -> Settings:
     return local_settings.model_copy(update={"tape_cache_hmac_key": SecretStr(KEY)})
 
 
-@pytest.fixture(params=["memory", "redis"])
-def registry(request, signed_settings):
+@pytest.fixture(params=["memory", "local", "redis"])
+def registry(request, signed_settings, tmp_path):
     if request.param == "memory":
         return MemoryRegistry(signed_settings)
+    if request.param == "local":  # the data directory's SQLite store (cache/local_store.py)
+        return LocalRegistry(LocalStore(str(tmp_path), 2**20), signed_settings)
     return RedisRegistry(
         request.getfixturevalue("redis_url"), signed_settings, key=request.getfixturevalue("redis_key")
     )
@@ -97,8 +101,10 @@ def test_unreachable_redis_is_a_clear_503(local_settings, closed_port):
     assert info.value.status == 503 and info.value.code == "registry_unavailable"
 
 
-def test_make_registry_picks_redis_when_configured(redis_url):
-    assert isinstance(make_registry(Settings(redis_url=redis_url)), RedisRegistry)
+def test_make_registry_picks_redis_when_configured(redis_url, tmp_path):
+    store = LocalStore(str(tmp_path), 2**20)
+    assert isinstance(make_registry(Settings(redis_url=redis_url), store), RedisRegistry)
+    assert isinstance(make_registry(Settings(redis_url=None), store), LocalRegistry)
     assert isinstance(make_registry(Settings(redis_url=None)), MemoryRegistry)
 
 

@@ -7,7 +7,7 @@ calls for the finite-difference engine (:mod:`.caller`).
 """
 
 from .caller import BlackBoxCaller
-from .registry import BlackBoxRegistry, MemoryRegistry, RedisRegistry, make_registry
+from .registry import BlackBoxRegistry, LocalRegistry, MemoryRegistry, RedisRegistry, make_registry
 from .spec import BlackBoxSpec
 from .ssrf import BlackBoxRefused, Target, check_url
 
@@ -16,6 +16,7 @@ __all__ = [
     "BlackBoxRefused",
     "BlackBoxRegistry",
     "BlackBoxSpec",
+    "LocalRegistry",
     "MemoryRegistry",
     "RedisRegistry",
     "Target",

@@ -1,9 +1,10 @@
-"""Stored programs (``POST /v1/functions``) shared through Redis, so any gateway resolves an id.
+"""Stored programs (``POST /v1/functions``) shared through Redis, so any gateway resolves an id, or
+without Redis through the data directory's store (``local_store``), so they survive restarts.
 
 An entry is the program text, its input names and its constants, as JSON with
 arrays in base64 (``{"dtype", "shape", "data"}``, little-endian), sealed like
-tape entries and kept for ``function_ttl_s`` after its last use (each read
-restarts the TTL). The id is a hash of the text and the constants, so the key
+tape entries and, in Redis, kept for ``function_ttl_s`` after its last use (each
+read restarts the TTL). The id is a hash of the text and the constants, so the key
 ``<prefix>:function:<id>`` needs no version: the same program is the same
 entry for every derivd version.
 """
@@ -16,6 +17,7 @@ import logging
 import numpy as np
 import orjson
 
+from derivd.cache.local_store import LocalStore
 from derivd.cache.redis_tier import RedisTier
 from derivd.cache.signing import TamperedEntry
 
@@ -25,22 +27,22 @@ DTYPES = {"<f8", "<i8", "|b1"}
 
 
 class FunctionStore:
-    def __init__(self, redis: RedisTier, ttl_s: int):
-        self.redis = redis
+    def __init__(self, tier: RedisTier | LocalStore, ttl_s: int):
+        self.tier = tier
         self.ttl_s = ttl_s
 
     def key(self, fid: str) -> str:
-        return f"{self.redis.prefix}:function:{fid}"
+        return f"{self.tier.prefix}:function:{fid}"
 
     def put(self, fid: str, dsl: str, inputs: list[str], constants: dict[str, np.ndarray]) -> bool:
         doc = {"dsl": dsl, "inputs": inputs, "constants": {k: _encode(v) for k, v in constants.items()}}
-        return self.redis.set_sealed(self.key(fid), orjson.dumps(doc), self.ttl_s)
+        return self.tier.set_sealed(self.key(fid), orjson.dumps(doc), self.ttl_s)
 
     def get(self, fid: str) -> tuple[str, list[str], dict[str, np.ndarray]] | None:
-        """``(dsl, inputs, constants)`` of a stored id, or None (unknown, refused, or Redis away)."""
+        """``(dsl, inputs, constants)`` of a stored id, or None (unknown, refused, or the store away)."""
         key = self.key(fid)
         try:
-            payload = self.redis.get_sealed(key, refresh_ttl_s=self.ttl_s)
+            payload = self.tier.get_sealed(key, refresh_ttl_s=self.ttl_s)
             if payload is None:
                 return None
             doc = orjson.loads(payload)

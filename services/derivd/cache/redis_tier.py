@@ -29,6 +29,8 @@ log = logging.getLogger("derivd.cache")
 
 
 class RedisTier:
+    down = "Redis is unreachable"  # why a write failed, for the caller's 503
+
     @classmethod
     def from_settings(cls, settings) -> "RedisTier | None":
         """The tier for ``redis_url``, or None without Redis or without an HMAC key (local cache only)."""

@@ -1,17 +1,20 @@
 """Stored functions: a program (and its constants) kept under an id derived from its content.
 
 The id is a hash of the text and the constants (dtype, shape, bytes), so storing
-the same function twice gives the same id. With Redis (``cache.FunctionStore``)
-the functions are shared by every gateway, so an id stored through one answers
-through all; a registration Redis did not take is refused (503
+the same function twice gives the same id. They are kept in a shared store
+(``cache.FunctionStore``): Redis when ``redis_url`` is set, so an id stored
+through one gateway answers through all; else SQLite in ``data_dir``
+(``cache.LocalStore``), so ids survive restarts and the gateway processes of
+one machine share them. A registration the store did not take is refused (503
 ``store_unavailable`` with ``retry_after_s``), never answered with an id that
-other gateways would not know.
+other gateways, or this one after a restart, would not know.
 
 This process keeps the functions it stored or read in a ``BoundedLRU`` of at
-most ``function_cache_bytes`` (text and constants): with Redis a forgotten one
-is read again; without it, the least recently used are forgotten (404), as a
-Redis under ``allkeys-lru`` does, instead of memory growing with every
-registration. One function over the whole bound is refused (413).
+most ``function_cache_bytes`` (text and constants): a forgotten one is read
+from the store again; with no store (``data_dir`` "none"), the least recently
+used are forgotten (404), as a Redis under ``allkeys-lru`` does, instead of
+memory growing with every registration. One function over the whole bound is
+refused (413).
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ class StoredFunction:
 
 
 class Functions:
-    """This process's stored functions, in front of the shared ones (None without Redis)."""
+    """This process's stored functions, in front of the store's (``store``: a ``RedisTier``, a
+    ``LocalStore``, or None to keep them in this process only)."""
 
-    def __init__(self, settings, redis):
+    def __init__(self, settings, store):
         self.settings = settings
         self.local = BoundedLRU(settings.function_cache_bytes, 2**62, lambda f: f.nbytes)
-        self.shared = FunctionStore(redis, settings.function_ttl_s) if redis else None
+        self.shared = FunctionStore(store, settings.function_ttl_s) if store else None
 
     def register(self, dsl: str, constants: dict[str, np.ndarray] | None = None) -> StoredFunction:
         if not isinstance(dsl, str):
@@ -68,9 +72,9 @@ class Functions:
                                 f"function_cache_bytes={limit}", limit="function_cache_bytes",
                                 value=stored.nbytes, max=limit)
         if self.shared is not None and not self.shared.put(fid, dsl, inputs, stored.constants):
-            wait = max(1.0, self.shared.redis.retry_in_s)
-            raise DerivdError("the function could not be stored where every gateway finds it (Redis is "
-                              f"unreachable); retry in {wait:.0f} s", code="store_unavailable", status=503,
+            wait = max(1.0, self.shared.tier.retry_in_s)
+            raise DerivdError(f"the function could not be stored where every gateway finds it "
+                              f"({self.shared.tier.down}); retry in {wait:.0f} s", code="store_unavailable", status=503,
                               retry_after_s=round(wait, 3))
         self.local.put(fid, stored)
         return stored

@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from derivd.blackbox import BlackBoxSpec, make_registry
-from derivd.cache import RedisTier, TapeCache, TapeKey
+from derivd.cache import LocalStore, RedisTier, TapeCache, TapeKey
 from derivd.core import blackboxes
 from derivd.core.endpoints import endpoint
 from derivd.core.functions import Functions, StoredFunction
@@ -40,9 +40,11 @@ class Service:
     def __init__(self, settings):
         self.settings = settings
         redis = RedisTier.from_settings(settings)
+        # Without Redis, what callers register is kept in the data directory (StoreUnavailable if it cannot be)
+        store = None if settings.redis_url else LocalStore.from_settings(settings)
         self.cache = TapeCache(settings, redis)
-        self.functions = Functions(settings, redis)
-        self.blackboxes = make_registry(settings)
+        self.functions = Functions(settings, redis or store)
+        self.blackboxes = make_registry(settings, store)
         self.metrics = Metrics()
         self.metrics.tier2_counts = lambda: dict(tiers.COUNTS)
         self.metrics.add_cache_level("local", lambda: (self.cache.hits, self.cache.misses))

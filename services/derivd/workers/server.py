@@ -170,7 +170,8 @@ def build_server(settings, listen: str, engines: set[str]) -> tuple[grpc.Server,
     if settings.worker_token is None or not settings.worker_token.get_secret_value():
         raise ValueError("a worker needs DERIVD_WORKER_TOKEN, the secret its gateways send (e.g. "
                          "`openssl rand -hex 32`, the same on the gateways and the workers)")
-    settings = settings.model_copy(update=dict.fromkeys(POOL_SETTINGS))  # a worker computes, never forwards
+    # A worker computes, never forwards, and never stores: ids and black boxes stay with the gateway.
+    settings = settings.model_copy(update={**dict.fromkeys(POOL_SETTINGS), "data_dir": "none"})
     service = Service(settings)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="derivd-worker"),
