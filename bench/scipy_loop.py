@@ -10,8 +10,9 @@ regression on 1000 x 20 synthetic data with trust-ncg and L-BFGS-B. Each runs
 four ways:
 
 * ``session``: ``derivd_client.scipy.minimize`` on a ``GrpcClient`` (a gRPC
-  ``Session``: value and gradient in one round trip per point, HVPs and
-  Hessians on the same stream);
+  ``Session``: value and gradient in one round trip per point; with ``hessp``
+  or ``hess``, value, gradient and Hessian in one round trip per point, the
+  products made locally: ``hessp="auto"`` at these sizes);
 * ``export``: the functions of ``Client.export(..., load=True)`` (the
   derivative program as numpy code, fetched once before timing);
 * ``jax``: ``jax.jit`` of ``value_and_grad``, forward-over-reverse HVP and
