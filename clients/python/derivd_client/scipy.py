@@ -53,7 +53,7 @@ POINTS_KEPT = 2
 
 
 class Objective:
-    """``f`` at flat points, through one session; what is known at the last point is cached.
+    """``f`` at flat points, through one session; what is known at the last two points is cached.
 
     ``hessp`` chooses how Hessian-vector products are made: ``"stream"`` asks the server for each H v
     (one round trip per product); ``"dense"`` fetches the Hessian once per point and multiplies
