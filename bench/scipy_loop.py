@@ -10,8 +10,9 @@ regression on 1000 x 20 synthetic data with trust-ncg and L-BFGS-B. Each runs
 four ways:
 
 * ``session``: ``derivd_client.scipy.minimize`` on a ``GrpcClient`` (a gRPC
-  ``Session``: value and gradient in one round trip per point, HVPs and
-  Hessians on the same stream);
+  ``Session``: value and gradient in one round trip per point; with ``hessp``
+  or ``hess``, value, gradient and Hessian in one round trip per point, the
+  products made locally: ``hessp="auto"`` at these sizes);
 * ``export``: the functions of ``Client.export(..., load=True)`` (the
   derivative program as numpy code, fetched once before timing);
 * ``jax``: ``jax.jit`` of ``value_and_grad``, forward-over-reverse HVP and
@@ -19,11 +20,13 @@ four ways:
 * ``analytic``: scipy's rosen_der / rosen_hess_prod / rosen_hess, and the
   logistic loss's closed forms.
 
-Each way runs once to warm up, then once timed. Reported: wall seconds,
-iterations, round trips per iteration (session), and the ratio to JAX's wall
-time. Also measured: the session's loopback round trip for a small gradient
+Each way runs once to warm up, then ``--repeat`` times (default 3) timed, and
+the fastest counts (on a shared machine the slower runs measure the other
+work more than this). Reported: wall seconds, iterations, round trips per
+iteration (session), and the ratio to JAX's wall time. Also measured: the session's loopback round trip for a small gradient
 (Rosenbrock, n = 10; median of 2,000), and gradients/s of 50 concurrent
-requests on ``AsyncGrpcClient`` against the blocking REST client in sequence.
+requests on ``AsyncGrpcClient`` against the blocking REST client in sequence
+(the best of ``--repeat`` rounds).
 Targets (issue 12): session <= 3x JAX, export <= 1.5x JAX, <= 1.2 round trips
 per iteration with ``jac=True``, round trip <= 150 us. Reported, never asserted.
 """
@@ -152,14 +155,24 @@ def run_scipy(method: str, x0, value_and_grad=None, fun=None, jac=None, hessp=No
     return so.minimize(fun, x0, method=method, jac=jac, **kwargs)
 
 
-def timed(fn):
+REPEAT = 3
+
+
+def timed(fn, repeat: int):
+    """(the fastest of ``repeat`` timed runs, its result), after one run to warm up."""
     fn()  # warm up: compiled tapes, jitted functions, caches
-    t0 = time.perf_counter()
-    res = fn()
-    return time.perf_counter() - t0, res
+    best = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = fn()
+        seconds = time.perf_counter() - t0
+        if best is None or seconds < best[0]:
+            best = (seconds, res)
+    return best
 
 
-def bench_problem(problem: str, methods, x0, dsl: str, constants: dict, name: str, rest: dd.Client, rpc) -> list:
+def bench_problem(problem: str, methods, x0, dsl: str, constants: dict, name: str, rest: dd.Client, rpc,
+                  repeat: int = REPEAT) -> list:
     fun, jac, hessp, hess = analytic(problem, constants)
     exported = {d: rest.export(dsl, {name: x0}, constants=constants, derivative=d, load=True)
                 for d in ("value_and_gradient", "hvp", "hessian")}
@@ -168,18 +181,18 @@ def bench_problem(problem: str, methods, x0, dsl: str, constants: dict, name: st
     for method in methods:
         row = {"problem": problem, "method": method}
         seconds, res = timed(lambda: dds.minimize(dsl, x0, method=method, client=rpc, constants=constants,
-                                                  name=name, hessian=SECOND[method]))
+                                                  name=name, hessian=SECOND[method]), repeat)
         row["session"] = {"s": seconds, "nit": int(res.get("nit", 0)), "f": float(res.fun),
                           "round_trips_per_iteration": res.requests_per_iteration}
         seconds, res = timed(lambda: run_scipy(
             method, x0, value_and_grad=exported["value_and_gradient"],
-            hessp=lambda x, p: exported["hvp"](x, p)[2], hess=lambda x: exported["hessian"](x)[2]))
+            hessp=lambda x, p: exported["hvp"](x, p)[2], hess=lambda x: exported["hessian"](x)[2]), repeat)
         row["export"] = {"s": seconds, "nit": int(res.get("nit", 0)), "f": float(res.fun)}
         if jaxed is not None:
             vg, hvp, h = jaxed
-            seconds, res = timed(lambda: run_scipy(method, x0, value_and_grad=vg, hessp=hvp, hess=h))
+            seconds, res = timed(lambda: run_scipy(method, x0, value_and_grad=vg, hessp=hvp, hess=h), repeat)
             row["jax"] = {"s": seconds, "nit": int(res.get("nit", 0)), "f": float(res.fun)}
-        seconds, res = timed(lambda: run_scipy(method, x0, fun=fun, jac=jac, hessp=hessp, hess=hess))
+        seconds, res = timed(lambda: run_scipy(method, x0, fun=fun, jac=jac, hessp=hessp, hess=hess), repeat)
         row["analytic"] = {"s": seconds, "nit": int(res.get("nit", 0)), "f": float(res.fun)}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
@@ -201,30 +214,41 @@ def round_trip_us(rpc, n: int = 10, count: int = 2000) -> dict:
             "server_us": server * 1e6}
 
 
-def throughput(url: str, target: str, count: int = 1000) -> dict:
+def throughput(url: str, target: str, count: int = 1000, repeat: int = REPEAT) -> dict:
+    """Gradients/s of the blocking REST client in sequence and of AsyncGrpcClient with 50 in flight:
+    the best of ``repeat`` rounds, the two measured one after the other in each round."""
     x = np.linspace(-1.2, 1.2, 10)
-    with dd.Client(url) as c:
-        for _ in range(100):
-            c.gradient(ROSEN, x=x)
+
+    def sequential(c):
         t0 = time.perf_counter()
         for _ in range(count):
             c.gradient(ROSEN, x=x)
-        sync = count / (time.perf_counter() - t0)
+        return count / (time.perf_counter() - t0)
 
-    async def concurrent():
-        async with AsyncGrpcClient(target) as a:
-            gate = asyncio.Semaphore(50)
+    async def concurrent(a):
+        gate = asyncio.Semaphore(50)
 
-            async def one():
-                async with gate:
-                    await a.gradient(ROSEN, x=x)
+        async def one():
+            async with gate:
+                await a.gradient(ROSEN, x=x)
 
-            await asyncio.gather(*[one() for _ in range(200)])
-            t0 = time.perf_counter()
-            await asyncio.gather(*[one() for _ in range(count)])
-            return count / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await asyncio.gather(*[one() for _ in range(count)])
+        return count / (time.perf_counter() - t0)
 
-    return {"sync_rest_per_s": sync, "async_grpc_50_per_s": asyncio.run(concurrent())}
+    async def rounds():
+        best = {"sync_rest_per_s": 0.0, "async_grpc_50_per_s": 0.0}
+        with dd.Client(url) as c:
+            async with AsyncGrpcClient(target) as a:
+                for _ in range(100):  # warm up both
+                    c.gradient(ROSEN, x=x)
+                await asyncio.gather(*[a.gradient(ROSEN, x=x) for _ in range(50)])
+                for _ in range(repeat):
+                    best["sync_rest_per_s"] = max(best["sync_rest_per_s"], sequential(c))
+                    best["async_grpc_50_per_s"] = max(best["async_grpc_50_per_s"], await concurrent(a))
+        return best
+
+    return asyncio.run(rounds())
 
 
 def table(rows: list) -> str:
@@ -243,14 +267,17 @@ def table(rows: list) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="timed runs of each way; the fastest counts")
     args = parser.parse_args()
     proc, url, target = serve()
     try:
         with dd.Client(url, timeout=300) as rest, GrpcClient(target, timeout=300) as rpc:
-            results = {"round_trip": round_trip_us(rpc), "throughput": throughput(url, target)}
+            results = {"round_trip": round_trip_us(rpc), "throughput": throughput(url, target, repeat=args.repeat)}
             print(json.dumps(results), file=sys.stderr)
-            rows = bench_problem("rosenbrock", ROSEN_METHODS, np.tile([-1.2, 1.0], 50), ROSEN, {}, "x", rest, rpc)
-            rows += bench_problem("logistic", LOGREG_METHODS, np.zeros(20), LOGREG, logreg_data(), "w", rest, rpc)
+            rows = bench_problem("rosenbrock", ROSEN_METHODS, np.tile([-1.2, 1.0], 50), ROSEN, {}, "x", rest, rpc,
+                                 args.repeat)
+            rows += bench_problem("logistic", LOGREG_METHODS, np.zeros(20), LOGREG, logreg_data(), "w", rest, rpc,
+                                  args.repeat)
             results["rows"] = rows
     finally:
         proc.terminate()

@@ -2,7 +2,8 @@
 
 ``derivd_client.scipy`` sends the function once and hands scipy ``jac=True``
 (value and gradient from one request per point) and ``hessp`` (Hessian-vector
-products on the same session); the result is scipy's ``OptimizeResult`` with
+products by the point's Hessian, fetched with its value and gradient: still one
+request per point); the result is scipy's ``OptimizeResult`` with
 derivd's request counts on it. With ``--grpc HOST:PORT`` the session is a gRPC
 stream (one round trip per request, no HTTP or JSON); without it, the REST
 client at ``--url``.

@@ -10,6 +10,7 @@ import scipy.optimize as so
 from scipy.optimize import rosen, rosen_der, rosen_hess, rosen_hess_prod
 
 from tests.clients.conftest import dd
+from tests.references import rosenbrock_hessian
 
 pytest.importorskip("grpc")
 pytest.importorskip("derivd.grpc_api.server")
@@ -17,7 +18,6 @@ from derivd_client import scipy as dds  # noqa: E402
 
 ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
 X0 = np.array([1.3, 0.7, 0.8, 1.9, 1.2, 0.9, 1.1, 0.6])  # scipy tutorial's start, extended
-
 
 
 @pytest.mark.parametrize("transport", ["grpc", "rest"])
@@ -94,3 +94,85 @@ def test_root_solves_scipys_example(rpc):
     assert res.success
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-10)
     np.testing.assert_allclose(ref_F(res.x), 0, atol=1e-10)
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+def test_hessp_policies_equal_the_analytic_hessian_vector_product(transport, rpc, sdk):
+    """Dense (the point's Hessian, fetched once, times p) and stream (one HVP request per product) give
+    H(x) p from the tridiagonal Hessian written out, to rounding; dense asks once per point."""
+    client = rpc if transport == "grpc" else sdk
+    rng = np.random.default_rng(11)
+    with dds.Objective(client, ROSEN, X0, hessp="dense") as dense, \
+            dds.Objective(client, ROSEN, X0, hessp="stream") as stream:
+        for _ in range(3):
+            x, ps = rng.normal(size=X0.size), rng.normal(size=(3, X0.size))
+            want = [rosenbrock_hessian(x) @ p for p in ps]
+            before = dense.requests, stream.requests
+            for p, w in zip(ps, want):
+                np.testing.assert_allclose(dense.hessp(x, p), w, rtol=1e-12, atol=1e-10)
+                np.testing.assert_allclose(stream.hessp(x, p), w, rtol=1e-12, atol=1e-10)
+            value, grad = dense.value_and_grad(x)
+            np.testing.assert_allclose(dense.hess(x), rosenbrock_hessian(x), rtol=1e-12, atol=1e-10)
+            assert np.isclose(value, rosen(x), rtol=1e-14)
+            np.testing.assert_allclose(grad, rosen_der(x), rtol=1e-12, atol=1e-12)
+            assert dense.requests - before[0] == 1, "value, gradient, Hessian and its products: one request"
+            assert stream.requests - before[1] == 3, "one request per product"
+
+
+def test_hessp_auto_is_dense_up_to_its_bound_then_streams(rpc):
+    n = dds.DENSE_HESSP_MAX_N
+    rng = np.random.default_rng(3)
+    for size, dense in ((n, True), (n + 1, False)):
+        x, p = rng.normal(size=size), rng.normal(size=size)
+        with dds.Objective(rpc, ROSEN, x) as obj:
+            assert obj.dense_hessp is dense
+            before = obj.requests
+            np.testing.assert_allclose(obj.hessp(x, p), rosenbrock_hessian(x) @ p, rtol=1e-12, atol=1e-9)
+            np.testing.assert_allclose(obj.hessp(x, -p), -rosenbrock_hessian(x) @ p, rtol=1e-12, atol=1e-9)
+            assert obj.requests - before == (1 if dense else 2)
+    with pytest.raises(ValueError, match="hessp must be one of"):
+        dds.Objective(rpc, ROSEN, X0, hessp="sparse")
+
+
+class Points:
+    """The distinct points scipy asks an Objective about, and how many products it asks for."""
+
+    def __init__(self, obj):
+        self.obj, self.seen, self.products = obj, set(), 0
+
+    def value_and_grad(self, x):
+        self.seen.add(np.asarray(x, dtype=np.float64).tobytes())
+        return self.obj.value_and_grad(x)
+
+    def hessp(self, x, p):
+        self.seen.add(np.asarray(x, dtype=np.float64).tobytes())
+        self.products += 1
+        return self.obj.hessp(x, p)
+
+    def hess(self, x):
+        self.seen.add(np.asarray(x, dtype=np.float64).tobytes())
+        return self.obj.hess(x)
+
+
+@pytest.mark.parametrize("method,second", [("trust-ncg", "hessp"), ("Newton-CG", "hessp"),
+                                           ("trust-constr", "hess"), ("trust-constr", "hessp")])
+@pytest.mark.parametrize("policy", ["dense", "stream"])
+def test_round_trips_are_one_per_point_with_the_hessian(method, second, policy, rpc):
+    """Counted over a real server: with the Hessian at hand (dense hessp, or hess) each point scipy
+    visits is one request (the first point twice: its gradient comes before scipy asks for curvature);
+    streamed products add one request each. minimize's own count is that, less the first point's extra."""
+    with dds.Objective(rpc, ROSEN, X0, hessp=policy) as obj:
+        spy = Points(obj)
+        res = so.minimize(spy.value_and_grad, X0, method=method, jac=True, **{second: getattr(spy, second)})
+        assert res.success
+        if policy == "dense" or second == "hess":
+            assert obj.requests == 1 + len(spy.seen) + 1
+        else:
+            assert obj.requests == 1 + len(spy.seen) + spy.products
+    counted = dds.minimize(ROSEN, X0, method=method, client=rpc, hessian=second, hessp=policy)
+    np.testing.assert_allclose(counted.x, res.x, rtol=1e-12)
+    per_point = policy == "dense" or second == "hess"
+    assert counted.requests == (1 + len(spy.seen) if per_point else obj.requests)
+    assert counted.requests_per_iteration == counted.requests / counted.nit
+    if per_point:
+        assert counted.requests_per_iteration <= 1.2 * len(spy.seen) / res.nit + 1 / res.nit

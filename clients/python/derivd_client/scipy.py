@@ -12,7 +12,9 @@ on a ``GrpcClient``, a stored function and unary requests on the REST
 client); ``fun``, ``jac`` and ``value_and_grad`` share one request per point
 (value and gradient come together and are cached for that point, so scipy's
 ``fun(x)`` then ``jac(x)`` costs one round trip); ``hessp`` and ``hess`` ride
-the same session. For vector functions, ``residuals``, ``jacobian`` and
+the same session. ``hessp`` multiplies by the point's whole Hessian, fetched
+once with its value and gradient, up to ``DENSE_HESSP_MAX_N`` inputs, and asks
+for each product beyond (``Objective(..., hessp="auto"|"dense"|"stream")``). For vector functions, ``residuals``, ``jacobian`` and
 ``value_and_jacobian`` do the same with the Jacobian.
 
 scipy works on one flat vector: ``f`` has one differentiated input, named by
@@ -39,10 +41,34 @@ HESS_METHODS = ("dogleg", "trust-exact")
 NO_GRADIENT = ("nelder-mead", "powell", "cobyla", "cobyqa")
 
 
-class Objective:
-    """``f`` at flat points, through one session; value with gradient (or Jacobian) cached per point."""
+# ``hessp="auto"`` multiplies by the whole Hessian up to this many inputs, one Hessian per point instead
+# of one round trip per step of scipy's CG (5-10 steps an iteration on Rosenbrock, more when the
+# problem is ill-conditioned). Measured on loopback gRPC: at n = 100 a Hessian answer (80 kB) costs
+# about 1.5 HVP round trips, at n = 300 (720 kB) 3-5, at n = 500 (2 MB) 10-15, mostly moving and
+# decoding the bytes. Past the bound, each product is one round trip.
+DENSE_HESSP_MAX_N = 300
+HESSP_POLICIES = ("auto", "stream", "dense")
+# Points whose answers are kept: trust-constr asks for products at its iterate after trying a step.
+POINTS_KEPT = 2
 
-    def __init__(self, client, f, x0, *, constants=None, name: str | None = None, mode: str | None = None):
+
+class Objective:
+    """``f`` at flat points, through one session; what is known at the last two points is cached.
+
+    ``hessp`` chooses how Hessian-vector products are made: ``"stream"`` asks the server for each H v
+    (one round trip per product); ``"dense"`` fetches the Hessian once per point and multiplies
+    locally; ``"auto"`` (the default) is dense for n <= ``DENSE_HESSP_MAX_N`` inputs, else stream.
+    The server's Hessian is exact (batched or colour-compressed HVPs, not finite differences), so
+    ``H @ p`` equals its HVP up to rounding. Once the whole Hessian is wanted (``with_hessian``: set
+    by the first ``hess`` or dense ``hessp``), each new point's request is the Hessian's, which
+    answers value, gradient and Hessian together: one round trip per point, whatever scipy asks of
+    it (the points of a line search or a rejected trust-region step get a Hessian they do not use).
+    """
+
+    def __init__(self, client, f, x0, *, constants=None, name: str | None = None, mode: str | None = None,
+                 hessp: str = "auto"):
+        if hessp not in HESSP_POLICIES:
+            raise ValueError(f"hessp must be one of {HESSP_POLICIES}, got {hessp!r}")
         if name is None:
             name = next(iter(inspect.signature(f).parameters)) if callable(f) else "x"
         self.name = name
@@ -51,8 +77,11 @@ class Objective:
         if mode:
             options["mode"] = mode
         self.session = open_session(client, f, {name: self.x0}, **options)
-        self._point: bytes | None = None
-        self._cached: tuple = ()
+        self.dense_hessp = hessp == "dense" or (hessp == "auto" and self.session.n <= DENSE_HESSP_MAX_N)
+        # Whether each new point's request is the Hessian's (value, gradient and Hessian in one answer):
+        # set by the first ``hess`` or dense ``hessp``, or beforehand by ``minimize`` for methods that use them.
+        self.with_hessian = False
+        self._known: dict[bytes, dict] = {}  # the last POINTS_KEPT points: what is known at each
 
     @property
     def requests(self) -> int:
@@ -71,18 +100,31 @@ class Objective:
     def __exit__(self, *exc):
         self.close()
 
-    def _remember(self, x, kind: str, compute):
+    def _at(self, x, need: str) -> dict:
+        """What is known at ``x`` (a dict of value, grad, hess or jacobian), fetching ``need`` if missing."""
         x = np.asarray(x, dtype=np.float64).reshape(-1)
-        key = kind.encode() + x.tobytes()
-        if key != self._point:
-            self._cached, self._point = compute(x), key
-        return self._cached
+        key = x.tobytes()
+        known = self._known.pop(key, {})
+        if need not in known:
+            if need == "jacobian":
+                value, jac = self.session.value_and_jacobian(x)
+                known = {"value": value, "jacobian": jac}
+            elif need == "hess" or self.with_hessian:
+                value, grad, hess = self.session.value_grad_and_hessian(x)
+                known = {"value": value, "grad": grad, "hess": hess}
+            else:
+                value, grad = self.session.value_and_grad(x)
+                known = {"value": value, "grad": grad}
+        self._known[key] = known  # the most recent last
+        while len(self._known) > POINTS_KEPT:
+            del self._known[next(iter(self._known))]
+        return known
 
     # ------------------------------------------------------------ a scalar f
     def value_and_grad(self, x) -> tuple[float, np.ndarray]:
         """(f(x), ∇f(x)) from one request; for ``jac=True``."""
-        value, grad = self._remember(x, "grad", self.session.value_and_grad)
-        return float(value), grad.copy()
+        known = self._at(x, "grad")
+        return float(known["value"]), known["grad"].copy()
 
     def fun(self, x) -> float:
         return self.value_and_grad(x)[0]
@@ -91,10 +133,19 @@ class Objective:
         return self.value_and_grad(x)[1]
 
     def hessp(self, x, p) -> np.ndarray:
-        return self.session.hvp(np.asarray(x, dtype=np.float64).reshape(-1), np.asarray(p, dtype=np.float64))
+        """H(x) p: the cached Hessian times ``p`` (dense), or one request (stream)."""
+        p = np.asarray(p, dtype=np.float64).reshape(-1)
+        if self.dense_hessp:
+            return self._hessian(x) @ p
+        return self.session.hvp(np.asarray(x, dtype=np.float64).reshape(-1), p)
 
     def hess(self, x) -> np.ndarray:
-        return self.session.hessian(np.asarray(x, dtype=np.float64).reshape(-1))
+        """The n x n Hessian, fetched with the value and gradient once per point."""
+        return self._hessian(x).copy()
+
+    def _hessian(self, x) -> np.ndarray:
+        self.with_hessian = True
+        return self._at(x, "hess")["hess"]
 
     def value(self, x):
         """The value alone (for derivative-free methods): one request, no gradient computed."""
@@ -103,8 +154,8 @@ class Objective:
     # ------------------------------------------------------------ a vector F (residuals, equations)
     def value_and_jacobian(self, x) -> tuple[np.ndarray, np.ndarray]:
         """(F(x) flat, its m x n Jacobian) from one request; for ``root(jac=True)``."""
-        value, jac = self._remember(x, "jacobian", self.session.value_and_jacobian)
-        return value.copy(), jac.copy()
+        known = self._at(x, "jacobian")
+        return known["value"].copy(), known["jacobian"].copy()
 
     def residuals(self, x) -> np.ndarray:
         return self.value_and_jacobian(x)[0]
@@ -132,24 +183,30 @@ def _counted(res, objective: Objective):
 
 
 def minimize(f, x0, method: str | None = None, *, client=None, constants=None, name: str | None = None,
-             hessian: str | None = None, **scipy_kwargs) -> so.OptimizeResult:
+             hessian: str | None = None, hessp="auto", **scipy_kwargs) -> so.OptimizeResult:
     """``scipy.optimize.minimize`` of ``f`` (DSL text, a traced or Python function, a stored function)
     with derivd's gradient (``jac=True``: one request per point) and, for the methods that use one,
     its Hessian-vector products (``hessian="hessp"``) or Hessian (``hessian="hess"``, the default of
-    dogleg and trust-exact). ``client`` defaults to ``Client()`` (REST at ``DERIVD_URL``)."""
+    dogleg and trust-exact). ``hessp`` is :class:`Objective`'s policy for the products (``"auto"``,
+    ``"stream"``, ``"dense"``), or a callable of your own that scipy then calls instead.
+    ``client`` defaults to ``Client()`` (REST at ``DERIVD_URL``)."""
     client, owned = _client(client)
+    kwargs = dict(scipy_kwargs)
+    if callable(hessp):
+        kwargs["hessp"], hessp = hessp, "auto"
     try:
-        with Objective(client, f, x0, constants=constants, name=name) as obj:
+        with Objective(client, f, x0, constants=constants, name=name, hessp=hessp) as obj:
             kind = (method or "").lower()
-            kwargs = dict(scipy_kwargs)
             if kind in NO_GRADIENT:
                 res = so.minimize(obj.value, obj.x0.reshape(-1), method=method, **kwargs)
                 return _counted(res, obj)
             second = hessian or ("hess" if kind in HESS_METHODS else "hessp" if kind in HESSP_METHODS else None)
-            if second == "hessp":
-                kwargs.setdefault("hessp", obj.hessp)
-            elif second == "hess":
-                kwargs.setdefault("hess", obj.hess)
+            if second == "hessp" and "hessp" not in kwargs:
+                kwargs["hessp"] = obj.hessp
+                obj.with_hessian = obj.dense_hessp
+            elif second == "hess" and "hess" not in kwargs:
+                kwargs["hess"] = obj.hess
+                obj.with_hessian = True
             res = so.minimize(obj.value_and_grad, obj.x0.reshape(-1), method=method, jac=True, **kwargs)
             return _counted(res, obj)
     finally:

@@ -95,6 +95,12 @@ class _SessionBase:
         """The n x n Hessian at ``x``."""
         return self._request("hessian", x, post=lambda a: a["hessian"].reshape(self.n, self.n))
 
+    def value_grad_and_hessian(self, x):
+        """(f(x), the flat gradient, the n x n Hessian) from one request: the Hessian's answer carries
+        the value and gradient it computed on the way."""
+        return self._request("hessian", x, post=lambda a: (
+            np.float64(a["value"][0]), a["gradient"], a["hessian"].reshape(self.n, self.n)))
+
     def taylor(self, x, v, order: int):
         """(order + 1) x m coefficients c_k = (1/k!) d^k/dt^k f(x + t v) at t = 0."""
         return self._request("taylor", x, v=v, order=order,

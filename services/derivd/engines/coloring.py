@@ -164,13 +164,14 @@ def decompress_rows(rows: np.ndarray, cols: np.ndarray, colors: np.ndarray, comp
     return compressed[colors[rows], cols]
 
 
-def decompress_star(rows: np.ndarray, cols: np.ndarray, colors: np.ndarray, compressed: np.ndarray) -> np.ndarray:
-    """Entries H[rows, cols] of a symmetric pattern from B = H Sᵀ, (n × c), of a star colouring."""
-    values = np.empty(rows.size)
-    diag = rows == cols
-    values[diag] = compressed[rows[diag], colors[rows[diag]]]
-    i, j = rows[~diag], cols[~diag]
+def star_sources(rows: np.ndarray, cols: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Where each entry H[rows, cols] of a symmetric pattern is read in B = H Sᵀ (n × c) of a star
+    colouring, as flat indices into B (C order): they depend on the pattern and the colouring only,
+    so a plan computes them once and each Hessian is ``B.reshape(-1)[sources]``."""
     ncolors = int(colors.max()) + 1 if colors.size else 1
+    source = rows * ncolors + colors[rows]  # the diagonal: H[i, i] is B[i, colour(i)]
+    off = rows != cols
+    i, j = rows[off], cols[off]
     # (i, colour) keys of the off-diagonal entries: their multiplicity is how many
     # neighbours of i have that colour
     keys = np.sort(i * ncolors + colors[j])
@@ -182,5 +183,5 @@ def decompress_star(rows: np.ndarray, cols: np.ndarray, colors: np.ndarray, comp
     direct = neighbours_colored(i, colors[j]) == 1
     if not (neighbours_colored(j[~direct], colors[i[~direct]]) == 1).all():
         raise AssertionError("not a star colouring: an entry can be read from neither side")
-    values[~diag] = np.where(direct, compressed[i, colors[j]], compressed[j, colors[i]])
-    return values
+    source[off] = np.where(direct, i * ncolors + colors[j], j * ncolors + colors[i])
+    return source

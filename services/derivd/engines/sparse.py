@@ -54,6 +54,9 @@ class Plan:
     colors: np.ndarray  # one colour per column (forward, star) or per row (reverse)
     direction: str  # "forward" (columns), "reverse" (rows) or "star" (Hessian)
     seconds: float  # spent on detection and colouring by this request (0 when they were cached)
+    # A Hessian's with a pattern: its entries (rows, cols), seed matrix and where each entry is read in
+    # the compressed product, kept with the plan (per-request work otherwise, as long as the HVPs at n ~ 100)
+    layout: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def ncolors(self) -> int:
@@ -149,10 +152,13 @@ def hessian_plan(fn, values, wrt: Wrt, settings) -> Plan:
             colors = coloring.star_coloring(p)
         else:
             colors = coloring.column_coloring(p)  # distance-2: columns of H structurally orthogonal
-        return p, colors
+        if p is None:
+            return p, colors, None
+        rows, cols = _entries(Plan(p, colors, "star", 0.0), (wrt.n, wrt.n))
+        return p, colors, (rows, cols, coloring.seeds(colors), coloring.star_sources(rows, cols, colors))
 
-    (p, colors), seconds = _cached(fn, _key("hessian", wrt, constants), make)
-    return Plan(p, colors, "star", seconds)
+    (p, colors, layout), seconds = _cached(fn, _key("hessian", wrt, constants), make)
+    return Plan(p, colors, "star", seconds, layout)
 
 
 def _entries(plan: Plan, shape) -> tuple[np.ndarray, np.ndarray]:
@@ -201,8 +207,11 @@ def hessian(fn, values, wrt_names, plan: Plan, settings):
     wrt = Wrt(fn, wrt_names)
     if plan.pattern is None:
         require_dense(wrt.n, wrt.n, "Hessian", settings)
-    rows, cols = _entries(plan, (wrt.n, wrt.n))
-    y, grads, b, seconds = forward_over_reverse.hvp_blocks(fn, values, wrt_names, coloring.seeds(plan.colors), settings,
-                                                             gradient=True)
-    vals = coloring.decompress_star(rows, cols, plan.colors, b.T)
+    if plan.layout is None:
+        rows, cols = _entries(plan, (wrt.n, wrt.n))
+        seed, sources = coloring.seeds(plan.colors), coloring.star_sources(rows, cols, plan.colors)
+    else:
+        rows, cols, seed, sources = plan.layout
+    y, grads, b, seconds = forward_over_reverse.hvp_blocks(fn, values, wrt_names, seed, settings, gradient=True)
+    vals = np.ascontiguousarray(b.T).reshape(-1)[sources]
     return y, grads, rows, cols, vals, seconds
