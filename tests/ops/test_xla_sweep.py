@@ -13,7 +13,8 @@ numpy template serves tier 2 by default, else it declares ``Primitive.xla``;
 every primitive must have one (``test_every_primitive_lowers``), the helpers
 the sweeps draw only through others' rules (frechet, taylor_*) included.
 
-One XLA compile per primitive (about 0.1-0.5 s each) keeps the sweep under a minute.
+One XLA compile per primitive: about 0.1-0.5 s each, several seconds for the matrix functions (a
+loop of inverses per block matrix) and the polygamma family; a few minutes in all on a quiet machine.
 """
 
 from __future__ import annotations
