@@ -14,7 +14,8 @@ every primitive must have one (``test_every_primitive_lowers``), the helpers
 the sweeps draw only through others' rules (frechet, taylor_*) included.
 
 One XLA compile per primitive: about 0.1-0.5 s each, several seconds for the matrix functions (a
-loop of inverses per block matrix) and the polygamma family; a few minutes in all on a quiet machine.
+loop of inverses per block matrix) and the polygamma family: minutes in all (30 min measured on two
+cores shared with other test runs and a benchmark).
 """
 
 from __future__ import annotations
