@@ -11,7 +11,8 @@ and traces it with jax:
 * a primitive's tier-2 form is declared with it (``Primitive.xla``); by default
   its numpy ``template`` serves, evaluated with ``jax.numpy`` as ``np`` and
   ``jax.scipy.special`` as ``sp`` (``_Spelled``: numpy's names where jax's differ). A primitive with neither (an ``impl`` alone)
-  has no lowering: ``missing_lowering`` names it and its tapes stay on tier 1;
+  has no lowering: ``missing_lowering`` names it and its tapes stay on tier 1. scipy.special
+  functions jax lacks (real-order Bessel functions) are called on the host (``_on_host``);
 * a ``loop`` node is one ``lax.scan`` over its body (a nested function of the
   same source); with ``collect`` the scan stacks the states, so memory stays
   proportional to the iterations, as on tier 1;
