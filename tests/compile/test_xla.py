@@ -150,6 +150,21 @@ def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():
         compute(ALWAYS, "gradient", dsl, {"x": X}, {"idx": np.array([0, 6])})
 
 
+@pytest.mark.parametrize("f", ["sqrtm", "logm"])
+def test_a_matrix_function_without_a_real_value_is_tier_1s_nan(f):
+    """Tier 2's own square root and logarithm (no Schur form): a rotation by 60 degrees has a real one,
+    a negative eigenvalue none, and there the iteration's check lets tier 1 answer its nan."""
+    rotation = np.array([[0.5, -np.sqrt(0.75)], [np.sqrt(0.75), 0.5]])  # exp(±iπ/3)
+    got = compute(ALWAYS, "evaluate", f"{f}(a)", {"a": rotation})
+    half = np.pi / 6 if f == "sqrtm" else np.pi / 3  # the principal root is the rotation by 30 degrees
+    want = np.array([[np.cos(half), -np.sin(half)], [np.sin(half), np.cos(half)]]) if f == "sqrtm" else \
+        np.array([[0.0, -half], [half, 0.0]])
+    assert got["tier"] == 2
+    np.testing.assert_allclose(got["value"], want, rtol=1e-13, atol=1e-14)
+    got = compute(ALWAYS, "evaluate", f"{f}(a)", {"a": np.array([[-1.0, 0.3], [0.0, 2.0]])})
+    assert got["tier"] == 1 and np.all(np.isnan(got["value"]))
+
+
 def test_rest_says_which_tier_answered(server, client):
     """The live gateway's default settings (auto): tier 1 answers a new program first."""
     r = client.post("/v1/gradient", json={"function": {"dsl": "sum(x ** 2) * 0.5"}, "at": {"x": [1.0, 2.0]}})

@@ -129,7 +129,7 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
     return out
 
 
-RAW_FIELDS = ("engine", "verification", "id", "inputs", "directions")  # kept as JSON gave them
+RAW_FIELDS = ("engine", "verification", "id", "inputs", "directions", "tier")  # kept as JSON gave them
 METADATA_FIELDS = ("sparsity", "fd")  # counts stay ints, estimates floats (non-finite strings decoded)
 
 

@@ -288,6 +288,8 @@ def decode(msg) -> Result:
         name = fd.name
         if name == "timing":
             out.timing = _timing(value)
+            if value.tier:  # which compile tier answered, as REST's body field ``tier`` (absent: tier 2 off)
+                out["tier"] = value.tier
         elif name == "verification":
             out[name] = {"max_abs_err": value.max_abs_err, "max_rel_err": value.max_rel_err, "passed": value.passed}
         elif name == "jacobian_coo":

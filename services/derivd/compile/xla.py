@@ -11,7 +11,8 @@ and traces it with jax:
 * a primitive's tier-2 form is declared with it (``Primitive.xla``); by default
   its numpy ``template`` serves, evaluated with ``jax.numpy`` as ``np`` and
   ``jax.scipy.special`` as ``sp`` (``_Spelled``: numpy's names where jax's differ). A primitive with neither (an ``impl`` alone)
-  has no lowering: ``missing_lowering`` names it and its tapes stay on tier 1;
+  has no lowering: ``missing_lowering`` names it and its tapes stay on tier 1. scipy.special
+  functions jax lacks (real-order Bessel functions) are called on the host (``_on_host``);
 * a ``loop`` node is one ``lax.scan`` over its body (a nested function of the
   same source); with ``collect`` the scan stacks the states, so memory stays
   proportional to the iterations, as on tier 1;
@@ -102,6 +103,7 @@ def configure(settings) -> object:
 def _namespace(jax) -> dict:
     """What the generated source sees, made per compile: ``_jx.checks`` collects that trace's checks."""
     import jax.numpy as jnp
+    import jax.scipy.linalg as jsla
     import jax.scipy.special as jsp
     from jax import lax
 
@@ -113,7 +115,7 @@ def _namespace(jax) -> dict:
         jx.checks.append(jnp.asarray(condition, dtype=bool))
 
     np_, sp_ = _Spelled(jnp, NUMPY_SPELLINGS), _Spelled(jsp, SCIPY_SPELLINGS)
-    jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp, checks=[], fail_if=fail_if)
+    jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp, linalg=jsla, host=_on_host, checks=[], fail_if=fail_if)
     return {"np": np_, "sp": sp_, "lax": lax, "_jx": jx, "_mul0": mul0, "_inf": float("inf"),
             "_nan": float("nan"), "_scan": _scan_loop, "_finish": _finish}
 
@@ -141,7 +143,44 @@ def _log_sigmoid(jsp):
     return jax.nn.log_sigmoid
 
 
-SCIPY_SPELLINGS = {"log_expit": _log_sigmoid}
+def _on_host(function, *args):
+    """``function`` (numpy in, numpy out, elementwise) on the broadcast float64 arguments, called back
+    on the host from inside the executable (``jax.pure_callback``): for scipy's functions jax lacks,
+    so that tier 2 runs them with tier 1's own numbers. A callback costs a host round trip per call
+    (tens of microseconds) and XLA cannot fuse it, but the rest of the tape stays compiled."""
+    import jax
+    import jax.numpy as jnp
+
+    args = [jnp.asarray(a, dtype=jnp.float64) for a in args]
+    shape = jnp.broadcast_shapes(*[a.shape for a in args])
+
+    def call(*values):
+        with np.errstate(all="ignore"):
+            return np.asarray(function(*values), dtype=np.float64).reshape(shape)
+
+    return jax.pure_callback(call, jax.ShapeDtypeStruct(shape, jnp.float64),
+                             *[jnp.broadcast_to(a, shape) for a in args], vmap_method="sequential")
+
+
+def _scipy_on_host(name):
+    """scipy.special's ``name``, which jax.scipy.special lacks, run on the host (``_on_host``)."""
+    def spelled(jsp):
+        import scipy.special
+
+        return lambda *args: _on_host(getattr(scipy.special, name), *args)
+
+    return spelled
+
+
+# scipy's real Bessel functions of the first and second kind and of real order: jax has i0, i1,
+# i0e, i1e and an integer-order jn recurrence only (bessel_jn, inaccurate past small x)
+def _erfcinv(jsp):
+    """erfcinv(x) = -ndtri(x / 2) / √2: exact in the tail near 0, where erfinv(1 - x) loses x's digits."""
+    return lambda x: jsp.ndtri(x / 2) * -0.7071067811865476
+
+
+SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv,
+                   **{name: _scipy_on_host(name) for name in ("j0", "j1", "y0", "y1", "jv", "yn", "ive")}}
 
 
 def _finish(jx, outputs):

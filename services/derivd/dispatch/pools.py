@@ -42,6 +42,7 @@ import grpc
 from derivd.core import Timings
 from derivd.dispatch import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
 from derivd import errors
+from derivd.engines import tiers
 from derivd.errors import DeadlineExceeded, DerivdError
 
 log = logging.getLogger("derivd.pool")
@@ -149,6 +150,7 @@ class GrpcPool:
                 raise DerivdError(f"no worker of pool {self.name} could take the request ({code.name.lower()})",
                                   code="pool_unavailable", status=503, pool=self.name) from None
         self.stats.add(dict(reply.cache_counts))
+        tiers.add(dict(reply.tier2_counts))
         if reply.HasField("error"):
             err = reply.error
             raise errors.rebuild(err.message, err.code, err.status, **codec.decode_struct(err.detail))

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65rivd/internal/worker.proto\x12\x12\x64\x65rivd.internal.v1\"3\n\x05\x41rray\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xed\x01\n\x05Value\x12\x0e\n\x04none\x18\x01 \x01(\x08H\x00\x12\x0e\n\x04\x66lag\x18\x02 \x01(\x08H\x00\x12\x11\n\x07integer\x18\x03 \x01(\x12H\x00\x12\x10\n\x06number\x18\x04 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x05 \x01(\tH\x00\x12*\n\x05\x61rray\x18\x06 \x01(\x0b\x32\x19.derivd.internal.v1.ArrayH\x00\x12,\n\x06struct\x18\x07 \x01(\x0b\x32\x1a.derivd.internal.v1.StructH\x00\x12-\n\x04list\x18\x08 \x01(\x0b\x32\x1d.derivd.internal.v1.ValueListH\x00\x42\x06\n\x04kind\"A\n\x06Struct\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12)\n\x06values\x18\x02 \x03(\x0b\x32\x19.derivd.internal.v1.Value\"5\n\tValueList\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.derivd.internal.v1.Value\"p\n\x0bWorkRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12+\n\x07request\x18\x03 \x01(\x0b\x32\x1a.derivd.internal.v1.Struct\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"b\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\x05\x12*\n\x06\x64\x65tail\x18\x04 \x01(\x0b\x32\x1a.derivd.internal.v1.Struct\"\xa9\x02\n\x0cWorkResponse\x12,\n\x08response\x18\x01 \x01(\x0b\x32\x1a.derivd.internal.v1.Struct\x12\x17\n\x0f\x63ompile_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12G\n\x0c\x63\x61\x63he_counts\x18\x04 \x03(\x0b\x32\x31.derivd.internal.v1.WorkResponse.CacheCountsEntry\x12(\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x19.derivd.internal.v1.Error\x12\x12\n\nworker_pid\x18\x06 \x01(\x03\x1a\x32\n\x10\x43\x61\x63heCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32R\n\x06Worker\x12H\n\x03Run\x12\x1f.derivd.internal.v1.WorkRequest\x1a .derivd.internal.v1.WorkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64\x65rivd/internal/worker.proto\x12\x12\x64\x65rivd.internal.v1\"3\n\x05\x41rray\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xed\x01\n\x05Value\x12\x0e\n\x04none\x18\x01 \x01(\x08H\x00\x12\x0e\n\x04\x66lag\x18\x02 \x01(\x08H\x00\x12\x11\n\x07integer\x18\x03 \x01(\x12H\x00\x12\x10\n\x06number\x18\x04 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x05 \x01(\tH\x00\x12*\n\x05\x61rray\x18\x06 \x01(\x0b\x32\x19.derivd.internal.v1.ArrayH\x00\x12,\n\x06struct\x18\x07 \x01(\x0b\x32\x1a.derivd.internal.v1.StructH\x00\x12-\n\x04list\x18\x08 \x01(\x0b\x32\x1d.derivd.internal.v1.ValueListH\x00\x42\x06\n\x04kind\"A\n\x06Struct\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12)\n\x06values\x18\x02 \x03(\x0b\x32\x19.derivd.internal.v1.Value\"5\n\tValueList\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.derivd.internal.v1.Value\"p\n\x0bWorkRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12+\n\x07request\x18\x03 \x01(\x0b\x32\x1a.derivd.internal.v1.Struct\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"b\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\x05\x12*\n\x06\x64\x65tail\x18\x04 \x01(\x0b\x32\x1a.derivd.internal.v1.Struct\"\xa6\x03\n\x0cWorkResponse\x12,\n\x08response\x18\x01 \x01(\x0b\x32\x1a.derivd.internal.v1.Struct\x12\x17\n\x0f\x63ompile_seconds\x18\x02 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12G\n\x0c\x63\x61\x63he_counts\x18\x04 \x03(\x0b\x32\x31.derivd.internal.v1.WorkResponse.CacheCountsEntry\x12(\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x19.derivd.internal.v1.Error\x12\x12\n\nworker_pid\x18\x06 \x01(\x03\x12G\n\x0ctier2_counts\x18\x07 \x03(\x0b\x32\x31.derivd.internal.v1.WorkResponse.Tier2CountsEntry\x1a\x32\n\x10\x43\x61\x63heCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10Tier2CountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32R\n\x06Worker\x12H\n\x03Run\x12\x1f.derivd.internal.v1.WorkRequest\x1a .derivd.internal.v1.WorkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKRESPONSE_CACHECOUNTSENTRY']._loaded_options = None
   _globals['_WORKRESPONSE_CACHECOUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_WORKRESPONSE_TIER2COUNTSENTRY']._loaded_options = None
+  _globals['_WORKRESPONSE_TIER2COUNTSENTRY']._serialized_options = b'8\001'
   _globals['_ARRAY']._serialized_start=52
   _globals['_ARRAY']._serialized_end=103
   _globals['_VALUE']._serialized_start=106
@@ -46,9 +48,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ERROR']._serialized_start=581
   _globals['_ERROR']._serialized_end=679
   _globals['_WORKRESPONSE']._serialized_start=682
-  _globals['_WORKRESPONSE']._serialized_end=979
-  _globals['_WORKRESPONSE_CACHECOUNTSENTRY']._serialized_start=929
-  _globals['_WORKRESPONSE_CACHECOUNTSENTRY']._serialized_end=979
-  _globals['_WORKER']._serialized_start=981
-  _globals['_WORKER']._serialized_end=1063
+  _globals['_WORKRESPONSE']._serialized_end=1104
+  _globals['_WORKRESPONSE_CACHECOUNTSENTRY']._serialized_start=1002
+  _globals['_WORKRESPONSE_CACHECOUNTSENTRY']._serialized_end=1052
+  _globals['_WORKRESPONSE_TIER2COUNTSENTRY']._serialized_start=1054
+  _globals['_WORKRESPONSE_TIER2COUNTSENTRY']._serialized_end=1104
+  _globals['_WORKER']._serialized_start=1106
+  _globals['_WORKER']._serialized_end=1188
 # @@protoc_insertion_point(module_scope)

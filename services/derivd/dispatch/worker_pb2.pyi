@@ -75,8 +75,15 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., status: _Optional[int] = ..., detail: _Optional[_Union[Struct, _Mapping]] = ...) -> None: ...
 
 class WorkResponse(_message.Message):
-    __slots__ = ("response", "compile_seconds", "compute_seconds", "cache_counts", "error", "worker_pid")
+    __slots__ = ("response", "compile_seconds", "compute_seconds", "cache_counts", "error", "worker_pid", "tier2_counts")
     class CacheCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class Tier2CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -89,10 +96,12 @@ class WorkResponse(_message.Message):
     CACHE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
+    TIER2_COUNTS_FIELD_NUMBER: _ClassVar[int]
     response: Struct
     compile_seconds: float
     compute_seconds: float
     cache_counts: _containers.ScalarMap[str, int]
     error: Error
     worker_pid: int
-    def __init__(self, response: _Optional[_Union[Struct, _Mapping]] = ..., compile_seconds: _Optional[float] = ..., compute_seconds: _Optional[float] = ..., cache_counts: _Optional[_Mapping[str, int]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., worker_pid: _Optional[int] = ...) -> None: ...
+    tier2_counts: _containers.ScalarMap[str, int]
+    def __init__(self, response: _Optional[_Union[Struct, _Mapping]] = ..., compile_seconds: _Optional[float] = ..., compute_seconds: _Optional[float] = ..., cache_counts: _Optional[_Mapping[str, int]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., worker_pid: _Optional[int] = ..., tier2_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...

@@ -44,7 +44,9 @@ from derivd.deadlines import check as check_deadline
 log = logging.getLogger("derivd.tiers")
 
 RESULTS = ("accepted", "rejected", "unlowerable")
-COUNTS = dict.fromkeys(RESULTS, 0)  # tapes of this process by what became of their tier 2
+# tapes of this process (and of its worker pools: ``add``) by what became of their tier 2
+COUNTS = dict.fromkeys(RESULTS, 0)
+_UNREPORTED = dict.fromkeys(RESULTS, 0)  # this process's counts not yet handed over by ``drain``
 _COUNT_LOCK = threading.Lock()
 _COMPILER: list = []  # the one background compile thread, made on first use
 _ANSWERED: contextvars.ContextVar[set | None] = contextvars.ContextVar("tiers_answered", default=None)
@@ -72,9 +74,28 @@ def _answered(tier: int) -> None:
         used.add(tier)
 
 
-def _count(result: str) -> None:
+def _count(result: str, n: int = 1) -> None:
     with _COUNT_LOCK:
-        COUNTS[result] += 1
+        COUNTS[result] += n
+        _UNREPORTED[result] += n
+
+
+def drain() -> dict[str, int]:
+    """The counts not handed over yet: a worker process puts them in each response (a tape promoted
+    in the background is reported with the worker's next one), as its cache counts."""
+    with _COUNT_LOCK:
+        out = {r: n for r, n in _UNREPORTED.items() if n}
+        _UNREPORTED.update(dict.fromkeys(RESULTS, 0))
+    return out
+
+
+def add(counts: dict[str, int]) -> None:
+    """A worker's drained counts, added to this (the gateway's) process's, so that its /metrics
+    counts the tapes of its pools too; unknown results are ignored (a newer worker)."""
+    with _COUNT_LOCK:
+        for result, n in counts.items():
+            if result in COUNTS and n > 0:
+                COUNTS[result] += n
 
 
 def _compiler() -> ThreadPoolExecutor:

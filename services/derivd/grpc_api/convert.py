@@ -160,5 +160,7 @@ def fill(msg, body: dict):
     return msg
 
 
-def timing(compile_s: float, queue_s: float, compute_s: float) -> pb.Timing:
-    return pb.Timing(compile_ms=compile_s * 1e3, queue_ms=queue_s * 1e3, compute_ms=compute_s * 1e3)
+def timing(compile_s: float, queue_s: float, compute_s: float, tier: int | None = None) -> pb.Timing:
+    """The durations and the compile tier that answered (the body's ``tier``; 0: tier 2 is off)."""
+    return pb.Timing(compile_ms=compile_s * 1e3, queue_ms=queue_s * 1e3, compute_ms=compute_s * 1e3,
+                     tier=tier or 0)

@@ -78,14 +78,16 @@ class Verification(_message.Message):
     def __init__(self, max_abs_err: _Optional[float] = ..., max_rel_err: _Optional[float] = ..., passed: _Optional[bool] = ...) -> None: ...
 
 class Timing(_message.Message):
-    __slots__ = ("compile_ms", "queue_ms", "compute_ms")
+    __slots__ = ("compile_ms", "queue_ms", "compute_ms", "tier")
     COMPILE_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     compile_ms: float
     queue_ms: float
     compute_ms: float
-    def __init__(self, compile_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ...) -> None: ...
+    tier: int
+    def __init__(self, compile_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., tier: _Optional[int] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("function", "at", "constants", "wrt", "mode", "fd", "verify")

@@ -52,7 +52,8 @@ class FunctionSession:
         self.n = sum(self.sizes)
         value = np.asarray(body["value"], dtype=np.float64)
         self.opened = pb.SessionOpened(wrt=self.wrt, n=self.sizes, out_shape=value.shape, value=_flat(value),
-                                       timing=convert.timing(timings.compile, timings.queue, timings.compute))
+                                       timing=convert.timing(timings.compile, timings.queue, timings.compute,
+                                                             body.get("tier")))
 
     def _split(self, flat: pb.Array, where: str) -> dict[str, np.ndarray]:
         x = convert.to_numpy(flat, where)
@@ -82,7 +83,7 @@ class FunctionSession:
                 req.order = ask.order
             body, timings = self.dispatcher.submit(name, req, remaining)
             out = self._fill(ask.id, body)
-            out.timing.CopyFrom(convert.timing(timings.compile, timings.queue, timings.compute))
+            out.timing.CopyFrom(convert.timing(timings.compile, timings.queue, timings.compute, body.get("tier")))
             self.metrics.record("grpc", route, out.engine, 200, time.perf_counter() - t0,
                                 timings.queue, timings.compile, timings.compute)
             return out

@@ -97,9 +97,9 @@ register(Primitive(
     vjp=lambda p, out, ct: [-(swap(out) @ ct @ swap(out))],
     taylor=lambda p, s, out, jet: apply("taylor_inv", s[0], out), sparsity=MATRIX, sample=SQUARE, dsl=of_square("inv"),
 ))
-def _adjugate(a):
+def _adjugate(a, np=np):
     """adj(A) = det(Vt) Vtᵀ diag(Π_{j≠i} s_j) det(U) Uᵀ from A = U S Vt: exact at a singular A too
-    (the products skip s_i without dividing by it)."""
+    (the products skip s_i without dividing by it). ``np``: numpy, or jax.numpy for tier 2."""
     u, s, vt = np.linalg.svd(a)
     n = s.shape[-1]
     ones = np.ones(s.shape[:-1] + (1,))
@@ -125,7 +125,8 @@ def _adjugate_vjp(p, out, ct):
 
 
 register(Primitive(
-    "adjugate", _square_shape, impl=_adjugate, jvp=_adjugate_jvp, vjp=_adjugate_vjp,
+    "adjugate", _square_shape, impl=_adjugate, xla=lambda jx, a: _adjugate(a, jx.np), jvp=_adjugate_jvp,
+    vjp=_adjugate_vjp,
     taylor=lambda p, s, out, jet: jet.series(_expand2(apply("det", p[0])) * apply("inv", p[0])),
     sparsity=MATRIX, sample=SQUARE, doc="adj(A), det(A) inv(A) where A is invertible: det's gradient (transposed), "
     "also at a singular A",
@@ -273,6 +274,19 @@ def _spectral_gaps(w, nonzero):
         return np.where(off, 1.0 / np.where(off, d, 1.0), 0.0)
 
 
+def _spectral_gaps_xla(jx, w, nonzero):
+    np_ = jx.np
+    d = w[..., None, :] - w[..., :, None]
+    n = w.shape[-1]
+    scale = np_.max(np_.abs(w), axis=-1, initial=0.0)[..., None, None]
+    off = ~np_.eye(n, dtype=bool)
+    close = np_.any(off & (np_.abs(d) <= DEGENERATE_RTOL * scale))
+    if nonzero:
+        close = close | np_.any(np_.abs(w) <= DEGENERATE_RTOL * scale[..., 0])
+    jx.fail_if(close)  # tier 1 says which (a 422)
+    return np_.where(off, 1.0 / np_.where(off, d, 1.0), 0.0)
+
+
 def _gaps_jvp(p, t, out, nonzero):
     """dF_ij = -F_ij² (dw_j - dw_i)."""
     if t[0] is None:
@@ -286,7 +300,7 @@ def _gaps_vjp(p, out, ct, nonzero):
 
 
 register(Primitive(
-    "spectral_gaps", lambda w, nonzero: (w[0] + (w[0][-1],), FLOAT), impl=_spectral_gaps,
+    "spectral_gaps", lambda w, nonzero: (w[0] + (w[0][-1],), FLOAT), impl=_spectral_gaps, xla=_spectral_gaps_xla,
     jvp=_gaps_jvp, vjp=_gaps_vjp, params={"nonzero": FLAG},
     sample=[case(("distinct", (3,), (-2.0, 2.0)), nonzero=False), case(("distinct", (2, 3), (0.5, 3.0)), nonzero=True)],
     doc=f"F_ij = 1/(w_j - w_i) off the diagonal: the eigenvector derivative's weights; a 422 where two w are "
@@ -595,24 +609,128 @@ def _pair_shape(a, e, **_):
     return broadcast_shapes(a[0], e[0]), FLOAT
 
 
+# Tier 2 (compile/xla.py): the same block matrices in jax. jax's expm serves; jax's sqrtm needs a
+# Schur form only its CPU backend has, and it has no logm, so both are built here from inverses and
+# solves, which every platform has: the square root by the scaled Denman-Beavers iteration (product
+# form, Higham 2008 §6.3), which converges to the principal root wherever one is real; the logarithm
+# by inverse scaling and squaring (§11.5): square roots until ‖A - I‖₁ <= 1/4, then the [8/8] Padé
+# approximant of log(I + X) as Gauss-Legendre quadrature of X (I + tX)⁻¹ over t in [0, 1]. Where the
+# root is not real the iteration does not converge: a lowering check then lets tier 1 answer (nan).
+# Both agree with scipy's Schur methods to about 1e-14 relative on the sweep's matrices.
+
+ROOT_STEPS = 60  # Denman-Beavers iterations before a root is declared not real (converged ones take ~10)
+LOG_ROOTS = 64  # square roots taken at most before the logarithm's Padé approximant
+
+
+def _root_xla(jx, a):
+    """(sqrtm(a), whether the iteration converged). M_{k+1} = (I + (μ²M + μ⁻²M⁻¹)/2)/2, Y_{k+1} =
+    μ Y (I + μ⁻²M⁻¹)/2 from M = Y = A, μ = |det M|^(-1/2n): Y → A^½ as M → I; two steps after
+    ‖M - I‖ <= 1e-7 reach rounding (the convergence is quadratic)."""
+    np_, lax = jx.np, jx.lax
+    n = a.shape[-1]
+    eye = np_.eye(n)
+
+    def far(m):
+        return np_.max(np_.abs(m - eye), initial=0.0)
+
+    def step(state):
+        k, m, y = state
+        mu = np_.exp(-np_.linalg.slogdet(m)[1] / (2 * n))[..., None, None]
+        mi = np_.linalg.inv(m) / (mu * mu)
+        return k + 1, 0.5 * (eye + 0.5 * (mu * mu * m + mi)), 0.5 * mu * (y @ (eye + mi))
+
+    state = lax.while_loop(lambda s: (s[0] < ROOT_STEPS) & (far(s[1]) > 1e-7), step, (np_.asarray(0), a, a))
+    _, m, y = step(step(state))
+    return y, far(m) <= 1e-10
+
+
+def _sqrtm_xla(jx, a):
+    y, converged = _root_xla(jx, a)
+    jx.fail_if(~converged)  # no real principal root: tier 1 answers nan
+    return y
+
+
+def _logm_xla(jx, a):
+    np_, lax = jx.np, jx.lax
+    eye = np_.eye(a.shape[-1])
+
+    def far(x):
+        return np_.max(np_.sum(np_.abs(x - eye), axis=-2), initial=0.0)
+
+    def root(state):
+        s, x, ok = state
+        y, converged = _root_xla(jx, x)
+        return s + 1, y, ok & converged
+
+    s, x, ok = lax.while_loop(lambda st: (st[0] < LOG_ROOTS) & st[2] & (far(st[1]) > 0.25), root,
+                              (np_.asarray(0), a, np_.asarray(True)))
+    jx.fail_if(~ok | (far(x) > 0.25))  # no real principal logarithm: tier 1 answers nan
+    nodes, weights = np.polynomial.legendre.leggauss(8)
+    x = x - eye
+    pade = sum(0.5 * w * np_.linalg.solve(eye + 0.5 * (t + 1.0) * x, x) for t, w in zip(nodes, weights))
+    return pade * 2.0 ** s.astype(np_.float64)
+
+
+MATFUNS_XLA = {"expm": lambda jx, a: jx.linalg.expm(a), "sqrtm": _sqrtm_xla, "logm": _logm_xla}
+
+
+def _blocks_xla(jx, a, parts, layout):
+    np_ = jx.np
+    shape = np_.broadcast_shapes(a.shape, *[np_.shape(p) for p in parts])
+
+    def block(which):
+        return np_.zeros(shape) if which is None else np_.broadcast_to(a if which == -1 else parts[which], shape)
+
+    return np_.concatenate([np_.concatenate([block(w) for w in row], axis=-1) for row in layout], axis=-2)
+
+
+def _scaled_xla(jx, a, parts):
+    np_ = jx.np
+    big = np_.maximum(np_.max(np_.abs(a), initial=0.0), 1e-300)
+    return [big / np_.maximum(np_.max(np_.abs(p), initial=0.0), 1e-300) for p in parts]
+
+
+def _frechet_xla(jx, a, e, f):
+    n = a.shape[-1]
+    (c,) = _scaled_xla(jx, a, [e])
+    return MATFUNS_XLA[f](jx, _blocks_xla(jx, a, [e * c], [[-1, 0], [None, -1]]))[..., :n, n:] / c
+
+
+def _frechet2_xla(jx, a, e, d, f):
+    n = a.shape[-1]
+    c1, c2 = _scaled_xla(jx, a, [e, d])
+    x = _blocks_xla(jx, a, [e * c1, d * c2], [[-1, 0, 1, None], [None, -1, None, 1], [None, None, -1, 0],
+                                               [None, None, None, -1]])
+    return MATFUNS_XLA[f](jx, x)[..., :n, 3 * n:] / (c1 * c2)
+
+
+def _taylor_matfun_xla(jx, a0, series, f):
+    K, n = series.shape[0], a0.shape[-1]
+    (c,) = _scaled_xla(jx, a0, [series])
+    parts = [series[k] * c ** (k + 1) for k in range(K)]
+    layout = [[-1 if j == i else (j - i - 1 if j > i else None) for j in range(K + 1)] for i in range(K + 1)]
+    out = MATFUNS_XLA[f](jx, _blocks_xla(jx, a0, parts, layout))
+    return jx.np.stack([out[..., :n, (k + 1) * n:(k + 2) * n] / c ** (k + 1) for k in range(K)])
+
+
 register(Primitive(
-    "frechet", _pair_shape, impl=_frechet, jvp=_frechet_jvp, vjp=_frechet_vjp, broadcasting=True,
+    "frechet", _pair_shape, impl=_frechet, xla=_frechet_xla, jvp=_frechet_jvp, vjp=_frechet_vjp, broadcasting=True,
     params={"f": FUNCTION}, tested_in="tests/ops/test_registry_sweep.py (the first and second order of expm, "
     "sqrtm, logm)", doc="L(A, E), the Fréchet derivative of the matrix function f at A in the direction E",
 ))
 register(Primitive(
-    "frechet2", lambda a, e, d, f: (broadcast_shapes(a[0], e[0], d[0]), FLOAT), impl=_frechet2,
+    "frechet2", lambda a, e, d, f: (broadcast_shapes(a[0], e[0], d[0]), FLOAT), impl=_frechet2, xla=_frechet2_xla,
     params={"f": FUNCTION}, tested_in="tests/ops/test_registry_sweep.py (the second order of expm, sqrtm, logm)",
     doc="L2(A, E, D), the second Fréchet derivative of f: a third derivative of a matrix function is refused",
 ))
 register(Primitive("taylor_matfun", lambda a, s, f: (broadcast_shapes(s[0], (1,) + a[0]), FLOAT),
-                   impl=_taylor_matfun, params={"f": FUNCTION},
+                   impl=_taylor_matfun, xla=_taylor_matfun_xla, params={"f": FUNCTION},
                    doc="(A_0, A series; f) -> series of the matrix function f(A)"))
 
 
 def matfun(name, doc):
     register(Primitive(
-        name, _square_shape, impl=lambda a, _f=name: _apply_matfun(_f, a),
+        name, _square_shape, impl=lambda a, _f=name: _apply_matfun(_f, a), xla=MATFUNS_XLA[name],
         jvp=lambda p, t, out: None if t[0] is None else apply("frechet", p[0], t[0], f=name),
         vjp=lambda p, out, ct: [apply("frechet", swap(p[0]), ct, f=name)],
         taylor=lambda p, s, out, jet: apply("taylor_matfun", p[0], s[0], f=name), sparsity=MATRIX,

@@ -96,8 +96,23 @@ def _taylor_compose(xs, *derivatives):
     return y
 
 
+def _taylor_compose_xla(jx, xs, *derivatives):
+    np_ = jx.np
+    K = xs.shape[0]
+    shape = np_.broadcast_shapes(xs.shape[1:], *[np_.shape(d) for d in derivatives])
+    u = [np_.zeros(shape)] + [np_.broadcast_to(xs[k], shape) for k in range(K)]
+    power, y = u, 0.0
+    for m in range(1, K + 1):
+        if m > 1:
+            power = [np_.zeros(shape)] * m + [sum(power[j] * u[k - j] for j in range(m - 1, k))
+                                              for k in range(m, K + 1)]
+        y = y + (derivatives[m - 1] / math.factorial(m)) * np_.stack(power[1:])
+    return y
+
+
 register(Primitive("taylor_compose", lambda xs, *ds: (broadcast_shapes(xs[0], *[d[0] for d in ds]), FLOAT),
-                   impl=_taylor_compose, doc="(x series, f', f'', ..., f⁽ᴷ⁾ at x_0) -> series of f(x)"))
+                   impl=_taylor_compose, xla=_taylor_compose_xla,
+                   doc="(x series, f', f'', ..., f⁽ᴷ⁾ at x_0) -> series of f(x)"))
 
 
 def bessel(prim, sign, order=None):
@@ -164,9 +179,10 @@ binary("beta", "sp.beta({0}, {1})", None, lambda a, b, y: y * _psi_diff(a, b), l
        taylor=composite(lambda a, b, y: exp(apply("betaln", a, b)) * gammasgn(a) * gammasgn(b) * gammasgn(a + b)))
 
 
-def _multigammaln(a, d):
+def _multigammaln(a, d, np=np, sp=sp):
     """log of the multivariate gamma function: d(d-1)/4 log π + Σ_{j<d} gammaln(a - j/2); nan
-    where scipy's refuses (a <= (d-1)/2) instead of an exception."""
+    where scipy's refuses (a <= (d-1)/2) instead of an exception. ``np``, ``sp``: numpy and
+    scipy.special, or jax's for tier 2."""
     a = np.asarray(a, dtype=np.float64)
     out = d * (d - 1) / 4 * math.log(math.pi) + sum(sp.gammaln(a - j / 2) for j in range(d))
     return np.where(a > (d - 1) / 2, out, np.nan)
@@ -187,6 +203,7 @@ def _multidigamma(a, d):
 
 register(Primitive(
     "multigammaln", lambda a, d: (a[0], FLOAT), impl=_multigammaln,
+    xla=lambda jx, a, d: _multigammaln(a, d, jx.np, jx.sp),
     jvp=lambda p, t, out, d: None if t[0] is None else t[0] * _multidigamma(p[0], d),
     vjp=lambda p, out, ct, d: [scale(ct, _multidigamma(p[0], d))],
     taylor=integral, broadcasting=True, sparsity=("elementwise", "all"), params={"d": SIZE},
@@ -210,7 +227,7 @@ def no_derivative(prim: str, argument: str):
     return refuse
 
 
-def in_second(name, template, dx, first, *, domains, taylor=integral, doc=""):
+def in_second(name, template, dx, first, *, domains, taylor=integral, xla=None, doc=""):
     """``name(c, x)``: differentiable in ``x`` (``dx(c, x, y)``), refused in its first argument
     ``first`` (an order or a shape parameter) whenever that argument varies."""
     refuse = no_derivative(name, first)
@@ -226,7 +243,7 @@ def in_second(name, template, dx, first, *, domains, taylor=integral, doc=""):
         return [None, scale(ct, dx(p[0], p[1], out))]
 
     code = {"impl": template} if callable(template) else {"template": template}  # a function, or numpy code
-    register(Primitive(name, lambda c, x: (broadcast_shapes(c[0], x[0]), FLOAT), **code,
+    register(Primitive(name, lambda c, x: (broadcast_shapes(c[0], x[0]), FLOAT), **code, xla=xla,
                        jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True, sparsity=("elementwise", "all"),
                        sample=_order_cases(*domains), dsl={name: floats(name, 2)}, doc=doc))
 
@@ -305,7 +322,22 @@ def _taylor_expsq(xs, y0, c, b):
     return y[1:]
 
 
+def _taylor_expsq_xla(jx, xs, y0, c, b):
+    np_ = jx.np
+    shape = np_.broadcast_shapes(np_.shape(y0), xs.shape[1:])
+    x = np_.broadcast_to(xs, (xs.shape[0],) + shape)
+    y = [np_.broadcast_to(y0, shape)]
+    z = [b * y[0] * y[0]]
+    w = [np_.exp(z[0])]
+    for k in range(1, xs.shape[0] + 1):
+        y.append(c / k * sum(j * x[j - 1] * w[k - j] for j in range(1, k + 1)))
+        z.append(b * sum(y[i] * y[k - i] for i in range(k + 1)))
+        w.append(sum(j * z[j] * w[k - j] for j in range(1, k + 1)) / k)
+    return np_.stack(y[1:])
+
+
 register(Primitive("taylor_expsq", lambda xs, y0, c, b: (broadcast_shapes(xs[0], y0[0]), FLOAT), impl=_taylor_expsq,
+                   xla=_taylor_expsq_xla,
                    params={"c": NUMBER, "b": NUMBER}, doc="(x series, y0; c, b) -> y series for y' = c e^{b y²} x'"))
 
 unary("erfinv", "sp.erfinv({0})", lambda x, y: SQRT_PI_2 * exp(square(y)), domain=_UNIT,
@@ -360,8 +392,9 @@ def _iv(v, x):
 
 
 in_second("iv", _iv, lambda v, x, y: 0.5 * (iv(v - 1.0, x) + iv(v + 1.0, x)), "v", domains=(3, _POS),
-          taylor=bessel("iv", 1),
-          doc="modified Bessel function of the first kind of real order v (a constant)")
+          taylor=bessel("iv", 1), xla=lambda jx, v, x: jx.host(_iv, v, x),
+          doc="modified Bessel function of the first kind of real order v (a constant); tier 2 calls scipy's "
+              "on the host (jax has no Bessel function of real order)")
 in_second("ive", "sp.ive({0}, {1})", lambda v, x, y: 0.5 * (ive(v - 1.0, x) + ive(v + 1.0, x)) - sign(x) * y, "v",
           domains=(3, _POS), taylor=composite(lambda v, x, y: exp(-apply("abs", x)) * iv(v, x)),
           doc="exp(-|x|) iv(v, x)")

@@ -115,8 +115,25 @@ def _put_along_add(ct, idx, axis, size):
     return out
 
 
+def _take_along_xla(jx, x, idx, axis):
+    np_ = jx.np
+    n = x.shape[axis]
+    jx.fail_if(np_.any((idx >= n) | (idx < -n)))  # tier 1 raises; jax would clamp
+    idx = np_.broadcast_to(np_.where(idx < 0, idx + n, idx), x.shape[: x.ndim - idx.ndim] + idx.shape)
+    return np_.take_along_axis(x, idx, axis=axis, mode="clip")
+
+
+def _put_along_add_xla(jx, ct, idx, axis, size):
+    np_ = jx.np
+    shape = ct.shape[: ct.ndim - idx.ndim] + idx.shape
+    where = list(np_.indices(shape, sparse=True))
+    where[len(shape) + axis] = np_.broadcast_to(idx, shape) % size
+    out = np_.zeros(shape[:axis] + (size,) + shape[len(shape) + axis + 1:])
+    return out.at[tuple(where)].add(np_.broadcast_to(ct, shape))
+
+
 register(Primitive(
-    "take_along", _along_shape, impl=_take_along,
+    "take_along", _along_shape, impl=_take_along, xla=_take_along_xla,
     jvp=lambda p, t, out, axis: None if t[0] is None else apply("take_along", t[0], p[1], axis=axis),
     vjp=lambda p, out, ct, axis: [apply("put_along_add", ct, p[1], axis=axis, size=p[0].shape[axis]), None],
     taylor=linear, sparsity=("select", ()), params={"axis": AXIS},
@@ -125,7 +142,7 @@ register(Primitive(
     doc="numpy's take_along_axis with an integer index array (of the array's core shape off the axis)",
 ))
 register(Primitive(
-    "put_along_add", _put_along_shape, impl=_put_along_add,
+    "put_along_add", _put_along_shape, impl=_put_along_add, xla=_put_along_add_xla,
     jvp=lambda p, t, out, axis, size: None if t[0] is None else apply("put_along_add", t[0], p[1], axis=axis,
                                                                       size=size),
     vjp=lambda p, out, ct, axis, size: [apply("take_along", ct, p[1], axis=axis), None],

@@ -46,6 +46,7 @@ from derivd.core import ENDPOINTS, Request, Service
 from derivd.errors import DerivdError
 from derivd.dispatch import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
 from derivd.dispatch.pools import FAMILIES, POOL_SETTINGS, TOKEN_METADATA, grpc_options
+from derivd.engines import tiers
 
 log = logging.getLogger("derivd.worker")
 
@@ -134,6 +135,7 @@ class WorkerServicer(pb_grpc.WorkerServicer):
             reply = pb.WorkResponse(error=pb.Error(code="internal_error", status=500,
                                                    message="internal error in a worker; it has been logged"))
         reply.cache_counts.update(self.service.cache.stats.drain())
+        reply.tier2_counts.update(tiers.drain())
         reply.worker_pid = os.getpid()
         return reply
 
