@@ -115,7 +115,8 @@ def _namespace(jax) -> dict:
         jx.checks.append(jnp.asarray(condition, dtype=bool))
 
     np_, sp_ = _Spelled(jnp, NUMPY_SPELLINGS), _Spelled(jsp, SCIPY_SPELLINGS)
-    jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp, linalg=jsla, host=_on_host, checks=[], fail_if=fail_if)
+    jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp, linalg=jsla, host=_on_host, callback=_callback, checks=[],
+                         fail_if=fail_if)
     return {"np": np_, "sp": sp_, "lax": lax, "_jx": jx, "_mul0": mul0, "_inf": float("inf"),
             "_nan": float("nan"), "_scan": _scan_loop, "_finish": _finish}
 
@@ -160,6 +161,18 @@ def _on_host(function, *args):
 
     return jax.pure_callback(call, jax.ShapeDtypeStruct(shape, jnp.float64),
                              *[jnp.broadcast_to(a, shape) for a in args], vmap_method="sequential")
+
+
+def _callback(function, shape, dtype, *args):
+    """``function`` of whole numpy arrays, answering ``shape`` and ``dtype``, called back on the
+    host (as ``_on_host``): for a primitive whose answer only numpy's algorithm gives (argpartition's
+    order)."""
+    import jax
+
+    def call(*values):
+        return np.asarray(function(*values), dtype=dtype).reshape(shape)
+
+    return jax.pure_callback(call, jax.ShapeDtypeStruct(shape, dtype), *args, vmap_method="sequential")
 
 
 def _scipy_on_host(name):

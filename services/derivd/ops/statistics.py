@@ -9,7 +9,7 @@ back, so repeated indices accumulate). ``sort(x)`` is ``take_along(x, argsort(x)
 input order, and it carries that entry's derivative (one of the one-sided derivatives; the
 values agree). ``partition(x, kth)`` is ``take_along(x, argpartition(x, kth))`` with numpy's
 own selection, so its entries come out in numpy's order (which numpy leaves unspecified off the
-``kth`` positions); numpy's order cannot be reproduced by XLA, so such tapes stay on tier 1.
+``kth`` positions); tier 2 calls numpy's argpartition back on the host for the same order.
 Everything else is a composition of primitives registered by name
 (``ops.registry.language``) and inherits their rules to every order:
 
@@ -69,6 +69,7 @@ def _argpartition_shape(x, kth, axis):
 register(Primitive(
     "argpartition", _argpartition_shape, differentiable=False,
     impl=lambda x, kth, axis: np.argpartition(x, list(kth), axis=axis),
+    xla=lambda jx, x, kth, axis: jx.callback(lambda v: np.argpartition(v, list(kth), axis=axis), x.shape, np.int64, x),
     params={"kth": Param("partition positions (a tuple of ints >= 0)", lambda v: type(v) is tuple and all(
         type(k) is int and 0 <= k < 2**62 for k in v)), "axis": AXIS},
     sample=[case((5,), kth=(2,), axis=-1), case((2, 4), kth=(0, 3), axis=-1), case((4, 2), kth=(1,), axis=-2)],
