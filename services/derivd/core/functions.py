@@ -9,9 +9,10 @@ other gateways would not know.
 
 This process keeps the functions it stored or read in a ``BoundedLRU`` of at
 most ``function_cache_bytes`` (text and constants): with Redis a forgotten one
-is read again; without it, the least recently used are forgotten (404), as a
-Redis under ``allkeys-lru`` does, instead of memory growing with every
-registration. One function over the whole bound is refused (413).
+is read again; without it, the least recently used are forgotten (404), as the
+deployed Redis does (``volatile-lru``: a stored function has a TTL), instead of
+memory growing with every registration. One function over the whole bound is
+refused (413).
 """
 
 from __future__ import annotations
