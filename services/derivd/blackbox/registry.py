@@ -259,13 +259,14 @@ class LocalRegistry(SealedRegistry):
 
 @contextmanager
 def _redis_errors_as_503():
-    """Turns any redis-py failure into the contract's error shape (503)."""
+    """Turns any redis-py failure into the contract's error shape: 503 with ``Retry-After`` (1 s, the
+    time a restarting Redis takes to load its data), as a stored function's registration does."""
     try:
         yield
     except redis.RedisError as exc:
         raise DerivdError(
-            f"black-box registry unavailable: {type(exc).__name__}",
-            code="registry_unavailable", status=503,
+            f"black-box registry unavailable: {type(exc).__name__}; retry in 1 s",
+            code="registry_unavailable", status=503, retry_after_s=1.0,
         ) from None
 
 

@@ -1,11 +1,11 @@
-"""Redis behind a circuit breaker: a cache tier that never holds a request up.
+"""Redis behind a circuit breaker (``derivd.breaker``): a cache tier that never holds a request up.
 
 Every command has short socket timeouts (``redis_socket_timeout_s``, 50 ms by
 default). A failure (refused, reset, timed out) opens the breaker: for a
 backoff the tier answers "miss" and skips writes without touching the network,
-so requests go on with the local cache. After the backoff the next command
-tries Redis again (half-open); success closes the breaker, another failure
-doubles the backoff up to ``redis_retry_backoff_max_s``. Redis coming back is
+so requests go on with the local cache. After the backoff one command tries
+Redis again (half-open); success closes the breaker, another failure doubles
+the backoff up to ``redis_retry_backoff_max_s``. Redis coming back is
 therefore noticed within one backoff, never disabled for good.
 
 Values are sealed (``signing``): ``get_sealed`` returns a payload only once its
@@ -16,13 +16,12 @@ unsigned entries would let anyone who can write to Redis feed us graphs.
 from __future__ import annotations
 
 import logging
-import threading
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from derivd import clock
+from derivd.breaker import Breaker
 from derivd.cache.signing import open_entry, seal
 
 log = logging.getLogger("derivd.cache")
@@ -53,22 +52,18 @@ class RedisTier:
             retry=Retry(NoBackoff(), 0),  # the breaker decides when to try again, not the client
             health_check_interval=0,
         )
-        self.base_backoff = settings.redis_retry_backoff_s
-        self.max_backoff = settings.redis_retry_backoff_max_s
-        self._backoff = self.base_backoff
-        self._open_until = 0.0  # the instant (clock.now()) before which Redis is skipped
-        self._failing = False
-        self._lock = threading.Lock()
+        self.breaker = Breaker(f"redis {_safe(url)} (shared cache and stored functions)",
+                               settings.redis_retry_backoff_s, settings.redis_retry_backoff_max_s)
 
     @property
     def available(self) -> bool:
         """False while the breaker is open (Redis failed within the current backoff)."""
-        return clock.now() >= self._open_until
+        return self.retry_in_s == 0
 
     @property
     def retry_in_s(self) -> float:
         """Seconds until the breaker lets Redis be tried again (0 when it is closed)."""
-        return max(0.0, self._open_until - clock.now())
+        return self.breaker.retry_in_s
 
     def get_sealed(self, key: str, refresh_ttl_s: int | None = None) -> bytes | None:
         """The payload at ``key`` once its MAC checks (``TamperedEntry`` if not); None on a miss or
@@ -85,31 +80,18 @@ class RedisTier:
         return bool(self._call(lambda: self.client.set(key, entry, ex=ttl_s)))
 
     def _call(self, command):
-        if not self.available:
+        if not self.breaker.allow():
             return None
         try:
             result = command()
         except redis.RedisError as e:
-            self._failed(e)
+            self.breaker.failed(e)
             return None
-        if self._failing:
-            self._recovered()
+        except BaseException as e:  # not Redis's failure, but the try (maybe the probe) is over
+            self.breaker.failed(e)
+            raise
+        self.breaker.succeeded()
         return result
-
-    def _failed(self, error: Exception) -> None:
-        with self._lock:
-            self._open_until = clock.now() + self._backoff
-            log.warning("redis %s unreachable (%s: %s); using the local cache only, retrying in %.2f s",
-                        _safe(self.url), type(error).__name__, error, self._backoff)
-            self._backoff = min(self._backoff * 2, self.max_backoff)
-            self._failing = True
-
-    def _recovered(self) -> None:
-        with self._lock:
-            if self._failing:
-                log.info("redis %s reachable again", _safe(self.url))
-                self._failing = False
-                self._backoff = self.base_backoff
 
 
 def _safe(url: str) -> str:

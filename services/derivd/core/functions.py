@@ -12,7 +12,8 @@ other gateways, or this one after a restart, would not know.
 This process keeps the functions it stored or read in a ``BoundedLRU`` of at
 most ``function_cache_bytes`` (text and constants): a forgotten one is read
 from the store again; with no store (``data_dir`` "none"), the least recently
-used are forgotten (404), as a Redis under ``allkeys-lru`` does, instead of
+used are forgotten (404), as the deployed Redis does (``volatile-lru``: a
+stored function has a TTL), instead of
 memory growing with every registration. One function over the whole bound is
 refused (413).
 """

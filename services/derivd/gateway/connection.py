@@ -27,6 +27,10 @@ Envoy leaves off by default, with bounds chosen here):
   reads the refusal instead of a reset. A request answered before its body was read (a 415, a
   413 by ``Content-Length``) keeps its connection while the rest of its body is read and
   dropped, within the same cap and timeout; past either, the connection is closed the same way.
+
+This reaches into uvicorn's httptools protocol, whose internals are not a public API: the names
+below. pyproject.toml pins uvicorn to the releases tested with them, and
+tests/gateway/test_uvicorn_internals.py checks each on a live connection, naming any that vanished.
 """
 
 from __future__ import annotations
@@ -41,6 +45,18 @@ from derivd.gateway import codecs
 from derivd.gateway.http import NO_TIMING, too_large
 
 LINGER_S = 2.0
+
+# uvicorn internals this module relies on (besides the module's STATUS_LINE): methods of
+# HttpToolsProtocol it overrides (httptools' parser callbacks, uvicorn's hooks), which must still
+# be called; what it reads and calls on a protocol, on a request's cycle and on its flow control.
+OVERRIDDEN = ("connection_made", "data_received", "connection_lost", "on_message_begin", "on_url", "on_header",
+              "on_headers_complete", "on_body", "on_message_complete", "on_response_complete",
+              "_start_asgi_task")
+PROTOCOL = ("parser", "loop", "transport", "flow", "cycle", "pipeline", "server_state",
+            "_unset_keepalive_if_required", "_should_upgrade", "handle_websocket_upgrade",
+            "_unsupported_upgrade_warning")
+CYCLE = ("more_body", "response_complete", "response_started", "disconnected", "message_event")
+FLOW = ("read_paused", "resume_reading")
 
 
 @dataclass(frozen=True)

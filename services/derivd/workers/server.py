@@ -40,7 +40,7 @@ from contextlib import contextmanager
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from derivd import clock
+from derivd import clock, deadlines
 from derivd.allocator import tune_allocator
 from derivd.core import ENDPOINTS, Request, Service
 from derivd.errors import DerivdError
@@ -197,16 +197,24 @@ def build_server(settings, listen: str, engines: set[str]) -> tuple[grpc.Server,
 
 
 def serve(settings, listen: str, engines: set[str]) -> None:
-    """Run one worker until SIGTERM/SIGINT (graceful: in-flight requests finish) or its parent dies."""
+    """Run one worker until SIGTERM/SIGINT or its parent dies. A remote worker drains (in-flight
+    requests finish within ``request_timeout_s``); a local one stops computing at once, as its
+    gateway does (``gateway.server.stop_computing``)."""
     tune_allocator()
     server, port = build_server(settings, listen, engines)
     log.info("derivd worker %d serving %s on %s", os.getpid(), ",".join(sorted(engines)), listen)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     parent = multiprocessing.parent_process()
+
+    def stop_serving(*_):
+        if parent is not None:  # a local worker stops with its gateway: no one is left to answer
+            deadlines.stop_all()  # its computations end at their next check (503 shutting_down)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop_serving)
     if parent is not None:  # a local worker: it goes when its gateway goes, even by SIGKILL
-        threading.Thread(target=lambda: (parent.join(), stop.set()), daemon=True).start()
+        threading.Thread(target=lambda: (parent.join(), stop_serving()), daemon=True).start()
     stop.wait()
     server.stop(grace=settings.request_timeout_s).wait()
 

@@ -80,6 +80,7 @@ class Supervisor:
         self._spare_ready = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._stop_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
@@ -110,7 +111,12 @@ class Supervisor:
         return self
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Stop watching, then SIGTERM every worker (in-flight requests finish) and SIGKILL stragglers."""
+        """Stop watching, then SIGTERM every worker (its computations stop at their next check) and
+        SIGKILL stragglers. Safe to call again, from any thread: a second call waits for the first."""
+        with self._stop_lock:
+            self._stop_workers(grace_s)
+
+    def _stop_workers(self, grace_s: float) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -131,6 +137,7 @@ class Supervisor:
         for s in self.slots:
             if s.channel is not None:
                 s.channel.close()
+                s.channel = None
 
     # ------------------------------------------------------------ internals
 
