@@ -18,7 +18,9 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from derivd.dsl.library import Library
 from derivd.dsl import indexing, names
@@ -54,9 +56,14 @@ STATIC_COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt
 
 @dataclass(frozen=True)
 class InputSpec:
+    """An input's signature. ``mask``: the values of a boolean constant the program indexes with
+    (``x[mask]``): a static mask whose True count fixes the result's shape, so it is lowered as the
+    integer positions it selects and its content is part of the tape key (cache/keys.py)."""
+
     shape: tuple[int, ...]
     dtype: str  # "f8" | "i8" | "b1"
     role: str  # "at" | "const"
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
