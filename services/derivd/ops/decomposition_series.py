@@ -25,10 +25,10 @@ symmetric part of Q_0ᵀ Q_k equal to -½ S_k), X_k = Q_0ᵀ E_k R_0⁻¹ + ½ S
 L the strict lower triangle of X_k, then R_k = (X_k - Ω_k) R_0 (upper triangular) and
 Q_k = (E_k - Q_0 R_k) R_0⁻¹.
 
-Conventions are the first-order rules': a repeated eigenvalue (singular value, and for svd a
-zero one, from order 2, or at order 1 for the vectors) is a 422 from ``spectral_gaps``; the
-first coefficient of eigenvalues and singular values alone is answered also there (it reads no
-gap). One helper primitive per element (``part``): a program reading only the eigenvalues
+Conventions are the first-order rules': a repeated eigenvalue (singular value) is a 422 from
+``spectral_gaps`` for the vectors, and for the values from order 2; the first coefficient of the
+values alone reads no gap, so it is answered there, in numpy's basis, as the jvp answers it. svd
+divides by s_0, so a zero singular value is a 422 too (for the values from order 2). One helper primitive per element (``part``): a program reading only the eigenvalues
 never computes the vectors' coefficients, so it is not refused for them.
 """
 
@@ -86,10 +86,10 @@ def _taylor_eigh(As, w0, V0, part):
 def _svd_tall(As, U0, s0, V0, parts):
     """(U, s, V) coefficients 1..K of a tall (m >= n) A's thin SVD, those of ``parts`` only."""
     K = len(As)
-    P = [U0 * s0[..., None, :]] + list(As @ V0)  # P_0..P_K
-    B = np.stack([sum(_t(P[j]) @ P[k - j] for j in range(k + 1)) for k in range(1, K + 1)])
     if parts == {"s"} and K == 1:  # the first order reads no gap and no division: diag(U_0ᵀ A_1 V_0)
         return None, _diag(_t(U0) @ As @ V0), None
+    P = [U0 * s0[..., None, :]] + list(As @ V0)  # P_0..P_K
+    B = np.stack([sum(_t(P[j]) @ P[k - j] for j in range(k + 1)) for k in range(1, K + 1)])
     lam, W = _eigen_series(B, s0 * s0, parts != {"s"}, nonzero=True)
     s = np.zeros(lam.shape)
     s[0] = s0
