@@ -268,6 +268,7 @@ def test_take_along_axis_with_constant_indices():
     ("x[i & (x > 0)]", {"i": np.array([True, False, True, False, True, False])}, "where(mask, x, 0)"),
     ("k = i\nx[k]", {"i": np.array([True, False, True, False, True, False])}, "index with its name (x[mask])"),
     ("x[i]", {"i": np.array([True, False])}, "does not match"),
+    ("x[i]", {"i": np.array(True)}, "a boolean is not an index"),
     ("m[i, i]", {"i": np.array([1, 6])}, "index 6"),
     ("pad(x, 1, mode='median')", {}, "not supported"),
     ("split(x, 4)", {}, "equal sections"),

@@ -74,6 +74,8 @@ def _item(lo, r, env):
         return v
     if isinstance(v, Node):
         mask = _static_mask(lo, v) if v.dtype == BOOL else None
+        if mask is not None and mask.ndim == 0:
+            raise refuse("a boolean is not an index (a mask has at least one axis)", r, code="type_error")
         if mask is not None:
             return ("mask", mask)
         if v.dtype == BOOL:
