@@ -58,6 +58,16 @@ def central_difference(f, h: float, order: int = 1):
     return sum(w * np.asarray(v, dtype=np.float64) for w, v in zip(weights, values) if w) / h ** order
 
 
+def taylor_coefficients(f, order: int, h: float = 0.02, half: int = 6) -> list:
+    """c_0..c_order of f(t) = Σ c_k t^k at t = 0: the polynomial through f(j h), j = -half..half (degree
+    2 half, error O(h^(2 half + 1 - k)) in c_k). ``f`` returns an array."""
+    t = h * np.arange(-half, half + 1)
+    values = np.stack([np.asarray(f(ti), dtype=np.float64) for ti in t])
+    inverse = np.linalg.inv(np.vander(np.arange(-half, half + 1.0), increasing=True))  # on j, then scaled by h^k
+    coefficients = np.tensordot(inverse, values, axes=(1, 0))
+    return [coefficients[k] / h ** k for k in range(order + 1)]
+
+
 def flat_point(at: dict) -> tuple[np.ndarray, list]:
     """The inputs of ``at`` as one flat float vector, and their shapes."""
     arrays = [np.asarray(v, dtype=np.float64) for v in at.values()]
@@ -97,7 +107,7 @@ def fd_jacobian(f, at: dict, step: float = 1e-3) -> np.ndarray:
 # ---------------------------------------------------------------- sample draws
 
 
-DIFFERENTIATED = ("real", "distinct", "invertible", "spd", "spread")  # the spec kinds of float arguments; the rest are constants
+DIFFERENTIATED = ("real", "distinct", "invertible", "spd", "spread", "symmetric")  # the spec kinds of float arguments; the rest are constants
 
 
 class NumpyDraws:
@@ -178,6 +188,10 @@ def sample(spec, draws) -> np.ndarray:
         v = np.linalg.qr(draws.reals(shape[:-2] + (n, k), [(-1.0, 1.0)]) + 2 * np.eye(n, k))[0]
         s = sample(("distinct", shape[:-2] + (k,), spec[2]), draws)
         return (u * s[..., None, :]) @ np.swapaxes(v, -1, -2)
+    if kind == "symmetric":  # Q diag(w) Qᵀ, the eigenvalues w spread as "distinct" spreads them
+        q = np.linalg.qr(draws.reals(shape, [(-1.0, 1.0)]) + 2 * np.eye(shape[-1]))[0]
+        w = sample(("distinct", shape[:-1], spec[2]), draws)
+        return (q * w[..., None, :]) @ np.swapaxes(q, -1, -2)
     if kind == "spd":
         r = draws.reals(shape, [(-1.0, 1.0)])
         return r @ np.swapaxes(r, -1, -2) / shape[-1] + np.eye(shape[-1])

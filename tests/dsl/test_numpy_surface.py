@@ -195,6 +195,50 @@ def test_mixed_basic_and_advanced_indexing_by_constants(dsl, f, constants):
     check(dsl, f, "t", constants=constants)
 
 
+MASK6 = np.array([True, False, True, True, False, True])
+MASK45 = M > 0.1
+MASKS = [  # boolean constants as masks: numpy's result shapes, alone and mixed with other indices
+    ("x[k]", lambda x, k: x[k], "x", {"k": MASK6}),
+    ("sum(x[k] ** 2) * x[~k][0]", lambda x, k: np.sum(x[k] ** 2) * x[~k][0], "x", {"k": MASK6}),
+    ("m[k]", lambda m, k: m[k], "m", {"k": MASK45}),
+    ("m[k[:, 0]]", lambda m, k: m[k[:, 0]], "m", {"k": MASK45}),
+    ("t[1, k] + t[0][k]", lambda t, k: t[1, k] + t[0][k], "t", {"k": MASK45}),
+    ("t[:, k[:, 0]] + t[:, :, k[0]].sum()", lambda t, k: t[:, k[:, 0]] + t[:, :, k[0]].sum(), "t", {"k": MASK45}),
+    ("t[:, k, None]", lambda t, k: t[:, k, None], "t", {"k": np.array([False, True, True, False])}),
+    ("t[..., k]", lambda t, k: t[..., k], "t", {"k": np.array([True, False, False, True, True])}),
+    ("t[i, :, k]", lambda t, i, k: t[i, :, k], "t", {"i": np.array([2, 0]), "k": np.array([1, 0, 0, 1, 0], bool)}),
+    ("def f(a, b):\n    return a[b] * 2\nf(x, k)", lambda x, k: x[k] * 2, "x", {"k": MASK6}),
+    ("x[k]", lambda x, k: x[k], "x", {"k": np.zeros(6, bool)}),
+    ("sum(where(k, x, 0)) + x[j].sum()", lambda x, k, j: np.sum(np.where(k, x, 0)) + x[j].sum(), "x",
+     {"k": MASK6, "j": ~MASK6}),
+]
+
+
+@pytest.mark.parametrize("dsl,f,name,constants", MASKS, ids=[c[0] for c in MASKS])
+def test_boolean_constants_index_as_numpy_masks(dsl, f, name, constants):
+    check(dsl, f, name, constants=constants)
+
+
+def test_a_mask_constant_is_in_the_tape_key_and_where_alone_is_not():
+    """Two masks of one shape and different True entries: each answers its own shape and values (the
+    second is not the first one's cached tape); a mask only used by where() keeps one tape."""
+    from derivd.cache.keys import TapeKey
+    from derivd.core.prepare import input_specs
+    from tests.dsl.support import service
+
+    for k in (MASK6, ~MASK6, np.ones(6, bool)):
+        got = call("gradient", "sum(x[k] ** 3)", {"x": X}, {"k": k})
+        assert_close(got["value"], np.sum(X[k] ** 3), 1e-12)
+        assert_close(got["gradient"]["x"], np.where(k, 3 * X ** 2, 0.0), 1e-12)
+    settings = service().settings
+
+    def key(dsl, k):
+        return TapeKey.for_program(dsl, input_specs({"x": X}, {"k": k}, settings, dsl)).render()
+
+    assert key("x[k]", MASK6) != key("x[k]", ~MASK6)
+    assert key("where(k, x, 0)", MASK6) == key("where(k, x, 0)", ~MASK6)
+
+
 def test_take_along_axis_with_constant_indices():
     idx = np.argsort(M, axis=1)
     check("take_along_axis(m, i, axis=1)", lambda m, i: np.take_along_axis(m, i, axis=1), "m", constants={"i": idx})
@@ -220,7 +264,11 @@ def test_take_along_axis_with_constant_indices():
     ("scipy.linalg.cholesky(m)", {}, "upper factor"),
     ("x.astype(int)", {}, "float only"),
     ("2j * x", {}, "real-valued"),
-    ("x[i]", {"i": np.array([True, False])}, "where(mask, x, 0)"),
+    ("k = x > 0\nx[k]", {}, "where(mask, x, 0)"),
+    ("x[i & (x > 0)]", {"i": np.array([True, False, True, False, True, False])}, "where(mask, x, 0)"),
+    ("k = i\nx[k]", {"i": np.array([True, False, True, False, True, False])}, "index with its name (x[mask])"),
+    ("x[i]", {"i": np.array([True, False])}, "does not match"),
+    ("x[i]", {"i": np.array(True)}, "a boolean is not an index"),
     ("m[i, i]", {"i": np.array([1, 6])}, "index 6"),
     ("pad(x, 1, mode='median')", {}, "not supported"),
     ("split(x, 4)", {}, "equal sections"),
@@ -235,7 +283,7 @@ def test_refusals_say_what_is_missing(dsl, constants, what):
 
 
 @pytest.mark.parametrize("field,name", [("at", "e"), ("at", "pi"), ("constants", "sin"), ("at", "np"),
-                                        ("at", "absolute"), ("constants", "float")])
+                                        ("at", "cholesky"), ("constants", "float"), ("at", "sum")])
 def test_an_input_named_like_a_builtin_is_refused_naming_it(field, name):
     at, constants = {"x": X}, {}
     (at if field == "at" else constants)[name] = np.array(2.0)
@@ -243,6 +291,27 @@ def test_an_input_named_like_a_builtin_is_refused_naming_it(field, name):
         call("gradient", "sum(x)", at, constants)
     assert 400 <= e.value.status < 500
     assert repr(name) in e.value.message and field in e.value.message
+
+
+def test_an_input_may_take_the_name_of_a_function_beyond_the_contract():
+    """numpy users name parameters beta and gamma: such an input wins over the function of that name in
+    its program (as a Python variable would), which stays reachable as scipy.special.gamma; calling
+    the bare name then says so, and a stored function lists the name as an input."""
+    from scipy.special import gamma as gamma_function
+
+    at = {"x": np.abs(X[:3]) + 0.5, "gamma": np.array(2.0), "beta": np.array([1.5, 0.5, 2.5])}
+    dsl = "sum(gamma * x ** beta) + scipy.special.gamma(x).sum() + np.var(x) * var"
+    check_against_numpy(dsl, lambda x, gamma, beta, var: np.sum(gamma * x ** beta) + gamma_function(x).sum()
+                        + np.var(x) * var, {**at, "var": np.array(0.7)})
+    with pytest.raises(DerivdError, match=r"call scipy.special.gamma\(\.\.\.\)") as e:
+        call("evaluate", "gamma(x)", at)
+    assert e.value.status == 400
+    with pytest.raises(DerivdError, match="or pass an input named 'gamma'"):
+        call("evaluate", "sum(gamma * x)", {"x": X})
+    from derivd.dsl import free_inputs
+    from tests.dsl.support import service
+
+    assert free_inputs("gamma * x + betaln(x, 2.0) + beta(x, 1.0)", service().settings) == ["gamma", "x"]
 
 
 SECOND_ORDER = [

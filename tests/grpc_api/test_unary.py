@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 
 import grpc
@@ -108,6 +109,26 @@ def test_jvp_and_vjp(stub, rest):
     np.testing.assert_allclose(unarr(r.vjp["x"]), u @ jac_F(X2), rtol=1e-14)
     _, body = rest_post(rest, "vjp", {"function": {"dsl": F}, "at": {"x": X2.tolist()}, "u": u.tolist()})
     np.testing.assert_array_equal(unarr(r.vjp["x"]), body["vjp"]["x"])
+
+
+def test_a_boolean_constant_indexes_as_a_mask_on_both_wires(stub, rest):
+    """x[mask] with mask a bool constant: numpy's selection, its gradient, through gRPC's decoder and
+    REST's (JSON booleans and base64 bool bytes), the second mask not answered by the first's tape."""
+    x = np.array([0.3, -1.2, 2.0, 0.5])
+    for mask in (np.array([True, False, True, True]), np.array([False, True, False, False])):
+        want_value, want_grad = np.sum(x[mask] ** 3), np.where(mask, 3 * x ** 2, 0.0)
+        r = stub.Gradient(pb.GradientRequest(function=fn("sum(x[k] ** 3)"), at={"x": arr(x)},
+                                             constants={"k": arr(mask, "bool")}))
+        np.testing.assert_allclose(r.value, want_value, rtol=1e-14)
+        np.testing.assert_allclose(unarr(r.gradient["x"]), want_grad, rtol=1e-14)
+        encoded = {"dtype": "bool", "shape": [4], "data": base64.b64encode(mask.tobytes()).decode()}
+        for k in (mask.tolist(), encoded):
+            status, body = rest_post(rest, "gradient", {"function": {"dsl": "sum(x[k] ** 3)"}, "at": {"x": x.tolist()},
+                                                        "constants": {"k": k}})
+            assert status == 200, body
+            np.testing.assert_allclose(body["gradient"]["x"], want_grad, rtol=1e-14)
+        r = stub.Evaluate(pb.EvaluateRequest(function=fn("x[k]"), at={"x": arr(x)}, constants={"k": arr(mask, "bool")}))
+        np.testing.assert_array_equal(unarr(r.value), x[mask])
 
 
 def test_stored_function_by_id(stub, rest):

@@ -8,7 +8,7 @@ from derivd.grpc_api import derivd_pb2 as pb
 
 
 def arr(x, dtype="float64") -> pb.Array:
-    a = np.asarray(x, dtype={"float64": "<f8", "int64": "<i8"}[dtype])
+    a = np.asarray(x, dtype={"float64": "<f8", "int64": "<i8", "bool": "|b1"}[dtype])
     return pb.Array(shape=list(a.shape), data=a.tobytes(), dtype=dtype)
 
 

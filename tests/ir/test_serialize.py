@@ -47,6 +47,7 @@ def primitive_graph(name, case):
     args = [g.input(f"a{i}", tuple(spec[1]), *role.get(spec[0], ("at", FLOAT))[::-1])
             for i, spec in enumerate(case["args"])]
     out = g.apply(name, args, case["params"])
+    out = REGISTRY[name].view(out) if REGISTRY[name].tuple_valued else out
     outputs, extra = [out], []
     diff = [a for a, spec in zip(args, case["args"]) if spec[0] in DIFFERENTIATED]
     if diff and REGISTRY[name].differentiable and REGISTRY[name].jvp is not None:

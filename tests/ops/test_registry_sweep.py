@@ -15,6 +15,8 @@ J the Jacobian of the primitive's own numpy evaluation:
 * second order: the jvp of the vjp (the Hessian of ⟨u, f⟩ times v) ≈ the
   finite difference of the vjp along v;
 * a primitive without a rule raises NoDerivativeRule: never a silent zero.
+
+A tuple-valued primitive (eigh, svd, qr) is checked through its ``view``: one array of its elements.
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ class Derivatives:
                              "const" if spec[0] in dtype else "at") for i, spec in enumerate(case["args"])]
         self.diff = [a for a, spec in zip(self.args, case["args"]) if spec[0] in DIFFERENTIATED]
         self.out = g.apply(name, self.args, case["params"])
+        self.value_tape = None
+        if self.prim.tuple_valued:  # swept through one array of its elements
+            self.out = self.prim.view(self.out)
+            self.value_tape = compile_graph(g, self.args, [self.out])
         if not self.diff or not self.prim.differentiable:
             return
         out_shape, shapes = self.out.shape, [x.shape for x in self.diff]
@@ -99,6 +105,8 @@ class Derivatives:
 
     def evaluate(self, values):
         with np.errstate(all="ignore"):
+            if self.value_tape is not None:
+                return np.asarray(self.value_tape.run(*values)[0])
             return eval_primitive(self.prim, list(values), self.out.params)
 
     def run(self, values, tangents, batch, eye, u, ub):

@@ -9,7 +9,8 @@ least 0.1 from kinks and domain edges (the hints' promise), so the one-sided
 conventions of non-smooth primitives agree with the jvp rules' there.
 
 A primitive without a Taylor rule must raise NoDerivativeRule naming it, and a
-primitive with no derivative at all (masks, casts) carries coefficient 0 only.
+primitive with no derivative at all (masks, casts) carries coefficient 0 only. A tuple-valued
+primitive (eigh, svd, qr) is checked through its ``view``: one array of its elements.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def build(name, case):
     args = [g.input(f"a{i}", tuple(spec[1]), *role.get(spec[0], (FLOAT, "at")))
             for i, spec in enumerate(case["args"])]
     diff = [a for a, spec in zip(args, case["args"]) if spec[0] in DIFFERENTIATED]
-    return g, args, diff, g.apply(name, args, case["params"])
+    out = g.apply(name, args, case["params"])
+    return g, args, diff, REGISTRY[name].view(out) if REGISTRY[name].tuple_valued else out
 
 
 # Primitives the sweep cannot draw (a loop needs a body) name the tests that cover them (``tested_in``).

@@ -4,7 +4,10 @@ A compiled tape is determined by the program text, the signature of its
 inputs (name, role, dtype, shape), the transform chain applied to it and the
 derivd version (which fixes the IR, the rules and the serial form). Constant
 *values* are not a component: constants are inputs bound at run time, so they
-never change the graph; their shapes and dtypes are in the signature. A key
+never change the graph; their shapes and dtypes are in the signature. The one
+exception is a boolean constant the program indexes with (``x[mask]``): its
+True entries fix the graph's shapes, so its role reads ``mask=`` and a hash of
+its values. A key
 renders as, for example::
 
     derivd:tape:v0.1.0:prog=5f1c…(32 hex):sig=x:f8[3]|idx:i8[5]:const:xf=vjp([x];-)
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from derivd import __version__
 
@@ -34,7 +39,7 @@ class TapeKey:
     @classmethod
     def for_program(cls, source: str, specs: dict) -> "TapeKey":
         """The key of ``source`` lowered at ``specs`` ({name: InputSpec})."""
-        signature = tuple(sorted((name, s.role, s.dtype, tuple(s.shape)) for name, s in specs.items()))
+        signature = tuple(sorted((name, _role(s), s.dtype, tuple(s.shape)) for name, s in specs.items()))
         return cls(hashlib.sha256(source.encode()).hexdigest(), signature)
 
     def with_transform(self, transform: tuple) -> "TapeKey":
@@ -47,6 +52,13 @@ class TapeKey:
             sig = "sha256-" + hashlib.sha256(sig.encode()).hexdigest()[:32]
         xf = "lower" if self.transform is None else render_transform(self.transform)
         return f"{prefix}:tape:v{self.version}:prog={self.program[:32]}:sig={sig}:xf={xf}"
+
+
+def _role(spec) -> str:
+    """An input's role in the key: a static mask's with a hash of its values."""
+    if spec.mask is None:
+        return spec.role
+    return "mask=" + hashlib.sha256(np.packbits(spec.mask).tobytes()).hexdigest()[:16]
 
 
 def render_transform(key: tuple) -> str:

@@ -19,6 +19,8 @@ from typing import Callable
 import numpy as np
 
 from derivd.dsl import InputSpec
+from derivd.dsl.indexing import mask_constants
+from derivd.dsl.parse import parse
 from derivd.engines import finite_answers as fd
 from derivd.engines.common import Wrt, require_dense, require_scalar
 from derivd.errors import DerivdError, LimitExceeded, ShapeError, UnknownName, ValidationFailed
@@ -178,8 +180,9 @@ def taylor_order(order, settings) -> int:
     return order
 
 
-def input_specs(at: dict, constants: dict, settings) -> dict[str, InputSpec]:
-    """The program's signature: shape and dtype of each input, within ``max_intermediate_bytes``."""
+def input_specs(at: dict, constants: dict, settings, source: str | None = None) -> dict[str, InputSpec]:
+    """The program's signature: shape and dtype of each input, within ``max_intermediate_bytes``; with
+    the ``source``, the values of the boolean constants it indexes with (static masks, dsl/indexing.py)."""
     both = set(at) & set(constants)
     if both:
         name = sorted(both)[0]
@@ -187,10 +190,12 @@ def input_specs(at: dict, constants: dict, settings) -> dict[str, InputSpec]:
     specs = {}
     for name, arr in at.items():
         specs[name] = InputSpec(tuple(np.shape(arr)), FLOAT, "at")
+    booleans = {name for name, arr in constants.items() if arr.dtype.kind == "b"}
+    masks = mask_constants(parse(source, settings), booleans) if booleans and source is not None else set()
     for name, arr in constants.items():
         kind = arr.dtype.kind
         dtype = BOOL if kind == "b" else INT if kind in "iu" else FLOAT
-        specs[name] = InputSpec(tuple(arr.shape), dtype, "const")
+        specs[name] = InputSpec(tuple(arr.shape), dtype, "const", arr if name in masks else None)
     for name, spec in specs.items():
         nbytes = 8 * math.prod(spec.shape)
         if nbytes > settings.max_intermediate_bytes:

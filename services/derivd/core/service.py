@@ -142,7 +142,7 @@ class Service:
         """The program of ``req`` compiled at its inputs' shapes (through the tape cache), its input
         values, the checked ``wrt``, and the seconds compiling took (0 on a cache hit)."""
         source, constants = req.function["dsl"], req.constants
-        specs = input_specs(req.at, constants, self.settings)
+        specs = input_specs(req.at, constants, self.settings, source)
         wrt = wrt_names(req.wrt, req.at, constants)
         values = {**{k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}, **constants}
         t0 = time.perf_counter()

@@ -15,9 +15,15 @@ index ``sum_k idx_k * stride_k``; ``gather``'s transpose is ``scatter_add``, so
 repeated indices accumulate their cotangents. A static index is checked here;
 an index node is checked when it runs (``arange(n)[idx]``, a gather that
 refuses an index out of range and turns a negative one positive), never
-clamped or wrapped. A boolean mask computed by the program, or passed in
-``constants``, selects a number of entries known only from its values: it is
-refused with the ways to write it.
+clamped or wrapped.
+
+A boolean mask selects a number of entries known only from its values. A literal
+mask and a boolean request constant the program indexes with by name (``x[mask]``,
+or passed to one of the program's own functions: ``mask_constants`` finds them
+before lowering) are static: their values are in the input's ``InputSpec`` and
+in the tape key, and they lower as the integer positions they select, with
+numpy's result shape. A mask computed by the program is refused with the ways
+to write it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import numpy as np
 from derivd.dsl.parse import refuse
 from derivd.errors import IndexOutOfRange
 from derivd.ir.graph import Node
-from derivd.ops import apply
+from derivd.ops import apply, get
+from derivd.ops.evaluate import eval_primitive
 from derivd.ops.registry import BOOL, INT
 from derivd.ops.shape import normalize_items
 
@@ -66,10 +73,16 @@ def _item(lo, r, env):
     if v is Ellipsis:
         return v
     if isinstance(v, Node):
+        mask = _static_mask(lo, v) if v.dtype == BOOL else None
+        if mask is not None and mask.ndim == 0:
+            raise refuse("a boolean is not an index (a mask has at least one axis)", r, code="type_error")
+        if mask is not None:
+            return ("mask", mask)
         if v.dtype == BOOL:
-            raise refuse("a boolean mask that is not written in the program selects a number of entries known "
-                         "only from its values: use where(mask, x, 0), or pass the indices of its True entries "
-                         "as an integer constant (x[idx])", r, code="unsupported_syntax")
+            raise refuse("a boolean mask computed by the program selects a number of entries known only from "
+                         "its values: use where(mask, x, 0), pass the mask in `constants` and index with its "
+                         "name (x[mask]), or pass the indices of its True entries as an integer constant (x[idx])",
+                         r, code="unsupported_syntax")
         if v.dtype != INT:
             raise refuse("an index array must hold integers, got float64", r, code="type_error")
         return v
@@ -87,6 +100,42 @@ def _item(lo, r, env):
     if isinstance(v, bool):
         raise refuse("a boolean is not an index", r, code="type_error")
     return lo.static_int(v, "an index")
+
+
+def mask_constants(tree: ast.Module, booleans) -> set[str]:
+    """The boolean constants (of ``booleans``) the program may index with: named inside a subscript,
+    or passed to one of its own functions. Only their values become part of the tape key, so a mask
+    used in ``where(mask, x, 0)`` alone does not compile a new tape per mask."""
+    helpers = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    places = [n.slice for n in ast.walk(tree) if isinstance(n, ast.Subscript)]
+    places += [a for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+               and n.func.id in helpers for a in n.args + [k.value for k in n.keywords]]
+    return {n.id for p in places for n in ast.walk(p) if isinstance(n, ast.Name) and n.id in booleans}
+
+
+def _static_mask(lo, node):
+    """The values of a boolean node computed from static masks and literals alone (``k``, ``k[:, 0]``,
+    ``~k & j``), evaluated here; None if it reads anything else."""
+    values, todo, seen, stack = {}, [], set(), [node]
+    while stack:
+        n = stack.pop()
+        if n.id in seen:
+            continue
+        seen.add(n.id)
+        if n.prim == "input":
+            spec = lo.specs.get(n.params["name"])
+            if spec is None or spec.mask is None:
+                return None
+            values[n.id] = spec.mask
+            continue
+        if n.prim == "const":
+            values[n.id] = n.params["value"]
+            continue
+        todo.append(n)
+        stack.extend(n.inputs)
+    for n in sorted(todo, key=lambda n: n.id):
+        values[n.id] = eval_primitive(get(n.prim), [values[a.id] for a in n.inputs], n.params)
+    return np.asarray(values[node.id], dtype=bool)
 
 
 def _leaves(v):

@@ -47,7 +47,7 @@ def program(service, dispatcher, fid: str, derivative: str, shape: list[str], wr
         raise ValidationFailed(f"give the shape of input(s) {missing} as shape=NAME:DIMS", field="shape",
                                names=missing)
     at = {name: np.zeros(s) for name, s in shapes.items()}
-    specs = input_specs(at, stored.constants, service.settings)
+    specs = input_specs(at, stored.constants, service.settings, stored.dsl)
     names = wrt_names(wrt.split(",") if wrt else None, at, stored.constants)
 
     def build() -> str:

@@ -230,8 +230,9 @@ def _logabsdet_taylor(a, sa, jet):
 #
 # eigh, svd and qr are tuple-valued (ops/registry.py, "Rule interface"): one node holds the
 # factorisation, and ``loop_get`` nodes read its elements, so the rules of one element reuse the
-# others. Their Taylor rules are refused (NoDerivativeRule): no practical recurrence.
+# others. Their Taylor rules are recurrences order by order (ops/decomposition_series.py).
 
+SERIES = "derivd.ops.decomposition_series:"  # the Taylor rules' module (it reads this one's helpers)
 DEGENERATE_RTOL = 1e-9  # two eigenvalues (squared singular values) closer than this times the largest are repeated
 
 
@@ -314,6 +315,35 @@ def _tril_parts(n, like):
     return lower - eye, eye
 
 
+def _flat(x):
+    return apply("reshape", x, shape=(x.size,), in_ndim=x.ndim)
+
+
+def _column_outers(a, b):
+    """a[..., :, j] ⊗ b[..., j, :] for every j, shape (..., m, k, n): the same when column j of a and
+    row j of b change sign together, as numpy's vectors may from one point to the next."""
+    sa, sb = a.shape, b.shape
+    return (apply("reshape", a, shape=sa + (1,), in_ndim=len(sa))
+            * apply("reshape", b, shape=sb[:-2] + (1,) + sb[-2:], in_ndim=len(sb)))
+
+
+def _eigh_view(t):
+    w, v = eigh_parts(t)
+    return apply("concat", _flat(w), _flat(_column_outers(v, swap(v))), axis=-1)
+
+
+def _svd_view(t):
+    u, s, vt = svd_parts(t)
+    return apply("concat", _flat(s), _flat(_column_outers(u, vt)), axis=-1)
+
+
+def _qr_view(t):
+    """Q and R with R's diagonal made positive: the QR that is smooth wherever A has full rank."""
+    q, r = qr_parts(t)
+    d = apply("sign", _diagonal(_columns(r, 0, r.shape[-2])))
+    return apply("concat", _flat(q * _row(d)), _flat(r * _col(d)), axis=-1)
+
+
 def _lower_symmetric(d):
     """The symmetric matrix eigh reads from ``d``: its lower triangle, mirrored."""
     strict, eye = _tril_parts(d.shape[-1], d)
@@ -358,10 +388,12 @@ def _eigh_vjp(p, out, ct):
 
 register(Primitive(
     "eigh", _eigh_shape, template="np.linalg.eigh({0})", jvp=_eigh_jvp, vjp=_eigh_vjp, tuple_valued=True,
+    taylor=SERIES + "eigh_taylor", view=_eigh_view,
+    sample=[case(("symmetric", (3, 3), (-2.0, 2.0))), case(("symmetric", (2, 3, 3), (0.5, 6.0)))],
     dsl={"eigh": lambda *a, **k: _eigh_call(*a, **k), "eigvalsh": lambda *a, **k: _eigvalsh_call(*a, **k)},
-    tested_in="tests/peers/test_linalg.py",
     doc="(w, V), numpy's eigh of the symmetric matrix in A's lower triangle (A's upper triangle is not read: "
-        "its derivative is 0); the eigenvector derivative is a 422 at a repeated eigenvalue",
+        "its derivative is 0); the eigenvector derivative is a 422 at a repeated eigenvalue; Taylor to any order "
+        "(the eigenvalues' first coefficient also at a repeated eigenvalue)",
 ))
 
 
@@ -424,10 +456,12 @@ def _matrix_shape(name):
 
 register(Primitive(
     "svd", _matrix_shape("svd"), template="np.linalg.svd({0}, full_matrices=False)",
-    jvp=_svd_jvp, vjp=_svd_vjp, tuple_valued=True, tested_in="tests/peers/test_linalg.py",
+    jvp=_svd_jvp, vjp=_svd_vjp, tuple_valued=True, taylor=SERIES + "svd_taylor", view=_svd_view,
+    sample=[case(("spread", s, (1.0, 4.0))) for s in [(3, 3), (3, 2), (2, 3), (2, 2, 3)]],  # gaps >= 0.375
     dsl={"svd": lambda *a, **k: _svd_call(*a, **k), "norm": lambda *a, **k: _norm_call(*a, **k)},
     doc="(U, s, Vt) of the thin SVD (full_matrices=False); the singular vectors' derivative is a 422 at a "
-        "repeated singular value (or, for a non-square matrix, a zero one)",
+        "repeated singular value (or, for a non-square matrix, a zero one); Taylor to any order (the singular values' "
+        "first coefficient also at a repeated one, the second and above where none repeats or vanishes)",
 ))
 
 
@@ -512,10 +546,11 @@ def _columns(x, start, stop):
 
 register(Primitive(
     "qr", _matrix_shape("qr"), template="np.linalg.qr({0})", jvp=_qr_jvp, vjp=_qr_vjp, tuple_valued=True,
+    taylor=SERIES + "qr_taylor", view=_qr_view,
+    sample=[case(("spread", s, (0.5, 2.0))) for s in [(3, 3), (3, 2), (2, 3), (2, 3, 2)]],
     dsl={"qr": lambda *a, **k: _qr_call(*a, **k)},
-    tested_in="tests/peers/test_linalg.py",
-    doc="(Q, R), numpy's reduced QR (R's diagonal as LAPACK signs it); derivatives where the leading square "
-        "block is invertible",
+    doc="(Q, R), numpy's reduced QR (R's diagonal as LAPACK signs it); derivatives and Taylor to any order "
+        "where the leading square block is invertible",
 ))
 
 

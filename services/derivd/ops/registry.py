@@ -15,7 +15,8 @@ that statement says everything about it:
 * ``sparsity``: its dependency shape (transforms/sparsity.py);
 * ``sample``: where the registry sweeps (tests/ops, tests/transforms) draw its
   arguments ("Sweep cases" below), or ``tested_in``: the tests that cover a
-  primitive the sweeps cannot draw;
+  primitive the sweeps cannot draw; a tuple-valued one is swept through its
+  ``view`` (one array built from its elements);
 * ``dsl``: its names in the language, each with the function that lowers a
   call ("Language calls" below): dsl/library.py exposes every registered name,
   and nothing else lists them (a function composed of several primitives, such
@@ -131,6 +132,9 @@ class Primitive:
     tested_in: str = ""  # the tests of a primitive the sweeps cannot draw (a loop needs a body)
     dsl: dict[str, Callable] = field(default_factory=dict)  # language name -> call(lib, *args, **kwargs)
     tuple_valued: bool = False  # its value is a tuple of arrays, read by another primitive
+    # A tuple-valued primitive's node -> one array of all its elements that the sweeps check, smooth
+    # where the primitive is (a vector's arbitrary sign removed, say).
+    view: Callable | None = None
     params: dict[str, Param] = field(default_factory=dict)  # each parameter's name and schema
     inplace_impl: Callable | None = None  # impl that may overwrite its first argument (a fresh array that dies here)
     # Tier 2 (compile/xla.py): ``xla(jx, *args, **params)`` on jax arrays, ``jx`` holding ``jx.np``
@@ -263,6 +267,8 @@ def batch_of(t, primal) -> tuple[int, ...]:
 #   ("distinct", shape, (lo, hi)) float, differentiated; elements at least (hi-lo)/(2n) apart (no ties)
 #   ("invertible", shape)         float, differentiated; well-conditioned square matrices
 #   ("spd", shape)                float, differentiated; symmetric positive definite matrices
+#   ("symmetric", shape, (lo, hi)) float, differentiated; symmetric matrices whose eigenvalues are spread
+#                                 over (lo, hi) as "distinct" spreads elements
 #   ("spread", shape, (lo, hi))   float, differentiated; matrices whose singular values are spread over
 #                                 (lo, hi) as "distinct" spreads elements (full rank, no repeats)
 #   ("mask", shape)               boolean constant
