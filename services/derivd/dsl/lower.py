@@ -93,12 +93,10 @@ def free_inputs(text: str, settings) -> list[str]:
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             assigned.add(node.id)
     lib = Library(None)
-    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-    loads = sorted((node.lineno, node.col_offset, node.id, id(node) in called) for node in ast.walk(tree)
-                   if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load))  # ast.walk is breadth-first
-    for _, _, n, call in loads:
-        value = not builtin(n, lib) or (shadowable(n, lib) and not call)  # gamma * x: an input named gamma
-        if n not in assigned and n not in defined and value and n != "range" and n not in seen:
+    loads = sorted((node.lineno, node.col_offset, node.id) for node in ast.walk(tree)  # ast.walk is breadth-first
+                   if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load))
+    for _, _, n in loads:
+        if n not in assigned and n not in defined and not builtin(n, lib) and n != "range" and n not in seen:
             seen.append(n)
     return seen
 
@@ -108,36 +106,16 @@ def builtin(name: str, lib: Library) -> bool:
     return name in CONSTANTS or lib.known(name) or name in names.ROOTS or name in names.FLOAT_DTYPES
 
 
-def shadowable(name: str, lib: Library) -> bool:
-    """A function the language gained beyond the contract's (beta, gamma, var, sort...): an input of
-    that name wins over it in its program, as a Python variable would, and the function stays
-    reachable by its namespaced spelling (scipy.special.gamma). The contract's functions (RESERVED),
-    the constants, the namespaces and the dtype words cannot be input names."""
-    return (lib.known(name) and name not in RESERVED and name not in CONSTANTS and name not in names.ROOTS
-            and name not in names.FLOAT_DTYPES)
-
-
-def function_home(name: str) -> str | None:
-    """The namespaced spelling of the language's function ``name`` (scipy.special.gamma), if any."""
-    for prefix in names.NAMESPACES:
-        if name in names.MEMBERS[prefix]:
-            return ".".join(prefix + (name,))
-    return None
-
-
 def check_input_names(inputs: dict[str, InputSpec]) -> None:
-    """An input named like a builtin would be shadowed by it (or shadow it): refused, named; except a
-    ``shadowable`` function's name, which the input wins."""
+    """An input named like a builtin would be shadowed by it (or shadow it): refused, named."""
     lib = Library(None)
     for name, spec in inputs.items():
-        if builtin(name, lib) and not shadowable(name, lib):
+        if builtin(name, lib):
             what = "a constant" if name in CONSTANTS else "a namespace" if name in names.ROOTS else (
                 "a dtype" if name in names.FLOAT_DTYPES else "a function")
             field = "at" if spec.role == "at" else "constants"
-            also = (" (inputs may take the names of the functions beyond the contract's, such as beta and gamma)"
-                    if what == "a function" else "")
             raise ValidationFailed(f"input {name!r} in `{field}` has the name of {what} of the language; "
-                                   f"rename it{also}", name=name, field=field)
+                                   "rename it", name=name, field=field)
 
 
 def lower(text: str, inputs: dict[str, InputSpec], settings) -> Program:
@@ -367,8 +345,7 @@ class Lowerer:
         spec = self.specs.get(name)
         if spec is None:
             if name in self.helpers or self.lib.known(name):
-                also = f", or pass an input named {name!r}" if shadowable(name, self.lib) else ""
-                raise refuse(f"{name!r} is a function; call it{also}", e, code="type_error")
+                raise refuse(f"{name!r} is a function; call it", e, code="type_error")
             if name in names.ROOTS:
                 raise refuse(f"{name!r} is a namespace: use its functions ({name}.sin(x))", e, code="type_error")
             hint = names.suggest(name, set(env) | set(self.specs) | set(self.helpers) | set(CONSTANTS)
@@ -520,9 +497,7 @@ class Lowerer:
             raise refuse(f"helper {name}() is not visible here: a helper calls only helpers defined before it, "
                          "so there is no recursion", e, code="recursion")
         if name in self.specs:
-            home = function_home(name) if self.lib.known(name) else None
-            also = f" (its name wins over the function's here: call {home}(...))" if home else ""
-            raise refuse(f"{name!r} is an input, not a function{also}", e, code="type_error")
+            raise refuse(f"{name!r} is an input, not a function", e, code="type_error")
         if not self.lib.known(name):
             raise self.unknown_function(name, e)
         return self.library_call(name, args, kwargs, e)
