@@ -169,8 +169,8 @@ def _callback(function, shape, dtype, *args):
     order)."""
     import jax
 
-    def call(*values):
-        return np.asarray(function(*values), dtype=dtype).reshape(shape)
+    def call(*values):  # writable numpy copies: jax may hand its own immutable arrays
+        return np.asarray(function(*[np.array(v) for v in values]), dtype=dtype).reshape(shape)
 
     return jax.pure_callback(call, jax.ShapeDtypeStruct(shape, dtype), *args, vmap_method="sequential")
 
@@ -192,7 +192,14 @@ def _erfcinv(jsp):
     return lambda x: jsp.ndtri(x / 2) * -0.7071067811865476
 
 
-SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv,
+def _rgamma(jsp):
+    """rgamma(x) = gammasgn(x) exp(-gammaln(x)): 0 at gamma's poles, where gammaln is inf."""
+    import jax.numpy as jnp
+
+    return lambda x: jsp.gammasgn(x) * jnp.exp(-jsp.gammaln(x))
+
+
+SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rgamma,
                    **{name: _scipy_on_host(name) for name in ("j0", "j1", "y0", "y1", "jv", "yn", "ive")}}
 
 

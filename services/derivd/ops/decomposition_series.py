@@ -178,11 +178,24 @@ def _part(*names):
     return Param(" or ".join(names), lambda v: v in names)
 
 
-register(Primitive("taylor_eigh", _eigh_shape, impl=_taylor_eigh, params={"part": _part("w", "V")},
+def _on_host(impl, shape_rule):
+    """Tier 2 runs the numpy recurrence called back on the host: a few small solves and products per
+    order, where XLA would gain nothing, with tier 1's own numbers."""
+    def xla(jx, *args, **params):
+        shape = shape_rule(*[(tuple(a.shape), FLOAT) for a in args], **params)[0]
+        return jx.callback(lambda *values: impl(*values, **params), shape, np.float64, *args)
+
+    return xla
+
+
+register(Primitive("taylor_eigh", _eigh_shape, impl=_taylor_eigh, xla=_on_host(_taylor_eigh, _eigh_shape),
+                   params={"part": _part("w", "V")},
                    doc="(symmetric A series, w_0, V_0; part) -> series of eigh's w or V"))
-register(Primitive("taylor_svd", _svd_shape, impl=_taylor_svd, params={"part": _part("U", "s", "Vt")},
+register(Primitive("taylor_svd", _svd_shape, impl=_taylor_svd, xla=_on_host(_taylor_svd, _svd_shape),
+                   params={"part": _part("U", "s", "Vt")},
                    doc="(A series, U_0, s_0, Vt_0; part) -> series of the thin SVD's U, s or Vt"))
-register(Primitive("taylor_qr", _qr_shape, impl=_taylor_qr, params={"part": _part("Q", "R")},
+register(Primitive("taylor_qr", _qr_shape, impl=_taylor_qr, xla=_on_host(_taylor_qr, _qr_shape),
+                   params={"part": _part("Q", "R")},
                    doc="(A series, Q_0, R_0; part) -> series of the reduced QR's Q or R"))
 
 
