@@ -1,6 +1,6 @@
 """derivd as a service under load, beside a hand-written FastAPI + JAX service.
 
-    OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json]
+    OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json] [--rest-floor]
 
 Every server runs as its own process on this machine (one thread of BLAS
 each), driven by the same client: 8 concurrent HTTP/1.1 keep-alive
@@ -21,6 +21,10 @@ servers share with it; the results say which. Measured:
   cold), against JAX's first call of a freshly jitted function;
 * the ceiling: uvicorn answering every request with a fixed body, in one and in
   two processes, through the same client (no service on this stack passes it).
+
+``--rest-floor`` runs only the gradient with one gateway and the one-process
+ceiling (issue 12's measure of the REST path's own cost), three times each,
+alternating, so that both see the same machine.
 
 Targets (issue 6): >= 5x the JAX service's requests/s warm, p50 <= 2 ms, first
 request of a new function <= 20 ms. Numbers are reported, never asserted.
@@ -306,10 +310,51 @@ def jax_first_call(trials: int = 5) -> dict | None:
     return {"p50_ms": round(statistics.median(times), 3), "max_ms": round(max(times), 3)}
 
 
+@contextlib.contextmanager
+def serving(cmd: list[str], port: int, env: dict, cwd: str | None = None):
+    proc = start(cmd, port, env, cwd)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def ceiling(env: dict, processes: int):
+    """The port of uvicorn answering every request with a fixed body (``CEILING_SERVICE``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "ceiling.py"), "w") as f:
+            f.write(CEILING_SERVICE)
+        port = free_port()
+        with serving([sys.executable, "-m", "uvicorn", "ceiling:app", "--port", str(port), "--workers",
+                      str(processes), "--log-level", "warning", "--no-access-log"], port, env, tmp):
+            yield port
+
+
+def rest_floor(env: dict, gradient: tuple, seconds: float, rounds: int = 3) -> dict:
+    """The gradient with one gateway and the one-process ceiling, alternating ``rounds`` times (the
+    machine's other work moves both alike), and derivd's share of the ceiling per round."""
+    port = free_port()
+    out: dict = {"derivd_gradient_n10": [], "http_ceiling_1_process": [], "share_of_ceiling": []}
+    with serving([sys.executable, "-m", "derivd.cli", "serve", "--port", str(port), "--grpc-port", "0",
+                  "--workers", "0"], port, env) as derivd_port, ceiling(env, 1) as ceiling_port:
+        for _ in range(rounds):
+            ours, bare = load(derivd_port, *gradient, seconds), load(ceiling_port, *gradient, seconds)
+            out["derivd_gradient_n10"].append(ours)
+            out["http_ceiling_1_process"].append(bare)
+            out["share_of_ceiling"].append(round(ours["requests_per_s"] / bare["requests_per_s"], 3))
+    for name in ("derivd_gradient_n10", "http_ceiling_1_process"):
+        out[f"{name}_median_requests_per_s"] = statistics.median(r["requests_per_s"] for r in out[name])
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--rest-floor", action="store_true",
+                        help="only the gradient (n = 10) with one gateway beside the one-process ceiling")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
@@ -323,6 +368,9 @@ def main() -> int:
     gradient = ("/v1/gradient", {"function": {"dsl": ROSENBROCK}, "at": {"x": small_x}})
     jacobian = ("/v1/jacobian", {"function": {"dsl": DENSE}, "at": {"x": medium_x}})
     results["client"] = "wrk -t1" if shutil.which("wrk") else "python asyncio"
+    if args.rest_floor:
+        results.update(rest_floor(env, gradient, args.seconds))
+        return report(results, args.json)
 
     rest_port, grpc_port = free_port(), free_port()
     derivd = start([sys.executable, "-m", "derivd.cli", "serve", "--port", str(rest_port),
@@ -347,18 +395,9 @@ def main() -> int:
             derivd.terminate()
             derivd.wait()
 
-    with tempfile.TemporaryDirectory() as tmp:  # what no service on this HTTP stack can pass
-        with open(os.path.join(tmp, "ceiling.py"), "w") as f:
-            f.write(CEILING_SERVICE)
-        for processes in (1, 2):
-            port = free_port()
-            proc = start([sys.executable, "-m", "uvicorn", "ceiling:app", "--port", str(port), "--workers",
-                          str(processes), "--log-level", "warning", "--no-access-log"], port, env, cwd=tmp)
-            try:
-                results[f"http_ceiling_{processes}_process"] = load(port, *gradient, args.seconds)
-            finally:
-                proc.terminate()
-                proc.wait()
+    for processes in (1, 2):  # what no service on this HTTP stack can pass
+        with ceiling(env, processes) as port:
+            results[f"http_ceiling_{processes}_process"] = load(port, *gradient, args.seconds)
 
     try:
         import jax  # noqa: F401
@@ -386,10 +425,14 @@ def main() -> int:
             results[f"ratio_2_gateways_{name}_requests_per_s"] = round(
                 results[f"derivd_2_gateways_{name}"]["requests_per_s"] / jax_rate, 2)
 
+    return report(results, args.json)
+
+
+def report(results: dict, path: str | None) -> int:
     results["load_average_after"] = os.getloadavg()
     print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
+    if path:
+        with open(path, "w") as f:
             json.dump(results, f, indent=2)
     return 0
 
