@@ -17,7 +17,8 @@ Prometheus text on ``GET /metrics``:
 * ``derivd_access_denied_total{reason}``: 401s and 429s;
 * ``derivd_hvp_stream_directions_total``: directions answered on HVP streams;
 * ``derivd_tier2_tapes_total{result}``: tapes whose XLA tier was accepted,
-  rejected (it disagreed with numpy) or unlowerable (engines/tiers.py), counted
+  rejected (it disagreed with numpy), unlowerable or slower than numpy
+  (engines/tiers.py), counted
   in the process that serves ``/metrics`` (a worker's own are in its logs).
 
 With several gateway processes (``derivd serve --gateways N``) every metric is
