@@ -146,13 +146,15 @@ async def python_load(port: int, raw: bytes, seconds: float, clients: int = CLIE
         writer.close()
 
     await asyncio.gather(*[client(time.perf_counter() + 1.0) for _ in range(clients)])  # warm-up
+    warm_up = len(latencies)
     latencies.clear()
     t0 = time.perf_counter()
     await asyncio.gather(*[client(t0 + seconds) for _ in range(clients)])
     elapsed = time.perf_counter() - t0
     ms = np.array(latencies) * 1e3
     return {"requests_per_s": round(len(latencies) / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3), "requests": len(latencies), "errors": errors}
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "requests": len(latencies), "errors": errors,
+            "with_warm_up": warm_up + len(latencies)}
 
 
 WRK_SCRIPT = """wrk.method = "POST"
@@ -182,7 +184,7 @@ def wrk_load(port: int, path: str, body: dict, seconds: float) -> dict:
         os.unlink(f.name)
     r = runs[-1]
     return {"requests_per_s": round(r["requests"] / r["seconds"], 1), "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
-            "requests": r["requests"], "errors": r["errors"]}
+            "requests": r["requests"], "errors": r["errors"], "with_warm_up": sum(run["requests"] for run in runs)}
 
 
 def load(port: int, path: str, body: dict, seconds: float) -> dict:
@@ -312,12 +314,31 @@ def jax_first_call(trials: int = 5) -> dict | None:
 
 @contextlib.contextmanager
 def serving(cmd: list[str], port: int, env: dict, cwd: str | None = None):
+    """The server's process while it serves on ``port``."""
     proc = start(cmd, port, env, cwd)
     try:
-        yield port
+        yield proc
     finally:
         proc.terminate()
         proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` and its children so far."""
+    import psutil
+
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+
+def measured(proc, port: int, path: str, body: dict, seconds: float) -> dict:
+    """``load``, and the server's own CPU per request (its process's time over the requests it
+    answered, warm-up included): what the machine's other work changes least."""
+    before = cpu_seconds(proc.pid)
+    out = load(port, path, body, seconds)
+    out["server_cpu_us_per_request"] = round((cpu_seconds(proc.pid) - before) / out["with_warm_up"] * 1e6, 1)
+    return out
 
 
 @contextlib.contextmanager
@@ -328,24 +349,32 @@ def ceiling(env: dict, processes: int):
             f.write(CEILING_SERVICE)
         port = free_port()
         with serving([sys.executable, "-m", "uvicorn", "ceiling:app", "--port", str(port), "--workers",
-                      str(processes), "--log-level", "warning", "--no-access-log"], port, env, tmp):
-            yield port
+                      str(processes), "--log-level", "warning", "--no-access-log"], port, env, tmp) as proc:
+            yield proc, port
 
 
 def rest_floor(env: dict, gradient: tuple, seconds: float, rounds: int = 3) -> dict:
     """The gradient with one gateway and the one-process ceiling, alternating ``rounds`` times (the
-    machine's other work moves both alike), and derivd's share of the ceiling per round."""
+    machine's other work moves both alike): derivd's share of the ceiling's requests/s, and each
+    server's CPU per request (derivd's minus the ceiling's: what the gateway spends of its own)."""
     port = free_port()
-    out: dict = {"derivd_gradient_n10": [], "http_ceiling_1_process": [], "share_of_ceiling": []}
+    out: dict = {"derivd_gradient_n10": [], "http_ceiling_1_process": [], "share_of_ceiling": [],
+                 "derivd_own_cpu_us_per_request": []}
     with serving([sys.executable, "-m", "derivd.cli", "serve", "--port", str(port), "--grpc-port", "0",
-                  "--workers", "0"], port, env) as derivd_port, ceiling(env, 1) as ceiling_port:
+                  "--workers", "0"], port, env) as derivd, ceiling(env, 1) as (bare_proc, bare_port):
+        load(port, *gradient, seconds)  # unmeasured: tapes compiled, tier 2 tried, in-line policy learnt
         for _ in range(rounds):
-            ours, bare = load(derivd_port, *gradient, seconds), load(ceiling_port, *gradient, seconds)
+            ours = measured(derivd, port, *gradient, seconds)
+            bare = measured(bare_proc, bare_port, *gradient, seconds)
             out["derivd_gradient_n10"].append(ours)
             out["http_ceiling_1_process"].append(bare)
             out["share_of_ceiling"].append(round(ours["requests_per_s"] / bare["requests_per_s"], 3))
+            out["derivd_own_cpu_us_per_request"].append(
+                round(ours["server_cpu_us_per_request"] - bare["server_cpu_us_per_request"], 1))
     for name in ("derivd_gradient_n10", "http_ceiling_1_process"):
         out[f"{name}_median_requests_per_s"] = statistics.median(r["requests_per_s"] for r in out[name])
+        out[f"{name}_median_cpu_us_per_request"] = statistics.median(r["server_cpu_us_per_request"]
+                                                                     for r in out[name])
     return out
 
 
@@ -396,7 +425,7 @@ def main() -> int:
             derivd.wait()
 
     for processes in (1, 2):  # what no service on this HTTP stack can pass
-        with ceiling(env, processes) as port:
+        with ceiling(env, processes) as (_, port):
             results[f"http_ceiling_{processes}_process"] = load(port, *gradient, args.seconds)
 
     try:
