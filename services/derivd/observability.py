@@ -269,6 +269,7 @@ class RequestTelemetry:
     def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        self.in_flight = metrics.in_flight.labels("rest")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -292,7 +293,7 @@ class RequestTelemetry:
 
         if scope["path"] == "/metrics":  # the scrape itself is neither counted nor in flight
             return await self.app(scope, receive, send_with_id)
-        gauge = self.metrics.in_flight.labels("rest")
+        gauge = self.in_flight
         gauge.inc()
         try:
             await self.app(scope, receive, send_with_id)

@@ -33,7 +33,6 @@ highest in the response (``tier``) and the gateway in ``Server-Timing``.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import threading
@@ -60,15 +59,19 @@ def enabled(settings) -> bool:
     return settings.xla_tier != "off" and xla.available()
 
 
-@contextlib.contextmanager
-def answering():
-    """Collect, in the yielded set, the tiers (1, 2) that answered the tape runs in this block."""
-    used: set = set()
-    token = _ANSWERED.set(used)
-    try:
-        yield used
-    finally:
-        _ANSWERED.reset(token)
+class answering:
+    """``with answering() as used``: collect in the set ``used`` the tiers (1, 2) that answered the
+    tape runs in the block. A class, not a generator: it is around every request."""
+
+    __slots__ = ("_used", "_token")
+
+    def __enter__(self) -> set:
+        self._used = set()
+        self._token = _ANSWERED.set(self._used)
+        return self._used
+
+    def __exit__(self, *exc) -> None:
+        _ANSWERED.reset(self._token)
 
 
 def _answered(tier: int) -> None:
