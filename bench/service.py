@@ -1,6 +1,6 @@
 """derivd as a service under load, beside a hand-written FastAPI + JAX service.
 
-    OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json]
+    OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json] [--rest-floor]
 
 Every server runs as its own process on this machine (one thread of BLAS
 each), driven by the same client: 8 concurrent HTTP/1.1 keep-alive
@@ -21,6 +21,10 @@ servers share with it; the results say which. Measured:
   cold), against JAX's first call of a freshly jitted function;
 * the ceiling: uvicorn answering every request with a fixed body, in one and in
   two processes, through the same client (no service on this stack passes it).
+
+``--rest-floor`` runs only the gradient with one gateway and the one-process
+ceiling (issue 12's measure of the REST path's own cost), three times each,
+alternating, so that both see the same machine.
 
 Targets (issue 6): >= 5x the JAX service's requests/s warm, p50 <= 2 ms, first
 request of a new function <= 20 ms. Numbers are reported, never asserted.
@@ -142,13 +146,15 @@ async def python_load(port: int, raw: bytes, seconds: float, clients: int = CLIE
         writer.close()
 
     await asyncio.gather(*[client(time.perf_counter() + 1.0) for _ in range(clients)])  # warm-up
+    warm_up = len(latencies)
     latencies.clear()
     t0 = time.perf_counter()
     await asyncio.gather(*[client(t0 + seconds) for _ in range(clients)])
     elapsed = time.perf_counter() - t0
     ms = np.array(latencies) * 1e3
     return {"requests_per_s": round(len(latencies) / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3), "requests": len(latencies), "errors": errors}
+            "p99_ms": round(float(np.percentile(ms, 99)), 3), "requests": len(latencies), "errors": errors,
+            "with_warm_up": warm_up + len(latencies)}
 
 
 WRK_SCRIPT = """wrk.method = "POST"
@@ -178,7 +184,7 @@ def wrk_load(port: int, path: str, body: dict, seconds: float) -> dict:
         os.unlink(f.name)
     r = runs[-1]
     return {"requests_per_s": round(r["requests"] / r["seconds"], 1), "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
-            "requests": r["requests"], "errors": r["errors"]}
+            "requests": r["requests"], "errors": r["errors"], "with_warm_up": sum(run["requests"] for run in runs)}
 
 
 def load(port: int, path: str, body: dict, seconds: float) -> dict:
@@ -306,10 +312,78 @@ def jax_first_call(trials: int = 5) -> dict | None:
     return {"p50_ms": round(statistics.median(times), 3), "max_ms": round(max(times), 3)}
 
 
+@contextlib.contextmanager
+def serving(cmd: list[str], port: int, env: dict, cwd: str | None = None):
+    """The server's process while it serves on ``port``."""
+    proc = start(cmd, port, env, cwd)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` and its children so far."""
+    import psutil
+
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+
+def measured(proc, port: int, path: str, body: dict, seconds: float) -> dict:
+    """``load``, and the server's own CPU per request (its process's time over the requests it
+    answered, warm-up included): what the machine's other work changes least."""
+    before = cpu_seconds(proc.pid)
+    out = load(port, path, body, seconds)
+    out["server_cpu_us_per_request"] = round((cpu_seconds(proc.pid) - before) / out["with_warm_up"] * 1e6, 1)
+    return out
+
+
+@contextlib.contextmanager
+def ceiling(env: dict, processes: int):
+    """The port of uvicorn answering every request with a fixed body (``CEILING_SERVICE``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "ceiling.py"), "w") as f:
+            f.write(CEILING_SERVICE)
+        port = free_port()
+        with serving([sys.executable, "-m", "uvicorn", "ceiling:app", "--port", str(port), "--workers",
+                      str(processes), "--log-level", "warning", "--no-access-log"], port, env, tmp) as proc:
+            yield proc, port
+
+
+def rest_floor(env: dict, gradient: tuple, seconds: float, rounds: int = 3) -> dict:
+    """The gradient with one gateway and the one-process ceiling, alternating ``rounds`` times (the
+    machine's other work moves both alike): derivd's share of the ceiling's requests/s, and each
+    server's CPU per request (derivd's minus the ceiling's: what the gateway spends of its own)."""
+    port = free_port()
+    out: dict = {"derivd_gradient_n10": [], "http_ceiling_1_process": [], "share_of_ceiling": [],
+                 "derivd_own_cpu_us_per_request": []}
+    with serving([sys.executable, "-m", "derivd.cli", "serve", "--port", str(port), "--grpc-port", "0",
+                  "--workers", "0"], port, env) as derivd, ceiling(env, 1) as (bare_proc, bare_port):
+        load(port, *gradient, seconds)  # unmeasured: tapes compiled, tier 2 tried, in-line policy learnt
+        for _ in range(rounds):
+            ours = measured(derivd, port, *gradient, seconds)
+            bare = measured(bare_proc, bare_port, *gradient, seconds)
+            out["derivd_gradient_n10"].append(ours)
+            out["http_ceiling_1_process"].append(bare)
+            out["share_of_ceiling"].append(round(ours["requests_per_s"] / bare["requests_per_s"], 3))
+            out["derivd_own_cpu_us_per_request"].append(
+                round(ours["server_cpu_us_per_request"] - bare["server_cpu_us_per_request"], 1))
+    for name in ("derivd_gradient_n10", "http_ceiling_1_process"):
+        out[f"{name}_median_requests_per_s"] = statistics.median(r["requests_per_s"] for r in out[name])
+        out[f"{name}_median_cpu_us_per_request"] = statistics.median(r["server_cpu_us_per_request"]
+                                                                     for r in out[name])
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--rest-floor", action="store_true",
+                        help="only the gradient (n = 10) with one gateway beside the one-process ceiling")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
@@ -323,6 +397,9 @@ def main() -> int:
     gradient = ("/v1/gradient", {"function": {"dsl": ROSENBROCK}, "at": {"x": small_x}})
     jacobian = ("/v1/jacobian", {"function": {"dsl": DENSE}, "at": {"x": medium_x}})
     results["client"] = "wrk -t1" if shutil.which("wrk") else "python asyncio"
+    if args.rest_floor:
+        results.update(rest_floor(env, gradient, args.seconds))
+        return report(results, args.json)
 
     rest_port, grpc_port = free_port(), free_port()
     derivd = start([sys.executable, "-m", "derivd.cli", "serve", "--port", str(rest_port),
@@ -347,18 +424,9 @@ def main() -> int:
             derivd.terminate()
             derivd.wait()
 
-    with tempfile.TemporaryDirectory() as tmp:  # what no service on this HTTP stack can pass
-        with open(os.path.join(tmp, "ceiling.py"), "w") as f:
-            f.write(CEILING_SERVICE)
-        for processes in (1, 2):
-            port = free_port()
-            proc = start([sys.executable, "-m", "uvicorn", "ceiling:app", "--port", str(port), "--workers",
-                          str(processes), "--log-level", "warning", "--no-access-log"], port, env, cwd=tmp)
-            try:
-                results[f"http_ceiling_{processes}_process"] = load(port, *gradient, args.seconds)
-            finally:
-                proc.terminate()
-                proc.wait()
+    for processes in (1, 2):  # what no service on this HTTP stack can pass
+        with ceiling(env, processes) as (_, port):
+            results[f"http_ceiling_{processes}_process"] = load(port, *gradient, args.seconds)
 
     try:
         import jax  # noqa: F401
@@ -386,10 +454,14 @@ def main() -> int:
             results[f"ratio_2_gateways_{name}_requests_per_s"] = round(
                 results[f"derivd_2_gateways_{name}"]["requests_per_s"] / jax_rate, 2)
 
+    return report(results, args.json)
+
+
+def report(results: dict, path: str | None) -> int:
     results["load_average_after"] = os.getloadavg()
     print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
+    if path:
+        with open(path, "w") as f:
             json.dump(results, f, indent=2)
     return 0
 

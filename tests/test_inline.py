@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from derivd.config import Settings
@@ -34,5 +36,27 @@ def test_worker_pools_are_never_inline():
     dispatcher = Dispatcher(Service(Settings(pool_default="dns:///127.0.0.1:1")))
     try:
         assert dispatcher.quick.key(GRADIENT, req({"dsl": "sum(x)"}, x=[1.0])) is None
+    finally:
+        dispatcher.close()
+
+
+def test_a_request_held_off_the_cpu_keeps_its_kind_inline(monkeypatch):
+    """What counts is the CPU a kind takes, not the wall time: a request preempted on a busy machine
+    (here: asleep 20 ms inside the engine) does not send its kind to the compute threads."""
+    from derivd.engines import reverse
+
+    dispatcher = Dispatcher(Service(Settings(inline_compute_s=0.005)))
+    try:
+        small = req({"dsl": "sum(x**2)"}, x=[1.0, 2.0])
+        dispatcher.submit("gradient", small)  # compiled
+        dispatcher.submit("gradient", small)  # seen quick
+        key = dispatcher.quick.key(GRADIENT, small)
+        assert dispatcher.quick.is_quick(key)
+        real = reverse.gradient
+        monkeypatch.setattr(reverse, "gradient", lambda *args: time.sleep(0.02) or real(*args))
+        answer, timings = dispatcher.submit("gradient", small)
+        assert timings.queue == 0.0 and timings.compute >= 0.02  # inline, and the wall time says so
+        np.testing.assert_allclose(answer["gradient"]["x"], [2.0, 4.0], rtol=1e-15)
+        assert dispatcher.quick.is_quick(key)
     finally:
         dispatcher.close()

@@ -19,7 +19,6 @@ deadlines), read through the module so that tests can make time pass.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import threading
 
@@ -31,14 +30,20 @@ _DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.Cont
 STOPPING = threading.Event()  # set once: the process is shutting down
 
 
-@contextlib.contextmanager
-def deadline(at: float | None, budget_s: float):
-    """Work in this block stops at its next check once ``at`` (on ``clock.now()``'s scale) is past."""
-    token = _DEADLINE.set(None if at is None else (at, budget_s))
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
+class deadline:
+    """``with deadline(at, budget_s)``: work in the block stops at its next check once ``at`` (on
+    ``clock.now()``'s scale) is past. A class, not a generator: it is around every request."""
+
+    __slots__ = ("_value", "_token")
+
+    def __init__(self, at: float | None, budget_s: float):
+        self._value = None if at is None else (at, budget_s)
+
+    def __enter__(self) -> None:
+        self._token = _DEADLINE.set(self._value)
+
+    def __exit__(self, *exc) -> None:
+        _DEADLINE.reset(self._token)
 
 
 def check() -> None:

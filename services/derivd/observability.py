@@ -17,7 +17,8 @@ Prometheus text on ``GET /metrics``:
 * ``derivd_access_denied_total{reason}``: 401s and 429s;
 * ``derivd_hvp_stream_directions_total``: directions answered on HVP streams;
 * ``derivd_tier2_tapes_total{result}``: tapes whose XLA tier was accepted,
-  rejected (it disagreed with numpy) or unlowerable (engines/tiers.py), counted
+  rejected (it disagreed with numpy), unlowerable or slower than numpy
+  (engines/tiers.py), counted
   in the process that serves ``/metrics`` (a worker's own are in its logs).
 
 With several gateway processes (``derivd serve --gateways N``) every metric is
@@ -268,6 +269,7 @@ class RequestTelemetry:
     def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        self.in_flight = metrics.in_flight.labels("rest")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -291,7 +293,7 @@ class RequestTelemetry:
 
         if scope["path"] == "/metrics":  # the scrape itself is neither counted nor in flight
             return await self.app(scope, receive, send_with_id)
-        gauge = self.metrics.in_flight.labels("rest")
+        gauge = self.in_flight
         gauge.inc()
         try:
             await self.app(scope, receive, send_with_id)

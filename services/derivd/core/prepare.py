@@ -24,7 +24,7 @@ from derivd.dsl.parse import parse
 from derivd.engines import finite_answers as fd
 from derivd.engines.common import Wrt, require_dense, require_scalar
 from derivd.errors import DerivdError, LimitExceeded, ShapeError, UnknownName, ValidationFailed
-from derivd.ir.cost import describe, graph_flops
+from derivd.ir.cost import describe
 from derivd.ops.registry import BOOL, FLOAT, INT
 
 MODES = ("auto", "forward", "reverse", "taylor", "finite")
@@ -162,7 +162,7 @@ def require_affordable(fn, settings) -> None:
     """Refuse a program whose one evaluation costs more than ``max_program_flops`` (``ir.cost``'s
     floor from its shapes: a chain of large matrix products in a long loop, say): it could not finish
     within its deadline, and a single numpy call in it could not be stopped there."""
-    flops = graph_flops(fn.program_nodes)
+    flops = fn.flops
     limit = settings.max_program_flops
     if flops > limit:
         raise LimitExceeded(f"the program needs at least {describe(flops)} floating-point operations per "

@@ -12,6 +12,7 @@ the request's deadline is past.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import replace
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from derivd.blackbox import BlackBoxSpec, make_registry
 from derivd.cache import LocalStore, RedisTier, TapeCache, TapeKey
+from derivd.cache.lru import BoundedLRU
 from derivd.core import blackboxes
 from derivd.core.endpoints import endpoint
 from derivd.core.functions import Functions, StoredFunction
@@ -34,6 +36,7 @@ from derivd.errors import DerivdError, ValidationFailed
 from derivd.observability import Metrics
 
 STREAM_MODES = ("auto", "forward", "reverse")  # an HVP stream is forward over reverse
+SIGNATURE_BYTES = 16 * 1024 * 1024  # program texts kept to skip re-checking a known kind of request
 
 
 class Service:
@@ -43,6 +46,8 @@ class Service:
         # Without Redis, what callers register is kept in the data directory (StoreUnavailable if it cannot be)
         store = None if settings.redis_url else LocalStore.from_settings(settings)
         self.cache = TapeCache(settings, redis)
+        # (program text, input shapes and dtypes, boolean masks' digests) -> (specs, tape key, bytes kept)
+        self._signatures = BoundedLRU(SIGNATURE_BYTES, 4 * settings.tape_cache_size, lambda known: known[2])
         self.functions = Functions(settings, redis or store)
         self.blackboxes = make_registry(settings, store)
         self.metrics = Metrics()
@@ -142,10 +147,22 @@ class Service:
         """The program of ``req`` compiled at its inputs' shapes (through the tape cache), its input
         values, the checked ``wrt``, and the seconds compiling took (0 on a cache hit)."""
         source, constants = req.function["dsl"], req.constants
-        specs = input_specs(req.at, constants, self.settings, source)
+        specs, key = self._signature(source, req.at, constants)
         wrt = wrt_names(req.wrt, req.at, constants)
         values = {**{k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}, **constants}
         t0 = time.perf_counter()
-        key = TapeKey.for_program(source, specs)
         fn, hit = self.cache.get_or_compile(key, lambda: load_or_lower(source, specs, self.settings, self.cache, key))
         return fn, values, wrt, 0.0 if hit else time.perf_counter() - t0
+
+    def _signature(self, source: str, at: dict, constants: dict):
+        """The checked input specs and the tape-cache key of ``source`` at these inputs' shapes and
+        dtypes: worked out (and the program text hashed) once per kind of request, not per request."""
+        seen = (source, tuple((k, np.shape(v)) for k, v in at.items()),
+                tuple((k, v.shape, v.dtype.kind, hashlib.sha256(v.tobytes()).digest() if v.dtype.kind == "b" else None)
+                      for k, v in constants.items()))  # a boolean constant may be a static mask: its values count
+        known = self._signatures.get(seen)
+        if known is None:
+            specs = input_specs(at, constants, self.settings, source)
+            known = specs, TapeKey.for_program(source, specs), len(source) + 512
+            self._signatures.put(seen, known)
+        return known[:2]

@@ -12,8 +12,10 @@ Both skins and the HVP stream come through here, so the policy exists once:
 * which pool computes it (``pools.Router``): a stored id is resolved here
   (ids live with the gateway), a program goes to its engine family's pool, a
   black box stays in process;
-* the record: each request's compute time decides whether its kind runs inline
-  next time.
+* the record: each request's CPU time on the thread that ran it (compile
+  included) decides whether its kind runs inline next time; CPU, not wall time,
+  so that a request preempted on a busy machine does not send its kind to the
+  compute threads, whose hand-off costs more than the request.
 
 REST runs on an event loop and awaits (``submit_async``); gRPC handlers block
 (``submit``). Both go through ``_admit`` and ``_finish`` and one executor; only
@@ -58,22 +60,22 @@ class Dispatcher:
         """Endpoint ``name`` of ``req``, blocking this thread until it is answered or its deadline passes."""
         row, key, budget = self._admit(name, req, remaining)
         if self.quick.is_quick(key):
-            return self._finish(key, self._route(row, req), 0.0)
-        result, queue_s = self.call(budget, self._route, row, req)
-        return self._finish(key, result, queue_s)
+            return self._finish(key, self._run(row, req), 0.0)
+        ran, queue_s = self.call(budget, self._run, row, req)
+        return self._finish(key, ran, queue_s)
 
     async def submit_async(self, name: str, req, remaining: float | None = None) -> tuple[dict, Timings]:
         """``submit`` for an event loop: a quick request runs on the loop, any other is awaited."""
         row, key, budget = self._admit(name, req, remaining)
         if self.quick.is_quick(key):
-            return self._finish(key, self._route(row, req), 0.0)
+            return self._finish(key, self._run(row, req), 0.0)
         queued = time.perf_counter()
-        future = self.executor.submit(_timed, self._route, row, req)
+        future = self.executor.submit(_timed, self._run, row, req)
         try:
-            started, result = await asyncio.wait_for(asyncio.wrap_future(future), timeout=budget)
+            started, ran = await asyncio.wait_for(asyncio.wrap_future(future), timeout=budget)
         except asyncio.TimeoutError:
             raise _late(budget) from None
-        return self._finish(key, result, started - queued)
+        return self._finish(key, ran, started - queued)
 
     def _admit(self, name: str, req, remaining: float | None):
         row = endpoint(name)
@@ -90,9 +92,15 @@ class Dispatcher:
                 return self.router.run(row, self.service.resolve(req))
         return self.router.in_process.run(row.name, req, "")  # a black box, or what the core refuses
 
-    def _finish(self, key, result: tuple[dict, Timings], queue_s: float) -> tuple[dict, Timings]:
-        answer, timings = result
-        self.quick.record(key, timings.compile + timings.compute)
+    def _run(self, row, req):
+        """``_route``'s answer and the CPU seconds this thread spent on it."""
+        cpu = time.thread_time()
+        result = self._route(row, req)
+        return result, time.thread_time() - cpu
+
+    def _finish(self, key, ran: tuple[tuple[dict, Timings], float], queue_s: float) -> tuple[dict, Timings]:
+        (answer, timings), cpu_s = ran
+        self.quick.record(key, cpu_s)
         timings.queue = queue_s
         return answer, timings
 

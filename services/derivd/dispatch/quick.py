@@ -2,8 +2,10 @@
 
 Handing a request to a thread and back costs 0.3-1 ms on a busy 2-core machine,
 more than a compiled small derivative costs. A request whose function, shapes
-and endpoint last ran in under ``limit_s`` (compile included), in this process
-and without a black box, runs inline; anything slower or new goes to the
+and endpoint last ran in under ``limit_s`` of CPU (compile included; the
+dispatcher measures the thread's CPU time, which a busy machine does not
+inflate as it does wall time), in this process and without a black box, runs
+inline; anything slower or new goes to the
 compute threads, so the receiving thread (REST: the event loop) is never held
 for long. The table holds at most ``size`` kinds, each as a hash (bytes, not
 program text).

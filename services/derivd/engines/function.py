@@ -27,6 +27,7 @@ from derivd.compile.codegen import Tape, compile_graph
 from derivd.dsl import InputSpec, Program, lower
 from derivd.engines import tiers
 from derivd.errors import DerivdError
+from derivd.ir.cost import graph_flops
 
 
 class CompiledFunction:
@@ -55,6 +56,12 @@ class CompiledFunction:
         """The program's own live nodes (the output's ancestors): fixed once lowered, while
         transforms keep growing the graph. Sparsity checks read them per request."""
         return self.graph.live_nodes([self.output])
+
+    @cached_property
+    def flops(self) -> int:
+        """``ir.cost``'s floor of one evaluation's floating-point operations (checked per request
+        against ``max_program_flops``; fixed once lowered, so counted once)."""
+        return graph_flops(self.program_nodes)
 
     @cached_property
     def widest_node_bytes(self) -> int:

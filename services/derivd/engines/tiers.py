@@ -18,7 +18,11 @@ that point, the next run checks it at its own), or the first run does
 output's largest entry). A
 tape that disagrees stays on tier 1 for good and is logged and counted
 (``derivd_tier2_tapes{result="rejected"}`` in /metrics); so is one using a
-primitive without a tier-2 lowering (``result="unlowerable"``). An answer of
+primitive without a tier-2 lowering (``result="unlowerable"``). In ``auto``, a
+tape whose tier 2 runs no faster than tier 1 there (the fastest of up to
+``SPEED_TRIES`` runs against tier 1's fastest on real requests) stays on tier 1 too
+(``result="slower"``): calling an XLA executable costs a few hundred µs, while a
+small tape (a gradient of ten inputs) runs in tens of µs on numpy. An answer of
 tier 2 holding a non-finite number, or refused by a lowering's check (an index
 out of range, which jax would clamp), is recomputed on tier 1, which has the
 numpy conventions and the errors (a singular matrix, that index) XLA lacks.
@@ -29,7 +33,6 @@ highest in the response (``tier``) and the gateway in ``Server-Timing``.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import threading
@@ -43,7 +46,8 @@ from derivd.deadlines import check as check_deadline
 
 log = logging.getLogger("derivd.tiers")
 
-RESULTS = ("accepted", "rejected", "unlowerable")
+RESULTS = ("accepted", "rejected", "unlowerable", "slower")
+SPEED_TRIES = 3  # timed runs of a checked tier 2 against tier 1's fastest (the first may pay warm-up)
 # tapes of this process (and of its worker pools: ``add``) by what became of their tier 2
 COUNTS = dict.fromkeys(RESULTS, 0)
 _UNREPORTED = dict.fromkeys(RESULTS, 0)  # this process's counts not yet handed over by ``drain``
@@ -57,15 +61,19 @@ def enabled(settings) -> bool:
     return settings.xla_tier != "off" and xla.available()
 
 
-@contextlib.contextmanager
-def answering():
-    """Collect, in the yielded set, the tiers (1, 2) that answered the tape runs in this block."""
-    used: set = set()
-    token = _ANSWERED.set(used)
-    try:
-        yield used
-    finally:
-        _ANSWERED.reset(token)
+class answering:
+    """``with answering() as used``: collect in the set ``used`` the tiers (1, 2) that answered the
+    tape runs in the block. A class, not a generator: it is around every request."""
+
+    __slots__ = ("_used", "_token")
+
+    def __enter__(self) -> set:
+        self._used = set()
+        self._token = _ANSWERED.set(self._used)
+        return self._used
+
+    def __exit__(self, *exc) -> None:
+        _ANSWERED.reset(self._token)
 
 
 def _answered(tier: int) -> None:
@@ -131,8 +139,8 @@ class TieredTape:
         self.settings = settings
         self._graph, self._inputs, self._outputs = graph, list(inputs), list(outputs)
         self.tier2 = None  # an XlaTape that agreed with tier 1
-        self.state = "cold"  # cold -> compiling (then checked at a run) -> tier 2 | rejected | unlowerable
-        self.runs, self.seconds = 0, 0.0
+        self.state = "cold"  # cold -> compiling (then checked at a run) -> tier 2 | rejected | unlowerable | slower
+        self.runs, self.seconds, self.fastest = 0, 0.0, float("inf")  # tier 1's, while cold
         self._candidate = None  # compiled, not yet checked: the next run checks it
         self._lock = threading.Lock()
         if settings.xla_tier == "always":
@@ -178,6 +186,7 @@ class TieredTape:
             with self._lock:
                 self.runs += 1
                 self.seconds += seconds
+                self.fastest = min(self.fastest, seconds)
                 hot = (self.state == "cold" and (self.runs >= self.settings.xla_after_runs
                                                  or self.seconds >= self.settings.xla_after_seconds))
                 if hot:
@@ -197,19 +206,40 @@ class TieredTape:
         """Tier 2's outputs at ``args`` if they agree with tier 1's ``want`` (then it answers from
         now on), else None: discarded for good if it disagreed, kept for the next point if it
         declined this one (a non-finite number, an index out of range: tier 1's answer stands)."""
+        t0 = time.perf_counter()
         got = self._run2(candidate, args)
+        seconds = time.perf_counter() - t0
         if got is None:
             if self.state != "rejected":
                 self._candidate = candidate
             return None
-        if agree(got, want, self.settings.xla_rtol):
-            self.tier2, self.state = candidate, "tier 2"
-            _count("accepted")
-            return got
-        self.state = "rejected"
-        _count("rejected")
-        log.warning("tier 2 disagreed with tier 1 at a point; the tape stays on tier 1")
-        return None
+        if not agree(got, want, self.settings.xla_rtol):
+            self.state = "rejected"
+            _count("rejected")
+            log.warning("tier 2 disagreed with tier 1 at a point; the tape stays on tier 1")
+            return None
+        if self.settings.xla_tier == "auto" and not self._faster(candidate, args, seconds):
+            if self.state == "rejected":  # it failed on a timed run
+                return None
+            self.state = "slower"
+            _count("slower")
+            log.info("tier 2 ran no faster than tier 1's %.0f us; the tape stays on tier 1", self.fastest * 1e6)
+            return None
+        self.tier2, self.state = candidate, "tier 2"
+        _count("accepted")
+        return got
+
+    def _faster(self, candidate, args, seconds: float) -> bool:
+        """Whether ``candidate`` (which took ``seconds`` at ``args``) beats tier 1's fastest run: timed
+        again, up to ``SPEED_TRIES`` runs in all, until one does."""
+        for _ in range(SPEED_TRIES - 1):
+            if seconds < self.fastest:
+                return True
+            t0 = time.perf_counter()
+            if self._run2(candidate, args) is None:  # failed (now rejected), or declined the point
+                return False
+            seconds = min(seconds, time.perf_counter() - t0)
+        return seconds < self.fastest
 
     def _run2(self, tape, args):
         """Tier 2's outputs, or None: declined at this point, or failed (logged; tier 2 dropped for good)."""

@@ -42,7 +42,7 @@ def decode(value, where: str, integers: bool = False) -> np.ndarray:
         if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise ValidationFailed(f"{where}: integer too large for int64", field=where)
         return arr.astype(np.int64) if arr.dtype.kind != "b" else arr
-    return arr.astype(np.float64)
+    return arr.astype(np.float64, copy=False)  # a new array already: no second copy
 
 
 def _with_nonfinite(value, where):
@@ -79,7 +79,12 @@ def _decode_base64(value: dict, where: str, integers: bool) -> np.ndarray:
 
 def encode(value, base64_arrays: bool):
     """Prepare a response value for orjson: arrays as lists (or base64), recursively."""
-    if type(value) is np.ndarray and value.dtype == np.float64 and value.ndim and not base64_arrays:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:  # a scalar answer ("value"): as numpy would write it, without a 0-d array
+        return value if math.isfinite(value) else _nonfinite_list(value)
+    if kind is np.ndarray and value.dtype == np.float64 and value.ndim and not base64_arrays:
         # the common answer: orjson writes a contiguous finite float64 array itself
         return np.ascontiguousarray(value) if np.isfinite(value).all() else _nonfinite_list(value.tolist())
     if isinstance(value, dict):
