@@ -365,7 +365,7 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
                        + [f"    return _finish(_jx, tape({', '.join(f'a{i}' for i in range(consts_from))}))"]) + "\n"
     consts = [np.asarray(c, dtype=np.float64 if type(c) is float else np.int64) for c in src.consts]
     signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple((c.shape, c.dtype.str) for c in consts)
-    key = (source, signature)
+    key = (source, signature, settings.xla_fast_compile)
     with _LOCK:
         executable = _EXECUTABLES.get(key)
         if executable is not None:
@@ -375,7 +375,10 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
         exec(compile(source, "<derivd xla>", "exec"), scope)  # from the IR only
         avals = [jax.ShapeDtypeStruct(tuple(n.shape), np.dtype(n.dtype)) for n in inputs]
         avals += [jax.ShapeDtypeStruct(c.shape, c.dtype) for c in consts]
-        executable = jax.jit(scope["lowered"])
+        # xla_fast_compile: XLA's CPU fusion emitters off, compiles several times faster and runs up
+        # to about 3x slower (for short-lived processes, the test sweep, deep unrolled programs)
+        options = {"xla_cpu_use_fusion_emitters": False} if settings.xla_fast_compile else None
+        executable = jax.jit(scope["lowered"], compiler_options=options)
         try:
             executable.lower(*avals).compile()  # jit's own calls find it compiled
         except Exception as e:  # a lowering that does not trace at these shapes: tier 1 keeps the tape
