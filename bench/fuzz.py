@@ -44,7 +44,22 @@ def run(client, verdict: Verdict, args) -> None:
     @many(args.programs)
     @given(program=programs, endpoint=st.sampled_from(ENDPOINTS))
     def grammar(program, endpoint):
-        verdict.send(client, f"/v1/{endpoint}", request_for(endpoint, program))
+        r = verdict.send(client, f"/v1/{endpoint}", request_for(endpoint, program))
+        if endpoint == "jacobian" and r is not None and r.status_code == 200:
+            cross_check(client, program)
+
+    def cross_check(client, program):
+        """An answered Jacobian again with ``verify``: the service's own finite differences of the
+        program, independent of its AD; a disagreement is counted and printed."""
+        body = dict(request_for("jacobian", program), verify=True)
+        v = client.post("/v1/jacobian", json=body)
+        if v.status_code != 200:
+            verdict.counts["verify refused"] += 1
+            return
+        passed = v.json().get("verification", {}).get("passed")
+        verdict.counts["verified" if passed else "verify disagrees"] += 1
+        if not passed:
+            print(f"  disagreement: {program!r}: {v.json().get('verification')}", flush=True)
 
     @many(args.texts)
     @given(text=text_sources(), endpoint=st.sampled_from(["evaluate", "gradient", "jacobian"]))
