@@ -579,48 +579,48 @@ def _apply_matfun(f, x):
     return out
 
 
-def _blocks(a, parts, layout):
-    """The block matrix of ``layout`` (rows of indices into ``parts``, -1: A, None: 0)."""
-    n = a.shape[-1]
-    size = len(layout)
-    shape = np.broadcast_shapes(a.shape, *[np.shape(p) for p in parts])
-    out = np.zeros(shape[:-2] + (size * n, size * n))
-    for i, row in enumerate(layout):
-        for j, which in enumerate(row):
-            if which is not None:
-                out[..., i * n:(i + 1) * n, j * n:(j + 1) * n] = a if which == -1 else parts[which]
-    return out
+def _blocks(np_, a, parts, layout):
+    """The block matrix of ``layout`` (rows of indices into ``parts``, -1: A, None: 0), built without
+    writing into an array so that ``np_`` may be numpy or jax.numpy."""
+    shape = np_.broadcast_shapes(a.shape, *[np_.shape(p) for p in parts])
+
+    def block(which):
+        return np_.zeros(shape) if which is None else np_.broadcast_to(a if which == -1 else parts[which], shape)
+
+    return np_.concatenate([np_.concatenate([block(w) for w in row], axis=-1) for row in layout], axis=-2)
 
 
-def _scaled(a, parts):
+def _scaled(np_, a, parts):
     """Scale factors making each perturbation's size that of A (exactness does not depend on it;
     rounding does)."""
-    big = max(float(np.max(np.abs(a), initial=0.0)), 1e-300)
-    return [big / max(float(np.max(np.abs(p), initial=0.0)), 1e-300) for p in parts]
+    big = np_.maximum(np_.max(np_.abs(a), initial=0.0), 1e-300)
+    return [big / np_.maximum(np_.max(np_.abs(p), initial=0.0), 1e-300) for p in parts]
 
 
-def _frechet(a, e, f):
+# Each of the three below runs on tier 1 as it stands (numpy, scipy's matrix functions) and on tier 2
+# with jax.numpy and the matrix functions built below (``_on_tier2``).
+
+def _frechet(a, e, f, np_=np, matfun=_apply_matfun):
     n = a.shape[-1]
-    (c,) = _scaled(a, [e])
-    out = _apply_matfun(f, _blocks(a, [e * c], [[-1, 0], [None, -1]]))
-    return out[..., :n, n:] / c
+    (c,) = _scaled(np_, a, [e])
+    return matfun(f, _blocks(np_, a, [e * c], [[-1, 0], [None, -1]]))[..., :n, n:] / c
 
 
-def _frechet2(a, e, d, f):
+def _frechet2(a, e, d, f, np_=np, matfun=_apply_matfun):
     n = a.shape[-1]
-    c1, c2 = _scaled(a, [e, d])
-    x = _blocks(a, [e * c1, d * c2], [[-1, 0, 1, None], [None, -1, None, 1], [None, None, -1, 0],
-                                       [None, None, None, -1]])
-    return _apply_matfun(f, x)[..., :n, 3 * n:] / (c1 * c2)
+    c1, c2 = _scaled(np_, a, [e, d])
+    x = _blocks(np_, a, [e * c1, d * c2], [[-1, 0, 1, None], [None, -1, None, 1], [None, None, -1, 0],
+                                           [None, None, None, -1]])
+    return matfun(f, x)[..., :n, 3 * n:] / (c1 * c2)
 
 
-def _taylor_matfun(a0, series, f):
+def _taylor_matfun(a0, series, f, np_=np, matfun=_apply_matfun):
     K, n = len(series), a0.shape[-1]
-    (c,) = _scaled(a0, [series])
+    (c,) = _scaled(np_, a0, [series])
     parts = [series[k] * c ** (k + 1) for k in range(K)]
     layout = [[-1 if j == i else (j - i - 1 if j > i else None) for j in range(K + 1)] for i in range(K + 1)]
-    out = _apply_matfun(f, _blocks(a0, parts, layout))
-    return np.stack([out[..., :n, (k + 1) * n:(k + 2) * n] / c ** (k + 1) for k in range(K)])
+    out = matfun(f, _blocks(np_, a0, parts, layout))
+    return np_.stack([out[..., :n, (k + 1) * n:(k + 2) * n] / c ** (k + 1) for k in range(K)])
 
 
 FUNCTION = Param("a matrix function (expm, sqrtm, logm)", lambda v: v in MATFUNS)
@@ -709,57 +709,24 @@ def _logm_xla(jx, a):
 MATFUNS_XLA = {"expm": lambda jx, a: jx.linalg.expm(a), "sqrtm": _sqrtm_xla, "logm": _logm_xla}
 
 
-def _blocks_xla(jx, a, parts, layout):
-    np_ = jx.np
-    shape = np_.broadcast_shapes(a.shape, *[np_.shape(p) for p in parts])
-
-    def block(which):
-        return np_.zeros(shape) if which is None else np_.broadcast_to(a if which == -1 else parts[which], shape)
-
-    return np_.concatenate([np_.concatenate([block(w) for w in row], axis=-1) for row in layout], axis=-2)
-
-
-def _scaled_xla(jx, a, parts):
-    np_ = jx.np
-    big = np_.maximum(np_.max(np_.abs(a), initial=0.0), 1e-300)
-    return [big / np_.maximum(np_.max(np_.abs(p), initial=0.0), 1e-300) for p in parts]
-
-
-def _frechet_xla(jx, a, e, f):
-    n = a.shape[-1]
-    (c,) = _scaled_xla(jx, a, [e])
-    return MATFUNS_XLA[f](jx, _blocks_xla(jx, a, [e * c], [[-1, 0], [None, -1]]))[..., :n, n:] / c
-
-
-def _frechet2_xla(jx, a, e, d, f):
-    n = a.shape[-1]
-    c1, c2 = _scaled_xla(jx, a, [e, d])
-    x = _blocks_xla(jx, a, [e * c1, d * c2], [[-1, 0, 1, None], [None, -1, None, 1], [None, None, -1, 0],
-                                               [None, None, None, -1]])
-    return MATFUNS_XLA[f](jx, x)[..., :n, 3 * n:] / (c1 * c2)
-
-
-def _taylor_matfun_xla(jx, a0, series, f):
-    K, n = series.shape[0], a0.shape[-1]
-    (c,) = _scaled_xla(jx, a0, [series])
-    parts = [series[k] * c ** (k + 1) for k in range(K)]
-    layout = [[-1 if j == i else (j - i - 1 if j > i else None) for j in range(K + 1)] for i in range(K + 1)]
-    out = MATFUNS_XLA[f](jx, _blocks_xla(jx, a0, parts, layout))
-    return jx.np.stack([out[..., :n, (k + 1) * n:(k + 2) * n] / c ** (k + 1) for k in range(K)])
+def _on_tier2(function):
+    """``function`` (one of the three above) on tier 2: jax.numpy, and the matrix functions here."""
+    return lambda jx, *args, **params: function(*args, **params, np_=jx.np,
+                                                matfun=lambda f, x: MATFUNS_XLA[f](jx, x))
 
 
 register(Primitive(
-    "frechet", _pair_shape, impl=_frechet, xla=_frechet_xla, jvp=_frechet_jvp, vjp=_frechet_vjp, broadcasting=True,
+    "frechet", _pair_shape, impl=_frechet, xla=_on_tier2(_frechet), jvp=_frechet_jvp, vjp=_frechet_vjp, broadcasting=True,
     params={"f": FUNCTION}, tested_in="tests/ops/test_registry_sweep.py (the first and second order of expm, "
     "sqrtm, logm)", doc="L(A, E), the Fréchet derivative of the matrix function f at A in the direction E",
 ))
 register(Primitive(
-    "frechet2", lambda a, e, d, f: (broadcast_shapes(a[0], e[0], d[0]), FLOAT), impl=_frechet2, xla=_frechet2_xla,
+    "frechet2", lambda a, e, d, f: (broadcast_shapes(a[0], e[0], d[0]), FLOAT), impl=_frechet2, xla=_on_tier2(_frechet2),
     params={"f": FUNCTION}, tested_in="tests/ops/test_registry_sweep.py (the second order of expm, sqrtm, logm)",
     doc="L2(A, E, D), the second Fréchet derivative of f: a third derivative of a matrix function is refused",
 ))
 register(Primitive("taylor_matfun", lambda a, s, f: (broadcast_shapes(s[0], (1,) + a[0]), FLOAT),
-                   impl=_taylor_matfun, xla=_taylor_matfun_xla, params={"f": FUNCTION},
+                   impl=_taylor_matfun, xla=_on_tier2(_taylor_matfun), params={"f": FUNCTION},
                    doc="(A_0, A series; f) -> series of the matrix function f(A)"))
 
 
