@@ -144,35 +144,28 @@ def _log_sigmoid(jsp):
     return jax.nn.log_sigmoid
 
 
-def _on_host(function, *args):
-    """``function`` (numpy in, numpy out, elementwise) on the broadcast float64 arguments, called back
-    on the host from inside the executable (``jax.pure_callback``): for scipy's functions jax lacks,
-    so that tier 2 runs them with tier 1's own numbers. A callback costs a host round trip per call
-    (tens of microseconds) and XLA cannot fuse it, but the rest of the tape stays compiled."""
+def _callback(function, shape, dtype, *args):
+    """``function`` of whole numpy arrays, answering ``shape`` and ``dtype``, called back on the host
+    from inside the executable (``jax.pure_callback``): for what jax lacks or computes otherwise
+    (scipy's real-order Bessel functions, numpy's argpartition order), so that tier 2 has tier 1's
+    own numbers. A callback costs a host round trip per call (tens of microseconds) and XLA cannot
+    fuse it, but the rest of the tape stays compiled."""
     import jax
+
+    def call(*values):  # writable numpy copies: jax may hand its own immutable arrays
+        with np.errstate(all="ignore"):
+            return np.asarray(function(*[np.array(v) for v in values]), dtype=dtype).reshape(shape)
+
+    return jax.pure_callback(call, jax.ShapeDtypeStruct(shape, dtype), *args, vmap_method="sequential")
+
+
+def _on_host(function, *args):
+    """An elementwise ``function`` (scipy's) on the broadcast float64 arguments, on the host."""
     import jax.numpy as jnp
 
     args = [jnp.asarray(a, dtype=jnp.float64) for a in args]
     shape = jnp.broadcast_shapes(*[a.shape for a in args])
-
-    def call(*values):
-        with np.errstate(all="ignore"):
-            return np.asarray(function(*values), dtype=np.float64).reshape(shape)
-
-    return jax.pure_callback(call, jax.ShapeDtypeStruct(shape, jnp.float64),
-                             *[jnp.broadcast_to(a, shape) for a in args], vmap_method="sequential")
-
-
-def _callback(function, shape, dtype, *args):
-    """``function`` of whole numpy arrays, answering ``shape`` and ``dtype``, called back on the
-    host (as ``_on_host``): for a primitive whose answer only numpy's algorithm gives (argpartition's
-    order)."""
-    import jax
-
-    def call(*values):  # writable numpy copies: jax may hand its own immutable arrays
-        return np.asarray(function(*[np.array(v) for v in values]), dtype=dtype).reshape(shape)
-
-    return jax.pure_callback(call, jax.ShapeDtypeStruct(shape, dtype), *args, vmap_method="sequential")
+    return _callback(function, shape, np.float64, *[jnp.broadcast_to(a, shape) for a in args])
 
 
 def _scipy_on_host(name):
@@ -185,8 +178,6 @@ def _scipy_on_host(name):
     return spelled
 
 
-# scipy's real Bessel functions of the first and second kind and of real order: jax has i0, i1,
-# i0e, i1e and an integer-order jn recurrence only (bessel_jn, inaccurate past small x)
 def _erfcinv(jsp):
     """erfcinv(x) = -ndtri(x / 2) / √2: exact in the tail near 0, where erfinv(1 - x) loses x's digits."""
     return lambda x: jsp.ndtri(x / 2) * -0.7071067811865476
@@ -199,6 +190,8 @@ def _rgamma(jsp):
     return lambda x: jsp.gammasgn(x) * jnp.exp(-jsp.gammaln(x))
 
 
+# scipy's real Bessel functions of the first and second kind and of real order are called on the
+# host: jax has i0, i1, i0e, i1e and an integer-order jn recurrence only (inaccurate past small x)
 SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rgamma,
                    **{name: _scipy_on_host(name) for name in ("j0", "j1", "y0", "y1", "jv", "yn", "ive")}}
 
