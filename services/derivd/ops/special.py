@@ -227,21 +227,30 @@ def no_derivative(prim: str, argument: str):
     return refuse
 
 
+def in_last(name, dx, constants):
+    """The jvp and vjp of ``name(*c, x)``: differentiable in its last argument ``x`` (``dx(*c, x, y)``),
+    refused in each argument named in ``constants`` (orders, shape parameters) whenever it varies."""
+    refusals = [no_derivative(name, argument) for argument in constants]
+
+    def jvp(p, t, out):
+        for refuse, tangent in zip(refusals, t):
+            if tangent is not None:
+                refuse()
+        return None if t[-1] is None else t[-1] * dx(*p, out)
+
+    def vjp(p, out, ct):
+        for i, refuse in enumerate(refusals):
+            if p.varies[i]:
+                refuse()
+        return [None] * len(refusals) + [scale(ct, dx(*p, out))]
+
+    return jvp, vjp
+
+
 def in_second(name, template, dx, first, *, domains, taylor=integral, xla=None, doc=""):
     """``name(c, x)``: differentiable in ``x`` (``dx(c, x, y)``), refused in its first argument
     ``first`` (an order or a shape parameter) whenever that argument varies."""
-    refuse = no_derivative(name, first)
-
-    def jvp(p, t, out):
-        if t[0] is not None:
-            refuse()
-        return None if t[1] is None else t[1] * dx(p[0], p[1], out)
-
-    def vjp(p, out, ct):
-        if p.varies[0]:
-            refuse()
-        return [None, scale(ct, dx(p[0], p[1], out))]
-
+    jvp, vjp = in_last(name, dx, (first,))
     code = {"impl": template} if callable(template) else {"template": template}  # a function, or numpy code
     register(Primitive(name, lambda c, x: (broadcast_shapes(c[0], x[0]), FLOAT), **code, xla=xla,
                        jvp=jvp, vjp=vjp, taylor=taylor, broadcasting=True, sparsity=("elementwise", "all"),
@@ -268,23 +277,11 @@ in_second("gammaincc", "sp.gammaincc({0}, {1})", lambda a, x, y: -_gammainc_dx(a
           domains=(((0.5, 3.0),), _POS), doc="the regularized upper incomplete gamma function Q(a, x) = 1 - P(a, x)")
 
 
-def _betainc_dx(a, b, x):
+def _betainc_dx(a, b, x, y):
     return exp((a - 1.0) * log(x) + (b - 1.0) * apply("log1p", -x) - apply("betaln", a, b))
 
 
-def _betainc_jvp(p, t, out):
-    for i, argument in ((0, "a"), (1, "b")):
-        if t[i] is not None:
-            no_derivative("betainc", argument)()
-    return None if t[2] is None else t[2] * _betainc_dx(*p)
-
-
-def _betainc_vjp(p, out, ct):
-    for i, argument in ((0, "a"), (1, "b")):
-        if p.varies[i]:
-            no_derivative("betainc", argument)()
-    return [None, None, scale(ct, _betainc_dx(*p))]
-
+_betainc_jvp, _betainc_vjp = in_last("betainc", _betainc_dx, ("a", "b"))
 
 register(Primitive(
     "betainc", lambda a, b, x: (broadcast_shapes(a[0], b[0], x[0]), FLOAT), template="sp.betainc({0}, {1}, {2})",
