@@ -56,9 +56,12 @@ class TapeKey:
 
 def _role(spec) -> str:
     """An input's role in the key: a static mask's with a hash of its values."""
-    if spec.mask is None:
-        return spec.role
-    return "mask=" + hashlib.sha256(np.packbits(spec.mask).tobytes()).hexdigest()[:16]
+    return spec.role if spec.mask is None else "mask=" + mask_digest(spec.mask)
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    """A boolean array's values as 16 hex digits (its shape is keyed beside it)."""
+    return hashlib.sha256(np.packbits(mask).tobytes()).hexdigest()[:16]
 
 
 def render_transform(key: tuple) -> str:

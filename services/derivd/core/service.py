@@ -12,7 +12,6 @@ the request's deadline is past.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from derivd.blackbox import BlackBoxSpec, make_registry
 from derivd.cache import LocalStore, RedisTier, TapeCache, TapeKey
+from derivd.cache.keys import mask_digest
 from derivd.cache.lru import BoundedLRU
 from derivd.core import blackboxes
 from derivd.core.endpoints import endpoint
@@ -158,7 +158,7 @@ class Service:
         """The checked input specs and the tape-cache key of ``source`` at these inputs' shapes and
         dtypes: worked out (and the program text hashed) once per kind of request, not per request."""
         seen = (source, tuple((k, np.shape(v)) for k, v in at.items()),
-                tuple((k, v.shape, v.dtype.kind, hashlib.sha256(v.tobytes()).digest() if v.dtype.kind == "b" else None)
+                tuple((k, v.shape, v.dtype.kind, mask_digest(v) if v.dtype.kind == "b" else None)
                       for k, v in constants.items()))  # a boolean constant may be a static mask: its values count
         known = self._signatures.get(seen)
         if known is None:
