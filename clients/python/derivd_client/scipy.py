@@ -14,8 +14,9 @@ client); ``fun``, ``jac`` and ``value_and_grad`` share one request per point
 ``fun(x)`` then ``jac(x)`` costs one round trip); ``hessp`` and ``hess`` ride
 the same session. ``hessp`` multiplies by the point's whole Hessian, fetched
 once with its value and gradient, up to ``DENSE_HESSP_MAX_N`` inputs, and asks
-for each product beyond (``Objective(..., hessp="auto"|"dense"|"stream")``). For vector functions, ``residuals``, ``jacobian`` and
-``value_and_jacobian`` do the same with the Jacobian.
+for each product beyond (``Objective(..., hessp="auto"|"dense"|"stream")``).
+For vector functions, ``residuals``, ``jacobian`` and ``value_and_jacobian`` do
+the same with the Jacobian.
 
 scipy works on one flat vector: ``f`` has one differentiated input, named by
 ``name`` (default: a Python function's first parameter, else ``x``), shaped

@@ -75,8 +75,8 @@ class Functions:
         if self.shared is not None and not self.shared.put(fid, dsl, inputs, stored.constants):
             wait = max(1.0, self.shared.tier.retry_in_s)
             raise DerivdError(f"the function could not be stored where every gateway finds it "
-                              f"({self.shared.tier.down}); retry in {wait:.0f} s", code="store_unavailable", status=503,
-                              retry_after_s=round(wait, 3))
+                              f"({self.shared.tier.down}); retry in {wait:.0f} s", code="store_unavailable",
+                              status=503, retry_after_s=round(wait, 3))
         self.local.put(fid, stored)
         return stored
 

@@ -127,7 +127,8 @@ def validate(tree: ast.Module, max_depth: int) -> None:
         if not isinstance(node, ALLOWED):
             what = DESCRIBE.get(type(node), type(node).__name__)
             raise refuse(f"{what} is not part of the language", node, code="unsupported_syntax")
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr in ("r_", "c_"):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) \
+                and node.value.attr in ("r_", "c_"):
             for item in node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]:
                 if isinstance(item, ast.Slice) and isinstance(item.step, ast.Constant):
                     item.step.argument = True  # np.r_[0:1:5j]: numpy's spelling of a count of points

@@ -28,8 +28,9 @@ Q_k = (E_k - Q_0 R_k) R_0⁻¹.
 Conventions are the first-order rules': a repeated eigenvalue (singular value) is a 422 from
 ``spectral_gaps`` for the vectors, and for the values from order 2; the first coefficient of the
 values alone reads no gap, so it is answered there, in numpy's basis, as the jvp answers it. svd
-divides by s_0, so a zero singular value is a 422 too (for the values from order 2). One helper primitive per element (``part``): a program reading only the eigenvalues
-never computes the vectors' coefficients, so it is not refused for them.
+divides by s_0, so a zero singular value is a 422 too (for the values from order 2). One helper
+primitive per element (``part``): a program reading only the eigenvalues never computes the
+vectors' coefficients, so it is not refused for them.
 """
 
 from __future__ import annotations

@@ -716,12 +716,14 @@ def _on_tier2(function):
 
 
 register(Primitive(
-    "frechet", _pair_shape, impl=_frechet, xla=_on_tier2(_frechet), jvp=_frechet_jvp, vjp=_frechet_vjp, broadcasting=True,
+    "frechet", _pair_shape, impl=_frechet, xla=_on_tier2(_frechet), jvp=_frechet_jvp, vjp=_frechet_vjp,
+    broadcasting=True,
     params={"f": FUNCTION}, tested_in="tests/ops/test_registry_sweep.py (the first and second order of expm, "
     "sqrtm, logm)", doc="L(A, E), the Fréchet derivative of the matrix function f at A in the direction E",
 ))
 register(Primitive(
-    "frechet2", lambda a, e, d, f: (broadcast_shapes(a[0], e[0], d[0]), FLOAT), impl=_frechet2, xla=_on_tier2(_frechet2),
+    "frechet2", lambda a, e, d, f: (broadcast_shapes(a[0], e[0], d[0]), FLOAT), impl=_frechet2,
+    xla=_on_tier2(_frechet2),
     params={"f": FUNCTION}, tested_in="tests/ops/test_registry_sweep.py (the second order of expm, sqrtm, logm)",
     doc="L2(A, E, D), the second Fréchet derivative of f: a third derivative of a matrix function is refused",
 ))
