@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 
-import httpx
 import psutil
 import pytest
 
 from derivd.gateway.server import SHUTDOWN_BOUND_S
-from tests.chaos.test_runaway import LOOPED
+from tests.chaos.serving import cpu_seconds, send_runaway, serve
 from tests.support import free_port, wait_for
 
 MARK = "DERIVD_TEST_SHUTDOWN_RUN"
@@ -38,18 +34,6 @@ def marked(run: str) -> list[psutil.Process]:
     return found
 
 
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    """User and system CPU time spent so far by the living ``procs``."""
-    total = 0.0
-    for p in procs:
-        try:
-            times = p.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def quiet(procs: list[psutil.Process]) -> bool:
     before = cpu_seconds(procs)
     time.sleep(1.0)
@@ -61,27 +45,13 @@ def test_sigterm_ends_every_gateway_and_worker_within_the_bound(own_redis, worke
     port, run = free_port(), uuid.uuid4().hex
     env = {**os.environ, MARK: run, "DERIVD_REDIS_URL": own_redis.url, "DERIVD_TAPE_CACHE_HMAC_KEY": run,
            "DERIVD_REQUEST_TIMEOUT_S": "600", "DERIVD_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "derivd.cli", "serve", "--port", str(port), "--grpc-port", "0",
-                             "--gateways", "2", "--workers", str(workers)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    proc = None
     try:
-        wait_for(lambda: httpx.get(f"{base}/healthz", timeout=1).status_code == 200, "derivd serve", 90,
-                 ignoring=(httpx.HTTPError,))
-        answers = []
-
-        def runaway():
-            try:
-                answers.append(httpx.post(f"{base}/v1/evaluate", json={"function": {"dsl": LOOPED}, "at": {"x": 0.1}},
-                                          timeout=SHUTDOWN_BOUND_S + 30).status_code)
-            except httpx.HTTPError as e:
-                answers.append(type(e).__name__)
-
+        proc = serve(port, env, "--gateways", "2", "--workers", str(workers), ready_s=90)
         tree = marked(run)
         wait_for(lambda: quiet(tree), "the processes to finish starting (under 0.2 s of CPU in 1 s)", 90)
         idle = cpu_seconds(tree)
-        caller = threading.Thread(target=runaway)
-        caller.start()
+        caller, answers = send_runaway(port, SHUTDOWN_BOUND_S + 30)
         wait_for(lambda: cpu_seconds(tree) > idle + 1.0, "the runaway to be computing (1 s of CPU)", 60)
         assert len(tree) >= 3 + 2 * workers, [p.cmdline() for p in tree]  # parent, 2 gateways, worker + spare
         sent = time.monotonic()
@@ -99,4 +69,5 @@ def test_sigterm_ends_every_gateway_and_worker_within_the_bound(own_redis, worke
     finally:
         for p in marked(run):
             p.kill()
-        proc.wait()
+        if proc is not None:
+            proc.wait()
