@@ -46,7 +46,9 @@ def scalar_chain(steps: int = 50, n: int = 10, seed: int = 0) -> str:
 
 
 def ours(src: str, x: np.ndarray, repeat: int):
-    settings = Settings()
+    # Tier 1, the numpy tapes (bench/tiers.py times tier 2): in the default "auto", a tape made hot by
+    # the timing loop is compiled by XLA in a background thread that shares the core with the timings.
+    settings = Settings(xla_tier="off")
     t0 = time.perf_counter()
     fn = CompiledFunction(src, {"x": InputSpec(x.shape, "f8", "at")}, settings)
     tape, _ = fn.eval_tape()
