@@ -41,8 +41,8 @@ def _flat(a) -> pb.Array:
 class FunctionSession:
     """The opening request (resolved) and the flat layout of its wrt inputs."""
 
-    def __init__(self, dispatcher, metrics, opening, remaining: float | None):
-        self.dispatcher, self.metrics = dispatcher, metrics
+    def __init__(self, dispatcher, metrics, opening, remaining: float | None, transport: str = "grpc"):
+        self.dispatcher, self.metrics, self.transport = dispatcher, metrics, transport
         base = dispatcher.service.resolve(opening)
         body, timings = dispatcher.submit("evaluate", replace(base), remaining)
         self.base = base
@@ -84,7 +84,7 @@ class FunctionSession:
             body, timings = self.dispatcher.submit(name, req, remaining)
             out = self._fill(ask.id, body)
             out.timing.CopyFrom(convert.timing(timings.compile, timings.queue, timings.compute, body.get("tier")))
-            self.metrics.record("grpc", route, out.engine, 200, time.perf_counter() - t0,
+            self.metrics.record(self.transport, route, out.engine, 200, time.perf_counter() - t0,
                                 timings.queue, timings.compile, timings.compute)
             return out
         except DerivdError as e:
@@ -92,7 +92,7 @@ class FunctionSession:
         except Exception:
             log.exception("internal error on a session's %s", route)
             err = DerivdError("internal error; it has been logged", code="internal_error", status=500)
-        self.metrics.record("grpc", route, "", err.status, time.perf_counter() - t0)
+        self.metrics.record(self.transport, route, "", err.status, time.perf_counter() - t0)
         return pb.SessionAnswer(id=ask.id, status=err.status, error=pb.Error(
             code=err.code, message=err.message, detail_json=json.dumps(err.detail, default=str)))
 
@@ -113,13 +113,15 @@ class FunctionSession:
 
 
 def serve(dispatcher, metrics, request_iterator, context, call):
-    """The ``Session`` RPC: ``opened`` for the first message, then one ``answer`` per ask, in order."""
+    """The ``Session`` RPC: ``opened`` for the first message, then one ``answer`` per ask, in order (on
+    gRPC, and on the session socket, ``grpc_api.session_socket``, whose ``context`` and ``call`` say so)."""
     with call.answering("opening a session"):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("message") != "open":
             raise ValidationFailed("the first message of Session must be `open`: the function and a point",
                                    field="open")
-        session = FunctionSession(dispatcher, metrics, convert.to_request(first.open), context.time_remaining())
+        session = FunctionSession(dispatcher, metrics, convert.to_request(first.open), context.time_remaining(),
+                                  call.transport)
     yield pb.SessionResponse(opened=session.opened)
     for index, message in enumerate(request_iterator):
         with call.answering("on a session"):
