@@ -13,12 +13,19 @@ then ``SessionRequest``s; the server answers ``SessionResponse``s in order. A
 refusal that ends the session (a wrong key, the deadline) is an answer with an
 error, raised as such; a connection that closes (the server stopped) is
 ``ConnectionFailed``; no answer within the client's ``timeout`` is ``RequestTimeout``.
+
+``auto`` falls back to gRPC when the port cannot be reached from here (behind a
+proxy or a Kubernetes Service only gRPC's port is forwarded; a dropped
+connection attempt costs ``CONNECT_TIMEOUT_S`` once per client), or when what
+answers there is not a session socket.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+
+from google.protobuf.message import DecodeError
 
 from . import errors
 from .session import _Stream
@@ -49,12 +56,17 @@ class SocketSession(_Stream):
         self._socket.settimeout(client.timeout)
         self._reader = self._socket.makefile("rb")
         self._where = f"{host}:{port}"
-        self._send(self._pb.SessionSocketHello(api_key=client.api_key or "", timeout_s=client.session_timeout or 0))
-        self._send(opening)
-        response = self._receive()
-        if response.WhichOneof("message") != "opened":
-            self._answer(response)  # the refusal, raised
-        self._opened(response)
+        try:
+            self._send(self._pb.SessionSocketHello(api_key=client.api_key or "",
+                                                   timeout_s=client.session_timeout or 0))
+            self._send(opening)
+            response = self._receive()
+            if response.WhichOneof("message") != "opened":
+                self._answer(response)  # the refusal, raised
+            self._opened(response)
+        except BaseException:
+            self.close()
+            raise
 
     def _send(self, message) -> None:
         data = message.SerializeToString()
@@ -68,13 +80,20 @@ class SocketSession(_Stream):
             header = self._reader.read(FRAME.size)
             if len(header) < FRAME.size:
                 raise self._gone(None)
-            body = self._reader.read(FRAME.unpack(header)[0])
+            size = FRAME.unpack(header)[0]
+            body = self._reader.read(size)
+            if len(body) < size:
+                raise self._gone(None)
         except TimeoutError:
             raise errors.RequestTimeout(f"no answer from the session socket at {self._where} within "
                                         f"{self._socket.gettimeout():g} s", "timeout") from None
         except OSError as e:
             raise self._gone(e) from None
-        return self._pb.SessionResponse.FromString(body)
+        try:
+            return self._pb.SessionResponse.FromString(body)
+        except DecodeError:  # not a derivd session socket at that port (a proxy's host, say)
+            raise errors.ConnectionFailed(f"{self._where} did not answer as a session socket",
+                                          "connection_failed") from None
 
     def _gone(self, cause: OSError | None) -> errors.ConnectionFailed:
         why = f": {cause}" if cause else " (the server stopped, or ended the session)"

@@ -174,6 +174,7 @@ class SessionSocketServer:
 
     def start(self) -> SessionSocketServer:
         self.thread.start()
+        log.info("session socket listening on %s:%d", *self.listener.getsockname()[:2])
         return self
 
     def stop(self) -> None:
