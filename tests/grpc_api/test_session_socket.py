@@ -92,6 +92,8 @@ def test_transports_names_the_port_and_a_raw_session_answers_the_references(stac
         assert np.isclose(unarr(answer.value)[0], rosenbrock(x), rtol=1e-14)
         np.testing.assert_allclose(unarr(answer.gradient), rosenbrock_gradient(x), rtol=1e-13)
     raw.close()
+    metrics = stack.http.get("/metrics").text  # the asks are counted under their own transport
+    assert 'derivd_requests_total{engine="reverse",route="session.gradient",status="200",transport="socket"}' in metrics
 
 
 def test_a_refused_ask_then_an_unreadable_frame(stack):
@@ -142,6 +144,18 @@ def test_the_api_key_is_checked_on_the_socket_as_on_grpc(serve):
         with pytest.raises(errors.ClientError) as e:  # Transports itself is guarded, as every derivd method
             c.session(ROSEN, {"x": np.zeros(3)})
         assert e.value.status == 401 and e.value.code == "unauthorized"
+
+
+def test_the_rate_limit_counts_a_socket_session_as_one_call(serve):
+    server = serve(rate_limit_requests=1, rate_limit_window_s=60)
+    first = Raw(server.sessions.port, pb.SessionSocketHello())
+    first.open(np.zeros(2))
+    for _ in range(3):  # asks on an open session are not calls
+        first.send(pb.SessionRequest(ask=pb.SessionAsk(kind=pb.SESSION_GRADIENT, x=arr(np.ones(2)))))
+        assert not first.receive().answer.HasField("error")
+    answer = Raw(server.sessions.port, pb.SessionSocketHello()).refused()
+    assert answer.status == 429 and answer.error.code == "rate_limited"
+    first.close()
 
 
 def test_the_sessions_deadline_ends_it_with_504(stack):
