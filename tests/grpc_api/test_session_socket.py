@@ -168,6 +168,21 @@ def test_the_sessions_deadline_ends_it_with_504(stack):
     raw.close()
 
 
+def test_a_silent_client_is_let_go(serve, monkeypatch):
+    """No hello within http_header_timeout_s, or nothing asked for IDLE_S: 408, and the slot is free."""
+    from derivd.grpc_api import session_socket
+
+    server = serve(http_header_timeout_s=0.3)
+    answer = Raw(server.sessions.port).refused()
+    assert answer.status == 408 and "SessionSocketHello" in answer.error.message
+    monkeypatch.setattr(session_socket, "IDLE_S", 0.3)
+    raw = Raw(server.sessions.port, pb.SessionSocketHello())
+    raw.open(np.zeros(2))
+    answer = raw.refused()
+    assert answer.status == 408 and answer.error.code == "session_idle"
+    raw.close()
+
+
 def test_one_session_past_the_limit_is_refused_with_503(serve):
     server = serve(grpc_threads=1)
     first = Raw(server.sessions.port, pb.SessionSocketHello())

@@ -18,7 +18,7 @@ the access log line are the same code. The socket adds what gRPC did for it:
 * a frame over ``grpc_max_message_bytes`` is refused (413) before it is read;
   a frame's bytes must follow its length within ``http_body_timeout_s``;
 * the session's deadline (the hello's ``timeout_s``): past it the next read
-  ends the session with 504;
+  ends the session with 504; nothing asked for ``IDLE_S`` ends it with 408;
 * at most ``grpc_threads`` sessions at once (a thread each: a blocking read is
   the fastest way to the next ask); one more is refused with 503.
 
@@ -46,6 +46,10 @@ from derivd.grpc_api.servicer import INTERNAL, Call
 log = logging.getLogger("derivd.grpc")
 
 FRAME = struct.Struct("<I")
+# A session with nothing asked for this long is ended (408), so that a client gone silent does not hold
+# one of the ``grpc_threads`` slots for good: gRPC's own sessions end with their connection's age
+# (``server.MAX_CONNECTION_AGE_MS``, 5 minutes), the same bound.
+IDLE_S = 300.0
 
 
 class _Ended(Exception):
@@ -86,12 +90,10 @@ class _Connection:
         self.reader = conn.makefile("rb")
 
     def read(self, message, timeout: float | None):
-        """The next frame as ``message``, or None when the client closed the connection between frames."""
+        """The next frame as ``message``, or None when the client closed the connection between frames;
+        ``TimeoutError`` when no frame began within ``timeout`` seconds (the caller says what that means)."""
         self.conn.settimeout(timeout)
-        try:
-            header = self.reader.read(FRAME.size)
-        except TimeoutError:
-            return self._idle_past(timeout)
+        header = self.reader.read(FRAME.size)
         if not header:
             return None
         if len(header) < FRAME.size:
@@ -116,17 +118,21 @@ class _Connection:
         except DecodeError:
             raise ValidationFailed(f"a frame is not a {message.DESCRIPTOR.name}", field="frame") from None
 
-    def _idle_past(self, timeout):
-        raise DeadlineExceeded(f"nothing arrived within {timeout:g} s: the session's deadline (or the "
-                               f"hello's timeout) passed", deadline_s=round(timeout, 3))
-
     def requests(self, context: _Context):
-        """``SessionRequest``s until the client closes; each read waits at most until the deadline."""
+        """``SessionRequest``s until the client closes; each waited for until the session's deadline, and
+        at most ``IDLE_S``."""
         while True:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
                 raise DeadlineExceeded("the session ran past its deadline", deadline_s=0)
-            message = self.read(pb.SessionRequest, remaining)
+            wait = IDLE_S if remaining is None else min(remaining, IDLE_S)
+            try:
+                message = self.read(pb.SessionRequest, wait)
+            except TimeoutError:
+                if wait != IDLE_S:
+                    raise DeadlineExceeded("the session ran past its deadline", deadline_s=0) from None
+                raise DerivdError(f"the session was idle for {IDLE_S:g} s (nothing asked); open another",
+                                  code="session_idle", status=408) from None
             if message is None:
                 return
             yield message
@@ -223,7 +229,12 @@ class SessionSocketServer:
 
     def _converse(self, connection: _Connection, peer: tuple) -> None:
         try:
-            hello = connection.read(pb.SessionSocketHello, self.settings.http_header_timeout_s)
+            try:
+                hello = connection.read(pb.SessionSocketHello, self.settings.http_header_timeout_s)
+            except TimeoutError:
+                raise DerivdError(f"no SessionSocketHello within http_header_timeout_s "
+                                  f"({self.settings.http_header_timeout_s:g} s)", code="request_timeout",
+                                  status=408) from None
             if hello is None:
                 return
             self.access.check(hello.api_key or None, peer[0])
