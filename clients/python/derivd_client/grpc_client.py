@@ -186,15 +186,16 @@ class GrpcClient:
         """The session socket's port to use (0: use gRPC), asked of the server on the first session."""
         if self.session_transport == "grpc":
             return 0
-        if self._session_port is None:
-            self._session_port = 0
+        if self._session_port is None:  # asked until the server answers (a failure raises, as opening would)
+            port = 0
             if socket_host(self.target) is not None:
                 try:
-                    answer = self.stub.Transports(pb.TransportsRequest(), timeout=self.timeout, metadata=self.metadata)
-                    self._session_port = answer.session_socket_port
+                    port = self.stub.Transports(pb.TransportsRequest(), timeout=self.timeout,
+                                                metadata=self.metadata).session_socket_port
                 except grpc.RpcError as e:
                     if e.code() != grpc.StatusCode.UNIMPLEMENTED:  # an older server has no Transports
                         raise to_error(e) from None
+            self._session_port = port
         if not self._session_port and self.session_transport == "socket":
             raise errors.ConnectionFailed(f"the server at {self.target} offers no session socket (or it is not "
                                           f"reachable from here)", "connection_failed")
