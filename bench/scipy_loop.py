@@ -9,8 +9,9 @@ Rosenbrock function from (-1.2, 1, -1.2, 1, ...) with trust-ncg, Newton-CG
 regression on 1000 x 20 synthetic data with trust-ncg and L-BFGS-B. Each runs
 four ways:
 
-* ``session``: ``derivd_client.scipy.minimize`` on a ``GrpcClient`` (a gRPC
-  ``Session``: value and gradient in one round trip per point; with ``hessp``
+* ``session``: ``derivd_client.scipy.minimize`` on a ``GrpcClient`` (a session
+  on the server's session socket, the SDK's default where the server offers
+  it: value and gradient in one round trip per point; with ``hessp``
   or ``hess``, value, gradient and Hessian in one round trip per point, the
   products made locally: ``hessp="auto"`` at these sizes);
 * ``export``: the functions of ``Client.export(..., load=True)`` (the
@@ -24,7 +25,7 @@ Each way runs once to warm up, then ``--repeat`` times (default 3) timed, and
 the fastest counts (on a shared machine the slower runs measure the other
 work more than this). Reported: wall seconds, iterations, round trips per
 iteration (session), and the ratio to JAX's wall time. Also measured: the session's loopback round trip for a small gradient
-(Rosenbrock, n = 10; median of 2,000), and gradients/s of 50 concurrent
+(Rosenbrock, n = 10; median of 2,000) on the session socket and on the gRPC ``Session``, and gradients/s of 50 concurrent
 requests on ``AsyncGrpcClient`` against the blocking REST client in sequence
 (the best of ``--repeat`` rounds).
 Targets (issue 12): session <= 3x JAX, export <= 1.5x JAX, <= 1.2 round trips
@@ -272,7 +273,9 @@ def main() -> int:
     proc, url, target = serve()
     try:
         with dd.Client(url, timeout=300) as rest, GrpcClient(target, timeout=300) as rpc:
-            results = {"round_trip": round_trip_us(rpc), "throughput": throughput(url, target, repeat=args.repeat)}
+            with GrpcClient(target, timeout=300, session_transport="grpc") as on_grpc:
+                results = {"round_trip": round_trip_us(rpc), "round_trip_grpc": round_trip_us(on_grpc),
+                           "throughput": throughput(url, target, repeat=args.repeat)}
             print(json.dumps(results), file=sys.stderr)
             rows = bench_problem("rosenbrock", ROSEN_METHODS, np.tile([-1.2, 1.0], 50), ROSEN, {}, "x", rest, rpc,
                                  args.repeat)
@@ -282,9 +285,10 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    rt, tp = results["round_trip"], results["throughput"]
-    print(f"session round trip, small gradient (n = 10): median {rt['median_us']:.0f} us, p90 {rt['p90_us']:.0f} us "
-          f"(server {rt['server_us']:.0f} us of it)")
+    tp = results["throughput"]
+    for way, rt in (("session socket", results["round_trip"]), ("gRPC Session", results["round_trip_grpc"])):
+        print(f"{way} round trip, small gradient (n = 10): median {rt['median_us']:.0f} us, p90 {rt['p90_us']:.0f} us "
+              f"(server {rt['server_us']:.0f} us of it)")
     print(f"gradients/s: blocking REST client {tp['sync_rest_per_s']:.0f}, AsyncGrpcClient with 50 in flight "
           f"{tp['async_grpc_50_per_s']:.0f} ({tp['async_grpc_50_per_s'] / tp['sync_rest_per_s']:.1f}x)")
     print(table(results["rows"]))

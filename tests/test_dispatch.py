@@ -106,3 +106,43 @@ def test_an_hvp_stream_answers_as_the_hessian_does_and_refuses_what_cannot_strea
         with pytest.raises(DerivdError) as e:
             dispatcher.hvp_stream(req)
         assert (e.value.status, e.value.code) == (422, "unsupported_mode")
+
+
+def test_a_sessions_asks_reuse_its_compiled_program_in_process_and_go_to_a_workers_pool_untouched(monkeypatch):
+    """Asks run here skip resolving and compiling (``Service.compiled`` once, at the first ask), and
+    answer as a fresh request does; a family served by a worker pool gets the request as any unary
+    call, and the gateway compiles nothing for it."""
+    from derivd.grpc_api import convert
+    from derivd.grpc_api.session import FunctionSession
+
+    d = Dispatcher(Service(Settings(xla_tier="off")))
+    try:
+        opening = Request(function={"dsl": ROSENBROCK}, at={"x": X.copy()}, wrt=["x"])
+        session = FunctionSession(d, d.service.metrics, opening, None)
+        compiles = []
+        real_compile = d.service._compile
+        monkeypatch.setattr(d.service, "_compile", lambda req: compiles.append(req) or real_compile(req))
+        rng = np.random.default_rng(5)
+        for x in rng.normal(size=(3, 3)):
+            answer = session.answer(pb.SessionAsk(kind=pb.SESSION_GRADIENT, x=convert.to_array(x)), None)
+            np.testing.assert_allclose(convert.to_numpy(answer.gradient, "g"), rosenbrock_gradient(x), rtol=1e-13)
+        assert len(compiles) == 1 and session.compiled is not None  # Service.compiled, once
+
+        class Workers:  # a worker pool for the reverse family: sees each gradient request whole
+            seen = []
+
+            def run(self, endpoint, req, family):
+                self.seen.append((endpoint, family))
+                return d.service.compute(endpoint, req)
+
+            def close(self):
+                pass
+
+        remote = FunctionSession(d, d.service.metrics, opening, None)
+        d.router.pools["reverse"] = Workers()
+        x = rng.normal(size=3)
+        answer = remote.answer(pb.SessionAsk(kind=pb.SESSION_GRADIENT, x=convert.to_array(x)), None)
+        np.testing.assert_allclose(convert.to_numpy(answer.gradient, "g"), rosenbrock_gradient(x), rtol=1e-13)
+        assert Workers.seen == [("gradient", "reverse")] and remote.compiled is None
+    finally:
+        d.close()

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     grpc_port: int = 50051
     grpc_threads: int = 16
     grpc_max_message_bytes: int = 64 * 1024 * 1024 + 64 * 1024
+    # The session socket beside gRPC (grpc_api/session_socket.py: the Session without HTTP/2): its port
+    # on the same host, 0 for any free one (clients learn it from the Transports method), -1 for off.
+    session_socket_port: int = 0
 
     # Operations. api_keys empty = open; e.g. DERIVD_API_KEYS='["k1","k2"]'.
     # rate_limit_requests per rate_limit_window_s per key (0 = no limit), in Redis when redis_url is set.

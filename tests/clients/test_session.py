@@ -1,6 +1,7 @@
-"""The SDK's sessions: ``GrpcClient.session`` (one stream) and ``UnarySession`` (REST, one request per call)
-answer alike and as the analytic references do; a refused call raises the typed error and the session
-goes on; ``open_session`` picks the stream where the client has one."""
+"""The SDK's sessions: ``GrpcClient.session`` (one gRPC stream, or the server's session socket) and
+``UnarySession`` (REST, one request per call) answer alike and as the analytic references do; a refused
+call raises the typed error and the session goes on; ``open_session`` picks the stream where the client
+has one, and ``session_transport="auto"`` the socket where the server offers it."""
 
 from __future__ import annotations
 
@@ -15,17 +16,26 @@ from tests.references import rosenbrock, rosenbrock_gradient, rosenbrock_hessian
 pytest.importorskip("grpc")
 pytest.importorskip("derivd.grpc_api.server")
 from derivd_client import errors  # noqa: E402
+from derivd_client.grpc_client import GrpcClient  # noqa: E402
 from derivd_client.session import Session, UnarySession, open_session  # noqa: E402
+from derivd_client.session_socket import SocketSession  # noqa: E402
 
 ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
+SESSION_OF = {"grpc": Session, "socket": SocketSession, "auto": SocketSession}  # the server offers the socket
 
 
+@pytest.fixture(params=["grpc", "socket", "auto"])
+def streams(request, grpc_target):
+    """A gRPC client whose sessions take ``request.param``'s transport."""
+    with GrpcClient(grpc_target, timeout=60, retries=1, session_transport=request.param) as c:
+        yield c
 
-def test_stream_and_unary_sessions_answer_as_the_references(rpc, sdk):
+
+def test_stream_and_unary_sessions_answer_as_the_references(streams, sdk):
     rng = np.random.default_rng(11)
     x0 = rng.normal(size=5)
-    with open_session(rpc, ROSEN, {"x": x0}) as s, open_session(sdk, ROSEN, {"x": x0}) as u:
-        assert isinstance(s, Session) and isinstance(u, UnarySession)
+    with open_session(streams, ROSEN, {"x": x0}) as s, open_session(sdk, ROSEN, {"x": x0}) as u:
+        assert type(s) is SESSION_OF[streams.session_transport] and isinstance(u, UnarySession)
         for _ in range(3):
             x, v = rng.normal(size=5), rng.normal(size=5)
             for session in (s, u):
@@ -46,8 +56,8 @@ def test_stream_and_unary_sessions_answer_as_the_references(rpc, sdk):
         assert s.server_seconds > 0
 
 
-def test_several_inputs_flat_in_wrt_order(rpc):
-    with rpc.session("stack([x[0]*y, sin(x[1]) + y**2])", {"x": [0.5, 1.0], "y": 2.0}, wrt=["x", "y"]) as s:
+def test_several_inputs_flat_in_wrt_order(streams):
+    with streams.session("stack([x[0]*y, sin(x[1]) + y**2])", {"x": [0.5, 1.0], "y": 2.0}, wrt=["x", "y"]) as s:
         assert s.n == 3 and s.out_shape == (2,)
         x0, x1, y = 0.3, -1.2, 1.7
         np.testing.assert_allclose(s.jacobian([x0, x1, y]), [[y, 0, x0], [0, np.cos(x1), 2 * y]], rtol=1e-15)
@@ -55,15 +65,15 @@ def test_several_inputs_flat_in_wrt_order(rpc):
         assert s.split(np.arange(3.0))["x"].tolist() == [0.0, 1.0] and s.split(np.arange(3.0))["y"].shape == ()
 
 
-def test_a_refused_call_raises_and_the_session_goes_on(rpc):
-    with rpc.session(ROSEN, {"x": np.zeros(4)}) as s:
+def test_a_refused_call_raises_and_the_session_goes_on(streams):
+    with streams.session(ROSEN, {"x": np.zeros(4)}) as s:
         with pytest.raises(errors.ClientError) as e:
             s.gradient(np.zeros(3))
         assert e.value.code == "invalid_request" and e.value.status == 422
         x = np.array([0.1, 0.2, 0.3, 0.4])
         np.testing.assert_allclose(s.gradient(x), rosenbrock_gradient(x), rtol=1e-13)
-    with pytest.raises(errors.ClientError):
-        rpc.session("sum(x", {"x": np.zeros(2)})
+    with pytest.raises(errors.ParseError):  # the open refused: raised, on either transport
+        streams.session("sum(x", {"x": np.zeros(2)})
 
 
 def test_open_session_refuses_an_asynchronous_client(rpc, server):

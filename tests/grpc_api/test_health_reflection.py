@@ -23,7 +23,7 @@ def test_reflection_lists_and_describes_the_service(stack):
     assert svc.file.name == "derivd/v1/derivd.proto"
     methods = {m.name: m for m in svc.methods}
     assert set(methods) == {"Evaluate", "Gradient", "Jacobian", "Jvp", "Vjp", "Hvp", "Hessian", "Taylor",
-                            "Derivatives", "HessianVectorProducts", "Session"}
+                            "Derivatives", "HessianVectorProducts", "Session", "Transports"}
     for name in ("HessianVectorProducts", "Session"):
         assert methods[name].client_streaming and methods[name].server_streaming
     array = pool.FindMessageTypeByName("derivd.v1.Array")

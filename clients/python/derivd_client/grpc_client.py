@@ -32,6 +32,7 @@ from ._grpc import derivd_pb2 as pb
 from ._grpc import derivd_pb2_grpc as pb_grpc
 from .client import OPTIONS, Result, SparseJacobian, direction_dict, resolve_function
 from .session import AsyncSession, Session
+from .session_socket import SocketSession, socket_host
 
 MODES = {"auto": pb.MODE_AUTO, "forward": pb.MODE_FORWARD, "reverse": pb.MODE_REVERSE,
          "taylor": pb.MODE_TAYLOR, "finite": pb.MODE_FINITE}
@@ -42,6 +43,7 @@ HTTP_OF = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 502, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+SESSION_TRANSPORTS = ("auto", "socket", "grpc")
 WIRE = {"float64": "<f8", "float32": "<f4", "int64": "<i8", "int32": "<i4", "bool": "|b1"}
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 64 * 1024
 
@@ -59,22 +61,31 @@ def from_message(a: pb.Array) -> np.ndarray:
 
 class GrpcClient:
     """``GrpcClient("127.0.0.1:50051", api_key=..., timeout=...)``; the REST client's methods, plus
-    :meth:`hvp_stream`. ``credentials`` (``grpc.ssl_channel_credentials()``) makes the channel secure."""
+    :meth:`hvp_stream`. ``credentials`` (``grpc.ssl_channel_credentials()``) makes the channel secure.
+    ``session_transport`` is where :meth:`session` opens sessions: ``"auto"`` on the server's session
+    socket when it offers one and the channel is not secure (else gRPC), ``"socket"`` there or an
+    error, ``"grpc"`` always on gRPC."""
 
     channels = grpc  # the module that makes its channel: grpc.aio for AsyncGrpcClient
 
     def __init__(self, target: str = "127.0.0.1:50051", *, api_key: str | None = None, timeout: float = 60.0,
                  retries: int = 3, backoff: float = 0.2, credentials: grpc.ChannelCredentials | None = None,
-                 session_timeout: float | None = None):
+                 session_timeout: float | None = None, session_transport: str = "auto"):
+        if session_transport not in SESSION_TRANSPORTS:
+            raise ValueError(f"session_transport must be one of {SESSION_TRANSPORTS}, got {session_transport!r}")
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         self.target = target
         self.channel = (self.channels.secure_channel(target, credentials, options) if credentials
                         else self.channels.insecure_channel(target, options))
         self.stub = pb_grpc.DifferentiatorStub(self.channel)
+        self.api_key = api_key
         self.metadata = (("x-api-key", api_key),) if api_key else ()
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.session_timeout = session_timeout  # a session's whole life (None: until closed)
+        # The session socket's port, asked of the server once (0: none, or not to be used).
+        self.session_transport = session_transport
+        self._session_port: int | None = 0 if credentials is not None and session_transport == "auto" else None
 
     def close(self) -> None:
         self.channel.close()
@@ -157,8 +168,38 @@ class GrpcClient:
 
     def session(self, function, at=None, **options) -> Session:
         """Open a :class:`~derivd_client.session.Session`: ``function`` compiled once at the shapes of
-        ``at``, then value, gradient, Jacobian, HVP, Hessian or Taylor requests at flat points."""
-        return Session(self, function, dict(at or {}), options)
+        ``at``, then value, gradient, Jacobian, HVP, Hessian or Taylor requests at flat points; on the
+        session socket (:class:`~derivd_client.session_socket.SocketSession`, the same methods) when
+        ``session_transport`` chooses it."""
+        at = dict(at or {})
+        port = self._socket_port()
+        if port:
+            try:
+                return SocketSession(self, function, at, options, socket_host(self.target), port)
+            except errors.ConnectionFailed:
+                if self.session_transport == "socket":
+                    raise
+                self._session_port = 0  # not reachable from here (a proxy, a firewall): gRPC from now on
+        return Session(self, function, at, options)
+
+    def _socket_port(self) -> int:
+        """The session socket's port to use (0: use gRPC), asked of the server on the first session."""
+        if self.session_transport == "grpc":
+            return 0
+        if self._session_port is None:  # asked until the server answers (a failure raises, as opening would)
+            port = 0
+            if socket_host(self.target) is not None:
+                try:
+                    port = self.stub.Transports(pb.TransportsRequest(), timeout=self.timeout,
+                                                metadata=self.metadata).session_socket_port
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.UNIMPLEMENTED:  # an older server has no Transports
+                        raise to_error(e) from None
+            self._session_port = port
+        if not self._session_port and self.session_transport == "socket":
+            raise errors.ConnectionFailed(f"the server at {self.target} offers no session socket (or it is not "
+                                          f"reachable from here)", "connection_failed")
+        return self._session_port
 
 
     def hvp_stream(self, function, at=None, directions: Iterable = (), **options) -> HvpStream:

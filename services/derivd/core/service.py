@@ -92,12 +92,17 @@ class Service:
             raise ValidationFailed(f"unknown function kind {kind!r}: use dsl, id or blackbox", field="function")
         return req
 
-    def compute(self, name: str, req: Request) -> tuple[dict, Timings]:
-        """Endpoint ``name`` of ``req`` in this process; nothing starts once its deadline is past."""
+    def compute(self, name: str, req: Request, compiled: tuple | None = None) -> tuple[dict, Timings]:
+        """Endpoint ``name`` of ``req`` in this process; nothing starts once its deadline is past.
+        ``compiled``: ``self.compiled(r)`` of a request ``r`` that ``req`` differs from only in its point
+        and directions (a session's asks, ``grpc_api.session``): resolving and compiling are skipped."""
         row = endpoint(name)
         with deadline(req.deadline, self.settings.request_timeout_s):
             check_deadline()  # queued past it: nothing starts
             check_request(row, req, self.settings)
+            if compiled is not None:
+                fn, wrt = compiled
+                return self._answer(row, req, fn, {**req.at, **req.constants}, wrt, Timings())
             req = self.resolve(req)
             timings = Timings()
             if "blackbox" in req.function:
@@ -106,23 +111,33 @@ class Service:
                 timings.compute = time.perf_counter() - t1
                 return response, timings
             fn, values, wrt, timings.compile = self._compile(req)
-            t1 = time.perf_counter()
-            p = prepare(row, req, self.settings, wrt=wrt, values=values, out_shape=fn.out_shape, fn=fn)
-            if req.mode == "finite" and row.differentiates:
-                response, compile_seconds = row.finite(p), 0.0
-            else:
-                verify = row.verify if req.verify else None
-                if verify is not None:
-                    fd.require_verifiable(p)  # before the answer it would check
-                with tiers.answering() as answered:
-                    response, compile_seconds = row.compute(p)
-                if answered and tiers.enabled(self.settings):
-                    response["tier"] = max(answered)
-                if verify is not None:
-                    response["verification"] = verify(p, response)
-            timings.compile += compile_seconds
-            timings.compute = time.perf_counter() - t1 - compile_seconds
-            return response, timings
+            return self._answer(row, req, fn, values, wrt, timings)
+
+    def compiled(self, req: Request) -> tuple:
+        """``req``'s program compiled at its inputs' shapes, and its checked ``wrt``: what ``compute``
+        reuses for requests that differ from ``req`` only in their point."""
+        fn, _, wrt, _ = self._compile(self.resolve(req))
+        return fn, wrt
+
+    def _answer(self, row, req: Request, fn, values: dict, wrt: list[str], timings: Timings):
+        """``compute`` once the function is compiled: checked at its shapes, then answered."""
+        t1 = time.perf_counter()
+        p = prepare(row, req, self.settings, wrt=wrt, values=values, out_shape=fn.out_shape, fn=fn)
+        if req.mode == "finite" and row.differentiates:
+            response, compile_seconds = row.finite(p), 0.0
+        else:
+            verify = row.verify if req.verify else None
+            if verify is not None:
+                fd.require_verifiable(p)  # before the answer it would check
+            with tiers.answering() as answered:
+                response, compile_seconds = row.compute(p)
+            if answered and tiers.enabled(self.settings):
+                response["tier"] = max(answered)
+            if verify is not None:
+                response["verification"] = verify(p, response)
+        timings.compile += compile_seconds
+        timings.compute = time.perf_counter() - t1 - compile_seconds
+        return response, timings
 
     def hvp_stream(self, req: Request) -> HvpStream:
         """Many Hessian-vector products at one point: resolved, compiled and started once, here."""

@@ -56,12 +56,14 @@ class Dispatcher:
 
     # ------------------------------------------------------------ unary requests
 
-    def submit(self, name: str, req, remaining: float | None = None) -> tuple[dict, Timings]:
-        """Endpoint ``name`` of ``req``, blocking this thread until it is answered or its deadline passes."""
+    def submit(self, name: str, req, remaining: float | None = None, compiled: tuple | None = None
+               ) -> tuple[dict, Timings]:
+        """Endpoint ``name`` of ``req``, blocking this thread until it is answered or its deadline passes.
+        ``compiled`` (``Service.compiled``, kept by a session): used where ``req`` runs in this process."""
         row, key, budget = self._admit(name, req, remaining)
         if self.quick.is_quick(key):
-            return self._finish(key, self._run(row, req), 0.0)
-        ran, queue_s = self.call(budget, self._run, row, req)
+            return self._finish(key, self._run(row, req, compiled), 0.0)
+        ran, queue_s = self.call(budget, self._run, row, req, compiled)
         return self._finish(key, ran, queue_s)
 
     async def submit_async(self, name: str, req, remaining: float | None = None) -> tuple[dict, Timings]:
@@ -92,10 +94,14 @@ class Dispatcher:
                 return self.router.run(row, self.service.resolve(req))
         return self.router.in_process.run(row.name, req, "")  # a black box, or what the core refuses
 
-    def _run(self, row, req):
-        """``_route``'s answer and the CPU seconds this thread spent on it."""
+    def _run(self, row, req, compiled: tuple | None = None):
+        """``_route``'s answer (the core's on ``compiled`` when given and in process) and the CPU seconds
+        this thread spent on it."""
         cpu = time.thread_time()
-        result = self._route(row, req)
+        if compiled is not None and self.router.runs_in_process(row, req.mode):
+            result = self.service.compute(row.name, req, compiled)
+        else:
+            result = self._route(row, req)
         return result, time.thread_time() - cpu
 
     def _finish(self, key, ran: tuple[tuple[dict, Timings], float], queue_s: float) -> tuple[dict, Timings]:

@@ -767,6 +767,26 @@ class SessionResponse(_message.Message):
     answer: SessionAnswer
     def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., answer: _Optional[_Union[SessionAnswer, _Mapping]] = ...) -> None: ...
 
+class TransportsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TransportsResponse(_message.Message):
+    __slots__ = ("session_socket_port",)
+    SESSION_SOCKET_PORT_FIELD_NUMBER: _ClassVar[int]
+    session_socket_port: int
+    def __init__(self, session_socket_port: _Optional[int] = ...) -> None: ...
+
+class SessionSocketHello(_message.Message):
+    __slots__ = ("api_key", "request_id", "timeout_s")
+    API_KEY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    api_key: str
+    request_id: str
+    timeout_s: float
+    def __init__(self, api_key: _Optional[str] = ..., request_id: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
 class Error(_message.Message):
     __slots__ = ("code", "message", "detail_json")
     CODE_FIELD_NUMBER: _ClassVar[int]

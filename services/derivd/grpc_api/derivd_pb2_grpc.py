@@ -89,6 +89,11 @@ class DifferentiatorStub:
                 request_serializer=derivd_dot_v1_dot_derivd__pb2.SessionRequest.SerializeToString,
                 response_deserializer=derivd_dot_v1_dot_derivd__pb2.SessionResponse.FromString,
                 _registered_method=True)
+        self.Transports = channel.unary_unary(
+                '/derivd.v1.Differentiator/Transports',
+                request_serializer=derivd_dot_v1_dot_derivd__pb2.TransportsRequest.SerializeToString,
+                response_deserializer=derivd_dot_v1_dot_derivd__pb2.TransportsResponse.FromString,
+                _registered_method=True)
 
 
 class DifferentiatorServicer:
@@ -171,6 +176,19 @@ class DifferentiatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Transports(self, request, context):
+        """Extension: where else this server takes sessions. A session socket (README, "Sessions over a
+        socket") is the same Session on a plain TCP connection, without HTTP/2: each message is framed as
+        a 4-byte little-endian length and then its bytes. The client sends `SessionSocketHello`, then
+        `SessionRequest`s (`open` first) exactly as on `Session`; the server answers `SessionResponse`s,
+        in order. A refusal that ends the session (authentication, rate limit, a bad `open`, an oversized
+        or unreadable frame, the session's deadline) is one `answer` carrying `error` and `status`, and
+        then the server closes the connection.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DifferentiatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +246,11 @@ def add_DifferentiatorServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=derivd_dot_v1_dot_derivd__pb2.SessionRequest.FromString,
                     response_serializer=derivd_dot_v1_dot_derivd__pb2.SessionResponse.SerializeToString,
+            ),
+            'Transports': grpc.unary_unary_rpc_method_handler(
+                    servicer.Transports,
+                    request_deserializer=derivd_dot_v1_dot_derivd__pb2.TransportsRequest.FromString,
+                    response_serializer=derivd_dot_v1_dot_derivd__pb2.TransportsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -527,6 +550,33 @@ class Differentiator:
             '/derivd.v1.Differentiator/Session',
             derivd_dot_v1_dot_derivd__pb2.SessionRequest.SerializeToString,
             derivd_dot_v1_dot_derivd__pb2.SessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/derivd.v1.Differentiator/Transports',
+            derivd_dot_v1_dot_derivd__pb2.TransportsRequest.SerializeToString,
+            derivd_dot_v1_dot_derivd__pb2.TransportsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,11 @@ The port is this server's alone: ``grpc.so_reuseport`` is off, so a port another
 process listens on (a second ``derivd serve`` with the same ``--grpc-port``) is
 an ``OSError`` at start, not a second server taking half the requests at random.
 
+Beside it, unless ``session_socket_port`` is -1, the session socket
+(``session_socket``: the ``Session`` without HTTP/2, several times faster a
+round trip) listens on the same host, with the same API keys and limits; the
+``Transports`` method tells clients its port. It starts and stops with gRPC.
+
 Health (``grpc.health.v1``) reports SERVING for ``""`` and the service while
 ``Dispatcher.ready()`` holds, refreshed every few seconds, and NOT_SERVING once
 shutting down. Reflection lists the services.
@@ -31,6 +36,7 @@ from derivd.errors import DerivdError
 from derivd.grpc_api import derivd_pb2 as pb
 from derivd.grpc_api import derivd_pb2_grpc as pb_grpc
 from derivd.grpc_api.servicer import DifferentiatorServicer, abort
+from derivd.grpc_api.session_socket import SessionSocketServer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Differentiator"].full_name
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -95,7 +101,11 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
                 ("grpc.max_connection_age_grace_ms", int(1000 * (settings.request_timeout_s + 5)))])
-        pb_grpc.add_DifferentiatorServicer_to_server(DifferentiatorServicer(dispatcher), self.server)
+        self.sessions = (SessionSocketServer(dispatcher, settings, access, host or settings.host,
+                                             settings.session_socket_port)
+                         if settings.session_socket_port >= 0 else None)
+        pb_grpc.add_DifferentiatorServicer_to_server(
+            DifferentiatorServicer(dispatcher, self.sessions.port if self.sessions else 0), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -107,6 +117,8 @@ class GrpcServer:
         except RuntimeError:  # grpcio raises where older versions returned 0
             self.port = 0
         if self.port == 0:
+            if self.sessions is not None:
+                self.sessions.stop()
             raise OSError(f"gRPC cannot listen on {address}: the port is taken (or the address is not this "
                           f"machine's); choose another with --grpc-port, or 0 to turn gRPC off")
         self._stopping = threading.Event()
@@ -115,6 +127,8 @@ class GrpcServer:
     def start(self) -> GrpcServer:
         self._set_health()
         self.server.start()
+        if self.sessions is not None:
+            self.sessions.start()
         self._refresher.start()
         return self
 
@@ -131,6 +145,8 @@ class GrpcServer:
     def stop(self, grace: float = 5.0) -> None:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
+        if self.sessions is not None:
+            self.sessions.stop()
         self.server.stop(grace).wait()
 
     def __enter__(self):

@@ -11,7 +11,8 @@ body in ``derivd-error-bin``); the status details are the contract's ``message``
 ``HessianVectorProducts`` asks the dispatcher once for an HVP stream at the
 stream's point and then feeds it each direction, answering in order.
 ``Session`` (``grpc_api.session``) keeps one function open for asks of any kind,
-each submitted to the dispatcher like a unary call.
+each submitted to the dispatcher like a unary call; ``Transports`` names the
+session socket's port (``grpc_api.session_socket``: the same session without HTTP/2).
 """
 
 from __future__ import annotations
@@ -42,21 +43,21 @@ def abort(context, err: DerivdError, metadata=()):
 class Call:
     """One RPC's bookkeeping: request id, in-flight gauge, metrics and the access log line."""
 
-    def __init__(self, metrics, context, route: str):
-        self.metrics, self.context, self.route = metrics, context, route
+    def __init__(self, metrics, context, route: str, transport: str = "grpc"):
+        self.metrics, self.context, self.route, self.transport = metrics, context, route, transport
         self.t0 = time.perf_counter()
         incoming = next((v for k, v in context.invocation_metadata() if k == "x-request-id"), None)
         self.request_id = request_id(incoming)
         self.metadata = [("x-request-id", self.request_id)]
         self.engine, self.status, self.timings, self.error = "", 200, (None, None, None), None
-        metrics.in_flight.labels("grpc").inc()
+        metrics.in_flight.labels(transport).inc()
 
     def finish(self):
-        self.metrics.in_flight.labels("grpc").dec()
+        self.metrics.in_flight.labels(self.transport).dec()
         seconds = time.perf_counter() - self.t0
         compile_s, queue_s, compute_s = self.timings
-        self.metrics.record("grpc", self.route, self.engine, self.status, seconds, queue_s, compile_s, compute_s)
-        log_request(request_id=self.request_id, transport="grpc", route=self.route, status=self.status,
+        self.metrics.record(self.transport, self.route, self.engine, self.status, seconds, queue_s, compile_s, compute_s)
+        log_request(request_id=self.request_id, transport=self.transport, route=self.route, status=self.status,
                     error=self.error, engine=self.engine or None, ms=round(seconds * 1e3, 3), peer=self.context.peer())
 
     def fail(self, err: DerivdError):
@@ -79,9 +80,14 @@ class Call:
 
 
 class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
-    def __init__(self, dispatcher):
+    def __init__(self, dispatcher, session_socket_port: int = 0):
         self.dispatcher = dispatcher
         self.metrics = dispatcher.service.metrics
+        self.session_socket_port = session_socket_port
+
+    def Transports(self, request, context):
+        """Where else sessions are taken: the session socket's port (0: none), for the SDK to choose it."""
+        return pb.TransportsResponse(session_socket_port=self.session_socket_port)
 
     def unary(self, method: str, message, context):
         endpoint, response_type = UNARY[method]

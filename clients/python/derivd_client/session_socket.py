@@ -1,0 +1,111 @@
+"""The session on the server's session socket: the gRPC ``Session``'s messages on a plain TCP connection.
+
+Why: a round trip on an open gRPC stream costs grpcio 100-150 µs on loopback
+before any work; the same messages framed by a 4-byte little-endian length on
+a TCP connection cost about 12 µs, which is what an optimiser's loop of small
+gradients needs. ``GrpcClient.session`` opens one when the server offers it
+(its ``Transports`` method names the port) and the channel is not secure (the
+socket is plaintext): ``session_transport="auto"``, the default. The methods,
+answers, errors and counts are the gRPC session's (:mod:`derivd_client.session`).
+
+The client sends ``SessionSocketHello`` (the API key, the session's deadline),
+then ``SessionRequest``s; the server answers ``SessionResponse``s in order. A
+refusal that ends the session (a wrong key, the deadline) is an answer with an
+error, raised as such; a connection that closes (the server stopped) is
+``ConnectionFailed``; no answer within the client's ``timeout`` is ``RequestTimeout``.
+
+``auto`` falls back to gRPC when the port cannot be reached from here (behind a
+proxy or a Kubernetes Service only gRPC's port is forwarded; a dropped
+connection attempt costs ``CONNECT_TIMEOUT_S`` once per client), or when what
+answers there is not a session socket.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from google.protobuf.message import DecodeError
+
+from . import errors
+from .session import _Stream
+
+FRAME = struct.Struct("<I")
+CONNECT_TIMEOUT_S = 2.0
+
+
+def socket_host(target: str) -> str | None:
+    """The host of a plain ``host:port`` gRPC target (None for a name resolver's target, e.g. ``dns:///``)."""
+    if "/" in target or target.startswith("unix:"):
+        return None
+    host, sep, _ = target.rpartition(":")
+    return host.strip("[]") if sep and host else None
+
+
+class SocketSession(_Stream):
+    """A ``Session`` on the session socket at ``(host, port)``: one frame each way per call."""
+
+    def __init__(self, client, function, at: dict, options: dict, host: str, port: int):
+        opening = self._setup(client, function, at, options)
+        try:
+            self._socket = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+        except OSError as e:
+            raise errors.ConnectionFailed(f"cannot reach the session socket at {host}:{port}: {e}",
+                                          "connection_failed") from None
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._socket.settimeout(client.timeout)
+        self._reader = self._socket.makefile("rb")
+        self._where = f"{host}:{port}"
+        try:
+            self._send(self._pb.SessionSocketHello(api_key=client.api_key or "",
+                                                   timeout_s=client.session_timeout or 0))
+            self._send(opening)
+            response = self._receive()
+            if response.WhichOneof("message") != "opened":
+                self._answer(response)  # the refusal, raised
+            self._opened(response)
+        except BaseException:
+            self.close()
+            raise
+
+    def _send(self, message) -> None:
+        data = message.SerializeToString()
+        try:
+            self._socket.sendall(FRAME.pack(len(data)) + data)
+        except OSError as e:
+            raise self._gone(e) from None
+
+    def _receive(self):
+        try:
+            header = self._reader.read(FRAME.size)
+            if len(header) < FRAME.size:
+                raise self._gone(None)
+            size = FRAME.unpack(header)[0]
+            body = self._reader.read(size)
+            if len(body) < size:
+                raise self._gone(None)
+        except TimeoutError:
+            raise errors.RequestTimeout(f"no answer from the session socket at {self._where} within "
+                                        f"{self._socket.gettimeout():g} s", "timeout") from None
+        except OSError as e:
+            raise self._gone(e) from None
+        try:
+            return self._pb.SessionResponse.FromString(body)
+        except DecodeError:  # not a derivd session socket at that port (a proxy's host, say)
+            raise errors.ConnectionFailed(f"{self._where} did not answer as a session socket",
+                                          "connection_failed") from None
+
+    def _gone(self, cause: OSError | None) -> errors.ConnectionFailed:
+        why = f": {cause}" if cause else " (the server stopped, or ended the session)"
+        return errors.ConnectionFailed(f"the session socket at {self._where} closed{why}", "connection_failed")
+
+    def _ask(self, kind: str, x, v=None, order: int = 0) -> dict:
+        self._send(self._message(kind, x, v, order))
+        return self._answer(self._receive())
+
+    def close(self) -> None:
+        """End the session (the server sees the connection close between frames)."""
+        if self._socket is not None:
+            self._reader.close()
+            self._socket.close()
+            self._socket = None

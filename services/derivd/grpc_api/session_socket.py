@@ -1,0 +1,268 @@
+"""The session socket: the gRPC ``Session`` on a plain TCP connection, for round trips gRPC cannot reach.
+
+Why it exists: on loopback, grpcio's own floor for one message each way on an
+open bidirectional stream (no work, sync or asyncio server) is 100-150 µs here,
+while issue 12 asks for a whole small gradient in 150 µs; a length-prefixed
+frame each way on a TCP connection with a blocking reader costs about 12 µs.
+
+The messages are the ``Session``'s own, framed as a 4-byte little-endian length
+then the bytes: the client sends ``SessionSocketHello`` (what gRPC carries as
+metadata and deadline), then ``SessionRequest``s; the server answers with
+``SessionResponse``s, in order. ``session.serve`` runs the conversation, as it
+does for gRPC, so opening, asks, refusals that keep the session open, the
+dispatcher's deadline and inline policy, metrics (transport ``socket``) and
+the access log line are the same code. The socket adds what gRPC did for it:
+
+* the API key and rate limit (``AccessControl.check``, once per session as
+  per gRPC call), and the hello within ``http_header_timeout_s``;
+* a frame over ``grpc_max_message_bytes`` is refused (413) before it is read;
+  a frame's bytes must follow its length within ``http_body_timeout_s``;
+* the session's deadline (the hello's ``timeout_s``): past it the next read
+  ends the session with 504; nothing asked for ``IDLE_S`` ends it with 408;
+* at most ``grpc_threads`` sessions at once (a thread each: a blocking read is
+  the fastest way to the next ask); one more is refused with 503.
+
+A refusal that ends the session is one ``answer`` with ``error`` and
+``status``, then the connection is closed. Stopping the server closes every
+connection, so a client sees the end at once rather than at its timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import struct
+import threading
+import time
+
+from google.protobuf.message import DecodeError
+
+from derivd.errors import DeadlineExceeded, DerivdError, LimitExceeded, ValidationFailed
+from derivd.grpc_api import derivd_pb2 as pb
+from derivd.grpc_api import session
+from derivd.grpc_api.servicer import INTERNAL, Call
+
+log = logging.getLogger("derivd.grpc")
+
+FRAME = struct.Struct("<I")
+# A session with nothing asked for this long is ended (408), so that a client gone silent does not hold
+# one of the ``grpc_threads`` slots for good: gRPC's own sessions end with their connection's age
+# (``server.MAX_CONNECTION_AGE_MS``, 5 minutes), the same bound.
+IDLE_S = 300.0
+
+
+class _Ended(Exception):
+    """``context.abort``: the conversation is over; its error is in the trailing metadata."""
+
+
+class _Context:
+    """What ``session.serve`` and ``Call`` ask of a gRPC context, for one socket session."""
+
+    def __init__(self, peer: tuple, hello: pb.SessionSocketHello):
+        host, port = peer[:2]
+        self._peer = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+        self._metadata = [("x-request-id", hello.request_id)] if hello.request_id else []
+        self.deadline = time.monotonic() + hello.timeout_s if hello.timeout_s > 0 else None
+        self.trailing: list = []
+
+    def invocation_metadata(self):
+        return self._metadata
+
+    def peer(self) -> str:
+        return self._peer
+
+    def time_remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self.trailing = list(metadata)
+
+    def abort(self, code, details):
+        raise _Ended(details)
+
+
+class _Connection:
+    """One client's frames: read with the limits above, written whole."""
+
+    def __init__(self, conn: socket.socket, settings):
+        self.conn, self.settings = conn, settings
+        self.reader = conn.makefile("rb")
+
+    def read(self, message, timeout: float | None):
+        """The next frame as ``message``, or None when the client closed the connection between frames;
+        ``TimeoutError`` when no frame began within ``timeout`` seconds (the caller says what that means)."""
+        self.conn.settimeout(timeout)
+        header = self.reader.read(FRAME.size)
+        if not header:
+            return None
+        if len(header) < FRAME.size:
+            raise ValidationFailed("the connection ended inside a frame's length", field="frame")
+        (size,) = FRAME.unpack(header)
+        if size > self.settings.grpc_max_message_bytes:
+            raise LimitExceeded(f"a frame of {size} bytes is over the limit of "
+                                f"{self.settings.grpc_max_message_bytes} (grpc_max_message_bytes)",
+                                limit="grpc_max_message_bytes", value=size)
+        self.conn.settimeout(self.settings.http_body_timeout_s)
+        try:
+            body = self.reader.read(size)
+        except TimeoutError:
+            raise DerivdError(f"a frame's {size} bytes did not arrive within http_body_timeout_s "
+                              f"({self.settings.http_body_timeout_s:g} s)", code="request_timeout",
+                              status=408) from None
+        if len(body) < size:
+            raise ValidationFailed(f"the connection ended inside a frame ({len(body)} of {size} bytes)",
+                                   field="frame")
+        try:
+            return message.FromString(body)
+        except DecodeError:
+            raise ValidationFailed(f"a frame is not a {message.DESCRIPTOR.name}", field="frame") from None
+
+    def requests(self, context: _Context):
+        """``SessionRequest``s until the client closes; each waited for until the session's deadline, and
+        at most ``IDLE_S``."""
+        while True:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceeded("the session ran past its deadline", deadline_s=0)
+            wait = IDLE_S if remaining is None else min(remaining, IDLE_S)
+            try:
+                message = self.read(pb.SessionRequest, wait)
+            except TimeoutError:
+                if wait != IDLE_S:
+                    raise DeadlineExceeded("the session ran past its deadline", deadline_s=0) from None
+                raise DerivdError(f"the session was idle for {IDLE_S:g} s (nothing asked); open another",
+                                  code="session_idle", status=408) from None
+            if message is None:
+                return
+            yield message
+
+    def write(self, message) -> None:
+        data = message.SerializeToString()
+        self.conn.sendall(FRAME.pack(len(data)) + data)
+
+    def refuse(self, status: int, error: pb.Error) -> None:
+        """The answer that ends the session (the connection is closed after it)."""
+        try:
+            self.write(pb.SessionResponse(answer=pb.SessionAnswer(status=status, error=error)))
+        except OSError:
+            pass  # the client is gone already
+
+    def close(self) -> None:
+        try:
+            self.conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.reader.close()
+        self.conn.close()
+
+
+def _error(err: DerivdError) -> pb.Error:
+    return pb.Error(code=err.code, message=err.message, detail_json=json.dumps(err.detail, default=str))
+
+
+class SessionSocketServer:
+    """Listens on ``host:port`` (0: a free port, then in ``.port``) beside a ``GrpcServer``."""
+
+    def __init__(self, dispatcher, settings, access, host: str, port: int):
+        self.dispatcher, self.settings, self.access = dispatcher, settings, access
+        self.metrics = dispatcher.service.metrics
+        try:
+            self.listener = socket.create_server((host, port), family=_family(host), backlog=128)
+        except OSError as e:
+            raise OSError(f"the session socket cannot listen on {host}:{port} ({e.strerror}); choose another "
+                          f"with DERIVD_SESSION_SOCKET_PORT, or -1 to turn it off") from None
+        self.port = self.listener.getsockname()[1]
+        self.slots = threading.BoundedSemaphore(settings.grpc_threads)
+        self.open: set[_Connection] = set()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept, name="session-socket", daemon=True)
+
+    def start(self) -> SessionSocketServer:
+        self.thread.start()
+        log.info("session socket listening on %s:%d", *self.listener.getsockname()[:2])
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and end every session (their clients see the connection close)."""
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        except OSError:
+            pass
+        self.listener.close()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+        with self.lock:
+            connections = list(self.open)
+        for connection in connections:
+            connection.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, peer = self.listener.accept()
+            except OSError:
+                return  # stopped
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = _Connection(conn, self.settings)
+            if not self.slots.acquire(blocking=False):
+                connection.refuse(503, _error(DerivdError(
+                    f"this server has {self.settings.grpc_threads} sessions open (grpc_threads); try again "
+                    f"later, or use the gRPC Session", code="too_many_sessions", status=503)))
+                connection.close()
+                continue
+            with self.lock:
+                self.open.add(connection)
+            threading.Thread(target=self._serve, args=(connection, peer), name="session-socket-conn",
+                             daemon=True).start()
+
+    def _serve(self, connection: _Connection, peer: tuple) -> None:
+        try:
+            self._converse(connection, peer)
+        except OSError:
+            pass  # the client went away, or the server is stopping
+        finally:
+            with self.lock:
+                self.open.discard(connection)
+            connection.close()
+            self.slots.release()
+
+    def _converse(self, connection: _Connection, peer: tuple) -> None:
+        try:
+            try:
+                hello = connection.read(pb.SessionSocketHello, self.settings.http_header_timeout_s)
+            except TimeoutError:
+                raise DerivdError(f"no SessionSocketHello within http_header_timeout_s "
+                                  f"({self.settings.http_header_timeout_s:g} s)", code="request_timeout",
+                                  status=408) from None
+            if hello is None:
+                return
+            self.access.check(hello.api_key or None, peer[0])
+        except DerivdError as e:
+            if e.status in (401, 429):
+                self.metrics.access_denied.labels(e.code).inc()
+            connection.refuse(e.status, _error(e))
+            return
+        context = _Context(peer, hello)
+        call = Call(self.metrics, context, "session", transport="socket")
+        try:
+            try:
+                for response in session.serve(self.dispatcher, self.metrics, connection.requests(context),
+                                              context, call):
+                    connection.write(response)
+            except DerivdError as e:  # a frame refused, or the deadline: the call fails as gRPC's would
+                call.fail(e)
+            except (_Ended, OSError):  # refused by ``session.serve``; the client gone
+                raise
+            except Exception:
+                log.exception("internal error on a session socket (request id %s)", call.request_id)
+                call.fail(INTERNAL)
+        except _Ended:
+            error = pb.Error.FromString(dict(context.trailing)["derivd-error-bin"])
+            connection.refuse(call.status, error)
+        finally:
+            call.finish()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
