@@ -200,7 +200,7 @@ def _serve(args, settings) -> int:
     from derivd.gateway import server
     from derivd.gateway.app import create_app
     from derivd.observability import configure_logging
-    from derivd.allocator import tune_allocator
+    from derivd.allocator import freeze_heap, tune_allocator
 
     tune_allocator()
     configure_logging(settings.log_format, settings.log_level)
@@ -242,8 +242,9 @@ def _serve(args, settings) -> int:
 
         on_stop = supervisor.stop if supervisor is not None else None  # the workers stop beside the gateways
         if args.gateways == 1:
-            Server(server.config(create_app(settings, dispatcher), args.host, args.port, log_config=None,
-                                 access_log=False), on_stop).run()
+            app = create_app(settings, dispatcher)
+            freeze_heap()  # everything up to here lives as long as the process
+            Server(server.config(app, args.host, args.port, log_config=None, access_log=False), on_stop).run()
         else:
             announce(args.host, args.port, grpc_port)
             server.run_processes(args.gateways, args.host, args.port, on_stop)

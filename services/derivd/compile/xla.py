@@ -42,6 +42,7 @@ from typing import Callable
 
 import numpy as np
 
+from derivd.allocator import freeze_heap
 from derivd.compile.codegen import _collecting_twins
 from derivd.ops.evaluate import expression, integer, literal
 
@@ -97,6 +98,7 @@ def configure(settings) -> object:
                 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
                 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         _STATE["jax"] = jax
+        freeze_heap(collect=False)  # jax's ~70,000 objects live as long as the process (allocator.py)
         return jax
 
 

@@ -206,12 +206,14 @@ def from_environment() -> "Gateway":
     """The app of one of ``derivd serve --gateways N``'s processes: settings from the environment
     its parent prepared, logging and allocator as ``derivd serve`` sets them."""
     from derivd.observability import configure_logging
-    from derivd.allocator import tune_allocator
+    from derivd.allocator import freeze_heap, tune_allocator
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     tune_allocator()
-    return create_app(settings)
+    app = create_app(settings)
+    freeze_heap()
+    return app
 
 
 class Gateway:

@@ -41,7 +41,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from derivd import clock, deadlines
-from derivd.allocator import tune_allocator
+from derivd.allocator import freeze_heap, tune_allocator
 from derivd.core import ENDPOINTS, Request, Service
 from derivd.errors import DerivdError
 from derivd.dispatch import codec, worker_pb2 as pb, worker_pb2_grpc as pb_grpc
@@ -202,6 +202,7 @@ def serve(settings, listen: str, engines: set[str]) -> None:
     gateway does (``gateway.server.stop_computing``)."""
     tune_allocator()
     server, port = build_server(settings, listen, engines)
+    freeze_heap()
     log.info("derivd worker %d serving %s on %s", os.getpid(), ",".join(sorted(engines)), listen)
     stop = threading.Event()
     parent = multiprocessing.parent_process()
