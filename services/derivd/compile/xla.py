@@ -43,6 +43,7 @@ from typing import Callable
 
 import numpy as np
 
+from derivd.compile import staging
 from derivd.compile.codegen import _collecting_twins
 from derivd.ops.evaluate import expression, integer, literal
 
@@ -361,8 +362,10 @@ class XlaTape:
         self.source = source
 
     def run(self, *args):
+        args, staged = staging.stage(args)  # large misaligned numpy arrays: aligned, so XLA reads them in place
         *outputs, failed = self.executable(*args, *self.consts)
-        return None if failed else tuple(np.asarray(o) for o in outputs)
+        outputs = staging.release(staged, [np.asarray(o) for o in outputs])  # numpy: the run is over
+        return None if failed else tuple(outputs)
 
 
 def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
