@@ -74,8 +74,7 @@ class Settings(BaseSettings):
     # tier 1's within xla_rtol. xla_tier "auto" does that, "off" never, "always" compiles every tape
     # before its first answer (for testing). XLA runs on xla_platform ("cpu"; "" lets jax pick an
     # accelerator, e.g. "cuda") with xla_threads CPU threads (0: XLA's default, all cores) and keeps
-    # its compiled executables in xla_cache_dir across restarts ("" for none). xla_fast_compile turns
-    # XLA's CPU fusion emitters off: compiles several times faster, runs up to about 3x slower.
+    # its compiled executables in xla_cache_dir across restarts ("" for none).
     xla_tier: Literal["auto", "always", "off"] = "auto"
     xla_after_runs: int = 20
     xla_after_seconds: float = 0.05
@@ -83,7 +82,6 @@ class Settings(BaseSettings):
     xla_platform: str = "cpu"
     xla_threads: int = 1
     xla_cache_dir: str = "~/.cache/derivd/xla"
-    xla_fast_compile: bool = False
 
     # Without Redis, stored functions and black boxes are kept in SQLite under data_dir (cache/local_store.py)
     # across restarts and shared by the gateway processes of one machine; "none" (or "") keeps them in

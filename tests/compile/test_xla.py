@@ -164,6 +164,18 @@ def test_a_lowering_that_fails_keeps_the_tape_on_tier_1(monkeypatch):
     np.testing.assert_allclose(got["gradient"]["x"], 2 * softmax, rtol=1e-13)
 
 
+def test_an_xla_option_this_jax_lacks_is_left_out_and_tier_2_still_answers(monkeypatch):
+    """XLA refuses a compile naming an option it does not know: configure keeps only those it knows."""
+    monkeypatch.setattr(xla, "XLA_OPTIONS", {**xla.XLA_OPTIONS, "xla_cpu_no_such_option": True})
+    monkeypatch.delitem(xla._STATE, "jax")  # configured again, then restored as it was
+    monkeypatch.delitem(xla._STATE, "options")
+    monkeypatch.setattr(xla, "_EXECUTABLES", type(xla._EXECUTABLES)())  # compiled here, with these options
+    got = compute(ALWAYS, "gradient", "sum(x ** 2 * 1.5)", {"x": X})
+    assert set(xla._STATE["options"]) < set(xla.XLA_OPTIONS)  # the unknown one left out
+    assert got["tier"] == 2
+    np.testing.assert_allclose(got["gradient"]["x"], 3 * X, rtol=1e-14)
+
+
 def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():
     """XLA answers NaN where numpy raises (a singular matrix) or where jax would clamp an index."""
     dsl = "sum(inv(a))"

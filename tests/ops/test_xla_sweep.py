@@ -14,10 +14,10 @@ every primitive must have one (``test_every_primitive_lowers``), the helpers
 the sweeps draw only through others' rules (frechet, taylor_*) included.
 
 One XLA compile per primitive: about 0.1-0.5 s each, several seconds for the matrix functions (a
-loop of inverses per block matrix) and the polygamma family. Compiled with ``xla_fast_compile``
-(the agreement is the point here, not the speed) and to Taylor order 2 (the kernels' recurrences
-are the same code at every order, which the tier-1 sweeps check to higher orders): about two
-minutes on a quiet two-core machine, down from four.
+loop of inverses per block matrix) and the polygamma family. Compiled to Taylor order 2 (the
+kernels' recurrences are the same code at every order, which the tier-1 sweeps check to higher
+orders), with the options every tape has (``xla.XLA_OPTIONS``: XLA's fusion emitters off, which
+compiles fast): about two minutes on a quiet two-core machine.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from tests.references import DIFFERENTIATED, NumpyDraws, sample  # noqa: E402
 
 ORDER = 2
 RTOL = 1e-9
-SETTINGS = Settings(xla_cache_dir="", xla_fast_compile=True)  # agreement, not speed: compile fast
+SETTINGS = Settings(xla_cache_dir="")
 SWEPT = sorted(n for n, p in REGISTRY.items() if not p.tested_in and p.sample)
 
 

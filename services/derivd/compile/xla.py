@@ -24,8 +24,9 @@ and traces it with jax:
   values share one source and one XLA executable per signature (``_EXECUTABLES``).
 
 ``configure(settings)`` runs once per process before jax starts: float64 on,
-the platform (CPU unless configured), XLA's CPU threads (one unless configured)
-and the persistent compilation cache, so executables survive restarts.
+the platform (CPU unless configured), XLA's CPU threads (one unless configured),
+the persistent compilation cache, so executables survive restarts, and which of
+``XLA_OPTIONS`` (XLA's CPU code generation, measured) this XLA knows.
 """
 
 from __future__ import annotations
@@ -43,11 +44,22 @@ from typing import Callable
 import numpy as np
 
 from derivd.allocator import freeze_heap
+from derivd.compile import staging
 from derivd.compile.codegen import _collecting_twins
 from derivd.ops.evaluate import expression, integer, literal
 
 log = logging.getLogger("derivd.xla")
 
+# XLA's CPU options of every executable, each one where this XLA knows it (``_accepts``). Measured
+# with jaxlib 0.10.2, one thread (bench/tiers.py and README, "Two compile tiers"):
+# * YNNPACK fusions off: they take a reduction with the elementwise chain before it (a sum of
+#   squares) and run it about 3x slower than XLA's own loop (Rosenbrock's f, n = 1e6: 2.5 ms against
+#   0.8 ms);
+# * fusion emitters off: they leave unvectorized a loop that reads a scalar argument on both sides
+#   of a pad (literals are arguments here, and the vjp of a slice is a pad: Rosenbrock's H v alone,
+#   n = 1e6, 1.0 ms against 0.57 ms, jax's own 0.51 ms), and compile 1.5-3x slower; warm, the other
+#   bench programs run as fast or faster without them.
+XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_use_fusion_emitters": False}
 EXECUTABLES_KEPT = 512  # compiled executables held per process, least recently used out first
 _EXECUTABLES: OrderedDict[tuple, Callable] = OrderedDict()
 _LOCK = threading.Lock()
@@ -98,8 +110,20 @@ def configure(settings) -> object:
                 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
                 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         _STATE["jax"] = jax
+        _STATE["options"] = {k: v for k, v in XLA_OPTIONS.items() if _accepts(jax, {k: v})}
         freeze_heap(collect=False)  # jax's ~70,000 objects live as long as the process (allocator.py)
         return jax
+
+
+def _accepts(jax, options: dict) -> bool:
+    """Whether this XLA knows ``options`` (it refuses a compile naming one it lacks): one tiny compile.
+    Without one, that option's measured gain is lost, never a tape."""
+    try:
+        jax.jit(lambda x: x + 1.0, compiler_options=options).lower(
+            jax.ShapeDtypeStruct((2,), np.float64)).compile()
+    except Exception:  # an older or newer jaxlib: its defaults stand
+        return False
+    return True
 
 
 def _namespace(jax) -> dict:
@@ -340,8 +364,10 @@ class XlaTape:
         self.source = source
 
     def run(self, *args):
+        args, staged = staging.stage(args)  # large misaligned numpy arrays: aligned, so XLA reads them in place
         *outputs, failed = self.executable(*args, *self.consts)
-        return None if failed else tuple(np.asarray(o) for o in outputs)
+        outputs = staging.release(staged, [np.asarray(o) for o in outputs])  # numpy: the run is over
+        return None if failed else tuple(outputs)
 
 
 def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
@@ -360,7 +386,7 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
                        + [f"    return _finish(_jx, tape({', '.join(f'a{i}' for i in range(consts_from))}))"]) + "\n"
     consts = [np.asarray(c, dtype=np.float64 if type(c) is float else np.int64) for c in src.consts]
     signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple((c.shape, c.dtype.str) for c in consts)
-    key = (source, signature, settings.xla_fast_compile)
+    key = (source, signature)
     with _LOCK:
         executable = _EXECUTABLES.get(key)
         if executable is not None:
@@ -370,10 +396,7 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
         exec(compile(source, "<derivd xla>", "exec"), scope)  # from the IR only
         avals = [jax.ShapeDtypeStruct(tuple(n.shape), np.dtype(n.dtype)) for n in inputs]
         avals += [jax.ShapeDtypeStruct(c.shape, c.dtype) for c in consts]
-        # xla_fast_compile: XLA's CPU fusion emitters off, compiles several times faster and runs up
-        # to about 3x slower (for short-lived processes, the test sweep, deep unrolled programs)
-        options = {"xla_cpu_use_fusion_emitters": False} if settings.xla_fast_compile else None
-        executable = jax.jit(scope["lowered"], compiler_options=options)
+        executable = jax.jit(scope["lowered"], compiler_options=_STATE["options"] or None)
         try:
             executable.lower(*avals).compile()  # jit's own calls find it compiled
         except Exception as e:  # a lowering that does not trace at these shapes: tier 1 keeps the tape

@@ -1,0 +1,79 @@
+"""Numpy arguments XLA reads in place: misaligned arrays copied into aligned buffers kept for reuse.
+
+XLA's CPU runtime reads a numpy argument in place only if its data is 64-byte aligned. numpy
+aligns large arrays to 16 bytes, so a request's arrays (decoded, or a worker's ``frombuffer``)
+are copied by XLA into a buffer it allocates for that one run, whose fresh pages are faulted in
+every time: Rosenbrock's HVP at n = 1e6 (two 8 MB inputs) spent about 1.5 ms of its 5.7 ms there
+(bench/tiers.py). ``stage`` copies such an array into an aligned buffer of the same shape kept
+from an earlier run (its pages mapped already), which XLA then reads in place; ``release`` takes
+the run's outputs, as numpy arrays (the run is over), copies any that shares memory with a staged
+buffer (jax hands an input returned unchanged back as the output), and keeps the buffers for the
+next run, up to ``KEPT_BYTES`` (least recently used shapes dropped first).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+ALIGNMENT = 64  # bytes: XLA's CPU runtime reads an argument aligned so in place
+MIN_BYTES = 1 << 16  # smaller arrays: XLA's own copy costs microseconds, not worth a kept buffer
+KEPT_BYTES = 64 << 20  # buffers kept per process between runs
+
+_FREE: OrderedDict[tuple, list] = OrderedDict()  # (shape, dtype) -> buffers, least recently used first
+_KEPT = [0]  # bytes in _FREE
+_LOCK = threading.Lock()
+
+
+def stage(args) -> tuple[list, list]:
+    """``args`` with each numpy array XLA would copy (misaligned or not C-contiguous, at least
+    ``MIN_BYTES``) replaced by an aligned copy; and those copies, for ``release``."""
+    out, staged = [], []
+    for a in args:
+        if type(a) is np.ndarray and a.nbytes >= MIN_BYTES and (
+                a.ctypes.data % ALIGNMENT or not a.flags.c_contiguous):
+            buffer = _take(a.shape, a.dtype)
+            np.copyto(buffer, a)
+            staged.append(buffer)
+            a = buffer
+        out.append(a)
+    return out, staged
+
+
+def release(staged: list, outputs: list) -> list:
+    """The run's numpy ``outputs``, none sharing memory with a buffer in ``staged``; those buffers kept."""
+    if not staged:
+        return outputs
+    outputs = [o.copy() if any(np.may_share_memory(o, b) for b in staged) else o for o in outputs]
+    with _LOCK:
+        for b in staged:
+            if b.nbytes > KEPT_BYTES:
+                continue
+            key = (b.shape, b.dtype.str)
+            _FREE.setdefault(key, []).append(b)
+            _FREE.move_to_end(key)
+            _KEPT[0] += b.nbytes
+        while _KEPT[0] > KEPT_BYTES:
+            key, buffers = next(iter(_FREE.items()))
+            _KEPT[0] -= buffers.pop(0).nbytes
+            if not buffers:
+                del _FREE[key]
+    return outputs
+
+
+def _take(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """A kept buffer of this shape and dtype, else a new one (aligned inside a slightly larger one)."""
+    with _LOCK:
+        buffers = _FREE.get((shape, dtype.str))
+        if buffers:
+            buffer = buffers.pop()
+            _KEPT[0] -= buffer.nbytes
+            if not buffers:
+                del _FREE[(shape, dtype.str)]
+            return buffer
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
