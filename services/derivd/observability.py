@@ -326,7 +326,11 @@ class RequestTelemetry:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
-        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value
+                break
         rid = request_id(incoming)
         state = scope.setdefault("state", {})
         state["request_id"] = rid

@@ -77,6 +77,9 @@ def _decode_base64(value: dict, where: str, integers: bool) -> np.ndarray:
     return array_from_bytes(dtype, shape, raw, where, integers)
 
 
+_AS_IS = frozenset((str, int, bool, type(None)))
+
+
 def encode(value, base64_arrays: bool):
     """Prepare a response value for orjson: arrays as lists (or base64), recursively."""
     kind = type(value)
@@ -87,8 +90,8 @@ def encode(value, base64_arrays: bool):
     if kind is np.ndarray and value.dtype == np.float64 and value.ndim and not base64_arrays:
         # the common answer: orjson writes a contiguous finite float64 array itself
         return np.ascontiguousarray(value) if np.isfinite(value).all() else _nonfinite_list(value.tolist())
-    if isinstance(value, dict):
-        return {k: encode(v, base64_arrays) for k, v in value.items()}
+    if isinstance(value, dict):  # a string or an int as it is, without a call for each
+        return {k: v if type(v) in _AS_IS else encode(v, base64_arrays) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [encode(v, base64_arrays) for v in value]
     if isinstance(value, np.ndarray) or isinstance(value, (np.floating, np.integer, float)):
