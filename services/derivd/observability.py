@@ -139,8 +139,9 @@ class Metrics:
         with self._tally_lock:
             tally = self._tallies.setdefault(key, tally)
             tally.add(seconds, queue, compile, compute)
-        if MULTIPROCESS_DIR is not None:  # another process may answer the next scrape
-            self._flush()
+            if MULTIPROCESS_DIR is not None:  # another process may answer the next scrape
+                tally.flush()
+        if MULTIPROCESS_DIR is not None:
             self._sync_cache()
 
     def _flush(self) -> None:
