@@ -34,11 +34,15 @@ def decode(value, where: str, integers: bool = False) -> np.ndarray:
         arr = np.asarray(value)
     except (ValueError, TypeError):
         raise ValidationFailed(f"{where}: arrays must be rectangular nested lists of numbers", field=where) from None
-    if arr.dtype.kind in "US" or arr.dtype == object:
+    kind = arr.dtype.kind
+    if kind == "f":  # the common case: numbers only, as float64 already
+        return arr.astype(np.float64, copy=False)
+    if kind in "USO":
         arr = _with_nonfinite(value, where)
-    if arr.dtype.kind not in "biuf":
+        kind = arr.dtype.kind
+    if kind not in "biuf":
         raise ValidationFailed(f"{where}: arrays must hold numbers", field=where)
-    if integers and arr.dtype.kind in "biu":
+    if integers and kind in "biu":
         if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise ValidationFailed(f"{where}: integer too large for int64", field=where)
         return arr.astype(np.int64) if arr.dtype.kind != "b" else arr
