@@ -1,6 +1,6 @@
 """derivd as a service under load, beside a hand-written FastAPI + JAX service.
 
-    OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json] [--rest-floor]
+    OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json] [--rest-floor [--baseline TREE]]
 
 Every server runs as its own process on this machine (one thread of BLAS
 each), driven by the same client: 8 concurrent HTTP/1.1 keep-alive
@@ -23,8 +23,11 @@ servers share with it; the results say which. Measured:
   two processes, through the same client (no service on this stack passes it).
 
 ``--rest-floor`` runs only the gradient with one gateway and the one-process
-ceiling (issue 12's measure of the REST path's own cost), three times each,
-alternating, so that both see the same machine.
+ceiling (issue 12's measure of the REST path's own cost), three times each
+(``--rounds``), alternating, so that both see the same machine; with
+``--baseline TREE`` (another checkout of this repository, e.g. ``git worktree
+add --detach ../base COMMIT``) a gateway of that tree takes its turn too, and the
+ratio of requests/s is reported round by round.
 
 Targets (issue 6): >= 5x the JAX service's requests/s warm, p50 <= 2 ms, first
 request of a new function <= 20 ms. Numbers are reported, never asserted.
