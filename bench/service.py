@@ -1,6 +1,6 @@
 """derivd as a service under load, beside a hand-written FastAPI + JAX service.
 
-    OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json] [--rest-floor]
+    OMP_NUM_THREADS=1 python bench/service.py [--seconds 5] [--json out.json] [--rest-floor [--baseline TREE]]
 
 Every server runs as its own process on this machine (one thread of BLAS
 each), driven by the same client: 8 concurrent HTTP/1.1 keep-alive
@@ -23,8 +23,11 @@ servers share with it; the results say which. Measured:
   two processes, through the same client (no service on this stack passes it).
 
 ``--rest-floor`` runs only the gradient with one gateway and the one-process
-ceiling (issue 12's measure of the REST path's own cost), three times each,
-alternating, so that both see the same machine.
+ceiling (issue 12's measure of the REST path's own cost), three times each
+(``--rounds``), alternating, so that both see the same machine; with
+``--baseline TREE`` (another checkout of this repository, e.g. ``git worktree
+add --detach ../base COMMIT``) a gateway of that tree takes its turn too, and the
+ratio of requests/s is reported round by round.
 
 Targets (issue 6): >= 5x the JAX service's requests/s warm, p50 <= 2 ms, first
 request of a new function <= 20 ms. Numbers are reported, never asserted.
@@ -353,28 +356,46 @@ def ceiling(env: dict, processes: int):
             yield proc, port
 
 
-def rest_floor(env: dict, gradient: tuple, seconds: float, rounds: int = 3) -> dict:
+def rest_floor(env: dict, gradient: tuple, seconds: float, rounds: int = 3, baseline: str | None = None) -> dict:
     """The gradient with one gateway and the one-process ceiling, alternating ``rounds`` times (the
     machine's other work moves both alike): derivd's share of the ceiling's requests/s, and each
-    server's CPU per request (derivd's minus the ceiling's: what the gateway spends of its own)."""
-    port = free_port()
-    out: dict = {"derivd_gradient_n10": [], "http_ceiling_1_process": [], "share_of_ceiling": [],
-                 "derivd_own_cpu_us_per_request": []}
-    with serving([sys.executable, "-m", "derivd.cli", "serve", "--port", str(port), "--grpc-port", "0",
-                  "--workers", "0"], port, env) as derivd, ceiling(env, 1) as (bare_proc, bare_port):
-        load(port, *gradient, seconds)  # unmeasured: tapes compiled, tier 2 tried, in-line policy learnt
-        for _ in range(rounds):
-            ours = measured(derivd, port, *gradient, seconds)
-            bare = measured(bare_proc, bare_port, *gradient, seconds)
-            out["derivd_gradient_n10"].append(ours)
-            out["http_ceiling_1_process"].append(bare)
+    server's CPU per request (derivd's minus the ceiling's: what the gateway spends of its own).
+    With ``baseline`` (another checkout of this repository), its server takes its turn in each round
+    too: issue 12's measure is the ratio of the two in one run."""
+    servers = {"derivd_gradient_n10": (env, None)}
+    if baseline:
+        tree = os.path.abspath(baseline)
+        servers["baseline_gradient_n10"] = ({**env, "PYTHONPATH": os.path.join(tree, "services")}, tree)
+    out: dict = {name: [] for name in (*servers, "http_ceiling_1_process")}
+    out.update(share_of_ceiling=[], derivd_own_cpu_us_per_request=[])
+    with contextlib.ExitStack() as stack:
+        running = {}
+        for name, (server_env, cwd) in servers.items():
+            port = free_port()
+            running[name] = stack.enter_context(serving(
+                [sys.executable, "-m", "derivd.cli", "serve", "--port", str(port), "--grpc-port", "0",
+                 "--workers", "0"], port, server_env, cwd)), port
+            load(port, *gradient, seconds)  # unmeasured: tapes compiled, tier 2 tried, in-line policy learnt
+        running["http_ceiling_1_process"] = stack.enter_context(ceiling(env, 1))
+        for i in range(rounds):
+            turns = list(running.items())
+            turns = turns[i % len(turns):] + turns[:i % len(turns)]  # each server first in some round
+            this = {name: measured(proc, port, *gradient, seconds) for name, (proc, port) in turns}
+            for name, r in this.items():
+                out[name].append(r)
+            ours, bare = this["derivd_gradient_n10"], this["http_ceiling_1_process"]
             out["share_of_ceiling"].append(round(ours["requests_per_s"] / bare["requests_per_s"], 3))
             out["derivd_own_cpu_us_per_request"].append(
                 round(ours["server_cpu_us_per_request"] - bare["server_cpu_us_per_request"], 1))
-    for name in ("derivd_gradient_n10", "http_ceiling_1_process"):
+            if baseline:
+                out.setdefault("ratio_to_baseline", []).append(
+                    round(ours["requests_per_s"] / this["baseline_gradient_n10"]["requests_per_s"], 3))
+    for name in running:
         out[f"{name}_median_requests_per_s"] = statistics.median(r["requests_per_s"] for r in out[name])
         out[f"{name}_median_cpu_us_per_request"] = statistics.median(r["server_cpu_us_per_request"]
                                                                      for r in out[name])
+    if baseline:
+        out["ratio_to_baseline_median"] = statistics.median(out["ratio_to_baseline"])
     return out
 
 
@@ -384,6 +405,9 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--rest-floor", action="store_true",
                         help="only the gradient (n = 10) with one gateway beside the one-process ceiling")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="with --rest-floor: also serve this checkout of derivd, in turn with ours")
+    parser.add_argument("--rounds", type=int, default=3, help="with --rest-floor: rounds of turns")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
@@ -398,7 +422,7 @@ def main() -> int:
     jacobian = ("/v1/jacobian", {"function": {"dsl": DENSE}, "at": {"x": medium_x}})
     results["client"] = "wrk -t1" if shutil.which("wrk") else "python asyncio"
     if args.rest_floor:
-        results.update(rest_floor(env, gradient, args.seconds))
+        results.update(rest_floor(env, gradient, args.seconds, args.rounds, args.baseline))
         return report(results, args.json)
 
     rest_port, grpc_port = free_port(), free_port()

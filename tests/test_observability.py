@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from derivd.config import Settings
 from derivd.grpc_api import derivd_pb2 as pb
-from derivd.observability import JsonFormatter, request_id
+from derivd.observability import LATENCY_BUCKETS, JsonFormatter, Metrics, request_id
 from tests.grpc_api.conftest import Stack
 from tests.grpc_api.wire import arr, fn
 from tests.support import wait_for
@@ -65,6 +65,29 @@ def test_metrics_count_requests_cache_and_timings(fresh):
     assert value(text, "derivd_request_seconds_count", **rest) == 4
     assert value(text, "derivd_requests_in_flight", transport="rest") == 0
     assert value(text, "derivd_requests_in_flight", transport="grpc") == 0
+
+
+def test_tallied_requests_render_as_prometheus_observations():
+    """``Metrics.record`` tallies between scrapes; the text must be what observing each value with
+    prometheus_client itself gives: every bucket edge, values on a bound, missing timings."""
+    values = [0.0, 1e-4, 1.5e-4, 2.5e-4, 0.003, 0.3, 59.0, 60.0, 61.0, 1e4] + list(LATENCY_BUCKETS)
+    tallied, observed = Metrics(), Metrics()
+    for i, s in enumerate(values):
+        queue, compute = (None, None) if i % 3 == 0 else (s / 7, s / 3)
+        status = 200 if i % 4 else 422
+        tallied.record("rest", "/v1/gradient", "reverse", status, s, queue, 0.0, compute)
+        observed.requests.labels("rest", "/v1/gradient", "reverse", str(status)).inc()
+        observed.latency.labels("rest", "/v1/gradient").observe(s)
+        observed.compile.labels("rest", "/v1/gradient").observe(0.0)
+        if queue is not None:
+            observed.queue.labels("rest", "/v1/gradient").observe(queue)
+            observed.compute.labels("rest", "/v1/gradient", "reverse").observe(compute)
+    for _ in range(2):  # a second scrape adds nothing twice
+        got, want = samples(tallied.render().decode()), samples(observed.render().decode())
+        ours = {k: v for k, v in got.items() if k[0].startswith("derivd_request") and not k[0].endswith("_created")}
+        theirs = {k: v for k, v in want.items() if k[0].startswith("derivd_request") and not k[0].endswith("_created")}
+        assert ours == pytest.approx(theirs) and len(ours) > 80
+    assert ours[("derivd_request_seconds_count", (("route", "/v1/gradient"), ("transport", "rest")))] == len(values)
 
 
 def test_cache_levels_and_worker_restarts_hooks(fresh):

@@ -44,7 +44,7 @@ def gradient(p):
         grads = [np.asarray(g).reshape(np.shape(values[w])) for g, w in zip(p.slots.split(jac[0]), wrt)]
     else:
         y, grads, seconds = reverse.gradient(fn, values, wrt)
-    return {"value": float(np.asarray(y).reshape(-1)[0]), "gradient": dict(zip(wrt, grads)),
+    return {"value": float(np.asarray(y).item()), "gradient": dict(zip(wrt, grads)),
             "engine": engine}, seconds
 
 

@@ -60,7 +60,7 @@ class Prepared:
     def slots(self) -> Wrt:
         """The differentiated inputs' places in a flat vector."""
         if self.fn is not None:
-            return Wrt(self.fn, self.wrt)
+            return self.fn.wrt(self.wrt)
         return Wrt.of_shapes(self.wrt, [np.shape(self.values[n]) for n in self.wrt])
 
     @property

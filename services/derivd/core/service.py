@@ -172,9 +172,9 @@ class Service:
     def _signature(self, source: str, at: dict, constants: dict):
         """The checked input specs and the tape-cache key of ``source`` at these inputs' shapes and
         dtypes: worked out (and the program text hashed) once per kind of request, not per request."""
-        seen = (source, tuple((k, np.shape(v)) for k, v in at.items()),
-                tuple((k, v.shape, v.dtype.kind, mask_digest(v) if v.dtype.kind == "b" else None)
-                      for k, v in constants.items()))  # a boolean constant may be a static mask: its values count
+        seen = (source, tuple([(k, np.shape(v)) for k, v in at.items()]),
+                tuple([(k, v.shape, v.dtype.kind, mask_digest(v) if v.dtype.kind == "b" else None)
+                       for k, v in constants.items()]) if constants else ())  # a boolean mask's values count
         known = self._signatures.get(seen)
         if known is None:
             specs = input_specs(at, constants, self.settings, source)

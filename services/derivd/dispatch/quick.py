@@ -31,8 +31,8 @@ class QuickRequests:
         if not self.router.runs_in_process(row, req.mode):
             return None
         (kind, value), = function.items()
-        shapes = tuple((k, np.shape(v)) for k, v in req.at.items())
-        consts = tuple((k, np.shape(v)) for k, v in req.constants.items())
+        shapes = tuple([(k, np.shape(v)) for k, v in req.at.items()])  # a list: no generator per request
+        consts = tuple([(k, np.shape(v)) for k, v in req.constants.items()]) if req.constants else ()
         # Kept as its hash, never the program text (up to max_source_bytes a kind): a collision only
         # makes one kind of request run inline or not, never changes an answer.
         return hash((row.name, kind, str(value), shapes, consts, req.mode, req.verify, req.sparse))

@@ -75,7 +75,7 @@ def export_module(fn, wrt: list[str], constants: dict[str, np.ndarray], derivati
     for name in names:
         if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_") or name in RESERVED:
             raise unsupported(f"input {name!r} cannot be a parameter name of the module")
-    slots = Wrt(fn, wrt)
+    slots = fn.wrt(wrt)
     if derivative != "jacobian":
         require_scalar(fn.out_shape, derivative)
     n = slots.n

@@ -27,7 +27,7 @@ def _jvp_tape(fn, wrt: Wrt, batch: tuple[int, ...]):
 
 def jvp(fn, values, wrt_names, v: dict[str, np.ndarray]):
     """f(x) and J v for one direction ``v`` (per-input arrays)."""
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     tape, seconds = _jvp_tape(fn, wrt, ())
     y, dy = fn.run(tape, values, *[v[n] for n in wrt.names])
     return np.asarray(y), np.asarray(dy), seconds
@@ -35,7 +35,7 @@ def jvp(fn, values, wrt_names, v: dict[str, np.ndarray]):
 
 def jvps(fn, values, wrt_names, directions: np.ndarray):
     """f(x) and J V for a ``(k, n)`` block of flat directions, in one pass."""
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     k = directions.shape[0]
     tape, seconds = _jvp_tape(fn, wrt, (k,))
     y, dy = fn.run(tape, values, *wrt.split(directions, (k,)))
@@ -44,7 +44,7 @@ def jvps(fn, values, wrt_names, directions: np.ndarray):
 
 def jacobian(fn, values, wrt_names, settings):
     """f(x) and the (m, n) Jacobian by batched unit seeds."""
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     m = math.prod(fn.out_shape)
     if wrt.n == 0:
         y = fn.run(fn.eval_tape()[0], values)[0]

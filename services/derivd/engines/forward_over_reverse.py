@@ -45,7 +45,7 @@ def _hvp_tape(fn, wrt: Wrt, batch: tuple[int, ...], gradient: bool):
 def hvp(fn, values, wrt_names, v: dict[str, np.ndarray]):
     """f(x) and H v for one direction ``v`` (per-input arrays)."""
     require_scalar(fn.out_shape, "hvp")
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     tape, seconds = _hvp_tape(fn, wrt, (), gradient=False)
     y, *hv = fn.run(tape, values, *[v[n] for n in wrt.names])
     return np.asarray(y), [np.asarray(h) for h in hv], seconds
@@ -55,7 +55,7 @@ def hvps(fn, values, wrt_names, directions: np.ndarray, gradient: bool = False):
     """f(x), grad f(x) (None unless ``gradient``) and the ``(k, n)`` block H V^T for ``k`` flat
     directions, in one pass."""
     require_scalar(fn.out_shape, "hvp")
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     k = directions.shape[0]
     tape, seconds = _hvp_tape(fn, wrt, (k,), gradient)
     y, *rest = fn.run(tape, values, *wrt.split(directions, (k,)))
@@ -89,7 +89,7 @@ def hvp_blocks(fn, values, wrt_names, directions: np.ndarray, settings, gradient
 def hessian(fn, values, wrt_names, settings):
     """f(x), grad f(x) and the dense ``(n, n)`` Hessian: the HVPs of the identity's rows."""
     require_scalar(fn.out_shape, "hessian")
-    n = Wrt(fn, wrt_names).n
+    n = fn.wrt(wrt_names).n
     require_dense(n, n, "Hessian", settings)
     y, grads, rows, seconds = hvp_blocks(fn, values, wrt_names, np.eye(n), settings, gradient=True)
     return y, grads, rows.T, seconds
@@ -102,7 +102,7 @@ class HvpSession:
         require_scalar(fn.out_shape, "hvp")
         self.fn = fn
         self.values = values
-        self.wrt = Wrt(fn, wrt_names)
+        self.wrt = fn.wrt(wrt_names)
         self.tape, self.compile_seconds = _hvp_tape(fn, self.wrt, (), gradient=False)
         y, grads, seconds = reverse.gradient(fn, values, wrt_names)
         self.compile_seconds += seconds

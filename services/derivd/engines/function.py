@@ -26,8 +26,12 @@ import numpy as np
 from derivd.compile.codegen import Tape, compile_graph
 from derivd.dsl import InputSpec, Program, lower
 from derivd.engines import tiers
+from derivd.engines.common import Wrt
 from derivd.errors import DerivdError
 from derivd.ir.cost import graph_flops
+
+
+WRT_KEPT = 64  # wrt tuples kept per function (a caller cycling through more only rebuilds them)
 
 
 class CompiledFunction:
@@ -44,6 +48,7 @@ class CompiledFunction:
         self.output = self.program.output
         self.shared, self.key = shared, key
         self._tapes: dict[tuple, Tape] = {}
+        self._wrts: dict[tuple, Wrt] = {}
         self._lock = threading.Lock()
         self.compile_seconds = time.perf_counter() - t0
 
@@ -74,6 +79,17 @@ class CompiledFunction:
             return 8 * max(1, n.size)
 
         return max((width(n) for n in self.program_nodes), default=8)
+
+    def wrt(self, names) -> Wrt:
+        """The differentiated inputs ``names`` with their slots, built once per tuple of names (every
+        request of a warm kind asks for the same); at most ``WRT_KEPT`` tuples are kept."""
+        key = tuple(names)
+        found = self._wrts.get(key)
+        if found is None:
+            if len(self._wrts) >= WRT_KEPT:
+                self._wrts.clear()
+            found = self._wrts[key] = Wrt(self, key)
+        return found
 
     def input_node(self, name: str):
         spec = self.specs[name]

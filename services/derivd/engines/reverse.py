@@ -37,7 +37,7 @@ def gradient_nodes(fn, wrt: Wrt) -> list:
 
 def gradient(fn, values, wrt_names):
     require_scalar(fn.out_shape, "gradient")
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     tape, seconds = _vjp_tape(fn, wrt, None)
     y, *grads = fn.run(tape, values)
     return np.asarray(y), [np.asarray(g, dtype=np.float64) for g in grads], seconds
@@ -45,7 +45,7 @@ def gradient(fn, values, wrt_names):
 
 def vjp(fn, values, wrt_names, u: np.ndarray):
     """f(x) and u J for a flat cotangent ``u`` as long as the output (``core.prepare`` checked it)."""
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     tape, seconds = _vjp_tape(fn, wrt, (1,))
     y, *cts = fn.run(tape, values, u.reshape((1,) + fn.out_shape))
     return np.asarray(y), [np.asarray(c).reshape(s) for c, s in zip(cts, wrt.shapes)], seconds
@@ -53,7 +53,7 @@ def vjp(fn, values, wrt_names, u: np.ndarray):
 
 def vjps(fn, values, wrt_names, cotangents: np.ndarray):
     """f(x) and U J for a ``(k, m)`` block of flat cotangents, in one pass."""
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     k = cotangents.shape[0]
     tape, seconds = _vjp_tape(fn, wrt, (k,))
     y, *cts = fn.run(tape, values, cotangents.reshape((k,) + fn.out_shape))
@@ -61,7 +61,7 @@ def vjps(fn, values, wrt_names, cotangents: np.ndarray):
 
 
 def jacobian(fn, values, wrt_names, settings):
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     m = math.prod(fn.out_shape)
     b = chunk_size(m, fn.widest_node_bytes * 3, settings.forward_chunk_bytes)
     tape, seconds = _vjp_tape(fn, wrt, (b,))

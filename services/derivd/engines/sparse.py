@@ -171,7 +171,7 @@ def _entries(plan: Plan, shape) -> tuple[np.ndarray, np.ndarray]:
 
 def jacobian(fn, values, wrt_names, plan: Plan, settings):
     """f(x) and the Jacobian's entries (rows, cols, values) on ``plan``'s pattern, by compressed passes."""
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     m = math.prod(fn.out_shape)
     if plan.pattern is None:
         require_dense(m, wrt.n, "Jacobian with no usable sparsity pattern", settings)
@@ -204,7 +204,7 @@ def _blocks(run, seed: np.ndarray, fn, settings):
 
 def hessian(fn, values, wrt_names, plan: Plan, settings):
     """f(x), grad f(x) and the Hessian's entries on ``plan``'s pattern, from one HVP per colour."""
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     if plan.pattern is None:
         require_dense(wrt.n, wrt.n, "Hessian", settings)
     if plan.layout is None:

@@ -90,7 +90,7 @@ def along(fn, values, wrt: Wrt, order: int, count: int, block, settings):
 
 def coefficients(fn, values, wrt_names, v: dict[str, np.ndarray], order: int, settings):
     """f(x) and the (order+1, m) coefficients c_0..c_order of f(x + t v)."""
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     direction = wrt.join([v[n] for n in wrt.names], ())[None]
     y, c, seconds = along(fn, values, wrt, order, 1, lambda a, b: direction, settings)
     return y, np.concatenate([y.reshape(1, -1), c[:, 0]]), seconds
@@ -104,7 +104,7 @@ def jvp(fn, values, wrt_names, v: dict[str, np.ndarray], settings):
 
 def jacobian(fn, values, wrt_names, settings):
     """f(x) and the (m, n) Jacobian: first coefficients along the unit directions."""
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     eye = np.eye(wrt.n)
     y, c, seconds = along(fn, values, wrt, 1, wrt.n, lambda a, b: eye[a:b], settings)
     return y, c[0].T, seconds
@@ -113,13 +113,13 @@ def jacobian(fn, values, wrt_names, settings):
 def gradient(fn, values, wrt_names, settings):
     require_scalar(fn.out_shape, "gradient")
     y, jac, seconds = jacobian(fn, values, wrt_names, settings)
-    return y, Wrt(fn, wrt_names).split(jac[0]), seconds
+    return y, fn.wrt(wrt_names).split(jac[0]), seconds
 
 
 def hvps(fn, values, wrt_names, directions: np.ndarray, settings):
     """f(x) and H v for each row v of ``directions`` (k, n), by polarisation of c_2."""
     require_scalar(fn.out_shape, "hvp")
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     n, k = wrt.n, len(directions)
     steps = [float(np.max(np.abs(v), initial=0.0)) or 1.0 for v in directions]
 
@@ -147,7 +147,7 @@ def tensors(fn, values, wrt_names, order: int, settings):
     if not 1 <= order <= MAX_TENSOR_ORDER:
         raise ShapeError(f"derivative tensors are available for orders 1 to {MAX_TENSOR_ORDER}; got {order}",
                          code="invalid_order", order=order)
-    wrt = Wrt(fn, wrt_names)
+    wrt = fn.wrt(wrt_names)
     n, m = wrt.n, math.prod(fn.out_shape)
     count = math.comb(n + order - 1, order)
     if count > settings.max_taylor_directions:

@@ -41,7 +41,8 @@ def json_response(body, status: int = 200) -> Response:
 
 
 class GatewayMiddleware:
-    """Pure ASGI (no per-request task): caps the body size and guarantees a Server-Timing header."""
+    """Pure ASGI (no per-request task): caps the body size, guarantees a Server-Timing header, and
+    answers an unexpected error with the contract's 500."""
 
     def __init__(self, app, max_bytes: int):
         self.app = app
@@ -50,14 +51,38 @@ class GatewayMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        declared = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     size = int(value)
                 except ValueError:
-                    size = 0
+                    continue
                 if size > self.max_bytes:
                     return await send_json(send, 413, codecs.dumps(too_large(size, self.max_bytes).to_body()))
+                declared = True
+        if not declared:  # chunked: counted as it arrives (a declared length is the server's to hold to)
+            receive = self._limited(receive)
+        started = False
+
+        async def timed_send(message):
+            nonlocal started
+            if not started and message["type"] == "http.response.start":
+                started = True
+                headers = message.get("headers", ())
+                if not _has_timing(headers):
+                    message = {**message, "headers": [*headers, (b"server-timing", NO_TIMING)]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        except Exception:
+            log.exception("internal error on %s", scope.get("path"))
+            if started:
+                raise
+            await send_json(send, 500, codecs.dumps(INTERNAL))
+
+    def _limited(self, receive):
         seen = 0
 
         async def limited_receive():
@@ -68,24 +93,14 @@ class GatewayMiddleware:
                 raise BodyTooLarge(seen)
             return message
 
-        started = False
+        return limited_receive
 
-        async def timed_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = message.get("headers", [])
-                if not any(k.lower() == b"server-timing" for k, _ in headers):
-                    message = {**message, "headers": [*headers, (b"server-timing", NO_TIMING)]}
-            await send(message)
 
-        try:
-            await self.app(scope, limited_receive, timed_send)
-        except Exception:
-            log.exception("internal error on %s", scope.get("path"))
-            if started:
-                raise
-            await send_json(send, 500, codecs.dumps(INTERNAL))
+def _has_timing(headers) -> bool:
+    for name, _ in headers:
+        if name.lower() == b"server-timing":
+            return True
+    return False
 
 
 def _public(path: str) -> bool:

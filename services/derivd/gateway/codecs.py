@@ -34,11 +34,15 @@ def decode(value, where: str, integers: bool = False) -> np.ndarray:
         arr = np.asarray(value)
     except (ValueError, TypeError):
         raise ValidationFailed(f"{where}: arrays must be rectangular nested lists of numbers", field=where) from None
-    if arr.dtype.kind in "US" or arr.dtype == object:
+    kind = arr.dtype.kind
+    if kind == "f":  # the common case: numbers only, as float64 already
+        return arr.astype(np.float64, copy=False)
+    if kind in "USO":
         arr = _with_nonfinite(value, where)
-    if arr.dtype.kind not in "biuf":
+        kind = arr.dtype.kind
+    if kind not in "biuf":
         raise ValidationFailed(f"{where}: arrays must hold numbers", field=where)
-    if integers and arr.dtype.kind in "biu":
+    if integers and kind in "biu":
         if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise ValidationFailed(f"{where}: integer too large for int64", field=where)
         return arr.astype(np.int64) if arr.dtype.kind != "b" else arr
@@ -77,6 +81,9 @@ def _decode_base64(value: dict, where: str, integers: bool) -> np.ndarray:
     return array_from_bytes(dtype, shape, raw, where, integers)
 
 
+_AS_IS = frozenset((str, int, bool, type(None)))
+
+
 def encode(value, base64_arrays: bool):
     """Prepare a response value for orjson: arrays as lists (or base64), recursively."""
     kind = type(value)
@@ -87,8 +94,8 @@ def encode(value, base64_arrays: bool):
     if kind is np.ndarray and value.dtype == np.float64 and value.ndim and not base64_arrays:
         # the common answer: orjson writes a contiguous finite float64 array itself
         return np.ascontiguousarray(value) if np.isfinite(value).all() else _nonfinite_list(value.tolist())
-    if isinstance(value, dict):
-        return {k: encode(v, base64_arrays) for k, v in value.items()}
+    if isinstance(value, dict):  # a string or an int as it is, without a call for each
+        return {k: v if type(v) in _AS_IS else encode(v, base64_arrays) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [encode(v, base64_arrays) for v in value]
     if isinstance(value, np.ndarray) or isinstance(value, (np.floating, np.integer, float)):

@@ -97,7 +97,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_read = 0  # of the current head, as read: whole reads while it stayed incomplete
         self._headers = 0
         self._body_bytes = 0
+        self._in_body = False  # a request's head is complete and its body is not
         self._timer: asyncio.TimerHandle | None = None
+        self._phase: str | None = None  # what the timer times: "header", "body", or nothing
         self._refusal: bytes | None = None  # the answer owed after those in flight; then we close
         self._running = None  # the cycle whose app runs (self.cycle is the latest parsed, maybe queued)
         self._lingering = False
@@ -129,13 +131,13 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._head_read += len(data)
             if self._head_read > self.limits.max_header_bytes:
                 self._refuse(self._head_too_large(self._head_read))
+                return
+        self._time_what_is_left()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = self._began_in_read = True
         self._head_bytes = self._head_read = self._headers = self._body_bytes = 0
-        if self._timer is None:
-            self._arm("header")
 
     def on_url(self, url: bytes) -> None:
         self._count_head(len(url))
@@ -151,8 +153,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._arm("body")
+        self._in_head, self._in_body = False, True
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -162,6 +163,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_body = False
         self._disarm()
         super().on_message_complete()
 
@@ -178,18 +180,29 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     # ------------------------------------------------------------ time
 
+    def _time_what_is_left(self) -> None:
+        """After a read: time the head or the body it left incomplete, from the end of the read that
+        began it (a head's timer runs from the connection for the first request). Armed once per
+        read, not per parser event, so a request that arrives whole in one read arms no timer."""
+        phase = "header" if self._in_head else "body" if self._in_body else None
+        if phase != self._phase:
+            if phase is None:
+                self._disarm()
+            else:
+                self._arm(phase)
+
     def _arm(self, phase: str) -> None:
         self._disarm()
         delay = self.limits.header_timeout_s if phase == "header" else self.limits.body_timeout_s
-        self._timer = self.loop.call_later(delay, self._timed_out, phase)
+        self._timer, self._phase = self.loop.call_later(delay, self._timed_out, phase), phase
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer = self._phase = None
 
     def _timed_out(self, phase: str) -> None:
-        self._timer = None
+        self._timer = self._phase = None
         if self.transport.is_closing() or self._refusal is not None:
             return
         if self.flow.read_paused:  # we stopped reading (a pipelined request waits): not the client's delay
@@ -233,6 +246,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
 
     def _answer_refusal_when_idle(self) -> None:
+        if self._refusal is None:  # nothing to answer (after every response)
+            return
         owed = [c for c in (self._running, self.cycle)
                 if c is not None and not c.response_complete and not c.disconnected]
         if self._refusal is None or self.pipeline or owed or self.transport.is_closing():

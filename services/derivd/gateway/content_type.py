@@ -28,6 +28,8 @@ def media_type(headers) -> str | None:
     """The request's media type, lower-cased and without parameters; None when it sends none."""
     for name, value in headers:
         if name == b"content-type":
+            if value == b"application/json":  # what nearly every request sends, as is
+                return "application/json"
             return value.decode("latin-1").split(";", 1)[0].strip().lower()
     return None
 

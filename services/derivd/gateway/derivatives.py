@@ -76,13 +76,14 @@ class DerivativeRoutes:
         return body, server_timing(timings.compile, timings.queue, timings.compute, resp.get("tier"))
 
     async def _body(self, receive) -> bytes:
-        chunks = []
         try:
-            while True:
+            message = await receive()
+            if not message.get("more_body"):  # the whole body at once, as a small request comes
+                return message.get("body", b"")
+            chunks = [message.get("body", b"")]
+            while message.get("more_body"):
                 message = await receive()
                 chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    break
         except BodyTooLarge as e:
             raise too_large(e.args[0], self.settings.max_request_bytes) from None
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return b"".join(chunks)

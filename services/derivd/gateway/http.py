@@ -30,7 +30,7 @@ NO_TIMING = server_timing(0, 0, 0).encode()
 async def send_json(send, status: int, body: bytes, timing: bytes = NO_TIMING, extra: tuple = ()) -> None:
     """A complete JSON response on a raw ASGI ``send``: one start message, one body message."""
     await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
         (b"server-timing", timing), *extra]})
     await send({"type": "http.response.body", "body": body})
 

@@ -75,6 +75,9 @@ class _CoalescingTransport:
         self._flush()
         self._transport.write_eof()
 
+    def is_closing(self) -> bool:  # asked after every response: not through __getattr__
+        return self._transport.is_closing()
+
     def __getattr__(self, name):  # everything else (flow control, extra info, abort) is the real one's
         return getattr(self._transport, name)
 
