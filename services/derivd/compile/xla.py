@@ -196,16 +196,22 @@ SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rg
                    **{name: _scipy_on_host(name) for name in ("j0", "j1", "y0", "y1", "jv", "yn", "ive")}}
 
 
-def _finish(jx, outputs):
+def _finish(jx, outputs, flat):
     """The outputs and one flag: whether a check failed or a float output holds a non-finite number
     (then tier 1 answers: numpy raises or has its conventions where XLA gives NaN). Fused into the
-    executable, the test costs next to nothing, where numpy would read every output again."""
+    executable, the test costs next to nothing, where numpy would read every output again. With
+    ``flat`` (the outputs' shapes, for a small all-float64 tape) one float64 vector instead: the
+    outputs raveled, then the flag, so that a call hands one buffer to numpy (``XlaTape.run``)."""
     import jax.numpy as jnp
 
     for o in outputs:
         if jnp.issubdtype(jnp.result_type(o), jnp.floating):
             jx.fail_if(~jnp.all(jnp.isfinite(o)))
-    return tuple(outputs) + (jnp.any(jnp.stack(jx.checks)) if jx.checks else jnp.asarray(False),)
+    failed = jnp.any(jnp.stack(jx.checks)) if jx.checks else jnp.asarray(False)
+    if flat is None:
+        return tuple(outputs) + (failed,)
+    return jnp.concatenate([jnp.reshape(o, s).astype(jnp.float64).ravel() for o, s in zip(outputs, flat)]
+                           + [failed.astype(jnp.float64)[None]])
 
 
 def _scan_loop(jx, body, carried, captured, avals, count, reverse, collect):
@@ -326,20 +332,35 @@ def _flag(v) -> str:
     return repr(v)
 
 
+# a tape whose outputs are all float64 and hold at most this many numbers in all answers them as one
+# vector (``_finish``): one buffer for numpy per call instead of one per output and a flag to read
+FLAT_OUTPUTS_MAX = 4096
+
+
 class XlaTape:
     """A graph compiled by XLA: ``run(*inputs)`` returns the tuple of outputs as numpy arrays, or None
     where a lowering's check failed (an index out of range) or an output is not finite: there tier 1
-    answers, with its error or its numbers. ``executable`` is jitted (jax's fast dispatch), compiled
-    already; the literals wait on the device."""
+    answers, with its error or its numbers. ``executable`` is jitted (jax's C++ dispatch), compiled
+    already; the literals wait on the device, packed in at most two vectors (``_CONST_VECTORS``).
+    ``flat``: each output's (start, stop, shape) in the executable's one flat answer, or None where
+    it answers a tuple (large or non-float outputs)."""
 
-    def __init__(self, executable: Callable, consts: list, source: str):
+    def __init__(self, executable: Callable, consts: list, source: str, flat: list | None):
         self.executable = executable
         self.consts = consts
         self.source = source
+        self.flat = flat
 
     def run(self, *args):
-        *outputs, failed = self.executable(*args, *self.consts)
-        return None if failed else tuple(np.asarray(o) for o in outputs)
+        if self.flat is None:
+            *outputs, failed = self.executable(*args, *self.consts)
+            return None if np.asarray(failed) else tuple(np.asarray(o) for o in outputs)
+        out = np.asarray(self.executable(*args, *self.consts))  # no copy: a view of XLA's buffer
+        return None if out[-1] else tuple(out[a:b].reshape(s) for a, b, s in self.flat)
+
+
+# the literals' vectors: argument name, numpy dtype, and which literals (by Python type) it carries
+_CONST_VECTORS = (("_cf", np.float64, float), ("_ci", np.int64, int))
 
 
 def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
@@ -351,13 +372,21 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
         raise NotLowerable(f"primitive {missing!r} has no tier-2 lowering")
     src = _Source()
     _emit(src, graph, inputs, outputs, "tape", "")
-    consts_from = len(inputs)
-    names = [f"a{i}" for i in range(consts_from)] + [f"c{i}" for i in range(len(src.consts))]
-    header = f"def lowered({', '.join(names)}):"
-    source = "\n".join([header] + ["    " + line for line in src.lines]
-                       + [f"    return _finish(_jx, tape({', '.join(f'a{i}' for i in range(consts_from))}))"]) + "\n"
-    consts = [np.asarray(c, dtype=np.float64 if type(c) is float else np.int64) for c in src.consts]
-    signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple((c.shape, c.dtype.str) for c in consts)
+    names = [f"a{i}" for i in range(len(inputs))]
+    unpack, vectors = [], []  # each argument of the executable is a dispatch cost: two vectors, not n scalars
+    for arg, dtype, kind in _CONST_VECTORS:
+        which = [i for i, c in enumerate(src.consts) if (type(c) is float) == (kind is float)]
+        if which:
+            names.append(arg)
+            unpack += [f"    c{i} = {arg}[{j}]" for j, i in enumerate(which)]
+            vectors.append(np.array([src.consts[i] for i in which], dtype=dtype))
+    sizes = [int(np.prod(n.shape)) for n in outputs]
+    flat = None
+    if all(n.dtype == "f8" for n in outputs) and sum(sizes) <= FLAT_OUTPUTS_MAX:
+        flat = tuple(tuple(int(d) for d in n.shape) for n in outputs)
+    source = "\n".join([f"def lowered({', '.join(names)}):"] + unpack + ["    " + line for line in src.lines]
+                       + [f"    return _finish(_jx, tape({', '.join(names[:len(inputs)])}), {literal(flat)})"]) + "\n"
+    signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple(v.shape for v in vectors)
     key = (source, signature, settings.xla_fast_compile)
     with _LOCK:
         executable = _EXECUTABLES.get(key)
@@ -367,9 +396,9 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
         scope = dict(_namespace(jax), **src.lowerings)
         exec(compile(source, "<derivd xla>", "exec"), scope)  # from the IR only
         avals = [jax.ShapeDtypeStruct(tuple(n.shape), np.dtype(n.dtype)) for n in inputs]
-        avals += [jax.ShapeDtypeStruct(c.shape, c.dtype) for c in consts]
-        # xla_fast_compile: XLA's CPU fusion emitters off, compiles several times faster and runs up
-        # to about 3x slower (for short-lived processes, the test sweep, deep unrolled programs)
+        avals += [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in vectors]
+        # xla_fast_compile (the default): XLA's CPU fusion emitters off, compiles 1.3-4x faster and ran
+        # as fast on every workload measured (README, "Two compile tiers")
         options = {"xla_cpu_use_fusion_emitters": False} if settings.xla_fast_compile else None
         executable = jax.jit(scope["lowered"], compiler_options=options)
         try:
@@ -380,4 +409,6 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
             _EXECUTABLES[key] = executable
             while len(_EXECUTABLES) > EXECUTABLES_KEPT:
                 _EXECUTABLES.popitem(last=False)
-    return XlaTape(executable, [jax.device_put(c) for c in consts], source)
+    offsets = np.cumsum([0] + sizes).tolist()
+    layout = None if flat is None else [(a, b, s) for a, b, s in zip(offsets, offsets[1:], flat)]
+    return XlaTape(executable, [jax.device_put(v) for v in vectors], source, layout)
