@@ -134,6 +134,22 @@ def test_a_hot_tape_whose_tier_2_runs_slower_stays_on_tier_1(monkeypatch):
     assert compute(service, "gradient", dsl, at)["tier"] == 1
 
 
+def test_always_answers_from_tier_1_while_a_compile_outlasts_its_wait(monkeypatch):
+    """xla_always_wait_s: a compile slower than it (here made 1 s) leaves the first answer to tier 1;
+    once it ends, the next run checks it and tier 2 answers."""
+    real = xla.compile_graph
+    monkeypatch.setattr(xla, "compile_graph", lambda *args: time.sleep(1.0) or real(*args))
+    service = Service(Settings(xla_tier="always", xla_always_wait_s=0.05, xla_cache_dir=""))
+    dsl, at = "sum(x ** 3) * 0.25", {"x": X}
+    first = compute(service, "gradient", dsl, at)
+    assert first["tier"] == 1
+    np.testing.assert_allclose(first["gradient"]["x"], 0.75 * X ** 2, rtol=1e-14)
+    time.sleep(1.5)
+    got = compute(service, "gradient", dsl, at)
+    assert got["tier"] == 2
+    np.testing.assert_allclose(got["gradient"]["x"], 0.75 * X ** 2, rtol=1e-13)
+
+
 def test_a_tier_2_that_disagrees_is_discarded_and_counted(monkeypatch):
     real = xla.compile_graph
 
