@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     # accelerator, e.g. "cuda") with xla_threads CPU threads (0: XLA's default, all cores) and keeps
     # its compiled executables in xla_cache_dir across restarts ("" for none). xla_fast_compile turns
     # XLA's CPU fusion emitters off: compiles 1.3-4x faster, and ran as fast on every workload measured
-    # (README, "Two compile tiers"); false turns them back on.
+    # (README, "Two compile tiers"), but XLA crashed (SIGSEGV) compiling a 6000-long chain with them off.
     xla_tier: Literal["auto", "always", "off"] = "auto"
     xla_after_runs: int = 20
     xla_after_seconds: float = 0.05
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     xla_platform: str = "cpu"
     xla_threads: int = 1
     xla_cache_dir: str = "~/.cache/derivd/xla"
-    xla_fast_compile: bool = True
+    xla_fast_compile: bool = False
     xla_always_wait_s: float = 5.0
 
     # Without Redis, stored functions and black boxes are kept in SQLite under data_dir (cache/local_store.py)

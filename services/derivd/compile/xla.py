@@ -397,8 +397,8 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
         exec(compile(source, "<derivd xla>", "exec"), scope)  # from the IR only
         avals = [jax.ShapeDtypeStruct(tuple(n.shape), np.dtype(n.dtype)) for n in inputs]
         avals += [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in vectors]
-        # xla_fast_compile (the default): XLA's CPU fusion emitters off, compiles 1.3-4x faster and ran
-        # as fast on every workload measured (README, "Two compile tiers")
+        # xla_fast_compile: XLA's CPU fusion emitters off, compiles 1.3-4x faster and ran as fast on
+        # every workload measured, but crashed XLA on a 6000-long chain (README, "Two compile tiers")
         options = {"xla_cpu_use_fusion_emitters": False} if settings.xla_fast_compile else None
         executable = jax.jit(scope["lowered"], compiler_options=options)
         try:
