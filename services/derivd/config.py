@@ -72,9 +72,10 @@ class Settings(BaseSettings):
     # xla_after_runs times, or whose runs took xla_after_seconds of compute in all, is compiled by XLA
     # in the background and answers from then on, once its answer at the current point agreed with
     # tier 1's within xla_rtol. xla_tier "auto" does that, "off" never, "always" compiles every tape
-    # before its first answer (for testing). XLA runs on xla_platform ("cpu"; "" lets jax pick an
-    # accelerator, e.g. "cuda") with xla_threads CPU threads (0: XLA's default, all cores) and keeps
-    # its compiled executables in xla_cache_dir across restarts ("" for none).
+    # before its first answer (for testing), waiting at most xla_always_wait_s for it: past that
+    # tier 1 answers and the next run after the compile ends checks it. XLA runs on xla_platform
+    # ("cpu"; "" lets jax pick an accelerator, e.g. "cuda") with xla_threads CPU threads (0: XLA's
+    # default, all cores) and keeps its compiled executables in xla_cache_dir across restarts ("" for none).
     xla_tier: Literal["auto", "always", "off"] = "auto"
     xla_after_runs: int = 20
     xla_after_seconds: float = 0.05
@@ -82,6 +83,7 @@ class Settings(BaseSettings):
     xla_platform: str = "cpu"
     xla_threads: int = 1
     xla_cache_dir: str = "~/.cache/derivd/xla"
+    xla_always_wait_s: float = 5.0
 
     # Without Redis, stored functions and black boxes are kept in SQLite under data_dir (cache/local_store.py)
     # across restarts and shared by the gateway processes of one machine; "none" (or "") keeps them in

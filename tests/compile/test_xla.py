@@ -12,6 +12,7 @@ hidden), and the XLA cache persists compiled executables in its directory.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from derivd.config import Settings  # noqa: E402
 from derivd.core import Request, Service  # noqa: E402
 from derivd.engines import tiers  # noqa: E402
 from derivd.errors import DerivdError  # noqa: E402
+from derivd.ir.graph import Graph  # noqa: E402
 from derivd.ops import REGISTRY  # noqa: E402
 from tests.references import central_difference  # noqa: E402
 
@@ -134,6 +136,22 @@ def test_a_hot_tape_whose_tier_2_runs_slower_stays_on_tier_1(monkeypatch):
     assert compute(service, "gradient", dsl, at)["tier"] == 1
 
 
+def test_always_answers_from_tier_1_while_a_compile_outlasts_its_wait(monkeypatch):
+    """xla_always_wait_s: a compile slower than it (here made 1 s) leaves the first answer to tier 1;
+    once it ends, the next run checks it and tier 2 answers."""
+    real = xla.compile_graph
+    monkeypatch.setattr(xla, "compile_graph", lambda *args: time.sleep(1.0) or real(*args))
+    service = Service(Settings(xla_tier="always", xla_always_wait_s=0.05, xla_cache_dir=""))
+    dsl, at = "sum(x ** 3) * 0.25", {"x": X}
+    first = compute(service, "gradient", dsl, at)
+    assert first["tier"] == 1
+    np.testing.assert_allclose(first["gradient"]["x"], 0.75 * X ** 2, rtol=1e-14)
+    time.sleep(1.5)
+    got = compute(service, "gradient", dsl, at)
+    assert got["tier"] == 2
+    np.testing.assert_allclose(got["gradient"]["x"], 0.75 * X ** 2, rtol=1e-13)
+
+
 def test_a_tier_2_that_disagrees_is_discarded_and_counted(monkeypatch):
     real = xla.compile_graph
 
@@ -174,6 +192,40 @@ def test_an_xla_option_this_jax_lacks_is_left_out_and_tier_2_still_answers(monke
     assert set(xla._STATE["options"]) < set(xla.XLA_OPTIONS)  # the unknown one left out
     assert got["tier"] == 2
     np.testing.assert_allclose(got["gradient"]["x"], 3 * X, rtol=1e-14)
+
+
+DEEP = """
+import json, numpy as np
+from derivd.config import Settings
+from derivd.core import Request, Service
+service = Service(Settings(xla_tier="always", xla_cache_dir="", xla_always_wait_s=600))
+dsl = "s = x[0]\\n" + "s = s * 1.0001 + 1\\n" * 6000 + "s"
+got = service.compute("gradient", Request(function={"dsl": dsl}, at={"x": np.array([0.5, 1.0])}))[0]
+print(json.dumps({"value": got["value"], "gradient": got["gradient"]["x"].tolist(), "tier": got["tier"]}))
+"""
+
+
+def test_a_graph_deeper_than_xla_compiles_without_its_fusion_emitters_keeps_them():
+    """A 6,000-long chain crashed XLA's compile (SIGSEGV) without its fusion emitters: such a graph
+    keeps them and tier 2 answers it. In a child process, where a crash fails this test alone."""
+    out = subprocess.run([sys.executable, "-c", DEEP], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "services")))
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    a = 1.0001
+    assert got["tier"] == 2
+    assert got["value"] == pytest.approx(0.5 * a ** 6000 + (a ** 6000 - 1) / (a - 1), rel=1e-12)
+    np.testing.assert_allclose(got["gradient"], [a ** 6000, 0.0], rtol=1e-12)
+
+
+def test_the_chain_rule_measures_the_longest_dependency_chain():
+    g = Graph()
+    x = g.input("x", (), "f8", "at")
+    long, short = x, g.apply("sin", [x], {})
+    for _ in range(30):
+        long = g.apply("sin", [long], {})
+    out = g.apply("add", [long, short], {})
+    assert xla._longest_chain(g, [out]) == 1 + 30 + 1  # x, 30 sines, the add
 
 
 def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():

@@ -58,8 +58,12 @@ log = logging.getLogger("derivd.xla")
 # * fusion emitters off: they leave unvectorized a loop that reads a scalar argument on both sides
 #   of a pad (literals are arguments here, and the vjp of a slice is a pad: Rosenbrock's H v alone,
 #   n = 1e6, 1.0 ms against 0.57 ms, jax's own 0.51 ms), and compile 1.5-3x slower; warm, the other
-#   bench programs run as fast or faster without them.
+#   bench programs run as fast or faster without them. But without them XLA's elemental emitter
+#   recurses once per link of a chain of dependent operations: a gradient whose chain is about 6,000
+#   long crashed the process (SIGSEGV; 4,000 did not, and 25,000 did not with the emitters on). A
+#   graph whose longest chain passes DEEP_CHAIN keeps the emitters (``_options``).
 XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_use_fusion_emitters": False}
+DEEP_CHAIN = 2000
 EXECUTABLES_KEPT = 512  # compiled executables held per process, least recently used out first
 _EXECUTABLES: OrderedDict[tuple, Callable] = OrderedDict()
 _LOCK = threading.Lock()
@@ -222,16 +226,22 @@ SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rg
                    **{name: _scipy_on_host(name) for name in ("j0", "j1", "y0", "y1", "jv", "yn", "ive")}}
 
 
-def _finish(jx, outputs):
+def _finish(jx, outputs, flat):
     """The outputs and one flag: whether a check failed or a float output holds a non-finite number
     (then tier 1 answers: numpy raises or has its conventions where XLA gives NaN). Fused into the
-    executable, the test costs next to nothing, where numpy would read every output again."""
+    executable, the test costs next to nothing, where numpy would read every output again. With
+    ``flat`` (the outputs' shapes, for a small all-float64 tape) one float64 vector instead: the
+    outputs raveled, then the flag, so that a call hands one buffer to numpy (``XlaTape.run``)."""
     import jax.numpy as jnp
 
     for o in outputs:
         if jnp.issubdtype(jnp.result_type(o), jnp.floating):
             jx.fail_if(~jnp.all(jnp.isfinite(o)))
-    return tuple(outputs) + (jnp.any(jnp.stack(jx.checks)) if jx.checks else jnp.asarray(False),)
+    failed = jnp.any(jnp.stack(jx.checks)) if jx.checks else jnp.asarray(False)
+    if flat is None:
+        return tuple(outputs) + (failed,)
+    return jnp.concatenate([jnp.reshape(o, s).astype(jnp.float64).ravel() for o, s in zip(outputs, flat)]
+                           + [failed.astype(jnp.float64)[None]])
 
 
 def _scan_loop(jx, body, carried, captured, avals, count, reverse, collect):
@@ -352,22 +362,59 @@ def _flag(v) -> str:
     return repr(v)
 
 
+# a tape whose outputs are all float64 and hold at most this many numbers in all answers them as one
+# vector (``_finish``): one buffer for numpy per call instead of one per output and a flag to read
+FLAT_OUTPUTS_MAX = 4096
+
+
 class XlaTape:
     """A graph compiled by XLA: ``run(*inputs)`` returns the tuple of outputs as numpy arrays, or None
     where a lowering's check failed (an index out of range) or an output is not finite: there tier 1
-    answers, with its error or its numbers. ``executable`` is jitted (jax's fast dispatch), compiled
-    already; the literals wait on the device."""
+    answers, with its error or its numbers. ``executable`` is jitted (jax's C++ dispatch), compiled
+    already; the literals wait on the device, packed in at most two vectors (``_CONST_VECTORS``).
+    ``flat``: each output's (start, stop, shape) in the executable's one flat answer, or None where
+    it answers a tuple (large or non-float outputs)."""
 
-    def __init__(self, executable: Callable, consts: list, source: str):
+    def __init__(self, executable: Callable, consts: list, source: str, flat: list | None):
         self.executable = executable
         self.consts = consts
         self.source = source
+        self.flat = flat
 
     def run(self, *args):
         args, staged = staging.stage(args)  # large misaligned numpy arrays: aligned, so XLA reads them in place
-        *outputs, failed = self.executable(*args, *self.consts)
-        outputs = staging.release(staged, [np.asarray(o) for o in outputs])  # numpy: the run is over
-        return None if failed else tuple(outputs)
+        if self.flat is None:
+            *outputs, failed = self.executable(*args, *self.consts)
+            outputs = staging.release(staged, [np.asarray(o) for o in outputs])  # numpy: the run is over
+            return None if np.asarray(failed) else tuple(outputs)
+        out = np.asarray(self.executable(*args, *self.consts))  # no copy: a view of XLA's buffer
+        staging.release(staged, [])  # a flat answer is a buffer of its own, never an input's
+        return None if out[-1] else tuple(out[a:b].reshape(s) for a, b, s in self.flat)
+
+
+# the literals' vectors: argument name, numpy dtype, and which literals (by Python type) it carries
+_CONST_VECTORS = (("_cf", np.float64, float), ("_ci", np.int64, int))
+
+
+def _options(graph, outputs) -> dict:
+    """XLA's options for this graph: ``XLA_OPTIONS`` as this XLA accepts them, with the fusion emitters
+    left on where the graph's longest chain of dependent nodes (loop bodies' own chains included)
+    passes ``DEEP_CHAIN``."""
+    options = _STATE["options"]
+    if "xla_cpu_use_fusion_emitters" in options and _longest_chain(graph, outputs) > DEEP_CHAIN:
+        options = {k: v for k, v in options.items() if k != "xla_cpu_use_fusion_emitters"}
+    return options
+
+
+def _longest_chain(graph, outputs) -> int:
+    depth: dict[int, int] = {}
+    for n in graph.live_nodes(outputs):  # inputs before the nodes that read them
+        own = 1
+        if n.prim == "loop":
+            body = n.params["body"]
+            own = _longest_chain(body.graph, body.outputs)
+        depth[n.id] = own + max((depth[a.id] for a in n.inputs), default=0)
+    return max(depth.values(), default=0)
 
 
 def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
@@ -379,14 +426,23 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
         raise NotLowerable(f"primitive {missing!r} has no tier-2 lowering")
     src = _Source()
     _emit(src, graph, inputs, outputs, "tape", "")
-    consts_from = len(inputs)
-    names = [f"a{i}" for i in range(consts_from)] + [f"c{i}" for i in range(len(src.consts))]
-    header = f"def lowered({', '.join(names)}):"
-    source = "\n".join([header] + ["    " + line for line in src.lines]
-                       + [f"    return _finish(_jx, tape({', '.join(f'a{i}' for i in range(consts_from))}))"]) + "\n"
-    consts = [np.asarray(c, dtype=np.float64 if type(c) is float else np.int64) for c in src.consts]
-    signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple((c.shape, c.dtype.str) for c in consts)
-    key = (source, signature)
+    names = [f"a{i}" for i in range(len(inputs))]
+    unpack, vectors = [], []  # each argument of the executable is a dispatch cost: two vectors, not n scalars
+    for arg, dtype, kind in _CONST_VECTORS:
+        which = [i for i, c in enumerate(src.consts) if (type(c) is float) == (kind is float)]
+        if which:
+            names.append(arg)
+            unpack += [f"    c{i} = {arg}[{j}]" for j, i in enumerate(which)]
+            vectors.append(np.array([src.consts[i] for i in which], dtype=dtype))
+    sizes = [int(np.prod(n.shape)) for n in outputs]
+    flat = None
+    if all(n.dtype == "f8" for n in outputs) and sum(sizes) <= FLAT_OUTPUTS_MAX:
+        flat = tuple(tuple(int(d) for d in n.shape) for n in outputs)
+    source = "\n".join([f"def lowered({', '.join(names)}):"] + unpack + ["    " + line for line in src.lines]
+                       + [f"    return _finish(_jx, tape({', '.join(names[:len(inputs)])}), {literal(flat)})"]) + "\n"
+    signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple(v.shape for v in vectors)
+    options = _options(graph, outputs)
+    key = (source, signature, tuple(sorted(options.items())))
     with _LOCK:
         executable = _EXECUTABLES.get(key)
         if executable is not None:
@@ -395,8 +451,8 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
         scope = dict(_namespace(jax), **src.lowerings)
         exec(compile(source, "<derivd xla>", "exec"), scope)  # from the IR only
         avals = [jax.ShapeDtypeStruct(tuple(n.shape), np.dtype(n.dtype)) for n in inputs]
-        avals += [jax.ShapeDtypeStruct(c.shape, c.dtype) for c in consts]
-        executable = jax.jit(scope["lowered"], compiler_options=_STATE["options"] or None)
+        avals += [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in vectors]
+        executable = jax.jit(scope["lowered"], compiler_options=options or None)
         try:
             executable.lower(*avals).compile()  # jit's own calls find it compiled
         except Exception as e:  # a lowering that does not trace at these shapes: tier 1 keeps the tape
@@ -405,4 +461,6 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
             _EXECUTABLES[key] = executable
             while len(_EXECUTABLES) > EXECUTABLES_KEPT:
                 _EXECUTABLES.popitem(last=False)
-    return XlaTape(executable, [jax.device_put(c) for c in consts], source)
+    offsets = np.cumsum([0] + sizes).tolist()
+    layout = None if flat is None else [(a, b, s) for a, b, s in zip(offsets, offsets[1:], flat)]
+    return XlaTape(executable, [jax.device_put(v) for v in vectors], source, layout)

@@ -8,7 +8,8 @@ fuses elementwise chains and runs loops without Python. With ``xla_tier``:
 * ``auto``: tier 1 answers; once a tape has run ``xla_after_runs`` times or
   spent ``xla_after_seconds`` of compute, one background thread compiles it
   (one tape at a time, so compiling never takes more than one core);
-* ``always``: every tape is compiled before its first answer (for testing);
+* ``always``: every tape is compiled before its first answer (for testing), unless
+  its compile takes over ``xla_always_wait_s``: then tier 1 answers meanwhile;
 * ``off``, or jax not installed: tier 1 only, as without this module.
 
 Tier 2 answers only after it agreed with tier 1 at a real point: the compile
@@ -148,7 +149,26 @@ class TieredTape:
         self._lock = threading.Lock()
         if settings.xla_tier == "always":
             self.state = "compiling"
-            self._candidate = self._compile()
+            self._compile_in_time()
+
+    def _compile_in_time(self) -> None:
+        """``always``: compile on the compile thread and wait at most ``xla_always_wait_s``. XLA's CPU
+        compile time grows faster than a long straight-line program (an unrolled second-order
+        program of ~1000 nodes: 8-25 s, README), and a compile cannot be stopped: past the wait tier 1
+        answers, and the compile, left running, becomes the candidate the next run checks."""
+        future = _compiler().submit(self._compile)
+        try:
+            self._candidate = future.result(timeout=self.settings.xla_always_wait_s)
+        except TimeoutError:
+            log.info("tier-2 compile past xla_always_wait_s=%s; tier 1 answers meanwhile",
+                     self.settings.xla_always_wait_s)
+            future.add_done_callback(self._compiled)
+
+    def _compiled(self, future) -> None:
+        candidate = future.result()
+        if candidate is not None:
+            with self._lock:
+                self._candidate = candidate
 
     def _compile(self):
         """The graph compiled by XLA, or None (counted, logged) if tier 2 cannot run it."""
