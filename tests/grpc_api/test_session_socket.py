@@ -221,21 +221,25 @@ def test_off_the_sdk_uses_grpc_or_refuses_when_told_socket(serve):
 
 def test_auto_falls_back_to_grpc_when_the_port_is_not_a_session_socket(stack):
     """What answers at the advertised port (a proxy's host, say) may be anything: the SDK opens the
-    session on gRPC instead, and keeps to gRPC for that client."""
+    session on gRPC instead, and keeps to gRPC for that client. The HTTP answer stays open: its first
+    bytes read as a 1.3 GB frame, refused at once, not waited for."""
     other = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
 
     def answer_as_http():
         conn, _ = other.accept()
         conn.recv(65536)
         conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        done.wait(60)
         conn.close()
 
     thread = threading.Thread(target=answer_as_http, daemon=True)
     thread.start()
-    with GrpcClient(stack.target) as c:
+    with GrpcClient(stack.target, timeout=10) as c:  # waiting for the 1.3 GB would be a RequestTimeout
         c._session_port = other.getsockname()[1]  # as if Transports had named it
         with c.session(ROSEN, {"x": np.zeros(3)}) as s:
             assert type(s).__name__ == "Session" and c._session_port == 0
             np.testing.assert_allclose(s.gradient(np.ones(3)), rosenbrock_gradient(np.ones(3)), atol=1e-12)
+    done.set()
     thread.join(timeout=5)
     other.close()

@@ -32,6 +32,10 @@ from .session import _Stream
 
 FRAME = struct.Struct("<I")
 CONNECT_TIMEOUT_S = 2.0
+# The largest answer read (the server's own cap on what it sends is gRPC's message limit, 64 MiB by
+# default): a length past it is not a session socket talking (an HTTP server's "HTTP" reads as 1.3 GB),
+# refused before a buffer that size is allocated.
+MAX_FRAME = 1 << 30
 
 
 def socket_host(target: str) -> str | None:
@@ -81,6 +85,9 @@ class SocketSession(_Stream):
             if len(header) < FRAME.size:
                 raise self._gone(None)
             size = FRAME.unpack(header)[0]
+            if size > MAX_FRAME:
+                raise errors.ConnectionFailed(f"{self._where} did not answer as a session socket (a frame of "
+                                              f"{size} bytes)", "connection_failed")
             body = self._reader.read(size)
             if len(body) < size:
                 raise self._gone(None)
