@@ -321,7 +321,12 @@ class RequestTelemetry:
     def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
-        self.in_flight = metrics.in_flight.labels("rest")
+        self.busy = 0  # requests in flight: one event loop's, so a plain count (no lock per request)
+        gauge = metrics.in_flight.labels("rest")
+        if MULTIPROCESS_DIR is None:  # read at each scrape
+            gauge.set_function(lambda: self.busy)
+            gauge = None
+        self.in_flight = gauge  # several processes: the gauge itself, which any of them may render
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -350,11 +355,15 @@ class RequestTelemetry:
         if scope["path"] == "/metrics":  # the scrape itself is neither counted nor in flight
             return await self.app(scope, receive, send_with_id)
         gauge = self.in_flight
-        gauge.inc()
+        self.busy += 1
+        if gauge is not None:
+            gauge.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            gauge.dec()
+            self.busy -= 1
+            if gauge is not None:
+                gauge.dec()
             seconds = time.perf_counter() - t0
             route = state.get("route") or (scope["route"].path if "route" in scope else "unmatched")
             engine = state.get("engine", "")
