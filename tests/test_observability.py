@@ -70,7 +70,8 @@ def test_metrics_count_requests_cache_and_timings(fresh):
 def test_tallied_requests_render_as_prometheus_observations():
     """``Metrics.record`` tallies between scrapes; the text must be what observing each value with
     prometheus_client itself gives: every bucket edge, values on a bound, missing timings."""
-    values = [0.0, 1e-4, 1.5e-4, 2.5e-4, 0.003, 0.3, 59.0, 60.0, 61.0, 1e4] + list(LATENCY_BUCKETS)
+    values = ([0.0, 1e-4, 1.5e-4, 2.5e-4, 0.003, 0.3, 59.0, 60.0, 61.0, 1e4] + list(LATENCY_BUCKETS)) * 50
+    assert len(values) > 1024  # past one batch of pending observations, bucketed before the scrape
     tallied, observed = Metrics(), Metrics()
     for i, s in enumerate(values):
         queue, compute = (None, None) if i % 3 == 0 else (s / 7, s / 3)

@@ -164,26 +164,38 @@ class _Tally:
     """One series' requests since the last flush: their count and, per histogram (whole, queue,
     compile, compute), the observations' sum and their counts per bucket, as prometheus_client's
     ``Histogram.observe`` keeps them (the first bucket whose bound is >= the value, +Inf last).
-    The caller holds the lock."""
+    A request's observations are only kept (``pending``) and put in buckets in batches of up to
+    ``PENDING`` (or at the flush): a request pays one append. The caller holds the lock."""
 
-    __slots__ = ("counter", "histograms", "count", "sums", "buckets")
+    __slots__ = ("counter", "histograms", "count", "sums", "buckets", "pending")
+    PENDING = 1024
 
     def __init__(self, counter, histograms: tuple):
         self.counter, self.histograms = counter, histograms
         self.count = 0
         self.sums = [0.0] * len(histograms)
         self.buckets = [[0] * (len(LATENCY_BUCKETS) + 1) for _ in histograms]
+        self.pending: list[tuple] = []
 
     def add(self, *observed: float | None) -> None:
         self.count += 1
-        for i, value in enumerate(observed):
-            if value is not None:
-                self.sums[i] += value
-                self.buckets[i][bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.pending.append(observed)
+        if len(self.pending) >= self.PENDING:
+            self._bucket()
+
+    def _bucket(self) -> None:
+        sums, buckets = self.sums, self.buckets
+        for observed in self.pending:
+            for i, value in enumerate(observed):
+                if value is not None:
+                    sums[i] += value
+                    buckets[i][bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.pending = []
 
     def flush(self) -> None:
         if not self.count:
             return
+        self._bucket()
         self.counter.inc(self.count)
         for histogram, total, counts in zip(self.histograms, self.sums, self.buckets):
             if any(counts):
