@@ -54,7 +54,7 @@ def test_blocking_and_awaited_submits_answer_alike_and_learn_what_is_quick(dispa
     (queue time exactly 0); both entry points give the gradient of the reference."""
     dispatcher.submit("gradient", gradient_request())  # compiled
     key = dispatcher.quick.key(ENDPOINTS["gradient"], gradient_request())
-    dispatcher.quick.seconds.pop(key)  # forgotten: new again
+    dispatcher.quick.seconds.clear()  # forgotten: new again
     answer, timings = dispatcher.submit("gradient", gradient_request())
     assert timings.queue > 0 and dispatcher.quick.is_quick(key)
     np.testing.assert_allclose(answer["gradient"]["x"], rosenbrock_gradient(X), rtol=1e-13)
@@ -82,7 +82,7 @@ def test_work_past_its_budget_is_a_504_whether_the_caller_blocks_or_awaits(dispa
     async def awaited():
         slow = Dispatcher(Service(Settings(request_timeout_s=0.05)))
         slow.quick.limit_s = 0.0  # never inline
-        slow.router.in_process.compute = lambda endpoint, req: (release.wait(30), None)
+        slow.router.in_process.compute = lambda endpoint, req, *plan: (release.wait(30), None)
         try:
             await slow.submit_async("gradient", gradient_request())
         finally:
@@ -121,7 +121,7 @@ def test_a_sessions_asks_reuse_its_compiled_program_in_process_and_go_to_a_worke
         session = FunctionSession(d, d.service.metrics, opening, None)
         compiles = []
         real_compile = d.service._compile
-        monkeypatch.setattr(d.service, "_compile", lambda req: compiles.append(req) or real_compile(req))
+        monkeypatch.setattr(d.service, "_compile", lambda *args: compiles.append(args) or real_compile(*args))
         rng = np.random.default_rng(5)
         for x in rng.normal(size=(3, 3)):
             answer = session.answer(pb.SessionAsk(kind=pb.SESSION_GRADIENT, x=convert.to_array(x)), None)
@@ -146,3 +146,45 @@ def test_a_sessions_asks_reuse_its_compiled_program_in_process_and_go_to_a_worke
         assert Workers.seen == [("gradient", "reverse")] and remote.compiled is None
     finally:
         d.close()
+
+
+def test_a_kind_is_planned_once_and_each_request_still_checks_its_point(monkeypatch):
+    """``Service.compute`` keeps a plan per kind of request: the inputs' specs and ``wrt`` are worked
+    out at the first request only, later points answer as the reference does, and what a point
+    brings (a misshapen direction) is refused warm exactly as cold."""
+    d = Dispatcher(Service(Settings(xla_tier="off")))
+    cold = Service(Settings(xla_tier="off"))
+    try:
+        signatures = []
+        real = d.service._signature
+        monkeypatch.setattr(d.service, "_signature", lambda *args: signatures.append(args) or real(*args))
+        rng = np.random.default_rng(7)
+        for x in rng.normal(size=(4, 3)):
+            answer, _ = d.submit("gradient", Request(function={"dsl": ROSENBROCK}, at={"x": x}, wrt=["x"]))
+            np.testing.assert_allclose(answer["gradient"]["x"], rosenbrock_gradient(x), rtol=1e-13)
+        assert len(signatures) == 1
+        v = np.array([1.0, -2.0, 0.5])
+        answer, _ = d.submit("hvp", Request(function={"dsl": ROSENBROCK}, at={"x": X.copy()}, v={"x": v}))
+        np.testing.assert_allclose(answer["hvp"]["x"], rosenbrock_hessian(X) @ v, rtol=1e-13)
+        bad = Request(function={"dsl": ROSENBROCK}, at={"x": X.copy()}, v={"x": np.ones(4)})
+        refusals = []
+        for service in (d.service, cold):
+            with pytest.raises(DerivdError) as e:
+                service.compute("hvp", bad)
+            refusals.append((e.value.status, e.value.code, str(e.value)))
+        assert refusals[0] == refusals[1] and refusals[0][:2] == (400, "shape_mismatch")
+    finally:
+        d.close()
+
+
+def test_a_kind_refused_by_its_checks_is_refused_every_time():
+    """A kind's checks are remembered only once passed: a dense Jacobian over the entries limit, or a
+    ``wrt`` naming a constant, is refused at its second request as at its first."""
+    service = Service(Settings(xla_tier="off", max_jacobian_entries=4))
+    wide = Request(function={"dsl": "x * 2"}, at={"x": np.ones(3)})
+    named = Request(function={"dsl": "sum(x * c)"}, at={"x": np.ones(2)}, constants={"c": np.ones(2)}, wrt=["c"])
+    for name, req, code in (("jacobian", wide, "limit_exceeded"), ("gradient", named, "invalid_request")):
+        for _ in range(2):
+            with pytest.raises(DerivdError) as e:
+                service.compute(name, req)
+            assert e.value.code == code

@@ -70,7 +70,8 @@ def test_metrics_count_requests_cache_and_timings(fresh):
 def test_tallied_requests_render_as_prometheus_observations():
     """``Metrics.record`` tallies between scrapes; the text must be what observing each value with
     prometheus_client itself gives: every bucket edge, values on a bound, missing timings."""
-    values = [0.0, 1e-4, 1.5e-4, 2.5e-4, 0.003, 0.3, 59.0, 60.0, 61.0, 1e4] + list(LATENCY_BUCKETS)
+    values = ([0.0, 1e-4, 1.5e-4, 2.5e-4, 0.003, 0.3, 59.0, 60.0, 61.0, 1e4] + list(LATENCY_BUCKETS)) * 50
+    assert len(values) > 1024  # past one batch of pending observations, bucketed before the scrape
     tallied, observed = Metrics(), Metrics()
     for i, s in enumerate(values):
         queue, compute = (None, None) if i % 3 == 0 else (s / 7, s / 3)
@@ -138,3 +139,34 @@ def test_grpc_request_id_in_trailing_metadata(fresh):
 def test_readyz_reports_pools(fresh):
     r = fresh.http.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready" and "pools" in r.json()
+
+
+def test_a_rest_request_is_in_flight_while_it_is_served():
+    """The REST in-flight gauge (a plain count read at each scrape in one process) says 1 while the app
+    serves a request and 0 after it, whether it answered or raised."""
+    import asyncio
+
+    from derivd.observability import RequestTelemetry
+
+    metrics = Metrics()
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(value(metrics.render().decode(), "derivd_requests_in_flight", transport="rest"))
+        if scope["path"] == "/boom":
+            raise RuntimeError("boom")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message):
+        pass
+
+    telemetry = RequestTelemetry(app, metrics)
+    for path in ("/ok", "/boom"):
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [], "client": ("127.0.0.1", 1)}
+        try:
+            asyncio.run(telemetry(scope, None, send))
+        except RuntimeError:
+            pass
+    assert seen == [1.0, 1.0]
+    assert value(metrics.render().decode(), "derivd_requests_in_flight", transport="rest") == 0

@@ -164,26 +164,38 @@ class _Tally:
     """One series' requests since the last flush: their count and, per histogram (whole, queue,
     compile, compute), the observations' sum and their counts per bucket, as prometheus_client's
     ``Histogram.observe`` keeps them (the first bucket whose bound is >= the value, +Inf last).
-    The caller holds the lock."""
+    A request's observations are only kept (``pending``) and put in buckets in batches of up to
+    ``PENDING`` (or at the flush): a request pays one append. The caller holds the lock."""
 
-    __slots__ = ("counter", "histograms", "count", "sums", "buckets")
+    __slots__ = ("counter", "histograms", "count", "sums", "buckets", "pending")
+    PENDING = 1024
 
     def __init__(self, counter, histograms: tuple):
         self.counter, self.histograms = counter, histograms
         self.count = 0
         self.sums = [0.0] * len(histograms)
         self.buckets = [[0] * (len(LATENCY_BUCKETS) + 1) for _ in histograms]
+        self.pending: list[tuple] = []
 
     def add(self, *observed: float | None) -> None:
         self.count += 1
-        for i, value in enumerate(observed):
-            if value is not None:
-                self.sums[i] += value
-                self.buckets[i][bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.pending.append(observed)
+        if len(self.pending) >= self.PENDING:
+            self._bucket()
+
+    def _bucket(self) -> None:
+        sums, buckets = self.sums, self.buckets
+        for observed in self.pending:
+            for i, value in enumerate(observed):
+                if value is not None:
+                    sums[i] += value
+                    buckets[i][bisect.bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.pending = []
 
     def flush(self) -> None:
         if not self.count:
             return
+        self._bucket()
         self.counter.inc(self.count)
         for histogram, total, counts in zip(self.histograms, self.sums, self.buckets):
             if any(counts):
@@ -321,7 +333,12 @@ class RequestTelemetry:
     def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
-        self.in_flight = metrics.in_flight.labels("rest")
+        self.busy = 0  # requests in flight: one event loop's, so a plain count (no lock per request)
+        gauge = metrics.in_flight.labels("rest")
+        if MULTIPROCESS_DIR is None:  # read at each scrape
+            gauge.set_function(lambda: self.busy)
+            gauge = None
+        self.in_flight = gauge  # several processes: the gauge itself, which any of them may render
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -350,11 +367,15 @@ class RequestTelemetry:
         if scope["path"] == "/metrics":  # the scrape itself is neither counted nor in flight
             return await self.app(scope, receive, send_with_id)
         gauge = self.in_flight
-        gauge.inc()
+        self.busy += 1
+        if gauge is not None:
+            gauge.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            gauge.dec()
+            self.busy -= 1
+            if gauge is not None:
+                gauge.dec()
             seconds = time.perf_counter() - t0
             route = state.get("route") or (scope["route"].path if "route" in scope else "unmatched")
             engine = state.get("engine", "")

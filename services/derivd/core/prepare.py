@@ -116,15 +116,18 @@ def require_finite(row) -> None:
 
 
 def prepare(row, req, settings, *, wrt: list[str], values: dict, out_shape, fn=None,
-            box_points=None) -> Prepared:
-    """``req`` for ``row`` once its function's shapes are known: every check the endpoint needs."""
-    if fn is not None:
-        require_affordable(fn, settings)
-    if row.scalar:
-        require_scalar(out_shape, row.name)
+            box_points=None, checked: bool = False) -> Prepared:
+    """``req`` for ``row`` once its function's shapes are known: every check the endpoint needs.
+    ``checked``: the checks that depend only on the kind of request (``core.service.Plan``: endpoint,
+    program, shapes, mode, sparse) passed for an earlier request of it; those of its point still run."""
+    if not checked:
+        if fn is not None:
+            require_affordable(fn, settings)
+        if row.scalar:
+            require_scalar(out_shape, row.name)
     p = Prepared(row.name, req.mode, settings, wrt, values, tuple(out_shape), fn, req.fd, req.verify, req.sparse,
                  box_points=box_points, pattern=req.pattern)
-    if row.name in DENSE_ANSWERS and not (req.sparse and req.mode in COLOURED):
+    if not checked and row.name in DENSE_ANSWERS and not (req.sparse and req.mode in COLOURED):
         dense_answer(p)
     reads = row.reads
     if "v" in reads or ("v|vs" in reads and req.vs is None):

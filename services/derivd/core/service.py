@@ -13,7 +13,7 @@ the request's deadline is past.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,7 +36,22 @@ from derivd.errors import DerivdError, ValidationFailed
 from derivd.observability import Metrics
 
 STREAM_MODES = ("auto", "forward", "reverse")  # an HVP stream is forward over reverse
-SIGNATURE_BYTES = 16 * 1024 * 1024  # program texts kept to skip re-checking a known kind of request
+SIGNATURE_BYTES = 16 * 1024 * 1024  # program texts kept (per cache) to skip re-checking a known kind of request
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a kind of request (``Service.kind``) resolves to, worked out by ``compute``'s one path at its
+    first request and kept for the next: the inputs' checked specs, the tape-cache key, the checked
+    ``wrt``, and (``checked``) whether the checks that depend on the kind alone passed (the program's
+    cost, a scalar output, a dense answer's size): a request of a known kind checks only its point.
+    The compiled function itself stays in the tape cache (its memory bound, its hit counts)."""
+
+    specs: dict
+    key: TapeKey
+    wrt: list[str]
+    nbytes: int
+    checked: bool = False
 
 
 class Service:
@@ -48,6 +63,7 @@ class Service:
         self.cache = TapeCache(settings, redis)
         # (program text, input shapes and dtypes, boolean masks' digests) -> (specs, tape key, bytes kept)
         self._signatures = BoundedLRU(SIGNATURE_BYTES, 4 * settings.tape_cache_size, lambda known: known[2])
+        self._plans = BoundedLRU(SIGNATURE_BYTES, 4 * settings.tape_cache_size, lambda plan: plan.nbytes)
         self.functions = Functions(settings, redis or store)
         self.blackboxes = make_registry(settings, store)
         self.metrics = Metrics()
@@ -92,10 +108,30 @@ class Service:
             raise ValidationFailed(f"unknown function kind {kind!r}: use dsl, id or blackbox", field="function")
         return req
 
-    def compute(self, name: str, req: Request, compiled: tuple | None = None) -> tuple[dict, Timings]:
+    def kind(self, row, req: Request) -> tuple | None:
+        """What identifies a kind of request: its endpoint, function (program text or stored id), the
+        inputs' names and shapes, the constants' shapes and dtypes (a boolean mask's values too),
+        ``wrt``, mode, verify and sparse. Requests of one kind differ only in their point (and
+        directions, cotangent, order, fd options), so they share a ``Plan``; the dispatcher keys its
+        inline policy by it too. None for a black box or a function ``resolve`` refuses."""
+        function = req.function
+        if type(function) is not dict or len(function) != 1:
+            return None
+        (how, value), = function.items()
+        if how not in ("dsl", "id") or type(value) is not str:
+            return None
+        constants, wrt = req.constants, req.wrt
+        return (row.name, how, value, tuple([(k, np.shape(v)) for k, v in req.at.items()]),  # lists: no generator
+                tuple([(k, v.shape, v.dtype.kind, mask_digest(v) if v.dtype.kind == "b" else None)
+                       for k, v in constants.items()]) if constants else (),
+                wrt if wrt is None else tuple(wrt), req.mode, req.verify, req.sparse)
+
+    def compute(self, name: str, req: Request, compiled: tuple | None = None, kind: tuple | None = None
+                ) -> tuple[dict, Timings]:
         """Endpoint ``name`` of ``req`` in this process; nothing starts once its deadline is past.
         ``compiled``: ``self.compiled(r)`` of a request ``r`` that ``req`` differs from only in its point
-        and directions (a session's asks, ``grpc_api.session``): resolving and compiling are skipped."""
+        and directions (a session's asks, ``grpc_api.session``): resolving and compiling are skipped.
+        ``kind``: ``self.kind(row, req)`` when the caller has it (the dispatcher), else worked out here."""
         row = endpoint(name)
         with deadline(req.deadline, self.settings.request_timeout_s):
             check_deadline()  # queued past it: nothing starts
@@ -103,26 +139,35 @@ class Service:
             if compiled is not None:
                 fn, wrt = compiled
                 return self._answer(row, req, fn, {**req.at, **req.constants}, wrt, Timings())
-            req = self.resolve(req)
+            resolved = self.resolve(req)
             timings = Timings()
-            if "blackbox" in req.function:
+            if "blackbox" in resolved.function:
                 t1 = time.perf_counter()
-                response = blackboxes.answer(row, req, self.blackboxes, self.settings)
+                response = blackboxes.answer(row, resolved, self.blackboxes, self.settings)
                 timings.compute = time.perf_counter() - t1
                 return response, timings
-            fn, values, wrt, timings.compile = self._compile(req)
-            return self._answer(row, req, fn, values, wrt, timings)
+            if kind is None or resolved is not req:  # a stored id's plan is its program's
+                kind = self.kind(row, resolved)
+            plan = self._plan(resolved, kind)
+            fn, values, timings.compile = self._compile(resolved, plan)
+            return self._answer(row, resolved, fn, values, plan.wrt, timings, plan)
 
     def compiled(self, req: Request) -> tuple:
         """``req``'s program compiled at its inputs' shapes, and its checked ``wrt``: what ``compute``
         reuses for requests that differ from ``req`` only in their point."""
-        fn, _, wrt, _ = self._compile(self.resolve(req))
-        return fn, wrt
+        req = self.resolve(req)
+        plan = self._plan(req)
+        return self._compile(req, plan)[0], plan.wrt
 
-    def _answer(self, row, req: Request, fn, values: dict, wrt: list[str], timings: Timings):
-        """``compute`` once the function is compiled: checked at its shapes, then answered."""
+    def _answer(self, row, req: Request, fn, values: dict, wrt: list[str], timings: Timings,
+                plan: Plan | None = None):
+        """``compute`` once the function is compiled: checked at its shapes (the kind's checks once per
+        ``plan``), then answered."""
         t1 = time.perf_counter()
-        p = prepare(row, req, self.settings, wrt=wrt, values=values, out_shape=fn.out_shape, fn=fn)
+        p = prepare(row, req, self.settings, wrt=wrt, values=values, out_shape=fn.out_shape, fn=fn,
+                    checked=plan is not None and plan.checked)
+        if plan is not None:
+            plan.checked = True
         if req.mode == "finite" and row.differentiates:
             response, compile_seconds = row.finite(p), 0.0
         else:
@@ -151,23 +196,35 @@ class Service:
             if "blackbox" in req.function:
                 raise DerivdError("an HVP stream needs a program; a black box has finite differences only",
                                   code="unsupported_mode", status=422, mode="finite")
-            fn, values, wrt, compile_seconds = self._compile(req)
+            plan = self._plan(req)
+            wrt = plan.wrt
+            fn, values, compile_seconds = self._compile(req, plan)
             t1 = time.perf_counter()
             require_scalar(fn.out_shape, "hvp")
             session = HvpSession(fn, values, wrt)
             compute_seconds = time.perf_counter() - t1 - session.compile_seconds
             return HvpStream(session, wrt, values, compile_seconds + session.compile_seconds, compute_seconds)
 
-    def _compile(self, req: Request):
+    def _plan(self, req: Request, kind: tuple | None = None) -> Plan:
+        """The plan of ``req``'s kind: kept under ``kind``, else worked out (the inputs' specs and limits,
+        ``wrt`` checked) and kept; without a ``kind`` (a session, a stream) worked out only."""
+        plan = self._plans.get(kind) if kind is not None else None
+        if plan is None:
+            source, constants = req.function["dsl"], req.constants
+            specs, key = self._signature(source, req.at, constants)
+            plan = Plan(specs, key, wrt_names(req.wrt, req.at, constants), len(source) + 512)
+            if kind is not None:
+                self._plans.put(kind, plan)
+        return plan
+
+    def _compile(self, req: Request, plan: Plan):
         """The program of ``req`` compiled at its inputs' shapes (through the tape cache), its input
-        values, the checked ``wrt``, and the seconds compiling took (0 on a cache hit)."""
-        source, constants = req.function["dsl"], req.constants
-        specs, key = self._signature(source, req.at, constants)
-        wrt = wrt_names(req.wrt, req.at, constants)
-        values = {**{k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}, **constants}
+        values, and the seconds compiling took (0 on a cache hit)."""
+        values = {**{k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}, **req.constants}
         t0 = time.perf_counter()
+        source, specs, key = req.function["dsl"], plan.specs, plan.key
         fn, hit = self.cache.get_or_compile(key, lambda: load_or_lower(source, specs, self.settings, self.cache, key))
-        return fn, values, wrt, 0.0 if hit else time.perf_counter() - t0
+        return fn, values, 0.0 if hit else time.perf_counter() - t0
 
     def _signature(self, source: str, at: dict, constants: dict):
         """The checked input specs and the tape-cache key of ``source`` at these inputs' shapes and

@@ -45,7 +45,7 @@ class Dispatcher:
         self.service = service
         self.settings = service.settings
         self.router = Router(self.settings, service.compute, service.cache.stats)
-        self.quick = QuickRequests(self.router, self.settings.inline_compute_s)
+        self.quick = QuickRequests(self.router, service.kind, self.settings.inline_compute_s)
         self.executor = concurrent.futures.ThreadPoolExecutor(self.settings.compute_threads,
                                                               thread_name_prefix="derivd-compute")
 
@@ -62,17 +62,17 @@ class Dispatcher:
         ``compiled`` (``Service.compiled``, kept by a session): used where ``req`` runs in this process."""
         row, key, budget = self._admit(name, req, remaining)
         if self.quick.is_quick(key):
-            return self._finish(key, self._run(row, req, compiled), 0.0)
-        ran, queue_s = self.call(budget, self._run, row, req, compiled)
+            return self._finish(key, self._run(row, req, key, compiled), 0.0)
+        ran, queue_s = self.call(budget, self._run, row, req, key, compiled)
         return self._finish(key, ran, queue_s)
 
     async def submit_async(self, name: str, req, remaining: float | None = None) -> tuple[dict, Timings]:
         """``submit`` for an event loop: a quick request runs on the loop, any other is awaited."""
         row, key, budget = self._admit(name, req, remaining)
         if self.quick.is_quick(key):
-            return self._finish(key, self._run(row, req), 0.0)
+            return self._finish(key, self._run(row, req, key), 0.0)
         queued = time.perf_counter()
-        future = self.executor.submit(_timed, self._run, row, req)
+        future = self.executor.submit(_timed, self._run, row, req, key)
         try:
             started, ran = await asyncio.wait_for(asyncio.wrap_future(future), timeout=budget)
         except asyncio.TimeoutError:
@@ -94,12 +94,13 @@ class Dispatcher:
                 return self.router.run(row, self.service.resolve(req))
         return self.router.in_process.run(row.name, req, "")  # a black box, or what the core refuses
 
-    def _run(self, row, req, compiled: tuple | None = None):
-        """``_route``'s answer (the core's on ``compiled`` when given and in process) and the CPU seconds
-        this thread spent on it."""
+    def _run(self, row, req, key: tuple | None = None, compiled: tuple | None = None):
+        """``_route``'s answer and the CPU seconds this thread spent on it. A request of a kind
+        (``key``: in process, a program) goes straight to the core with its key, under which the core
+        keeps its plan; ``compiled`` is used when given and in process."""
         cpu = time.thread_time()
-        if compiled is not None and self.router.runs_in_process(row, req.mode):
-            result = self.service.compute(row.name, req, compiled)
+        if key is not None or (compiled is not None and self.router.runs_in_process(row, req.mode)):
+            result = self.router.in_process.compute(row.name, req, compiled, key)
         else:
             result = self._route(row, req)
         return result, time.thread_time() - cpu

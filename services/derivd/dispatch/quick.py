@@ -13,36 +13,32 @@ program text).
 
 from __future__ import annotations
 
-import numpy as np
+INF = float("inf")
 
 
 class QuickRequests:
     """The last compute time of each kind of request, and whether that kind may run inline."""
 
-    def __init__(self, router, limit_s: float, size: int = 4096):
-        self.router, self.limit_s, self.size = router, limit_s, size
-        self.seconds: dict[tuple, float] = {}
+    def __init__(self, router, kind, limit_s: float, size: int = 4096):
+        """``kind(row, req)``: ``core.Service.kind``, the same key its plans are kept under."""
+        self.router, self.kind, self.limit_s, self.size = router, kind, limit_s, size
+        self.seconds: dict[int, float] = {}
 
-    def key(self, row, req) -> int | None:
+    def key(self, row, req) -> tuple | None:
         """What identifies a kind of request (None: never inline: a black box, a worker's request)."""
-        function = req.function
-        if not isinstance(function, dict) or len(function) != 1 or "blackbox" in function:
-            return None
         if not self.router.runs_in_process(row, req.mode):
             return None
-        (kind, value), = function.items()
-        shapes = tuple([(k, np.shape(v)) for k, v in req.at.items()])  # a list: no generator per request
-        consts = tuple([(k, np.shape(v)) for k, v in req.constants.items()]) if req.constants else ()
-        # Kept as its hash, never the program text (up to max_source_bytes a kind): a collision only
-        # makes one kind of request run inline or not, never changes an answer.
-        return hash((row.name, kind, str(value), shapes, consts, req.mode, req.verify, req.sparse))
+        return self.kind(row, req)
 
-    def is_quick(self, key: int | None) -> bool:
-        return key is not None and self.seconds.get(key, float("inf")) < self.limit_s
+    # Kept as the key's hash, never the program text (up to max_source_bytes a kind): a collision only
+    # makes one kind of request run inline or not, never changes an answer.
 
-    def record(self, key: int | None, seconds: float) -> None:
+    def is_quick(self, key: tuple | None) -> bool:
+        return key is not None and self.seconds.get(hash(key), INF) < self.limit_s
+
+    def record(self, key: tuple | None, seconds: float) -> None:
         if key is None:
             return
         if len(self.seconds) >= self.size:
             self.seconds.clear()
-        self.seconds[key] = seconds
+        self.seconds[hash(key)] = seconds

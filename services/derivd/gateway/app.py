@@ -98,7 +98,7 @@ class GatewayMiddleware:
 
 def _has_timing(headers) -> bool:
     for name, _ in headers:
-        if name.lower() == b"server-timing":
+        if name == b"server-timing" or name.lower() == b"server-timing":  # as derivd writes it, else any case
             return True
     return False
 

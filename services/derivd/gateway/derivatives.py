@@ -20,18 +20,21 @@ from derivd.gateway.http import (BodyTooLarge, error_response, parse_json, send_
                                  validate)
 
 
+def _arrays(d: dict, where: str, integers: bool = False) -> dict:
+    return {k: codecs.decode(v, f"{where}.{k}", integers) for k, v in d.items()}
+
+
 def to_request(m) -> Request:
     """A validated request model -> the core's request, arrays decoded (and checked) by numpy."""
-    def arrays(d, where, integers=False):
-        return {k: codecs.decode(v, f"{where}.{k}", integers) for k, v in (d or {}).items()}
-
     fields = m.__dict__  # the endpoint's own fields (a missing one through getattr costs a pydantic miss)
     v, vs, u, pattern = fields.get("v"), fields.get("vs"), fields.get("u"), fields.get("pattern")
+    constants = m.constants
     return Request(
-        function=m.function, at=arrays(m.at, "at"), constants=arrays(m.constants, "constants", True),
+        function=m.function, at=_arrays(m.at, "at"),
+        constants=_arrays(constants, "constants", True) if constants else {},
         wrt=m.wrt, mode=m.mode, fd=m.fd.model_dump() if m.fd else None, verify=m.verify,
-        v=arrays(v, "v") if v is not None else None,
-        vs=[arrays(d, f"vs[{i}]") for i, d in enumerate(vs)] if vs else None,
+        v=_arrays(v, "v") if v is not None else None,
+        vs=[_arrays(d, f"vs[{i}]") for i, d in enumerate(vs)] if vs else None,
         u=codecs.decode(u, "u") if u is not None else None,
         order=fields.get("order"), sparse=fields.get("sparse", False),
         pattern=pattern.model_dump() if pattern is not None else None,

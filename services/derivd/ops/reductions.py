@@ -124,7 +124,7 @@ def reduction(name, template, jvp, vjp, keep_dtype=False, impl=None, doc="", tay
 
 
 reduction(
-    "sum", "np.sum({0}, axis={axes})",
+    "sum", "np.add.reduce({0}, axis={axes})",  # np.sum's own call, without its Python wrapper (~1 us)
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0], axes=axes),
     vjp=lambda p, out, ct, axes: [expand(ct, p[0].shape, axes)],
     taylor=linear, keep_dtype=True, dsl={"sum": over_axes("sum", floats=False)},

@@ -188,15 +188,23 @@ register(Primitive(
 
 
 def _index_scatter(ct, items, in_shape):
-    core_out_ndim = sum(isinstance(i, tuple) for i in items)
+    subscript, sliced = _item_tuple(items)
     shape = np.shape(ct)
-    out = np.zeros(shape[: len(shape) - core_out_ndim] + tuple(in_shape))
-    out[_item_tuple(items)] = ct
+    out = np.zeros(shape[: len(shape) - sliced] + tuple(in_shape))
+    out[subscript] = ct
     return out
 
 
-def _item_tuple(items):
-    return (Ellipsis,) + tuple(_as_slice(i) if isinstance(i, tuple) else i for i in items)
+def _item_tuple(items, _built={}):  # noqa: B006 (the cache: this source is copied into exported modules)
+    """``items`` as a subscript ``(..., slice or int, ...)`` and how many of them are slices: built once
+    per ``items``, a tape's static parameter that it passes at every run (at most 4,096 kept)."""
+    found = _built.get(items)
+    if found is None:
+        if len(_built) >= 4096:
+            _built.clear()
+        found = _built[items] = ((Ellipsis,) + tuple(_as_slice(i) if isinstance(i, tuple) else i for i in items),
+                                 sum(isinstance(i, tuple) for i in items))
+    return found
 
 
 def _index_add(base, ct, items):
@@ -204,7 +212,7 @@ def _index_add(base, ct, items):
 
 
 def _index_add_inplace(base, ct, items):
-    base[_item_tuple(items)] += ct
+    base[_item_tuple(items)[0]] += ct
     return base
 
 
