@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     xla_threads: int = 1
     xla_cache_dir: str = "~/.cache/derivd/xla"
     xla_always_wait_s: float = 5.0
+    # After tier 2 took over a tape, tier 1 reruns (in the compile thread) the points of its first answers
+    # and of every xla_audit_every-th, dropping tier 2 at a disagreement (engines/tiers.py); 0: only the first.
+    xla_audit_every: int = 100
 
     # Without Redis, stored functions and black boxes are kept in SQLite under data_dir (cache/local_store.py)
     # across restarts and shared by the gateway processes of one machine; "none" (or "") keeps them in

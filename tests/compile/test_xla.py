@@ -170,6 +170,35 @@ def test_a_tier_2_that_disagrees_is_discarded_and_counted(monkeypatch):
     assert tiers.COUNTS["rejected"] == rejected + 1
 
 
+def test_a_tier_2_wrong_away_from_its_checked_point_is_caught_by_the_audit(monkeypatch):
+    """One point's agreement cannot show a lowering right elsewhere (jax's eigh once read the mean of
+    A and A^T: equal at a symmetric first point): tier 1 reruns tier 2's first answers in the
+    background, and at the first disagreement tier 2 is dropped for good."""
+    real = xla.compile_graph
+
+    def wrong_where_x0_is_positive(*args):
+        tape = real(*args)
+        run = tape.run
+        tape.run = lambda *a: (lambda out: out if a[0].flat[0] < 0 else tuple(o * 1.001 for o in out))(run(*a))
+        return tape
+
+    monkeypatch.setattr(xla, "compile_graph", wrong_where_x0_is_positive)
+    service = Service(Settings(xla_tier="always", xla_cache_dir=""))
+    dsl = "sum(x ** 3) * 0.5"
+    rejected = tiers.COUNTS["rejected"]
+    first = compute(service, "gradient", dsl, {"x": X - 1})  # checked here: tier 2 agrees
+    assert first["tier"] == 2
+    np.testing.assert_allclose(first["gradient"]["x"], 1.5 * (X - 1) ** 2, rtol=1e-14)
+    compute(service, "gradient", dsl, {"x": X})  # tier 2 answers off by 1e-3; the audit sees it
+    deadline = time.monotonic() + 60
+    while tiers.COUNTS["rejected"] == rejected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert tiers.COUNTS["rejected"] == rejected + 1
+    got = compute(service, "gradient", dsl, {"x": X})
+    assert got["tier"] == 1
+    np.testing.assert_allclose(got["gradient"]["x"], 1.5 * X ** 2, rtol=1e-14)
+
+
 def test_a_lowering_that_fails_keeps_the_tape_on_tier_1(monkeypatch):
     def broken(jx, *args, **params):
         raise NotImplementedError("not this one")

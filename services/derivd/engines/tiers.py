@@ -16,7 +16,13 @@ Tier 2 answers only after it agreed with tier 1 at a real point: the compile
 thread runs it at the point that made the tape hot (``auto``; if tier 2 declines
 that point, the next run checks it at its own), or the first run does
 (``always``), comparing every output within ``xla_rtol`` (relative to that
-output's largest entry). A
+output's largest entry). One point does not prove a lowering right everywhere
+(jax's own ``eigh`` read the mean of A and Aᵀ where numpy reads A's lower triangle:
+equal at a symmetric first point, wrong at the next), so tier 2 is audited after
+it took over: the compile thread reruns tier 1 at the points of its first
+``AUDIT_FIRST`` answers and of every ``xla_audit_every``-th after, off the request
+path, and drops tier 2 at the first disagreement (an answer already sent stands;
+the damage is bounded, not undone). A
 tape that disagrees stays on tier 1 for good and is logged and counted
 (``derivd_tier2_tapes{result="rejected"}`` in /metrics); so is one using a
 primitive without a tier-2 lowering (``result="unlowerable"``). In ``auto``, a
@@ -49,6 +55,7 @@ log = logging.getLogger("derivd.tiers")
 
 RESULTS = ("accepted", "rejected", "unlowerable", "slower")
 SPEED_TRIES = 3  # timed runs of a checked tier 2 against tier 1's fastest (the first may pay warm-up)
+AUDIT_FIRST = 3  # tier 2's first answers after the check, each compared with tier 1 in the background
 # tapes of this process (and of its worker pools: ``add``) by what became of their tier 2
 COUNTS = dict.fromkeys(RESULTS, 0)
 _UNREPORTED = dict.fromkeys(RESULTS, 0)  # this process's counts not yet handed over by ``drain``
@@ -146,6 +153,7 @@ class TieredTape:
         self.state = "cold"  # cold -> compiling (then checked at a run) -> tier 2 | rejected | unlowerable | slower
         self.runs, self.seconds, self.fastest = 0, 0.0, float("inf")  # tier 1's, while cold
         self._candidate = None  # compiled, not yet checked: the next run checks it
+        self.answers2 = 0  # tier 2's answers since it took over (counted without a lock: audits are samples)
         self._lock = threading.Lock()
         if settings.xla_tier == "always":
             self.state = "compiling"
@@ -196,6 +204,10 @@ class TieredTape:
             out = self._run2(tier2, args)  # None where tier 1 must answer
             if out is not None:
                 _answered(2)
+                self.answers2 = n = self.answers2 + 1
+                every = self.settings.xla_audit_every
+                if n <= AUDIT_FIRST or (every and n % every == 0):  # the point and answer, copied
+                    _compiler().submit(self._audit, tier2, [np.array(a) for a in args], [np.array(o) for o in out])
                 return out
         t0 = time.perf_counter()
         out = self.tier1.run(*args)
@@ -255,6 +267,26 @@ class TieredTape:
         self.tier2, self.state = candidate, "tier 2"
         _count("accepted")
         return got
+
+    def _audit(self, tier2, args, got) -> None:
+        """Background: tier 1 at a point where ``tier2`` answered ``got``; tier 2 dropped for good if they
+        disagree, or if tier 1 refuses the point (its error would have been the answer)."""
+        if self.tier2 is not tier2:
+            return
+        try:
+            with np.errstate(all="ignore"):
+                want = self.tier1.run(*args)
+        except Exception:  # tier 1 refuses the point (a singular matrix): its error was the answer
+            want = None
+        if want is not None and agree(got, want, self.settings.xla_rtol):
+            return
+        with self._lock:
+            if self.tier2 is not tier2:
+                return
+            self.tier2, self.state = None, "rejected"
+        _count("rejected")
+        log.warning("tier 2 disagreed with tier 1 at a later point (audit %d); the tape stays on tier 1",
+                    self.answers2)
 
     def _faster(self, candidate, args, seconds: float) -> bool:
         """Whether ``candidate`` (which took ``seconds`` at ``args``) beats tier 1's fastest run: timed
