@@ -242,6 +242,26 @@ def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():
         compute(ALWAYS, "gradient", dsl, {"x": X}, {"idx": np.array([0, 6])})
 
 
+def test_tier_2_keeps_numpys_conventions_where_jaxs_defaults_differ():
+    """Checked at the first point, answered from the second (DERIVD_XLA_TIER=always found both): eigh
+    reads A's lower triangle only (jax's would read the mean of A and Aᵀ: 0.43 off on a non-symmetric
+    A), and pinv inverts a singular value above 1e-15 times the largest (jax's default cutoff,
+    10 max(m, n) eps, dropped it: every entry off)."""
+    rng = np.random.default_rng(15)
+    q, u, v = (np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(3))
+    symmetric = (q * [-1.0, 0.5, 2.0]) @ q.T
+    for a in (symmetric, symmetric + np.triu(rng.normal(size=(3, 3)), 1)):
+        got = compute(ALWAYS, "evaluate", "w, V = eigh(a)\nconcatenate([w, ravel(V)])", {"a": a})
+        w, vectors = np.linalg.eigh(a)  # LAPACK's syevd on both tiers: the same signs
+        assert got["tier"] == 2
+        np.testing.assert_allclose(got["value"], np.concatenate([w, vectors.ravel()]), rtol=1e-12, atol=1e-12)
+    for smallest in (0.25, 3e-15):
+        a = u @ np.diag([1.0, 0.5, smallest]) @ v.T
+        got = compute(ALWAYS, "evaluate", "pinv(a)", {"a": a})
+        assert got["tier"] == 2
+        np.testing.assert_allclose(got["value"], np.linalg.pinv(a), rtol=1e-9, atol=1e-9 / smallest)
+
+
 @pytest.mark.parametrize("f", ["sqrtm", "logm"])
 def test_a_matrix_function_without_a_real_value_is_tier_1s_nan(f):
     """Tier 2's own square root and logarithm (no Schur form): a rotation by 60 degrees has a real one,
