@@ -262,6 +262,17 @@ def test_tier_2_keeps_numpys_conventions_where_jaxs_defaults_differ():
         np.testing.assert_allclose(got["value"], np.linalg.pinv(a), rtol=1e-9, atol=1e-9 / smallest)
 
 
+def test_integer_floor_division_by_zero_is_numpys_zero_on_tier_2():
+    """numpy's k // 0 is 0 for integers; jax's -1 or -2 (5 // 0, -5 // 0) answered a wrong value and
+    gradient from the second point on."""
+    dsl, x = "sum(x * (k // d))", np.array([1.0, 2.0, 3.0])
+    for d, want in (([1, 2, 3], [5, -3, 0]), ([1, 0, 3], [5, 0, 0]), ([0, 0, -1], [0, 0, -2])):
+        got = compute(ALWAYS, "gradient", dsl, {"x": x}, {"k": np.array([5, -5, 2]), "d": np.array(d)})
+        assert got["tier"] == 2
+        np.testing.assert_array_equal(got["gradient"]["x"], want)
+        assert got["value"] == np.dot(x, want)
+
+
 SPECIAL = "concatenate([beta(a, b), betaln(b, a), gammaincc(s, b), polygamma(3, y), log_ndtr(z)])"
 
 

@@ -167,10 +167,22 @@ class _Spelled:
         return found(self._module) if found is not None else getattr(self._module, name)
 
 
+def _floor_divide(jnp):
+    """numpy's integer a // 0 is 0 (with a warning); jax's is -1 or -2 (found with the tier forced on)."""
+    def floor_divide(a, b):
+        quotient = jnp.floor_divide(a, b)
+        if jnp.issubdtype(quotient.dtype, jnp.integer):
+            return jnp.where(jnp.asarray(b) == 0, jnp.zeros_like(quotient), quotient)
+        return quotient
+
+    return floor_divide
+
+
 # name -> (jax module -> the function under numpy's/scipy's name and signature)
 NUMPY_SPELLINGS = {
     # kind="stable" (the only kind a template should ask for: ties in order) is jax's stable sort
     "argsort": lambda jnp: lambda a, axis=-1, kind=None: jnp.argsort(a, axis=axis, stable=True),
+    "floor_divide": _floor_divide,
 }
 def _log_sigmoid(jsp):
     import jax
