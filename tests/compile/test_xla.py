@@ -228,6 +228,33 @@ def test_the_chain_rule_measures_the_longest_dependency_chain():
     assert xla._longest_chain(g, [out]) == 1 + 30 + 1  # x, 30 sines, the add
 
 
+@pytest.mark.parametrize("step, levels", [("concat([t, t])", 15), ("t + t[::-1]", 30)])
+def test_a_graph_read_through_doubling_concatenations_or_slices_stays_on_tier_1(step, levels):
+    """XLA crashed (SIGSEGV) compiling 13 levels of t = concat([t, t]) under a sum (the fuzz suite's
+    huge17 with DERIVD_XLA_TIER=always), and took 8 s at 18 levels of t + t[::-1], doubling per level;
+    tier 1 answers them, the tape counted unlowerable, and no compile starts."""
+    dsl = "t = x\n" + f"t = {step}\n" * levels + "sum(t)"  # unrolled, as the language unrolls a small loop
+    x = np.array([0.5, -1.0, 2.0])
+    before = tiers.COUNTS["unlowerable"]
+    got = compute(ALWAYS, "evaluate", dsl, {"x": x})
+    assert got["tier"] == 1 and tiers.COUNTS["unlowerable"] == before + 1
+    assert got["value"] == pytest.approx(np.sum(x) * 2 ** levels, rel=1e-12)
+
+
+def test_remapped_paths_count_the_ways_a_value_is_re_indexed():
+    """Elementwise readers share an index (a Rosenbrock-like x[1:], x[:-1] pair: 2 ways); each level of
+    concat([t, t]) doubles the ways."""
+    g = Graph()
+    x = g.input("x", (4,), "f8", "at")
+    head, tail = (g.apply("index", [x], {"items": (s,)}) for s in ((1, 4, 1), (0, 3, 1)))
+    out = g.apply("sum", [g.apply("mul", [g.apply("sin", [head], {}), tail], {})], {"axes": (-1,)})
+    assert xla._remapped_paths(g, [out]) == 2
+    t = x
+    for level in range(1, 5):
+        t = g.apply("concat", [t, t], {"axis": -1})
+        assert xla._remapped_paths(g, [t]) == 2 ** level
+
+
 def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():
     """XLA answers NaN where numpy raises (a singular matrix) or where jax would clamp an index."""
     dsl = "sum(inv(a))"

@@ -493,6 +493,43 @@ def _longest_chain(graph, outputs) -> int:
     return max(depth.values(), default=0)
 
 
+# XLA generates a fused value once per way its index is computed: a node read at shifted or
+# permuted indices (a concatenation, a slice, a reversal) along paths that each remap it again is
+# generated once per path, and the paths double with each level of t = concat([t, t]) or
+# t + t[::-1]. Measured (jaxlib 0.10.2, with and without the fusion emitters): 2^13 paths of
+# concatenations crashed the process (SIGSEGV) compiling; reversals compiled in 0.3 s at 2^14, 8 s at
+# 2^18, longer than any wait past it (and a compile cannot be stopped). Such a graph stays on tier 1.
+REMAPPED_PATHS_MAX = 1024
+REMAPPING = frozenset(("concat", "index", "transpose", "reshape", "broadcast_to", "gather", "take_along"))
+
+
+def _remapped_paths(graph, outputs) -> int:
+    """The most ways any node of the graph (or of a loop body) is read through re-indexing nodes
+    (``REMAPPING``), counted up to just past ``REMAPPED_PATHS_MAX``: elementwise and other readers
+    share one index (XLA reuses a value generated at the same index), each re-indexing reader, and
+    each operand slot of it, adds its own."""
+    nodes = graph.live_nodes(outputs)
+    readers: dict[int, list] = {}
+    for n in nodes:
+        for a in n.inputs:
+            readers.setdefault(a.id, []).append(n)
+    paths = dict.fromkeys((o.id for o in outputs), 1)
+    most = 1
+    for n in reversed(nodes):  # readers before what they read
+        if n.prim == "loop":
+            body = n.params["body"]
+            most = max(most, _remapped_paths(body.graph, body.outputs))
+        shared, remapped = paths.get(n.id, 0), 0
+        for r in readers.get(n.id, ()):
+            if r.prim in REMAPPING:
+                remapped += paths[r.id]
+            else:
+                shared = max(shared, paths[r.id])
+        paths[n.id] = min(shared + remapped, REMAPPED_PATHS_MAX + 1)
+        most = max(most, paths[n.id])
+    return most
+
+
 def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
     """Lower the graph and compile it now (seconds: call it off the request path). Raises
     ``NotLowerable`` (a primitive without a lowering, a lowering that failed to trace)."""
@@ -500,6 +537,9 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
     missing = missing_lowering(graph, outputs)
     if missing is not None:
         raise NotLowerable(f"primitive {missing!r} has no tier-2 lowering")
+    if _remapped_paths(graph, outputs) > REMAPPED_PATHS_MAX:
+        raise NotLowerable(f"a value is read through over {REMAPPED_PATHS_MAX} chains of concatenations or "
+                           "slices (XLA's compile grows with their number: it crashed at 8192)")
     src = _Source()
     _emit(src, graph, inputs, outputs, "tape", "")
     names = [f"a{i}" for i in range(len(inputs))]
