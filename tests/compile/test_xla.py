@@ -348,13 +348,19 @@ def test_a_matrix_function_without_a_real_value_is_tier_1s_nan(f):
     assert got["tier"] == 1 and np.all(np.isnan(got["value"]))
 
 
-def test_rest_says_which_tier_answered(server, client):
-    """The live gateway's default settings (auto): tier 1 answers a new program first."""
-    r = client.post("/v1/gradient", json={"function": {"dsl": "sum(x ** 2) * 0.5"}, "at": {"x": [1.0, 2.0]}})
-    assert r.status_code == 200, r.text
-    assert r.json()["tier"] == 1 and r.json()["gradient"]["x"] == [1.0, 2.0]
-    assert 'tier;desc="numpy"' in r.headers["server-timing"]
-    assert "derivd_tier2_tapes" in client.get("/metrics").text
+def test_rest_says_which_tier_answered():
+    """A live gateway with the default settings (auto, pinned: DERIVD_XLA_TIER=always runs the suite
+    too): tier 1 answers a new program first."""
+    import httpx
+
+    from tests.conftest import LiveServer
+
+    with LiveServer(Settings(xla_tier="auto")) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        r = client.post("/v1/gradient", json={"function": {"dsl": "sum(x ** 2) * 0.5"}, "at": {"x": [1.0, 2.0]}})
+        assert r.status_code == 200, r.text
+        assert r.json()["tier"] == 1 and r.json()["gradient"]["x"] == [1.0, 2.0]
+        assert 'tier;desc="numpy"' in r.headers["server-timing"]
+        assert "derivd_tier2_tapes" in client.get("/metrics").text
 
 
 def test_without_jax_nothing_changes():
