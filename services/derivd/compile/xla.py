@@ -505,9 +505,12 @@ REMAPPING = frozenset(("concat", "index", "transpose", "reshape", "broadcast_to"
 
 def _remapped_paths(graph, outputs) -> int:
     """The most ways any node of the graph (or of a loop body) is read through re-indexing nodes
-    (``REMAPPING``), counted up to just past ``REMAPPED_PATHS_MAX``: elementwise and other readers
-    share one index (XLA reuses a value generated at the same index), each re-indexing reader, and
-    each operand slot of it, adds its own."""
+    (``REMAPPING``) within what XLA fuses, counted up to just past ``REMAPPED_PATHS_MAX``: elementwise
+    readers share one index (XLA reuses a value generated at the same index), each re-indexing
+    reader, and each operand slot of it, adds its own, and any other reader (a product, a sum, a
+    decomposition, a loop: XLA does not fuse them into their readers) reads it once."""
+    from derivd import ops
+
     nodes = graph.live_nodes(outputs)
     readers: dict[int, list] = {}
     for n in nodes:
@@ -523,8 +526,10 @@ def _remapped_paths(graph, outputs) -> int:
         for r in readers.get(n.id, ()):
             if r.prim in REMAPPING:
                 remapped += paths[r.id]
-            else:
+            elif r.prim != "loop" and (ops.get(r.prim).sparsity or ("",))[0] == "elementwise":
                 shared = max(shared, paths[r.id])
+            else:
+                shared = max(shared, 1)
         paths[n.id] = min(shared + remapped, REMAPPED_PATHS_MAX + 1)
         most = max(most, paths[n.id])
     return most
