@@ -257,6 +257,33 @@ def test_the_chain_rule_measures_the_longest_dependency_chain():
     assert xla._longest_chain(g, [out]) == 1 + 30 + 1  # x, 30 sines, the add
 
 
+@pytest.mark.parametrize("step, levels", [("concat([t, t])", 15), ("t + t[::-1]", 30)])
+def test_a_graph_read_through_doubling_concatenations_or_slices_stays_on_tier_1(step, levels):
+    """XLA crashed (SIGSEGV) compiling 13 levels of t = concat([t, t]) under a sum (the fuzz suite's
+    huge17 with DERIVD_XLA_TIER=always), and took 8 s at 18 levels of t + t[::-1], doubling per level;
+    tier 1 answers them, the tape counted unlowerable, and no compile starts."""
+    dsl = "t = x\n" + f"t = {step}\n" * levels + "sum(t)"  # unrolled, as the language unrolls a small loop
+    x = np.array([0.5, -1.0, 2.0])
+    before = tiers.COUNTS["unlowerable"]
+    got = compute(ALWAYS, "evaluate", dsl, {"x": x})
+    assert got["tier"] == 1 and tiers.COUNTS["unlowerable"] == before + 1
+    assert got["value"] == pytest.approx(np.sum(x) * 2 ** levels, rel=1e-12)
+
+
+def test_remapped_paths_count_the_ways_a_value_is_re_indexed():
+    """Elementwise readers share an index (a Rosenbrock-like x[1:], x[:-1] pair: 2 ways); each level of
+    concat([t, t]) doubles the ways."""
+    g = Graph()
+    x = g.input("x", (4,), "f8", "at")
+    head, tail = (g.apply("index", [x], {"items": (s,)}) for s in ((1, 4, 1), (0, 3, 1)))
+    out = g.apply("sum", [g.apply("mul", [g.apply("sin", [head], {}), tail], {})], {"axes": (-1,)})
+    assert xla._remapped_paths(g, [out]) == 2
+    t = x
+    for level in range(1, 5):
+        t = g.apply("concat", [t, t], {"axis": -1})
+        assert xla._remapped_paths(g, [t]) == 2 ** level
+
+
 def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():
     """XLA answers NaN where numpy raises (a singular matrix) or where jax would clamp an index."""
     dsl = "sum(inv(a))"
@@ -269,6 +296,70 @@ def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():
     assert compute(ALWAYS, "gradient", dsl, {"x": X}, {"idx": np.array([0, 5])})["tier"] == 2
     with pytest.raises(DerivdError, match="out of range"):
         compute(ALWAYS, "gradient", dsl, {"x": X}, {"idx": np.array([0, 6])})
+
+
+def test_tier_2_keeps_numpys_conventions_where_jaxs_defaults_differ():
+    """Checked at the first point, answered from the second (DERIVD_XLA_TIER=always found both): eigh
+    reads A's lower triangle only (jax's would read the mean of A and Aᵀ: 0.43 off on a non-symmetric
+    A), and pinv inverts a singular value above 1e-15 times the largest (jax's default cutoff,
+    10 max(m, n) eps, dropped it: every entry off)."""
+    rng = np.random.default_rng(15)
+    q, u, v = (np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(3))
+    symmetric = (q * [-1.0, 0.5, 2.0]) @ q.T
+    for a in (symmetric, symmetric + np.triu(rng.normal(size=(3, 3)), 1)):
+        got = compute(ALWAYS, "evaluate", "w, V = eigh(a)\nconcatenate([w, ravel(V)])", {"a": a})
+        w, vectors = np.linalg.eigh(a)  # LAPACK's syevd on both tiers: the same signs
+        assert got["tier"] == 2
+        np.testing.assert_allclose(got["value"], np.concatenate([w, vectors.ravel()]), rtol=1e-12, atol=1e-12)
+    for smallest in (0.25, 3e-15):
+        a = u @ np.diag([1.0, 0.5, smallest]) @ v.T
+        got = compute(ALWAYS, "evaluate", "pinv(a)", {"a": a})
+        assert got["tier"] == 2
+        np.testing.assert_allclose(got["value"], np.linalg.pinv(a), rtol=1e-9, atol=1e-9 / smallest)
+
+
+def test_integer_floor_division_by_zero_is_numpys_zero_on_tier_2():
+    """numpy's k // 0 is 0 for integers; jax's -1 or -2 (5 // 0, -5 // 0) answered a wrong value and
+    gradient from the second point on."""
+    dsl, x = "sum(x * (k // d))", np.array([1.0, 2.0, 3.0])
+    for d, want in (([1, 2, 3], [5, -3, 0]), ([1, 0, 3], [5, 0, 0]), ([0, 0, -1], [0, 0, -2])):
+        got = compute(ALWAYS, "gradient", dsl, {"x": x}, {"k": np.array([5, -5, 2]), "d": np.array(d)})
+        assert got["tier"] == 2
+        np.testing.assert_array_equal(got["gradient"]["x"], want)
+        assert got["value"] == np.dot(x, want)
+
+
+SPECIAL = "concatenate([beta(a, b), betaln(b, a), gammaincc(s, b), polygamma(3, y), log_ndtr(z)])"
+
+
+def test_special_functions_on_tier_2_are_scipys():
+    """Where jax's own were off (measured against scipy over wide ranges; checked at the first point,
+    answered from the second): beta 1e-6 off at (4.9, 8.2), betaln 5e-7, gammaincc 2e-7 at a = 3e-8,
+    polygamma of any sign at negative x, log_ndtr 6% at 7.9; scipy's on the host, whose beta(74.9,
+    96.5) had come out 0 in XLA's flush-to-zero mode."""
+    import scipy.special as sp
+
+    ordinary = {"a": [1.5, 2.0], "b": [0.7, 3.0], "s": [0.5, 1.5], "y": [0.5, 2.0], "z": [-1.0, 0.5]}
+    hard = {"a": [4.905942125967912, 74.90288436251117], "b": [8.191961943924989, 96.50157255119939],
+            "s": [3.3255328592644615e-08, 1e-8], "y": [-10.078266795423287, -2.5], "z": [7.935588516112331, 7.9]}
+    for at in (ordinary, hard):
+        at = {k: np.array(v) for k, v in at.items()}
+        got = compute(ALWAYS, "evaluate", SPECIAL, at)
+        want = np.concatenate([sp.beta(at["a"], at["b"]), sp.betaln(at["b"], at["a"]), sp.gammaincc(at["s"], at["b"]),
+                               sp.polygamma(3, at["y"]), sp.log_ndtr(at["z"])])
+        assert got["tier"] == 2
+        np.testing.assert_allclose(got["value"], want, rtol=1e-11, atol=0)
+
+
+def test_a_host_callback_computes_subnormal_intermediates_without_the_fp_mode_reset(monkeypatch):
+    """Where the mode cannot be reset (not Linux), a callback computes on a thread made outside XLA."""
+    import jax
+    import scipy.special as sp
+
+    monkeypatch.setattr(xla, "_LIBM", None)
+    f = jax.jit(lambda a, b: xla._callback(sp.beta, (1,), np.float64, a, b))
+    np.testing.assert_allclose(f(np.array([74.90288436251117]), np.array([96.50157255119939])),
+                               [3.8187567692153834e-52], rtol=1e-14)
 
 
 @pytest.mark.parametrize("f", ["sqrtm", "logm"])
@@ -286,13 +377,19 @@ def test_a_matrix_function_without_a_real_value_is_tier_1s_nan(f):
     assert got["tier"] == 1 and np.all(np.isnan(got["value"]))
 
 
-def test_rest_says_which_tier_answered(server, client):
-    """The live gateway's default settings (auto): tier 1 answers a new program first."""
-    r = client.post("/v1/gradient", json={"function": {"dsl": "sum(x ** 2) * 0.5"}, "at": {"x": [1.0, 2.0]}})
-    assert r.status_code == 200, r.text
-    assert r.json()["tier"] == 1 and r.json()["gradient"]["x"] == [1.0, 2.0]
-    assert 'tier;desc="numpy"' in r.headers["server-timing"]
-    assert "derivd_tier2_tapes" in client.get("/metrics").text
+def test_rest_says_which_tier_answered():
+    """A live gateway with the default settings (auto, pinned: DERIVD_XLA_TIER=always runs the suite
+    too): tier 1 answers a new program first."""
+    import httpx
+
+    from tests.conftest import LiveServer
+
+    with LiveServer(Settings(xla_tier="auto")) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        r = client.post("/v1/gradient", json={"function": {"dsl": "sum(x ** 2) * 0.5"}, "at": {"x": [1.0, 2.0]}})
+        assert r.status_code == 200, r.text
+        assert r.json()["tier"] == 1 and r.json()["gradient"]["x"] == [1.0, 2.0]
+        assert 'tier;desc="numpy"' in r.headers["server-timing"]
+        assert "derivd_tier2_tapes" in client.get("/metrics").text
 
 
 def test_without_jax_nothing_changes():

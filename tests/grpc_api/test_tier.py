@@ -23,13 +23,15 @@ def gradient(x):
     return np.cos(x) - x * np.sin(x)
 
 
-def test_a_new_program_is_answered_by_tier_1_and_says_so(stub, rest):
-    """The package's stack runs the default settings (auto): tier 1 answers a never-seen program."""
-    r = stub.Gradient(pb.GradientRequest(function=fn(DSL + " + 0.25"), at={"x": arr(X)}))
-    np.testing.assert_allclose(unarr(r.gradient["x"]), gradient(X), rtol=1e-14)
-    assert r.timing.tier == 1
-    body = rest.post("/v1/gradient", json={"function": {"dsl": DSL + " + 0.25"}, "at": {"x": X.tolist()}}).json()
-    assert body["tier"] == r.timing.tier
+def test_a_new_program_is_answered_by_tier_1_and_says_so():
+    """With the default settings (auto, pinned: DERIVD_XLA_TIER=always runs the suite too) tier 1
+    answers a never-seen program."""
+    with Stack(Settings(host="127.0.0.1", xla_tier="auto")) as s:
+        r = s.stub.Gradient(pb.GradientRequest(function=fn(DSL + " + 0.25"), at={"x": arr(X)}))
+        np.testing.assert_allclose(unarr(r.gradient["x"]), gradient(X), rtol=1e-14)
+        assert r.timing.tier == 1
+        body = s.http.post("/v1/gradient", json={"function": {"dsl": DSL + " + 0.25"}, "at": {"x": X.tolist()}}).json()
+        assert body["tier"] == r.timing.tier
 
 
 def test_tier_2_forced_on_is_reported_by_unary_calls_sessions_and_the_sdk():

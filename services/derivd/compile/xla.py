@@ -31,12 +31,16 @@ the persistent compilation cache, so executables survive restarts, and which of
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import importlib.util
 import logging
 import os
+import sys
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable
@@ -163,10 +167,22 @@ class _Spelled:
         return found(self._module) if found is not None else getattr(self._module, name)
 
 
+def _floor_divide(jnp):
+    """numpy's integer a // 0 is 0 (with a warning); jax's is -1 or -2 (found with the tier forced on)."""
+    def floor_divide(a, b):
+        quotient = jnp.floor_divide(a, b)
+        if jnp.issubdtype(quotient.dtype, jnp.integer):
+            return jnp.where(jnp.asarray(b) == 0, jnp.zeros_like(quotient), quotient)
+        return quotient
+
+    return floor_divide
+
+
 # name -> (jax module -> the function under numpy's/scipy's name and signature)
 NUMPY_SPELLINGS = {
     # kind="stable" (the only kind a template should ask for: ties in order) is jax's stable sort
     "argsort": lambda jnp: lambda a, axis=-1, kind=None: jnp.argsort(a, axis=axis, stable=True),
+    "floor_divide": _floor_divide,
 }
 def _log_sigmoid(jsp):
     import jax
@@ -174,17 +190,63 @@ def _log_sigmoid(jsp):
     return jax.nn.log_sigmoid
 
 
+def _libm():
+    """The C maths library when it has glibc's (and musl's) FE_DFL_ENV, ``(fenv_t *) -1``: Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    except OSError:
+        return None
+
+
+_LIBM = _libm()
+_HOST: list = []  # elsewhere: the one thread host callbacks compute on (``_default_fp``)
+
+
+def _default_fp(function, *args):
+    """``function(*args)`` in the default floating-point mode. XLA runs an executable, and so its
+    callbacks, with the CPU flushing subnormal numbers to zero (operands and results): scipy's
+    beta(74.9, 96.5), 3.8e-52, came out 0 there, betaln(161, 10.3) -inf. On Linux the mode is
+    reset around the call and restored (under 1 µs); elsewhere the call runs on a thread made while
+    tracing, never from inside a run (a new thread inherits its creator's mode), at the cost of a
+    thread switch (about 100 µs)."""
+    if _LIBM is not None:
+        saved = ctypes.create_string_buffer(256)  # fenv_t: 32 bytes on x86-64, 8 on arm64
+        _LIBM.fegetenv(saved)
+        _LIBM.fesetenv(ctypes.c_void_p(-1))
+        try:
+            return function(*args)
+        finally:
+            _LIBM.fesetenv(saved)
+    return _HOST[0].submit(function, *args).result()
+
+
+def _start_host() -> None:
+    """The thread of ``_default_fp`` where the mode cannot be reset, started outside any run."""
+    with _LOCK:
+        if _LIBM is None and not _HOST:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="derivd-xla-host")
+            pool.submit(int).result()
+            _HOST.append(pool)
+
+
 def _callback(function, shape, dtype, *args):
     """``function`` of whole numpy arrays, answering ``shape`` and ``dtype``, called back on the host
     from inside the executable (``jax.pure_callback``): for what jax lacks or computes otherwise
     (scipy's real-order Bessel functions, numpy's argpartition order), so that tier 2 has tier 1's
-    own numbers. A callback costs a host round trip per call (tens of microseconds) and XLA cannot
-    fuse it, but the rest of the tape stays compiled."""
+    own numbers, computed in the default floating-point mode (``_default_fp``). A callback costs a host round trip per call (tens
+    of microseconds) and XLA cannot fuse it, but the rest of the tape stays compiled."""
     import jax
 
-    def call(*values):  # writable numpy copies: jax may hand its own immutable arrays
+    _start_host()
+
+    def compute(*values):
         with np.errstate(all="ignore"):
-            return np.asarray(function(*[np.array(v) for v in values]), dtype=dtype).reshape(shape)
+            return np.asarray(function(*values), dtype=dtype).reshape(shape)
+
+    def call(*values):  # writable numpy copies: jax may hand its own immutable arrays
+        return _default_fp(compute, *[np.array(v) for v in values])
 
     return jax.pure_callback(call, jax.ShapeDtypeStruct(shape, dtype), *args, vmap_method="sequential")
 
@@ -220,10 +282,24 @@ def _rgamma(jsp):
     return lambda x: jsp.gammasgn(x) * jnp.exp(-jsp.gammaln(x))
 
 
-# scipy's real Bessel functions of the first and second kind and of real order are called on the
-# host: jax has i0, i1, i0e, i1e and an integer-order jn recurrence only (inaccurate past small x)
-SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rgamma,
-                   **{name: _scipy_on_host(name) for name in ("j0", "j1", "y0", "y1", "jv", "yn", "ive")}}
+def _log_ndtr(jsp):
+    """log ndtr(x) = log1p(-ndtr(-x)) for x > 0: jax's log(ndtr(x)) up to x = 8 kept a few digits of a
+    result near -1e-15 (6% off at x = 7.9; this: within 2e-11 of scipy's everywhere)."""
+    import jax.numpy as jnp
+
+    return lambda x: jnp.where(x > 0, jnp.log1p(-jsp.ndtr(-x)), jsp.log_ndtr(x))
+
+
+# Called on the host, scipy's own numbers (measured against scipy over wide ranges, jaxlib 0.10.2):
+# * scipy's real Bessel functions of the first and second kind and of real order: jax has i0, i1,
+#   i0e, i1e and an integer-order jn recurrence only (inaccurate past small x);
+# * beta and betaln: jax's are 1e-6 off at ordinary points (beta(4.9, 8.2)), betaln 5e-7 absolute
+#   at (8.1, 0.42), and either of any sign at negative arguments;
+# * gammaincc: 2e-7 relative off where a is small (1e-8), 1 - gammainc cancelling;
+# * polygamma: jax's zeta form holds for x > 0 only (polygamma(3, -10.08): 4e37 for 1.6e5).
+SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rgamma, "log_ndtr": _log_ndtr,
+                   **{name: _scipy_on_host(name) for name in ("j0", "j1", "y0", "y1", "jv", "yn", "ive", "beta",
+                                                              "betaln", "gammaincc", "polygamma")}}
 
 
 def _finish(jx, outputs, flat):
@@ -417,6 +493,48 @@ def _longest_chain(graph, outputs) -> int:
     return max(depth.values(), default=0)
 
 
+# XLA generates a fused value once per way its index is computed: a node read at shifted or
+# permuted indices (a concatenation, a slice, a reversal) along paths that each remap it again is
+# generated once per path, and the paths double with each level of t = concat([t, t]) or
+# t + t[::-1]. Measured (jaxlib 0.10.2, with and without the fusion emitters): 2^13 paths of
+# concatenations crashed the process (SIGSEGV) compiling; reversals compiled in 0.3 s at 2^14, 8 s at
+# 2^18, longer than any wait past it (and a compile cannot be stopped). Such a graph stays on tier 1.
+REMAPPED_PATHS_MAX = 1024
+REMAPPING = frozenset(("concat", "index", "transpose", "reshape", "broadcast_to", "gather", "take_along"))
+
+
+def _remapped_paths(graph, outputs) -> int:
+    """The most ways any node of the graph (or of a loop body) is read through re-indexing nodes
+    (``REMAPPING``) within what XLA fuses, counted up to just past ``REMAPPED_PATHS_MAX``: elementwise
+    readers share one index (XLA reuses a value generated at the same index), each re-indexing
+    reader, and each operand slot of it, adds its own, and any other reader (a product, a sum, a
+    decomposition, a loop: XLA does not fuse them into their readers) reads it once."""
+    from derivd import ops
+
+    nodes = graph.live_nodes(outputs)
+    readers: dict[int, list] = {}
+    for n in nodes:
+        for a in n.inputs:
+            readers.setdefault(a.id, []).append(n)
+    paths = dict.fromkeys((o.id for o in outputs), 1)
+    most = 1
+    for n in reversed(nodes):  # readers before what they read
+        if n.prim == "loop":
+            body = n.params["body"]
+            most = max(most, _remapped_paths(body.graph, body.outputs))
+        shared, remapped = paths.get(n.id, 0), 0
+        for r in readers.get(n.id, ()):
+            if r.prim in REMAPPING:
+                remapped += paths[r.id]
+            elif r.prim != "loop" and (ops.get(r.prim).sparsity or ("",))[0] == "elementwise":
+                shared = max(shared, paths[r.id])
+            else:
+                shared = max(shared, 1)
+        paths[n.id] = min(shared + remapped, REMAPPED_PATHS_MAX + 1)
+        most = max(most, paths[n.id])
+    return most
+
+
 def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
     """Lower the graph and compile it now (seconds: call it off the request path). Raises
     ``NotLowerable`` (a primitive without a lowering, a lowering that failed to trace)."""
@@ -424,6 +542,9 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
     missing = missing_lowering(graph, outputs)
     if missing is not None:
         raise NotLowerable(f"primitive {missing!r} has no tier-2 lowering")
+    if _remapped_paths(graph, outputs) > REMAPPED_PATHS_MAX:
+        raise NotLowerable(f"a value is read through over {REMAPPED_PATHS_MAX} chains of concatenations or "
+                           "slices (XLA's compile grows with their number: it crashed at 8192)")
     src = _Source()
     _emit(src, graph, inputs, outputs, "tape", "")
     names = [f"a{i}" for i in range(len(inputs))]

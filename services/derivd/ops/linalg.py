@@ -386,8 +386,14 @@ def _eigh_vjp(p, out, ct):
     return [_lower_gradient(v @ inner @ swap(v))]
 
 
+def _eigh_xla(jx, a):
+    """numpy's eigh reads A's lower triangle only; jax's, by default, the mean of A and Aᵀ (a
+    different matrix wherever A is not symmetric: other eigenvalues, on tier 2 alone)."""
+    return jx.np.linalg.eigh(a, UPLO="L", symmetrize_input=False)
+
+
 register(Primitive(
-    "eigh", _eigh_shape, template="np.linalg.eigh({0})", jvp=_eigh_jvp, vjp=_eigh_vjp, tuple_valued=True,
+    "eigh", _eigh_shape, template="np.linalg.eigh({0})", xla=_eigh_xla, jvp=_eigh_jvp, vjp=_eigh_vjp, tuple_valued=True,
     taylor=SERIES + "eigh_taylor", view=_eigh_view,
     sample=[case(("symmetric", (3, 3), (-2.0, 2.0))), case(("symmetric", (2, 3, 3), (0.5, 6.0)))],
     dsl={"eigh": lambda *a, **k: _eigh_call(*a, **k), "eigvalsh": lambda *a, **k: _eigvalsh_call(*a, **k)},
@@ -910,8 +916,14 @@ def _multi_dot_call(lib, arrays):
     return out
 
 
+def _pinv_xla(jx, a):
+    """numpy's cutoff for a zero singular value: 1e-15 times the largest; jax's default is 10 max(m, n)
+    eps (6.7e-15 for 3 x 3): between the two, numpy inverts a singular value jax drops."""
+    return jx.np.linalg.pinv(a, rtol=1e-15)
+
+
 register(Primitive(
-    "pinv", _pinv_shape, template="np.linalg.pinv({0})", jvp=_pinv_jvp, vjp=_pinv_vjp, taylor=_pinv_taylor,
+    "pinv", _pinv_shape, template="np.linalg.pinv({0})", xla=_pinv_xla, jvp=_pinv_jvp, vjp=_pinv_vjp, taylor=_pinv_taylor,
     sparsity=MATRIX, sample=[case(("spread", (3, 2), (0.5, 2.0))), case(("spread", (2, 3), (0.5, 2.0))),
                              case(("invertible", (2, 2, 2)))],
     dsl={"pinv": _pinv_call, "lstsq": _lstsq_call},
