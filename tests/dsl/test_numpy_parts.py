@@ -1,6 +1,6 @@
 """numpy's ``gradient``, ``partition``, ``np.r_[...]`` and ``np.c_[...]``: values equal numpy's bit
-for bit on tier 1 (within a few ulps on tier 2, XLA), derivatives equal an 8th-order finite difference of numpy itself, and autograd's where
-autograd differentiates them."""
+for bit on tier 1 (within a few ulps on tier 2, XLA), derivatives equal an 8th-order finite difference
+of numpy itself, and autograd's where autograd differentiates them."""
 
 from __future__ import annotations
 

@@ -10,9 +10,10 @@ and traces it with jax:
 
 * a primitive's tier-2 form is declared with it (``Primitive.xla``); by default
   its numpy ``template`` serves, evaluated with ``jax.numpy`` as ``np`` and
-  ``jax.scipy.special`` as ``sp`` (``_Spelled``: numpy's names where jax's differ). A primitive with neither (an ``impl`` alone)
-  has no lowering: ``missing_lowering`` names it and its tapes stay on tier 1. scipy.special
-  functions jax lacks (real-order Bessel functions) are called on the host (``_on_host``);
+  ``jax.scipy.special`` as ``sp`` (``_Spelled``: numpy's names where jax's differ). A
+  primitive with neither (an ``impl`` alone) has no lowering: ``missing_lowering`` names it
+  and its tapes stay on tier 1. scipy.special functions jax lacks or computes otherwise
+  (real-order Bessel functions, beta, polygamma...) are called on the host (``_on_host``);
 * a ``loop`` node is one ``lax.scan`` over its body (a nested function of the
   same source); with ``collect`` the scan stacks the states, so memory stays
   proportional to the iterations, as on tier 1;
@@ -235,8 +236,9 @@ def _callback(function, shape, dtype, *args):
     """``function`` of whole numpy arrays, answering ``shape`` and ``dtype``, called back on the host
     from inside the executable (``jax.pure_callback``): for what jax lacks or computes otherwise
     (scipy's real-order Bessel functions, numpy's argpartition order), so that tier 2 has tier 1's
-    own numbers, computed in the default floating-point mode (``_default_fp``). A callback costs a host round trip per call (tens
-    of microseconds) and XLA cannot fuse it, but the rest of the tape stays compiled."""
+    own numbers, computed in the default floating-point mode (``_default_fp``). A callback costs a
+    host round trip per call (tens of microseconds) and XLA cannot fuse it, but the rest of the tape
+    stays compiled."""
     import jax
 
     _start_host()

@@ -56,7 +56,8 @@ class Call:
         self.metrics.in_flight.labels(self.transport).dec()
         seconds = time.perf_counter() - self.t0
         compile_s, queue_s, compute_s = self.timings
-        self.metrics.record(self.transport, self.route, self.engine, self.status, seconds, queue_s, compile_s, compute_s)
+        self.metrics.record(self.transport, self.route, self.engine, self.status, seconds, queue_s, compile_s,
+                            compute_s)
         log_request(request_id=self.request_id, transport=self.transport, route=self.route, status=self.status,
                     error=self.error, engine=self.engine or None, ms=round(seconds * 1e3, 3), peer=self.context.peer())
 

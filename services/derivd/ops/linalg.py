@@ -923,7 +923,8 @@ def _pinv_xla(jx, a):
 
 
 register(Primitive(
-    "pinv", _pinv_shape, template="np.linalg.pinv({0})", xla=_pinv_xla, jvp=_pinv_jvp, vjp=_pinv_vjp, taylor=_pinv_taylor,
+    "pinv", _pinv_shape, template="np.linalg.pinv({0})", xla=_pinv_xla, jvp=_pinv_jvp, vjp=_pinv_vjp,
+    taylor=_pinv_taylor,
     sparsity=MATRIX, sample=[case(("spread", (3, 2), (0.5, 2.0))), case(("spread", (2, 3), (0.5, 2.0))),
                              case(("invertible", (2, 2, 2)))],
     dsl={"pinv": _pinv_call, "lstsq": _lstsq_call},

@@ -179,7 +179,8 @@ def _index_expr(items) -> str:
 register(Primitive(
     "index", _index_shape, template=lambda args, params, avals: f"{args[0]}[{_index_expr(params['items'])}]",
     jvp=lambda p, t, out, items: None if t[0] is None else apply("index", t[0], items=items),
-    vjp=lambda p, out, ct, items: [apply("index_scatter", ct, items=items, in_shape=p[0].shape[len(p[0].shape) - len(items):])],
+    vjp=lambda p, out, ct, items: [apply("index_scatter", ct, items=items,
+                                         in_shape=p[0].shape[len(p[0].shape) - len(items):])],
     taylor=linear, sparsity=SELECT, params={"items": ITEMS},
     sample=[case((4,), items=((1, 3, 1),)), case((5,), items=((4, -1, -2),)),
             case((3, 4), items=(1, (0, 4, 2))), case((3, 4), items=((2, -1, -1), 3))],
@@ -276,7 +277,8 @@ def _index_add_jvp(p, t, items):
     tb, tc = t
     if tc is None:
         return tb
-    base = tb if tb is not None else nullary(tc, "zeros", shape=tc.shape[: len(tc.shape) - len(p[1].shape)] + p[0].shape)
+    batch = tc.shape[: len(tc.shape) - len(p[1].shape)]
+    base = tb if tb is not None else nullary(tc, "zeros", shape=batch + p[0].shape)
     return apply("index_add", base, tc, items=items)
 
 
