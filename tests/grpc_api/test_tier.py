@@ -47,6 +47,11 @@ def test_tier_2_forced_on_is_reported_by_unary_calls_sessions_and_the_sdk():
         np.testing.assert_allclose(unarr(answers[1].answer.gradient), gradient(X + 0.5), rtol=1e-13)
         assert answers[1].answer.timing.tier == 2
 
+        start = pb.HvpStreamStart(function=fn(DSL), at={"x": arr(X)})
+        started = next(s.stub.HessianVectorProducts(iter([pb.HvpStreamRequest(start=start)]))).started
+        assert started.timing.tier == 2
+        np.testing.assert_allclose(unarr(started.gradient["x"]), gradient(X), rtol=1e-13)
+
         with GrpcClient(s.target) as rpc, Client(s.rest.url) as sdk:
             got, want = rpc.gradient(DSL, x=X), sdk.gradient(DSL, x=X)
         assert got.tier == want.tier == 2
@@ -58,5 +63,7 @@ def test_with_tier_2_off_no_tier_is_reported():
     with Stack(Settings(host="127.0.0.1", xla_tier="off")) as s:
         r = s.stub.Gradient(pb.GradientRequest(function=fn(DSL), at={"x": arr(X)}))
         assert r.timing.tier == 0 and r.timing.compute_ms > 0
+        start = pb.HvpStreamStart(function=fn(DSL), at={"x": arr(X)})
+        assert next(s.stub.HessianVectorProducts(iter([pb.HvpStreamRequest(start=start)]))).started.timing.tier == 0
         with GrpcClient(s.target) as rpc:
             assert "tier" not in rpc.gradient(DSL, x=X)

@@ -201,9 +201,12 @@ class Service:
             fn, values, compile_seconds = self._compile(req, plan)
             t1 = time.perf_counter()
             require_scalar(fn.out_shape, "hvp")
-            session = HvpSession(fn, values, wrt)
+            with tiers.answering() as answered:
+                session = HvpSession(fn, values, wrt)
             compute_seconds = time.perf_counter() - t1 - session.compile_seconds
-            return HvpStream(session, wrt, values, compile_seconds + session.compile_seconds, compute_seconds)
+            tier = max(answered) if answered and tiers.enabled(self.settings) else None
+            return HvpStream(session, wrt, values, compile_seconds + session.compile_seconds, compute_seconds,
+                             tier=tier)
 
     def _plan(self, req: Request, kind: tuple | None = None) -> Plan:
         """The plan of ``req``'s kind: kept under ``kind``, else worked out (the inputs' specs and limits,

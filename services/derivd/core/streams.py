@@ -24,6 +24,7 @@ class HvpStream:
     compile_seconds: float = 0.0
     compute_seconds: float = 0.0
     engine: str = "forward-over-reverse"
+    tier: int | None = None  # the compile tier that answered the start (None: tier 2 off), as a response's tier
 
     @property
     def value(self) -> float:

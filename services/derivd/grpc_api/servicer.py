@@ -134,7 +134,8 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
             call.timings = (stream.compile_seconds, queue_s, stream.compute_seconds)
             started = convert.fill(pb.HvpStarted(), {"value": stream.value, "gradient": stream.gradient,
                                                      "engine": stream.engine})
-            started.timing.CopyFrom(convert.timing(stream.compile_seconds, queue_s, stream.compute_seconds))
+            started.timing.CopyFrom(convert.timing(stream.compile_seconds, queue_s, stream.compute_seconds,
+                                                   stream.tier))
         yield pb.HvpStreamResponse(started=started)
 
         for index, message in enumerate(request_iterator):
