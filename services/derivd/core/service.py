@@ -120,10 +120,8 @@ class Service:
         (how, value), = function.items()
         if how not in ("dsl", "id") or type(value) is not str:
             return None
-        constants, wrt = req.constants, req.wrt
-        return (row.name, how, value, tuple([(k, np.shape(v)) for k, v in req.at.items()]),  # lists: no generator
-                tuple([(k, v.shape, v.dtype.kind, mask_digest(v) if v.dtype.kind == "b" else None)
-                       for k, v in constants.items()]) if constants else (),
+        wrt = req.wrt
+        return (row.name, how, value, *_shapes(req.at, req.constants),
                 wrt if wrt is None else tuple(wrt), req.mode, req.verify, req.sparse)
 
     def compute(self, name: str, req: Request, compiled: tuple | None = None, kind: tuple | None = None
@@ -232,12 +230,19 @@ class Service:
     def _signature(self, source: str, at: dict, constants: dict):
         """The checked input specs and the tape-cache key of ``source`` at these inputs' shapes and
         dtypes: worked out (and the program text hashed) once per kind of request, not per request."""
-        seen = (source, tuple([(k, np.shape(v)) for k, v in at.items()]),
-                tuple([(k, v.shape, v.dtype.kind, mask_digest(v) if v.dtype.kind == "b" else None)
-                       for k, v in constants.items()]) if constants else ())  # a boolean mask's values count
+        seen = (source, *_shapes(at, constants))
         known = self._signatures.get(seen)
         if known is None:
             specs = input_specs(at, constants, self.settings, source)
             known = specs, TapeKey.for_program(source, specs), len(source) + 512
             self._signatures.put(seen, known)
         return known[:2]
+
+
+def _shapes(at: dict, constants: dict) -> tuple:
+    """The inputs' names and shapes, and the constants' shapes and dtypes, a boolean mask's values
+    too (by digest: a mask the program indexes with is static in it): what the kind of a request and
+    the signature of a program at its inputs both read. Lists, not generators: cheaper to build."""
+    return (tuple([(k, np.shape(v)) for k, v in at.items()]),
+            tuple([(k, v.shape, v.dtype.kind, mask_digest(v) if v.dtype.kind == "b" else None)
+                   for k, v in constants.items()]) if constants else ())

@@ -22,6 +22,8 @@ class QuickRequests:
     def __init__(self, router, kind, limit_s: float, size: int = 4096):
         """``kind(row, req)``: ``core.Service.kind``, the same key its plans are kept under."""
         self.router, self.kind, self.limit_s, self.size = router, kind, limit_s, size
+        # Each kind by its key's hash, never the program text (up to max_source_bytes a kind): a
+        # collision only makes one kind of request run inline or not, never changes an answer.
         self.seconds: dict[int, float] = {}
 
     def key(self, row, req) -> tuple | None:
@@ -29,9 +31,6 @@ class QuickRequests:
         if not self.router.runs_in_process(row, req.mode):
             return None
         return self.kind(row, req)
-
-    # Kept as the key's hash, never the program text (up to max_source_bytes a kind): a collision only
-    # makes one kind of request run inline or not, never changes an answer.
 
     def is_quick(self, key: tuple | None) -> bool:
         return key is not None and self.seconds.get(hash(key), INF) < self.limit_s

@@ -253,9 +253,7 @@ class TieredTape:
                 self._candidate = candidate
             return None
         if not agree(got, want, self.settings.xla_rtol):
-            self.state = "rejected"
-            _count("rejected")
-            log.warning("tier 2 disagreed with tier 1 at a point; the tape stays on tier 1")
+            self._reject("tier 2 disagreed with tier 1 at a point")
             return None
         if self.settings.xla_tier == "auto" and not self._faster(candidate, args, seconds):
             if self.state == "rejected":  # it failed on a timed run
@@ -281,12 +279,14 @@ class TieredTape:
         if want is not None and agree(got, want, self.settings.xla_rtol):
             return
         with self._lock:
-            if self.tier2 is not tier2:
-                return
-            self.tier2, self.state = None, "rejected"
+            if self.tier2 is tier2:
+                self._reject(f"tier 2 disagreed with tier 1 at a later point (audit {self.answers2})")
+
+    def _reject(self, why: str) -> None:
+        """Tier 2 dropped for good, counted and logged: the tape stays on tier 1."""
+        self.tier2, self.state = None, "rejected"
         _count("rejected")
-        log.warning("tier 2 disagreed with tier 1 at a later point (audit %d); the tape stays on tier 1",
-                    self.answers2)
+        log.warning("%s; the tape stays on tier 1", why)
 
     def _faster(self, candidate, args, seconds: float) -> bool:
         """Whether ``candidate`` (which took ``seconds`` at ``args``) beats tier 1's fastest run: timed

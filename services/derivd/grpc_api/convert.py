@@ -164,3 +164,8 @@ def timing(compile_s: float, queue_s: float, compute_s: float, tier: int | None 
     """The durations and the compile tier that answered (the body's ``tier``; 0: tier 2 is off)."""
     return pb.Timing(compile_ms=compile_s * 1e3, queue_ms=queue_s * 1e3, compute_ms=compute_s * 1e3,
                      tier=tier or 0)
+
+
+def answer_timing(timings, body: dict) -> pb.Timing:
+    """``timing`` of a dispatcher's answer: its ``Timings`` and the tier its body names."""
+    return timing(timings.compile, timings.queue, timings.compute, body.get("tier"))

@@ -100,7 +100,7 @@ class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
                 call.engine = body.get("engine", "")
                 call.timings = (timings.compile, timings.queue, timings.compute)
                 out = convert.fill(response_type(), body)
-                out.timing.CopyFrom(convert.timing(timings.compile, timings.queue, timings.compute, body.get("tier")))
+                out.timing.CopyFrom(convert.answer_timing(timings, body))
             context.set_trailing_metadata(call.metadata)
             return out
         finally:

@@ -57,8 +57,7 @@ class FunctionSession:
         self.n = sum(self.sizes)
         value = np.asarray(body["value"], dtype=np.float64)
         self.opened = pb.SessionOpened(wrt=self.wrt, n=self.sizes, out_shape=value.shape, value=_flat(value),
-                                       timing=convert.timing(timings.compile, timings.queue, timings.compute,
-                                                             body.get("tier")))
+                                       timing=convert.answer_timing(timings, body))
 
     def _request(self, at: dict) -> Request:
         """The opening request at ``at`` (a fresh one: the dispatcher sets its deadline). Built from the
@@ -103,7 +102,7 @@ class FunctionSession:
                 req.order = ask.order
             body, timings = self.dispatcher.submit(name, req, remaining, self._compiled(name))
             out = self._fill(ask.id, body)
-            out.timing.CopyFrom(convert.timing(timings.compile, timings.queue, timings.compute, body.get("tier")))
+            out.timing.CopyFrom(convert.answer_timing(timings, body))
             self.metrics.record(self.transport, route, out.engine, 200, time.perf_counter() - t0,
                                 timings.queue, timings.compile, timings.compute)
             return out
