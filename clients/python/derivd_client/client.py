@@ -33,6 +33,7 @@ import httpx
 import numpy as np
 
 from . import __version__, arrays, errors
+from .stored import StoredFunctions
 from .trace import Program, cached_trace
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -179,6 +180,7 @@ class _Api:
         self.headers = {"user-agent": f"derivd-client/{__version__}", **(headers or {})}
         if api_key:
             self.headers["x-api-key"] = api_key
+        self.stored_functions = StoredFunctions()  # what sessions registered: opened by id from then on
 
     def _send(self, call: Call):  # pragma: no cover - overridden
         raise NotImplementedError

@@ -22,7 +22,7 @@ import asyncio
 import json
 import queue
 import time
-from collections.abc import Iterable, Sized
+from collections.abc import Callable, Iterable, Sized
 
 import grpc
 import numpy as np
@@ -33,6 +33,7 @@ from ._grpc import derivd_pb2_grpc as pb_grpc
 from .client import OPTIONS, Result, SparseJacobian, direction_dict, resolve_function
 from .session import AsyncSession, Session
 from .session_socket import SocketSession, socket_host
+from .stored import Opening, StoredFunctions, unknown
 
 MODES = {"auto": pb.MODE_AUTO, "forward": pb.MODE_FORWARD, "reverse": pb.MODE_REVERSE,
          "taylor": pb.MODE_TAYLOR, "finite": pb.MODE_FINITE}
@@ -86,6 +87,7 @@ class GrpcClient:
         # The session socket's port, asked of the server once (0: none, or not to be used).
         self.session_transport = session_transport
         self._session_port: int | None = 0 if credentials is not None and session_transport == "auto" else None
+        self.stored_functions = StoredFunctions()  # what sessions stored: opened by id from then on
 
     def close(self) -> None:
         self.channel.close()
@@ -149,15 +151,22 @@ class GrpcClient:
                     raise err from None
                 time.sleep(self.backoff * 2 ** attempt)
 
-    def _fields(self, function, at, options: dict) -> tuple[dict, list[str]]:
+    def _fields(self, function, at, options: dict, opening: Callable[[dict, dict], Opening] | None = None
+                ) -> tuple[dict, list[str]]:
+        """The request's fields, and its wrt names; ``opening`` (a session's) may name the function by a
+        stored id instead of its program and constants (:mod:`derivd_client.stored`)."""
         at = dict(at or {})
         for key in list(options):
             if key not in OPTIONS:
                 at[key] = options.pop(key)
         constants = dict(options.get("constants") or {})
         spec, constants = resolve_function(function, at, constants)
-        fields = {"function": pb.Function(**spec), "at": {k: to_message(v) for k, v in at.items()},
-                  "constants": {k: to_message(v) for k, v in constants.items()}}
+        fields = {}
+        if opening is not None:
+            named = opening(spec, constants)
+            spec, constants, fields["store"] = named.spec, named.constants, named.store
+        fields.update({"function": pb.Function(**spec), "at": {k: to_message(v) for k, v in at.items()},
+                       "constants": {k: to_message(v) for k, v in constants.items()}})
         # A proto map has no order, while "all of `at`, in its order" is the default wrt: name it.
         fields["wrt"] = list(options.get("wrt") or at)
         if options.get("mode"):
@@ -172,6 +181,14 @@ class GrpcClient:
         session socket (:class:`~derivd_client.session_socket.SocketSession`, the same methods) when
         ``session_transport`` chooses it."""
         at = dict(at or {})
+        try:
+            return self._session(function, at, options)
+        except errors.NotFound as e:
+            if not unknown(e, self.stored_functions):
+                raise
+            return self._session(function, at, options)  # with the program and constants: stored again
+
+    def _session(self, function, at: dict, options: dict) -> Session:
         port = self._socket_port()
         if port:
             try:
@@ -241,7 +258,12 @@ class AsyncGrpcClient(GrpcClient):
     async def session(self, function, at=None, **options) -> AsyncSession:
         """An :class:`~derivd_client.session.AsyncSession`: :meth:`GrpcClient.session`'s methods as
         coroutines (``s = await client.session(f, at); g = await s.gradient(x)``)."""
-        return await AsyncSession.open(self, function, dict(at or {}), options)
+        try:
+            return await AsyncSession.open(self, function, dict(at or {}), options)
+        except errors.NotFound as e:
+            if not unknown(e, self.stored_functions):
+                raise
+            return await AsyncSession.open(self, function, dict(at or {}), options)  # stored again
 
     def hvp_stream(self, *args, **kwargs):
         raise TypeError("HVP streams are the blocking GrpcClient's: open one there")

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import errors
 from .client import OPTIONS, resolve_function
+from .stored import unknown
 
 KINDS = ("value", "gradient", "jacobian", "hvp", "hessian", "taylor")
 
@@ -139,8 +140,14 @@ class _Stream(_SessionBase):
         self._kinds = {name: getattr(pb, f"SESSION_{name.upper()}") for name in KINDS}
         self._ids = 0
         self._at = at
-        fields, _ = client._fields(function, at, dict(options))
+        self._stored, self._opening = client.stored_functions, None
+        fields, _ = client._fields(function, at, dict(options), opening=self._named)
         return pb.SessionRequest(open=pb.SessionOpen(**fields))
+
+    def _named(self, spec: dict, constants: dict):
+        """The function by its stored id when this client stored it, else asking the server to store it."""
+        self._opening = self._stored.opening(spec, constants)
+        return self._opening
 
     def _opened(self, response) -> None:
         opened = response.opened
@@ -149,6 +156,7 @@ class _Stream(_SessionBase):
         self.shapes = [tuple(np.shape(self._at[w])) if w in self._at else (size,)
                        for w, size in zip(self.wrt, self.sizes)]
         self.out_shape = tuple(opened.out_shape)
+        self._stored.remember(self._opening, opened.function_id)
         self.opening_value = self._shaped_value(self._from_message(opened.value).reshape(-1))
         t = opened.timing
         self.timing = {"compile": t.compile_ms, "queue": t.queue_ms, "compute": t.compute_ms}
@@ -257,7 +265,8 @@ class AsyncSession(_Stream):
 
 class UnarySession(_SessionBase):
     """The session's methods over any client's unary requests (one request per call): for the REST
-    client, which has no stream. The function is registered once when it is a program."""
+    client, which has no stream. A program is registered once per client and constants
+    (:mod:`derivd_client.stored`), then named by its id."""
 
     def __init__(self, client, function, at: dict, options: dict):
         super().__init__()
@@ -269,21 +278,32 @@ class UnarySession(_SessionBase):
                 at[key] = options.pop(key)
         constants = dict(options.pop("constants", None) or {})
         spec, constants = resolve_function(function, at, constants)
-        if "dsl" in spec:
-            self.function = client.register_function(spec["dsl"], constants)
-            constants = {}
-        else:
-            self.function = spec
-        self.options = {**options, "constants": constants} if constants else options
         self.wrt = list(options.get("wrt") or at)
         self.at = {k: np.asarray(v, dtype=np.float64) for k, v in at.items()}
         self.shapes = [self.at[w].shape for w in self.wrt]
         self.sizes = [math.prod(s) for s in self.shapes]
-        self.options["wrt"] = self.wrt
-        opening = client.evaluate(self.function, self.at, **self.options)
+        self.options = {**options, "wrt": self.wrt}
+        try:
+            opening = self._open(spec, constants)
+        except errors.NotFound as e:
+            if not unknown(e, client.stored_functions):
+                raise
+            opening = self._open(spec, constants)  # registered again
         self.requests += 1
         self.out_shape = np.shape(opening["value"])
         self.opening_value = self._shaped_value(np.asarray(opening["value"], dtype=np.float64).reshape(-1))
+
+    def _open(self, spec: dict, constants: dict):
+        """The evaluation at the opening point, of the program registered once (by this client, before)."""
+        stored = self.client.stored_functions
+        named = stored.opening(spec, constants, always=True)
+        self.function, constants = named.spec, named.constants
+        if named.store:
+            self.function, constants = self.client.register_function(spec["dsl"], constants), {}
+            stored.remember(named, self.function.id)
+        if constants:
+            self.options["constants"] = constants
+        return self.client.evaluate(self.function, self.at, **self.options)
 
     def _ask(self, kind: str, x, v=None, order: int = 0) -> dict:
         at = {**self.at, **self.split(self.flatten(x))}

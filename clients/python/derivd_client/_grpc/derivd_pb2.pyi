@@ -670,7 +670,7 @@ class HvpStreamResponse(_message.Message):
     def __init__(self, started: _Optional[_Union[HvpStarted, _Mapping]] = ..., hvp: _Optional[_Union[HvpAnswer, _Mapping]] = ...) -> None: ...
 
 class SessionOpen(_message.Message):
-    __slots__ = ("function", "at", "constants", "wrt", "mode")
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "store")
     class AtEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -690,12 +690,14 @@ class SessionOpen(_message.Message):
     CONSTANTS_FIELD_NUMBER: _ClassVar[int]
     WRT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
     function: Function
     at: _containers.MessageMap[str, Array]
     constants: _containers.MessageMap[str, Array]
     wrt: _containers.RepeatedScalarFieldContainer[str]
     mode: Mode
-    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ...) -> None: ...
+    store: bool
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., store: _Optional[bool] = ...) -> None: ...
 
 class SessionAsk(_message.Message):
     __slots__ = ("id", "kind", "x", "v", "order")
@@ -720,18 +722,20 @@ class SessionRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[SessionOpen, _Mapping]] = ..., ask: _Optional[_Union[SessionAsk, _Mapping]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
-    __slots__ = ("wrt", "n", "out_shape", "value", "timing")
+    __slots__ = ("wrt", "n", "out_shape", "value", "timing", "function_id")
     WRT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     OUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     wrt: _containers.RepeatedScalarFieldContainer[str]
     n: _containers.RepeatedScalarFieldContainer[int]
     out_shape: _containers.RepeatedScalarFieldContainer[int]
     value: Array
     timing: Timing
-    def __init__(self, wrt: _Optional[_Iterable[str]] = ..., n: _Optional[_Iterable[int]] = ..., out_shape: _Optional[_Iterable[int]] = ..., value: _Optional[_Union[Array, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    function_id: str
+    def __init__(self, wrt: _Optional[_Iterable[str]] = ..., n: _Optional[_Iterable[int]] = ..., out_shape: _Optional[_Iterable[int]] = ..., value: _Optional[_Union[Array, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., function_id: _Optional[str] = ...) -> None: ...
 
 class SessionAnswer(_message.Message):
     __slots__ = ("id", "value", "gradient", "jacobian", "hvp", "hessian", "coefficients", "engine", "timing", "error", "status")
