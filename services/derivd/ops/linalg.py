@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from derivd.errors import ShapeError
+from derivd.ops.evaluate import literal
 from derivd.ops.registry import (
     FLAG, FLOAT, Param, Primitive, apply, broadcast_shapes, case, nullary, register,
 )
@@ -56,7 +57,31 @@ def _matmul_jvp(p, t, out):
     return None if not terms else terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
-register(Primitive("matmul", _matmul_shape, template="({0} @ {1})", jvp=_matmul_jvp,
+# A stack of vectors against one shared matrix is this much work or more (entries of the stack times the
+# matrix's) before it is written as one matrix product: below, the two reshapes cost more than they save.
+STACKED_MIN_WORK = 4096
+
+
+def _matmul_template(args, params, avals):
+    """``a @ b``, except a stack of vectors times one matrix, which numpy runs as one matrix-vector
+    product per entry of the stack (a batched tangent of ``X @ w``: ``X`` (1000, 20) times 20 directions
+    (20, 20, 1), 66 µs): written as the one matrix product it is (``W @ X.T``: 29 µs), the stack folded
+    into the rows of the operand that has it."""
+    (sa, _), (sb, _) = avals
+    if len(sa) == 2 and len(sb) >= 3 and sb[-1] == 1:  # one matrix, a stack of columns: a @ b[i]
+        stack = math.prod(sb[:-2])
+        if stack * math.prod(sa) >= STACKED_MIN_WORK:
+            out = literal(tuple(sb[:-2]) + (sa[0], 1))
+            return f"np.reshape(np.reshape({args[1]}, {literal((stack, sb[-2]))}) @ np.transpose({args[0]}), {out})"
+    if len(sb) == 2 and len(sa) >= 3 and sa[-2] == 1:  # a stack of rows, one matrix: a[i] @ b
+        stack = math.prod(sa[:-2])
+        if stack * math.prod(sb) >= STACKED_MIN_WORK:
+            out = literal(tuple(sa[:-2]) + (1, sb[-1]))
+            return f"np.reshape(np.reshape({args[0]}, {literal((stack, sa[-1]))}) @ {args[1]}, {out})"
+    return f"({args[0]} @ {args[1]})"
+
+
+register(Primitive("matmul", _matmul_shape, template=_matmul_template, jvp=_matmul_jvp,
                    vjp=lambda p, out, ct: [ct @ swap(p[1]), swap(p[0]) @ ct], taylor=bilinear, broadcasting=True,
                    sparsity=("matmul", ((0, 1),)),
                    sample=[case(a, b) for a, b in [((2, 3), (3, 4)), ((3, 3), (3, 1)), ((2, 2, 3), (3, 2)),
