@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -25,10 +26,12 @@ ENV_REDIS_URL = os.environ.pop("REDIS_URL", None) or os.environ.pop("DERIVD_REDI
 # (tests/cache/test_local_store.py) give theirs a temporary one.
 os.environ["DERIVD_DATA_DIR"] = "none"
 os.environ.pop("DERIVD_REDIS_URL", None)
-# Nothing the suite starts keeps registrations in the user's data directory: services built from Settings()
-# (and `derivd serve` subprocesses, which inherit this) keep them in memory; the tests of the data directory
-# (tests/cache/test_local_store.py) give theirs a temporary one.
-os.environ["DERIVD_DATA_DIR"] = "none"
+
+# An in-process server's tier 2 imports jax in its compile thread, the first time a tape gets hot. A test's
+# own thread meanwhile (scipy's array-API check looks jax up in sys.modules) may find the module half
+# imported and fail on a missing attribute. Imported here first, it is whole before any server starts.
+if importlib.util.find_spec("jax") is not None:
+    import jax  # noqa: F401
 
 
 class LiveServer:
