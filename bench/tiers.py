@@ -5,8 +5,14 @@ before numpy and jax load). Prints one markdown table, all rows from the same ru
 warm time of each workload on tier 1 (``xla_tier=off``), on tier 2 (``xla_tier=always``:
 the tape compiled by XLA before its first answer), and in jax (``jit``, its own AD), and
 the one-off compile of tier 2 and of jax. jax is timed on device arrays and, for scale, on the
-same numpy arrays our tapes take (which XLA copies in unless 64-byte aligned). What runs on
-tier 2 is our derivative graph, never jax's differentiation.
+same numpy arrays our tapes take. What runs on tier 2 is our derivative graph, never jax's
+differentiation.
+
+Every array (points, constants, directions) is handed over as the service hands it: encoded as the
+SDK sends a large array (base64 of its bytes) and decoded by the gateway's decoder
+(``gateway.codecs.decode``, whose ``core.request.array_from_bytes`` gRPC and the session socket share),
+which allocates large arrays 64-byte aligned, so XLA reads them in place (``wire``). A numpy array
+made here would be 16-byte aligned, and tier 2 would copy it first (compile/staging.py).
 
 * LSTM: ADBench's 2 layers, hidden 14, 1023 steps (bench/models.py), value+gradient;
   jax: ``lax.scan`` and ``value_and_grad``.
@@ -26,6 +32,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 import argparse  # noqa: E402
+import base64  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -41,6 +48,7 @@ from derivd.config import Settings  # noqa: E402
 from derivd.dsl import InputSpec  # noqa: E402
 from derivd.engines import forward_over_reverse, reverse  # noqa: E402
 from derivd.engines.function import CompiledFunction  # noqa: E402
+from derivd.gateway import codecs  # noqa: E402
 from foundation import ROSENBROCK, _pyfunc, scalar_chain  # noqa: E402
 from models import lstm_program, lstm_step  # noqa: E402
 from timing import best  # noqa: E402
@@ -49,6 +57,13 @@ jax.config.update("jax_enable_x64", True)
 TIERS = {"tier 1 (numpy)": Settings(xla_tier="off", xla_cache_dir=""),
          "tier 2 (XLA)": Settings(xla_tier="always", xla_cache_dir="")}
 LOOP = "h = x[0]\nfor i in range(2000):\n    h = h + 0.001 * sin(h * w[i % 3] + i)\nh"
+
+
+def wire(a: np.ndarray) -> np.ndarray:
+    """``a`` as the service hands it to an engine: base64 on the wire, decoded by the gateway."""
+    a = np.asarray(a, dtype=np.float64)
+    return codecs.decode({"dtype": "float64", "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode()},
+                         "at")
 
 
 def ours(src, at, constants, run, settings):
@@ -64,8 +79,8 @@ def ours(src, at, constants, run, settings):
 
 
 def jaxed(f, args):
-    """(a call of the jitted ``f`` on device arrays, one on the numpy arrays ``args``, compile seconds):
-    on numpy arrays, as our tapes are called, XLA copies each misaligned one in."""
+    """(a call of the jitted ``f`` on device arrays, one on the numpy arrays ``args`` our tapes take,
+    compile seconds)."""
     f = jax.jit(f)
     arrays = [jnp.asarray(a) for a in args]
     t0 = time.perf_counter()
@@ -81,8 +96,8 @@ def gradient(wrt):
 def workloads(quick: bool):
     rng = np.random.default_rng(0)
     c = 100 if quick else 1024
-    at = {"main_params": rng.normal(size=(4, 56)) * 0.3, "extra_params": rng.normal(size=(3, 14)) * 0.3}
-    constants = {"state": rng.normal(size=(4, 14)) * 0.3, "seq": rng.normal(size=(c, 14))}
+    at = {"main_params": wire(rng.normal(size=(4, 56)) * 0.3), "extra_params": wire(rng.normal(size=(3, 14)) * 0.3)}
+    constants = {"state": wire(rng.normal(size=(4, 14)) * 0.3), "seq": wire(rng.normal(size=(c, 14)))}
     seq, state = constants["seq"], constants["state"]
 
     def lstm(mp, ep):
@@ -96,8 +111,8 @@ def workloads(quick: bool):
            jax.value_and_grad(lstm, argnums=(0, 1)), [at["main_params"], at["extra_params"]])
 
     n = 10**5 if quick else 10**6
-    x = rng.uniform(-1, 1, n)
-    v = rng.uniform(-1, 1, n)
+    x = wire(rng.uniform(-1, 1, n))
+    v = wire(rng.uniform(-1, 1, n))
 
     def rosen(x):
         return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
@@ -110,16 +125,16 @@ def workloads(quick: bool):
 
     src = scalar_chain()
     f = _pyfunc(src, {"sin": jnp.sin, "cos": jnp.cos, "exp": jnp.exp, "tanh": jnp.tanh})
-    yield ("scalar-heavy, ~500 ops, value+gradient", src, {"x": np.linspace(0.1, 1.0, 10)}, {}, gradient(["x"]),
-           jax.value_and_grad(f), [np.linspace(0.1, 1.0, 10)])
+    x = wire(np.linspace(0.1, 1.0, 10))
+    yield ("scalar-heavy, ~500 ops, value+gradient", src, {"x": x}, {}, gradient(["x"]), jax.value_and_grad(f), [x])
 
-    w = np.array([0.5, -0.2, 0.9])
+    x, w = wire([0.3, 0.1]), wire([0.5, -0.2, 0.9])
 
     def loop(x, w):
         return jax.lax.fori_loop(0, 2000, lambda i, h: h + 0.001 * jnp.sin(h * w[i % 3] + i), x[0])
 
-    yield ("2000-step scalar loop, value+gradient", LOOP, {"x": np.array([0.3, 0.1]), "w": w}, {},
-           gradient(["x", "w"]), jax.value_and_grad(loop, argnums=(0, 1)), [np.array([0.3, 0.1]), w])
+    yield ("2000-step scalar loop, value+gradient", LOOP, {"x": x, "w": w}, {},
+           gradient(["x", "w"]), jax.value_and_grad(loop, argnums=(0, 1)), [x, w])
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ from derivd.compile import staging  # noqa: E402
 from derivd.config import Settings  # noqa: E402
 from derivd.core import Request, Service  # noqa: E402
 
-N = 20000  # 160 KB: above staging.MIN_BYTES
+N = 20000  # 160 KB: above allocator.ALIGNED_MIN_BYTES
 
 
 def placed(values: np.ndarray, offset: int) -> np.ndarray:

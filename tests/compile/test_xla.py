@@ -298,6 +298,51 @@ def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():
         compute(ALWAYS, "gradient", dsl, {"x": X}, {"idx": np.array([0, 6])})
 
 
+@pytest.mark.parametrize("size", [xla.SPLIT_MIN - 1, xla.SPLIT * 1100, xla.SPLIT * 1100 + 5])
+def test_the_finiteness_flag_finds_every_inf_and_nan_wherever_it_is(size):
+    """One inf, -inf or NaN anywhere (first, either side of a row boundary of the two-stage form, last:
+    next to its zero padding) raises the flag; finite values of any size, huge ones included, do not."""
+    import jax
+    import jax.numpy as jnp
+
+    jx = xla._namespace(jax)["_jx"]
+    flag = jax.jit(lambda o: xla._not_finite(jx, o))
+    rows = -(-size // xla.SPLIT)
+    o = np.random.default_rng(size).uniform(-1, 1, size) * 1.7e308
+    assert not flag(jnp.asarray(o))
+    for at in sorted({0, rows - 1, rows, size // 2, size - 2, size - 1}):
+        for bad in (np.inf, -np.inf, np.nan):
+            spoilt = o.copy()
+            spoilt[at] = bad
+            assert flag(jnp.asarray(spoilt)), (at, bad)
+
+
+@pytest.mark.parametrize("size", [xla.SPLIT_MIN - 1, xla.SPLIT * 1100, xla.SPLIT * 1100 + 5])
+def test_a_long_sum_on_tier_2_is_the_exact_sum_within_rounding(size):
+    """Whole sums of long vectors run in two stages (rows, then their partial sums, and the tail apart)."""
+    import math
+
+    x = np.random.default_rng(size).normal(size=size)
+    x[-1] = 1e3  # in the tail when size % SPLIT
+    got = compute(ALWAYS, "gradient", "sum(x ** 3) + sum(x)", {"x": x})
+    assert got["tier"] == 2
+    want = math.fsum(x ** 3) + math.fsum(x)
+    assert abs(got["value"] - want) <= 1e-13 * math.fsum(np.abs(x) ** 3)
+    np.testing.assert_allclose(got["gradient"]["x"], 3 * x ** 2 + 1, rtol=1e-15)
+
+
+def test_a_large_output_non_finite_in_one_entry_is_answered_by_tier_1():
+    """sqrt's derivative at 0 is inf in one entry of a long gradient whose value is finite."""
+    n = xla.SPLIT * 1100 + 5
+    for at in (0, n // 2, n - 1):
+        x = np.linspace(1.0, 2.0, n)
+        x[at] = 0.0
+        got = compute(ALWAYS, "gradient", "sum(sqrt(x))", {"x": x})
+        assert got["tier"] == 1 and np.isfinite(got["value"])
+        assert np.isinf(got["gradient"]["x"][at]) and np.isfinite(np.delete(got["gradient"]["x"], at)).all()
+    assert compute(ALWAYS, "gradient", "sum(sqrt(x))", {"x": np.linspace(1.0, 2.0, n)})["tier"] == 2
+
+
 def test_tier_2_keeps_numpys_conventions_where_jaxs_defaults_differ():
     """Checked at the first point, answered from the second (DERIVD_XLA_TIER=always found both): eigh
     reads A's lower triangle only (jax's would read the mean of A and Aᵀ: 0.43 off on a non-symmetric

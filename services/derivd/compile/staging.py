@@ -1,14 +1,20 @@
 """Numpy arguments XLA reads in place: misaligned arrays copied into aligned buffers kept for reuse.
 
 XLA's CPU runtime reads a numpy argument in place only if its data is 64-byte aligned. numpy
-aligns large arrays to 16 bytes, so a request's arrays (decoded, or a worker's ``frombuffer``)
-are copied by XLA into a buffer it allocates for that one run, whose fresh pages are faulted in
-every time: Rosenbrock's HVP at n = 1e6 (two 8 MB inputs) spent about 1.5 ms of its 5.7 ms there
-(bench/tiers.py). ``stage`` copies such an array into an aligned buffer of the same shape kept
-from an earlier run (its pages mapped already), which XLA then reads in place; ``release`` takes
-the run's outputs, as numpy arrays (the run is over), copies any that shares memory with a staged
-buffer (jax hands an input returned unchanged back as the output), and keeps the buffers for the
-next run, up to ``KEPT_BYTES`` (least recently used shapes dropped first).
+aligns large arrays to 16 bytes. Arrays decoded from bytes (REST's base64, gRPC, the session socket)
+are allocated aligned by their decoder (``allocator.aligned``: it copies anyway), but not the others
+(below). XLA copies a misaligned array into a buffer it allocates for that one run, whose fresh pages
+are faulted in every time: Rosenbrock's HVP at n = 1e6 (two 8 MB inputs) spent about 1.5 ms of its
+5.7 ms there (bench/tiers.py). ``stage``
+copies such an array into an aligned buffer of the same shape kept from an earlier run (its pages
+mapped already), which XLA then reads in place; ``release`` takes the run's outputs, as numpy
+arrays (the run is over), copies any that shares memory with a staged buffer (jax hands an input
+returned unchanged back as the output), and keeps the buffers for the next run, up to
+``KEPT_BYTES`` (least recently used shapes dropped first).
+
+Arrays decoded from JSON lists are numpy's own (``np.asarray`` allocates them): aligning those in the
+decoder would cost a copy on every request, tier 1's included, where staging copies only for tier 2,
+into pages already mapped. So would a worker's ``frombuffer`` views.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-ALIGNMENT = 64  # bytes: XLA's CPU runtime reads an argument aligned so in place
-MIN_BYTES = 1 << 16  # smaller arrays: XLA's own copy costs microseconds, not worth a kept buffer
+from derivd.allocator import ALIGNED_MIN_BYTES, ALIGNMENT, aligned_empty
+
 KEPT_BYTES = 64 << 20  # buffers kept per process between runs
 
 _FREE: OrderedDict[tuple, list] = OrderedDict()  # (shape, dtype) -> buffers, least recently used first
@@ -29,10 +35,11 @@ _LOCK = threading.Lock()
 
 def stage(args) -> tuple[list, list]:
     """``args`` with each numpy array XLA would copy (misaligned or not C-contiguous, at least
-    ``MIN_BYTES``) replaced by an aligned copy; and those copies, for ``release``."""
+    ``ALIGNED_MIN_BYTES``: smaller ones XLA copies in microseconds) replaced by an aligned copy; and
+    those copies, for ``release``."""
     out, staged = [], []
     for a in args:
-        if type(a) is np.ndarray and a.nbytes >= MIN_BYTES and (
+        if type(a) is np.ndarray and a.nbytes >= ALIGNED_MIN_BYTES and (
                 a.ctypes.data % ALIGNMENT or not a.flags.c_contiguous):
             buffer = _take(a.shape, a.dtype)
             np.copyto(buffer, a)
@@ -64,7 +71,7 @@ def release(staged: list, outputs: list) -> list:
 
 
 def _take(shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """A kept buffer of this shape and dtype, else a new one (aligned inside a slightly larger one)."""
+    """A kept buffer of this shape and dtype, else a new aligned one."""
     with _LOCK:
         buffers = _FREE.get((shape, dtype.str))
         if buffers:
@@ -73,7 +80,4 @@ def _take(shape: tuple, dtype: np.dtype) -> np.ndarray:
             if not buffers:
                 del _FREE[(shape, dtype.str)]
             return buffer
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
-    start = -raw.ctypes.data % ALIGNMENT
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    return aligned_empty(shape, dtype)

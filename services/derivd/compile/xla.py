@@ -152,6 +152,7 @@ def _namespace(jax) -> dict:
     np_, sp_ = _Spelled(jnp, NUMPY_SPELLINGS), _Spelled(jsp, SCIPY_SPELLINGS)
     jx = SimpleNamespace(np=jnp, lax=lax, sp=jsp, linalg=jsla, host=_on_host, callback=_callback, checks=[],
                          fail_if=fail_if)
+    jx.sum = functools.partial(_sum, jx)
     return {"np": np_, "sp": sp_, "lax": lax, "_jx": jx, "_mul0": mul0, "_inf": float("inf"),
             "_nan": float("nan"), "_scan": _scan_loop, "_finish": _finish}
 
@@ -306,20 +307,60 @@ SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rg
 
 def _finish(jx, outputs, flat):
     """The outputs and one flag: whether a check failed or a float output holds a non-finite number
-    (then tier 1 answers: numpy raises or has its conventions where XLA gives NaN). Fused into the
-    executable, the test costs next to nothing, where numpy would read every output again. With
-    ``flat`` (the outputs' shapes, for a small all-float64 tape) one float64 vector instead: the
-    outputs raveled, then the flag, so that a call hands one buffer to numpy (``XlaTape.run``)."""
+    (then tier 1 answers: numpy raises or has its conventions where XLA gives NaN). In the
+    executable, the test is one pass over each output (``_not_finite``), where numpy would take
+    several. With ``flat`` (the outputs' shapes, for a small all-float64 tape) one float64 vector
+    instead: the outputs raveled, then the flag, so that a call hands one buffer to numpy
+    (``XlaTape.run``)."""
     import jax.numpy as jnp
 
     for o in outputs:
         if jnp.issubdtype(jnp.result_type(o), jnp.floating):
-            jx.fail_if(~jnp.all(jnp.isfinite(o)))
+            jx.fail_if(_not_finite(jx, o))
     failed = jnp.any(jnp.stack(jx.checks)) if jx.checks else jnp.asarray(False)
     if flat is None:
         return tuple(outputs) + (failed,)
     return jnp.concatenate([jnp.reshape(o, s).astype(jnp.float64).ravel() for o, s in zip(outputs, flat)]
                            + [failed.astype(jnp.float64)[None]])
+
+
+# Arrays of at least this many numbers are summed whole in two stages of SPLIT rows (``_total``)
+SPLIT_MIN, SPLIT = 1 << 14, 16
+
+
+def _total(jnp, lax, x):
+    """The sum of all of ``x``'s numbers. XLA's CPU backend sums a long vector by writing out the
+    elementwise chain before it and reducing that in a loop of its own (Rosenbrock's f at n = 1e6:
+    0.6 ms, a copy of x 0.15-0.3 ms). Viewed as ``(SPLIT, m)`` rows (the last ``size % SPLIT`` numbers
+    summed apart: a zero pad instead cost as much as it saved), the sum over the rows is one
+    vectorized loop fused with that chain (0.2 ms), then the ``m`` partial sums are summed. The barrier
+    keeps XLA from merging the two stages back into one reduction. The order of the additions differs
+    from numpy's, as any of XLA's reductions does, within rounding."""
+    x = jnp.ravel(x)
+    if x.size < SPLIT_MIN:
+        return jnp.sum(x)
+    m = x.size // SPLIT
+    rows = jnp.sum(x[:SPLIT * m].reshape(SPLIT, m), axis=0)
+    return jnp.sum(lax.optimization_barrier(rows)) + jnp.sum(x[SPLIT * m:])
+
+
+def _sum(jx, x, axes):
+    """The ``sum`` primitive's lowering: a float array summed whole in two stages (``_total``), any
+    other reduction as numpy's template writes it."""
+    jnp = jx.np
+    if len(axes) == x.ndim and jnp.issubdtype(x.dtype, jnp.floating):
+        return _total(jnp, jx.lax, x)
+    return jnp.add.reduce(x, axis=axes)
+
+
+def _not_finite(jx, o):
+    """Whether ``o`` holds an inf or a NaN, exactly: ``o * 0`` is NaN there and ±0 elsewhere, so its sum
+    is NaN if and only if one is there (a sum of zeros never overflows). Summed in two stages
+    (``_total``): 0.10 ms for 1e6 numbers where ``all(isfinite(o))`` took 0.19 ms (XLA wrote the
+    booleans out, then reduced them)."""
+    if o.size < SPLIT_MIN:
+        return ~jx.np.all(jx.np.isfinite(o))
+    return ~jx.np.isfinite(_total(jx.np, jx.lax, o * 0))
 
 
 def _scan_loop(jx, body, carried, captured, avals, count, reverse, collect):

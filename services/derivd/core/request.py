@@ -4,7 +4,8 @@
 skins decoded them; it is also what travels to a worker process
 (``dispatch.codec``). Arrays arrive in a wire dtype (``WIRE_DTYPES``) as raw
 little-endian bytes in both skins (REST's base64 form, gRPC's ``Array``):
-``array_from_bytes`` is the one decoder of those. Everything a request means
+``array_from_bytes`` is the one decoder of those; its copy is aligned for tier 2
+(``allocator.aligned``). Everything a request means
 beyond that (names, shapes, directions, limits) is checked once, by
 ``core.prepare``, after its function is resolved and before any engine runs.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from derivd.allocator import aligned
 from derivd.errors import ValidationFailed
 
 WIRE_DTYPES = {"float64": "<f8", "float32": "<f4", "int64": "<i8", "int32": "<i4", "bool": "|b1"}
@@ -33,8 +35,8 @@ def array_from_bytes(dtype: str, shape: list[int], raw: bytes, where: str, integ
                                field=where)
     arr = np.frombuffer(raw, dtype=dt).reshape(shape)
     if integers and arr.dtype.kind in "biu":
-        return arr.astype(np.int64) if arr.dtype.kind != "b" else arr.copy()
-    return arr.astype(np.float64)
+        return aligned(arr, np.int64 if arr.dtype.kind != "b" else None)
+    return aligned(arr, np.float64)
 
 
 @dataclass

@@ -128,6 +128,7 @@ reduction(
     jvp=lambda p, t, out, axes: None if t[0] is None else apply("sum", t[0], axes=axes),
     vjp=lambda p, out, ct, axes: [expand(ct, p[0].shape, axes)],
     taylor=linear, keep_dtype=True, dsl={"sum": over_axes("sum", floats=False)},
+    xla=lambda jx, x, axes: jx.sum(x, axes),  # a long vector summed whole: in two stages (compile/xla.py)
     doc="sum over axes (sum(x, axis=None, keepdims=False))",
 )
 
