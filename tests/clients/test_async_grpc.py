@@ -51,16 +51,20 @@ def test_errors_are_typed_and_hvp_streams_stay_with_the_blocking_client(grpc_tar
     np.testing.assert_allclose(asyncio.run(main()), rosenbrock_hessian(np.array([1.0, 2.0])), rtol=1e-14)
 
 
-def test_an_async_session_answers_as_the_references(grpc_target):
+@pytest.mark.parametrize("transport", ["grpc", "socket", "auto"])
+def test_an_async_session_answers_as_the_references(grpc_target, transport):
     from derivd_client.session import AsyncSession
+    from derivd_client.session_socket import AsyncSocketSession
+
+    kind = AsyncSession if transport == "grpc" else AsyncSocketSession  # the server offers the socket
 
     rng = np.random.default_rng(12)
     x0 = rng.normal(size=6)
 
     async def main():
-        async with AsyncGrpcClient(grpc_target, timeout=60) as c:
+        async with AsyncGrpcClient(grpc_target, timeout=60, session_transport=transport) as c:
             async with await c.session(ROSEN, {"x": x0}) as s:
-                assert isinstance(s, AsyncSession) and s.n == 6
+                assert type(s) is kind and s.n == 6
                 checks = []
                 for _ in range(3):
                     x, v = rng.normal(size=6), rng.normal(size=6)

@@ -5,6 +5,7 @@ leaves it open; a stopped server closes its sessions at once."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
@@ -20,7 +21,7 @@ from tests.grpc_api.wire import arr, fn, unarr
 from tests.references import rosenbrock, rosenbrock_gradient
 
 from derivd_client import errors
-from derivd_client.grpc_client import GrpcClient
+from derivd_client.grpc_client import AsyncGrpcClient, GrpcClient
 
 ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
 FRAME = struct.Struct("<I")
@@ -144,6 +145,20 @@ def test_the_api_key_is_checked_on_the_socket_as_on_grpc(serve):
         with pytest.raises(errors.ClientError) as e:  # Transports itself is guarded, as every derivd method
             c.session(ROSEN, {"x": np.zeros(3)})
         assert e.value.status == 401 and e.value.code == "unauthorized"
+
+    async def asynchronous():  # the asyncio session: the key in its hello, refused as on the blocking one
+        async with AsyncGrpcClient(target, api_key="right-key", session_transport="socket") as c:
+            async with await c.session(ROSEN, {"x": np.zeros(3)}) as s:
+                x = np.array([0.3, 0.1, -0.2])
+                np.testing.assert_allclose(await s.gradient(x), rosenbrock_gradient(x), rtol=1e-13)
+        async with AsyncGrpcClient(target, api_key="right-key", session_transport="socket") as c:
+            c.api_key = "wrong"  # Transports was asked with the right key; the socket's hello says "wrong"
+            await c._socket_port()
+            with pytest.raises(errors.ClientError) as e:
+                await c.session(ROSEN, {"x": np.zeros(3)})
+            assert e.value.status == 401 and e.value.code == "unauthorized"
+
+    asyncio.run(asynchronous())
 
 
 def test_the_rate_limit_counts_a_socket_session_as_one_call(serve):

@@ -32,7 +32,7 @@ from ._grpc import derivd_pb2 as pb
 from ._grpc import derivd_pb2_grpc as pb_grpc
 from .client import OPTIONS, Result, SparseJacobian, direction_dict, resolve_function
 from .session import AsyncSession, Session
-from .session_socket import SocketSession, socket_host
+from .session_socket import AsyncSocketSession, SocketSession, socket_host
 from .stored import Opening, StoredFunctions, unknown
 
 MODES = {"auto": pb.MODE_AUTO, "forward": pb.MODE_FORWARD, "reverse": pb.MODE_REVERSE,
@@ -200,10 +200,9 @@ class GrpcClient:
         return Session(self, function, at, options)
 
     def _socket_port(self) -> int:
-        """The session socket's port to use (0: use gRPC), asked of the server on the first session."""
-        if self.session_transport == "grpc":
-            return 0
-        if self._session_port is None:  # asked until the server answers (a failure raises, as opening would)
+        """The session socket's port to use (0: use gRPC), asked of the server on the first session (asked
+        again until it answers: a failure raises, as opening would)."""
+        if self._session_port is None and self.session_transport != "grpc":
             port = 0
             if socket_host(self.target) is not None:
                 try:
@@ -213,11 +212,15 @@ class GrpcClient:
                     if e.code() != grpc.StatusCode.UNIMPLEMENTED:  # an older server has no Transports
                         raise to_error(e) from None
             self._session_port = port
+        return self._port_chosen()
+
+    def _port_chosen(self) -> int:
+        if self.session_transport == "grpc":
+            return 0
         if not self._session_port and self.session_transport == "socket":
             raise errors.ConnectionFailed(f"the server at {self.target} offers no session socket (or it is not "
                                           f"reachable from here)", "connection_failed")
         return self._session_port
-
 
     def hvp_stream(self, function, at=None, directions: Iterable = (), **options) -> HvpStream:
         """Open one stream at ``at`` and yield H v for each direction, in order, as each arrives.
@@ -255,15 +258,41 @@ class AsyncGrpcClient(GrpcClient):
                     raise err from None
                 await asyncio.sleep(self.backoff * 2 ** attempt)
 
-    async def session(self, function, at=None, **options) -> AsyncSession:
-        """An :class:`~derivd_client.session.AsyncSession`: :meth:`GrpcClient.session`'s methods as
-        coroutines (``s = await client.session(f, at); g = await s.gradient(x)``)."""
+    async def session(self, function, at=None, **options) -> AsyncSession | AsyncSocketSession:
+        """An :class:`~derivd_client.session.AsyncSession` (or, where ``session_transport`` chooses the session
+        socket, an :class:`~derivd_client.session_socket.AsyncSocketSession`): :meth:`GrpcClient.session`'s
+        methods as coroutines (``s = await client.session(f, at); g = await s.gradient(x)``)."""
         try:
-            return await AsyncSession.open(self, function, dict(at or {}), options)
+            return await self._session(function, dict(at or {}), options)
         except errors.NotFound as e:
             if not unknown(e, self.stored_functions):
                 raise
-            return await AsyncSession.open(self, function, dict(at or {}), options)  # stored again
+            return await self._session(function, dict(at or {}), options)  # stored again
+
+    async def _session(self, function, at: dict, options: dict):
+        port = await self._socket_port()
+        if port:
+            try:
+                return await AsyncSocketSession.open(self, function, at, options, socket_host(self.target), port)
+            except errors.ConnectionFailed:
+                if self.session_transport == "socket":
+                    raise
+                self._session_port = 0  # not reachable from here: gRPC from now on
+        return await AsyncSession.open(self, function, at, options)
+
+    async def _socket_port(self) -> int:
+        """:meth:`GrpcClient._socket_port`, the server asked on the asyncio channel."""
+        if self._session_port is None and self.session_transport != "grpc":
+            port = 0
+            if socket_host(self.target) is not None:
+                try:
+                    port = (await self.stub.Transports(pb.TransportsRequest(), timeout=self.timeout,
+                                                       metadata=self.metadata)).session_socket_port
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                        raise to_error(e) from None
+            self._session_port = port
+        return self._port_chosen()
 
     def hvp_stream(self, *args, **kwargs):
         raise TypeError("HVP streams are the blocking GrpcClient's: open one there")

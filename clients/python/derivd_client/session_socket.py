@@ -38,6 +38,12 @@ CONNECT_TIMEOUT_S = 2.0
 MAX_FRAME = 1 << 30
 
 
+def frame(message) -> bytes:
+    """A message as the session socket carries it: its length, then its bytes."""
+    data = message.SerializeToString()
+    return FRAME.pack(len(data)) + data
+
+
 def socket_host(target: str) -> str | None:
     """The host of a plain ``host:port`` gRPC target (None for a name resolver's target, e.g. ``dns:///``)."""
     if "/" in target or target.startswith("unix:"):
@@ -73,34 +79,44 @@ class SocketSession(_Stream):
             raise
 
     def _send(self, message) -> None:
-        data = message.SerializeToString()
         try:
-            self._socket.sendall(FRAME.pack(len(data)) + data)
+            self._socket.sendall(frame(message))
         except OSError as e:
             raise self._gone(e) from None
 
     def _receive(self):
         try:
-            header = self._reader.read(FRAME.size)
-            if len(header) < FRAME.size:
-                raise self._gone(None)
-            size = FRAME.unpack(header)[0]
-            if size > MAX_FRAME:
-                raise errors.ConnectionFailed(f"{self._where} did not answer as a session socket (a frame of "
-                                              f"{size} bytes)", "connection_failed")
+            size = self._size(self._reader.read(FRAME.size))
             body = self._reader.read(size)
             if len(body) < size:
                 raise self._gone(None)
         except TimeoutError:
-            raise errors.RequestTimeout(f"no answer from the session socket at {self._where} within "
-                                        f"{self._socket.gettimeout():g} s", "timeout") from None
+            raise self._late(self._socket.gettimeout()) from None
         except OSError as e:
             raise self._gone(e) from None
+        return self._parse(body)
+
+    def _size(self, header: bytes) -> int:
+        """A frame's length from its header: the end of the connection, or a length no session socket sends,
+        raised as such."""
+        if len(header) < FRAME.size:
+            raise self._gone(None)
+        size = FRAME.unpack(header)[0]
+        if size > MAX_FRAME:
+            raise errors.ConnectionFailed(f"{self._where} did not answer as a session socket (a frame of "
+                                          f"{size} bytes)", "connection_failed")
+        return size
+
+    def _parse(self, body: bytes):
         try:
             return self._pb.SessionResponse.FromString(body)
         except DecodeError:  # not a derivd session socket at that port (a proxy's host, say)
             raise errors.ConnectionFailed(f"{self._where} did not answer as a session socket",
                                           "connection_failed") from None
+
+    def _late(self, timeout: float) -> errors.RequestTimeout:
+        return errors.RequestTimeout(f"no answer from the session socket at {self._where} within {timeout:g} s",
+                                     "timeout")
 
     def _gone(self, cause: OSError | None) -> errors.ConnectionFailed:
         why = f": {cause}" if cause else " (the server stopped, or ended the session)"
@@ -116,3 +132,73 @@ class SocketSession(_Stream):
             self._reader.close()
             self._socket.close()
             self._socket = None
+
+
+class AsyncSocketSession(SocketSession):
+    """:class:`SocketSession` for asyncio (``await AsyncGrpcClient.session(...)`` where the socket is chosen):
+    the same frames on an asyncio connection, the methods coroutines; calls on one session are answered in
+    order, one at a time, as on :class:`~derivd_client.session.AsyncSession`."""
+
+    @classmethod
+    async def open(cls, client, function, at: dict, options: dict, host: str, port: int) -> "AsyncSocketSession":
+        import asyncio
+
+        self = cls.__new__(cls)
+        self._asyncio, self._timeout, self._where = asyncio, client.timeout, f"{host}:{port}"
+        self._lock = asyncio.Lock()
+        opening = self._setup(client, function, at, options)
+        try:
+            self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                                CONNECT_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise errors.ConnectionFailed(f"cannot reach the session socket at {host}:{port}: {e or 'timed out'}",
+                                          "connection_failed") from None
+        self._writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._socket = self._writer
+        try:
+            hello = self._pb.SessionSocketHello(api_key=client.api_key or "", timeout_s=client.session_timeout or 0)
+            response = await self._exchange(frame(hello) + frame(opening))
+            if response.WhichOneof("message") != "opened":
+                self._answer(response)  # the refusal, raised
+            self._opened(response)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _exchange(self, data: bytes):
+        """Send ``data`` (whole frames) and read one answer, one exchange at a time: answers match asks."""
+        asyncio = self._asyncio
+        async with self._lock:
+            try:
+                self._writer.write(data)
+                size = self._size(await asyncio.wait_for(self._reader.readexactly(FRAME.size), self._timeout))
+                body = await asyncio.wait_for(self._reader.readexactly(size), self._timeout)
+            except asyncio.TimeoutError:
+                raise self._late(self._timeout) from None
+            except asyncio.IncompleteReadError:
+                raise self._gone(None) from None
+            except OSError as e:
+                raise self._gone(e) from None
+        return self._parse(body)
+
+    async def _ask(self, kind: str, x, v=None, order: int = 0) -> dict:
+        return self._answer(await self._exchange(frame(self._message(kind, x, v, order))))
+
+    async def _request(self, kind: str, x, v=None, order: int = 0, *, post):
+        return post(await self._ask(kind, x, v, order))
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            self._socket = None
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except OSError:  # the server closed first
+                pass
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
