@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("jax")
 
-from derivd.compile import xla  # noqa: E402
+from derivd.compile import xla, xla_process  # noqa: E402
 from derivd.config import Settings  # noqa: E402
 from derivd.core import Request, Service  # noqa: E402
 from derivd.engines import tiers  # noqa: E402
@@ -200,10 +200,15 @@ def test_a_tier_2_wrong_away_from_its_checked_point_is_caught_by_the_audit(monke
 
 
 def test_a_lowering_that_fails_keeps_the_tape_on_tier_1(monkeypatch):
+    """The compile process traces with its own registry: its work is done here instead (``compile_job``,
+    as the child runs it), where the broken lowering is seen; it answers "failed"."""
     def broken(jx, *args, **params):
         raise NotImplementedError("not this one")
 
     monkeypatch.setattr(REGISTRY["logsumexp"], "xla", broken)
+    monkeypatch.setattr(xla_process, "compile", lambda job, settings, ticket=None:
+                        xla.compile_job(xla.configure(settings), job))
+    monkeypatch.setattr(xla, "_EXECUTABLES", type(xla._EXECUTABLES)())
     unlowerable = tiers.COUNTS["unlowerable"]
     got = compute(ALWAYS, "gradient", "logsumexp(x * 2.0)", {"x": X})
     assert got["tier"] == 1 and tiers.COUNTS["unlowerable"] == unlowerable + 1
@@ -212,13 +217,14 @@ def test_a_lowering_that_fails_keeps_the_tape_on_tier_1(monkeypatch):
 
 
 def test_an_xla_option_this_jax_lacks_is_left_out_and_tier_2_still_answers(monkeypatch):
-    """XLA refuses a compile naming an option it does not know: configure keeps only those it knows."""
-    monkeypatch.setattr(xla, "XLA_OPTIONS", {**xla.XLA_OPTIONS, "xla_cpu_no_such_option": True})
-    monkeypatch.delitem(xla._STATE, "jax")  # configured again, then restored as it was
-    monkeypatch.delitem(xla._STATE, "options")
-    monkeypatch.setattr(xla, "_EXECUTABLES", type(xla._EXECUTABLES)())  # compiled here, with these options
+    """XLA refuses a compile naming an option it does not know: a compile (in the compile process too,
+    which gets each tape's options) keeps only those it knows."""
+    options = {**xla.XLA_OPTIONS, "xla_cpu_no_such_option": True}
+    monkeypatch.setattr(xla, "XLA_OPTIONS", options)
+    monkeypatch.setattr(xla, "_EXECUTABLES", type(xla._EXECUTABLES)())  # compiled again, with these options
+    assert xla._known(xla.configure(ALWAYS.settings), options) == {
+        k: v for k, v in options.items() if k != "xla_cpu_no_such_option"}
     got = compute(ALWAYS, "gradient", "sum(x ** 2 * 1.5)", {"x": X})
-    assert set(xla._STATE["options"]) < set(xla.XLA_OPTIONS)  # the unknown one left out
     assert got["tier"] == 2
     np.testing.assert_allclose(got["gradient"]["x"], 3 * X, rtol=1e-14)
 
