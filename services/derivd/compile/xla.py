@@ -81,7 +81,8 @@ DEEP_CHAIN = 2000
 EXECUTABLES_KEPT = 512  # compiled executables held per process, least recently used out first
 _EXECUTABLES: OrderedDict[tuple, Callable] = OrderedDict()
 _LOCK = threading.Lock()
-_STATE: dict = {}  # "jax": the module once configured; "known": XLA option (name, value) -> whether XLA knows it
+# "jax": the module once configured; "known": XLA option (name, value) -> whether XLA knows it; "lapack": loaded
+_STATE: dict = {}
 _TRACING = threading.local()  # .host: whether the graph traced on this thread calls back to the host
 
 
@@ -114,9 +115,6 @@ def configure(settings) -> object:
         jax.config.update("jax_enable_x64", True)
         if settings.xla_platform:
             jax.config.update("jax_platforms", settings.xla_platform)
-        # jax loads LAPACK's functions (the custom calls of inv, eigh, svd...) at its first lowering that
-        # calls one; an executable loaded from the compile process, run before any, crashed (SIGSEGV)
-        jax.jit(jax.numpy.linalg.inv).lower(jax.ShapeDtypeStruct((2, 2), np.float64))
         _STATE["jax"] = jax
         freeze_heap(collect=False)  # jax's ~70,000 objects live as long as the process (allocator.py)
         return jax
@@ -613,6 +611,7 @@ def _compiled(source: str, lowerings: dict, avals: list, options: dict, settings
     jax = configure(settings)  # before any import of jax's: XLA's flags
     from jax.experimental.serialize_executable import deserialize_and_load
 
+    _load_lapack(jax)
     if executable is not None:
         try:
             return deserialize_and_load(*executable)
@@ -633,6 +632,16 @@ def _compiled(source: str, lowerings: dict, avals: list, options: dict, settings
     except Exception as e:  # a lowering that does not trace at these shapes: tier 1 keeps the tape
         raise NotLowerable(f"tier 2 could not compile the tape: {type(e).__name__}: {e}") from e
     return executable
+
+
+def _load_lapack(jax) -> None:
+    """jax loads LAPACK's functions (the custom calls of inv, eigh, svd...) at its first lowering that
+    calls one: an executable loaded from the compile process and run before any such lowering here
+    crashed (SIGSEGV). One small lowering loads them, once per process."""
+    with _LOCK:
+        if "lapack" not in _STATE:
+            jax.jit(jax.numpy.linalg.inv).lower(jax.ShapeDtypeStruct((2, 2), np.float64))
+            _STATE["lapack"] = True
 
 
 def compile_job(jax, job) -> tuple:
