@@ -65,8 +65,7 @@ class Ticket:
 
 def config_of(settings) -> dict:
     """What the child configures jax with (``xla.configure``): this process's tier-2 settings."""
-    return {"xla_threads": settings.xla_threads, "xla_platform": settings.xla_platform,
-            "xla_cache_dir": settings.xla_cache_dir}
+    return {"xla_threads": settings.xla_threads, "xla_platform": settings.xla_platform}
 
 
 def start(settings) -> None:
