@@ -464,7 +464,8 @@ class XlaTape:
     """A graph compiled by XLA: ``run(*inputs)`` returns the tuple of outputs as numpy arrays, or None
     where a lowering's check failed (an index out of range) or an output is not finite: there tier 1
     answers, with its error or its numbers. ``executable`` is compiled already: jax's ``Compiled``
-    loaded from the compile process's (or, for a graph with host callbacks, jitted here); the literals wait on the device, packed in at most two vectors (``_CONST_VECTORS``).
+    loaded from the compile process's (or, for a graph with host callbacks, jitted here); the
+    literals wait on the device, packed in at most two vectors (``_CONST_VECTORS``).
     ``flat``: each output's (start, stop, shape) in the executable's one flat answer, or None where
     it answers a tuple (large or non-float outputs)."""
 

@@ -3,8 +3,9 @@
 Run as ``python -m derivd.compile.xla_child FD``, FD a socket to the parent: the first message is the
 parent's tier-2 settings (``xla_process.config_of``: jax is configured as the parent's, float64, the
 platform, XLA's threads), each next one a compile (``xla.compile_job``), answered in turn. It keeps
-nothing on disk: the parent keeps the executables it answers (compile/xla_store.py). It leaves when the parent closes the socket
-or goes away (a parent killed or ``os._exit``-ed closes nothing it could see while compiling).
+nothing on disk: the parent keeps the executables it answers (compile/xla_store.py). It leaves when
+the parent closes the socket or goes away (a parent killed or ``os._exit``-ed closes nothing it could
+see while this process compiles).
 """
 
 from __future__ import annotations
