@@ -6,28 +6,34 @@ endpoints on them against tier 1 and analytic references; literals as arguments
 tiering: a hot tape moves to tier 2 in the background and says so; a tier 2
 that disagrees with tier 1 is discarded and counted; a non-finite answer of
 tier 2 is recomputed by tier 1 (its errors included); a lowering that fails
-keeps the tape on tier 1. Without jax nothing changes (a subprocess with jax
-hidden), and the XLA cache persists compiled executables in its directory.
+keeps the tape on tier 1. Compiles run in a child process: XLA's crash there
+leaves the tape on tier 1 and the next compile to a new child, as does a child
+killed while idle; a request past its deadline kills the compile it waits for.
+Without jax nothing changes (a subprocess with jax hidden), and compiled
+executables persist in the cache directory, loaded by the next process without
+compiling.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 pytest.importorskip("jax")
 
-from derivd.compile import xla  # noqa: E402
+from derivd.compile import xla, xla_process  # noqa: E402
 from derivd.config import Settings  # noqa: E402
 from derivd.core import Request, Service  # noqa: E402
 from derivd.engines import tiers  # noqa: E402
-from derivd.errors import DerivdError  # noqa: E402
+from derivd.errors import DeadlineExceeded, DerivdError  # noqa: E402
 from derivd.ir.graph import Graph  # noqa: E402
 from derivd.ops import REGISTRY  # noqa: E402
 from tests.references import central_difference  # noqa: E402
@@ -200,10 +206,15 @@ def test_a_tier_2_wrong_away_from_its_checked_point_is_caught_by_the_audit(monke
 
 
 def test_a_lowering_that_fails_keeps_the_tape_on_tier_1(monkeypatch):
+    """The compile process traces with its own registry: its work is done here instead (``compile_job``,
+    as the child runs it), where the broken lowering is seen; it answers "failed"."""
     def broken(jx, *args, **params):
         raise NotImplementedError("not this one")
 
     monkeypatch.setattr(REGISTRY["logsumexp"], "xla", broken)
+    monkeypatch.setattr(xla_process, "compile", lambda job, settings, ticket=None:
+                        xla.compile_job(xla.configure(settings), job))
+    monkeypatch.setattr(xla, "_EXECUTABLES", type(xla._EXECUTABLES)())
     unlowerable = tiers.COUNTS["unlowerable"]
     got = compute(ALWAYS, "gradient", "logsumexp(x * 2.0)", {"x": X})
     assert got["tier"] == 1 and tiers.COUNTS["unlowerable"] == unlowerable + 1
@@ -212,13 +223,14 @@ def test_a_lowering_that_fails_keeps_the_tape_on_tier_1(monkeypatch):
 
 
 def test_an_xla_option_this_jax_lacks_is_left_out_and_tier_2_still_answers(monkeypatch):
-    """XLA refuses a compile naming an option it does not know: configure keeps only those it knows."""
-    monkeypatch.setattr(xla, "XLA_OPTIONS", {**xla.XLA_OPTIONS, "xla_cpu_no_such_option": True})
-    monkeypatch.delitem(xla._STATE, "jax")  # configured again, then restored as it was
-    monkeypatch.delitem(xla._STATE, "options")
-    monkeypatch.setattr(xla, "_EXECUTABLES", type(xla._EXECUTABLES)())  # compiled here, with these options
+    """XLA refuses a compile naming an option it does not know: a compile (in the compile process too,
+    which gets each tape's options) keeps only those it knows."""
+    options = {**xla.XLA_OPTIONS, "xla_cpu_no_such_option": True}
+    monkeypatch.setattr(xla, "XLA_OPTIONS", options)
+    monkeypatch.setattr(xla, "_EXECUTABLES", type(xla._EXECUTABLES)())  # compiled again, with these options
+    assert xla._known(xla.configure(ALWAYS.settings), options) == {
+        k: v for k, v in options.items() if k != "xla_cpu_no_such_option"}
     got = compute(ALWAYS, "gradient", "sum(x ** 2 * 1.5)", {"x": X})
-    assert set(xla._STATE["options"]) < set(xla.XLA_OPTIONS)  # the unknown one left out
     assert got["tier"] == 2
     np.testing.assert_allclose(got["gradient"]["x"], 3 * X, rtol=1e-14)
 
@@ -282,6 +294,77 @@ def test_remapped_paths_count_the_ways_a_value_is_re_indexed():
     for level in range(1, 5):
         t = g.apply("concat", [t, t], {"axis": -1})
         assert xla._remapped_paths(g, [t]) == 2 ** level
+
+
+def test_a_compile_that_crashes_xla_costs_its_tape_tier_2_not_the_server(monkeypatch):
+    """The compile runs in a child process: XLA's crash (SIGSEGV compiling 13 levels of concat([t, t]),
+    let through here by lifting the guard that keeps such a graph on tier 1) kills the child alone. The
+    tape answers on tier 1, counted unlowerable, and the next compile starts a new child."""
+    monkeypatch.setattr(xla, "REMAPPED_PATHS_MAX", 10 ** 9)
+    service = Service(Settings(xla_tier="always", xla_cache_dir="", xla_always_wait_s=600))
+    x = np.array([0.5, 1.0])
+    compute(service, "gradient", "sum(sinh(x) * 0.5)", {"x": x})  # a child runs (a program of this test's own)
+    crashing = xla_process.pid()
+    unlowerable = tiers.COUNTS["unlowerable"]
+    got = compute(service, "gradient", "t = x\n" + "t = concat([t, t])\n" * 13 + "sum(t)", {"x": x})
+    assert got["tier"] == 1 and tiers.COUNTS["unlowerable"] == unlowerable + 1
+    assert got["value"] == pytest.approx(1.5 * 2 ** 13, rel=1e-12)
+    np.testing.assert_array_equal(got["gradient"]["x"], [2.0 ** 13] * 2)
+    assert crashing is not None and not psutil.pid_exists(crashing)
+    got = compute(service, "gradient", "sum(sin(x) * 2.5)", {"x": x})
+    assert got["tier"] == 2 and xla_process.pid() not in (None, crashing)
+    np.testing.assert_allclose(got["gradient"]["x"], 2.5 * np.cos(x), rtol=1e-14)
+
+
+def test_a_compile_process_killed_while_idle_is_replaced_at_the_next_compile():
+    """Programs of this test's own: compiled here, not found compiled in this process already."""
+    compute(ALWAYS, "gradient", "sum(x ** 3 * 0.125 + sinh(x))", {"x": X})
+    killed = xla_process.pid()
+    os.kill(killed, signal.SIGKILL)
+    _until_dead(killed)
+    unlowerable = tiers.COUNTS["unlowerable"]
+    got = compute(ALWAYS, "gradient", "sum(x ** 3 * 0.375 - cosh(x))", {"x": X})
+    assert got["tier"] == 2 and tiers.COUNTS["unlowerable"] == unlowerable
+    assert xla_process.pid() not in (None, killed)
+    np.testing.assert_allclose(got["gradient"]["x"], 1.125 * X ** 2 - np.sinh(X), rtol=1e-14)
+
+
+def _until_dead(pid: int) -> None:
+    """Wait until ``pid``, a child of this process, has exited, every thread of it (only then can it be
+    reaped), without reaping it; or until it was reaped."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:
+            return
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_request_past_its_deadline_kills_the_compile_it_waits_for(monkeypatch):
+    """With always a first request waits for its compile; at its deadline the compile process is killed
+    (a compile cannot be stopped otherwise) and the request fails as any late one (504). Not a failed
+    lowering: the next request compiles the tape again (here given the time)."""
+    monkeypatch.setattr(xla, "REMAPPED_PATHS_MAX", 10 ** 9)  # 2^17 paths of t + t[::-1]: ~4 s to compile
+    service = Service(Settings(xla_tier="always", xla_cache_dir="", xla_always_wait_s=600))
+    dsl, x = "t = x\n" + "t = t + t[::-1]\n" * 17 + "sum(t * t)", np.array([0.5, 1.0, -2.0])
+    compute(service, "gradient", "sum(tanh(x) * 0.25)", {"x": x})  # a child runs (a program of this test's own)
+    compiling = xla_process.pid()
+    unlowerable = tiers.COUNTS["unlowerable"]
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        compute(service, "gradient", dsl, {"x": x}, deadline=time.monotonic() + 0.3)
+    assert time.monotonic() - t0 < 2.0  # not the compile's ~4 s
+    _until_dead(compiling)
+    assert tiers.COUNTS["unlowerable"] == unlowerable
+    got = compute(service, "evaluate", dsl, {"x": x})
+    assert got["tier"] == 2  # compiled again, by a new child
+    t = x
+    for _ in range(17):
+        t = t + t[::-1]
+    assert got["value"] == pytest.approx(np.sum(t * t), rel=1e-12)
 
 
 def test_a_non_finite_answer_of_tier_2_is_tier_1s_with_its_errors():
@@ -456,15 +539,23 @@ def test_without_jax_nothing_changes():
 
 
 def test_compiled_executables_persist_in_the_cache_directory(tmp_path):
-    """A fresh process with xla_cache_dir set leaves XLA's compiled executable there."""
+    """A fresh process with xla_cache_dir set leaves its compiled executable there; the next process
+    loads it, without starting a compile process, and answers on tier 2."""
     code = (
         "import numpy as np\n"
+        "from derivd.compile import xla_process\n"
         "from derivd.config import Settings\n"
         "from derivd.core import Request, Service\n"
         f"s = Service(Settings(xla_tier='always', xla_cache_dir={str(tmp_path)!r}))\n"
         "r = s.compute('gradient', Request(function={'dsl': 'sum(cos(x) * x)'}, at={'x': np.ones(3)}))[0]\n"
-        "assert r['tier'] == 2, r\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "services")})
-    assert out.returncode == 0, out.stderr
-    assert any(tmp_path.iterdir()), "no compiled executable in the cache directory"
+        "assert r['tier'] == 2, r\n"
+        "assert np.allclose(r['gradient']['x'], np.cos(1.0) - np.sin(1.0), rtol=1e-14, atol=0), r\n"
+        "print(xla_process.pid() is not None)\n")
+    started = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "services")})
+        assert out.returncode == 0, out.stderr
+        started.append(out.stdout.strip())
+        assert any(tmp_path.iterdir()), "no compiled executable in the cache directory"
+    assert started == ["True", "False"]

@@ -24,10 +24,19 @@ and traces it with jax:
   names them ``c0, c1, ...``, so programs that differ only in their literal
   values share one source and one XLA executable per signature (``_EXECUTABLES``).
 
-``configure(settings)`` runs once per process before jax starts: float64 on,
-the platform (CPU unless configured), XLA's CPU threads (one unless configured),
-the persistent compilation cache, so executables survive restarts, and which of
-``XLA_OPTIONS`` (XLA's CPU code generation, measured) this XLA knows.
+XLA compiles in a child process (compile/xla_process.py, compile/xla_child.py), where it
+can be stopped and where a crash of XLA's costs that compile alone: the child runs the
+source (``compile_job``) and answers jax's serialized executable, which this process
+loads (``_compiled``). A graph that calls back to the host (``_callback``) is compiled
+here: jax cannot serialize an executable whose callbacks are functions of the process
+that traced it.
+
+``configure(settings)`` runs once per process (this one and the child) before jax
+starts: float64 on, the platform (CPU unless configured) and XLA's CPU threads (one
+unless configured). Of ``XLA_OPTIONS`` (XLA's CPU code generation, measured) each
+compile uses those its XLA knows (``_known``). Compiled executables survive restarts in
+``xla_cache_dir`` (compile/xla_store.py), not in jax's persistent cache (it cannot serve
+an executable that crosses processes).
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ from typing import Callable
 import numpy as np
 
 from derivd.allocator import freeze_heap
-from derivd.compile import staging
+from derivd.compile import staging, xla_process, xla_store
 from derivd.compile.codegen import _collecting_twins
 from derivd.ops.evaluate import expression, integer, literal
 
@@ -72,7 +81,9 @@ DEEP_CHAIN = 2000
 EXECUTABLES_KEPT = 512  # compiled executables held per process, least recently used out first
 _EXECUTABLES: OrderedDict[tuple, Callable] = OrderedDict()
 _LOCK = threading.Lock()
-_STATE: dict = {}  # "jax": the module once configured, or "error": why it is unavailable
+# "jax": the module once configured; "known": XLA option (name, value) -> whether XLA knows it; "lapack": loaded
+_STATE: dict = {}
+_TRACING = threading.local()  # .host: whether the graph traced on this thread calls back to the host
 
 
 class NotLowerable(Exception):
@@ -92,15 +103,11 @@ def configure(settings) -> object:
     """Set jax up once for this process and return the module (``NotLowerable`` if it is missing).
 
     XLA reads its thread flags when its CPU backend starts, so they are set in the
-    environment first; the platform, float64 and the cache directory are jax settings."""
+    environment first; the platform and float64 are jax settings."""
     with _LOCK:
         if "jax" in _STATE:
             return _STATE["jax"]
-        threads = settings.xla_threads
-        if threads > 0 and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-            flags = "--xla_cpu_multi_thread_eigen=false" if threads == 1 else ""
-            os.environ["XLA_FLAGS"] = " ".join(
-                f for f in (os.environ.get("XLA_FLAGS", ""), flags, f"intra_op_parallelism_threads={threads}") if f)
+        os.environ["XLA_FLAGS"] = xla_flags(settings)
         try:
             import jax
         except ImportError as e:
@@ -108,25 +115,32 @@ def configure(settings) -> object:
         jax.config.update("jax_enable_x64", True)
         if settings.xla_platform:
             jax.config.update("jax_platforms", settings.xla_platform)
-        if settings.xla_cache_dir:
-            path = os.path.expanduser(settings.xla_cache_dir)
-            try:
-                os.makedirs(path, exist_ok=True)
-            except OSError as e:  # compiles still work, they just do not outlive the process
-                log.warning("no XLA compilation cache in %s: %s", path, e)
-            else:
-                jax.config.update("jax_compilation_cache_dir", path)
-                jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-                jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         _STATE["jax"] = jax
-        _STATE["options"] = {k: v for k, v in XLA_OPTIONS.items() if _accepts(jax, {k: v})}
         freeze_heap(collect=False)  # jax's ~70,000 objects live as long as the process (allocator.py)
         return jax
 
 
+def xla_flags(settings) -> str:
+    """``XLA_FLAGS`` as ``configure`` leaves it: the environment's, with XLA's CPU threads limited to
+    ``xla_threads`` unless it limits them already."""
+    flags, threads = os.environ.get("XLA_FLAGS", ""), settings.xla_threads
+    if threads > 0 and "xla_cpu_multi_thread_eigen" not in flags:
+        eigen = "--xla_cpu_multi_thread_eigen=false" if threads == 1 else ""
+        flags = " ".join(f for f in (flags, eigen, f"intra_op_parallelism_threads={threads}") if f)
+    return flags
+
+
+def _known(jax, options: dict) -> dict:
+    """``options`` without those this XLA does not know (it refuses a compile naming one): one tiny
+    compile per option, once per process. Without one, that option's measured gain is lost, never a tape."""
+    known = _STATE.setdefault("known", {})
+    for item in options.items():
+        if item not in known:
+            known[item] = _accepts(jax, dict([item]))
+    return {k: v for k, v in options.items() if known[(k, v)]}
+
+
 def _accepts(jax, options: dict) -> bool:
-    """Whether this XLA knows ``options`` (it refuses a compile naming one it lacks): one tiny compile.
-    Without one, that option's measured gain is lost, never a tape."""
     try:
         jax.jit(lambda x: x + 1.0, compiler_options=options).lower(
             jax.ShapeDtypeStruct((2,), np.float64)).compile()
@@ -242,6 +256,7 @@ def _callback(function, shape, dtype, *args):
     stays compiled."""
     import jax
 
+    _TRACING.host = True
     _start_host()
 
     def compute(*values):
@@ -489,8 +504,9 @@ FLAT_OUTPUTS_MAX = 4096
 class XlaTape:
     """A graph compiled by XLA: ``run(*inputs)`` returns the tuple of outputs as numpy arrays, or None
     where a lowering's check failed (an index out of range) or an output is not finite: there tier 1
-    answers, with its error or its numbers. ``executable`` is jitted (jax's C++ dispatch), compiled
-    already; the literals wait on the device, packed in at most two vectors (``_CONST_VECTORS``).
+    answers, with its error or its numbers. ``executable`` is compiled already: jax's ``Compiled``
+    loaded from the compile process's (or, for a graph with host callbacks, jitted here); the
+    literals wait on the device, packed in at most two vectors (``_CONST_VECTORS``).
     ``flat``: each output's (start, stop, shape) in the executable's one flat answer, or None where
     it answers a tuple (large or non-float outputs)."""
 
@@ -516,10 +532,9 @@ _CONST_VECTORS = (("_cf", np.float64, float), ("_ci", np.int64, int))
 
 
 def _options(graph, outputs) -> dict:
-    """XLA's options for this graph: ``XLA_OPTIONS`` as this XLA accepts them, with the fusion emitters
-    left on where the graph's longest chain of dependent nodes (loop bodies' own chains included)
-    passes ``DEEP_CHAIN``."""
-    options = _STATE["options"]
+    """XLA's options for this graph: ``XLA_OPTIONS``, with the fusion emitters left on where the graph's
+    longest chain of dependent nodes (loop bodies' own chains included) passes ``DEEP_CHAIN``."""
+    options = XLA_OPTIONS
     if "xla_cpu_use_fusion_emitters" in options and _longest_chain(graph, outputs) > DEEP_CHAIN:
         options = {k: v for k, v in options.items() if k != "xla_cpu_use_fusion_emitters"}
     return options
@@ -540,8 +555,9 @@ def _longest_chain(graph, outputs) -> int:
 # permuted indices (a concatenation, a slice, a reversal) along paths that each remap it again is
 # generated once per path, and the paths double with each level of t = concat([t, t]) or
 # t + t[::-1]. Measured (jaxlib 0.10.2, with and without the fusion emitters): 2^13 paths of
-# concatenations crashed the process (SIGSEGV) compiling; reversals compiled in 0.3 s at 2^14, 8 s at
-# 2^18, longer than any wait past it (and a compile cannot be stopped). Such a graph stays on tier 1.
+# concatenations crashed XLA (SIGSEGV) compiling; reversals compiled in 0.3 s at 2^14, 8 s at 2^18,
+# longer than any wait past it. Such a graph stays on tier 1: the compile process (xla_process.py)
+# survives the crash and can be stopped, but the compile would be wasted.
 REMAPPED_PATHS_MAX = 1024
 REMAPPING = frozenset(("concat", "index", "transpose", "reshape", "broadcast_to", "gather", "take_along"))
 
@@ -578,10 +594,13 @@ def _remapped_paths(graph, outputs) -> int:
     return most
 
 
-def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
-    """Lower the graph and compile it now (seconds: call it off the request path). Raises
-    ``NotLowerable`` (a primitive without a lowering, a lowering that failed to trace)."""
-    jax = configure(settings)
+def compile_graph(graph, inputs: list, outputs: list, settings, ticket=None) -> XlaTape:
+    """Lower the graph and compile it now (seconds: call it off the request path), in the compile
+    process unless it calls back to the host. Raises ``NotLowerable`` (a primitive without a lowering,
+    a lowering that failed to trace, a compile that crashed XLA) or ``xla_process.Cancelled`` (the
+    ``ticket`` cancelled, or the process stopping: the compile was killed)."""
+    if not available():
+        raise NotLowerable("jax is not installed (pip install derivd[xla])")
     missing = missing_lowering(graph, outputs)
     if missing is not None:
         raise NotLowerable(f"primitive {missing!r} has no tier-2 lowering")
@@ -604,27 +623,97 @@ def compile_graph(graph, inputs: list, outputs: list, settings) -> XlaTape:
         flat = tuple(tuple(int(d) for d in n.shape) for n in outputs)
     source = "\n".join([f"def lowered({', '.join(names)}):"] + unpack + ["    " + line for line in src.lines]
                        + [f"    return _finish(_jx, tape({', '.join(names[:len(inputs)])}), {literal(flat)})"]) + "\n"
-    signature = tuple((tuple(n.shape), n.dtype) for n in inputs) + tuple(v.shape for v in vectors)
+    avals = [(tuple(n.shape), np.dtype(n.dtype).str) for n in inputs] + [(v.shape, v.dtype.str) for v in vectors]
     options = _options(graph, outputs)
-    key = (source, signature, tuple(sorted(options.items())))
+    key = (source, tuple(avals), tuple(sorted(options.items())))
     with _LOCK:
         executable = _EXECUTABLES.get(key)
         if executable is not None:
             _EXECUTABLES.move_to_end(key)
     if executable is None:
-        scope = dict(_namespace(jax), **src.lowerings)
-        exec(compile(source, "<derivd xla>", "exec"), scope)  # from the IR only
-        avals = [jax.ShapeDtypeStruct(tuple(n.shape), np.dtype(n.dtype)) for n in inputs]
-        avals += [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in vectors]
-        executable = jax.jit(scope["lowered"], compiler_options=options or None)
-        try:
-            executable.lower(*avals).compile()  # jit's own calls find it compiled
-        except Exception as e:  # a lowering that does not trace at these shapes: tier 1 keeps the tape
-            raise NotLowerable(f"tier 2 could not compile the tape: {type(e).__name__}: {e}") from e
+        executable = _compiled(source, src.lowerings, avals, options, settings, ticket)
         with _LOCK:
             _EXECUTABLES[key] = executable
             while len(_EXECUTABLES) > EXECUTABLES_KEPT:
                 _EXECUTABLES.popitem(last=False)
+    jax = configure(settings)
     offsets = np.cumsum([0] + sizes).tolist()
     layout = None if flat is None else [(a, b, s) for a, b, s in zip(offsets, offsets[1:], flat)]
     return XlaTape(executable, [jax.device_put(v) for v in vectors], source, layout)
+
+
+def _compiled(source: str, lowerings: dict, avals: list, options: dict, settings, ticket) -> Callable:
+    """The executable of ``source``: kept from an earlier process (``xla_store``), or compiled by the
+    compile process and kept; loaded here (milliseconds). Compiled here where the graph calls back to
+    the host (the compile process says so before compiling)."""
+    job = (source, sorted(name[len("_x_"):] for name in lowerings), avals, options)
+    kept = xla_store.path(settings, job, xla_flags(settings))
+    executable = xla_store.load(kept)
+    if executable is None:
+        xla_process.start(settings)  # it imports jax while this process does (configure)
+    jax = configure(settings)  # before any import of jax's: XLA's flags
+    from jax.experimental.serialize_executable import deserialize_and_load
+
+    _load_lapack(jax)
+    if executable is not None:
+        try:
+            return deserialize_and_load(*executable)
+        except Exception as e:  # from another jaxlib build: compiled again
+            log.warning("kept XLA executable %s does not load (%s); compiling it again", kept, e)
+    try:
+        answer = xla_process.compile(job, settings, ticket)
+    except xla_process.Crashed as e:
+        raise NotLowerable(f"tier 2 could not compile the tape: {e}") from None
+    if answer[0] == "compiled":
+        xla_store.save(kept, answer[1:])
+        return deserialize_and_load(*answer[1:])
+    if answer[0] == "failed":
+        raise NotLowerable(f"tier 2 could not compile the tape: {answer[1]}")
+    executable = _jitted(jax, source, lowerings, options)  # "host": its callbacks must be this process's
+    try:
+        executable.lower(*_shapes(jax, avals)).compile()  # jit's own calls find it compiled
+    except Exception as e:  # a lowering that does not trace at these shapes: tier 1 keeps the tape
+        raise NotLowerable(f"tier 2 could not compile the tape: {type(e).__name__}: {e}") from e
+    return executable
+
+
+def _load_lapack(jax) -> None:
+    """jax loads LAPACK's functions (the custom calls of inv, eigh, svd...) at its first lowering that
+    calls one: an executable loaded from the compile process and run before any such lowering here
+    crashed (SIGSEGV). One small lowering loads them, once per process."""
+    with _LOCK:
+        if "lapack" not in _STATE:
+            jax.jit(jax.numpy.linalg.inv).lower(jax.ShapeDtypeStruct((2, 2), np.float64))
+            _STATE["lapack"] = True
+
+
+def compile_job(jax, job) -> tuple:
+    """In the compile process: ``job`` (``_compiled``'s) traced and compiled. Answers
+    ``("compiled", executable, in_tree, out_tree)`` (jax's ``serialize_executable``), ``("host",)``
+    where the graph calls back to the host (traced, not compiled: the parent compiles it), or
+    ``("failed", why)``. The lowerings are this process's registry's, named by primitive."""
+    from jax.experimental.serialize_executable import serialize
+
+    from derivd import ops
+
+    source, prims, avals, options = job
+    try:
+        _TRACING.host = False
+        jitted = _jitted(jax, source, {f"_x_{p}": ops.get(p).xla for p in prims}, options)
+        lowered = jitted.lower(*_shapes(jax, avals))
+        if _TRACING.host:
+            return ("host",)
+        return ("compiled", *serialize(lowered.compile()))
+    except Exception as e:
+        return ("failed", f"{type(e).__name__}: {e}")
+
+
+def _jitted(jax, source: str, lowerings: dict, options: dict):
+    """``source``'s function, jitted with those of ``options`` this XLA knows (not traced yet)."""
+    scope = dict(_namespace(jax), **lowerings)
+    exec(compile(source, "<derivd xla>", "exec"), scope)  # from the IR only
+    return jax.jit(scope["lowered"], compiler_options=_known(jax, options) or None)
+
+
+def _shapes(jax, avals: list) -> list:
+    return [jax.ShapeDtypeStruct(shape, np.dtype(dtype)) for shape, dtype in avals]

@@ -9,7 +9,9 @@ fuses elementwise chains and runs loops without Python. With ``xla_tier``:
   spent ``xla_after_seconds`` of compute, one background thread compiles it
   (one tape at a time, so compiling never takes more than one core);
 * ``always``: every tape is compiled before its first answer (for testing), unless
-  its compile takes over ``xla_always_wait_s``: then tier 1 answers meanwhile;
+  its compile takes over ``xla_always_wait_s``: then tier 1 answers meanwhile. A
+  request past its deadline (or a process shutting down) stops the compile it waits
+  for: XLA compiles in a child process (compile/xla_process.py), which is killed;
 * ``off``, or jax not installed: tier 1 only, as without this module.
 
 Tier 2 answers only after it agreed with tier 1 at a real point: the compile
@@ -48,14 +50,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from derivd.compile import xla
+from derivd.compile import xla, xla_process
 from derivd.deadlines import check as check_deadline
+from derivd.errors import DerivdError
 
 log = logging.getLogger("derivd.tiers")
 
 RESULTS = ("accepted", "rejected", "unlowerable", "slower")
 SPEED_TRIES = 3  # timed runs of a checked tier 2 against tier 1's fastest (the first may pay warm-up)
 AUDIT_FIRST = 3  # tier 2's first answers after the check, each compared with tier 1 in the background
+WAIT_SLICE_S = 0.05  # with ``always``, how often a request waiting for its compile looks at its deadline
 # tapes of this process (and of its worker pools: ``add``) by what became of their tier 2
 COUNTS = dict.fromkeys(RESULTS, 0)
 _UNREPORTED = dict.fromkeys(RESULTS, 0)  # this process's counts not yet handed over by ``drain``
@@ -162,15 +166,30 @@ class TieredTape:
     def _compile_in_time(self) -> None:
         """``always``: compile on the compile thread and wait at most ``xla_always_wait_s``. XLA's CPU
         compile time grows faster than a long straight-line program (an unrolled second-order
-        program of ~1000 nodes: 8-25 s, README), and a compile cannot be stopped: past the wait tier 1
-        answers, and the compile, left running, becomes the candidate the next run checks."""
-        future = _compiler().submit(self._compile)
-        try:
-            self._candidate = future.result(timeout=self.settings.xla_always_wait_s)
-        except TimeoutError:
-            log.info("tier-2 compile past xla_always_wait_s=%s; tier 1 answers meanwhile",
-                     self.settings.xla_always_wait_s)
-            future.add_done_callback(self._compiled)
+        program of ~1000 nodes: 8-25 s, README): past the wait tier 1 answers, and the compile, left
+        running, becomes the candidate the next run checks. Past the request's deadline (or once the
+        process is stopping) the compile is stopped (its child process killed) and the request fails
+        as it would have (504, 503): the tape, not kept, is compiled again by the next request."""
+        ticket = xla_process.Ticket()
+        future = _compiler().submit(self._compile, ticket)
+        end = time.monotonic() + self.settings.xla_always_wait_s
+        while True:
+            try:
+                self._candidate = future.result(timeout=min(WAIT_SLICE_S, max(end - time.monotonic(), 0.0)))
+                return
+            except TimeoutError:
+                pass
+            try:
+                check_deadline()
+            except DerivdError:
+                ticket.cancel()
+                future.cancel()
+                raise
+            if time.monotonic() >= end:
+                log.info("tier-2 compile past xla_always_wait_s=%s; tier 1 answers meanwhile",
+                         self.settings.xla_always_wait_s)
+                future.add_done_callback(self._compiled)
+                return
 
     def _compiled(self, future) -> None:
         candidate = future.result()
@@ -178,12 +197,16 @@ class TieredTape:
             with self._lock:
                 self._candidate = candidate
 
-    def _compile(self):
-        """The graph compiled by XLA, or None (counted, logged) if tier 2 cannot run it."""
+    def _compile(self, ticket=None):
+        """The graph compiled by XLA, or None: counted and logged if tier 2 cannot run it, not counted
+        if the compile was stopped (``ticket`` cancelled, or the process stopping)."""
         graph, inputs, outputs = self._graph, self._inputs, self._outputs
         self._graph = self._inputs = self._outputs = None
         try:
-            return xla.compile_graph(graph, inputs, outputs, self.settings)
+            return xla.compile_graph(graph, inputs, outputs, self.settings, ticket)
+        except xla_process.Cancelled as e:
+            log.info("tier-2 compile stopped: %s", e)
+            return None
         except Exception as e:  # tier 2 never fails a request: the tape stays on tier 1
             self.state = "unlowerable"
             _count("unlowerable")
