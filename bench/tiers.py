@@ -1,7 +1,7 @@
 """The compile tiers: numpy (tier 1), XLA (tier 2) and jax, on the programs where time is spent.
 
 Run: ``python bench/tiers.py [--quick]`` (one thread each: BLAS and XLA are pinned here,
-before numpy and jax load). Prints one markdown table, all rows from the same run:
+before numpy and jax load, and the process to one core). Prints one markdown table, all rows from the same run:
 warm time of each workload on tier 1 (``xla_tier=off``), on tier 2 (``xla_tier=always``:
 the tape compiled by XLA before its first answer), and in jax (``jit``, its own AD), and
 the one-off compile of tier 2 and of jax. jax is timed on device arrays and, for scale, on the
@@ -30,6 +30,10 @@ import os
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+# XLA splits a long loop over as many threads as the compiling process may run on, whatever XLA_FLAGS say:
+# jax compiles here, so this process keeps to one core (tier 2's compile process keeps to xla_threads = 1).
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import argparse  # noqa: E402
 import base64  # noqa: E402

@@ -560,3 +560,20 @@ def test_compiled_executables_persist_in_the_cache_directory(tmp_path):
         started.append(out.stdout.strip())
         assert any(tmp_path.iterdir()), "no compiled executable in the cache directory"
     assert started == ["True", "False"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to split over")
+def test_one_xla_thread_means_executables_that_run_on_one_thread(monkeypatch):
+    """XLA splits a long loop over as many threads as the compiling process may run on, whatever XLA_FLAGS
+    say: the compile process runs on ``xla_threads`` cores, so its executables keep to one thread here."""
+    kept = []
+    real = xla.compile_graph
+    monkeypatch.setattr(xla, "compile_graph", lambda *args: kept.append(real(*args)) or kept[-1])
+    service = Service(Settings(xla_tier="always", xla_cache_dir="", xla_threads=1))
+    x = np.linspace(-1.0, 1.0, 200_003)
+    got = compute(service, "gradient", "sum(sin(x) * exp(x) * 0.75)", {"x": x})
+    assert got["tier"] == 2
+    np.testing.assert_allclose(got["gradient"]["x"], 0.75 * (np.cos(x) + np.sin(x)) * np.exp(x), rtol=1e-13, atol=1e-15)
+    assert len(psutil.Process(xla_process.pid()).cpu_affinity()) == 1
+    hlo = kept[-1].executable.as_text()
+    assert "fusion" in hlo and "outer_dimension_partitions" not in hlo
