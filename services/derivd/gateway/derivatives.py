@@ -8,7 +8,9 @@ endpoint's schema (``core.endpoints``) checks its structure, and
 ``Dispatcher.submit_async`` does the rest. Everything else
 (functions, black boxes, health, metrics, the OpenAPI document, unknown
 paths) goes on to the framework. Telemetry, the API-key check and the body cap
-are ASGI middleware around both, so they hold here as everywhere.
+are ASGI middleware around both, so they hold here as everywhere; the JSON
+``Content-Type`` (``content_type``) is checked here, and by ``RequireJson`` in
+front of the framework's routes that read a body.
 
 Most bodies are a function, a point and perhaps the options every endpoint shares
 (``constants``, ``wrt``, ``mode``, ``verify``, ``encoding``), each in the one form the
@@ -26,6 +28,7 @@ from derivd.core import ENDPOINTS, Request
 from derivd.core.schemas import DerivRequest
 from derivd.errors import DerivdError
 from derivd.gateway import codecs
+from derivd.gateway.content_type import not_json
 from derivd.gateway.http import (BodyTooLarge, error_response, parse_json, send_json, server_timing, too_large,
                                  validate)
 
@@ -105,6 +108,9 @@ class DerivativeRoutes:
         try:
             if scope["method"] != "POST":
                 raise DerivdError(f"{path} takes POST", code="method_not_allowed", status=405)
+            unsupported = not_json(scope)  # checked here, not by a layer in front of every request
+            if unsupported is not None:
+                raise unsupported
             status, body, timing = 200, *await self._serve(row, plain, receive, state)
         except Exception as e:
             refused = error_response(e)
