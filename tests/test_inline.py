@@ -57,6 +57,40 @@ def test_a_request_held_off_the_cpu_keeps_its_kind_inline(monkeypatch):
         answer, timings = dispatcher.submit("gradient", small)
         assert timings.queue == 0.0 and timings.compute >= 0.02  # inline, and the wall time says so
         np.testing.assert_allclose(answer["gradient"]["x"], [2.0, 4.0], rtol=1e-15)
-        assert dispatcher.quick.is_quick(key)
+        assert dispatcher.quick.is_quick(key) and dispatcher.quick.doubted(key)
+        _, timings = dispatcher.submit("gradient", small)  # its CPU time measured: still quick
+        assert timings.queue == 0.0 and timings.compute >= 0.02
+        assert dispatcher.quick.is_quick(key) and not dispatcher.quick.doubted(key)
+    finally:
+        dispatcher.close()
+
+
+def test_a_kind_that_became_slow_leaves_the_loop_once_its_cpu_time_says_so(monkeypatch):
+    """Timed by the wall clock, a slow inline run makes its kind doubted; the next run, measured by CPU
+    (busy here, not asleep), sends the kind to the compute threads."""
+    from derivd.engines import reverse
+
+    dispatcher = Dispatcher(Service(Settings(inline_compute_s=0.005)))
+    try:
+        small = req({"dsl": "sum(x**2)"}, x=[1.0, 2.0])
+        dispatcher.submit("gradient", small)
+        dispatcher.submit("gradient", small)
+        key = dispatcher.quick.key(GRADIENT, small)
+        assert dispatcher.quick.is_quick(key) and not dispatcher.quick.doubted(key)
+        real = reverse.gradient
+
+        def busy(*args):
+            end = time.thread_time() + 0.02
+            while time.thread_time() < end:
+                pass
+            return real(*args)
+
+        monkeypatch.setattr(reverse, "gradient", busy)
+        for _ in range(2):  # timed by the wall clock, then by CPU: both inline
+            _, timings = dispatcher.submit("gradient", small)
+            assert timings.queue == 0.0
+        assert not dispatcher.quick.is_quick(key)
+        _, timings = dispatcher.submit("gradient", small)
+        assert timings.queue > 0.0  # a compute thread's
     finally:
         dispatcher.close()

@@ -15,7 +15,9 @@ Both skins and the HVP stream come through here, so the policy exists once:
 * the record: each request's CPU time on the thread that ran it (compile
   included) decides whether its kind runs inline next time; CPU, not wall time,
   so that a request preempted on a busy machine does not send its kind to the
-  compute threads, whose hand-off costs more than the request.
+  compute threads, whose hand-off costs more than the request. An inline run is
+  timed by the wall clock, which bounds its CPU time, and only doubted ones by
+  CPU (``quick``).
 
 REST runs on an event loop and awaits (``submit_async``); gRPC handlers block
 (``submit``). Both go through ``_admit`` and ``_finish`` and one executor; only
@@ -62,7 +64,7 @@ class Dispatcher:
         ``compiled`` (``Service.compiled``, kept by a session): used where ``req`` runs in this process."""
         row, key, budget = self._admit(name, req, remaining)
         if self.quick.is_quick(key):
-            return self._finish(key, self._run(row, req, key, compiled), 0.0)
+            return self._inline(row, req, key, compiled)
         ran, queue_s = self.call(budget, self._run, row, req, key, compiled)
         return self._finish(key, ran, queue_s)
 
@@ -70,7 +72,7 @@ class Dispatcher:
         """``submit`` for an event loop: a quick request runs on the loop, any other is awaited."""
         row, key, budget = self._admit(name, req, remaining)
         if self.quick.is_quick(key):
-            return self._finish(key, self._run(row, req, key), 0.0)
+            return self._inline(row, req, key)
         queued = time.perf_counter()
         future = self.executor.submit(_timed, self._run, row, req, key)
         try:
@@ -104,6 +106,15 @@ class Dispatcher:
         else:
             result = self._route(row, req)
         return result, time.thread_time() - cpu
+
+    def _inline(self, row, req, key: tuple, compiled: tuple | None = None) -> tuple[dict, Timings]:
+        """A request of a quick kind, on this thread: timed by the wall clock, by CPU when doubted."""
+        if self.quick.doubted(key):
+            return self._finish(key, self._run(row, req, key, compiled), 0.0)
+        t0 = time.perf_counter()
+        answer, timings = self.router.in_process.compute(row.name, req, compiled, key)
+        self.quick.timed(key, time.perf_counter() - t0)
+        return answer, timings
 
     def _finish(self, key, ran: tuple[tuple[dict, Timings], float], queue_s: float) -> tuple[dict, Timings]:
         (answer, timings), cpu_s = ran

@@ -141,13 +141,17 @@ class CompiledFunction:
         return self.graph.input(f"{name}{list(shape)}", shape, "f8", role="extra")
 
     def run(self, tape: Tape, values: dict[str, np.ndarray], *extra):
-        args = [values[n] for n in tape.arg_names]
-        with np.errstate(all="ignore"):
-            try:
-                return tape.run(*args, *extra)
-            except np.linalg.LinAlgError as e:
-                raise DerivdError(f"linear algebra failed at this point: {e}", code="linalg_error",
-                                  status=422) from None
+        try:
+            return _quietly(tape.run, [values[n] for n in tape.arg_names], extra)
+        except np.linalg.LinAlgError as e:
+            raise DerivdError(f"linear algebra failed at this point: {e}", code="linalg_error",
+                              status=422) from None
+
+
+@np.errstate(all="ignore")  # as a decorator, numpy's own wrapper: half the cost of a `with` block each run
+def _quietly(run, args: list, extra: tuple):
+    """A tape's run, its floating-point warnings silenced (an inf or nan is an answer, not an error)."""
+    return run(*args, *extra)
 
 
 def load_or_lower(source: str, specs: dict[str, InputSpec], settings, cache, key) -> CompiledFunction:

@@ -208,8 +208,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
     _install_error_handlers(app)
     _add_schemas(app)
-    outer = DerivativeRoutes(app, dispatcher, settings)
-    outer = RequireJson(outer)
+    outer = DerivativeRoutes(RequireJson(app), dispatcher, settings)
     outer = GatewayMiddleware(outer, max_bytes=settings.max_request_bytes)
     access = AccessControl(settings)
     if access.enabled:

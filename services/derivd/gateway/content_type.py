@@ -12,11 +12,10 @@ in 6.0 for the same reason.
 from __future__ import annotations
 
 from derivd.errors import DerivdError
-from derivd.gateway import codecs, schemas
+from derivd.gateway import codecs
 from derivd.gateway.http import send_json
 
-JSON_ROUTES = frozenset(f"{prefix}/{name}" for prefix in ("/v1", "")
-                        for name in (*schemas.REQUESTS, "functions", "blackboxes"))
+JSON_ROUTES = frozenset(f"{prefix}/{name}" for prefix in ("/v1", "") for name in ("functions", "blackboxes"))
 
 
 class UnsupportedMediaType(DerivdError):
@@ -34,19 +33,26 @@ def media_type(headers) -> str | None:
     return None
 
 
+def not_json(scope) -> UnsupportedMediaType | None:
+    """The refusal of a request whose ``Content-Type`` is not JSON, else None."""
+    sent = media_type(scope["headers"])
+    if sent == "application/json":
+        return None
+    return UnsupportedMediaType(f"POST {scope['path']} takes a JSON body: send Content-Type: application/json "
+                                f"({'no Content-Type was sent' if sent is None else f'got {sent!r}'})",
+                                content_type=sent)
+
+
 class RequireJson:
-    """ASGI: a POST to a route of ``JSON_ROUTES`` must say its body is JSON."""
+    """ASGI: a POST to a route of ``JSON_ROUTES`` must say its body is JSON. (The derivative routes,
+    served in front of this, check their own: ``DerivativeRoutes``.)"""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in JSON_ROUTES:
-            sent = media_type(scope["headers"])
-            if sent != "application/json":
-                error = UnsupportedMediaType(
-                    f"POST {scope['path']} takes a JSON body: send Content-Type: application/json "
-                    f"({'no Content-Type was sent' if sent is None else f'got {sent!r}'})",
-                    content_type=sent)
+            error = not_json(scope)
+            if error is not None:
                 return await send_json(send, error.status, codecs.dumps(error.to_body()))
         await self.app(scope, receive, send)

@@ -95,6 +95,9 @@ def config(app, host: str, port: int, settings: Settings | None = None, **option
     environment (an app built by a factory in each process reads the same)."""
     settings = settings or getattr(getattr(app, "service", None), "settings", None) or get_settings()
     http = functools.partial(CoalescingHttpTools, limits=ConnectionLimits.from_settings(settings))
+    # No `server: uvicorn` header: it names the stack to whoever probes it, and uvicorn checks every
+    # header of every response against two regular expressions (issue 12: each costs the warm path).
+    options = {"server_header": False, **options}
     return uvicorn.Config(app, host=host, port=port, http=http, **options)
 
 
