@@ -30,11 +30,25 @@ def _leave_with(parent: int) -> None:
     os._exit(0)
 
 
+def _on_cores(threads: int) -> None:
+    """Run on ``threads`` of the cores this process may use (0: all of them). XLA splits a long loop into as
+    many parallel parts as the compiling process may run on (its CPU affinity, read once, before the first
+    compile), whatever ``XLA_FLAGS`` say: an executable compiled here on one core runs on one thread in the
+    parent, as ``xla_threads=1`` means (measured: the partitions are gone from the optimised HLO). Processes
+    on one machine start at different cores (by pid), so several workers' compiles do not share one."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+    if 0 < threads < len(allowed):
+        start = os.getpid() % len(allowed)
+        os.sched_setaffinity(0, {allowed[(start + i) % len(allowed)] for i in range(threads)})
+
+
 def main(fd: int) -> None:
     faulthandler.enable()  # a crash of XLA's leaves its Python stack in the parent's log (stderr)
-    threading.Thread(target=_leave_with, args=(os.getppid(),), daemon=True).start()
     connection = Connection(fd)
-    jax = xla.configure(SimpleNamespace(**connection.recv()))
+    config = connection.recv()
+    _on_cores(config["xla_threads"])  # before any other thread starts: they inherit it
+    threading.Thread(target=_leave_with, args=(os.getppid(),), daemon=True).start()
+    jax = xla.configure(SimpleNamespace(**config))
     while True:
         try:
             job = connection.recv()
