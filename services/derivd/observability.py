@@ -17,8 +17,8 @@ Prometheus text on ``GET /metrics``:
 * ``derivd_access_denied_total{reason}``: 401s and 429s;
 * ``derivd_hvp_stream_directions_total``: directions answered on HVP streams;
 * ``derivd_tier2_tapes_total{result}``: tapes whose XLA tier was accepted,
-  rejected (it disagreed with numpy), unlowerable or slower than numpy
-  (engines/tiers.py), counted
+  rejected (it disagreed with numpy), unlowerable, slower than numpy, or too
+  small to compile (engines/tiers.py), counted
   in the process that serves ``/metrics`` (a worker's own are in its logs).
 
 With several gateway processes (``derivd serve --gateways N``) every metric is
@@ -88,7 +88,8 @@ class Metrics:
         self.cache_hits = Counter("derivd_tape_cache_hits", "Tape-cache hits by level", ["level"], registry=r)
         self.cache_misses = Counter("derivd_tape_cache_misses", "Tape-cache misses by level", ["level"], registry=r)
         self.tier2_tapes = Counter("derivd_tier2_tapes", "Tapes by what became of their XLA tier: accepted, "
-                                   "rejected (disagreed with numpy at a point), unlowerable", ["result"], registry=r)
+                                   "rejected (disagreed with numpy at a point), unlowerable, slower, small",
+                                   ["result"], registry=r)
         self._tier2_seen: dict[str, int] = {}
         self.tier2_counts: Callable[[], dict[str, int]] = dict  # set by the core: engines.tiers.COUNTS
         self._cache_levels: dict[str, list] = {}  # level -> [stats, hits seen, misses seen, counters]

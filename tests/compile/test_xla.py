@@ -118,6 +118,21 @@ def test_a_hot_tape_moves_to_tier_2_in_the_background():
     assert got["tier"] == 2 and tiers.COUNTS["accepted"] == accepted + 1
 
 
+def test_a_hot_tape_faster_than_a_call_of_xla_is_never_compiled(monkeypatch):
+    """A gradient of six inputs runs in a few µs on numpy, less than calling any XLA executable costs."""
+    compiled = []
+    monkeypatch.setattr(xla, "compile_graph", lambda *args: compiled.append(args))
+    service = Service(Settings(xla_tier="auto", xla_after_runs=3, xla_after_seconds=1e9, xla_cache_dir="",
+                               xla_min_run_s=1e-3))
+    small = tiers.COUNTS["small"]
+    for _ in range(6):
+        got = compute(service, "gradient", "sum(x ** 3) * 0.625", {"x": X})
+        assert got["tier"] == 1
+        np.testing.assert_allclose(got["gradient"]["x"], 1.875 * X ** 2, rtol=1e-15)
+    time.sleep(0.2)  # a compile would have been handed to the compile thread by now
+    assert compiled == [] and tiers.COUNTS["small"] == small + 1
+
+
 def test_a_hot_tape_whose_tier_2_runs_slower_stays_on_tier_1(monkeypatch):
     """Calling an executable costs more than a small numpy tape runs (here made 20 ms to be sure)."""
     real = xla.compile_graph
@@ -129,7 +144,8 @@ def test_a_hot_tape_whose_tier_2_runs_slower_stays_on_tier_1(monkeypatch):
         return tape
 
     monkeypatch.setattr(xla, "compile_graph", slow)
-    service = Service(Settings(xla_tier="auto", xla_after_runs=3, xla_after_seconds=1e9, xla_cache_dir=""))
+    service = Service(Settings(xla_tier="auto", xla_after_runs=3, xla_after_seconds=1e9, xla_cache_dir="",
+                               xla_min_run_s=0.0))
     dsl, at = "sum(x ** 3) * 0.75", {"x": X}
     slower = tiers.COUNTS["slower"]
     deadline = time.monotonic() + 60

@@ -30,8 +30,10 @@ tape that disagrees stays on tier 1 for good and is logged and counted
 primitive without a tier-2 lowering (``result="unlowerable"``). In ``auto``, a
 tape whose tier 2 runs no faster than tier 1 there (the fastest of up to
 ``SPEED_TRIES`` runs against tier 1's fastest on real requests) stays on tier 1 too
-(``result="slower"``): calling an XLA executable costs a few hundred µs, while a
-small tape (a gradient of ten inputs) runs in tens of µs on numpy. An answer of
+(``result="slower"``): calling an XLA executable from Python costs 15-25 µs, while a
+small tape (a gradient of ten inputs) runs in a few µs on numpy. A hot tape whose
+fastest tier-1 run took under ``xla_min_run_s`` is not even compiled (``result="small"``):
+the compile would cost a core for a second to lose. An answer of
 tier 2 holding a non-finite number, or refused by a lowering's check (an index
 out of range, which jax would clamp), is recomputed on tier 1, which has the
 numpy conventions and the errors (a singular matrix, that index) XLA lacks.
@@ -56,7 +58,7 @@ from derivd.errors import DerivdError
 
 log = logging.getLogger("derivd.tiers")
 
-RESULTS = ("accepted", "rejected", "unlowerable", "slower")
+RESULTS = ("accepted", "rejected", "unlowerable", "slower", "small")
 SPEED_TRIES = 3  # timed runs of a checked tier 2 against tier 1's fastest (the first may pay warm-up)
 AUDIT_FIRST = 3  # tier 2's first answers after the check, each compared with tier 1 in the background
 WAIT_SLICE_S = 0.05  # with ``always``, how often a request waiting for its compile looks at its deadline
@@ -141,7 +143,7 @@ def agree(got, want, rtol: float) -> bool:
     return True
 
 
-SETTLED = frozenset(("rejected", "unlowerable", "slower"))  # states a tape never leaves, all on tier 1
+SETTLED = frozenset(("rejected", "unlowerable", "slower", "small"))  # states a tape never leaves, all on tier 1
 
 
 class TieredTape:
@@ -154,7 +156,8 @@ class TieredTape:
         self.settings = settings
         self._graph, self._inputs, self._outputs = graph, list(inputs), list(outputs)
         self.tier2 = None  # an XlaTape that agreed with tier 1
-        self.state = "cold"  # cold -> compiling (then checked at a run) -> tier 2 | rejected | unlowerable | slower
+        # cold -> compiling (then checked at a run) -> tier 2 | rejected | unlowerable | slower; cold -> small
+        self.state = "cold"
         self.runs, self.seconds, self.fastest = 0, 0.0, float("inf")  # tier 1's, while cold
         self._candidate = None  # compiled, not yet checked: the next run checks it
         self.answers2 = 0  # tier 2's answers since it took over (counted without a lock: audits are samples)
@@ -251,7 +254,10 @@ class TieredTape:
                 self.fastest = min(self.fastest, seconds)
                 hot = (self.state == "cold" and (self.runs >= self.settings.xla_after_runs
                                                  or self.seconds >= self.settings.xla_after_seconds))
-                if hot:
+                if hot and self.fastest < self.settings.xla_min_run_s:  # XLA's call alone costs about that
+                    self.state, hot = "small", False
+                    _count("small")
+                elif hot:
                     self.state = "compiling"
             if hot:  # the point and tier 1's answer there, copied: the caller's arrays may change
                 _compiler().submit(self._promote, [np.array(a) for a in args], [np.array(o) for o in out])
