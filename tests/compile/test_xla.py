@@ -443,6 +443,25 @@ def test_a_large_output_non_finite_in_one_entry_is_answered_by_tier_1():
     assert compute(ALWAYS, "gradient", "sum(sqrt(x))", {"x": np.linspace(1.0, 2.0, n)})["tier"] == 2
 
 
+@pytest.mark.parametrize("at", [0, 4, 9])
+def test_a_small_answer_non_finite_in_one_entry_is_answered_by_tier_1(at):
+    """A small all-float answer is one flat vector whose finiteness the host tests (``XlaTape.run``):
+    an inf or a NaN in any entry of the gradient, or in the value, is tier 1's; huge finite numbers
+    are tier 2's."""
+    x = np.linspace(1.0, 2.0, 10)
+    x[at] = 0.0
+    got = compute(ALWAYS, "gradient", "sum(sqrt(x))", {"x": x})
+    assert got["tier"] == 1 and np.isinf(got["gradient"]["x"][at])
+    np.testing.assert_allclose(np.delete(got["gradient"]["x"], at), 0.5 / np.sqrt(np.delete(x, at)), rtol=1e-15)
+    x[at] = np.nan
+    got = compute(ALWAYS, "gradient", "sum(x * x)", {"x": x})
+    assert got["tier"] == 1 and np.isnan(got["value"]) and np.isnan(got["gradient"]["x"][at])
+    x[at] = 1e300
+    got = compute(ALWAYS, "gradient", "sum(x * 1e8)", {"x": x})
+    assert got["tier"] == 2 and got["value"] == pytest.approx(np.sum(x) * 1e8, rel=1e-15)
+    np.testing.assert_array_equal(got["gradient"]["x"], np.full(10, 1e8))
+
+
 def test_tier_2_keeps_numpys_conventions_where_jaxs_defaults_differ():
     """Checked at the first point, answered from the second (DERIVD_XLA_TIER=always found both): eigh
     reads A's lower triangle only (jax's would read the mean of A and Aᵀ: 0.43 off on a non-symmetric
