@@ -562,8 +562,8 @@ def _longest_chain(graph, outputs) -> int:
 # permuted indices (a concatenation, a slice, a reversal) along paths that each remap it again is
 # generated once per path, and the paths double with each level of t = concat([t, t]) or
 # t + t[::-1]. Measured (jaxlib 0.10.2, with and without the fusion emitters): 2^13 paths of
-# concatenations crashed XLA (SIGSEGV) compiling under a one-stage sum; reversals compiled in 0.3 s at 2^14, 8 s at 2^18,
-# longer than any wait past it. Such a graph stays on tier 1: the compile process (xla_process.py)
+# concatenations crashed XLA (SIGSEGV) compiling under a one-stage sum; reversals compiled in 0.3 s
+# at 2^14, 8 s at 2^18, longer than any wait past it. Such a graph stays on tier 1: the compile process (xla_process.py)
 # survives the crash and can be stopped, but the compile would be wasted.
 REMAPPED_PATHS_MAX = 1024
 REMAPPING = frozenset(("concat", "index", "transpose", "reshape", "broadcast_to", "gather", "take_along"))
