@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -45,13 +46,19 @@ class Plan:
     first request and kept for the next: the inputs' checked specs, the tape-cache key, the checked
     ``wrt``, and (``checked``) whether the checks that depend on the kind alone passed (the program's
     cost, a scalar output, a dense answer's size): a request of a known kind checks only its point.
-    The compiled function itself stays in the tape cache (its memory bound, its hit counts)."""
+    The compiled function itself stays in the tape cache (its memory bound, its hit counts). ``bind``:
+    the endpoint's ``bind`` once checked, when its answer is bound in the kind's mode and no ``verify``
+    is asked: a request of the kind then runs only that (``_warm``)."""
 
     specs: dict
     key: TapeKey
     wrt: list[str]
     nbytes: int
     checked: bool = False
+    bind: Callable | None = None
+
+
+BOUND_MODES = ("auto", "reverse")  # the modes an endpoint's ``bind`` answers (core.endpoints)
 
 
 class Service:
@@ -133,6 +140,9 @@ class Service:
         row = endpoint(name)
         with deadline(req.deadline, self.settings.request_timeout_s):
             check_deadline()  # queued past it: nothing starts
+            plan = self._plans.get(kind) if kind is not None and compiled is None else None
+            if plan is not None and plan.bind is not None:
+                return self._warm(req, plan)
             check_request(row, req, self.settings)
             if compiled is not None:
                 fn, wrt = compiled
@@ -144,9 +154,10 @@ class Service:
                 response = blackboxes.answer(row, resolved, self.blackboxes, self.settings)
                 timings.compute = time.perf_counter() - t1
                 return response, timings
-            if kind is None or resolved is not req:  # a stored id's plan is its program's
-                kind = self.kind(row, resolved)
-            plan = self._plan(resolved, kind)
+            if plan is None or resolved is not req:  # a stored id's plan is its program's
+                if kind is None or resolved is not req:
+                    kind = self.kind(row, resolved)
+                plan = self._plan(resolved, kind)
             fn, values, timings.compile = self._compile(resolved, plan)
             return self._answer(row, resolved, fn, values, plan.wrt, timings, plan)
 
@@ -164,8 +175,10 @@ class Service:
         t1 = time.perf_counter()
         p = prepare(row, req, self.settings, wrt=wrt, values=values, out_shape=fn.out_shape, fn=fn,
                     checked=plan is not None and plan.checked)
-        if plan is not None:
+        if plan is not None and not plan.checked:
             plan.checked = True
+            if row.bind is not None and req.mode in BOUND_MODES and not req.verify:
+                plan.bind = row.bind
         if req.mode == "finite" and row.differentiates:
             response, compile_seconds = row.finite(p), 0.0
         else:
@@ -174,13 +187,32 @@ class Service:
                 fd.require_verifiable(p)  # before the answer it would check
             with tiers.answering() as answered:
                 response, compile_seconds = row.compute(p)
-            if answered and tiers.enabled(self.settings):
-                response["tier"] = max(answered)
+            self._tier(response, answered)
             if verify is not None:
                 response["verification"] = verify(p, response)
         timings.compile += compile_seconds
         timings.compute = time.perf_counter() - t1 - compile_seconds
         return response, timings
+
+    def _warm(self, req: Request, plan: Plan) -> tuple[dict, Timings]:
+        """A request of a checked kind whose answer is bound (``Plan.bind``): its checks passed for the
+        kind (the mode, ``wrt``, the program's cost and output) and it reads nothing but its point,
+        whose shapes are the kind's; so the bound answer runs at once."""
+        timings = Timings()
+        fn, values, timings.compile = self._compile(req, plan)
+        t1 = time.perf_counter()
+        run, compile_seconds = plan.bind(fn, plan.wrt)  # bound again only for a function compiled again
+        with tiers.answering() as answered:
+            response = run(values)
+        self._tier(response, answered)
+        timings.compile += compile_seconds
+        timings.compute = time.perf_counter() - t1 - compile_seconds
+        return response, timings
+
+    def _tier(self, response: dict, answered: set) -> None:
+        """The highest compile tier that answered, in the response when tier 2 is on."""
+        if answered and tiers.enabled(self.settings):
+            response["tier"] = max(answered)
 
     def hvp_stream(self, req: Request) -> HvpStream:
         """Many Hessian-vector products at one point: resolved, compiled and started once, here."""
@@ -221,7 +253,9 @@ class Service:
     def _compile(self, req: Request, plan: Plan):
         """The program of ``req`` compiled at its inputs' shapes (through the tape cache), its input
         values, and the seconds compiling took (0 on a cache hit)."""
-        values = {**{k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}, **req.constants}
+        values = {k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}
+        if req.constants:
+            values.update(req.constants)
         t0 = time.perf_counter()
         source, specs, key = req.function["dsl"], plan.specs, plan.key
         fn, hit = self.cache.get_or_compile(key, lambda: load_or_lower(source, specs, self.settings, self.cache, key))
