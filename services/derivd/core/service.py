@@ -137,16 +137,16 @@ class Service:
         ``compiled``: ``self.compiled(r)`` of a request ``r`` that ``req`` differs from only in its point
         and directions (a session's asks, ``grpc_api.session``): resolving and compiling are skipped.
         ``kind``: ``self.kind(row, req)`` when the caller has it (the dispatcher), else worked out here."""
-        row = endpoint(name)
-        with deadline(req.deadline, self.settings.request_timeout_s):
+        with deadline(req.deadline, self.settings.request_timeout_s) as running:
             check_deadline()  # queued past it: nothing starts
             plan = self._plans.get(kind) if kind is not None and compiled is None else None
             if plan is not None and plan.bind is not None:
-                return self._warm(req, plan)
+                return self._warm(req, plan, running.answered)
+            row = endpoint(name)
             check_request(row, req, self.settings)
             if compiled is not None:
                 fn, wrt = compiled
-                return self._answer(row, req, fn, {**req.at, **req.constants}, wrt, Timings())
+                return self._answer(row, req, fn, {**req.at, **req.constants}, wrt, Timings(), running.answered)
             resolved = self.resolve(req)
             timings = Timings()
             if "blackbox" in resolved.function:
@@ -159,7 +159,7 @@ class Service:
                     kind = self.kind(row, resolved)
                 plan = self._plan(resolved, kind)
             fn, values, timings.compile = self._compile(resolved, plan)
-            return self._answer(row, resolved, fn, values, plan.wrt, timings, plan)
+            return self._answer(row, resolved, fn, values, plan.wrt, timings, running.answered, plan)
 
     def compiled(self, req: Request) -> tuple:
         """``req``'s program compiled at its inputs' shapes, and its checked ``wrt``: what ``compute``
@@ -168,10 +168,10 @@ class Service:
         plan = self._plan(req)
         return self._compile(req, plan)[0], plan.wrt
 
-    def _answer(self, row, req: Request, fn, values: dict, wrt: list[str], timings: Timings,
+    def _answer(self, row, req: Request, fn, values: dict, wrt: list[str], timings: Timings, answered: set,
                 plan: Plan | None = None):
         """``compute`` once the function is compiled: checked at its shapes (the kind's checks once per
-        ``plan``), then answered."""
+        ``plan``), then answered; ``answered``: the tiers whose tapes ran (``deadlines.deadline``)."""
         t1 = time.perf_counter()
         p = prepare(row, req, self.settings, wrt=wrt, values=values, out_shape=fn.out_shape, fn=fn,
                     checked=plan is not None and plan.checked)
@@ -185,16 +185,15 @@ class Service:
             verify = row.verify if req.verify else None
             if verify is not None:
                 fd.require_verifiable(p)  # before the answer it would check
-            with tiers.answering() as answered:
-                response, compile_seconds = row.compute(p)
-            self._tier(response, answered)
+            response, compile_seconds = row.compute(p)
+            self._tier(response, answered)  # before a verification's runs
             if verify is not None:
                 response["verification"] = verify(p, response)
         timings.compile += compile_seconds
         timings.compute = time.perf_counter() - t1 - compile_seconds
         return response, timings
 
-    def _warm(self, req: Request, plan: Plan) -> tuple[dict, Timings]:
+    def _warm(self, req: Request, plan: Plan, answered: set) -> tuple[dict, Timings]:
         """A request of a checked kind whose answer is bound (``Plan.bind``): its checks passed for the
         kind (the mode, ``wrt``, the program's cost and output) and it reads nothing but its point,
         whose shapes are the kind's; so the bound answer runs at once."""
@@ -202,8 +201,7 @@ class Service:
         fn, values, timings.compile = self._compile(req, plan)
         t1 = time.perf_counter()
         run, compile_seconds = plan.bind(fn, plan.wrt)  # bound again only for a function compiled again
-        with tiers.answering() as answered:
-            response = run(values)
+        response = run(values)
         self._tier(response, answered)
         timings.compile += compile_seconds
         timings.compute = time.perf_counter() - t1 - compile_seconds
@@ -216,7 +214,7 @@ class Service:
 
     def hvp_stream(self, req: Request) -> HvpStream:
         """Many Hessian-vector products at one point: resolved, compiled and started once, here."""
-        with deadline(req.deadline, self.settings.request_timeout_s):
+        with deadline(req.deadline, self.settings.request_timeout_s) as running:
             check_deadline()
             check_mode(req.mode)
             if req.mode not in STREAM_MODES:
@@ -231,9 +229,9 @@ class Service:
             fn, values, compile_seconds = self._compile(req, plan)
             t1 = time.perf_counter()
             require_scalar(fn.out_shape, "hvp")
-            with tiers.answering() as answered:
-                session = HvpSession(fn, values, wrt)
+            session = HvpSession(fn, values, wrt)
             compute_seconds = time.perf_counter() - t1 - session.compile_seconds
+            answered = running.answered
             tier = max(answered) if answered and tiers.enabled(self.settings) else None
             return HvpStream(session, wrt, values, compile_seconds + session.compile_seconds, compute_seconds,
                              tier=tier)
