@@ -254,10 +254,13 @@ class Service:
         values = {k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}
         if req.constants:
             values.update(req.constants)
+        fn = self.cache.get(plan.key)
+        if fn is not None:
+            return fn, values, 0.0
         t0 = time.perf_counter()
-        source, specs, key = req.function["dsl"], plan.specs, plan.key
-        fn, hit = self.cache.get_or_compile(key, lambda: load_or_lower(source, specs, self.settings, self.cache, key))
-        return fn, values, 0.0 if hit else time.perf_counter() - t0
+        fn = load_or_lower(req.function["dsl"], plan.specs, self.settings, self.cache, plan.key)
+        self.cache.put(plan.key, fn)
+        return fn, values, time.perf_counter() - t0
 
     def _signature(self, source: str, at: dict, constants: dict):
         """The checked input specs and the tape-cache key of ``source`` at these inputs' shapes and
@@ -275,6 +278,6 @@ def _shapes(at: dict, constants: dict) -> tuple:
     """The inputs' names and shapes, and the constants' shapes and dtypes, a boolean mask's values
     too (by digest: a mask the program indexes with is static in it): what the kind of a request and
     the signature of a program at its inputs both read. Lists, not generators: cheaper to build."""
-    return (tuple([(k, np.shape(v)) for k, v in at.items()]),
+    return (tuple([(k, v.shape if type(v) is np.ndarray else np.shape(v)) for k, v in at.items()]),
             tuple([(k, v.shape, v.dtype.kind, mask_digest(v) if v.dtype.kind == "b" else None)
                    for k, v in constants.items()]) if constants else ())
