@@ -53,17 +53,17 @@ def bound_gradient(fn, wrt: list[str]):
     ``wrt``: ``run(values) -> response`` runs the tape found once and writes the answer, nothing else
     (kept by ``fn``: ``CompiledFunction.bound``); and the seconds binding took now (its tape compiled).
     What a warm request of its kind costs (``core.service.Plan``: ``Endpoint.bind``)."""
+    return fn.bound(("gradient", *wrt), _bind_gradient, fn, wrt)
 
-    def bind():
-        tape, _ = reverse.gradient_tape(fn, wrt)
 
-        def run(values: dict) -> dict:
-            y, *grads = fn.run(tape, values)
-            return _gradient(y, [np.asarray(g, dtype=np.float64) for g in grads], wrt, "reverse")
+def _bind_gradient(fn, wrt: list[str]):
+    tape, _ = reverse.gradient_tape(fn, wrt)
 
-        return run
+    def run(values: dict) -> dict:
+        y, *grads = fn.run(tape, values)
+        return _gradient(y, [np.asarray(g, dtype=np.float64) for g in grads], wrt, "reverse")
 
-    return fn.bound(("gradient", *wrt), bind)
+    return run
 
 
 def _gradient(y, grads: list, wrt: list[str], engine: str) -> dict:

@@ -92,16 +92,16 @@ class CompiledFunction:
             found = self._wrts[key] = Wrt(self, key)
         return found
 
-    def bound(self, key: tuple, bind: Callable[[], Callable]) -> tuple[Callable, float]:
-        """``bind()`` made once per ``key`` (an endpoint bound to this function and its ``wrt``: its tapes
-        and checks looked up once, ``core.derivatives.bound_gradient``) and kept here, so that it lives
-        and goes with the function in the tape cache; and the seconds making it took now (0 once made:
-        a tape compiled for it counts as compile time)."""
+    def bound(self, key: tuple, bind: Callable[..., Callable], *args) -> tuple[Callable, float]:
+        """``bind(*args)`` made once per ``key`` (an endpoint bound to this function and its ``wrt``: its
+        tapes and checks looked up once, ``core.derivatives.bound_gradient``) and kept here, so that it
+        lives and goes with the function in the tape cache; and the seconds making it took now (0 once
+        made: a tape compiled for it counts as compile time)."""
         found = self._bound.get(key)
         if found is not None:
             return found, 0.0
         t0 = time.perf_counter()
-        found = bind()
+        found = bind(*args)
         if len(self._bound) >= WRT_KEPT:
             self._bound.clear()
         self._bound[key] = found
