@@ -154,7 +154,7 @@ class Service:
                 response = blackboxes.answer(row, resolved, self.blackboxes, self.settings)
                 timings.compute = time.perf_counter() - t1
                 return response, timings
-            if plan is None or resolved is not req:  # a stored id's plan is its program's
+            if plan is None:  # never found under a stored id's kind: its plan is its program's
                 if kind is None or resolved is not req:
                     kind = self.kind(row, resolved)
                 plan = self._plan(resolved, kind)
