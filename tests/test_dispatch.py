@@ -188,3 +188,32 @@ def test_a_kind_refused_by_its_checks_is_refused_every_time():
             with pytest.raises(DerivdError) as e:
                 service.compute(name, req)
             assert e.value.code == code
+
+
+def test_a_warm_kind_runs_its_bound_answer_at_each_point_and_stops_at_its_deadline():
+    """Once a kind of gradient is checked, its requests run the bound answer: each at its own point (the
+    analytic gradient), the tape-cache hit still counted; a late one is refused before it runs; the same
+    function asked with `verify` or in forward mode is another kind, answered by the whole path."""
+    service = Service(Settings(xla_tier="off"))
+    d = Dispatcher(service)
+    try:
+        d.submit("gradient", gradient_request())
+        kind = service.kind(ENDPOINTS["gradient"], gradient_request())
+        assert service._plans.get(kind).bind is ENDPOINTS["gradient"].bind
+        rng = np.random.default_rng(3)
+        for _ in range(5):
+            x = rng.normal(size=3)
+            hits = service.cache.hits
+            answer, _ = d.submit("gradient", Request(function={"dsl": ROSENBROCK}, at={"x": x}))
+            assert service.cache.hits == hits + 1 and answer["engine"] == "reverse" and "tier" not in answer
+            np.testing.assert_allclose(answer["gradient"]["x"], rosenbrock_gradient(x), rtol=1e-13)
+        with pytest.raises(DeadlineExceeded):
+            d.submit("gradient", gradient_request(), remaining=-1.0)
+        for extra in ({"verify": True}, {"mode": "forward"}):
+            for _ in range(2):
+                answer, _ = d.submit("gradient", Request(function={"dsl": ROSENBROCK}, at={"x": X.copy()}, **extra))
+                np.testing.assert_allclose(answer["gradient"]["x"], rosenbrock_gradient(X), rtol=1e-13)
+            assert ("verification" in answer) == ("verify" in extra)
+            assert answer["engine"] == ("forward" if "mode" in extra else "reverse")
+    finally:
+        d.close()

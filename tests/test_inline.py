@@ -9,6 +9,7 @@ import numpy as np
 from derivd.config import Settings
 from derivd.core import ENDPOINTS, Request, Service
 from derivd.dispatch import Dispatcher
+from derivd.engines.function import CompiledFunction
 
 GRADIENT = ENDPOINTS["gradient"]
 
@@ -43,8 +44,6 @@ def test_worker_pools_are_never_inline():
 def test_a_request_held_off_the_cpu_keeps_its_kind_inline(monkeypatch):
     """What counts is the CPU a kind takes, not the wall time: a request preempted on a busy machine
     (here: asleep 20 ms inside the engine) does not send its kind to the compute threads."""
-    from derivd.engines import reverse
-
     dispatcher = Dispatcher(Service(Settings(inline_compute_s=0.005)))
     try:
         small = req({"dsl": "sum(x**2)"}, x=[1.0, 2.0])
@@ -52,8 +51,8 @@ def test_a_request_held_off_the_cpu_keeps_its_kind_inline(monkeypatch):
         dispatcher.submit("gradient", small)  # seen quick
         key = dispatcher.quick.key(GRADIENT, small)
         assert dispatcher.quick.is_quick(key)
-        real = reverse.gradient
-        monkeypatch.setattr(reverse, "gradient", lambda *args: time.sleep(0.02) or real(*args))
+        real = CompiledFunction.run  # every engine's tape runs through it
+        monkeypatch.setattr(CompiledFunction, "run", lambda *args: time.sleep(0.02) or real(*args))
         answer, timings = dispatcher.submit("gradient", small)
         assert timings.queue == 0.0 and timings.compute >= 0.02  # inline, and the wall time says so
         np.testing.assert_allclose(answer["gradient"]["x"], [2.0, 4.0], rtol=1e-15)
@@ -68,8 +67,6 @@ def test_a_request_held_off_the_cpu_keeps_its_kind_inline(monkeypatch):
 def test_a_kind_that_became_slow_leaves_the_loop_once_its_cpu_time_says_so(monkeypatch):
     """Timed by the wall clock, a slow inline run makes its kind doubted; the next run, measured by CPU
     (busy here, not asleep), sends the kind to the compute threads."""
-    from derivd.engines import reverse
-
     dispatcher = Dispatcher(Service(Settings(inline_compute_s=0.005)))
     try:
         small = req({"dsl": "sum(x**2)"}, x=[1.0, 2.0])
@@ -77,7 +74,7 @@ def test_a_kind_that_became_slow_leaves_the_loop_once_its_cpu_time_says_so(monke
         dispatcher.submit("gradient", small)
         key = dispatcher.quick.key(GRADIENT, small)
         assert dispatcher.quick.is_quick(key) and not dispatcher.quick.doubted(key)
-        real = reverse.gradient
+        real = CompiledFunction.run
 
         def busy(*args):
             end = time.thread_time() + 0.02
@@ -85,7 +82,7 @@ def test_a_kind_that_became_slow_leaves_the_loop_once_its_cpu_time_says_so(monke
                 pass
             return real(*args)
 
-        monkeypatch.setattr(reverse, "gradient", busy)
+        monkeypatch.setattr(CompiledFunction, "run", busy)
         for _ in range(2):  # timed by the wall clock, then by CPU: both inline
             _, timings = dispatcher.submit("gradient", small)
             assert timings.queue == 0.0

@@ -15,6 +15,10 @@ deadlines.
 
 Time is ``clock.now()`` (``time.monotonic``'s scale, on which the skins stamp
 deadlines), read through the module so that tests can make time pass.
+
+The same context carries what else every layer may note about the request: the
+compile tiers whose tapes answered it (``answered``, engines/tiers.py), which the
+service puts in the response. One context variable, set once a request.
 """
 
 from __future__ import annotations
@@ -25,33 +29,39 @@ import threading
 from derivd import clock
 from derivd.errors import DeadlineExceeded, DerivdError
 
-# (instant on clock.now(), budget in seconds) of the request this thread is computing, if it has one.
-_DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("deadline", default=None)
 STOPPING = threading.Event()  # set once: the process is shutting down
 
 
 class deadline:
-    """``with deadline(at, budget_s)``: work in the block stops at its next check once ``at`` (on
-    ``clock.now()``'s scale) is past. A class, not a generator: it is around every request."""
+    """``with deadline(at, budget_s) as request``: work in the block stops at its next check once ``at``
+    (on ``clock.now()``'s scale; None: never) is past; ``request.answered`` is the set of compile tiers
+    (1, 2) whose tapes ran in the block. A class, not a generator: it is around every request."""
 
-    __slots__ = ("_value", "_token")
+    __slots__ = ("at", "budget_s", "answered", "_token")
 
     def __init__(self, at: float | None, budget_s: float):
-        self._value = None if at is None else (at, budget_s)
+        self.at = INF if at is None else at
+        self.budget_s = budget_s
+        self.answered: set[int] = set()
 
-    def __enter__(self) -> None:
-        self._token = _DEADLINE.set(self._value)
+    def __enter__(self) -> "deadline":
+        self._token = _CURRENT.set(self)
+        return self
 
     def __exit__(self, *exc) -> None:
-        _DEADLINE.reset(self._token)
+        _CURRENT.reset(self._token)
+
+
+INF = float("inf")
+_CURRENT: contextvars.ContextVar[deadline | None] = contextvars.ContextVar("deadline", default=None)
 
 
 def check() -> None:
     """Raise ``DeadlineExceeded`` when the request being computed is past its deadline (a 503 once the
     process is shutting down)."""
-    current = _DEADLINE.get()
-    if current is not None and clock.now() > current[0]:
-        raise late(current[1])
+    current = _CURRENT.get()
+    if current is not None and clock.now() > current.at:
+        raise late(current.budget_s)
     if STOPPING.is_set():
         raise stopping()
 
@@ -66,9 +76,10 @@ def stopping() -> DerivdError:
                        status=503)
 
 
-def current() -> tuple[float, float] | None:
-    """(instant, budget) of this thread's request, for a loop that compares the instant itself."""
-    return _DEADLINE.get()
+def current() -> deadline | None:
+    """The request this thread is computing, if any: for a loop that compares its instant (``at``)
+    itself, and for what notes which tiers answered it."""
+    return _CURRENT.get()
 
 
 def late(budget_s: float) -> DeadlineExceeded:

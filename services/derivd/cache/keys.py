@@ -19,7 +19,7 @@ renders as, for example::
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -35,6 +35,13 @@ class TapeKey:
     signature: tuple[tuple[str, str, str, tuple[int, ...]], ...]  # (name, role, dtype, shape), by name
     transform: tuple | None = None  # None: the lowered program; else an engine's tape key
     version: str = __version__
+    _hash: int = field(init=False, repr=False, compare=False)  # a key is hashed at every cache look-up
+
+    def __post_init__(self):
+        object.__setattr__(self, "_hash", hash((self.program, self.signature, self.transform, self.version)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def for_program(cls, source: str, specs: dict) -> "TapeKey":

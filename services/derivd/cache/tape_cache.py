@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
 
 from derivd.cache.keys import TapeKey
 from derivd.cache.lru import BoundedLRU
@@ -95,16 +94,15 @@ class TapeCache:
 
     # ------------------------------------------------------------ local level
 
-    def get_or_compile(self, key: TapeKey, make: Callable[[], object]) -> tuple[object, bool]:
-        """The compiled function at ``key`` from this process's LRU, else ``make()`` (not under the lock)."""
+    def get(self, key: TapeKey):
+        """The compiled function at ``key`` from this process's LRU (counted as a hit), or None (a miss:
+        the caller compiles it, not under any lock, and ``put``s it)."""
         value = self._items.get(key)
-        if value is not None:
-            self.stats.count("local", "hit")
-            return value, True
-        self.stats.count("local", "miss")
-        value = make()
+        self.stats.count("local", "miss" if value is None else "hit")
+        return value
+
+    def put(self, key: TapeKey, value) -> None:
         self._items.put(key, value)
-        return value, False
 
     @property
     def hits(self) -> int:

@@ -37,15 +37,37 @@ def evaluate(p):
 def gradient(p):
     fn, values, wrt = p.fn, p.values, p.wrt
     engine = "taylor" if p.mode == "taylor" else pick(p.mode, 2, 1)  # auto: reverse (one output)
+    if engine == "reverse":
+        run, seconds = bound_gradient(fn, wrt)
+        return run(values), seconds
     if engine == "taylor":
         y, grads, seconds = taylor.gradient(fn, values, wrt, p.settings)
-    elif engine == "forward":
+    else:
         y, jac, seconds = forward.jacobian(fn, values, wrt, p.settings)
         grads = [np.asarray(g).reshape(np.shape(values[w])) for g, w in zip(p.slots.split(jac[0]), wrt)]
-    else:
-        y, grads, seconds = reverse.gradient(fn, values, wrt)
-    return {"value": float(np.asarray(y).item()), "gradient": dict(zip(wrt, grads)),
-            "engine": engine}, seconds
+    return _gradient(y, grads, wrt, engine), seconds
+
+
+def bound_gradient(fn, wrt: list[str]):
+    """The gradient in reverse mode (``auto``'s engine) bound to a compiled function and its checked
+    ``wrt``: ``run(values) -> response`` runs the tape found once and writes the answer, nothing else
+    (kept by ``fn``: ``CompiledFunction.bound``); and the seconds binding took now (its tape compiled).
+    What a warm request of its kind costs (``core.service.Plan``: ``Endpoint.bind``)."""
+    return fn.bound(("gradient", *wrt), _bind_gradient, fn, wrt)
+
+
+def _bind_gradient(fn, wrt: list[str]):
+    tape, _ = reverse.gradient_tape(fn, wrt)
+
+    def run(values: dict) -> dict:
+        y, *grads = fn.run(tape, values)
+        return _gradient(y, [np.asarray(g, dtype=np.float64) for g in grads], wrt, "reverse")
+
+    return run
+
+
+def _gradient(y, grads: list, wrt: list[str], engine: str) -> dict:
+    return {"value": float(np.asarray(y).item()), "gradient": dict(zip(wrt, grads)), "engine": engine}
 
 
 def jacobian(p):

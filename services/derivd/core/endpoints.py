@@ -29,7 +29,10 @@ class Endpoint:
     ``verify`` does not apply. ``reads``: the request data ``core.prepare`` checks for it ("v",
     "v|vs", "u", "order"); ``scalar``: it needs a one-element output; ``differentiates``: False
     for ``evaluate``, which every mode answers alike. ``rpc``: its method in ``derivd.v1``, whose
-    response message is ``<rpc>Response``."""
+    response message is ``<rpc>Response``. ``bind(fn, wrt) -> (run, compile seconds)``: the answer in
+    modes ``auto`` and ``reverse`` bound to a compiled function and its checked ``wrt``, for an
+    endpoint that reads nothing but the point: ``run(values) -> response`` is all a warm request of
+    a kind without ``verify`` costs (``core.service``); None: ``compute`` answers every request."""
 
     name: str
     schema: type
@@ -41,13 +44,14 @@ class Endpoint:
     reads: tuple[str, ...] = ()
     scalar: bool = False
     differentiates: bool = True
+    bind: Callable | None = None
 
 
 ENDPOINTS: dict[str, Endpoint] = {row.name: row for row in (
     Endpoint("evaluate", schemas.EvaluateRequest, "forward", derivatives.evaluate, None, None, "Evaluate",
              differentiates=False),
     Endpoint("gradient", schemas.GradientRequest, "reverse", derivatives.gradient, fd.gradient, fd.verify_gradient,
-             "Gradient", scalar=True),
+             "Gradient", scalar=True, bind=derivatives.bound_gradient),
     Endpoint("jacobian", schemas.JacobianRequest, "forward", derivatives.jacobian, fd.jacobian, fd.verify_jacobian,
              "Jacobian"),
     Endpoint("jvp", schemas.JvpRequest, "forward", derivatives.jvp, fd.jvp, fd.verify_jvp, "Jvp", reads=("v",)),

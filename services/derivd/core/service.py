@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -45,13 +46,19 @@ class Plan:
     first request and kept for the next: the inputs' checked specs, the tape-cache key, the checked
     ``wrt``, and (``checked``) whether the checks that depend on the kind alone passed (the program's
     cost, a scalar output, a dense answer's size): a request of a known kind checks only its point.
-    The compiled function itself stays in the tape cache (its memory bound, its hit counts)."""
+    The compiled function itself stays in the tape cache (its memory bound, its hit counts). ``bind``:
+    the endpoint's ``bind`` once checked, when its answer is bound in the kind's mode and no ``verify``
+    is asked: a request of the kind then runs only that (``_warm``)."""
 
     specs: dict
     key: TapeKey
     wrt: list[str]
     nbytes: int
     checked: bool = False
+    bind: Callable | None = None
+
+
+BOUND_MODES = ("auto", "reverse")  # the modes an endpoint's ``bind`` answers (core.endpoints)
 
 
 class Service:
@@ -130,13 +137,16 @@ class Service:
         ``compiled``: ``self.compiled(r)`` of a request ``r`` that ``req`` differs from only in its point
         and directions (a session's asks, ``grpc_api.session``): resolving and compiling are skipped.
         ``kind``: ``self.kind(row, req)`` when the caller has it (the dispatcher), else worked out here."""
-        row = endpoint(name)
-        with deadline(req.deadline, self.settings.request_timeout_s):
+        with deadline(req.deadline, self.settings.request_timeout_s) as running:
             check_deadline()  # queued past it: nothing starts
+            plan = self._plans.get(kind) if kind is not None and compiled is None else None
+            if plan is not None and plan.bind is not None:
+                return self._warm(req, plan, running.answered)
+            row = endpoint(name)
             check_request(row, req, self.settings)
             if compiled is not None:
                 fn, wrt = compiled
-                return self._answer(row, req, fn, {**req.at, **req.constants}, wrt, Timings())
+                return self._answer(row, req, fn, {**req.at, **req.constants}, wrt, Timings(), running.answered)
             resolved = self.resolve(req)
             timings = Timings()
             if "blackbox" in resolved.function:
@@ -144,11 +154,12 @@ class Service:
                 response = blackboxes.answer(row, resolved, self.blackboxes, self.settings)
                 timings.compute = time.perf_counter() - t1
                 return response, timings
-            if kind is None or resolved is not req:  # a stored id's plan is its program's
-                kind = self.kind(row, resolved)
-            plan = self._plan(resolved, kind)
+            if plan is None:  # never found under a stored id's kind: its plan is its program's
+                if kind is None or resolved is not req:
+                    kind = self.kind(row, resolved)
+                plan = self._plan(resolved, kind)
             fn, values, timings.compile = self._compile(resolved, plan)
-            return self._answer(row, resolved, fn, values, plan.wrt, timings, plan)
+            return self._answer(row, resolved, fn, values, plan.wrt, timings, running.answered, plan)
 
     def compiled(self, req: Request) -> tuple:
         """``req``'s program compiled at its inputs' shapes, and its checked ``wrt``: what ``compute``
@@ -157,34 +168,53 @@ class Service:
         plan = self._plan(req)
         return self._compile(req, plan)[0], plan.wrt
 
-    def _answer(self, row, req: Request, fn, values: dict, wrt: list[str], timings: Timings,
+    def _answer(self, row, req: Request, fn, values: dict, wrt: list[str], timings: Timings, answered: set,
                 plan: Plan | None = None):
         """``compute`` once the function is compiled: checked at its shapes (the kind's checks once per
-        ``plan``), then answered."""
+        ``plan``), then answered; ``answered``: the tiers whose tapes ran (``deadlines.deadline``)."""
         t1 = time.perf_counter()
         p = prepare(row, req, self.settings, wrt=wrt, values=values, out_shape=fn.out_shape, fn=fn,
                     checked=plan is not None and plan.checked)
-        if plan is not None:
+        if plan is not None and not plan.checked:
             plan.checked = True
+            if row.bind is not None and req.mode in BOUND_MODES and not req.verify:
+                plan.bind = row.bind
         if req.mode == "finite" and row.differentiates:
             response, compile_seconds = row.finite(p), 0.0
         else:
             verify = row.verify if req.verify else None
             if verify is not None:
                 fd.require_verifiable(p)  # before the answer it would check
-            with tiers.answering() as answered:
-                response, compile_seconds = row.compute(p)
-            if answered and tiers.enabled(self.settings):
-                response["tier"] = max(answered)
+            response, compile_seconds = row.compute(p)
+            self._tier(response, answered)  # before a verification's runs
             if verify is not None:
                 response["verification"] = verify(p, response)
         timings.compile += compile_seconds
         timings.compute = time.perf_counter() - t1 - compile_seconds
         return response, timings
 
+    def _warm(self, req: Request, plan: Plan, answered: set) -> tuple[dict, Timings]:
+        """A request of a checked kind whose answer is bound (``Plan.bind``): its checks passed for the
+        kind (the mode, ``wrt``, the program's cost and output) and it reads nothing but its point,
+        whose shapes are the kind's; so the bound answer runs at once."""
+        timings = Timings()
+        fn, values, timings.compile = self._compile(req, plan)
+        t1 = time.perf_counter()
+        run, compile_seconds = plan.bind(fn, plan.wrt)  # bound again only for a function compiled again
+        response = run(values)
+        self._tier(response, answered)
+        timings.compile += compile_seconds
+        timings.compute = time.perf_counter() - t1 - compile_seconds
+        return response, timings
+
+    def _tier(self, response: dict, answered: set) -> None:
+        """The highest compile tier that answered, in the response when tier 2 is on."""
+        if answered and tiers.enabled(self.settings):
+            response["tier"] = max(answered)
+
     def hvp_stream(self, req: Request) -> HvpStream:
         """Many Hessian-vector products at one point: resolved, compiled and started once, here."""
-        with deadline(req.deadline, self.settings.request_timeout_s):
+        with deadline(req.deadline, self.settings.request_timeout_s) as running:
             check_deadline()
             check_mode(req.mode)
             if req.mode not in STREAM_MODES:
@@ -199,9 +229,9 @@ class Service:
             fn, values, compile_seconds = self._compile(req, plan)
             t1 = time.perf_counter()
             require_scalar(fn.out_shape, "hvp")
-            with tiers.answering() as answered:
-                session = HvpSession(fn, values, wrt)
+            session = HvpSession(fn, values, wrt)
             compute_seconds = time.perf_counter() - t1 - session.compile_seconds
+            answered = running.answered
             tier = max(answered) if answered and tiers.enabled(self.settings) else None
             return HvpStream(session, wrt, values, compile_seconds + session.compile_seconds, compute_seconds,
                              tier=tier)
@@ -221,11 +251,16 @@ class Service:
     def _compile(self, req: Request, plan: Plan):
         """The program of ``req`` compiled at its inputs' shapes (through the tape cache), its input
         values, and the seconds compiling took (0 on a cache hit)."""
-        values = {**{k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}, **req.constants}
+        values = {k: np.asarray(v, dtype=np.float64) for k, v in req.at.items()}
+        if req.constants:
+            values.update(req.constants)
+        fn = self.cache.get(plan.key)
+        if fn is not None:
+            return fn, values, 0.0
         t0 = time.perf_counter()
-        source, specs, key = req.function["dsl"], plan.specs, plan.key
-        fn, hit = self.cache.get_or_compile(key, lambda: load_or_lower(source, specs, self.settings, self.cache, key))
-        return fn, values, 0.0 if hit else time.perf_counter() - t0
+        fn = load_or_lower(req.function["dsl"], plan.specs, self.settings, self.cache, plan.key)
+        self.cache.put(plan.key, fn)
+        return fn, values, time.perf_counter() - t0
 
     def _signature(self, source: str, at: dict, constants: dict):
         """The checked input specs and the tape-cache key of ``source`` at these inputs' shapes and
@@ -243,6 +278,6 @@ def _shapes(at: dict, constants: dict) -> tuple:
     """The inputs' names and shapes, and the constants' shapes and dtypes, a boolean mask's values
     too (by digest: a mask the program indexes with is static in it): what the kind of a request and
     the signature of a program at its inputs both read. Lists, not generators: cheaper to build."""
-    return (tuple([(k, np.shape(v)) for k, v in at.items()]),
+    return (tuple([(k, v.shape if type(v) is np.ndarray else np.shape(v)) for k, v in at.items()]),
             tuple([(k, v.shape, v.dtype.kind, mask_digest(v) if v.dtype.kind == "b" else None)
                    for k, v in constants.items()]) if constants else ())

@@ -31,7 +31,7 @@ from derivd.errors import DerivdError
 from derivd.ir.cost import graph_flops
 
 
-WRT_KEPT = 64  # wrt tuples kept per function (a caller cycling through more only rebuilds them)
+WRT_KEPT = 64  # wrt tuples (and bound endpoints) kept per function (a caller cycling through more only rebuilds them)
 
 
 class CompiledFunction:
@@ -49,6 +49,7 @@ class CompiledFunction:
         self.shared, self.key = shared, key
         self._tapes: dict[tuple, Tape] = {}
         self._wrts: dict[tuple, Wrt] = {}
+        self._bound: dict[tuple, Callable] = {}
         self._lock = threading.Lock()
         self.compile_seconds = time.perf_counter() - t0
 
@@ -90,6 +91,21 @@ class CompiledFunction:
                 self._wrts.clear()
             found = self._wrts[key] = Wrt(self, key)
         return found
+
+    def bound(self, key: tuple, bind: Callable[..., Callable], *args) -> tuple[Callable, float]:
+        """``bind(*args)`` made once per ``key`` (an endpoint bound to this function and its ``wrt``: its
+        tapes and checks looked up once, ``core.derivatives.bound_gradient``) and kept here, so that it
+        lives and goes with the function in the tape cache; and the seconds making it took now (0 once
+        made: a tape compiled for it counts as compile time)."""
+        found = self._bound.get(key)
+        if found is not None:
+            return found, 0.0
+        t0 = time.perf_counter()
+        found = bind(*args)
+        if len(self._bound) >= WRT_KEPT:
+            self._bound.clear()
+        self._bound[key] = found
+        return found, time.perf_counter() - t0
 
     def input_node(self, name: str):
         spec = self.specs[name]

@@ -35,10 +35,15 @@ def gradient_nodes(fn, wrt: Wrt) -> list:
     return or_zeros(fn, vjp_transform(fn.graph, wrt.nodes, [fn.output], [ct]), wrt.shapes)
 
 
-def gradient(fn, values, wrt_names):
+def gradient_tape(fn, wrt_names):
+    """The tape of the gradient (outputs: the value, then one gradient per wrt input) and the seconds
+    compiling it took now (0 once built)."""
     require_scalar(fn.out_shape, "gradient")
-    wrt = fn.wrt(wrt_names)
-    tape, seconds = _vjp_tape(fn, wrt, None)
+    return _vjp_tape(fn, fn.wrt(wrt_names), None)
+
+
+def gradient(fn, values, wrt_names):
+    tape, seconds = gradient_tape(fn, wrt_names)
     y, *grads = fn.run(tape, values)
     return np.asarray(y), [np.asarray(g, dtype=np.float64) for g in grads], seconds
 

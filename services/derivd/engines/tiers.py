@@ -38,13 +38,13 @@ tier 2 holding a non-finite number, or refused by a lowering's check (an index
 out of range, which jax would clamp), is recomputed on tier 1, which has the
 numpy conventions and the errors (a singular matrix, that index) XLA lacks.
 
-``answering()`` collects which tiers answered a request: the service puts the
-highest in the response (``tier``) and the gateway in ``Server-Timing``.
+Each run notes its tier in the request's context (``deadlines.deadline``'s
+``answered``): the service puts the highest in the response (``tier``) and the
+gateway in ``Server-Timing``.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import threading
 import time
@@ -53,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from derivd.compile import xla, xla_process
+from derivd import deadlines
 from derivd.deadlines import check as check_deadline
 from derivd.errors import DerivdError
 
@@ -67,7 +68,6 @@ COUNTS = dict.fromkeys(RESULTS, 0)
 _UNREPORTED = dict.fromkeys(RESULTS, 0)  # this process's counts not yet handed over by ``drain``
 _COUNT_LOCK = threading.Lock()
 _COMPILER: list = []  # the one background compile thread, made on first use
-_ANSWERED: contextvars.ContextVar[set | None] = contextvars.ContextVar("tiers_answered", default=None)
 
 
 def enabled(settings) -> bool:
@@ -75,25 +75,10 @@ def enabled(settings) -> bool:
     return settings.xla_tier != "off" and xla.available()
 
 
-class answering:
-    """``with answering() as used``: collect in the set ``used`` the tiers (1, 2) that answered the
-    tape runs in the block. A class, not a generator: it is around every request."""
-
-    __slots__ = ("_used", "_token")
-
-    def __enter__(self) -> set:
-        self._used = set()
-        self._token = _ANSWERED.set(self._used)
-        return self._used
-
-    def __exit__(self, *exc) -> None:
-        _ANSWERED.reset(self._token)
-
-
 def _answered(tier: int) -> None:
-    used = _ANSWERED.get()
-    if used is not None:
-        used.add(tier)
+    current = deadlines.current()
+    if current is not None:
+        current.answered.add(tier)
 
 
 def _count(result: str, n: int = 1) -> None:

@@ -176,8 +176,8 @@ def run_loop(body_fn, carried: tuple, captured: tuple, count: int, reverse: bool
     order = range(count - 1, -1, -1) if reverse else range(count)
     limit = deadlines.current()
     for k in order:
-        if limit is not None and clock.now() > limit[0]:
-            raise deadlines.late(limit[1])
+        if limit is not None and clock.now() > limit.at:
+            raise deadlines.late(limit.budget_s)
         if deadlines.STOPPING.is_set():
             raise deadlines.stopping()
         if collect:
