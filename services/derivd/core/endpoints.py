@@ -31,7 +31,7 @@ class Endpoint:
     for ``evaluate``, which every mode answers alike. ``rpc``: its method in ``derivd.v1``, whose
     response message is ``<rpc>Response``. ``bind(fn, wrt) -> (run, compile seconds)``: the answer in
     modes ``auto`` and ``reverse`` bound to a compiled function and its checked ``wrt``, for an
-    endpoint that reads nothing but the point: ``run(values) -> response`` is all a warm request of
+    endpoint that reads nothing but the point: ``run(fn, values) -> response`` is all a warm request of
     a kind without ``verify`` costs (``core.service``); None: ``compute`` answers every request."""
 
     name: str

@@ -201,7 +201,7 @@ class Service:
         fn, values, timings.compile = self._compile(req, plan)
         t1 = time.perf_counter()
         run, compile_seconds = plan.bind(fn, plan.wrt)  # bound again only for a function compiled again
-        response = run(values)
+        response = run(fn, values)
         self._tier(response, answered)
         timings.compile += compile_seconds
         timings.compute = time.perf_counter() - t1 - compile_seconds
