@@ -90,7 +90,6 @@ class NotLowerable(Exception):
     """A graph tier 2 cannot run: a primitive without a lowering, or one that failed to trace."""
 
 
-@functools.lru_cache(maxsize=1)
 @functools.cache
 def available() -> bool:
     """Whether jax is installed here (the ``xla`` extra), found without importing it (a second); looked

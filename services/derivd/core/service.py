@@ -186,7 +186,7 @@ class Service:
             if verify is not None:
                 fd.require_verifiable(p)  # before the answer it would check
             response, compile_seconds = row.compute(p)
-            self._tier(response, answered)  # before a verification's runs
+            self._note_tier(response, answered)  # before a verification's runs
             if verify is not None:
                 response["verification"] = verify(p, response)
         timings.compile += compile_seconds
@@ -202,15 +202,15 @@ class Service:
         t1 = time.perf_counter()
         run, compile_seconds = plan.bind(fn, plan.wrt)  # bound again only for a function compiled again
         response = run(fn, values)
-        self._tier(response, answered)
+        self._note_tier(response, answered)
         timings.compile += compile_seconds
         timings.compute = time.perf_counter() - t1 - compile_seconds
         return response, timings
 
-    def _tier(self, response: dict, answered: set) -> None:
-        """The highest compile tier that answered, in the response when tier 2 is on."""
-        if answered and tiers.enabled(self.settings):
-            response["tier"] = max(answered)
+    def _note_tier(self, response: dict, answered: set) -> None:
+        tier = _tier(answered, self.settings)
+        if tier is not None:
+            response["tier"] = tier
 
     def hvp_stream(self, req: Request) -> HvpStream:
         """Many Hessian-vector products at one point: resolved, compiled and started once, here."""
@@ -231,10 +231,8 @@ class Service:
             require_scalar(fn.out_shape, "hvp")
             session = HvpSession(fn, values, wrt)
             compute_seconds = time.perf_counter() - t1 - session.compile_seconds
-            answered = running.answered
-            tier = max(answered) if answered and tiers.enabled(self.settings) else None
             return HvpStream(session, wrt, values, compile_seconds + session.compile_seconds, compute_seconds,
-                             tier=tier)
+                             tier=_tier(running.answered, self.settings))
 
     def _plan(self, req: Request, kind: tuple | None = None) -> Plan:
         """The plan of ``req``'s kind: kept under ``kind``, else worked out (the inputs' specs and limits,
@@ -272,6 +270,11 @@ class Service:
             known = specs, TapeKey.for_program(source, specs), len(source) + 512
             self._signatures.put(seen, known)
         return known[:2]
+
+
+def _tier(answered: set, settings) -> int | None:
+    """The highest compile tier whose tapes answered a request, when tier 2 is on (else None: no tier said)."""
+    return max(answered) if answered and tiers.enabled(settings) else None
 
 
 def _shapes(at: dict, constants: dict) -> tuple:

@@ -52,8 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from derivd.compile import xla, xla_process
 from derivd import deadlines
+from derivd.compile import xla, xla_process
 from derivd.deadlines import check as check_deadline
 from derivd.errors import DerivdError
 
