@@ -17,9 +17,9 @@ its wrt inputs, under ``MAX_ASK_BYTES``. A pipeline is one session, opened at
 the first such call's point and used by every later call with the same
 function, constants, inputs' names, dtypes and shapes, values of the inputs
 not differentiated, ``wrt`` and ``mode`` (what a session's opening fixes).
-A function has up to ``WIDTH`` of them, another opened when each open one has
-``DEPTH`` asks waiting (a server answers one connection's asks one at a time:
-slow asks spread over several); a client keeps at most ``MAX_OPEN``, the least
+A function has up to ``WIDTH`` of them, another opened when the asks waiting
+on each add up to ``BACKLOG_S`` of the server's time (a server answers one
+connection's asks one at a time: slow asks spread over several); a client keeps at most ``MAX_OPEN``, the least
 recently used retired (closed once its asks are answered). Everything else
 goes over gRPC unary, unchanged, and so does a call whose session did not
 open: refused (the unary call then answers, or raises the error it would have
@@ -56,7 +56,10 @@ from .stored import unknown
 
 MAX_OPEN = 16  # connections per client
 WIDTH = 4  # connections per function
-DEPTH = 16  # asks waiting on each before another connection is opened
+# The server's compute time waiting on each of a function's connections past which another is opened: one
+# connection's asks are answered one at a time, so slow ones spread over several (fast ones gain nothing:
+# 50 small gradients in flight on 4 connections answer half as fast as on one, on 2 cores).
+BACKLOG_S = 0.01
 MAX_ASK_BYTES = 1 << 20  # a larger point goes over gRPC: it would hold up the asks behind it
 KINDS = {"Evaluate": pb.SESSION_VALUE, "Gradient": pb.SESSION_GRADIENT, "Jacobian": pb.SESSION_JACOBIAN,
          "Hvp": pb.SESSION_HVP, "Hessian": pb.SESSION_HESSIAN, "Taylor": pb.SESSION_TAYLOR}
@@ -129,15 +132,15 @@ class Pipelines:
 
     async def _pipeline(self, call: Call) -> Pipeline | None:
         """An open pipeline for ``call``: the least loaded of its function's, another opened when each has
-        ``DEPTH`` asks waiting; None when none could open."""
+        ``BACKLOG_S`` of work waiting; None when none could open."""
         pipes = self._open.get(call.key)
         if pipes:
             self._open.move_to_end(call.key)
             live = [p for p in pipes if p.opened and p.closed is None]
             opening = [p for p in pipes if not p.ready.done()]
             if live:
-                pipe = min(live, key=Pipeline.load)
-                if pipe.load() < DEPTH or opening or len(pipes) >= WIDTH:
+                pipe = min(live, key=Pipeline.backlog)
+                if pipe.backlog() < BACKLOG_S or opening or len(pipes) >= WIDTH:
                     return pipe
             elif opening:
                 return await asyncio.shield(opening[0].ready)
@@ -267,11 +270,13 @@ class Pipeline(asyncio.Protocol):
         self.shapes: list[tuple[int, ...]] = []
         self.out_shape: tuple[int, ...] = ()
         self._opening: asyncio.Future | None = None
+        self.ask_seconds = 0.0  # the server's compute time per ask, a moving average
         self._buffer = bytearray()
         self._ids = 0
 
-    def load(self) -> int:
-        return len(self.pending)
+    def backlog(self) -> float:
+        """The server's seconds of work waiting here, by the recent asks' compute time."""
+        return len(self.pending) * self.ask_seconds
 
     # ------------------------------------------------------------ opening, asking, closing
 
@@ -380,6 +385,7 @@ class Pipeline(asyncio.Protocol):
                       f"{answer.error.code}] {answer.error.message}")
             return
         _, future = self.pending.popleft()
+        self.ask_seconds += 0.2 * (answer.timing.compute_ms / 1e3 - self.ask_seconds)
         if not future.done():  # else its call timed out or was cancelled: the answer is dropped
             future.set_result(answer)
         if self.retiring and not self.pending:
