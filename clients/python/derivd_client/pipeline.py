@@ -86,6 +86,12 @@ class Pipelines:
         self._open: OrderedDict[_Key, list[Pipeline]] = OrderedDict()
         self._asking_port: asyncio.Future | None = None
         self._reached = False  # a pipeline opened: the socket is reachable from here
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __iter__(self):
+        """The connections open or opening."""
+        for pipes in self._open.values():
+            yield from pipes
 
     def __len__(self) -> int:
         return sum(len(pipes) for pipes in self._open.values())
@@ -94,6 +100,9 @@ class Pipelines:
         """The unary call's answer from a pipeline; None when it is to go over gRPC."""
         if method not in KINDS or not await self._port():
             return None
+        if self._loop is not asyncio.get_running_loop():  # a connection serves the event loop that opened it
+            self.close()
+            self._loop = asyncio.get_running_loop()
         try:
             call = Call.of(method, function, at, options, extra)
         except Exception:  # noqa: BLE001 - the unary call raises it, as it would have anyway
@@ -229,15 +238,16 @@ class Call:
         if "blackbox" in spec or len(spec) != 1 or (mode and mode not in MODES) or not wrt or \
                 len(set(wrt)) != len(wrt) or not set(wrt) <= set(values):
             return None
-        constants = {name: arrays.as_array(value) for name, value in constants.items()}
-        fixed = sorted(name for name in values if name not in wrt)
+        constants = {name: arrays.as_array(value) for name, value in sorted(constants.items())}
+        fixed = [name for name in sorted(values) if name not in wrt]
         head = (*spec.items(), mode, tuple(wrt), *((name, a.dtype.str, a.shape) for name, a in sorted(values.items())),
-                "constants", *((name, a.dtype.str, a.shape) for name, a in sorted(constants.items())))
-        data = (*(values[name].tobytes() for name in fixed), *(constants[name].tobytes() for name in sorted(constants)))
+                "constants", *((name, a.dtype.str, a.shape) for name, a in constants.items()))
+        data = (*(values[name].tobytes() for name in fixed), *(a.tobytes() for a in constants.values()))
         self = cls()
-        self.key, self.kind, self.function, self.at, self.options = _Key(head, data), KINDS[method], function, at, options
-        self.wrt, self.shapes = wrt, [values[name].shape for name in wrt]
-        self.x, self.v, self.order = _flat([values[name] for name in wrt]), None, extra.get("order", 0)
+        self.key, self.kind = _Key(head, data), KINDS[method]
+        self.function, self.at, self.options = function, at, options
+        self.wrt, self.shapes, self.order = wrt, [values[name].shape for name in wrt], extra.get("order", 0)
+        self.x, self.v = _flat([values[name] for name in wrt]), None
         if "v" in extra:
             v = direction_dict(extra["v"], wrt)
             v = {name: np.asarray(d, dtype=np.float64) for name, d in v.items()}
