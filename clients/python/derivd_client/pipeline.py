@@ -312,7 +312,7 @@ class Pipeline(asyncio.Protocol):
         self.transport.write(frame(hello) + frame(pb.SessionRequest(open=pb.SessionOpen(**fields))))
         response = await self._opening
         if response.WhichOneof("message") != "opened":
-            raise _refusal(response.answer, unary=False)
+            raise _refusal(response.answer)
         client.stored_functions.remember(named[0], response.opened.function_id)
         self.wrt, self.shapes, self.out_shape = call.wrt, call.shapes, tuple(response.opened.out_shape)
         self.opened = True
@@ -343,7 +343,7 @@ class Pipeline(asyncio.Protocol):
 
     def result(self, method: str, answer: pb.SessionAnswer):
         if answer.HasField("error"):
-            raise _refusal(answer, unary=True)
+            raise _refusal(answer)
         return decode(RESPONSES[method](self, answer))
 
     def split(self, flat: pb.Array) -> dict[str, pb.Array]:
@@ -415,12 +415,12 @@ class Pipeline(asyncio.Protocol):
             self.transport.close()
 
 
-def _refusal(answer: pb.SessionAnswer, unary: bool) -> errors.DerivdError:
-    """A session's refusal as an exception: with ``unary``, the unary call's (its status through gRPC's code)."""
+def _refusal(answer: pb.SessionAnswer) -> errors.DerivdError:
+    """A session's refusal as the unary call's exception (its status through gRPC's code)."""
     e = answer.error
-    status = unary_status(answer.status) if unary else answer.status
-    return errors.from_response(status, {"error": {"code": e.code, "message": e.message,
-                                                   "detail": json.loads(e.detail_json) if e.detail_json else {}}})
+    detail = json.loads(e.detail_json) if e.detail_json else {}
+    return errors.from_response(unary_status(answer.status), {"error": {"code": e.code, "message": e.message,
+                                                                        "detail": detail}})
 
 
 def _scalar(a: pb.Array) -> float:
