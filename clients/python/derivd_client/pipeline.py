@@ -282,6 +282,7 @@ class Pipeline(asyncio.Protocol):
         self._opening: asyncio.Future | None = None
         self.ask_seconds = 0.0  # the server's compute time per ask, a moving average
         self._buffer = bytearray()
+        self._outbox: list[bytes] = []  # asks to write at the end of this turn of the event loop
         self._ids = 0
 
     def backlog(self) -> float:
@@ -327,8 +328,17 @@ class Pipeline(asyncio.Protocol):
         ask = pb.SessionAsk(id=self._ids, kind=call.kind, x=call.x, order=call.order)
         if call.v is not None:
             ask.v.CopyFrom(call.v)
-        self.transport.write(frame(pb.SessionRequest(ask=ask)))
+        if not self._outbox:
+            answer.get_loop().call_soon(self._flush)
+        self._outbox.append(frame(pb.SessionRequest(ask=ask)))
         return answer
+
+    def _flush(self) -> None:
+        """The asks of one turn of the event loop in one write: a send costs ~40 µs on loopback, most of a
+        small ask's cost to the client (the server reads frames from a buffer, however they arrive)."""
+        if self.closed is None:
+            self.transport.write(b"".join(self._outbox))
+        self._outbox.clear()
 
     def retire(self) -> None:
         """Close once the asks in flight are answered (no new ones are given to it)."""
