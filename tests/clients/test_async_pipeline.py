@@ -318,3 +318,27 @@ def test_without_the_socket_every_call_goes_over_grpc(serve, grpc_target):
     np.testing.assert_allclose(answers[0].gradient["x"], rosenbrock_gradient(x), rtol=1e-6)
     np.testing.assert_allclose(answers[3]["jvp"], [rosenbrock_gradient(x) @ v], rtol=1e-13)
 
+
+
+def test_slow_asks_spread_over_connections_and_the_least_recently_used_are_closed(grpc_target, monkeypatch):
+    from derivd_client import pipeline
+
+    monkeypatch.setattr(pipeline, "BACKLOG_S", 0.0)  # every ask counts as slow: a function widens to WIDTH
+    monkeypatch.setattr(pipeline, "MAX_OPEN", pipeline.WIDTH + 1)
+    points = np.random.default_rng(4).normal(size=(40, 4))
+
+    async def main():
+        async with AsyncGrpcClient(grpc_target, timeout=60) as c:
+            await c.gradient(ROSEN, x=points[0])
+            answers = []
+            for chunk in np.split(points, 4):  # each turn finds the connections idle, so opens another
+                answers += await asyncio.gather(*[c.gradient(ROSEN, x=p) for p in chunk])
+            wide = len(c.pipelines)
+            others = [await c.evaluate(f"sum(x) * {k}", x=[1.0, 2.0]) for k in range(3)]
+            return answers, wide, others, len(c.pipelines)
+
+    answers, wide, others, pipes = asyncio.run(main())
+    for p, r in zip(points, answers):
+        np.testing.assert_allclose(r.gradient["x"], rosenbrock_gradient(p), rtol=1e-13)
+    assert [r.value for r in others] == [0.0, 3.0, 6.0]
+    assert wide == pipeline.WIDTH and pipes == 3  # the second sum's opening retired the Rosenbrock's four
