@@ -27,7 +27,8 @@ work more than this). Reported: wall seconds, iterations, round trips per
 iteration (session), and the ratio to JAX's wall time. Also measured: the
 session's loopback round trip for a small gradient (Rosenbrock, n = 10; median
 of 2,000) on the session socket and on the gRPC ``Session``, and gradients/s of
-50 concurrent requests on ``AsyncGrpcClient`` against the blocking REST client in sequence
+50 concurrent requests on ``AsyncGrpcClient`` (unary calls, pipelined on the session
+socket: ``derivd_client.pipeline``) against the blocking REST client in sequence
 (the best of ``--repeat`` rounds).
 Targets (issue 12): session <= 3x JAX, export <= 1.5x JAX, <= 1.2 round trips
 per iteration with ``jac=True``, round trip <= 150 us. Reported, never asserted.

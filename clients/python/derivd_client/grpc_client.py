@@ -238,15 +238,27 @@ class GrpcClient:
 
 
 class AsyncGrpcClient(GrpcClient):
-    """The unary calls for asyncio over one HTTP/2 connection (``grpc.aio``): every method is a
-    coroutine. Many calls in flight share the connection, and the client's own cost per call is a
-    fraction of an HTTP/JSON client's, so concurrent requests reach a throughput a blocking client
-    cannot (the README's numbers). ``async with AsyncGrpcClient(target) as c: await c.gradient(...)``.
-    ``session`` opens an asynchronous session; HVP streams are the blocking client's."""
+    """The unary calls for asyncio: every method is a coroutine, many calls in flight at once
+    (``async with AsyncGrpcClient(target) as c: await c.gradient(...)``). Where ``session_transport``
+    chooses the session socket (as for sessions), a call a session can express (evaluate, gradient,
+    Jacobian, HVP, Hessian, Taylor of a program) rides a pipelined session on it
+    (:mod:`derivd_client.pipeline`: the same answers and errors, a fraction of ``grpc.aio``'s cost per
+    call); any other goes over one HTTP/2 connection (``grpc.aio``). Either way concurrent requests reach
+    a throughput a blocking client cannot (the README's numbers). ``session`` opens an asynchronous
+    session; HVP streams are the blocking client's."""
 
     channels = grpc.aio
 
+    def __init__(self, *args, **kwargs):
+        from .pipeline import Pipelines
+
+        super().__init__(*args, **kwargs)
+        self.pipelines = Pipelines(self)
+
     async def _unary(self, method: str, message, function, at, options: dict, **extra):
+        answer = await self.pipelines.answer(method, function, at, options, extra)
+        if answer is not None:
+            return answer
         request = self._request(message, function, at, options, **extra)
         call = getattr(self.stub, method)
         for attempt in range(self.retries + 1):
@@ -301,6 +313,7 @@ class AsyncGrpcClient(GrpcClient):
         raise TypeError("use `await client.aclose()` (or `async with`)")
 
     async def aclose(self) -> None:
+        self.pipelines.close()
         await self.channel.close()
 
     async def __aenter__(self):
