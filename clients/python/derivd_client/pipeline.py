@@ -111,16 +111,16 @@ class Pipelines:
             return None
         if call is None:
             return None
+        async def asked():
+            pipe = await self._pipeline(call)
+            return pipe, None if pipe is None else await pipe.ask(call)
+
         try:
-            async with asyncio.timeout(self.client.timeout):
-                pipe = await self._pipeline(call)
-                if pipe is None:
-                    return None
-                answer = await pipe.ask(call)
-        except TimeoutError:
+            pipe, answer = await asyncio.wait_for(asked(), self.client.timeout)
+        except asyncio.TimeoutError:
             raise errors.RequestTimeout(f"no answer on the session socket within the deadline "
                                         f"({self.client.timeout:g} s)", "timeout") from None
-        return pipe.result(method, answer)
+        return None if pipe is None else pipe.result(method, answer)
 
     async def _port(self) -> int:
         """The session socket's port where ``session_transport`` lets unary calls use it, else 0: the
@@ -172,28 +172,35 @@ class Pipelines:
     async def _opening(self, pipe: Pipeline, call: Call, pipes: list) -> Pipeline | None:
         """``pipe`` with its session open at ``call``'s point, or None (then dropped). A function this client
         stored and the server lost is stored again, on a new connection, as a session's opening does."""
-        client = self.client
+        client, current = self.client, [pipe]
         try:
-            async with asyncio.timeout(client.timeout):
-                try:
-                    await pipe.open(client, call)
-                except errors.NotFound as e:
-                    if not unknown(e, client.stored_functions):
-                        raise
-                    pipe.close()
-                    again = Pipeline(pipe.where)
-                    again.ready = pipe.ready
-                    pipes[pipes.index(pipe)] = pipe = again
-                    await pipe.open(client, call)  # with the program and constants: stored again
+            pipe = await asyncio.wait_for(self._open_again(current, call, pipes), client.timeout)
             self._reached = True
             return pipe
         except Exception:  # noqa: BLE001 - refused, unreachable, late: the unary call answers (or raises)
+            pipe = current[0]
             if pipe.transport is None and not self._reached and client.session_transport == "auto":
                 client._session_port = 0  # not reachable from here (a proxy, a firewall): gRPC from now on
             pipe.close()
             if pipe in pipes:
                 pipes.remove(pipe)
             return None
+
+    async def _open_again(self, current: list, call: Call, pipes: list) -> Pipeline:
+        """``current[0]`` opened; a function this client stored and the server lost is stored again, on a new
+        connection (then in ``current[0]``)."""
+        client, pipe = self.client, current[0]
+        try:
+            await pipe.open(client, call)
+        except errors.NotFound as e:
+            if not unknown(e, client.stored_functions):
+                raise
+            pipe.close()
+            again = Pipeline(pipe.where)
+            again.ready = pipe.ready
+            pipes[pipes.index(pipe)] = current[0] = pipe = again
+            await pipe.open(client, call)  # with the program and constants: stored again
+        return pipe
 
     def close(self) -> None:
         for pipes in self._open.values():
@@ -298,9 +305,8 @@ class Pipeline(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         host, port = self.where.rsplit(":", 1)
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                await loop.create_connection(lambda: self, host, int(port))
-        except (OSError, TimeoutError) as e:
+            await asyncio.wait_for(loop.create_connection(lambda: self, host, int(port)), CONNECT_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError) as e:
             raise errors.ConnectionFailed(f"cannot reach the session socket at {self.where}: {e or 'timed out'}",
                                           "connection_failed") from None
         named = []
