@@ -29,7 +29,7 @@ import os
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 # XLA splits a long loop over as many threads as the compiling process may run on, whatever XLA_FLAGS say:
 # jax compiles here, so this process keeps to one core (tier 2's compile process keeps to xla_threads = 1).
 if hasattr(os, "sched_setaffinity"):

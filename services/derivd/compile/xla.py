@@ -32,8 +32,8 @@ here: jax cannot serialize an executable whose callbacks are functions of the pr
 that traced it.
 
 ``configure(settings)`` runs once per process (this one and the child) before jax
-starts: float64 on, the platform (CPU unless configured) and XLA's CPU threads (one
-unless configured). Of ``XLA_OPTIONS`` (XLA's CPU code generation, measured) each
+starts: float64 on, the platform (CPU unless configured), XLA's CPU threads (one
+unless configured) and synchronous dispatch (``SYNCHRONOUS``). Of ``XLA_OPTIONS`` (XLA's CPU code generation, measured) each
 compile uses those its XLA knows (``_known``). Compiled executables survive restarts in
 ``xla_cache_dir`` (compile/xla_store.py), not in jax's persistent cache (it cannot serve
 an executable that crosses processes).
@@ -78,6 +78,12 @@ log = logging.getLogger("derivd.xla")
 #   graph whose longest chain passes DEEP_CHAIN keeps the emitters (``_options``).
 XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_use_fusion_emitters": False}
 DEEP_CHAIN = 2000
+# jax's option that runs an executable on the calling thread, never handed to XLA's thread pool: jax hands
+# over any run its cost model counts 1,000 floating-point operations or more, and the caller then waits on
+# a futex while the pool's thread wakes, runs and wakes it (the scalar-heavy gradient, ~1,500 operations:
+# 17 us a call, of which its kernels ~2 us, against 8 us run here; jaxlib 0.10.2, one core). A run waits
+# for its answer either way (``XlaTape.run``), and releases the GIL while it runs.
+SYNCHRONOUS = "jax_cpu_enable_async_dispatch"
 EXECUTABLES_KEPT = 512  # compiled executables held per process, least recently used out first
 _EXECUTABLES: OrderedDict[tuple, Callable] = OrderedDict()
 _LOCK = threading.Lock()
@@ -115,6 +121,10 @@ def configure(settings) -> object:
         except ImportError as e:
             raise NotLowerable(f"jax is not installed (pip install derivd[xla]): {e}") from None
         jax.config.update("jax_enable_x64", True)
+        try:
+            jax.config.update(SYNCHRONOUS, False)
+        except AttributeError:  # a jax without the option dispatches as it does
+            pass
         if settings.xla_platform:
             jax.config.update("jax_platforms", settings.xla_platform)
         _STATE["jax"] = jax
@@ -123,12 +133,12 @@ def configure(settings) -> object:
 
 
 def xla_flags(settings) -> str:
-    """``XLA_FLAGS`` as ``configure`` leaves it: the environment's, with XLA's CPU threads limited to
-    ``xla_threads`` unless it limits them already."""
-    flags, threads = os.environ.get("XLA_FLAGS", ""), settings.xla_threads
-    if threads > 0 and "xla_cpu_multi_thread_eigen" not in flags:
-        eigen = "--xla_cpu_multi_thread_eigen=false" if threads == 1 else ""
-        flags = " ".join(f for f in (flags, eigen, f"intra_op_parallelism_threads={threads}") if f)
+    """``XLA_FLAGS`` as ``configure`` leaves it: the environment's, with Eigen's threads in XLA's CPU
+    operations off where ``xla_threads`` is 1 unless the environment says otherwise. The other limit on
+    XLA's threads is the compile process's CPU affinity (compile/xla_child.py), which XLA reads."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if settings.xla_threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        flags = " ".join(f for f in (flags, "--xla_cpu_multi_thread_eigen=false") if f)
     return flags
 
 
