@@ -22,7 +22,8 @@ and traces it with jax:
   failed, and ``XlaTape.run`` then returns None so that tier 1 answers;
 * literals are arguments, not constants baked into the executable: the source
   names them ``c0, c1, ...``, so programs that differ only in their literal
-  values share one source and one XLA executable per signature (``_EXECUTABLES``).
+  values share one source and one XLA executable per signature (``_EXECUTABLES``);
+* a tape's float64 numbers (0-d inputs) are one vector argument too (``PACKED_MIN``).
 
 XLA compiles in a child process (compile/xla_process.py, compile/xla_child.py), where it
 can be stopped and where a crash of XLA's costs that compile alone: the child runs the
@@ -33,8 +34,8 @@ that traced it.
 
 ``configure(settings)`` runs once per process (this one and the child) before jax
 starts: float64 on, the platform (CPU unless configured), XLA's CPU threads (one
-unless configured) and synchronous dispatch (``SYNCHRONOUS``). Of ``XLA_OPTIONS`` (XLA's CPU code generation, measured) each
-compile uses those its XLA knows (``_known``). Compiled executables survive restarts in
+unless configured) and synchronous dispatch (``SYNCHRONOUS``). Of ``XLA_OPTIONS`` (XLA's CPU
+code generation, measured) each compile uses those its XLA knows (``_known``). Compiled executables survive restarts in
 ``xla_cache_dir`` (compile/xla_store.py), not in jax's persistent cache (it cannot serve
 an executable that crosses processes).
 """
@@ -526,10 +527,13 @@ class XlaTape:
     ``flat``: each output's (start, stop, shape) in the executable's one flat answer (its flag last,
     its finiteness tested here: ``_finish``), or None where it answers a tuple (large or non-float
     outputs). ``staged``: whether an input is large enough for ``staging`` to align it (else a run
-    skips it: 0.2 us of a 10 us call)."""
+    skips it: 0.2 us of a 10 us call). ``packed``: (the float64 numbers among the inputs, the other
+    inputs), by position, where the executable takes those numbers in one vector (``PACKED_MIN``)."""
 
-    def __init__(self, executable: Callable, consts: list, source: str, flat: list | None, staged: bool = True):
+    def __init__(self, executable: Callable, consts: list, source: str, flat: list | None, staged: bool = True,
+                 packed: tuple | None = None):
         self.executable = executable
+        self.packed = packed
         self.consts = consts
         self.source = source
         self.flat = flat
@@ -540,6 +544,9 @@ class XlaTape:
                                                 for a, b, s in flat]
 
     def run(self, *args):
+        if self.packed is not None:
+            numbers, rest = self.packed
+            args = [np.array([args[i] for i in numbers], dtype=np.float64), *[args[i] for i in rest]]
         if self.staged:
             args, staged = staging.stage(args)  # large misaligned numpy arrays: aligned, so XLA reads them in place
         else:
@@ -555,6 +562,9 @@ class XlaTape:
         return tuple([out[i] if s is None else out[i].reshape(s) for i, s in self.parts])
 
 
+# a tape with at least this many float64 numbers among its inputs takes them in one vector: the executable's call
+# converts each numpy argument to a buffer of its own (~1.2 us each: ten numbers 18 us a call, one vector of ten 6)
+PACKED_MIN = 2
 # the literals' vectors: argument name, numpy dtype, and which literals (by Python type) it carries
 _CONST_VECTORS = (("_cf", np.float64, float), ("_ci", np.int64, int))
 
@@ -638,20 +648,26 @@ def compile_graph(graph, inputs: list, outputs: list, settings, ticket=None) -> 
     src = _Source()
     _emit(src, graph, inputs, outputs, "tape", "")
     names = [f"a{i}" for i in range(len(inputs))]
-    unpack, vectors = [], []  # each argument of the executable is a dispatch cost: two vectors, not n scalars
+    packed = [i for i, n in enumerate(inputs) if n.shape == () and n.dtype == "f8"]
+    packed = packed if len(packed) >= PACKED_MIN else []
+    rest = [i for i in range(len(inputs)) if i not in packed]
+    params = (["_in"] if packed else []) + [names[i] for i in rest]
+    unpack = [f"    a{i} = _in[{j}]" for j, i in enumerate(packed)]
+    vectors = []  # each argument of the executable is a dispatch cost: two vectors, not n scalars
     for arg, dtype, kind in _CONST_VECTORS:
         which = [i for i, c in enumerate(src.consts) if (type(c) is float) == (kind is float)]
         if which:
-            names.append(arg)
+            params.append(arg)
             unpack += [f"    c{i} = {arg}[{j}]" for j, i in enumerate(which)]
             vectors.append(np.array([src.consts[i] for i in which], dtype=dtype))
     sizes = [int(np.prod(n.shape)) for n in outputs]
     flat = None
     if all(n.dtype == "f8" for n in outputs) and sum(sizes) <= FLAT_OUTPUTS_MAX:
         flat = tuple(tuple(int(d) for d in n.shape) for n in outputs)
-    source = "\n".join([f"def lowered({', '.join(names)}):"] + unpack + ["    " + line for line in src.lines]
-                       + [f"    return _finish(_jx, tape({', '.join(names[:len(inputs)])}), {literal(flat)})"]) + "\n"
-    avals = [(tuple(n.shape), np.dtype(n.dtype).str) for n in inputs] + [(v.shape, v.dtype.str) for v in vectors]
+    source = "\n".join([f"def lowered({', '.join(params)}):"] + unpack + ["    " + line for line in src.lines]
+                       + [f"    return _finish(_jx, tape({', '.join(names)}), {literal(flat)})"]) + "\n"
+    avals = ([((len(packed),), "<f8")] if packed else []) + [(tuple(inputs[i].shape), np.dtype(inputs[i].dtype).str)
+                                                             for i in rest] + [(v.shape, v.dtype.str) for v in vectors]
     options = _options(graph, outputs)
     key = (source, tuple(avals), tuple(sorted(options.items())))
     with _LOCK:
@@ -668,7 +684,8 @@ def compile_graph(graph, inputs: list, outputs: list, settings, ticket=None) -> 
     offsets = np.cumsum([0] + sizes).tolist()
     layout = None if flat is None else [(a, b, s) for a, b, s in zip(offsets, offsets[1:], flat)]
     staged = any(staging.worth_staging(math.prod(n.shape) * np.dtype(n.dtype).itemsize) for n in inputs)
-    return XlaTape(executable, [jax.device_put(v) for v in vectors], source, layout, staged)
+    return XlaTape(executable, [jax.device_put(v) for v in vectors], source, layout, staged,
+                   (packed, rest) if packed else None)
 
 
 def _compiled(source: str, lowerings: dict, avals: list, options: dict, settings, ticket) -> Callable:
