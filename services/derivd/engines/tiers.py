@@ -30,7 +30,7 @@ tape that disagrees stays on tier 1 for good and is logged and counted
 primitive without a tier-2 lowering (``result="unlowerable"``). In ``auto``, a
 tape whose tier 2 runs no faster than tier 1 there (the fastest of up to
 ``SPEED_TRIES`` runs against tier 1's fastest on real requests) stays on tier 1 too
-(``result="slower"``): calling an XLA executable from Python costs 15-25 µs, while a
+(``result="slower"``): calling an XLA executable from Python costs 5-10 µs, while a
 small tape (a gradient of ten inputs) runs in a few µs on numpy. A hot tape whose
 fastest tier-1 run took under ``xla_min_run_s`` is not even compiled (``result="small"``):
 the compile would cost a core for a second to lose. An answer of
