@@ -97,6 +97,37 @@ def test_literals_are_arguments_one_executable_serves_every_value():
     assert len(xla._EXECUTABLES) == before + 1
 
 
+def test_scalar_inputs_in_one_vector_keep_their_places_among_the_others():
+    """The executable takes a tape's float64 numbers in one vector (``PACKED_MIN``), its other inputs (here a
+    vector between them, and a constant number) where they were: analytic gradient and Hessian-vector product."""
+    dsl = "a * sin(b) + sum(x * x) * c + exp(a * k)"
+    at = {"a": 0.7, "b": -1.3, "x": [0.5, -2.0, 1.5], "c": 2.5}
+    a, b, x, c, k = 0.7, -1.3, np.array(at["x"]), 2.5, 0.3
+    got = compute(ALWAYS, "gradient", dsl, at, {"k": np.float64(k)})
+    assert got["tier"] == 2
+    want = {"a": np.sin(b) + k * np.exp(a * k), "b": a * np.cos(b), "x": 2 * c * x, "c": np.sum(x * x)}
+    for name, g in want.items():
+        np.testing.assert_allclose(got["gradient"][name], g, rtol=1e-13)
+    np.testing.assert_allclose(got["value"], a * np.sin(b) + np.sum(x * x) * c + np.exp(a * k), rtol=1e-14)
+    v = {"a": 1.0, "b": 0.5, "x": [0.1, 0.2, -0.3], "c": -1.0}
+    got = compute(ALWAYS, "hvp", dsl, at, {"k": np.float64(k)}, v=v)
+    assert got["tier"] == 2
+    vx = np.array(v["x"])
+    want = {"a": k * k * np.exp(a * k) * 1.0 + np.cos(b) * 0.5, "b": np.cos(b) * 1.0 - a * np.sin(b) * 0.5,
+            "x": 2 * c * vx + 2 * x * -1.0, "c": 2 * x @ vx}
+    for name, h in want.items():
+        np.testing.assert_allclose(got["hvp"][name], h, rtol=1e-13)
+
+
+def test_tier_2_runs_its_executables_on_the_calling_thread():
+    """jax's dispatch to XLA's thread pool is off once tier 2 has run (``xla.SYNCHRONOUS``; the time it saves is
+    measured in bench/tiers.py)."""
+    import jax
+
+    assert compute(ALWAYS, "gradient", "sum(sin(x))", {"x": X})["tier"] == 2
+    assert jax.config.values[xla.SYNCHRONOUS] is False
+
+
 def test_a_hot_tape_moves_to_tier_2_in_the_background():
     """A 2000-step loop: tier 1 runs its iterations in Python, tier 2 is one lax.scan (~100x faster)."""
     settings = dict(xla_after_runs=3, xla_after_seconds=1e9, xla_cache_dir="", loop_unroll_nodes=0)

@@ -39,7 +39,7 @@ def stage(args) -> tuple[list, list]:
     those copies, for ``release``."""
     out, staged = [], []
     for a in args:
-        if type(a) is np.ndarray and a.nbytes >= ALIGNED_MIN_BYTES and (
+        if type(a) is np.ndarray and worth_staging(a.nbytes) and (
                 a.ctypes.data % ALIGNMENT or not a.flags.c_contiguous):
             buffer = _take(a.shape, a.dtype)
             np.copyto(buffer, a)
@@ -47,6 +47,12 @@ def stage(args) -> tuple[list, list]:
             a = buffer
         out.append(a)
     return out, staged
+
+
+def worth_staging(nbytes: int) -> bool:
+    """Whether ``stage`` aligns an array of ``nbytes`` that XLA would copy (a tape whose inputs are all smaller
+    skips ``stage``)."""
+    return nbytes >= ALIGNED_MIN_BYTES
 
 
 def release(staged: list, outputs: list) -> list:

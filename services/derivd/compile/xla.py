@@ -22,7 +22,8 @@ and traces it with jax:
   failed, and ``XlaTape.run`` then returns None so that tier 1 answers;
 * literals are arguments, not constants baked into the executable: the source
   names them ``c0, c1, ...``, so programs that differ only in their literal
-  values share one source and one XLA executable per signature (``_EXECUTABLES``).
+  values share one source and one XLA executable per signature (``_EXECUTABLES``);
+* a tape's float64 numbers (0-d inputs) are one vector argument too (``PACKED_MIN``).
 
 XLA compiles in a child process (compile/xla_process.py, compile/xla_child.py), where it
 can be stopped and where a crash of XLA's costs that compile alone: the child runs the
@@ -32,9 +33,9 @@ here: jax cannot serialize an executable whose callbacks are functions of the pr
 that traced it.
 
 ``configure(settings)`` runs once per process (this one and the child) before jax
-starts: float64 on, the platform (CPU unless configured) and XLA's CPU threads (one
-unless configured). Of ``XLA_OPTIONS`` (XLA's CPU code generation, measured) each
-compile uses those its XLA knows (``_known``). Compiled executables survive restarts in
+starts: float64 on, the platform (CPU unless configured), XLA's CPU threads (one
+unless configured) and synchronous dispatch (``SYNCHRONOUS``). Of ``XLA_OPTIONS`` (XLA's CPU
+code generation, measured) each compile uses those its XLA knows (``_known``). Compiled executables survive restarts in
 ``xla_cache_dir`` (compile/xla_store.py), not in jax's persistent cache (it cannot serve
 an executable that crosses processes).
 """
@@ -46,6 +47,7 @@ import ctypes.util
 import functools
 import importlib.util
 import logging
+import math
 import os
 import sys
 import threading
@@ -78,6 +80,12 @@ log = logging.getLogger("derivd.xla")
 #   graph whose longest chain passes DEEP_CHAIN keeps the emitters (``_options``).
 XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_use_fusion_emitters": False}
 DEEP_CHAIN = 2000
+# jax's option that runs an executable on the calling thread, never handed to XLA's thread pool: jax hands
+# over any run its cost model counts 1,000 floating-point operations or more, and the caller then waits on
+# a futex while the pool's thread wakes, runs and wakes it (the scalar-heavy gradient, ~1,500 operations:
+# 17 us a call, of which its kernels ~2 us, against 8 us run here; jaxlib 0.10.2, one core). A run waits
+# for its answer either way (``XlaTape.run``), and releases the GIL while it runs.
+SYNCHRONOUS = "jax_cpu_enable_async_dispatch"
 EXECUTABLES_KEPT = 512  # compiled executables held per process, least recently used out first
 _EXECUTABLES: OrderedDict[tuple, Callable] = OrderedDict()
 _LOCK = threading.Lock()
@@ -115,6 +123,10 @@ def configure(settings) -> object:
         except ImportError as e:
             raise NotLowerable(f"jax is not installed (pip install derivd[xla]): {e}") from None
         jax.config.update("jax_enable_x64", True)
+        try:
+            jax.config.update(SYNCHRONOUS, False)
+        except AttributeError:  # a jax without the option dispatches as it does
+            pass
         if settings.xla_platform:
             jax.config.update("jax_platforms", settings.xla_platform)
         _STATE["jax"] = jax
@@ -123,12 +135,12 @@ def configure(settings) -> object:
 
 
 def xla_flags(settings) -> str:
-    """``XLA_FLAGS`` as ``configure`` leaves it: the environment's, with XLA's CPU threads limited to
-    ``xla_threads`` unless it limits them already."""
-    flags, threads = os.environ.get("XLA_FLAGS", ""), settings.xla_threads
-    if threads > 0 and "xla_cpu_multi_thread_eigen" not in flags:
-        eigen = "--xla_cpu_multi_thread_eigen=false" if threads == 1 else ""
-        flags = " ".join(f for f in (flags, eigen, f"intra_op_parallelism_threads={threads}") if f)
+    """``XLA_FLAGS`` as ``configure`` leaves it: the environment's, with Eigen's threads in XLA's CPU
+    operations off where ``xla_threads`` is 1 unless the environment says otherwise. The other limit on
+    XLA's threads is the compile process's CPU affinity (compile/xla_child.py), which XLA reads."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if settings.xla_threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        flags = " ".join(f for f in (flags, "--xla_cpu_multi_thread_eigen=false") if f)
     return flags
 
 
@@ -514,17 +526,31 @@ class XlaTape:
     literals wait on the device, packed in at most two vectors (``_CONST_VECTORS``).
     ``flat``: each output's (start, stop, shape) in the executable's one flat answer (its flag last,
     its finiteness tested here: ``_finish``), or None where it answers a tuple (large or non-float
-    outputs)."""
+    outputs). ``staged``: whether an input is large enough for ``staging`` to align it (else a run
+    skips it: 0.2 us of a 10 us call). ``packed``: (the float64 numbers among the inputs, the other
+    inputs), by position, where the executable takes those numbers in one vector (``PACKED_MIN``)."""
 
-    def __init__(self, executable: Callable, consts: list, source: str, flat: list | None):
+    def __init__(self, executable: Callable, consts: list, source: str, flat: list | None, staged: bool = True,
+                 packed: tuple | None = None):
         self.executable = executable
+        self.packed = packed
         self.consts = consts
         self.source = source
         self.flat = flat
+        self.staged = staged
         self.zeros = None if flat is None else np.zeros((flat[-1][1] if flat else 0) + 1)  # one per number answered
+        # each output taken from the flat answer as tier 1 answers it: a number, or a view (reshaped past 1-d)
+        self.parts = None if flat is None else [(a, None) if s == () else (slice(a, b), None if len(s) == 1 else s)
+                                                for a, b, s in flat]
 
     def run(self, *args):
-        args, staged = staging.stage(args)  # large misaligned numpy arrays: aligned, so XLA reads them in place
+        if self.packed is not None:
+            numbers, rest = self.packed
+            args = [np.array([args[i] for i in numbers], dtype=np.float64), *[args[i] for i in rest]]
+        if self.staged:
+            args, staged = staging.stage(args)  # large misaligned numpy arrays: aligned, so XLA reads them in place
+        else:
+            staged = []
         if self.flat is None:
             *outputs, failed = self.executable(*args, *self.consts)
             outputs = staging.release(staged, [np.asarray(o) for o in outputs])  # numpy: the run is over
@@ -533,9 +559,12 @@ class XlaTape:
         staging.release(staged, [])  # a flat answer is a buffer of its own, never an input's
         if out.dot(self.zeros) != 0:  # x * 0 is ±0 for a finite x, NaN for inf and NaN (and the failed flag)
             return None
-        return tuple(out[a:b].reshape(s) for a, b, s in self.flat)
+        return tuple([out[i] if s is None else out[i].reshape(s) for i, s in self.parts])
 
 
+# a tape with at least this many float64 numbers among its inputs takes them in one vector: the executable's call
+# converts each numpy argument to a buffer of its own (~1.2 us each: ten numbers 18 us a call, one vector of ten 6)
+PACKED_MIN = 2
 # the literals' vectors: argument name, numpy dtype, and which literals (by Python type) it carries
 _CONST_VECTORS = (("_cf", np.float64, float), ("_ci", np.int64, int))
 
@@ -619,20 +648,26 @@ def compile_graph(graph, inputs: list, outputs: list, settings, ticket=None) -> 
     src = _Source()
     _emit(src, graph, inputs, outputs, "tape", "")
     names = [f"a{i}" for i in range(len(inputs))]
-    unpack, vectors = [], []  # each argument of the executable is a dispatch cost: two vectors, not n scalars
+    packed = [i for i, n in enumerate(inputs) if n.shape == () and n.dtype == "f8"]
+    packed = packed if len(packed) >= PACKED_MIN else []
+    rest = [i for i in range(len(inputs)) if i not in packed]
+    params = (["_in"] if packed else []) + [names[i] for i in rest]
+    unpack = [f"    a{i} = _in[{j}]" for j, i in enumerate(packed)]
+    vectors = []  # each argument of the executable is a dispatch cost: two vectors, not n scalars
     for arg, dtype, kind in _CONST_VECTORS:
         which = [i for i, c in enumerate(src.consts) if (type(c) is float) == (kind is float)]
         if which:
-            names.append(arg)
+            params.append(arg)
             unpack += [f"    c{i} = {arg}[{j}]" for j, i in enumerate(which)]
             vectors.append(np.array([src.consts[i] for i in which], dtype=dtype))
     sizes = [int(np.prod(n.shape)) for n in outputs]
     flat = None
     if all(n.dtype == "f8" for n in outputs) and sum(sizes) <= FLAT_OUTPUTS_MAX:
         flat = tuple(tuple(int(d) for d in n.shape) for n in outputs)
-    source = "\n".join([f"def lowered({', '.join(names)}):"] + unpack + ["    " + line for line in src.lines]
-                       + [f"    return _finish(_jx, tape({', '.join(names[:len(inputs)])}), {literal(flat)})"]) + "\n"
-    avals = [(tuple(n.shape), np.dtype(n.dtype).str) for n in inputs] + [(v.shape, v.dtype.str) for v in vectors]
+    source = "\n".join([f"def lowered({', '.join(params)}):"] + unpack + ["    " + line for line in src.lines]
+                       + [f"    return _finish(_jx, tape({', '.join(names)}), {literal(flat)})"]) + "\n"
+    avals = ([((len(packed),), "<f8")] if packed else []) + [(tuple(inputs[i].shape), np.dtype(inputs[i].dtype).str)
+                                                             for i in rest] + [(v.shape, v.dtype.str) for v in vectors]
     options = _options(graph, outputs)
     key = (source, tuple(avals), tuple(sorted(options.items())))
     with _LOCK:
@@ -648,7 +683,9 @@ def compile_graph(graph, inputs: list, outputs: list, settings, ticket=None) -> 
     jax = configure(settings)
     offsets = np.cumsum([0] + sizes).tolist()
     layout = None if flat is None else [(a, b, s) for a, b, s in zip(offsets, offsets[1:], flat)]
-    return XlaTape(executable, [jax.device_put(v) for v in vectors], source, layout)
+    staged = any(staging.worth_staging(math.prod(n.shape) * np.dtype(n.dtype).itemsize) for n in inputs)
+    return XlaTape(executable, [jax.device_put(v) for v in vectors], source, layout, staged,
+                   (packed, rest) if packed else None)
 
 
 def _compiled(source: str, lowerings: dict, avals: list, options: dict, settings, ticket) -> Callable:

@@ -30,7 +30,7 @@ tape that disagrees stays on tier 1 for good and is logged and counted
 primitive without a tier-2 lowering (``result="unlowerable"``). In ``auto``, a
 tape whose tier 2 runs no faster than tier 1 there (the fastest of up to
 ``SPEED_TRIES`` runs against tier 1's fastest on real requests) stays on tier 1 too
-(``result="slower"``): calling an XLA executable from Python costs 15-25 µs, while a
+(``result="slower"``): calling an XLA executable from Python costs 5-10 µs, while a
 small tape (a gradient of ten inputs) runs in a few µs on numpy. A hot tape whose
 fastest tier-1 run took under ``xla_min_run_s`` is not even compiled (``result="small"``):
 the compile would cost a core for a second to lose. An answer of
@@ -212,12 +212,8 @@ class TieredTape:
             return None
 
     def run(self, *args):
-        if self.state in SETTLED:  # tier 1 for good: nothing to time or check
-            out = self.tier1.run(*args)
-            _answered(1)
-            return out
         tier2 = self.tier2
-        if tier2 is not None:
+        if tier2 is not None:  # first: a warm call of a small tape is a few microseconds
             check_deadline()  # an XLA executable runs to its end: a request already late starts nothing
             out = self._run2(tier2, args)  # None where tier 1 must answer
             if out is not None:
@@ -227,6 +223,10 @@ class TieredTape:
                 if n <= AUDIT_FIRST or (every and n % every == 0):  # the point and answer, copied
                     _compiler().submit(self._audit, tier2, [np.array(a) for a in args], [np.array(o) for o in out])
                 return out
+        elif self.state in SETTLED:  # tier 1 for good: nothing to time or check
+            out = self.tier1.run(*args)
+            _answered(1)
+            return out
         t0 = time.perf_counter()
         out = self.tier1.run(*args)
         seconds = time.perf_counter() - t0
