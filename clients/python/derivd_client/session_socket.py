@@ -100,6 +100,9 @@ class KeptConnections:
                 return
         _shut(sock, reader)
 
+    def __len__(self) -> int:
+        return len(self._kept)
+
     def close(self) -> None:
         with self._lock:
             kept, self._kept = self._kept, []

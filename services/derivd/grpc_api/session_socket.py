@@ -19,8 +19,9 @@ the access log line are the same code. The socket adds what gRPC did for it:
   a frame's bytes must follow its length within ``http_body_timeout_s``;
 * the session's deadline (the hello's ``timeout_s``): past it the next read
   ends the session with 504; nothing asked for ``IDLE_S`` ends it with 408;
-* at most ``grpc_threads`` sessions at once (a thread each: a blocking read is
-  the fastest way to the next ask); one more is refused with 503.
+* at most ``grpc_threads`` connections at once (a thread each: a blocking read
+  is the fastest way to the next ask); one more takes the slot of a kept
+  connection with no session (below), or is refused with 503.
 
 A refusal that ends the session is one ``answer`` with ``error`` and
 ``status``, then the connection is closed. Stopping the server closes every
