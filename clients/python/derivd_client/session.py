@@ -15,7 +15,8 @@ re-sent program). ``session(f, at, opening="gradient")`` (or ``"hessian"``,
 the session's first call of that kind at ``at`` (an optimiser's first, at its
 starting point) is then answered from the opening, without a round trip.
 ``requests`` counts round trips and ``server_seconds`` adds up the server's
-compile, queue and compute time. ``open_session(client, ...)`` gives a session on any client: the gRPC one above, or for the REST client
+compile, queue and compute time. ``open_session(client, ...)`` gives a
+session on any client: the gRPC one above, or for the REST client
 ``UnarySession``, the same methods over one unary request each.
 ``await AsyncGrpcClient.session(...)`` is an ``AsyncSession``: the same methods
 as coroutines.
