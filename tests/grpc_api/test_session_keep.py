@@ -170,3 +170,20 @@ def test_the_sdk_keeps_one_connection_and_opens_anew_when_it_was_lost(serve):
             assert local_port(s) != ports[-1]
             np.testing.assert_allclose(s.gradient(x), rosenbrock_gradient(x), rtol=1e-13)
     assert len(c.kept_connections) == 0, "a closed client keeps nothing"
+
+
+def test_without_a_keep_time_the_sdk_closes_each_connection_as_before(serve):
+    """A server that keeps no connections (``session_socket_keep_s`` 0, as before it could) is never sent
+    ``end``: each session closes its connection, and the next opens a new one."""
+    server = serve()
+    x = np.array([0.3, -0.2, 0.9])
+    with GrpcClient(f"127.0.0.1:{server.port}", timeout=30, session_transport="socket") as c:
+        c._socket_port()
+        c.kept_connections.keep_s = 0.0  # as an older server's Transports says
+        ports = []
+        for _ in range(2):
+            with c.session(ROSEN, {"x": np.zeros(3)}) as s:
+                ports.append(local_port(s))
+                np.testing.assert_allclose(s.gradient(x), rosenbrock_gradient(x), rtol=1e-13)
+            assert len(c.kept_connections) == 0
+        assert ports[0] != ports[1]
