@@ -104,8 +104,9 @@ class KeptConnections:
         return len(self._kept)
 
     def close(self) -> None:
+        """Close the kept connections; sessions still open close theirs when they end."""
         with self._lock:
-            kept, self._kept = self._kept, []
+            self.keep_s, (kept, self._kept) = 0.0, (self._kept, [])
         for _, sock, reader in kept:
             _shut(sock, reader)
 
@@ -153,8 +154,8 @@ class SocketSession(_Stream):
         self._reader = self._socket.makefile("rb")
 
     def _open(self, first: bytes, ended: bool) -> None:
-        """Send the hello and the opening in one write; read the kept connection's ``ended`` (``ended``),
-        then ``opened`` (or the refusal, raised)."""
+        """Send the hello and the opening in one write; read the last session's ``ended`` first (on a kept
+        connection: ``ended``), then ``opened`` (or the refusal, raised)."""
         self._clean = False
         self._write(first)
         if ended and self._receive().WhichOneof("message") != "ended":  # the last session was refused
