@@ -86,3 +86,38 @@ def test_open_session_refuses_an_asynchronous_client(rpc, server):
     asyncio.run(refused())
     with pytest.raises(TypeError, match="blocking"):
         open_session(dd.AsyncClient(server.url), ROSEN, {"x": np.zeros(3)})
+
+
+def test_an_opening_answers_the_first_call_at_its_point(streams):
+    """``opening="gradient"`` (or ``"hessian"``, ``"jacobian"``, ``"value"``): the opening computes that at
+    ``at``, and the first such call there is answered without a round trip; any later one is asked."""
+    rng = np.random.default_rng(4)
+    x0, x = rng.normal(size=5), rng.normal(size=5)
+    with streams.session(ROSEN, {"x": x0}, opening="gradient") as s:
+        value, grad = s.value_and_grad(x0)
+        assert s.requests == 1, "answered by the opening"
+        assert np.isclose(value, rosenbrock(x0), rtol=1e-14)
+        np.testing.assert_allclose(grad, rosenbrock_gradient(x0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(s.value_and_grad(x0)[1], rosenbrock_gradient(x0), rtol=1e-12, atol=1e-12)
+        assert s.requests == 2
+    with streams.session(ROSEN, x=x0, opening="hessian") as s:  # the point given as a keyword
+        value, grad, hess = s.value_grad_and_hessian(x0)
+        assert s.requests == 1
+        np.testing.assert_allclose(hess, rosenbrock_hessian(x0), rtol=1e-12, atol=1e-11)
+        np.testing.assert_allclose(grad, rosenbrock_gradient(x0), rtol=1e-12, atol=1e-12)
+    with streams.session(ROSEN, {"x": x0}, opening="gradient") as s:  # a first call elsewhere is asked
+        np.testing.assert_allclose(s.gradient(x), rosenbrock_gradient(x), rtol=1e-12, atol=1e-12)
+        assert s.requests == 2
+    with streams.session("stack([x[0]*y, sin(x[1]) + y**2])", {"x": [0.5, 1.0], "y": 2.0}, wrt=["x", "y"],
+                         opening="jacobian") as s:
+        value, jac = s.value_and_jacobian([0.5, 1.0, 2.0])
+        assert s.requests == 1
+        np.testing.assert_allclose(jac, [[2.0, 0, 0.5], [0, np.cos(1.0), 4.0]], rtol=1e-15)
+        np.testing.assert_allclose(value, [1.0, np.sin(1.0) + 4.0], rtol=1e-15)
+    with streams.session(ROSEN, {"x": x0}, opening="value") as s:
+        assert np.isclose(s.value(x0), rosenbrock(x0), rtol=1e-14) and s.requests == 1
+    with pytest.raises(ValueError, match="opening must be one of"):
+        streams.session(ROSEN, {"x": x0}, opening="hvp")
+    with pytest.raises(errors.ClientError) as e:  # the opening's gradient needs a scalar output, as an ask's
+        streams.session("stack([x[0], x[1]])", {"x": x0[:2]}, opening="gradient")
+    assert e.value.status in (400, 422)

@@ -53,3 +53,18 @@ def stub(stack):
 @pytest.fixture(scope="package")
 def rest(stack):
     return stack.http
+
+
+@pytest.fixture()
+def serve(stack):
+    """``serve(**settings)``: a GrpcServer (with its session socket) on the stack's dispatcher."""
+    servers = []
+
+    def start(**fields):
+        server = GrpcServer(stack.dispatcher, Settings(host="127.0.0.1", **fields), 0, host="127.0.0.1").start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace=0.5)

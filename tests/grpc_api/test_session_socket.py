@@ -14,9 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from derivd.config import Settings
 from derivd.grpc_api import derivd_pb2 as pb
-from derivd.grpc_api.server import GrpcServer
 from tests.grpc_api.wire import arr, fn, unarr
 from tests.references import rosenbrock, rosenbrock_gradient
 
@@ -61,21 +59,6 @@ class Raw:
     def close(self):
         self.reader.close()
         self.sock.close()
-
-
-@pytest.fixture()
-def serve(stack):
-    """``serve(**settings)``: a GrpcServer (with its session socket) on the stack's dispatcher."""
-    servers = []
-
-    def start(**fields):
-        server = GrpcServer(stack.dispatcher, Settings(host="127.0.0.1", **fields), 0, host="127.0.0.1").start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(grace=0.5)
 
 
 def test_transports_names_the_port_and_a_raw_session_answers_the_references(stack):

@@ -32,7 +32,7 @@ from ._grpc import derivd_pb2 as pb
 from ._grpc import derivd_pb2_grpc as pb_grpc
 from .client import OPTIONS, Result, SparseJacobian, direction_dict, resolve_function
 from .session import AsyncSession, Session
-from .session_socket import AsyncSocketSession, SocketSession, socket_host
+from .session_socket import AsyncSocketSession, KeptConnections, SocketSession, socket_host
 from .stored import Opening, StoredFunctions, unknown
 
 MODES = {"auto": pb.MODE_AUTO, "forward": pb.MODE_FORWARD, "reverse": pb.MODE_REVERSE,
@@ -88,8 +88,10 @@ class GrpcClient:
         self.session_transport = session_transport
         self._session_port: int | None = 0 if credentials is not None and session_transport == "auto" else None
         self.stored_functions = StoredFunctions()  # what sessions stored: opened by id from then on
+        self.kept_connections = KeptConnections()  # the session socket's, between sessions
 
     def close(self) -> None:
+        self.kept_connections.close()
         self.channel.close()
 
     def __enter__(self):
@@ -175,29 +177,30 @@ class GrpcClient:
 
     # ------------------------------------------------------------ sessions and streams
 
-    def session(self, function, at=None, **options) -> Session:
+    def session(self, function, at=None, *, opening: str | None = None, **options) -> Session:
         """Open a :class:`~derivd_client.session.Session`: ``function`` compiled once at the shapes of
         ``at``, then value, gradient, Jacobian, HVP, Hessian or Taylor requests at flat points; on the
         session socket (:class:`~derivd_client.session_socket.SocketSession`, the same methods) when
-        ``session_transport`` chooses it."""
+        ``session_transport`` chooses it. ``opening`` (``"value"``, ``"gradient"``, ``"jacobian"``,
+        ``"hessian"``): the opening computes that at ``at`` too, and answers the first such call there."""
         at = dict(at or {})
         try:
-            return self._session(function, at, options)
+            return self._session(function, at, options, opening)
         except errors.NotFound as e:
             if not unknown(e, self.stored_functions):
                 raise
-            return self._session(function, at, options)  # with the program and constants: stored again
+            return self._session(function, at, options, opening)  # with the program and constants: stored again
 
-    def _session(self, function, at: dict, options: dict) -> Session:
+    def _session(self, function, at: dict, options: dict, opening: str | None) -> Session:
         port = self._socket_port()
         if port:
             try:
-                return SocketSession(self, function, at, options, socket_host(self.target), port)
+                return SocketSession(self, function, at, options, socket_host(self.target), port, opening)
             except errors.ConnectionFailed:
                 if self.session_transport == "socket":
                     raise
                 self._session_port = 0  # not reachable from here (a proxy, a firewall): gRPC from now on
-        return Session(self, function, at, options)
+        return Session(self, function, at, options, opening)
 
     def _socket_port(self) -> int:
         """The session socket's port to use (0: use gRPC), asked of the server on the first session (asked
@@ -206,8 +209,10 @@ class GrpcClient:
             port = 0
             if socket_host(self.target) is not None:
                 try:
-                    port = self.stub.Transports(pb.TransportsRequest(), timeout=self.timeout,
-                                                metadata=self.metadata).session_socket_port
+                    transports = self.stub.Transports(pb.TransportsRequest(), timeout=self.timeout,
+                                                      metadata=self.metadata)
+                    port, self.kept_connections.keep_s = (transports.session_socket_port,
+                                                          transports.session_socket_keep_s)
                 except grpc.RpcError as e:
                     if e.code() != grpc.StatusCode.UNIMPLEMENTED:  # an older server has no Transports
                         raise to_error(e) from None

@@ -9,7 +9,9 @@
 ``Objective(client, f, x0)`` is the building block for any scipy routine: the
 function is sent once (a session, :mod:`derivd_client.session`: a gRPC stream
 on a ``GrpcClient``, a stored function and unary requests on the REST
-client); ``fun``, ``jac`` and ``value_and_grad`` share one request per point
+client), and on a ``GrpcClient`` the session's opening also answers the first
+point, ``x0``, where every scipy routine starts (``first``: what is asked there,
+set by the wrappers for their method); ``fun``, ``jac`` and ``value_and_grad`` share one request per point
 (value and gradient come together and are cached for that point, so scipy's
 ``fun(x)`` then ``jac(x)`` costs one round trip); ``hessp`` and ``hess`` ride
 the same session. ``hessp`` multiplies by the point's whole Hessian, fetched
@@ -23,7 +25,8 @@ scipy works on one flat vector: ``f`` has one differentiated input, named by
 like ``x0``; every other input is a constant (``constants={...}``).
 
 The wrappers return scipy's ``OptimizeResult`` with derivd's counts added:
-``requests`` (round trips, the session's opening included), ``server_seconds``
+``requests`` (round trips, the session's opening included: on a ``GrpcClient``
+it answers ``x0``, so ``jac=True`` costs ``nfev`` requests), ``server_seconds``
 (the server's compile, queue and compute time), and both per iteration.
 """
 
@@ -51,6 +54,13 @@ DENSE_HESSP_MAX_N = 300
 HESSP_POLICIES = ("auto", "stream", "dense")
 # Points whose answers are kept: trust-constr asks for products at its iterate after trying a step.
 POINTS_KEPT = 2
+# ``Objective(first=...)`` -> the session's ``opening``: what it computes at x0 (the value at least).
+FIRST = {None: None, "value": "value", "grad": "gradient", "hess": "hessian", "jacobian": "jacobian"}
+
+
+def _dense(hessp: str, n: int) -> bool:
+    """Whether the products of policy ``hessp`` at ``n`` inputs are made with the whole Hessian."""
+    return hessp == "dense" or (hessp == "auto" and n <= DENSE_HESSP_MAX_N)
 
 
 class Objective:
@@ -64,12 +74,18 @@ class Objective:
     by the first ``hess`` or dense ``hessp``), each new point's request is the Hessian's, which
     answers value, gradient and Hessian together: one round trip per point, whatever scipy asks of
     it (the points of a line search or a rejected trust-region step get a Hessian they do not use).
+
+    ``first`` is what the routine asks first, at ``x0``: ``"value"``, ``"grad"``, ``"hess"`` (value, gradient
+    and Hessian) or ``"jacobian"``; the session's opening computes it there and answers that request
+    without a round trip (None: the opening's value is not used). ``"hess"`` sets ``with_hessian``.
     """
 
     def __init__(self, client, f, x0, *, constants=None, name: str | None = None, mode: str | None = None,
-                 hessp: str = "auto"):
+                 hessp: str = "auto", first: str | None = None):
         if hessp not in HESSP_POLICIES:
             raise ValueError(f"hessp must be one of {HESSP_POLICIES}, got {hessp!r}")
+        if first not in FIRST:
+            raise ValueError(f"first must be one of {tuple(FIRST)}, got {first!r}")
         if name is None:
             name = next(iter(inspect.signature(f).parameters)) if callable(f) else "x"
         self.name = name
@@ -77,11 +93,11 @@ class Objective:
         options = {"constants": dict(constants or {}), "wrt": [name]}
         if mode:
             options["mode"] = mode
-        self.session = open_session(client, f, {name: self.x0}, **options)
-        self.dense_hessp = hessp == "dense" or (hessp == "auto" and self.session.n <= DENSE_HESSP_MAX_N)
+        self.session = open_session(client, f, {name: self.x0}, opening=FIRST[first], **options)
+        self.dense_hessp = _dense(hessp, self.session.n)
         # Whether each new point's request is the Hessian's (value, gradient and Hessian in one answer):
         # set by the first ``hess`` or dense ``hessp``, or beforehand by ``minimize`` for methods that use them.
-        self.with_hessian = False
+        self.with_hessian = first == "hess"
         self._known: dict[bytes, dict] = {}  # the last POINTS_KEPT points: what is known at each
 
     @property
@@ -195,19 +211,22 @@ def minimize(f, x0, method: str | None = None, *, client=None, constants=None, n
     kwargs = dict(scipy_kwargs)
     if callable(hessp):
         kwargs["hessp"], hessp = hessp, "auto"
+    kind = (method or "").lower()
+    second = hessian or ("hess" if kind in HESS_METHODS else "hessp" if kind in HESSP_METHODS else None)
+    if second == "hessp" and "hessp" not in kwargs:  # dense products: a Hessian per point
+        with_hessian = _dense(hessp, np.size(x0))
+    else:
+        with_hessian = second == "hess" and "hess" not in kwargs
+    first = "value" if kind in NO_GRADIENT else "hess" if with_hessian else "grad"
     try:
-        with Objective(client, f, x0, constants=constants, name=name, hessp=hessp) as obj:
-            kind = (method or "").lower()
+        with Objective(client, f, x0, constants=constants, name=name, hessp=hessp, first=first) as obj:
             if kind in NO_GRADIENT:
                 res = so.minimize(obj.value, obj.x0.reshape(-1), method=method, **kwargs)
                 return _counted(res, obj)
-            second = hessian or ("hess" if kind in HESS_METHODS else "hessp" if kind in HESSP_METHODS else None)
             if second == "hessp" and "hessp" not in kwargs:
                 kwargs["hessp"] = obj.hessp
-                obj.with_hessian = obj.dense_hessp
             elif second == "hess" and "hess" not in kwargs:
                 kwargs["hess"] = obj.hess
-                obj.with_hessian = True
             res = so.minimize(obj.value_and_grad, obj.x0.reshape(-1), method=method, jac=True, **kwargs)
             return _counted(res, obj)
     finally:
@@ -221,7 +240,7 @@ def least_squares(residuals, x0, *, client=None, constants=None, name: str | Non
     (each point's residuals and Jacobian from one request)."""
     client, owned = _client(client)
     try:
-        with Objective(client, residuals, x0, constants=constants, name=name) as obj:
+        with Objective(client, residuals, x0, constants=constants, name=name, first="jacobian") as obj:
             res = so.least_squares(obj.residuals, obj.x0.reshape(-1), jac=obj.jacobian, **scipy_kwargs)
             return _counted(res, obj)
     finally:
@@ -234,7 +253,7 @@ def root(F, x0, method: str = "hybr", *, client=None, constants=None, name: str 
     """``scipy.optimize.root`` of ``F`` with derivd's Jacobian (``jac=True``: one request per point)."""
     client, owned = _client(client)
     try:
-        with Objective(client, F, x0, constants=constants, name=name) as obj:
+        with Objective(client, F, x0, constants=constants, name=name, first="jacobian") as obj:
             res = so.root(obj.value_and_jacobian, obj.x0.reshape(-1), method=method, jac=True, **scipy_kwargs)
             return _counted(res, obj)
     finally:

@@ -10,9 +10,13 @@ gets flat answers back, which is what optimisers work with::
         hv = s.hvp(x, v)
 
 Every call is one round trip on the open stream (no HTTP, no JSON, no
-re-sent program). ``requests`` counts them and ``server_seconds`` adds up the
-server's compile, queue and compute time. ``open_session(client, ...)``
-gives a session on any client: the gRPC one above, or for the REST client
+re-sent program). ``session(f, at, opening="gradient")`` (or ``"hessian"``,
+``"jacobian"``, ``"value"``) asks the opening to compute that at ``at`` too:
+the session's first call of that kind at ``at`` (an optimiser's first, at its
+starting point) is then answered from the opening, without a round trip.
+``requests`` counts round trips and ``server_seconds`` adds up the server's
+compile, queue and compute time. ``open_session(client, ...)`` gives a
+session on any client: the gRPC one above, or for the REST client
 ``UnarySession``, the same methods over one unary request each.
 ``await AsyncGrpcClient.session(...)`` is an ``AsyncSession``: the same methods
 as coroutines.
@@ -33,6 +37,7 @@ from .client import OPTIONS, resolve_function
 from .stored import unknown
 
 KINDS = ("value", "gradient", "jacobian", "hvp", "hessian", "taylor")
+OPENING_KINDS = ("value", "gradient", "jacobian", "hessian")  # what an opening may answer (no direction)
 
 
 class _SessionBase:
@@ -46,6 +51,8 @@ class _SessionBase:
     def __init__(self):
         self.requests = 0
         self.server_seconds = 0.0
+        # (kind, the opening point's flat bytes, its answer): the opening's answer, for the first call
+        self._first: tuple[str, bytes, dict] | None = None
 
     @property
     def n(self) -> int:
@@ -108,6 +115,9 @@ class _SessionBase:
                              post=lambda a: a["coefficients"].reshape(order + 1, -1))
 
     def _request(self, kind: str, x, v=None, order: int = 0, *, post):
+        first, self._first = self._first, None
+        if first is not None and first[0] == kind and v is None and self.flatten(x).tobytes() == first[1]:
+            return post(first[2])  # the opening computed it
         return post(self._ask(kind, x, v, order))
 
     def _matrix(self, jac: np.ndarray) -> np.ndarray:
@@ -132,17 +142,21 @@ class _SessionBase:
 class _Stream(_SessionBase):
     """The ``Session`` RPC's messages, for both kinds of call: the opening, each ask, each answer."""
 
-    def _setup(self, client, function, at: dict, options: dict):
+    def _setup(self, client, function, at: dict, options: dict, opening: str | None = None):
+        """The opening message; ``opening``: the kind of ask it also answers at ``at`` (None: none)."""
         from .grpc_client import from_message, pb, to_error, to_message
 
         super().__init__()
         self._pb, self._to_message, self._from_message, self._to_error = pb, to_message, from_message, to_error
         self._kinds = {name: getattr(pb, f"SESSION_{name.upper()}") for name in KINDS}
+        if opening is not None and opening not in OPENING_KINDS:
+            raise ValueError(f"opening must be one of {OPENING_KINDS}, got {opening!r}")
         self._ids = 0
-        self._at = at
+        self._at = {**at, **{k: v for k, v in options.items() if k not in OPTIONS}}  # as ``_fields`` reads them
+        self._opening_kind = opening
         self._stored, self._opening = client.stored_functions, None
         fields, _ = client._fields(function, at, dict(options), opening=self._named)
-        return pb.SessionRequest(open=pb.SessionOpen(**fields))
+        return pb.SessionRequest(open=pb.SessionOpen(**fields, kind=self._kinds[opening or "value"]))
 
     def _named(self, spec: dict, constants: dict):
         """The function by its stored id when this client stored it, else asking the server to store it."""
@@ -161,6 +175,10 @@ class _Stream(_SessionBase):
         t = opened.timing
         self.timing = {"compile": t.compile_ms, "queue": t.queue_ms, "compute": t.compute_ms}
         self.server_seconds += (t.compile_ms + t.queue_ms + t.compute_ms) / 1e3
+        kind = self._opening_kind
+        if kind == "value" or (kind is not None and opened.HasField("answer")):  # (a server before `kind`: none)
+            answer = self._arrays(opened.answer) if kind != "value" else {"value": self._from_message(opened.value)}
+            self._first = (kind, self.flatten(self._at).tobytes(), answer)
 
     def _message(self, kind: str, x, v, order: int):
         pb = self._pb
@@ -179,6 +197,10 @@ class _Stream(_SessionBase):
             e = answer.error
             raise errors.from_response(answer.status, {"error": {
                 "code": e.code, "message": e.message, "detail": json.loads(e.detail_json) if e.detail_json else {}}})
+        return self._arrays(answer)
+
+    def _arrays(self, answer) -> dict:
+        """An answer's arrays by field name (value, gradient, ...), flat."""
         return {fd.name: self._from_message(value) for fd, value in answer.ListFields()
                 if isinstance(value, self._pb.Array)}
 
@@ -186,11 +208,11 @@ class _Stream(_SessionBase):
 class Session(_Stream):
     """A gRPC ``Session``: opened by :meth:`GrpcClient.session`; each call is one message each way."""
 
-    def __init__(self, client, function, at: dict, options: dict):
+    def __init__(self, client, function, at: dict, options: dict, opening: str | None = None):
         import grpc
 
         self._rpc_error = grpc.RpcError
-        opening = self._setup(client, function, at, options)
+        opening = self._setup(client, function, at, options, opening)
         self._outbox: queue.Queue | None = queue.Queue()
         self._outbox.put(opening)
         self._call = client.stub.Session(iter(self._outbox.get, None), timeout=client.session_timeout,
@@ -326,14 +348,15 @@ class UnarySession(_SessionBase):
         return out
 
 
-def open_session(client, function, at: dict, **options) -> _SessionBase:
-    """A session on ``client``, a blocking one: a gRPC ``Session`` when it has one, else one request per
-    call. (An asynchronous client's is awaited: ``await AsyncGrpcClient.session(...)``.)"""
+def open_session(client, function, at: dict, *, opening: str | None = None, **options) -> _SessionBase:
+    """A session on ``client``, a blocking one: a gRPC ``Session`` when it has one (its opening answering
+    ``opening`` at ``at``), else one request per call. (An asynchronous client's is awaited:
+    ``await AsyncGrpcClient.session(...)``.)"""
     if inspect.iscoroutinefunction(getattr(client, "session", None)) or inspect.iscoroutinefunction(
             getattr(client, "_send", None)):
         raise TypeError("open_session needs a blocking client (Client or GrpcClient); with AsyncGrpcClient, "
                         "`await client.session(...)`")
     if hasattr(client, "session"):
-        return client.session(function, at, **options)
+        return client.session(function, at, opening=opening, **options)
     return UnarySession(client, function, at, options)
 

@@ -183,7 +183,9 @@ class DifferentiatorServicer:
         `SessionRequest`s (`open` first) exactly as on `Session`; the server answers `SessionResponse`s,
         in order. A refusal that ends the session (authentication, rate limit, a bad `open`, an oversized
         or unreadable frame, the session's deadline) is one `answer` carrying `error` and `status`, and
-        then the server closes the connection.
+        then the server closes the connection. Where `session_socket_keep_s` is offered, a client may end
+        a session with `end` instead of closing: the server answers `ended` and then reads the next
+        session's `SessionSocketHello` on the same connection (waiting at most `session_socket_keep_s`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -105,7 +105,8 @@ class GrpcServer:
                                              settings.session_socket_port)
                          if settings.session_socket_port >= 0 else None)
         pb_grpc.add_DifferentiatorServicer_to_server(
-            DifferentiatorServicer(dispatcher, self.sessions.port if self.sessions else 0), self.server)
+            DifferentiatorServicer(dispatcher, *((self.sessions.port, self.sessions.keep_s) if self.sessions else ())),
+            self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

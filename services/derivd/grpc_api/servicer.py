@@ -81,14 +81,16 @@ class Call:
 
 
 class DifferentiatorServicer(pb_grpc.DifferentiatorServicer):
-    def __init__(self, dispatcher, session_socket_port: int = 0):
+    def __init__(self, dispatcher, session_socket_port: int = 0, session_socket_keep_s: float = 0.0):
         self.dispatcher = dispatcher
         self.metrics = dispatcher.service.metrics
-        self.session_socket_port = session_socket_port
+        self.transports = pb.TransportsResponse(session_socket_port=session_socket_port,
+                                                session_socket_keep_s=session_socket_keep_s)
 
     def Transports(self, request, context):
-        """Where else sessions are taken: the session socket's port (0: none), for the SDK to choose it."""
-        return pb.TransportsResponse(session_socket_port=self.session_socket_port)
+        """Where else sessions are taken: the session socket's port (0: none) and how long it keeps a
+        connection between sessions, for the SDK to choose it."""
+        return self.transports
 
     def unary(self, method: str, message, context):
         endpoint, response_type = UNARY[method]

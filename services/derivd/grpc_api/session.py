@@ -21,6 +21,13 @@ the same function sends ``{"id"}`` and no constants (the SDK remembers it:
 1000 x 20 constants are 160 kB to encode, send and decode per opening). Storing
 is best effort: a function the store refuses (too large, the store down) opens
 all the same, without an id. An opening by id answers that id.
+
+An opening's ``kind`` (default ``value``) is what it computes at its point:
+``gradient``, ``jacobian`` or ``hessian`` submit that endpoint instead of
+``evaluate`` and answer it whole in ``opened.answer``, so that an optimiser's
+first ask (at its starting point, the opening's) costs no round trip and no
+second run. ``end`` closes a session as the end of the stream does, answered
+with ``ended`` (the session socket then keeps the connection for the next one).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ log = logging.getLogger("derivd.grpc")
 ENDPOINT_OF = {pb.SESSION_VALUE: "evaluate", pb.SESSION_GRADIENT: "gradient", pb.SESSION_JACOBIAN: "jacobian",
                pb.SESSION_HVP: "hvp", pb.SESSION_HESSIAN: "hessian", pb.SESSION_TAYLOR: "taylor"}
 NEEDS_V = ("hvp", "taylor")
+OPENING_KINDS = (pb.SESSION_VALUE, pb.SESSION_GRADIENT, pb.SESSION_JACOBIAN, pb.SESSION_HESSIAN)
 
 
 def _flat(a) -> pb.Array:
@@ -54,11 +62,14 @@ class FunctionSession:
     """The opening request (resolved) and the flat layout of its wrt inputs."""
 
     def __init__(self, dispatcher, metrics, opening, remaining: float | None, transport: str = "grpc",
-                 store: bool = False):
+                 store: bool = False, kind: int = pb.SESSION_VALUE):
         self.dispatcher, self.metrics, self.transport = dispatcher, metrics, transport
+        if kind not in OPENING_KINDS:
+            raise ValidationFailed(f"an opening computes the value, gradient, jacobian or hessian at its point; "
+                                   f"not kind {kind} (hvp and taylor need a direction: ask them)", field="open.kind")
         base = dispatcher.service.resolve(opening)
         self.base = base
-        body, timings = dispatcher.submit("evaluate", self._request(base.at), remaining)
+        body, timings = dispatcher.submit(ENDPOINT_OF[kind], self._request(base.at), remaining)
         function_id = opening.function.get("id", "")
         if store and "dsl" in opening.function:  # checked by the evaluation above: a program that runs
             function_id = self._store(opening)
@@ -68,8 +79,12 @@ class FunctionSession:
         self.sizes = [math.prod(s) for s in self.shapes]
         self.n = sum(self.sizes)
         value = np.asarray(body["value"], dtype=np.float64)
+        timing = convert.answer_timing(timings, body)
         self.opened = pb.SessionOpened(wrt=self.wrt, n=self.sizes, out_shape=value.shape, value=_flat(value),
-                                       timing=convert.answer_timing(timings, body), function_id=function_id)
+                                       timing=timing, function_id=function_id)
+        if kind != pb.SESSION_VALUE:
+            self.opened.answer.CopyFrom(self._fill(0, body))
+            self.opened.answer.timing.CopyFrom(timing)
 
     def _store(self, opening) -> str:
         """The id under which the opening's program and constants are stored, or "" if they were not."""
@@ -151,20 +166,29 @@ class FunctionSession:
         return out
 
 
+ENDED = pb.SessionResponse(ended=pb.SessionEnded())
+
+
 def serve(dispatcher, metrics, request_iterator, context, call):
-    """The ``Session`` RPC: ``opened`` for the first message, then one ``answer`` per ask, in order (on
-    gRPC, and on the session socket, ``grpc_api.session_socket``, whose ``context`` and ``call`` say so)."""
+    """The ``Session`` RPC: ``opened`` for the first message, then one ``answer`` per ask, in order, until
+    the requests end or one is ``end`` (answered ``ended``, the last response) (on gRPC, and on the session
+    socket, ``grpc_api.session_socket``, whose ``context`` and ``call`` say so)."""
     with call.answering("opening a session"):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("message") != "open":
             raise ValidationFailed("the first message of Session must be `open`: the function and a point",
                                    field="open")
-        session = FunctionSession(dispatcher, metrics, convert.to_request(first.open), context.time_remaining(),
-                                  call.transport, store=first.open.store)
+        opening = first.open
+        session = FunctionSession(dispatcher, metrics, convert.to_request(opening), context.time_remaining(),
+                                  call.transport, store=opening.store, kind=opening.kind)
     yield pb.SessionResponse(opened=session.opened)
     for index, message in enumerate(request_iterator):
+        which = message.WhichOneof("message")
+        if which == "end":
+            yield ENDED
+            return
         with call.answering("on a session"):
-            if message.WhichOneof("message") != "ask":
-                raise ValidationFailed(f"message {index + 1} of the session must be an `ask`",
+            if which != "ask":
+                raise ValidationFailed(f"message {index + 1} of the session must be an `ask` (or `end`)",
                                        field=f"ask[{index}]", index=index)
         yield pb.SessionResponse(answer=session.answer(message.ask, context.time_remaining()))

@@ -19,12 +19,22 @@ the access log line are the same code. The socket adds what gRPC did for it:
   a frame's bytes must follow its length within ``http_body_timeout_s``;
 * the session's deadline (the hello's ``timeout_s``): past it the next read
   ends the session with 504; nothing asked for ``IDLE_S`` ends it with 408;
-* at most ``grpc_threads`` sessions at once (a thread each: a blocking read is
-  the fastest way to the next ask); one more is refused with 503.
+* at most ``grpc_threads`` connections at once (a thread each: a blocking read
+  is the fastest way to the next ask); one more takes the slot of a kept
+  connection with no session (below), or is refused with 503.
 
 A refusal that ends the session is one ``answer`` with ``error`` and
 ``status``, then the connection is closed. Stopping the server closes every
 connection, so a client sees the end at once rather than at its timeout.
+
+A session ended by ``end`` (answered ``ended``) keeps its connection: the same
+thread waits up to ``KEEP_S`` (``Transports`` says so) for the next session's
+hello, whose key and deadline are checked as the first's were. An optimiser
+opening one short session after another then pays no TCP connect, thread start
+and teardown per session (about 0.3 ms of a 0.6 ms opening, measured). A kept
+connection with no session holds a slot, but gives it up to a new connection
+when all are taken; it ends without a word at ``KEEP_S`` (its client opens again
+on a new connection when it finds it closed).
 """
 
 from __future__ import annotations
@@ -50,6 +60,10 @@ FRAME = struct.Struct("<I")
 # one of the ``grpc_threads`` slots for good: gRPC's own sessions end with their connection's age
 # (``server.MAX_CONNECTION_AGE_MS``, 5 minutes), the same bound.
 IDLE_S = 300.0
+# How long a connection is kept after a session's ``end`` for the next session's hello.
+KEEP_S = 30.0
+# How long a new connection waits for the slot of a kept connection told to give it up.
+EVICT_WAIT_S = 1.0
 
 
 class _Ended(Exception):
@@ -174,7 +188,9 @@ class SessionSocketServer:
                           f"with DERIVD_SESSION_SOCKET_PORT, or -1 to turn it off") from None
         self.port = self.listener.getsockname()[1]
         self.slots = threading.BoundedSemaphore(settings.grpc_threads)
+        self.keep_s = KEEP_S
         self.open: set[_Connection] = set()
+        self.kept: set[_Connection] = set()  # between sessions: waiting for the next hello
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._accept, name="session-socket", daemon=True)
 
@@ -205,7 +221,7 @@ class SessionSocketServer:
                 return  # stopped
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = _Connection(conn, self.settings)
-            if not self.slots.acquire(blocking=False):
+            if not self.slots.acquire(blocking=False) and not self._evict():
                 connection.refuse(503, _error(DerivdError(
                     f"this server has {self.settings.grpc_threads} sessions open (grpc_threads); try again "
                     f"later, or use the gRPC Session", code="too_many_sessions", status=503)))
@@ -216,9 +232,24 @@ class SessionSocketServer:
             threading.Thread(target=self._serve, args=(connection, peer), name="session-socket-conn",
                              daemon=True).start()
 
+    def _evict(self) -> bool:
+        """A slot for a new connection, taken from a kept connection with no session (whose thread then
+        ends, as when its client closes); False when none is kept."""
+        with self.lock:
+            kept = next(iter(self.kept), None)
+            self.kept.discard(kept)
+        if kept is None:
+            return False
+        try:
+            kept.conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return self.slots.acquire(timeout=EVICT_WAIT_S)
+
     def _serve(self, connection: _Connection, peer: tuple) -> None:
         try:
-            self._converse(connection, peer)
+            while self._converse(connection, peer) and self._next_session(connection):
+                pass
         except OSError:
             pass  # the client went away, or the server is stopping
         finally:
@@ -227,7 +258,22 @@ class SessionSocketServer:
             connection.close()
             self.slots.release()
 
-    def _converse(self, connection: _Connection, peer: tuple) -> None:
+    def _next_session(self, connection: _Connection) -> bool:
+        """Whether the next session's first byte arrived on a kept connection within ``keep_s`` (else, or
+        when the connection was given up for a new one, it ends without a word)."""
+        with self.lock:
+            self.kept.add(connection)
+        try:
+            connection.conn.settimeout(self.keep_s)
+            return bool(connection.reader.peek(1))
+        except TimeoutError:
+            return False
+        finally:
+            with self.lock:
+                self.kept.discard(connection)
+
+    def _converse(self, connection: _Connection, peer: tuple) -> bool:
+        """One session; whether it ended with ``end`` (the connection kept for another)."""
         try:
             try:
                 hello = connection.read(pb.SessionSocketHello, self.settings.http_header_timeout_s)
@@ -236,20 +282,22 @@ class SessionSocketServer:
                                   f"({self.settings.http_header_timeout_s:g} s)", code="request_timeout",
                                   status=408) from None
             if hello is None:
-                return
+                return False
             self.access.check(hello.api_key or None, peer[0])
         except DerivdError as e:
             if e.status in (401, 429):
                 self.metrics.access_denied.labels(e.code).inc()
             connection.refuse(e.status, _error(e))
-            return
+            return False
         context = _Context(peer, hello)
         call = Call(self.metrics, context, "session", transport="socket")
+        response = None
         try:
             try:
                 for response in session.serve(self.dispatcher, self.metrics, connection.requests(context),
                                               context, call):
                     connection.write(response)
+                return response is session.ENDED
             except DerivdError as e:  # a frame refused, or the deadline: the call fails as gRPC's would
                 call.fail(e)
             except (_Ended, OSError):  # refused by ``session.serve``; the client gone
@@ -262,6 +310,7 @@ class SessionSocketServer:
             connection.refuse(call.status, error)
         finally:
             call.finish()
+        return False
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -670,7 +670,7 @@ class HvpStreamResponse(_message.Message):
     def __init__(self, started: _Optional[_Union[HvpStarted, _Mapping]] = ..., hvp: _Optional[_Union[HvpAnswer, _Mapping]] = ...) -> None: ...
 
 class SessionOpen(_message.Message):
-    __slots__ = ("function", "at", "constants", "wrt", "mode", "store")
+    __slots__ = ("function", "at", "constants", "wrt", "mode", "store", "kind")
     class AtEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -691,13 +691,15 @@ class SessionOpen(_message.Message):
     WRT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     function: Function
     at: _containers.MessageMap[str, Array]
     constants: _containers.MessageMap[str, Array]
     wrt: _containers.RepeatedScalarFieldContainer[str]
     mode: Mode
     store: bool
-    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., store: _Optional[bool] = ...) -> None: ...
+    kind: SessionKind
+    def __init__(self, function: _Optional[_Union[Function, _Mapping]] = ..., at: _Optional[_Mapping[str, Array]] = ..., constants: _Optional[_Mapping[str, Array]] = ..., wrt: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., store: _Optional[bool] = ..., kind: _Optional[_Union[SessionKind, str]] = ...) -> None: ...
 
 class SessionAsk(_message.Message):
     __slots__ = ("id", "kind", "x", "v", "order")
@@ -714,28 +716,32 @@ class SessionAsk(_message.Message):
     def __init__(self, id: _Optional[int] = ..., kind: _Optional[_Union[SessionKind, str]] = ..., x: _Optional[_Union[Array, _Mapping]] = ..., v: _Optional[_Union[Array, _Mapping]] = ..., order: _Optional[int] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("open", "ask")
+    __slots__ = ("open", "ask", "end")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     ASK_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     open: SessionOpen
     ask: SessionAsk
-    def __init__(self, open: _Optional[_Union[SessionOpen, _Mapping]] = ..., ask: _Optional[_Union[SessionAsk, _Mapping]] = ...) -> None: ...
+    end: SessionEnd
+    def __init__(self, open: _Optional[_Union[SessionOpen, _Mapping]] = ..., ask: _Optional[_Union[SessionAsk, _Mapping]] = ..., end: _Optional[_Union[SessionEnd, _Mapping]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
-    __slots__ = ("wrt", "n", "out_shape", "value", "timing", "function_id")
+    __slots__ = ("wrt", "n", "out_shape", "value", "timing", "function_id", "answer")
     WRT_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     OUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
     wrt: _containers.RepeatedScalarFieldContainer[str]
     n: _containers.RepeatedScalarFieldContainer[int]
     out_shape: _containers.RepeatedScalarFieldContainer[int]
     value: Array
     timing: Timing
     function_id: str
-    def __init__(self, wrt: _Optional[_Iterable[str]] = ..., n: _Optional[_Iterable[int]] = ..., out_shape: _Optional[_Iterable[int]] = ..., value: _Optional[_Union[Array, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., function_id: _Optional[str] = ...) -> None: ...
+    answer: SessionAnswer
+    def __init__(self, wrt: _Optional[_Iterable[str]] = ..., n: _Optional[_Iterable[int]] = ..., out_shape: _Optional[_Iterable[int]] = ..., value: _Optional[_Union[Array, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., function_id: _Optional[str] = ..., answer: _Optional[_Union[SessionAnswer, _Mapping]] = ...) -> None: ...
 
 class SessionAnswer(_message.Message):
     __slots__ = ("id", "value", "gradient", "jacobian", "hvp", "hessian", "coefficients", "engine", "timing", "error", "status")
@@ -764,22 +770,34 @@ class SessionAnswer(_message.Message):
     def __init__(self, id: _Optional[int] = ..., value: _Optional[_Union[Array, _Mapping]] = ..., gradient: _Optional[_Union[Array, _Mapping]] = ..., jacobian: _Optional[_Union[Array, _Mapping]] = ..., hvp: _Optional[_Union[Array, _Mapping]] = ..., hessian: _Optional[_Union[Array, _Mapping]] = ..., coefficients: _Optional[_Union[Array, _Mapping]] = ..., engine: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., status: _Optional[int] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
-    __slots__ = ("opened", "answer")
+    __slots__ = ("opened", "answer", "ended")
     OPENED_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
     opened: SessionOpened
     answer: SessionAnswer
-    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., answer: _Optional[_Union[SessionAnswer, _Mapping]] = ...) -> None: ...
+    ended: SessionEnded
+    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., answer: _Optional[_Union[SessionAnswer, _Mapping]] = ..., ended: _Optional[_Union[SessionEnded, _Mapping]] = ...) -> None: ...
+
+class SessionEnd(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SessionEnded(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class TransportsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class TransportsResponse(_message.Message):
-    __slots__ = ("session_socket_port",)
+    __slots__ = ("session_socket_port", "session_socket_keep_s")
     SESSION_SOCKET_PORT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_SOCKET_KEEP_S_FIELD_NUMBER: _ClassVar[int]
     session_socket_port: int
-    def __init__(self, session_socket_port: _Optional[int] = ...) -> None: ...
+    session_socket_keep_s: float
+    def __init__(self, session_socket_port: _Optional[int] = ..., session_socket_keep_s: _Optional[float] = ...) -> None: ...
 
 class SessionSocketHello(_message.Message):
     __slots__ = ("api_key", "request_id", "timeout_s")
