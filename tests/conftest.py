@@ -8,7 +8,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +19,13 @@ import uvicorn
 from derivd.config import Settings
 from tests.support import free_port, wait_for
 
+
+# The SDK is a separate package (clients/python); the suite imports it from the source tree rather than
+# requiring a second install, so the README's one-line test command keeps working, and any test file
+# (tests/grpc_api's too) can import it when run alone. Subprocesses get the same path via PYTHONPATH.
+SDK = Path(__file__).resolve().parents[1] / "clients" / "python"
+if str(SDK) not in sys.path:
+    sys.path.insert(0, str(SDK))
 
 # A Redis named in the environment is the one the Redis tests use (shared_redis_url); every other
 # service a test builds from Settings() starts without one, as on a fresh machine.

@@ -1,24 +1,18 @@
-"""Fixtures for the SDK's tests: the SDK imported from its source tree, live servers, subprocess env.
-
-The SDK is a separate package (clients/python); the suite imports it from the
-source tree rather than requiring a second install, so the README's one-line
-test command keeps working. Subprocesses get the same path via PYTHONPATH.
-"""
+"""Fixtures for the SDK's tests: live servers, subprocess env (the SDK is imported from its source tree,
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SDK = ROOT / "clients" / "python"
-if str(SDK) not in sys.path:
-    sys.path.insert(0, str(SDK))
+from tests.conftest import SDK
 
-import derivd_client as dd  # noqa: E402
+import derivd_client as dd
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

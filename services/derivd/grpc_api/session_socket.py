@@ -260,9 +260,8 @@ class SessionSocketServer:
 
     def _next_session(self, connection: _Connection) -> bool:
         """Whether the next session's first byte arrived on a kept connection within ``keep_s`` (else, or
-        when the connection was given up for a new one, it ends without a word)."""
-        with self.lock:
-            self.kept.add(connection)
+        when the connection was given up for a new one, it ends without a word). The connection is in
+        ``kept`` from its ``ended`` on."""
         try:
             connection.conn.settimeout(self.keep_s)
             return bool(connection.reader.peek(1))
@@ -296,6 +295,9 @@ class SessionSocketServer:
             try:
                 for response in session.serve(self.dispatcher, self.metrics, connection.requests(context),
                                               context, call):
+                    if response is session.ENDED:  # kept before its client can read `ended` and connect again
+                        with self.lock:
+                            self.kept.add(connection)
                     connection.write(response)
                 return response is session.ENDED
             except DerivdError as e:  # a frame refused, or the deadline: the call fails as gRPC's would
