@@ -89,6 +89,8 @@ def test_a_reverse_loop_gradient_on_tier_2_matches_finite_differences():
 
 
 def test_literals_are_arguments_one_executable_serves_every_value():
+    with xla._LOCK:  # emptied: after a long run it is full (EXECUTABLES_KEPT), and a new one pushes an old one out
+        xla._EXECUTABLES.clear()
     before = len(xla._EXECUTABLES)
     for c in (2.5, 3.5):
         got = compute(ALWAYS, "gradient", f"sum(sin(x) * {c} + x ** 3)", {"x": X})
