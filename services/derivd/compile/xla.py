@@ -482,6 +482,8 @@ def _emit(src: _Source, graph, inputs, outputs, name: str, indent: str) -> None:
             if n.id in twins and twins[n.id].id in var:  # the collecting twin ran already: its finals lead
                 var[n.id] = var[twins[n.id].id]
                 continue
+            if n.id in var:  # the collecting twin, run already for the loop it repeats (XLA keeps both scans)
+                continue
             loop = twins.get(n.id, n)
             body, p = loop.params["body"], loop.params
             _emit(src, body.graph, body.inputs, body.outputs, f"_body{loop.id}", inner)
