@@ -50,6 +50,10 @@ LOOPS = [  # (program, inputs, constants): loop nodes (loop_unroll_nodes=0)
      {"x": X, "W": np.outer(W, W) - 0.3, "b": W}, None),
     ("acc = zeros(2)\nfor i in range(4):\n    acc = acc + x[idx[i]] * m[i]\nsum(acc ** 2)",
      {"x": X, "m": np.arange(8.0).reshape(4, 2) / 7}, {"idx": np.array([2, 2, -1, 0])}),
+    # ten scalar states and their cotangents, tangents: more than PACKED_STATES_MIN of a shape, packed in the scans
+    ("".join(f"s{j} = x[{j % 6}] * {j + 1}\n" for j in range(10)) + "for i in range(5):\n"
+     + "".join(f"    s{j} = s{j} + 0.1 * sin(s{(j + 1) % 10} * w[i % 3] + {j})\n" for j in range(10))
+     + " + ".join(f"s{j} * {j - 4}" for j in range(10)), {"x": X, "w": W}, None),
 ]
 
 
@@ -58,7 +62,7 @@ def compute(service, endpoint, dsl, at, constants=None, **fields):
     return service.compute(endpoint, Request(function={"dsl": dsl}, at=at, constants=constants or {}, **fields))[0]
 
 
-@pytest.mark.parametrize("dsl,at,constants", LOOPS, ids=["scalar", "matrix", "gather"])
+@pytest.mark.parametrize("dsl,at,constants", LOOPS, ids=["scalar", "matrix", "gather", "packed"])
 def test_loops_on_tier_2_agree_with_tier_1(dsl, at, constants):
     v = {k: np.linspace(-0.5, 0.7, np.size(a)).reshape(np.shape(a)) for k, a in at.items()}
     for endpoint, fields in [("gradient", {}), ("hvp", {"v": v})]:
@@ -69,6 +73,37 @@ def test_loops_on_tier_2_agree_with_tier_1(dsl, at, constants):
         for name in want[key]:
             np.testing.assert_allclose(got[key][name], want[key][name], rtol=1e-11, atol=1e-13)
         np.testing.assert_allclose(got["value"], want["value"], rtol=1e-12)
+
+
+def test_a_gradient_runs_its_forward_loop_once_on_tier_2(monkeypatch):
+    """The gradient's value and its reverse loop's states come from one loop run (its collecting twin):
+    the executable holds two scans, forward and reverse, not the forward twice."""
+    kept = []
+    real = xla.compile_graph
+    monkeypatch.setattr(xla, "compile_graph", lambda *args: kept.append(real(*args)) or kept[-1])
+    dsl, at, _ = LOOPS[0]
+    got = compute(Service(Settings(xla_tier="always", loop_unroll_nodes=0, xla_cache_dir="")), "gradient", dsl, at)
+    assert got["tier"] == 2
+    assert kept[-1].source.count("_scan(") == 2
+    assert kept[-1].executable.as_text().count(" while(") == 2
+
+
+def test_states_packed_for_a_scan_come_back_in_their_places():
+    """``_Packing``: of eleven states, the nine scalars travel in one array (the stacks of a collecting
+    loop in one array too), each other apart; unpacked, each is itself again."""
+    import jax.numpy as jnp
+
+    avals = [((), "f8")] * 4 + [((2,), "f8"), ((), "i8")] + [((), "f8")] * 5
+    packing = xla._Packing(avals)
+    assert sorted(map(len, packing.groups)) == [1, 1, 9]
+    values = [jnp.asarray(v, dtype=jnp.int64 if d == "i8" else jnp.float64) * np.ones(s)
+              for v, (s, d) in enumerate(avals)]
+    for got, want in zip(packing.unpack(packing.pack(values)), values):
+        np.testing.assert_array_equal(got, want)
+    stacks = [jnp.stack([v, v + 10, v + 20]) for v in values]  # the scan's stacks: (count, *packed)
+    packed = [jnp.stack([p, p + 10, p + 20]) for p in packing.pack(values)]
+    for got, want in zip(packing.unpack(packed, axis=1), stacks):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_a_reverse_loop_gradient_on_tier_2_matches_finite_differences():

@@ -399,27 +399,71 @@ def _scan_loop(jx, body, carried, captured, avals, count, reverse, collect):
     """A ``loop`` node as one ``lax.scan``: state k+1 = body(k, state k, captured); with ``collect``
     the states before each iteration, stacked at index k whichever way the loop runs. ``avals``:
     each state's shape and dtype code ("f8", "i8", "b1": numpy's names), which the scan keeps.
-    The checks of the body's iterations are carried out of the scan as one flag."""
+    The checks of the body's iterations are carried out of the scan as one flag.
+
+    Many states of one shape and dtype travel through the scan stacked in one array (``_Packing``).
+    The counter k is carried: scanned over a range, each iteration sliced k out of it (the 2000-step
+    scalar loop's gradient: 96 us against 81 us carried)."""
     import jax.numpy as jnp
     from jax import lax
+
+    packing = _Packing(avals)
 
     def typed(values):
         return tuple(jnp.broadcast_to(jnp.asarray(v, dtype=d), s) for v, (s, d) in zip(values, avals))
 
-    def step(carry, k):
-        state, failed = carry
+    def step(carry, _):
+        k, packed, failed = carry
         mark = len(jx.checks)
-        new = typed(body(k, *state, *captured))
+        new = typed(body(k, *packing.unpack(packed), *captured))
         inner = jx.checks[mark:]
         del jx.checks[mark:]  # tracers of this body: they leave the scan only through its carry
         if inner:
             failed = failed | jnp.any(jnp.stack(inner))
-        return (new, failed), (state if collect else None)
+        return (k - 1 if reverse else k + 1, packing.pack(new), failed), (packed if collect else None)
 
-    (final, failed), stacks = lax.scan(step, (typed(carried), jnp.asarray(False)),
-                                       jnp.arange(count, dtype=jnp.int64), reverse=reverse)
+    start = jnp.asarray(count - 1 if reverse else 0, dtype=jnp.int64)
+    (_, final, failed), stacks = lax.scan(step, (start, packing.pack(typed(carried)), jnp.asarray(False)), None,
+                                          length=count, reverse=reverse)
     jx.checks.append(failed)
-    return final + (tuple(stacks) if collect else ())
+    return packing.unpack(final) + (packing.unpack(stacks, axis=1) if collect else ())
+
+
+PACKED_STATES_MIN = 8  # a scan stacks the states of one shape and dtype where it has more than this many
+
+
+class _Packing:
+    """States of one shape and dtype stacked in one array where there are more than ``PACKED_STATES_MIN``
+    of them; each other state as it is.
+
+    The LSTM's reverse loop carries 23 arrays of 14 numbers (the cotangents of its states and of
+    its weights, sliced): stacked, its gradient's executable ran 1.10-1.14x faster (5.6-5.8 ms against
+    6.4-6.7 ms, jaxlib 0.10.2, one core). Fewer are better apart: XLA fuses a concatenation of up to 8
+    arrays (kMaxConcatenateArguments) into one kernel that computes every element behind a branch,
+    unvectorized (the LSTM's 4 states stacked in its forward loop: 2-7% slower; the 23 stacked in rows
+    of 8, each row fused, 1.2x slower)."""
+
+    def __init__(self, avals):
+        by_aval: dict = {}
+        for j, (shape, dtype) in enumerate(avals):
+            by_aval.setdefault((tuple(shape), dtype), []).append(j)
+        self.groups = [g for g in by_aval.values() if len(g) > PACKED_STATES_MIN]
+        self.groups += [[j] for g in by_aval.values() if len(g) <= PACKED_STATES_MIN for j in g]
+        self.n = len(avals)
+
+    def pack(self, values) -> tuple:
+        import jax.numpy as jnp
+
+        return tuple(values[g[0]] if len(g) == 1 else jnp.stack([values[j] for j in g]) for g in self.groups)
+
+    def unpack(self, packed, axis: int = 0) -> tuple:
+        """Each state from ``pack``'s arrays, or, with ``axis`` 1, each state's stack from the scan's."""
+        out = [None] * self.n
+        lead = (slice(None),) * axis
+        for g, p in zip(self.groups, packed):
+            for i, j in enumerate(g):
+                out[j] = p if len(g) == 1 else p[lead + (i,)]
+        return tuple(out)
 
 
 def missing_lowering(graph, outputs) -> str | None:
@@ -481,6 +525,8 @@ def _emit(src: _Source, graph, inputs, outputs, name: str, indent: str) -> None:
         if n.prim == "loop":
             if n.id in twins and twins[n.id].id in var:  # the collecting twin ran already: its finals lead
                 var[n.id] = var[twins[n.id].id]
+                continue
+            if n.id in var:  # the collecting twin, run already for the loop it repeats (XLA keeps both scans)
                 continue
             loop = twins.get(n.id, n)
             body, p = loop.params["body"], loop.params
