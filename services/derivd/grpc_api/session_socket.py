@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 import struct
 import threading
 import time
 
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from derivd.errors import DeadlineExceeded, DerivdError, LimitExceeded, ValidationFailed
 from derivd.grpc_api import derivd_pb2 as pb
@@ -64,6 +66,7 @@ IDLE_S = 300.0
 KEEP_S = 30.0
 # How long a new connection waits for the slot of a kept connection told to give it up.
 EVICT_WAIT_S = 1.0
+HELLO_FIELDS = pb.SessionSocketHello.DESCRIPTOR.fields_by_number
 
 
 class _Ended(Exception):
@@ -103,34 +106,45 @@ class _Connection:
         self.conn, self.settings = conn, settings
         self.reader = conn.makefile("rb")
 
-    def read(self, message, timeout: float | None):
+    def read(self, message, timeout: float | None, limit: str = "http_body_timeout_s"):
         """The next frame as ``message``, or None when the client closed the connection between frames;
-        ``TimeoutError`` when no frame began within ``timeout`` seconds (the caller says what that means)."""
+        ``TimeoutError`` when no frame began within ``timeout`` seconds (the caller says what that means).
+        From its first byte the whole frame must arrive within the setting ``limit``: a deadline for the
+        frame, not for each read, so that a client sending a byte now and then cannot hold a slot for good."""
         self.conn.settimeout(timeout)
-        header = self.reader.read(FRAME.size)
-        if not header:
+        if not self.reader.peek(1):
             return None
-        if len(header) < FRAME.size:
-            raise ValidationFailed("the connection ended inside a frame's length", field="frame")
-        (size,) = FRAME.unpack(header)
+        deadline = time.monotonic() + getattr(self.settings, limit)
+        (size,) = FRAME.unpack(self._exactly(FRAME.size, deadline, "a frame's length", limit))
         if size > self.settings.grpc_max_message_bytes:
             raise LimitExceeded(f"a frame of {size} bytes is over the limit of "
                                 f"{self.settings.grpc_max_message_bytes} (grpc_max_message_bytes)",
                                 limit="grpc_max_message_bytes", value=size)
-        self.conn.settimeout(self.settings.http_body_timeout_s)
-        try:
-            body = self.reader.read(size)
-        except TimeoutError:
-            raise DerivdError(f"a frame's {size} bytes did not arrive within http_body_timeout_s "
-                              f"({self.settings.http_body_timeout_s:g} s)", code="request_timeout",
-                              status=408) from None
-        if len(body) < size:
-            raise ValidationFailed(f"the connection ended inside a frame ({len(body)} of {size} bytes)",
-                                   field="frame")
+        body = self._exactly(size, deadline, "a frame", limit)
         try:
             return message.FromString(body)
         except DecodeError:
-            raise ValidationFailed(f"a frame is not a {message.DESCRIPTOR.name}", field="frame") from None
+            raise not_a(message) from None
+
+    def _exactly(self, size: int, deadline: float, what: str, limit: str) -> bytearray:
+        """``size`` bytes, read as they come until ``deadline`` (past it: 408 naming the setting ``limit``)."""
+        data = bytearray(size)
+        view, got = memoryview(data), 0
+        while got < size:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                self.conn.settimeout(left)
+                n = self.reader.readinto1(view[got:])
+            except TimeoutError:
+                raise DerivdError(f"{what} ({size} bytes) did not arrive within {limit} "
+                                  f"({getattr(self.settings, limit):g} s); {got} came", code="request_timeout",
+                                  status=408) from None
+            if not n:
+                raise ValidationFailed(f"the connection ended inside {what} ({got} of {size} bytes)", field="frame")
+            got += n
+        return data
 
     def requests(self, context: _Context):
         """``SessionRequest``s until the client closes; each waited for until the session's deadline, and
@@ -152,7 +166,9 @@ class _Connection:
             yield message
 
     def write(self, message) -> None:
+        """Sent within ``http_body_timeout_s`` (a client that reads no answers ends its session then)."""
         data = message.SerializeToString()
+        self.conn.settimeout(self.settings.http_body_timeout_s)
         self.conn.sendall(FRAME.pack(len(data)) + data)
 
     def refuse(self, status: int, error: pb.Error) -> None:
@@ -169,6 +185,27 @@ class _Connection:
             pass
         self.reader.close()
         self.conn.close()
+
+
+def not_a(message) -> ValidationFailed:
+    return ValidationFailed(f"a frame is not a {message.DESCRIPTOR.name}: a connection's frames are a session's "
+                            f"SessionSocketHello, its SessionRequests (`open` first) up to `end`, then the next "
+                            f"session's SessionSocketHello", field="frame")
+
+
+def _hello(hello: pb.SessionSocketHello) -> pb.SessionSocketHello:
+    """``hello``, unless it is another message that parsed as one (an `open`'s bytes as ``api_key``, an
+    `ask`'s as ``request_id``, an `end` as a field of the wrong type: a client that sent a request where
+    a hello was due, whose session would otherwise wait for an `open` already sent), or its deadline is
+    no number of seconds."""
+    text = (hello.api_key, hello.request_id)  # gRPC metadata: printable ASCII
+    if not all(t.isascii() and t.isprintable() for t in text) or any(
+            f.field_number in HELLO_FIELDS for f in UnknownFieldSet(hello)):
+        raise not_a(hello)
+    if not 0 <= hello.timeout_s < math.inf:
+        raise ValidationFailed(f"hello.timeout_s must be a number of seconds >= 0 (0: no deadline), not "
+                               f"{hello.timeout_s}", field="hello.timeout_s")
+    return hello
 
 
 def _error(err: DerivdError) -> pb.Error:
@@ -219,18 +256,32 @@ class SessionSocketServer:
                 conn, peer = self.listener.accept()
             except OSError:
                 return  # stopped
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection = _Connection(conn, self.settings)
-            if not self.slots.acquire(blocking=False) and not self._evict():
-                connection.refuse(503, _error(DerivdError(
-                    f"this server has {self.settings.grpc_threads} sessions open (grpc_threads); try again "
-                    f"later, or use the gRPC Session", code="too_many_sessions", status=503)))
-                connection.close()
-                continue
-            with self.lock:
-                self.open.add(connection)
+            try:
+                self._admit(conn, peer)
+            except Exception:  # noqa: BLE001 - one connection failing (reset, no thread) is not the listener
+                log.exception("a session socket connection from %s could not be served", peer[0])
+                conn.close()
+
+    def _admit(self, conn: socket.socket, peer: tuple) -> None:
+        """A thread for the new connection in a free slot, or its refusal (503)."""
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = _Connection(conn, self.settings)
+        if not self.slots.acquire(blocking=False) and not self._evict():
+            connection.refuse(503, _error(DerivdError(
+                f"this server has {self.settings.grpc_threads} sessions open (grpc_threads); try again "
+                f"later, or use the gRPC Session", code="too_many_sessions", status=503)))
+            connection.close()
+            return
+        with self.lock:
+            self.open.add(connection)
+        try:
             threading.Thread(target=self._serve, args=(connection, peer), name="session-socket-conn",
                              daemon=True).start()
+        except BaseException:
+            with self.lock:
+                self.open.discard(connection)
+            self.slots.release()
+            raise
 
     def _evict(self) -> bool:
         """A slot for a new connection, taken from a kept connection with no session (whose thread then
@@ -255,34 +306,37 @@ class SessionSocketServer:
         finally:
             with self.lock:
                 self.open.discard(connection)
+                self.kept.discard(connection)
             connection.close()
             self.slots.release()
 
     def _next_session(self, connection: _Connection) -> bool:
         """Whether the next session's first byte arrived on a kept connection within ``keep_s`` (else, or
         when the connection was given up for a new one, it ends without a word)."""
-        with self.lock:
-            self.kept.add(connection)
         try:
             connection.conn.settimeout(self.keep_s)
-            return bool(connection.reader.peek(1))
+            arrived = bool(connection.reader.peek(1))
         except TimeoutError:
-            return False
-        finally:
-            with self.lock:
-                self.kept.discard(connection)
+            arrived = False
+        with self.lock:
+            if connection not in self.kept:
+                return False  # given up for a new connection (``_evict``), even if a hello came meanwhile
+            self.kept.discard(connection)
+        return arrived
 
     def _converse(self, connection: _Connection, peer: tuple) -> bool:
         """One session; whether it ended with ``end`` (the connection kept for another)."""
         try:
             try:
-                hello = connection.read(pb.SessionSocketHello, self.settings.http_header_timeout_s)
+                hello = connection.read(pb.SessionSocketHello, self.settings.http_header_timeout_s,
+                                        "http_header_timeout_s")
             except TimeoutError:
                 raise DerivdError(f"no SessionSocketHello within http_header_timeout_s "
                                   f"({self.settings.http_header_timeout_s:g} s)", code="request_timeout",
                                   status=408) from None
             if hello is None:
                 return False
+            _hello(hello)
             self.access.check(hello.api_key or None, peer[0])
         except DerivdError as e:
             if e.status in (401, 429):
@@ -296,6 +350,9 @@ class SessionSocketServer:
             try:
                 for response in session.serve(self.dispatcher, self.metrics, connection.requests(context),
                                               context, call):
+                    if response is session.ENDED:  # kept from now: a new connection that finds every slot
+                        with self.lock:            # taken may have its slot once the client has ``ended``
+                            self.kept.add(connection)
                     connection.write(response)
                 return response is session.ENDED
             except DerivdError as e:  # a frame refused, or the deadline: the call fails as gRPC's would
