@@ -14,9 +14,11 @@ dispatcher's deadline and inline policy, metrics (transport ``socket``) and
 the access log line are the same code. The socket adds what gRPC did for it:
 
 * the API key and rate limit (``AccessControl.check``, once per session as
-  per gRPC call), and the hello within ``http_header_timeout_s``;
+  per gRPC call), and the hello within ``http_header_timeout_s``; a frame
+  where a hello is due that is not one (a request) is refused (422);
 * a frame over ``grpc_max_message_bytes`` is refused (413) before it is read;
-  a frame's bytes must follow its length within ``http_body_timeout_s``;
+  from its first byte a frame must arrive whole within ``http_body_timeout_s``
+  (a deadline per frame, not per read: a byte now and then holds no slot);
 * the session's deadline (the hello's ``timeout_s``): past it the next read
   ends the session with 504; nothing asked for ``IDLE_S`` ends it with 408;
 * at most ``grpc_threads`` connections at once (a thread each: a blocking read
@@ -66,6 +68,7 @@ IDLE_S = 300.0
 KEEP_S = 30.0
 # How long a new connection waits for the slot of a kept connection told to give it up.
 EVICT_WAIT_S = 1.0
+READ_BYTES = 1 << 20  # at most this much read at a time
 HELLO_FIELDS = pb.SessionSocketHello.DESCRIPTOR.fields_by_number
 
 
@@ -127,23 +130,24 @@ class _Connection:
             raise not_a(message) from None
 
     def _exactly(self, size: int, deadline: float, what: str, limit: str) -> bytearray:
-        """``size`` bytes, read as they come until ``deadline`` (past it: 408 naming the setting ``limit``)."""
-        data = bytearray(size)
-        view, got = memoryview(data), 0
-        while got < size:
+        """``size`` bytes, read as they come until ``deadline`` (past it: 408 naming the setting ``limit``);
+        held in memory as they come, not as many as a frame claims before they do."""
+        data = bytearray()
+        while len(data) < size:
             left = deadline - time.monotonic()
             try:
                 if left <= 0:
                     raise TimeoutError
                 self.conn.settimeout(left)
-                n = self.reader.readinto1(view[got:])
+                chunk = self.reader.read1(min(size - len(data), READ_BYTES))
             except TimeoutError:
                 raise DerivdError(f"{what} ({size} bytes) did not arrive within {limit} "
-                                  f"({getattr(self.settings, limit):g} s); {got} came", code="request_timeout",
-                                  status=408) from None
-            if not n:
-                raise ValidationFailed(f"the connection ended inside {what} ({got} of {size} bytes)", field="frame")
-            got += n
+                                  f"({getattr(self.settings, limit):g} s); {len(data)} came",
+                                  code="request_timeout", status=408) from None
+            if not chunk:
+                raise ValidationFailed(f"the connection ended inside {what} ({len(data)} of {size} bytes)",
+                                       field="frame")
+            data += chunk
         return data
 
     def requests(self, context: _Context):
