@@ -311,8 +311,8 @@ class SessionSocketServer:
             with self.lock:
                 self.open.discard(connection)
                 self.kept.discard(connection)
+            self.slots.release()  # before the client sees the connection end: it may connect again at once
             connection.close()
-            self.slots.release()
 
     def _next_session(self, connection: _Connection) -> bool:
         """Whether the next session's first byte arrived on a kept connection within ``keep_s`` (else, or
