@@ -115,15 +115,20 @@ class _Connection:
         From its first byte the whole frame must arrive within the setting ``limit``: a deadline for the
         frame, not for each read, so that a client sending a byte now and then cannot hold a slot for good."""
         self.conn.settimeout(timeout)
-        if not self.reader.peek(1):
+        ready = self.reader.peek(1)
+        if not ready:
             return None
-        deadline = time.monotonic() + getattr(self.settings, limit)
-        (size,) = FRAME.unpack(self._exactly(FRAME.size, deadline, "a frame's length", limit))
-        if size > self.settings.grpc_max_message_bytes:
-            raise LimitExceeded(f"a frame of {size} bytes is over the limit of "
-                                f"{self.settings.grpc_max_message_bytes} (grpc_max_message_bytes)",
-                                limit="grpc_max_message_bytes", value=size)
-        body = self._exactly(size, deadline, "a frame", limit)
+        size = FRAME.unpack_from(ready)[0] if len(ready) >= FRAME.size else None
+        if size is not None and size <= self.settings.grpc_max_message_bytes and len(ready) >= FRAME.size + size:
+            body = memoryview(self.reader.read(FRAME.size + size))[FRAME.size:]  # all here: nothing to wait for
+        else:
+            deadline = time.monotonic() + getattr(self.settings, limit)
+            (size,) = FRAME.unpack(self._exactly(FRAME.size, deadline, "a frame's length", limit))
+            if size > self.settings.grpc_max_message_bytes:
+                raise LimitExceeded(f"a frame of {size} bytes is over the limit of "
+                                    f"{self.settings.grpc_max_message_bytes} (grpc_max_message_bytes)",
+                                    limit="grpc_max_message_bytes", value=size)
+            body = self._exactly(size, deadline, "a frame", limit)
         try:
             return message.FromString(body)
         except DecodeError:
