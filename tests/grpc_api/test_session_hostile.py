@@ -199,8 +199,9 @@ def test_non_finite_points_answer_as_the_unary_call_does(stack):
     raw.close()
 
 
-def trickle(sock: socket.socket, data: bytes, pace_s: float) -> threading.Thread:
-    """Send ``data`` a byte every ``pace_s`` from a thread of its own, until the server closes."""
+def trickle(sock: socket.socket, data: bytes, pace_s: float) -> tuple[threading.Thread, threading.Event]:
+    """Send ``data`` a byte every ``pace_s`` from a thread of its own, until the server closes or the event
+    returned is set."""
     def run():
         for b in data:
             try:
@@ -211,9 +212,8 @@ def trickle(sock: socket.socket, data: bytes, pace_s: float) -> threading.Thread
 
     stop = threading.Event()
     thread = threading.Thread(target=run, daemon=True)
-    thread.stop = stop
     thread.start()
-    return thread
+    return thread, stop
 
 
 @pytest.mark.parametrize("stage", ["hello", "ask", "kept"])
@@ -227,12 +227,12 @@ def test_a_frame_trickled_byte_by_byte_is_cut_at_its_timeout_and_frees_its_slot(
         raw.open(np.zeros(2))
     frame = (ask([1.0, 2.0]) if stage == "ask" else pb.SessionSocketHello(request_id="r" * 40)).SerializeToString()
     data = FRAME.pack(len(frame)) + frame
-    sender = trickle(raw.sock, data, 0.2)
+    sender, stop = trickle(raw.sock, data, 0.2)
     status, code, message, _ = refusal(raw)
     assert (status, code) == (408, "request_timeout")
     assert ("http_body_timeout_s" if stage == "ask" else "http_header_timeout_s") in message
     assert sender.is_alive(), "refused while the frame was still coming"
-    sender.stop.set()
+    stop.set()
     sender.join(10)
     served(port)  # the only slot is free again
 
@@ -247,7 +247,7 @@ def test_a_flood_of_kept_connections_does_not_lock_out_a_new_client(serve):
             x = np.array([0.3, 0.1, -0.2])
             np.testing.assert_allclose(s.gradient(x), rosenbrock_gradient(x), rtol=1e-13)
     silent = [Raw(port) for _ in range(3)]  # connected, nothing said: they hold the slots until their timeout
-    wait_for(lambda: conn_threads() >= 3 and not server.sessions.kept, "the silent connections to hold the slots")
+    wait_for(lambda: len(server.sessions.open) == 3 and not server.sessions.kept, "the silent ones to hold the slots")
     status, code, message, _ = refusal(Raw(port, pb.SessionSocketHello()))
     assert (status, code) == (503, "too_many_sessions") and "grpc_threads" in message
     for raw in silent + flood:
@@ -275,7 +275,7 @@ def test_pipelined_asks_then_the_client_gone_leave_no_thread_or_socket(serve):
             quiet.sock.sendall(burst)
     except OSError:
         pass
-    wait_for(lambda: conn_threads() == threads, "the server's threads to end")  # the quiet one: at its timeout
+    wait_for(lambda: conn_threads() <= threads, "the server's threads to end")  # the quiet one: at its timeout
     wait_for(lambda: not server.sessions.open and not [c for c in server_sockets(port)
                                                        if c.status == psutil.CONN_ESTABLISHED],
              "the server's sockets to close")
@@ -291,7 +291,7 @@ def test_a_stop_ends_a_kept_connection_and_its_thread(serve):
     server.stop(grace=0.5)
     assert raw.receive() is None  # closed at once, not at the keep time
     raw.close()
-    wait_for(lambda: conn_threads() == threads, "the kept connection's thread to end")
+    wait_for(lambda: conn_threads() <= threads, "the kept connection's thread to end")
     with pytest.raises(OSError):
         Raw(server.sessions.port, pb.SessionSocketHello()).receive()
 

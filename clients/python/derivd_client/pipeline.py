@@ -36,10 +36,9 @@ checks the API key and the rate limit once per connection, as for any session.
 A connection that ends before their answers sends the asks in flight on it
 over gRPC unary, with its ``retries`` (as any call a connection failure
 stopped; with ``retries=0`` they fail with ``ConnectionFailed``); the next
-call opens another.
-The client's ``timeout`` holds per call (``RequestTimeout``); a call that timed
-out or was cancelled leaves its ask in the FIFO, and its answer is read and
-dropped when it comes.
+call opens another. The client's ``timeout`` holds per call
+(``RequestTimeout``); a call that timed out or was cancelled leaves its ask
+in the FIFO, and its answer is read and dropped when it comes.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ IDLE_S = 300.0
 KEEP_S = 30.0
 # How long a new connection waits for the slot of a kept connection told to give it up.
 EVICT_WAIT_S = 1.0
-READ_BYTES = 1 << 20  # at most this much read at a time
+READ_BYTES = 1 << 20  # read at a time: a frame's memory grows with the bytes that came, not its claim
 HELLO_FIELDS = pb.SessionSocketHello.DESCRIPTOR.fields_by_number
 
 
@@ -132,7 +132,7 @@ class _Connection:
         try:
             return message.FromString(body)
         except DecodeError:
-            raise not_a(message) from None
+            raise _not_a(message) from None
 
     def _exactly(self, size: int, deadline: float, what: str, limit: str) -> bytearray:
         """``size`` bytes, read as they come until ``deadline`` (past it: 408 naming the setting ``limit``);
@@ -196,25 +196,24 @@ class _Connection:
         self.conn.close()
 
 
-def not_a(message) -> ValidationFailed:
+def _not_a(message) -> ValidationFailed:
     return ValidationFailed(f"a frame is not a {message.DESCRIPTOR.name}: a connection's frames are a session's "
                             f"SessionSocketHello, its SessionRequests (`open` first) up to `end`, then the next "
                             f"session's SessionSocketHello", field="frame")
 
 
-def _hello(hello: pb.SessionSocketHello) -> pb.SessionSocketHello:
-    """``hello``, unless it is another message that parsed as one (an `open`'s bytes as ``api_key``, an
+def _check_hello(hello: pb.SessionSocketHello) -> None:
+    """Refuses ``hello`` when it is another message that parsed as one (an `open`'s bytes as ``api_key``, an
     `ask`'s as ``request_id``, an `end` as a field of the wrong type: a client that sent a request where
     a hello was due, whose session would otherwise wait for an `open` already sent), or its deadline is
     no number of seconds."""
     text = (hello.api_key, hello.request_id)  # gRPC metadata: printable ASCII
     if not all(t.isascii() and t.isprintable() for t in text) or any(
             f.field_number in HELLO_FIELDS for f in UnknownFieldSet(hello)):
-        raise not_a(hello)
+        raise _not_a(hello)
     if not 0 <= hello.timeout_s < math.inf:
         raise ValidationFailed(f"hello.timeout_s must be a number of seconds >= 0 (0: no deadline), not "
                                f"{hello.timeout_s}", field="hello.timeout_s")
-    return hello
 
 
 def _error(err: DerivdError) -> pb.Error:
@@ -345,7 +344,7 @@ class SessionSocketServer:
                                   status=408) from None
             if hello is None:
                 return False
-            _hello(hello)
+            _check_hello(hello)
             self.access.check(hello.api_key or None, peer[0])
         except DerivdError as e:
             if e.status in (401, 429):
@@ -359,8 +358,8 @@ class SessionSocketServer:
             try:
                 for response in session.serve(self.dispatcher, self.metrics, connection.requests(context),
                                               context, call):
-                    if response is session.ENDED:  # kept from now: a new connection that finds every slot
-                        with self.lock:            # taken may have its slot once the client has ``ended``
+                    if response is session.ENDED:  # kept before the client reads ``ended``: a connection
+                        with self.lock:            # it opens next, finding every slot taken, may have this one
                             self.kept.add(connection)
                     connection.write(response)
                 return response is session.ENDED
