@@ -33,10 +33,12 @@ method's response message and decoded by the same ``decode``; a refused ask
 raises the unary call's exception (its HTTP status taken through the gRPC
 status code and back, as ``to_error`` sees it: 422 arrives as 400). The server
 checks the API key and the rate limit once per connection, as for any session.
-A connection that ends fails only the asks in flight on it
-(``ConnectionFailed``); the next call opens another. The client's ``timeout``
-holds per call (``RequestTimeout``); a call that timed out or was cancelled
-leaves its ask in the FIFO, and its answer is read and dropped when it comes.
+A connection that ends before their answers sends the asks in flight on it
+over gRPC unary, with its ``retries`` (as any call a connection failure
+stopped; with ``retries=0`` they fail with ``ConnectionFailed``); the next
+call opens another. The client's ``timeout`` holds per call
+(``RequestTimeout``); a call that timed out or was cancelled leaves its ask
+in the FIFO, and its answer is read and dropped when it comes.
 """
 
 from __future__ import annotations
@@ -120,6 +122,10 @@ class Pipelines:
         except asyncio.TimeoutError:
             raise errors.RequestTimeout(f"no answer on the session socket within the deadline "
                                         f"({self.client.timeout:g} s)", "timeout") from None
+        except errors.ConnectionFailed:  # the connection ended before the answer: a retry, as of any call a
+            if not self.client.retries:  # connection failure stopped, is the unary call's
+                raise
+            return None
         return None if pipe is None else pipe.result(method, answer)
 
     async def _port(self) -> int:

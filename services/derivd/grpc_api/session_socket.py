@@ -14,9 +14,11 @@ dispatcher's deadline and inline policy, metrics (transport ``socket``) and
 the access log line are the same code. The socket adds what gRPC did for it:
 
 * the API key and rate limit (``AccessControl.check``, once per session as
-  per gRPC call), and the hello within ``http_header_timeout_s``;
+  per gRPC call), and the hello within ``http_header_timeout_s``; a frame
+  where a hello is due that is not one (a request) is refused (422);
 * a frame over ``grpc_max_message_bytes`` is refused (413) before it is read;
-  a frame's bytes must follow its length within ``http_body_timeout_s``;
+  from its first byte a frame must arrive whole within ``http_body_timeout_s``
+  (a deadline per frame, not per read: a byte now and then holds no slot);
 * the session's deadline (the hello's ``timeout_s``): past it the next read
   ends the session with 504; nothing asked for ``IDLE_S`` ends it with 408;
 * at most ``grpc_threads`` connections at once (a thread each: a blocking read
@@ -41,12 +43,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 import struct
 import threading
 import time
 
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from derivd.errors import DeadlineExceeded, DerivdError, LimitExceeded, ValidationFailed
 from derivd.grpc_api import derivd_pb2 as pb
@@ -64,6 +68,8 @@ IDLE_S = 300.0
 KEEP_S = 30.0
 # How long a new connection waits for the slot of a kept connection told to give it up.
 EVICT_WAIT_S = 1.0
+READ_BYTES = 1 << 20  # read at a time: a frame's memory grows with the bytes that came, not its claim
+HELLO_FIELDS = pb.SessionSocketHello.DESCRIPTOR.fields_by_number
 
 
 class _Ended(Exception):
@@ -103,34 +109,51 @@ class _Connection:
         self.conn, self.settings = conn, settings
         self.reader = conn.makefile("rb")
 
-    def read(self, message, timeout: float | None):
+    def read(self, message, timeout: float | None, limit: str = "http_body_timeout_s"):
         """The next frame as ``message``, or None when the client closed the connection between frames;
-        ``TimeoutError`` when no frame began within ``timeout`` seconds (the caller says what that means)."""
+        ``TimeoutError`` when no frame began within ``timeout`` seconds (the caller says what that means).
+        From its first byte the whole frame must arrive within the setting ``limit``: a deadline for the
+        frame, not for each read, so that a client sending a byte now and then cannot hold a slot for good."""
         self.conn.settimeout(timeout)
-        header = self.reader.read(FRAME.size)
-        if not header:
+        ready = self.reader.peek(1)
+        if not ready:
             return None
-        if len(header) < FRAME.size:
-            raise ValidationFailed("the connection ended inside a frame's length", field="frame")
-        (size,) = FRAME.unpack(header)
-        if size > self.settings.grpc_max_message_bytes:
-            raise LimitExceeded(f"a frame of {size} bytes is over the limit of "
-                                f"{self.settings.grpc_max_message_bytes} (grpc_max_message_bytes)",
-                                limit="grpc_max_message_bytes", value=size)
-        self.conn.settimeout(self.settings.http_body_timeout_s)
-        try:
-            body = self.reader.read(size)
-        except TimeoutError:
-            raise DerivdError(f"a frame's {size} bytes did not arrive within http_body_timeout_s "
-                              f"({self.settings.http_body_timeout_s:g} s)", code="request_timeout",
-                              status=408) from None
-        if len(body) < size:
-            raise ValidationFailed(f"the connection ended inside a frame ({len(body)} of {size} bytes)",
-                                   field="frame")
+        size = FRAME.unpack_from(ready)[0] if len(ready) >= FRAME.size else None
+        if size is not None and size <= self.settings.grpc_max_message_bytes and len(ready) >= FRAME.size + size:
+            body = memoryview(self.reader.read(FRAME.size + size))[FRAME.size:]  # all here: nothing to wait for
+        else:
+            deadline = time.monotonic() + getattr(self.settings, limit)
+            (size,) = FRAME.unpack(self._exactly(FRAME.size, deadline, "a frame's length", limit))
+            if size > self.settings.grpc_max_message_bytes:
+                raise LimitExceeded(f"a frame of {size} bytes is over the limit of "
+                                    f"{self.settings.grpc_max_message_bytes} (grpc_max_message_bytes)",
+                                    limit="grpc_max_message_bytes", value=size)
+            body = self._exactly(size, deadline, "a frame", limit)
         try:
             return message.FromString(body)
         except DecodeError:
-            raise ValidationFailed(f"a frame is not a {message.DESCRIPTOR.name}", field="frame") from None
+            raise _not_a(message) from None
+
+    def _exactly(self, size: int, deadline: float, what: str, limit: str) -> bytearray:
+        """``size`` bytes, read as they come until ``deadline`` (past it: 408 naming the setting ``limit``);
+        held in memory as they come, not as many as a frame claims before they do."""
+        data = bytearray()
+        while len(data) < size:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                self.conn.settimeout(left)
+                chunk = self.reader.read1(min(size - len(data), READ_BYTES))
+            except TimeoutError:
+                raise DerivdError(f"{what} ({size} bytes) did not arrive within {limit} "
+                                  f"({getattr(self.settings, limit):g} s); {len(data)} came",
+                                  code="request_timeout", status=408) from None
+            if not chunk:
+                raise ValidationFailed(f"the connection ended inside {what} ({len(data)} of {size} bytes)",
+                                       field="frame")
+            data += chunk
+        return data
 
     def requests(self, context: _Context):
         """``SessionRequest``s until the client closes; each waited for until the session's deadline, and
@@ -152,7 +175,9 @@ class _Connection:
             yield message
 
     def write(self, message) -> None:
+        """Sent within ``http_body_timeout_s`` (a client that reads no answers ends its session then)."""
         data = message.SerializeToString()
+        self.conn.settimeout(self.settings.http_body_timeout_s)
         self.conn.sendall(FRAME.pack(len(data)) + data)
 
     def refuse(self, status: int, error: pb.Error) -> None:
@@ -169,6 +194,26 @@ class _Connection:
             pass
         self.reader.close()
         self.conn.close()
+
+
+def _not_a(message) -> ValidationFailed:
+    return ValidationFailed(f"a frame is not a {message.DESCRIPTOR.name}: a connection's frames are a session's "
+                            f"SessionSocketHello, its SessionRequests (`open` first) up to `end`, then the next "
+                            f"session's SessionSocketHello", field="frame")
+
+
+def _check_hello(hello: pb.SessionSocketHello) -> None:
+    """Refuses ``hello`` when it is another message that parsed as one (an `open`'s bytes as ``api_key``, an
+    `ask`'s as ``request_id``, an `end` as a field of the wrong type: a client that sent a request where
+    a hello was due, whose session would otherwise wait for an `open` already sent), or its deadline is
+    no number of seconds."""
+    text = (hello.api_key, hello.request_id)  # gRPC metadata: printable ASCII
+    if not all(t.isascii() and t.isprintable() for t in text) or any(
+            f.field_number in HELLO_FIELDS for f in UnknownFieldSet(hello)):
+        raise _not_a(hello)
+    if not 0 <= hello.timeout_s < math.inf:
+        raise ValidationFailed(f"hello.timeout_s must be a number of seconds >= 0 (0: no deadline), not "
+                               f"{hello.timeout_s}", field="hello.timeout_s")
 
 
 def _error(err: DerivdError) -> pb.Error:
@@ -219,18 +264,32 @@ class SessionSocketServer:
                 conn, peer = self.listener.accept()
             except OSError:
                 return  # stopped
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection = _Connection(conn, self.settings)
-            if not self.slots.acquire(blocking=False) and not self._evict():
-                connection.refuse(503, _error(DerivdError(
-                    f"this server has {self.settings.grpc_threads} sessions open (grpc_threads); try again "
-                    f"later, or use the gRPC Session", code="too_many_sessions", status=503)))
-                connection.close()
-                continue
-            with self.lock:
-                self.open.add(connection)
+            try:
+                self._admit(conn, peer)
+            except Exception:  # noqa: BLE001 - one connection failing (reset, no thread) is not the listener
+                log.exception("a session socket connection from %s could not be served", peer[0])
+                conn.close()
+
+    def _admit(self, conn: socket.socket, peer: tuple) -> None:
+        """A thread for the new connection in a free slot, or its refusal (503)."""
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = _Connection(conn, self.settings)
+        if not self.slots.acquire(blocking=False) and not self._evict():
+            connection.refuse(503, _error(DerivdError(
+                f"this server has {self.settings.grpc_threads} sessions open (grpc_threads); try again "
+                f"later, or use the gRPC Session", code="too_many_sessions", status=503)))
+            connection.close()
+            return
+        with self.lock:
+            self.open.add(connection)
+        try:
             threading.Thread(target=self._serve, args=(connection, peer), name="session-socket-conn",
                              daemon=True).start()
+        except BaseException:
+            with self.lock:
+                self.open.discard(connection)
+            self.slots.release()
+            raise
 
     def _evict(self) -> bool:
         """A slot for a new connection, taken from a kept connection with no session (whose thread then
@@ -255,33 +314,37 @@ class SessionSocketServer:
         finally:
             with self.lock:
                 self.open.discard(connection)
+                self.kept.discard(connection)
+            self.slots.release()  # before the client sees the connection end: it may connect again at once
             connection.close()
-            self.slots.release()
 
     def _next_session(self, connection: _Connection) -> bool:
         """Whether the next session's first byte arrived on a kept connection within ``keep_s`` (else, or
-        when the connection was given up for a new one, it ends without a word). The connection is in
-        ``kept`` from its ``ended`` on."""
+        when the connection was given up for a new one, it ends without a word)."""
         try:
             connection.conn.settimeout(self.keep_s)
-            return bool(connection.reader.peek(1))
+            arrived = bool(connection.reader.peek(1))
         except TimeoutError:
-            return False
-        finally:
-            with self.lock:
-                self.kept.discard(connection)
+            arrived = False
+        with self.lock:
+            if connection not in self.kept:
+                return False  # given up for a new connection (``_evict``), even if a hello came meanwhile
+            self.kept.discard(connection)
+        return arrived
 
     def _converse(self, connection: _Connection, peer: tuple) -> bool:
         """One session; whether it ended with ``end`` (the connection kept for another)."""
         try:
             try:
-                hello = connection.read(pb.SessionSocketHello, self.settings.http_header_timeout_s)
+                hello = connection.read(pb.SessionSocketHello, self.settings.http_header_timeout_s,
+                                        "http_header_timeout_s")
             except TimeoutError:
                 raise DerivdError(f"no SessionSocketHello within http_header_timeout_s "
                                   f"({self.settings.http_header_timeout_s:g} s)", code="request_timeout",
                                   status=408) from None
             if hello is None:
                 return False
+            _check_hello(hello)
             self.access.check(hello.api_key or None, peer[0])
         except DerivdError as e:
             if e.status in (401, 429):
@@ -295,8 +358,8 @@ class SessionSocketServer:
             try:
                 for response in session.serve(self.dispatcher, self.metrics, connection.requests(context),
                                               context, call):
-                    if response is session.ENDED:  # kept before its client can read `ended` and connect again
-                        with self.lock:
+                    if response is session.ENDED:  # kept before the client reads ``ended``: a connection
+                        with self.lock:            # it opens next, finding every slot taken, may have this one
                             self.kept.add(connection)
                     connection.write(response)
                 return response is session.ENDED
