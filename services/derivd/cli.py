@@ -201,11 +201,13 @@ def _serve(args, settings) -> int:
     from derivd.gateway.app import create_app
     from derivd.observability import configure_logging
     from derivd.allocator import freeze_heap, tune_allocator
+    from derivd.engines import tiers
 
     tune_allocator()
     configure_logging(settings.log_format, settings.log_level)
     settings = settings.model_copy(update={"host": args.host, "port": args.port, "workers": args.workers,
                                            "grpc_port": args.grpc_port})
+    tiers.preload(settings)
     supervisor = None
     if args.workers > 0:  # local workers on loopback, reached like remote ones (workers/supervisor.py)
         from derivd.workers.supervisor import Supervisor

@@ -221,10 +221,12 @@ def from_environment() -> "Gateway":
     its parent prepared, logging and allocator as ``derivd serve`` sets them."""
     from derivd.observability import configure_logging
     from derivd.allocator import freeze_heap, tune_allocator
+    from derivd.engines import tiers
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     tune_allocator()
+    tiers.preload(settings)
     app = create_app(settings)
     freeze_heap()
     return app

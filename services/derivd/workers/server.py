@@ -201,6 +201,7 @@ def serve(settings, listen: str, engines: set[str]) -> None:
     requests finish within ``request_timeout_s``); a local one stops computing at once, as its
     gateway does (``gateway.server.stop_computing``)."""
     tune_allocator()
+    tiers.preload(settings)
     server, port = build_server(settings, listen, engines)
     freeze_heap()
     log.info("derivd worker %d serving %s on %s", os.getpid(), ",".join(sorted(engines)), listen)
