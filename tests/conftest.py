@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 
@@ -156,3 +157,26 @@ def own_redis():
 def shared_redis_url(redis_process):
     """$REDIS_URL if set, else the tests' own Redis."""
     return ENV_REDIS_URL or redis_process.url
+
+
+HOLD = 123.25  # a session ask at a point starting with this waits on the server until released (``held``)
+
+
+@pytest.fixture()
+def held(monkeypatch):
+    """The server's session asks at a point starting with HOLD wait until ``release`` is set (``entered`` says
+    one is waiting): asks kept in flight without timing anything."""
+    from derivd.grpc_api import session as server_session
+
+    entered, release = threading.Event(), threading.Event()
+    answer = server_session.FunctionSession.answer
+
+    def holding(self, ask, remaining):
+        if ask.x.data[:8] == np.float64(HOLD).tobytes():
+            entered.set()
+            release.wait(30)
+        return answer(self, ask, remaining)
+
+    monkeypatch.setattr(server_session.FunctionSession, "answer", holding)
+    yield entered, release
+    release.set()

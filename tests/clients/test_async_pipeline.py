@@ -8,26 +8,24 @@ socket (off on the server, ``session_transport="grpc"``, not reachable) every ca
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import numpy as np
 import pytest
 
 from tests.clients.conftest import dd
+from tests.conftest import HOLD
 from tests.references import rosenbrock, rosenbrock_gradient, rosenbrock_hessian
 from tests.support import free_port
 
 pytest.importorskip("grpc")
 pytest.importorskip("derivd.grpc_api.server")
 from derivd.config import Settings  # noqa: E402
-from derivd.grpc_api import session as server_session  # noqa: E402
 from derivd.grpc_api.server import GrpcServer  # noqa: E402
 from derivd_client.grpc_client import AsyncGrpcClient  # noqa: E402
 
 ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
 LSQ = "sum((A @ x - b)**2)"  # gradient 2 A^T (A x - b), Hessian 2 A^T A
 PAIR = "stack([x[0]*y, sin(x[1]) + y**2])"  # R^3 -> R^2
-HOLD = 123.25  # an ask whose first value is this waits on the server until released (the ``held`` fixture)
 
 
 @pytest.fixture()
@@ -45,22 +43,6 @@ def serve(server):
         g.stop(grace=0.5)
 
 
-@pytest.fixture()
-def held(monkeypatch):
-    """The server's session asks at a point starting with HOLD wait until ``release`` is set (``entered`` says
-    one is waiting): asks kept in flight without timing anything."""
-    entered, release = threading.Event(), threading.Event()
-    answer = server_session.FunctionSession.answer
-
-    def holding(self, ask, remaining):
-        if ask.x.data[:8] == np.float64(HOLD).tobytes():
-            entered.set()
-            release.wait(30)
-        return answer(self, ask, remaining)
-
-    monkeypatch.setattr(server_session.FunctionSession, "answer", holding)
-    yield entered, release
-    release.set()
 
 
 def calls(rng):

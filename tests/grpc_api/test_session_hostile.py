@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from derivd.grpc_api import derivd_pb2 as pb
-from derivd.grpc_api import session as server_session
+from tests.conftest import HOLD
 from tests.grpc_api.test_session_socket import FRAME, ROSEN, Raw
 from tests.grpc_api.wire import arr, fn, unarr
 from tests.references import rosenbrock, rosenbrock_gradient
@@ -309,24 +309,8 @@ def test_each_session_on_a_kept_connection_is_checked_for_key_and_rate(serve):
     assert refusal(Raw(port, pb.SessionSocketHello(api_key="wrong")))[:2] == (401, "unauthorized")
 
 
-HOLD = 123.25  # a session ask at a point starting with this waits on the server until released
 
 
-@pytest.fixture()
-def held(monkeypatch):
-    """Session asks at a point starting with HOLD wait until ``release`` is set (``entered``: one waits)."""
-    entered, release = threading.Event(), threading.Event()
-    answer = server_session.FunctionSession.answer
-
-    def holding(self, ask, remaining):
-        if ask.x.data[:8] == np.float64(HOLD).tobytes():
-            entered.set()
-            release.wait(30)
-        return answer(self, ask, remaining)
-
-    monkeypatch.setattr(server_session.FunctionSession, "answer", holding)
-    yield entered, release
-    release.set()
 
 
 def test_pipelined_calls_whose_connection_ends_are_asked_again_over_grpc(serve, held):
