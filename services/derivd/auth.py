@@ -113,9 +113,18 @@ class AccessControl:
                 self._failed_authentication(client)
                 raise Unauthorized("missing or unknown API key: send a valid one in the X-API-Key header",
                                    header="X-API-Key")
-            identity = "key:" + api_key
-        else:
-            identity = "client:" + client
+        self._limit(self._identity(api_key, client))
+
+    def charge(self, api_key: str | None, client: str) -> None:
+        """Count one more request of a caller ``check`` let in against the rate limit (``RateLimited`` past
+        it): a session socket's ask, as the SDK pipelines unary calls there, so a connection is no way
+        around the limit."""
+        self._limit(self._identity(api_key, client))
+
+    def _identity(self, api_key: str | None, client: str) -> str:
+        return "key:" + (api_key or "") if self.keys else "client:" + client
+
+    def _limit(self, identity: str) -> None:
         if self.limit > 0:
             count, left = self._count(identity, self.window)
             if count > self.limit:

@@ -263,6 +263,27 @@ def test_the_api_key_is_the_sockets(serve):
     assert (piped.status, piped.code) == (401, "unauthorized")
 
 
+def test_pipelined_calls_count_against_the_rate_limit_as_unary_calls_do(serve):
+    """A connection is no way around the rate limit: each pipelined call is a request, and those past the limit
+    are refused with the unary call's 429 (gRPC's RESOURCE_EXHAUSTED told from a size limit's 413 by the
+    error's code) while the others answer; the same on gRPC unary, each on a server of its own."""
+    xs = np.random.default_rng(5).normal(size=(8, 3))
+
+    async def main(transport):
+        g = serve(rate_limit_requests=6, rate_limit_window_s=600)
+        async with AsyncGrpcClient(f"127.0.0.1:{g.port}", retries=0, session_transport=transport) as c:
+            return await asyncio.gather(*[call(c, "gradient", ROSEN, {"x": x}) for x in xs])
+
+    for transport in ("auto", "grpc"):
+        answers = asyncio.run(main(transport))
+        refused = [a for a in answers if isinstance(a, dd.DerivdError)]
+        assert 0 < len(refused) < len(xs)
+        assert all((e.status, e.code) == (429, "rate_limited") for e in refused)
+        for x, a in zip(xs, answers):
+            if not isinstance(a, dd.DerivdError):
+                np.testing.assert_allclose(a.gradient["x"], rosenbrock_gradient(x), rtol=1e-13)
+
+
 def test_without_the_socket_every_call_goes_over_grpc(serve, grpc_target):
     off = serve(session_socket_port=-1)
     x, v = np.array([0.4, -0.2, 0.9]), np.array([1.0, 0.5, -1.0])

@@ -144,13 +144,20 @@ def test_the_api_key_is_checked_on_the_socket_as_on_grpc(serve):
     asyncio.run(asynchronous())
 
 
-def test_the_rate_limit_counts_a_socket_session_as_one_call(serve):
-    server = serve(rate_limit_requests=1, rate_limit_window_s=60)
+def test_the_rate_limit_counts_each_ask_on_the_socket(serve):
+    """The opening is one request and each ask another (the SDK pipelines unary calls on the socket): past the
+    limit an ask is refused with 429 and the session goes on; a new connection is refused at its hello."""
+    server = serve(rate_limit_requests=3, rate_limit_window_s=600)
     first = Raw(server.sessions.port, pb.SessionSocketHello())
     first.open(np.zeros(2))
-    for _ in range(3):  # asks on an open session are not calls
-        first.send(pb.SessionRequest(ask=pb.SessionAsk(kind=pb.SESSION_GRADIENT, x=arr(np.ones(2)))))
-        assert not first.receive().answer.HasField("error")
+    answers = []
+    for _ in range(3):
+        first.send(pb.SessionRequest(ask=pb.SessionAsk(kind=pb.SESSION_GRADIENT, x=arr(np.array([0.3, -0.7])))))
+        answers.append(first.receive().answer)
+    assert [a.HasField("error") for a in answers] == [False, False, True]
+    np.testing.assert_allclose(unarr(answers[0].gradient), rosenbrock_gradient(np.array([0.3, -0.7])), rtol=1e-13)
+    assert answers[2].status == 429 and answers[2].error.code == "rate_limited"
+    assert "3 requests per 600 s" in answers[2].error.message
     answer = Raw(server.sessions.port, pb.SessionSocketHello()).refused()
     assert answer.status == 429 and answer.error.code == "rate_limited"
     first.close()

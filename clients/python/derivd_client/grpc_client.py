@@ -44,6 +44,9 @@ HTTP_OF = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 502, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+# gRPC codes that merge HTTP statuses, told apart by the error's own code: RESOURCE_EXHAUSTED is 413 (a limit
+# on size or work) unless the error is the rate limit's.
+HTTP_OF_ERROR = {"rate_limited": 429}
 SESSION_TRANSPORTS = ("auto", "socket", "grpc")
 WIRE = {"float64": "<f8", "float32": "<f4", "int64": "<i8", "int32": "<i4", "bool": "|b1"}
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 64 * 1024
@@ -422,15 +425,19 @@ def decode(msg) -> Result:
     return out
 
 
+def http_status(code: grpc.StatusCode, error_code: str) -> int:
+    """The HTTP status a refusal of gRPC ``code`` and derivd ``error_code`` had (the REST client's status)."""
+    return HTTP_OF_ERROR.get(error_code) or HTTP_OF.get(code, 500)
+
+
 def to_error(e: grpc.RpcError) -> errors.DerivdError:
     code = e.code()
     for key, value in e.trailing_metadata() or ():
         if key == "derivd-error-bin":
             body = pb.Error.FromString(value)
             detail = json.loads(body.detail_json) if body.detail_json else {}
-            status = HTTP_OF.get(code, 500)
-            return errors.from_response(status, {"error": {"code": body.code, "message": body.message,
-                                                           "detail": detail}})
+            return errors.from_response(http_status(code, body.code), {"error": {
+                "code": body.code, "message": body.message, "detail": detail}})
     if code == grpc.StatusCode.UNAVAILABLE:
         return errors.ConnectionFailed(f"gRPC server unavailable: {e.details()}", "connection_failed")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

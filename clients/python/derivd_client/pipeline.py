@@ -32,7 +32,8 @@ Answers are the unary call's: each session answer is written into the unary
 method's response message and decoded by the same ``decode``; a refused ask
 raises the unary call's exception (its HTTP status taken through the gRPC
 status code and back, as ``to_error`` sees it: 422 arrives as 400). The server
-checks the API key and the rate limit once per connection, as for any session.
+checks the API key once per connection, as for any session, and counts each ask
+against the rate limit, as it counts unary calls.
 A connection that ends before their answers sends the asks in flight on it
 over gRPC unary, with its ``retries`` (as any call a connection failure
 stopped; with ``retries=0`` they fail with ``ConnectionFailed``); the next
@@ -54,7 +55,7 @@ from google.protobuf.message import DecodeError
 
 from . import arrays, errors
 from .client import OPTIONS, direction_dict, resolve_function
-from .grpc_client import HTTP_OF, MODES, decode, pb
+from .grpc_client import MODES, decode, http_status, pb
 from .session_socket import CONNECT_TIMEOUT_S, FRAME, MAX_FRAME, frame, socket_host
 from .stored import unknown
 
@@ -76,10 +77,10 @@ GRPC_CODE = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHE
              504: grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-def unary_status(status: int) -> int:
-    """The status a unary call's exception carries for a refusal of HTTP ``status``."""
+def unary_status(status: int, error_code: str) -> int:
+    """The status a unary call's exception carries for a refusal of HTTP ``status`` and code ``error_code``."""
     code = GRPC_CODE.get(status, grpc.StatusCode.INVALID_ARGUMENT if status < 500 else grpc.StatusCode.INTERNAL)
-    return HTTP_OF.get(code, 500)
+    return http_status(code, error_code)
 
 
 class Pipelines:
@@ -443,7 +444,7 @@ def _refusal(answer: pb.SessionAnswer) -> errors.DerivdError:
     """A session's refusal as the unary call's exception (its status through gRPC's code)."""
     e = answer.error
     detail = json.loads(e.detail_json) if e.detail_json else {}
-    return errors.from_response(unary_status(answer.status), {"error": {"code": e.code, "message": e.message,
+    return errors.from_response(unary_status(answer.status, e.code), {"error": {"code": e.code, "message": e.message,
                                                                         "detail": detail}})
 
 

@@ -62,8 +62,8 @@ class FunctionSession:
     """The opening request (resolved) and the flat layout of its wrt inputs."""
 
     def __init__(self, dispatcher, metrics, opening, remaining: float | None, transport: str = "grpc",
-                 store: bool = False, kind: int = pb.SESSION_VALUE):
-        self.dispatcher, self.metrics, self.transport = dispatcher, metrics, transport
+                 store: bool = False, kind: int = pb.SESSION_VALUE, charge=None):
+        self.dispatcher, self.metrics, self.transport, self.charge = dispatcher, metrics, transport, charge
         if kind not in OPENING_KINDS:
             raise ValidationFailed(f"an opening computes the value, gradient, jacobian or hessian at its point; "
                                    f"not kind {kind} (hvp and taylor need a direction: ask them)", field="open.kind")
@@ -128,6 +128,8 @@ class FunctionSession:
         name = ENDPOINT_OF.get(ask.kind)
         route = f"session.{name}"
         try:
+            if self.charge is not None:  # each ask a request against the rate limit (RateLimited: this ask's 429)
+                self.charge()
             if name is None:
                 raise ValidationFailed(f"unknown session kind {ask.kind}", field="ask.kind")
             req = self._request({**self.base.at, **self._split(ask.x, "ask.x")})
@@ -169,10 +171,11 @@ class FunctionSession:
 ENDED = pb.SessionResponse(ended=pb.SessionEnded())
 
 
-def serve(dispatcher, metrics, request_iterator, context, call):
+def serve(dispatcher, metrics, request_iterator, context, call, charge=None):
     """The ``Session`` RPC: ``opened`` for the first message, then one ``answer`` per ask, in order, until
     the requests end or one is ``end`` (answered ``ended``, the last response) (on gRPC, and on the session
-    socket, ``grpc_api.session_socket``, whose ``context`` and ``call`` say so)."""
+    socket, ``grpc_api.session_socket``, whose ``context`` and ``call`` say so). ``charge``, if given, is
+    called before each ask (the session socket's per-ask rate limit)."""
     with call.answering("opening a session"):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("message") != "open":
@@ -180,7 +183,7 @@ def serve(dispatcher, metrics, request_iterator, context, call):
                                    field="open")
         opening = first.open
         session = FunctionSession(dispatcher, metrics, convert.to_request(opening), context.time_remaining(),
-                                  call.transport, store=opening.store, kind=opening.kind)
+                                  call.transport, store=opening.store, kind=opening.kind, charge=charge)
     yield pb.SessionResponse(opened=session.opened)
     for index, message in enumerate(request_iterator):
         which = message.WhichOneof("message")

@@ -14,7 +14,8 @@ dispatcher's deadline and inline policy, metrics (transport ``socket``) and
 the access log line are the same code. The socket adds what gRPC did for it:
 
 * the API key and rate limit (``AccessControl.check``, once per session as
-  per gRPC call), and the hello within ``http_header_timeout_s``; a frame
+  per gRPC call; each ask counts against the rate limit too, ``charge``: the
+  SDK pipelines its unary calls here), and the hello within ``http_header_timeout_s``; a frame
   where a hello is due that is not one (a request) is refused (422);
 * a frame over ``grpc_max_message_bytes`` is refused (413) before it is read;
   from its first byte a frame must arrive whole within ``http_body_timeout_s``
@@ -353,11 +354,13 @@ class SessionSocketServer:
             return False
         context = _Context(peer, hello)
         call = Call(self.metrics, context, "session", transport="socket")
+        # each ask is a request against the rate limit: the SDK pipelines its unary calls here
+        charge = (lambda: self.access.charge(hello.api_key or None, peer[0])) if self.access.limit > 0 else None
         response = None
         try:
             try:
                 for response in session.serve(self.dispatcher, self.metrics, connection.requests(context),
-                                              context, call):
+                                              context, call, charge):
                     if response is session.ENDED:  # kept before the client reads ``ended``: a connection
                         with self.lock:            # it opens next, finding every slot taken, may have this one
                             self.kept.add(connection)
