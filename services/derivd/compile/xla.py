@@ -322,6 +322,20 @@ def _log_ndtr(jsp):
     return lambda x: jnp.where(x > 0, jnp.log1p(-jsp.ndtr(-x)), jsp.log_ndtr(x))
 
 
+def _expit(jsp):
+    """expit(x) = (1 if x >= 0 else e) / (1 + e), e = exp(-|x|): the exponential softplus's lowering takes
+    (``np.log1p(np.exp(-np.abs(x)))``), which XLA then computes once for both (jax's 1 / (1 + exp(-x))
+    is a second one: the logistic gradient's executable, 18 us with it, 13 us without). Equal to
+    scipy's within rounding, and 0 below -709, where exp(-x) overflows, as scipy's."""
+    import jax.numpy as jnp
+
+    def expit(x):
+        e = jnp.exp(-jnp.abs(x))
+        return jnp.where(x >= 0, 1.0, e) / (1.0 + e)
+
+    return expit
+
+
 # Called on the host, scipy's own numbers (measured against scipy over wide ranges, jaxlib 0.10.2):
 # * scipy's real Bessel functions of the first and second kind and of real order: jax has i0, i1,
 #   i0e, i1e and an integer-order jn recurrence only (inaccurate past small x);
@@ -329,7 +343,7 @@ def _log_ndtr(jsp):
 #   at (8.1, 0.42), and either of any sign at negative arguments;
 # * gammaincc: 2e-7 relative off where a is small (1e-8), 1 - gammainc cancelling;
 # * polygamma: jax's zeta form holds for x > 0 only (polygamma(3, -10.08): 4e37 for 1.6e5).
-SCIPY_SPELLINGS = {"log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rgamma, "log_ndtr": _log_ndtr,
+SCIPY_SPELLINGS = {"expit": _expit, "log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rgamma, "log_ndtr": _log_ndtr,
                    **{name: _scipy_on_host(name) for name in ("j0", "j1", "y0", "y1", "jv", "yn", "ive", "beta",
                                                               "betaln", "gammaincc", "polygamma")}}
 
@@ -540,7 +554,10 @@ def _emit(src: _Source, graph, inputs, outputs, name: str, indent: str) -> None:
             src.lines.append(f"{inner}t{loop.id} = {expr}")
             continue
         prim = ops.get(n.prim)
-        if prim.xla is not None:
+        contraction = _transposed_product(n, var)
+        if contraction is not None:
+            expr = contraction
+        elif prim.xla is not None:
             src.lowerings[f"_x_{prim.name}"] = prim.xla
             kw = "".join(f", {k}={literal(v)}" for k, v in n.params.items())
             expr = f"_x_{prim.name}(_jx, {', '.join(args)}{kw})"
@@ -551,6 +568,22 @@ def _emit(src: _Source, graph, inputs, outputs, name: str, indent: str) -> None:
         var[n.id] = f"t{n.id}"
         src.lines.append(f"{inner}t{n.id} = {expr}")
     src.lines.append(f"{inner}return ({''.join(var[o.id] + ', ' for o in outputs)})")
+
+
+def _transposed_product(n, var) -> str | None:
+    """A product of float64 matrices ``a @ b`` where either is a transposed matrix (``swap``: the
+    gradient of ``X @ w`` is ``X.T @ g``), as one ``lax.dot_general`` contracting the untransposed
+    matrix's other axis; else None. Written ``X.T @ g``, XLA's CPU backend copied ``X`` out transposed
+    on every call and ran the product as a loop of its own, fused with what adds to it (the logistic
+    gradient, X 1000 x 20: 26 us an executable, 18 us as one dot; jaxlib 0.10.2, one thread)."""
+    if n.prim != "matmul" or any(a.ndim != 2 or a.dtype != "f8" for a in n.inputs):
+        return None
+    swapped = [a.prim == "transpose" and tuple(a.params["perm"]) == (1, 0) and a.inputs[0].ndim == 2
+               for a in n.inputs]
+    if not any(swapped):
+        return None
+    (a, b), (ta, tb) = [x.inputs[0] if t else x for x, t in zip(n.inputs, swapped)], swapped
+    return f"lax.dot_general({var[a.id]}, {var[b.id]}, ((({int(ta) ^ 1},), ({int(tb)},)), ((), ())))"
 
 
 def _flag(v) -> str:
