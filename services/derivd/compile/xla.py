@@ -343,7 +343,8 @@ def _expit(jsp):
 #   at (8.1, 0.42), and either of any sign at negative arguments;
 # * gammaincc: 2e-7 relative off where a is small (1e-8), 1 - gammainc cancelling;
 # * polygamma: jax's zeta form holds for x > 0 only (polygamma(3, -10.08): 4e37 for 1.6e5).
-SCIPY_SPELLINGS = {"expit": _expit, "log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rgamma, "log_ndtr": _log_ndtr,
+SCIPY_SPELLINGS = {"expit": _expit, "log_expit": _log_sigmoid, "erfcinv": _erfcinv, "rgamma": _rgamma,
+                   "log_ndtr": _log_ndtr,
                    **{name: _scipy_on_host(name) for name in ("j0", "j1", "y0", "y1", "jv", "yn", "ive", "beta",
                                                               "betaln", "gammaincc", "polygamma")}}
 
@@ -605,18 +606,19 @@ class XlaTape:
     literals wait on the device, packed in at most two vectors (``_CONST_VECTORS``).
     ``flat``: each output's (start, stop, shape) in the executable's one flat answer (its flag last,
     its finiteness tested here: ``_finish``), or None where it answers a tuple (large or non-float
-    outputs). ``staged``: whether an input is large enough for ``staging`` to align it (else a run
-    skips it: 0.2 us of a 10 us call). ``packed``: (the float64 numbers among the inputs, the other
-    inputs), by position, where the executable takes those numbers in one vector (``PACKED_MIN``)."""
+    outputs). ``stage_at``: the positions of the executable's arguments large enough for ``staging``
+    to align (a tape without any skips it: 0.2 us of a 10 us call). ``packed``: (the float64 numbers
+    among the inputs, the other inputs), by position, where the executable takes those numbers in one
+    vector (``PACKED_MIN``)."""
 
-    def __init__(self, executable: Callable, consts: list, source: str, flat: list | None, staged: bool = True,
+    def __init__(self, executable: Callable, consts: list, source: str, flat: list | None, stage_at: tuple = (),
                  packed: tuple | None = None):
         self.executable = executable
         self.packed = packed
         self.consts = consts
         self.source = source
         self.flat = flat
-        self.staged = staged
+        self.stage_at = stage_at
         self.zeros = None if flat is None else np.zeros((flat[-1][1] if flat else 0) + 1)  # one per number answered
         # each output taken from the flat answer as tier 1 answers it: a number, or a view (reshaped past 1-d)
         self.parts = None if flat is None else [(a, None) if s == () else (slice(a, b), None if len(s) == 1 else s)
@@ -626,8 +628,8 @@ class XlaTape:
         if self.packed is not None:
             numbers, rest = self.packed
             args = [np.array([args[i] for i in numbers], dtype=np.float64), *[args[i] for i in rest]]
-        if self.staged:
-            args, staged = staging.stage(args)  # large misaligned numpy arrays: aligned, so XLA reads them in place
+        if self.stage_at:
+            args, staged = staging.stage(args, self.stage_at)  # misaligned large arrays aligned: read in place
         else:
             staged = []
         if self.flat is None:
@@ -762,8 +764,9 @@ def compile_graph(graph, inputs: list, outputs: list, settings, ticket=None) -> 
     jax = configure(settings)
     offsets = np.cumsum([0] + sizes).tolist()
     layout = None if flat is None else [(a, b, s) for a, b, s in zip(offsets, offsets[1:], flat)]
-    staged = any(staging.worth_staging(math.prod(n.shape) * np.dtype(n.dtype).itemsize) for n in inputs)
-    return XlaTape(executable, [jax.device_put(v) for v in vectors], source, layout, staged,
+    stage_at = tuple(j + bool(packed) for j, i in enumerate(rest)
+                     if staging.worth_staging(math.prod(inputs[i].shape) * np.dtype(inputs[i].dtype).itemsize))
+    return XlaTape(executable, [jax.device_put(v) for v in vectors], source, layout, stage_at,
                    (packed, rest) if packed else None)
 
 
