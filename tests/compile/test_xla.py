@@ -26,6 +26,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+import scipy.special as scipy_special
 
 pytest.importorskip("jax")
 
@@ -680,3 +681,23 @@ def test_one_xla_thread_means_executables_that_run_on_one_thread(monkeypatch):
     assert len(psutil.Process(xla_process.pid()).cpu_affinity()) == 1
     hlo = kept[-1].executable.as_text()
     assert "fusion" in hlo and "outer_dimension_partitions" not in hlo
+
+
+def test_products_with_a_transposed_matrix_and_the_sigmoid_on_tier_2():
+    """The logistic loss's gradient (X.T @ g, one dot_general; softplus's derivative, the sigmoid sharing its
+    exponential) and Hessian-vector product on tier 2 against the closed forms, at margins that reach both
+    tails of the sigmoid (|y X w| up to ~800, past exp's overflow) and in the other order (g @ X.T-shaped)."""
+    rng = np.random.default_rng(11)
+    X, w, v = rng.normal(size=(60, 4)), np.array([40.0, -30.0, 25.0, 10.0]), rng.normal(size=4)
+    y = np.where(rng.normal(size=60) > 0, 1.0, -1.0)
+    dsl = "sum(softplus(-y * (X @ w)))"
+    s = scipy_special.expit(-y * (X @ w))  # the sigmoid of each margin's negative
+    got = compute(ALWAYS, "gradient", dsl, {"w": w}, {"X": X, "y": y})
+    assert got["tier"] == 2
+    np.testing.assert_allclose(got["gradient"]["w"], -X.T @ (y * s), rtol=1e-12, atol=1e-12)
+    got = compute(ALWAYS, "hvp", dsl, {"w": w}, {"X": X, "y": y}, v={"w": v})
+    assert got["tier"] == 2
+    np.testing.assert_allclose(got["hvp"]["w"], X.T @ (s * (1 - s) * (X @ v)), rtol=1e-12, atol=1e-12)
+    got = compute(ALWAYS, "gradient", "sum((w @ transpose(X)) ** 2)", {"w": w}, {"X": X})
+    assert got["tier"] == 2
+    np.testing.assert_allclose(got["gradient"]["w"], 2 * X.T @ (X @ w), rtol=1e-12)
