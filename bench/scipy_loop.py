@@ -21,7 +21,7 @@ four ways:
 * ``analytic``: scipy's rosen_der / rosen_hess_prod / rosen_hess, and the
   logistic loss's closed forms.
 
-Each way runs for a second to warm up (at least once), then ``--repeat`` times (default 3) timed, and
+Each way runs for three seconds to warm up (at least once), then ``--repeat`` times (default 3) timed, and
 the fastest counts (on a shared machine the slower runs measure the other
 work more than this). Reported: wall seconds, iterations, round trips per
 iteration (session), and the ratio to JAX's wall time. Also measured: the
@@ -161,14 +161,14 @@ def run_scipy(method: str, x0, value_and_grad=None, fun=None, jac=None, hessp=No
 REPEAT = 3
 
 
-WARM_S = 1.0
+WARM_S = 3.0
 
 
 def timed(fn, repeat: int):
     """(the fastest of ``repeat`` timed runs, its result), after runs to warm up for at least ``WARM_S``: compiled
-    tapes, jitted functions, caches, and the server's tier 2, which compiles a hot tape in the background and
-    checks its first answers against tier 1 within about a second (the steady state is what is timed, as jax's
-    compile is not)."""
+    tapes, jitted functions, caches, and the server's tier 2, which compiles a hot tape in the background (its
+    compile process's start, jax imported there, ~1 s, then the compile) and checks its first answers against
+    tier 1, a core busy meanwhile (the steady state is what is timed, as jax's compile is not)."""
     t0 = time.perf_counter()
     fn()
     while time.perf_counter() - t0 < WARM_S:
