@@ -15,6 +15,7 @@ import random
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -24,6 +25,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def grpc_servers(dispatcher):
+    """``start(port=0, **settings)``: a real GrpcServer (with its session socket) on 127.0.0.1 in front of
+    ``dispatcher``, with these settings; every one started is stopped at the end."""
+    from derivd.config import Settings
+    from derivd.grpc_api.server import GrpcServer
+
+    started = []
+
+    def start(port: int = 0, **fields):
+        started.append(GrpcServer(dispatcher, Settings(host="127.0.0.1", **fields), port, host="127.0.0.1").start())
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop(grace=0.5)
 
 
 def python_ast(text: str) -> ast.Module:

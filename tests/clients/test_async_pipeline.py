@@ -15,12 +15,10 @@ import pytest
 from tests.clients.conftest import dd
 from tests.conftest import HOLD
 from tests.references import rosenbrock, rosenbrock_gradient, rosenbrock_hessian
-from tests.support import free_port
+from tests.support import free_port, grpc_servers
 
 pytest.importorskip("grpc")
 pytest.importorskip("derivd.grpc_api.server")
-from derivd.config import Settings  # noqa: E402
-from derivd.grpc_api.server import GrpcServer  # noqa: E402
 from derivd_client.grpc_client import AsyncGrpcClient  # noqa: E402
 
 ROSEN = "sum(100*(x[1:]-x[:-1]**2)**2 + (1-x[:-1])**2)"
@@ -31,18 +29,8 @@ PAIR = "stack([x[0]*y, sin(x[1]) + y**2])"  # R^3 -> R^2
 @pytest.fixture()
 def serve(server):
     """``serve(**settings)``: a GrpcServer with its session socket on the suite's dispatcher."""
-    started = []
-
-    def start(port: int = 0, **fields):
-        started.append(GrpcServer(server.app.dispatcher, Settings(host="127.0.0.1", **fields), port,
-                                  host="127.0.0.1").start())
-        return started[-1]
-
-    yield start
-    for g in started:
-        g.stop(grace=0.5)
-
-
+    with grpc_servers(server.app.dispatcher) as start:
+        yield start
 
 
 def calls(rng):

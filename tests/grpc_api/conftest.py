@@ -12,6 +12,7 @@ from derivd.dispatch import Dispatcher
 from derivd.grpc_api import derivd_pb2_grpc as pb_grpc
 from derivd.grpc_api.server import GrpcServer, channel_options
 from tests.conftest import LiveServer
+from tests.support import grpc_servers
 
 
 class Stack:
@@ -58,13 +59,5 @@ def rest(stack):
 @pytest.fixture()
 def serve(stack):
     """``serve(**settings)``: a GrpcServer (with its session socket) on the stack's dispatcher."""
-    servers = []
-
-    def start(**fields):
-        server = GrpcServer(stack.dispatcher, Settings(host="127.0.0.1", **fields), 0, host="127.0.0.1").start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(grace=0.5)
+    with grpc_servers(stack.dispatcher) as start:
+        yield start
